@@ -1,0 +1,49 @@
+"""Errors of the ingestion pipeline, each with a stable `code` (reported per file, never fatal to a batch).
+
+IngestError
+ ├── UnsupportedFormatError   file type not handled (e.g. .wav, .exe)
+ ├── EmptyDocumentError       zero bytes, or no extractable text
+ ├── CorruptDocumentError     the parser could not read the file
+ ├── EncryptedDocumentError   password-protected / encrypted
+ ├── DocumentTooLargeError    over the configured byte limit
+ ├── EncodingError            text in an encoding that cannot be decoded
+ └── EmbeddingError           embedding model failed or unavailable
+"""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    code = "ingest_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnsupportedFormatError(IngestError):
+    code = "unsupported_format"
+
+
+class EmptyDocumentError(IngestError):
+    code = "empty_document"
+
+
+class CorruptDocumentError(IngestError):
+    code = "corrupt_document"
+
+
+class EncryptedDocumentError(IngestError):
+    code = "encrypted_document"
+
+
+class DocumentTooLargeError(IngestError):
+    code = "document_too_large"
+
+
+class EncodingError(IngestError):
+    code = "undecodable_text"
+
+
+class EmbeddingError(IngestError):
+    code = "embedding_failed"

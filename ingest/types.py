@@ -1,0 +1,92 @@
+"""Value types that flow through the ingestion pipeline: bytes -> elements -> chunks -> records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from classifiers.types import Finding, Label
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedElement:
+    """One structural element from `unstructured` (Title, NarrativeText, Table, ListItem ...).
+
+    `start`/`end` are character offsets of `text` in the document's extracted text (elements joined
+    by "\n\n"), so a chunk can point back into the document.
+    """
+
+    text: str
+    element_type: str
+    start: int
+    end: int
+    page_number: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """The text and elements extracted from one file."""
+
+    elements: tuple[ParsedElement, ...]
+    text: str
+    mime_type: str
+    parser: str  # e.g. "unstructured==0.27.32:partition_docx"
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkDraft:
+    """A deterministic slice of a document, before classification and embedding."""
+
+    ordinal: int
+    text: str
+    sha256: str  # of the chunk text, UTF-8
+    start: int  # offsets into ParsedDocument.text
+    end: int
+    page_number: int | None
+    element_types: tuple[str, ...]
+    token_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessedChunk:
+    """A chunk with its findings, label and embedding: what the memory stores."""
+
+    draft: ChunkDraft
+    findings: tuple[Finding, ...]
+    label: Label  # max(source floor, label implied by findings)
+    entity_types: tuple[str, ...]
+    has_personal_data: bool
+    vector: tuple[float, ...]
+    embedding_cached: bool  # True when the vector came from the content-addressed cache
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineVersions:
+    """Versions of every stage, recorded on each document version for provenance."""
+
+    pipeline: str
+    parser: str
+    chunker: str
+    classifier: str
+    label_map: str
+    embedding_model: str
+
+
+@dataclass(frozen=True)
+class ProcessedDocument:
+    """Everything the pipeline produced for one file."""
+
+    sha256: str  # of the raw bytes
+    size_bytes: int
+    mime_type: str
+    text_length: int
+    chunks: tuple[ProcessedChunk, ...]
+    versions: PipelineVersions
+    timings_s: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+
+    @property
+    def entity_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for chunk in self.chunks:
+            for finding in chunk.findings:
+                counts[finding.entity_type] = counts.get(finding.entity_type, 0) + 1
+        return counts

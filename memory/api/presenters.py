@@ -1,0 +1,78 @@
+"""ORM rows / service results -> response schemas."""
+
+from __future__ import annotations
+
+from classifiers.types import Label
+from memory.api import schemas as s
+from memory.clock import aware
+from memory.ingestion import IngestOutcome
+from memory.models import ApiKey, DocumentVersion, Principal, Source
+from memory.search import SearchResult
+from memory.sources import read_groups
+from memory.stores.base import OPEN_END
+
+
+def principal(p: Principal) -> s.PrincipalOut:
+    return s.PrincipalOut(
+        id=p.id, kind=p.kind, display_name=p.display_name, groups=sorted(g.group for g in p.groups),
+        clearance=Label(p.clearance).slug, jurisdiction=p.jurisdiction,  # type: ignore[arg-type]
+        roles=sorted(r.role for r in p.roles), active=p.active,
+        may_act_for=sorted(d.user_id for d in p.delegations), may_act_for_any=p.may_act_for_any,
+        created_at=aware(p.created_at),
+    )
+
+
+def key(k: ApiKey) -> s.KeyOut:
+    return s.KeyOut(
+        key_id=k.id, expires_at=aware(k.expires_at) if k.expires_at else None,
+        revoked_at=aware(k.revoked_at) if k.revoked_at else None, created_at=aware(k.created_at),
+    )
+
+
+def source(src: Source) -> s.SourceOut:
+    return s.SourceOut(
+        id=src.id, name=src.name, steward=src.steward_id, jurisdiction=src.jurisdiction,
+        read_groups=list(read_groups(src)), floor=Label(src.floor).slug,  # type: ignore[arg-type]
+        uri=src.uri, description=src.description,
+        personal_data_requires_consent=src.personal_data_requires_consent,
+        created_at=aware(src.created_at), updated_at=aware(src.updated_at),
+    )
+
+
+def ingest(o: IngestOutcome) -> s.IngestOut:
+    return s.IngestOut(
+        external_key=o.external_key, status=o.status,  # type: ignore[arg-type]
+        document_id=o.document_id, version=o.version, version_id=o.version_id, chunks=o.chunks,
+        embedded=o.embedded, entity_counts=o.entity_counts, error_code=o.error_code, error=o.error,
+    )
+
+
+def version(v: DocumentVersion) -> s.VersionOut:
+    return s.VersionOut(
+        version_id=v.id, version=v.version, status=v.status, sha256=v.sha256, size_bytes=v.size_bytes,
+        mime_type=v.mime_type, filename=v.filename, uri=v.uri, ingested_at=aware(v.ingested_at),
+        ingested_by=v.ingested_by, valid_from=v.valid_from, valid_to=None if v.valid_to >= OPEN_END else v.valid_to,
+        superseded_by=v.superseded_by, retracted_at=aware(v.retracted_at) if v.retracted_at else None,
+        retracted_by=v.retracted_by, retraction_reason=v.retraction_reason, chunk_count=v.chunk_count,
+        pipeline={
+            "pipeline": v.pipeline_version, "parser": v.parser_version, "chunker": v.chunker_version,
+            "classifier": v.classifier_version, "label_map": v.label_map_version, "embedding_model": v.embedding_model,
+        },
+    )
+
+
+def search(r: SearchResult) -> s.SearchOut:
+    return s.SearchOut(
+        hits=[
+            s.HitOut(score=h.score, text=h.text, label=h.label, entity_types=h.entity_types,  # type: ignore[arg-type]
+                     masked=h.masked, citation=s.CitationOut(**h.citation.to_dict()))
+            for h in r.hits
+        ],
+        policy=s.PolicyBlock(
+            effective_principal=r.effective_principal, acting_for_chain=r.acting_for_chain,
+            rules_applied=r.rules_applied,
+            withheld=[s.WithheldOut(reason=w.reason, count=w.count, source_id=w.source_id,  # type: ignore[arg-type]
+                                    steward=w.steward) for w in r.withheld],
+        ),
+        audit_seq=r.audit_seq, latency_ms=round(r.latency_ms, 3),
+    )

@@ -1,0 +1,27 @@
+"""Document version history (stewards and auditors)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from memory import documents
+from memory.api import presenters, schemas
+from memory.api.deps import SessionDep, WhoDep
+from memory.errors import ForbiddenError
+
+router = APIRouter(prefix="/v1", tags=["documents"], responses=schemas.ERRORS)
+
+
+@router.get("/documents/{document_id}/versions", response_model=schemas.DocumentVersionsOut)
+def document_versions(document_id: str, session: SessionDep, who: WhoDep) -> schemas.DocumentVersionsOut:
+    """Every version with its provenance (hashes, validity window, pipeline versions, retraction)."""
+    if not ({"steward", "auditor", "admin"} & who.roles):
+        raise ForbiddenError("requires role steward or auditor", code="missing_role")
+    doc = documents.get_document(session, document_id=document_id)
+    rows = documents.versions(session, document_id=document_id)
+    return schemas.DocumentVersionsOut(
+        document_id=doc.id, source_id=doc.source_id, external_key=doc.external_key,
+        versions=[presenters.version(v) for v in rows],
+    )
+
+

@@ -1,0 +1,39 @@
+"""The governed search endpoint every copilot calls."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from memory import search as search_svc
+from memory.api import presenters, schemas
+from memory.api.deps import ContainerDep, SessionDep, role
+from memory.clock import to_epoch
+from memory.metrics import SEARCH_HITS, SEARCH_WITHHELD
+from memory.policy import EffectivePrincipal
+from typing import Annotated
+
+router = APIRouter(prefix="/v1", tags=["search"], responses=schemas.ERRORS)
+
+
+@router.post("/search", response_model=schemas.SearchOut)
+def search(
+    body: schemas.SearchIn,
+    session: SessionDep,
+    container: ContainerDep,
+    who: Annotated[EffectivePrincipal, role("reader")],
+) -> schemas.SearchOut:
+    """Top-k chunks this caller may see (send `X-Acting-For: <user id>` when acting for a user), each with a
+    citation, plus the policy applied and counts of hits withheld for clearance or jurisdiction."""
+    request = search_svc.SearchRequest(
+        query=body.query, top_k=body.top_k, as_of=to_epoch(body.as_of) if body.as_of else None,
+        source_ids=tuple(body.source_ids) if body.source_ids is not None else None, purpose=body.purpose,
+    )
+    result = search_svc.search(
+        session, store=container.store, embedder=container.embedder, who=who, request=request,
+        max_top_k=container.settings.search_max_top_k,
+    )
+    for h in result.hits:
+        SEARCH_HITS.labels(masked=str(h.masked).lower()).inc()
+    for w in result.withheld:
+        SEARCH_WITHHELD.labels(reason=w.reason).inc(w.count)
+    return presenters.search(result)

@@ -1,0 +1,75 @@
+"""Sources (stewards register and manage them) and document upload."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from memory import documents, sources
+from memory.api import presenters, schemas
+from memory.api.deps import ContainerDep, SessionDep, WhoDep, role
+from memory.policy import EffectivePrincipal
+
+router = APIRouter(prefix="/v1", tags=["sources"], responses=schemas.ERRORS)
+StewardDep = Annotated[EffectivePrincipal, role("steward")]
+
+
+@router.post("/sources", status_code=201, response_model=schemas.SourceOut)
+def register_source(body: schemas.SourceCreate, session: SessionDep, who: StewardDep) -> schemas.SourceOut:
+    """Register a source: owner/steward, jurisdiction of residence, read groups, classification floor, flags."""
+    spec = sources.NewSource(
+        id=body.id, name=body.name, steward=body.steward or who.principal_id, jurisdiction=body.jurisdiction,
+        read_groups=tuple(body.read_groups), floor=body.floor, uri=body.uri, description=body.description,
+        personal_data_requires_consent=body.personal_data_requires_consent,
+    )
+    return presenters.source(sources.register(session, spec=spec, actor=who.principal_id))
+
+
+@router.get("/sources", response_model=list[schemas.SourceOut])
+def list_sources(session: SessionDep, who: StewardDep) -> list[schemas.SourceOut]:
+    return [presenters.source(s) for s in sources.list_all(session)]
+
+
+@router.get("/sources/{source_id}", response_model=schemas.SourceOut)
+def get_source(source_id: str, session: SessionDep, who: StewardDep) -> schemas.SourceOut:
+    return presenters.source(sources.get(session, source_id=source_id))
+
+
+@router.patch("/sources/{source_id}", response_model=schemas.SourceOut)
+def update_source(
+    source_id: str, body: schemas.SourcePatchIn, session: SessionDep, who: StewardDep, container: ContainerDep
+) -> schemas.SourceOut:
+    """Change a source. New read groups or jurisdiction reach the vectors before this returns."""
+    sources.ensure_steward(who, sources.get(session, source_id=source_id))
+    patch = sources.SourcePatch(
+        name=body.name, steward=body.steward, jurisdiction=body.jurisdiction,
+        read_groups=tuple(body.read_groups) if body.read_groups is not None else None, floor=body.floor,
+        description=body.description, personal_data_requires_consent=body.personal_data_requires_consent,
+    )
+    return presenters.source(
+        sources.update(session, source_id=source_id, patch=patch, store=container.store, actor=who.principal_id)
+    )
+
+
+@router.post("/sources/{source_id}/documents", status_code=201, response_model=schemas.IngestOut)
+def upload_document(
+    source_id: str,
+    file: Annotated[UploadFile, File(description="The document (pdf, docx, pptx, xlsx, html, eml, msg, md, txt, csv ...)")],
+    session: SessionDep,
+    who: StewardDep,
+    container: ContainerDep,
+    external_key: Annotated[str | None, Form(description="Document identity within the source (default: filename)")] = None,
+) -> schemas.IngestOut:
+    """Upload one file: created / unchanged / updated, with chunk and PII summary. Bad files -> 422 + code."""
+    sources.ensure_steward(who, sources.get(session, source_id=source_id))
+    data = file.file.read(container.settings.max_upload_bytes + 1)
+    # Ingestion runs its own units of work (no half-visible version); end this request's transaction first
+    # so SQLite's single writer lock is free for them.
+    session.commit()
+    outcome = documents.ingest_upload(
+        container.sessions, container.store, container.pipeline, source_id=source_id, data=data,
+        filename=file.filename or "upload", external_key=external_key, actor=who.principal_id,
+        max_bytes=container.settings.max_upload_bytes,
+    )
+    return presenters.ingest(outcome)

@@ -1,0 +1,252 @@
+"""Request and response bodies of the v1 API (pydantic). Field descriptions feed the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+LabelName = Literal["public", "internal", "confidential", "restricted"]
+RoleName = Literal["reader", "steward", "auditor", "admin"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable error code")
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing, invalid, revoked or expired API key"},
+    403: {"model": ErrorResponse, "description": "Authenticated but not allowed (role, delegation, stewardship)"},
+    404: {"model": ErrorResponse, "description": "Unknown id"},
+    409: {"model": ErrorResponse, "description": "Conflict with existing state"},
+    422: {"model": ErrorResponse, "description": "Malformed or invalid request"},
+}
+
+
+class PrincipalCreate(Strict):
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:-]*$")
+    kind: Literal["user", "service", "agent"]
+    groups: list[str] = Field(default_factory=list)
+    clearance: LabelName
+    jurisdiction: str = Field(min_length=2, max_length=16)
+    roles: list[RoleName] = Field(default_factory=lambda: ["reader"])
+    display_name: str = ""
+    may_act_for: list[str] = Field(default_factory=list, description="User ids an agent/service may act for")
+    may_act_for_any: bool = Field(False, description="Agent/service may act for any active user")
+    key_expires_at: datetime | None = Field(None, description="Expiry of the first API key")
+
+
+class PrincipalOut(BaseModel):
+    id: str
+    kind: str
+    display_name: str
+    groups: list[str]
+    clearance: LabelName
+    jurisdiction: str
+    roles: list[str]
+    active: bool
+    may_act_for: list[str]
+    may_act_for_any: bool
+    created_at: datetime
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    api_key: str | None = Field(None, description="The secret key, shown only once at creation")
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    created_at: datetime | None = None
+
+
+class PrincipalCreated(BaseModel):
+    principal: PrincipalOut
+    key: KeyOut
+
+
+class KeyCreate(Strict):
+    expires_at: datetime | None = None
+    description: str = ""
+
+
+class PrincipalPatch(Strict):
+    active: bool | None = None
+    groups: list[str] | None = None
+
+
+class SourceCreate(Strict):
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:-]*$")
+    name: str = Field(min_length=1, max_length=256)
+    steward: str | None = Field(None, description="Steward principal id (default: the caller)")
+    jurisdiction: str = Field(min_length=2, max_length=16)
+    read_groups: list[str] = Field(default_factory=list, description="Empty = nobody reads (never everyone)")
+    floor: LabelName = "internal"
+    uri: str = ""
+    description: str = ""
+    personal_data_requires_consent: bool = False
+
+
+class SourcePatchIn(Strict):
+    name: str | None = None
+    steward: str | None = None
+    jurisdiction: str | None = None
+    read_groups: list[str] | None = None
+    floor: LabelName | None = None
+    description: str | None = None
+    personal_data_requires_consent: bool | None = None
+
+
+class SourceOut(BaseModel):
+    id: str
+    name: str
+    steward: str
+    jurisdiction: str
+    read_groups: list[str]
+    floor: LabelName
+    uri: str
+    description: str
+    personal_data_requires_consent: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class IngestOut(BaseModel):
+    external_key: str
+    status: Literal["created", "updated", "unchanged", "failed"]
+    document_id: str | None
+    version: int | None
+    version_id: str | None
+    chunks: int
+    embedded: int = Field(description="Chunks embedded now (others came from the content-addressed cache)")
+    entity_counts: dict[str, int]
+    error_code: str | None = None
+    error: str | None = None
+
+
+class VersionOut(BaseModel):
+    version_id: str
+    version: int
+    status: str
+    sha256: str
+    size_bytes: int
+    mime_type: str
+    filename: str
+    uri: str
+    ingested_at: datetime
+    ingested_by: str
+    valid_from: float
+    valid_to: float | None
+    superseded_by: str | None
+    retracted_at: datetime | None
+    retracted_by: str | None
+    retraction_reason: str | None
+    chunk_count: int
+    pipeline: dict[str, str]
+
+
+class DocumentVersionsOut(BaseModel):
+    document_id: str
+    source_id: str
+    external_key: str
+    versions: list[VersionOut]
+
+
+class SearchIn(Strict):
+    query: str = Field(min_length=1, max_length=4000)
+    top_k: int = Field(10, ge=1, le=1000)
+    as_of: datetime | None = Field(None, description="Time travel: what the memory held at this instant")
+    source_ids: list[str] | None = None
+    purpose: str | None = Field(None, max_length=256)
+
+
+class CitationOut(BaseModel):
+    chunk_id: str
+    document_id: str
+    version: int
+    version_id: str
+    chunk_sha256: str
+    version_sha256: str
+    source_id: str
+    source_uri: str
+    document_uri: str
+    start: int
+    end: int
+    page_number: int | None
+    ingested_at: str
+    ingested_by: str
+    pipeline_version: str
+    parser_version: str
+    chunker_version: str
+    classifier_version: str
+    label_map_version: str
+    embedding_model: str
+
+
+class HitOut(BaseModel):
+    score: float
+    text: str
+    label: LabelName
+    entity_types: list[str]
+    masked: bool = Field(description="PII spans replaced by <ENTITY_TYPE> under an allow_masked rule")
+    citation: CitationOut
+
+
+class WithheldOut(BaseModel):
+    reason: Literal["clearance", "jurisdiction"]
+    count: int
+    source_id: str
+    steward: str = Field(description="Whom to ask (file an access request)")
+
+
+class PolicyBlock(BaseModel):
+    effective_principal: dict[str, Any]
+    acting_for_chain: list[str]
+    rules_applied: dict[str, Any]
+    withheld: list[WithheldOut]
+
+
+class SearchOut(BaseModel):
+    hits: list[HitOut]
+    policy: PolicyBlock
+    audit_seq: int
+    latency_ms: float
+
+
+class TransferRuleIn(Strict):
+    data: str = Field(description="Jurisdiction where the data resides")
+    caller: str = Field(description="Jurisdiction of the caller")
+    rule: Literal["allow", "allow_masked", "deny_personal", "deny"]
+
+
+class TransferRulesIn(Strict):
+    rules: list[TransferRuleIn]
+
+
+class TransferRulesOut(BaseModel):
+    version: int
+    rules: list[dict[str, str]]
+    default: Literal["deny"] = "deny"
+
+
+class LabelMapIn(Strict):
+    mapping: dict[str, LabelName]
+    unmapped: LabelName = "internal"
+    personal_types: list[str] | None = None
+
+
+class LabelMapOut(BaseModel):
+    version: int
+    label_map_version: str
+    mapping: dict[str, str]
+    unmapped: str
+    personal_types: list[str]

@@ -1,0 +1,193 @@
+"""Append-only, hash-chained audit log.
+
+Each record's hash covers its own fields and the previous record's hash, so any edit, insertion or
+deletion breaks the chain at a findable point. Appends lock the single `audit_head` row (FOR UPDATE on
+PostgreSQL; SQLite transactions already begin IMMEDIATE), so concurrent writers append strictly in order.
+Records are written in the caller's transaction: a data change and its audit record commit together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from memory.models import AuditChunk, AuditHead, AuditRecord
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """Base of typed audit events; `name` is the stable event name stored in the log."""
+
+    name: ClassVar[str] = "event"
+
+    def body(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchPerformed(AuditEvent):
+    name: ClassVar[str] = "search"
+    query_sha256: str
+    top_k: int
+    as_of: float
+    filter_summary: dict[str, Any]
+    chunk_ids: list[str]
+    masked_chunk_ids: list[str]
+    withheld: dict[str, int]
+    latency_ms: float
+    embedding_tokens: int
+
+
+@dataclass(frozen=True)
+class Write(AuditEvent):
+    """A generic write: `action` names it (source.register, document.ingest, version.retract ...)."""
+
+    name: ClassVar[str] = "write"
+    action: str
+    target: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Read(AuditEvent):
+    """A governed read other than search (citation lookup, explain, audit export)."""
+
+    name: ClassVar[str] = "read"
+    action: str
+    target: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _ts(dt: datetime) -> str:
+    if dt.tzinfo is None:  # SQLite returns naive datetimes; we only ever store UTC
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def record_hash(
+    *,
+    seq: int,
+    ts: datetime,
+    event: str,
+    principal_id: str | None,
+    acting_for: str | None,
+    source_id: str | None,
+    document_id: str | None,
+    body: dict[str, Any],
+    prev_hash: str,
+) -> str:
+    material = json.dumps(
+        {
+            "seq": seq,
+            "ts": _ts(ts),
+            "event": event,
+            "principal_id": principal_id,
+            "acting_for": acting_for,
+            "source_id": source_id,
+            "document_id": document_id,
+            "body": body,
+            "prev_hash": prev_hash,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def append(
+    session: Session,
+    event: AuditEvent,
+    *,
+    principal_id: str | None,
+    acting_for: str | None = None,
+    source_id: str | None = None,
+    document_id: str | None = None,
+    chunk_ids: Sequence[str] = (),
+    now: datetime | None = None,
+) -> AuditRecord:
+    """Append one record in the session's transaction (the caller commits)."""
+    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one_or_none()
+    if head is None:
+        head = AuditHead(id=1, seq=0, hash=GENESIS)
+        session.add(head)
+        session.flush()
+    ts = now or datetime.now(UTC)
+    seq = head.seq + 1
+    body = json.loads(json.dumps(event.body()))  # canonical JSON types, as they will be read back
+    digest = record_hash(
+        seq=seq, ts=ts, event=event.name, principal_id=principal_id, acting_for=acting_for,
+        source_id=source_id, document_id=document_id, body=body, prev_hash=head.hash,
+    )
+    record = AuditRecord(
+        seq=seq, ts=ts, event=event.name, principal_id=principal_id, acting_for=acting_for,
+        source_id=source_id, document_id=document_id, body=body, prev_hash=head.hash, hash=digest,
+    )
+    session.add(record)
+    session.flush()
+    if chunk_ids:
+        session.add_all([AuditChunk(seq=seq, chunk_id=c) for c in dict.fromkeys(chunk_ids)])
+    head.seq = seq
+    head.hash = digest
+    session.flush()
+    return record
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    valid: bool
+    checked: int
+    head_seq: int
+    first_broken_seq: int | None = None
+    reason: str | None = None
+
+
+def _iter_records(session: Session, batch: int) -> Iterator[AuditRecord]:
+    last = 0
+    while True:
+        rows = session.execute(
+            select(AuditRecord).where(AuditRecord.seq > last).order_by(AuditRecord.seq).limit(batch)
+        ).scalars().all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+        session.expunge_all()
+
+
+def verify_chain(session: Session, *, batch: int = 5000) -> ChainReport:
+    """Recompute every hash in order; report the first broken link (edit, insertion or deletion)."""
+    head = session.get(AuditHead, 1)
+    expected_prev = GENESIS
+    expected_seq = 1
+    checked = 0
+    head_seq = head.seq if head else 0
+    head_hash = head.hash if head else GENESIS
+    for rec in _iter_records(session, batch):
+        if rec.seq != expected_seq:
+            return ChainReport(False, checked, head_seq, expected_seq, f"record {expected_seq} is missing")
+        if rec.prev_hash != expected_prev:
+            return ChainReport(False, checked, head_seq, rec.seq, "prev_hash does not match the previous record")
+        digest = record_hash(
+            seq=rec.seq, ts=rec.ts, event=rec.event, principal_id=rec.principal_id, acting_for=rec.acting_for,
+            source_id=rec.source_id, document_id=rec.document_id, body=rec.body, prev_hash=rec.prev_hash,
+        )
+        if digest != rec.hash:
+            return ChainReport(False, checked, head_seq, rec.seq, "record content does not match its hash")
+        expected_prev = rec.hash
+        expected_seq += 1
+        checked += 1
+    if checked != head_seq or expected_prev != head_hash:
+        return ChainReport(
+            False, checked, head_seq, checked + 1, "records after the last verified one are missing (tail deleted)"
+        )
+    return ChainReport(True, checked, head_seq)

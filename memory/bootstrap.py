@@ -1,0 +1,154 @@
+"""The composition root: builds engine, sessions, vector store, embedder, classifier and pipeline from
+settings. The API lifespan and the CLI both use it. Nothing heavy is built at import time; models and the
+vector store are built on first use so a CLI command that needs neither stays fast."""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from memory import migrate, policy_store
+from memory.db import make_engine, make_sessionmaker, transaction
+from memory.errors import ConflictError
+from memory.settings import Settings
+
+if TYPE_CHECKING:
+    from ingest.embedders import Embedder
+    from memory.ingestion import DocumentProcessor
+    from memory.stores.base import VectorStore
+
+log = logging.getLogger(__name__)
+EMBEDDING_DIM = 384
+
+
+class Container:
+    """Holds the process's heavy collaborators. Pass overrides (test doubles) as keyword arguments."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: VectorStore | None = None,
+        embedder: Embedder | None = None,
+        classifier: Any | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        self.settings = settings
+        self._store_override = store
+        self._embedder_override = embedder
+        self._classifier_override = classifier
+        self._engine_override = engine
+
+    @cached_property
+    def engine(self) -> Engine:
+        if self._engine_override is not None:
+            return self._engine_override
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return make_engine(self.settings.sqlalchemy_url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return make_sessionmaker(self.engine)
+
+    @cached_property
+    def store(self) -> VectorStore:
+        if self._store_override is not None:
+            return self._store_override
+        if self.settings.is_embedded_vectors:
+            from memory.stores.edge import EdgeVectorStore
+
+            return EdgeVectorStore.open(self.settings.edge_path, EMBEDDING_DIM)
+        from qdrant_client import QdrantClient
+
+        from memory.stores.server import ServerVectorStore
+
+        s = self.settings
+        client = QdrantClient(
+            url=s.qdrant_url, api_key=s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None, timeout=30
+        )
+        server = ServerVectorStore(
+            client, collection=s.qdrant_collection, dim=EMBEDDING_DIM, shard_number=s.qdrant_shards,
+            replication_factor=s.qdrant_replicas, write_consistency_factor=s.qdrant_write_consistency,
+            read_consistency=s.qdrant_read_consistency,
+        )
+        server.ensure_collection()
+        return server
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        if self._embedder_override is not None:
+            return self._embedder_override
+        from ingest.embedders import SentenceTransformerEmbedder
+
+        return SentenceTransformerEmbedder(
+            batch_size=self.settings.embed_batch_size, num_threads=self.settings.torch_threads
+        )
+
+    @cached_property
+    def classifier(self) -> Any:
+        if self._classifier_override is not None:
+            return self._classifier_override
+        from classifiers.presidio import build_presidio_classifier
+
+        with self.sessions() as session:
+            label_map, _ = policy_store.label_map(session)
+        return build_presidio_classifier(spacy_model=self.settings.spacy_model, label_map=label_map)
+
+    @cached_property
+    def pipeline(self) -> DocumentProcessor:
+        from ingest.pipeline import IngestPipeline
+        from memory.embedding_cache import SqlEmbeddingCache
+
+        return IngestPipeline(
+            self.classifier, self.embedder, SqlEmbeddingCache(self.sessions),
+            max_bytes=self.settings.max_upload_bytes, max_tokens=self.settings.chunk_max_tokens,
+        )
+
+    def prepare_database(self) -> None:
+        """Migrate to head, seed default policy, create the bootstrap admin if configured."""
+        migrate.upgrade(self.engine)
+        with transaction(self.sessions) as session:
+            policy_store.seed_defaults(session)
+        key = self.settings.bootstrap_admin_key
+        if key is not None:
+            ensure_admin(self.sessions, token=key.get_secret_value())
+
+    def warm(self) -> None:
+        """Load models and open the store now (server start), not on the first request."""
+        _ = self.store
+        _ = self.embedder
+        _ = self.pipeline
+        from memory.ingestion import repair
+
+        repair(self.sessions, self.store)
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.close()
+        if "engine" in self.__dict__ and self._engine_override is None:
+            self.engine.dispose()
+
+
+def ensure_admin(factory: sessionmaker[Session], *, token: str, principal_id: str = "admin") -> None:
+    """Idempotently create the bootstrap admin with a known key (dev/demo and first deployment)."""
+    from memory import principals
+    from memory.models import Principal
+
+    with transaction(factory) as session:
+        if session.get(Principal, principal_id) is None:
+            principals.create_principal(session, spec=principals.NewPrincipal(
+                id=principal_id, kind="user", groups=("admins",), clearance="restricted", jurisdiction="EU",
+                roles=("admin", "steward", "auditor", "reader"), display_name="Bootstrap admin",
+            ), actor="system")
+        try:
+            principals.authenticate(session, token=token)
+        except Exception:
+            try:
+                principals.issue_key(session, principal_id=principal_id, actor="system", token=token,
+                                     description="bootstrap")
+            except ConflictError:
+                log.warning("bootstrap.key_conflict principal=%s", principal_id)

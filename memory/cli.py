@@ -1,0 +1,251 @@
+"""The `memory` command for people: serve, principals, sources, ingest, search, verify, audit, usage.
+
+A thin edge: parse options, call one service function inside one transaction, print. Errors print one
+line `error: <code>: <message>` and exit 2.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from memory.bootstrap import Container
+from memory.db import transaction
+from memory.errors import ServiceError
+from memory.settings import Settings
+
+app = typer.Typer(help="Governed enterprise memory.", no_args_is_help=True, pretty_exceptions_enable=False)
+principals_app = typer.Typer(help="Principals and API keys (admin).", no_args_is_help=True)
+sources_app = typer.Typer(help="Sources (stewards).", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+policy_app = typer.Typer(help="Admin policy: jurisdiction rules, label map.", no_args_is_help=True)
+app.add_typer(principals_app, name="principals")
+app.add_typer(sources_app, name="sources")
+app.add_typer(db_app, name="db")
+app.add_typer(policy_app, name="policy")
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Overrides MEMORY_DATA_DIR.", show_default=False)]
+Actor = Annotated[str | None, typer.Option("--actor", help="Principal id recorded in the audit log "
+                                           "(default: MEMORY_CLI_ACTOR or cli:<user>).")]
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    try:
+        return Settings(data_dir=data_dir) if data_dir else Settings()  # type: ignore[call-arg]
+    except Exception as exc:  # pydantic ValidationError: one line, no traceback
+        fail("invalid_settings", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
+
+
+def fail(code: str, message: str) -> None:
+    err.print(f"error: {code}: {message}", markup=False, highlight=False)
+    raise typer.Exit(2)
+
+
+@contextmanager
+def container_for(data_dir: Path | None, **overrides: Any) -> Iterator[Container]:
+    c = Container(_settings(data_dir), **overrides)
+    try:
+        c.prepare_database()
+        yield c
+    except ServiceError as exc:
+        fail(exc.code, exc.message)
+    finally:
+        c.close()
+
+
+def run(data_dir: Path | None, fn: Callable[[Container], T]) -> T:
+    with container_for(data_dir) as c:
+        return fn(c)
+
+
+def actor_id(actor: str | None) -> str:
+    return actor or os.environ.get("MEMORY_CLI_ACTOR") or f"cli:{getpass.getuser()}"
+
+
+def csv_list(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+def print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+@app.command()
+def keygen() -> None:
+    """Print a fresh random API key in the accepted format (e.g. for MEMORY_BOOTSTRAP_ADMIN_KEY)."""
+    out.print(f"gm_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}", markup=False, highlight=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = None) -> None:
+    """Apply migrations up to head (also runs at every start)."""
+    run(data_dir, lambda c: None)
+    out.print("database at head")
+
+
+@db_app.command("check")
+def db_check(data_dir: DataDir = None) -> None:
+    """Fail if the models and the migrations differ (alembic check)."""
+    from memory import migrate
+
+    run(data_dir, lambda c: migrate.check(c.engine))
+    out.print("no drift")
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (MEMORY_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (MEMORY_PORT).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (server backends only).")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Load the shipped demo corpus if the store is empty.")] = False,
+) -> None:
+    """Run the API (embedded default: SQLite + Qdrant Edge under the data dir)."""
+    import uvicorn
+
+    from memory import logging_setup
+
+    settings = _settings(data_dir)
+    updates: dict[str, Any] = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v}
+    if demo:
+        updates["seed_demo"] = True
+    settings = settings.model_copy(update=updates)
+    if settings.workers > 1 and (settings.is_embedded_vectors or settings.sqlalchemy_url.startswith("sqlite")):
+        fail("embedded_single_process", "the embedded store (Qdrant Edge + SQLite) is owned by one process; "
+             "use --workers 1, or set MEMORY_DATABASE_URL (PostgreSQL) and MEMORY_QDRANT_URL for more workers")
+    logging_setup.configure(settings.log_level, settings.log_json)
+    os.environ.update({f"MEMORY_{k.upper()}": str(v) for k, v in updates.items()})
+    if data_dir:
+        os.environ["MEMORY_DATA_DIR"] = str(data_dir)
+    if settings.workers > 1:
+        uvicorn.run("memory.api.asgi:app", host=settings.host, port=settings.port, workers=settings.workers,
+                    factory=False, timeout_graceful_shutdown=20)
+    else:
+        from memory.api.app import create_app
+
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, timeout_graceful_shutdown=20)
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the demo store lives.")] = Path(".memory-demo"),
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Load the demo corpus and exit.")] = False,
+) -> None:
+    """Load the shipped demo corpus (principals, sources, documents) and serve the API on it."""
+    from memory.demo import DEMO_ADMIN_KEY, seed_demo
+
+    os.environ.setdefault("MEMORY_BOOTSTRAP_ADMIN_KEY", DEMO_ADMIN_KEY)
+    with container_for(data_dir) as c:
+        summary = seed_demo(c)
+    out.print(summary.render(port), markup=False, highlight=False, soft_wrap=True)
+    if not no_serve:
+        serve(data_dir=data_dir, host=None, port=port, workers=1, demo=False)
+
+
+# ----------------------------------------------------------------------------------------------- principals
+
+
+@principals_app.command("create")
+def principals_create(
+    principal_id: Annotated[str, typer.Argument(help="Principal id.")],
+    kind: Annotated[str, typer.Option(help="user | service | agent")] = "user",
+    groups: Annotated[str, typer.Option(help="Comma-separated groups.")] = "",
+    clearance: Annotated[str, typer.Option(help="public | internal | confidential | restricted")] = "internal",
+    jurisdiction: Annotated[str, typer.Option(help="Where the principal is, e.g. EU, US, UK, IN.")] = "EU",
+    roles: Annotated[str, typer.Option(help="Comma-separated: reader, steward, auditor, admin.")] = "reader",
+    may_act_for: Annotated[str, typer.Option(help="Comma-separated user ids this agent may act for.")] = "",
+    may_act_for_any: Annotated[bool, typer.Option(help="Agent may act for any user.")] = False,
+    expires: Annotated[datetime | None, typer.Option(help="Expiry of the first key (ISO 8601).")] = None,
+    data_dir: DataDir = None,
+    actor: Actor = None,
+) -> None:
+    """Create a principal and print its API key (shown once)."""
+    from memory import principals
+
+    def _do(c: Container) -> str:
+        with transaction(c.sessions) as s:
+            spec = principals.NewPrincipal(
+                id=principal_id, kind=kind, groups=csv_list(groups), clearance=clearance, jurisdiction=jurisdiction,
+                roles=csv_list(roles) or ("reader",), may_act_for=csv_list(may_act_for),
+                may_act_for_any=may_act_for_any,
+            )
+            principals.create_principal(s, spec=spec, actor=actor_id(actor))
+            return principals.issue_key(s, principal_id=principal_id, actor=actor_id(actor), expires_at=expires).token
+
+    token = run(data_dir, _do)
+    out.print(f"created {principal_id}; API key (shown once):", markup=False)
+    out.print(token, markup=False, highlight=False)
+
+
+@principals_app.command("list")
+def principals_list(data_dir: DataDir = None) -> None:
+    """List principals."""
+    from memory import principals
+    from memory.api import presenters
+
+    def _do(c: Container) -> list[dict[str, Any]]:
+        with c.sessions() as s:
+            return [presenters.principal(p).model_dump(mode="json") for p in principals.list_principals(s)]
+
+    table = Table("id", "kind", "groups", "clearance", "jurisdiction", "roles", "active")
+    for p in run(data_dir, _do):
+        table.add_row(p["id"], p["kind"], ",".join(p["groups"]), p["clearance"], p["jurisdiction"],
+                      ",".join(p["roles"]), str(p["active"]))
+    out.print(table)
+
+
+@principals_app.command("issue-key")
+def principals_issue_key(
+    principal_id: str,
+    expires: Annotated[datetime | None, typer.Option(help="Expiry (ISO 8601).")] = None,
+    data_dir: DataDir = None,
+    actor: Actor = None,
+) -> None:
+    """Issue another API key for a principal (key rotation)."""
+    from memory import principals
+
+    def _do(c: Container) -> str:
+        with transaction(c.sessions) as s:
+            return principals.issue_key(s, principal_id=principal_id, actor=actor_id(actor), expires_at=expires).token
+
+    out.print(run(data_dir, _do), markup=False, highlight=False)
+
+
+@principals_app.command("revoke-key")
+def principals_revoke_key(key_id: str, data_dir: DataDir = None, actor: Actor = None) -> None:
+    """Revoke an API key by its id (the part after gm_)."""
+    from memory import principals
+
+    def _do(c: Container) -> None:
+        with transaction(c.sessions) as s:
+            principals.revoke_key(s, key_id=key_id, actor=actor_id(actor))
+
+    run(data_dir, _do)
+    out.print(f"revoked {key_id}")
+
+
+def main() -> None:
+    from memory import cli_commands  # noqa: F401  (registers sources/ingest/search/... commands)
+
+    try:
+        app()
+    except ServiceError as exc:
+        err.print(f"error: {exc.code}: {exc.message}", markup=False, highlight=False)
+        sys.exit(2)

@@ -1,0 +1,212 @@
+"""CLI commands for sources, ingestion, search and policy (registered on memory.cli.app)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from memory.bootstrap import Container
+from memory.cli import Actor, DataDir, actor_id, app, container_for, csv_list, fail, out, policy_app, print_json, run, sources_app
+from memory.db import transaction
+
+
+@sources_app.command("add")
+def sources_add(
+    source_id: Annotated[str, typer.Argument(help="Source id.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    steward: Annotated[str, typer.Option(help="Steward principal id.")],
+    jurisdiction: Annotated[str, typer.Option(help="Where the data resides (EU, US, UK, IN ...).")],
+    read_groups: Annotated[str, typer.Option(help="Comma-separated groups that may read; empty = nobody.")] = "",
+    floor: Annotated[str, typer.Option(help="Classification floor: public|internal|confidential|restricted.")] = "internal",
+    uri: Annotated[str, typer.Option(help="Where the source lives (for citations).")] = "",
+    consent_required: Annotated[bool, typer.Option(help="Flag: personal data requires consent.")] = False,
+    data_dir: DataDir = None,
+    actor: Actor = None,
+) -> None:
+    """Register a source."""
+    from memory import sources
+
+    def _do(c: Container) -> None:
+        with transaction(c.sessions) as s:
+            sources.register(s, spec=sources.NewSource(
+                id=source_id, name=name, steward=steward, jurisdiction=jurisdiction, read_groups=csv_list(read_groups),
+                floor=floor, uri=uri, personal_data_requires_consent=consent_required,
+            ), actor=actor_id(actor))
+
+    run(data_dir, _do)
+    out.print(f"registered source {source_id}", markup=False)
+
+
+@sources_app.command("list")
+def sources_list(data_dir: DataDir = None) -> None:
+    """List sources."""
+    from memory import sources
+    from memory.api import presenters
+
+    def _do(c: Container) -> list[dict[str, Any]]:
+        with c.sessions() as s:
+            return [presenters.source(x).model_dump(mode="json") for x in sources.list_all(s)]
+
+    table = Table("id", "name", "steward", "jurisdiction", "read groups", "floor")
+    for x in run(data_dir, _do):
+        table.add_row(x["id"], x["name"], x["steward"], x["jurisdiction"], ",".join(x["read_groups"]), x["floor"])
+    out.print(table)
+
+
+@sources_app.command("update")
+def sources_update(
+    source_id: str,
+    read_groups: Annotated[str | None, typer.Option(help="New comma-separated read groups.")] = None,
+    jurisdiction: Annotated[str | None, typer.Option(help="New jurisdiction.")] = None,
+    floor: Annotated[str | None, typer.Option(help="New floor (applies to future ingests).")] = None,
+    steward: Annotated[str | None, typer.Option(help="New steward.")] = None,
+    data_dir: DataDir = None,
+    actor: Actor = None,
+) -> None:
+    """Change a source's access rules (reach the vectors before this returns)."""
+    from memory import sources
+
+    def _do(c: Container) -> None:
+        with transaction(c.sessions) as s:
+            sources.update(s, source_id=source_id, store=c.store, actor=actor_id(actor), patch=sources.SourcePatch(
+                read_groups=csv_list(read_groups) if read_groups is not None else None, jurisdiction=jurisdiction,
+                floor=floor, steward=steward,
+            ))
+
+    run(data_dir, _do)
+    out.print(f"updated source {source_id}", markup=False)
+
+
+@app.command()
+def ingest(
+    source_id: Annotated[str, typer.Argument(help="Source id.")],
+    paths: Annotated[list[str], typer.Argument(help="Files or folders (recursive).")],
+    data_dir: DataDir = None,
+    actor: Actor = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print outcomes as JSON.")] = False,
+) -> None:
+    """Ingest files into a source: parse, chunk, classify, version, embed, store. Exit 1 if any file failed."""
+    from memory import documents, sources
+
+    with container_for(data_dir) as c:
+        with c.sessions() as s:
+            sources.get(s, source_id=source_id)  # unknown source: one clear error before any work
+        files = [f for f in documents.iter_files(paths)]
+        with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=out, transient=True, disable=as_json) as progress:
+            task = progress.add_task("files", total=len(files))
+            outcomes = documents.ingest_paths(
+                c.sessions, c.store, c.pipeline, source_id=source_id, paths=paths, actor=actor_id(actor),
+                max_bytes=c.settings.max_upload_bytes, on_progress=lambda n: progress.advance(task, n),
+            )
+        c.store.flush()
+    if as_json:
+        print_json([o.__dict__ for o in outcomes])
+    else:
+        _summary(outcomes)
+    if any(o.status == "failed" for o in outcomes):
+        raise typer.Exit(1)
+
+
+def _summary(outcomes: list[Any]) -> None:
+    counts = {k: sum(1 for o in outcomes if o.status == k) for k in ("created", "updated", "unchanged", "failed")}
+    entities: dict[str, int] = {}
+    for o in outcomes:
+        for k, v in o.entity_counts.items():
+            entities[k] = entities.get(k, 0) + v
+    table = Table("documents", "created", "updated", "unchanged", "failed", "chunks", "embedded")
+    table.add_row(str(len(outcomes)), *(str(counts[k]) for k in counts), str(sum(o.chunks for o in outcomes)),
+                  str(sum(o.embedded for o in outcomes)))
+    out.print(table)
+    if entities:
+        et = Table("PII entity", "count")
+        for k, v in sorted(entities.items(), key=lambda kv: -kv[1]):
+            et.add_row(k, str(v))
+        out.print(et)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        ft = Table("failed file", "code", "reason")
+        for o in failed:
+            ft.add_row(o.external_key, o.error_code or "", o.error or "")
+        out.print(ft)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Query text.")],
+    principal: Annotated[str, typer.Option("--as", help="Principal id to search as.")],
+    acting_for: Annotated[str | None, typer.Option(help="User id the principal acts for.")] = None,
+    top_k: Annotated[int, typer.Option(help="Number of hits.")] = 5,
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full response as JSON.")] = False,
+) -> None:
+    """Search as a principal (operator tool: same policy, filter and audit as the API)."""
+    from memory import principals
+    from memory import search as search_svc
+    from memory.api import presenters
+
+    def _do(c: Container) -> dict[str, Any]:
+        with transaction(c.sessions) as s:
+            caller = principals.get_principal(s, principal_id=principal)
+            if not caller.active:
+                fail("inactive_principal", f"{principal} is inactive")
+            who = principals.resolve_effective(s, caller=caller, acting_for=acting_for)
+            result = search_svc.search(s, store=c.store, embedder=c.embedder, who=who,
+                                       request=search_svc.SearchRequest(query=query, top_k=top_k))
+            return presenters.search(result).model_dump(mode="json")
+
+    res = run(data_dir, _do)
+    if as_json:
+        print_json(res)
+        return
+    for i, h in enumerate(res["hits"], 1):
+        cit = h["citation"]
+        flag = " [masked]" if h["masked"] else ""
+        out.print(f"{i}. {h['score']:.3f} {cit['source_id']}/{cit['document_id']} v{cit['version']} "
+                  f"({h['label']}){flag}", markup=False)
+        out.print("   " + h["text"][:300].replace("\n", " "), markup=False)
+    for w in res["policy"]["withheld"]:
+        out.print(f"withheld: {w['count']} from {w['source_id']} ({w['reason']}); ask {w['steward']}", markup=False)
+
+
+@policy_app.command("show")
+def policy_show(data_dir: DataDir = None) -> None:
+    """Print the jurisdiction transfer rules and label map in force."""
+    from memory import policy_store
+
+    def _do(c: Container) -> dict[str, Any]:
+        with c.sessions() as s:
+            rules = policy_store.transfer_rules(s)
+            lm, v = policy_store.label_map(s)
+            return {"jurisdictions": {"version": rules.version, "rules": rules.to_json()},
+                    "labels": {"version": v, **lm.to_json()}}
+
+    print_json(run(data_dir, _do))
+
+
+@policy_app.command("set-jurisdictions")
+def policy_set_jurisdictions(
+    file: Annotated[Path, typer.Argument(help="JSON file: [{data, caller, rule}, ...]")],
+    data_dir: DataDir = None,
+    actor: Actor = None,
+) -> None:
+    """Replace the transfer rules with a new version (unlisted pairs are denied)."""
+    from memory import policy_store
+
+    try:
+        rules = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        fail("invalid_policy_file", str(exc))
+
+    def _do(c: Container) -> int:
+        with transaction(c.sessions) as s:
+            return policy_store.put_transfer_rules(s, rules=rules, actor=actor_id(actor)).version
+
+    out.print(f"transfer rules now at version {run(data_dir, _do)}")
+
+

@@ -1,0 +1,137 @@
+"""Documents: ingestion entry points (upload, paths) and version history."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ingest.errors import DocumentTooLargeError, IngestError
+from memory.errors import NotFoundError, ServiceError, ValidationFailedError
+from memory.ingestion import DocumentProcessor, FileInput, IngestOutcome, ingest_files
+from memory.models import Document, DocumentVersion
+from memory.stores.base import VectorStore
+
+
+@dataclass(frozen=True)
+class PathProblem:
+    path: str
+    code: str
+    message: str
+
+
+def ingest_upload(
+    factory: sessionmaker[Session],
+    store: VectorStore,
+    processor: DocumentProcessor,
+    *,
+    source_id: str,
+    data: bytes,
+    filename: str,
+    external_key: str | None,
+    actor: str,
+    max_bytes: int,
+) -> IngestOutcome:
+    """One uploaded file. A file the pipeline rejects raises its IngestError (-> 422 with its code)."""
+    if len(data) > max_bytes:
+        raise DocumentTooLargeError(f"{len(data)} bytes exceeds the limit of {max_bytes}")
+    name = os.path.basename(filename) or "upload"
+    key = external_key or name
+    if len(key) > 1024:
+        raise ValidationFailedError("external_key is too long", code="invalid_external_key")
+    [outcome] = ingest_files(
+        factory, store, processor, source_id=source_id, actor=actor,
+        files=[FileInput(data=data, filename=name, external_key=key, uri=f"upload://{source_id}/{key}")],
+    )
+    if outcome.status == "failed":
+        err = IngestError(outcome.error or "ingest failed")
+        err.code = outcome.error_code or "ingest_error"
+        raise err
+    return outcome
+
+
+def iter_files(paths: Iterable[str]) -> Iterator[tuple[Path, Path] | PathProblem]:
+    """(file, root it was found under) for files and folders (recursive, sorted, hidden files skipped)."""
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            yield PathProblem(raw, "path_not_found", "no such file or directory")
+        elif p.is_file():
+            yield (p, p.parent)
+        elif p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts):
+                    yield (f, p)
+        else:
+            yield PathProblem(raw, "unsupported_path", "not a regular file or directory")
+
+
+def ingest_paths(
+    factory: sessionmaker[Session],
+    store: VectorStore,
+    processor: DocumentProcessor,
+    *,
+    source_id: str,
+    paths: Iterable[str],
+    actor: str,
+    max_bytes: int,
+    batch_files: int = 16,
+    on_progress: object = None,
+) -> list[IngestOutcome]:
+    """Files and folders into one source; document identity = path relative to the folder given."""
+    outcomes: list[IngestOutcome] = []
+    batch: list[FileInput] = []
+
+    def flush() -> None:
+        if batch:
+            outcomes.extend(ingest_files(factory, store, processor, source_id=source_id, files=list(batch),
+                                         actor=actor))
+            if callable(on_progress):
+                on_progress(len(batch))
+            batch.clear()
+
+    for item in iter_files(paths):
+        if isinstance(item, PathProblem):
+            outcomes.append(IngestOutcome(item.path, "failed", error_code=item.code, error=item.message))
+            continue
+        f, root = item
+        key = f.relative_to(root).as_posix()
+        try:
+            size = f.stat().st_size
+            if size > max_bytes:
+                raise DocumentTooLargeError(f"{size} bytes exceeds the limit of {max_bytes}")
+            data = f.read_bytes()
+        except IngestError as exc:
+            outcomes.append(IngestOutcome(key, "failed", error_code=exc.code, error=exc.message))
+            continue
+        except OSError as exc:
+            outcomes.append(IngestOutcome(key, "failed", error_code="unreadable_file", error=exc.strerror or str(exc)))
+            continue
+        batch.append(FileInput(data=data, filename=f.name, external_key=key, uri=f.resolve().as_uri()))
+        if len(batch) >= batch_files:
+            flush()
+    flush()
+    return outcomes
+
+
+def get_document(session: Session, *, document_id: str) -> Document:
+    doc = session.get(Document, document_id)
+    if doc is None:
+        raise NotFoundError(f"document {document_id!r} not found", code="document_not_found")
+    return doc
+
+
+def versions(session: Session, *, document_id: str) -> list[DocumentVersion]:
+    get_document(session, document_id=document_id)
+    return list(session.execute(
+        select(DocumentVersion)
+        .where(DocumentVersion.document_id == document_id, DocumentVersion.status != "pending")
+        .order_by(DocumentVersion.version)
+    ).scalars())
+
+
+__all__ = ["PathProblem", "ServiceError", "get_document", "ingest_paths", "ingest_upload", "iter_files", "versions"]

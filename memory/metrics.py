@@ -1,0 +1,17 @@
+"""Prometheus metrics (registered once per process on the default registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+REQUEST_LATENCY = Histogram(
+    "memory_http_request_seconds", "HTTP request latency by route template", ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+)
+ERRORS = Counter("memory_errors_total", "Errors returned, by stable error code", ["code"])
+SEARCH_HITS = Counter("memory_search_hits_total", "Hits served by search", ["masked"])
+SEARCH_WITHHELD = Counter("memory_search_withheld_total", "Hits withheld by search", ["reason"])
+INGEST_DOCUMENTS = Counter("memory_ingest_documents_total", "Documents ingested, by outcome", ["status"])
+INGEST_CHUNKS = Counter("memory_ingest_chunks_total", "Chunks stored by ingestion")
+INGEST_SECONDS = Histogram("memory_ingest_seconds", "Wall time per ingested document",
+                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))

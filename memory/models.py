@@ -1,0 +1,258 @@
+"""SQL schema (SQLAlchemy 2 typed declarative). Alembic migrations in memory/migrations mirror it.
+
+Group memberships and read groups are relational rows (not JSON lists) so SQL can filter by them on
+SQLite and PostgreSQL alike. Times are timezone-aware UTC; epoch floats are what the vector payload holds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import JSON
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+TZ = DateTime(timezone=True)
+
+
+class Principal(Base):
+    __tablename__ = "principals"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # user | service | agent
+    display_name: Mapped[str] = mapped_column(String(256), default="")
+    clearance: Mapped[int] = mapped_column(Integer)  # classifiers.types.Label
+    jurisdiction: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    may_act_for_any: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(TZ)
+    groups: Mapped[list[PrincipalGroup]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+    roles: Mapped[list[PrincipalRole]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+    delegations: Mapped[list[Delegation]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", foreign_keys="Delegation.agent_id"
+    )
+
+
+class PrincipalGroup(Base):
+    __tablename__ = "principal_groups"
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True)
+    group: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class PrincipalRole(Base):
+    __tablename__ = "principal_roles"
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class Delegation(Base):
+    """An agent/service may act for this user (user_id) — explicit, per user."""
+
+    __tablename__ = "delegations"
+    agent_id: Mapped[str] = mapped_column(ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # public key id (prefix of the token)
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id", ondelete="CASCADE"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(TZ)
+    expires_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    description: Mapped[str] = mapped_column(String(256), default="")
+
+
+class Source(Base):
+    __tablename__ = "sources"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    steward_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    jurisdiction: Mapped[str] = mapped_column(String(16))
+    floor: Mapped[int] = mapped_column(Integer)
+    uri: Mapped[str] = mapped_column(String(1024), default="")
+    personal_data_requires_consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(TZ)
+    updated_at: Mapped[datetime] = mapped_column(TZ)
+    read_groups: Mapped[list[SourceReadGroup]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+
+
+class SourceReadGroup(Base):
+    __tablename__ = "source_read_groups"
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True)
+    group: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("source_id", "external_key"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id"), index=True)
+    external_key: Mapped[str] = mapped_column(String(1024))  # path or steward-given id
+    created_at: Mapped[datetime] = mapped_column(TZ)
+    current_version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DocumentVersion(Base):
+    __tablename__ = "document_versions"
+    __table_args__ = (UniqueConstraint("document_id", "version"), Index("ix_versions_status", "status"))
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # pending | active | superseded | failed
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mime_type: Mapped[str] = mapped_column(String(128))
+    filename: Mapped[str] = mapped_column(String(1024))
+    uri: Mapped[str] = mapped_column(String(2048))
+    ingested_at: Mapped[datetime] = mapped_column(TZ)
+    ingested_by: Mapped[str] = mapped_column(String(128))
+    valid_from: Mapped[float] = mapped_column(Float)
+    valid_to: Mapped[float] = mapped_column(Float)
+    superseded_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    retracted_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    retracted_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    retraction_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pipeline_version: Mapped[str] = mapped_column(String(64))
+    parser_version: Mapped[str] = mapped_column(String(128))
+    chunker_version: Mapped[str] = mapped_column(String(64))
+    classifier_version: Mapped[str] = mapped_column(String(256))
+    label_map_version: Mapped[str] = mapped_column(String(64))
+    embedding_model: Mapped[str] = mapped_column(String(128))
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    vectors_synced: Mapped[bool] = mapped_column(Boolean, default=False)  # vector payload matches this row
+    restored_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    restored_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    text_length: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    point_id: Mapped[str] = mapped_column(String(36), unique=True)
+    version_id: Mapped[str] = mapped_column(ForeignKey("document_versions.id"), index=True)
+    document_id: Mapped[str] = mapped_column(String(64), index=True)
+    source_id: Mapped[str] = mapped_column(String(128), index=True)
+    ordinal: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    start: Mapped[int] = mapped_column(Integer)
+    end: Mapped[int] = mapped_column(Integer)
+    page_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    element_types: Mapped[list[str]] = mapped_column(JSON)
+    token_count: Mapped[int] = mapped_column(Integer)
+    label: Mapped[int] = mapped_column(Integer)
+    personal: Mapped[bool] = mapped_column(Boolean)
+    entity_types: Mapped[list[str]] = mapped_column(JSON)
+    spans: Mapped[list[PiiSpan]] = relationship(cascade="all, delete-orphan", lazy="selectin", order_by="PiiSpan.start")
+
+
+class PiiSpan(Base):
+    __tablename__ = "pii_spans"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chunk_id: Mapped[str] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"), index=True)
+    entity_type: Mapped[str] = mapped_column(String(64))
+    start: Mapped[int] = mapped_column(Integer)
+    end: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+    recognizer: Mapped[str] = mapped_column(String(128))
+
+
+class Embedding(Base):
+    """Content-addressed embedding cache: one vector per (model, chunk text sha256)."""
+
+    __tablename__ = "embeddings"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(TZ)
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditHead(Base):
+    """One row; writers lock it (UPDATE first) so the hash chain is appended strictly in order."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditRecord(Base):
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    ts: Mapped[datetime] = mapped_column(TZ, index=True)
+    event: Mapped[str] = mapped_column(String(64), index=True)
+    principal_id: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
+    acting_for: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
+    source_id: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
+    document_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    body: Mapped[dict[str, object]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditChunk(Base):
+    """Which chunks an audit record served (for impact reports and 'who saw this')."""
+
+    __tablename__ = "audit_chunks"
+    seq: Mapped[int] = mapped_column(ForeignKey("audit_log.seq"), primary_key=True)
+    chunk_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class PolicyVersion(Base):
+    """Versioned admin policy: kind 'jurisdictions' (transfer rules) or 'labels' (entity->label map)."""
+
+    __tablename__ = "policy_versions"
+    __table_args__ = (UniqueConstraint("kind", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, object]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(TZ)
+    created_by: Mapped[str] = mapped_column(String(128))
+    effective_from: Mapped[float] = mapped_column(Float)
+
+
+class AccessRequest(Base):
+    __tablename__ = "access_requests"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    requester_id: Mapped[str] = mapped_column(String(128), index=True)
+    acting_for: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id"), index=True)
+    reason: Mapped[str] = mapped_column(String(32))  # clearance | jurisdiction
+    justification: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | granted | refused
+    created_at: Mapped[datetime] = mapped_column(TZ)
+    decided_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    decision_note: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -1,0 +1,248 @@
+"""The access policy as pure functions: no I/O, table-tested.
+
+(effective principal, transfer rules, as_of) -> one AccessFilter applied INSIDE the vector search.
+Fail closed everywhere: no groups -> nothing; unknown jurisdiction pair -> deny; acting for a user ->
+the intersection of the user's access with the agent's ceiling (groups ∩, min clearance, every caller
+jurisdiction must admit the transfer, roles ∩).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from classifiers.types import Label
+from memory.errors import PolicyError
+from memory.stores.base import AccessFilter, ChunkPayload, JurisdictionGrant
+
+ROLES = frozenset({"reader", "steward", "auditor", "admin"})
+KINDS = frozenset({"user", "service", "agent"})
+
+
+class Transfer(enum.IntEnum):
+    """What may cross from a data jurisdiction to a caller jurisdiction; higher admits more."""
+
+    DENY = 0
+    DENY_PERSONAL = 1
+    ALLOW_MASKED = 2
+    ALLOW = 3
+
+    @property
+    def slug(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: str) -> Transfer:
+        try:
+            return cls[value.strip().upper()]
+        except KeyError as exc:
+            raise PolicyError(
+                f"unknown transfer rule {value!r}; expected allow, allow_masked, deny_personal or deny",
+                code="unknown_transfer_rule",
+            ) from exc
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One principal as the policy sees it (no ORM objects cross into this module)."""
+
+    id: str
+    kind: str
+    groups: frozenset[str]
+    clearance: Label
+    jurisdiction: str
+    roles: frozenset[str]
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class EffectivePrincipal:
+    """Who is asking, after delegation: access = user's access ∩ agent's ceiling."""
+
+    principal_id: str
+    acting_for: str | None
+    groups: frozenset[str]
+    clearance: Label
+    jurisdictions: tuple[str, ...]  # every caller jurisdiction the data would reach
+    roles: frozenset[str]
+
+    @property
+    def chain(self) -> list[str]:
+        return [self.principal_id] + ([self.acting_for] if self.acting_for else [])
+
+
+def effective(caller: Identity, user: Identity | None = None) -> EffectivePrincipal:
+    """Combine the authenticated caller with the user it acts for (delegation checked by the caller)."""
+    if user is None:
+        return EffectivePrincipal(
+            principal_id=caller.id,
+            acting_for=None,
+            groups=caller.groups,
+            clearance=caller.clearance,
+            jurisdictions=(caller.jurisdiction,),
+            roles=caller.roles,
+        )
+    jurisdictions = tuple(dict.fromkeys((user.jurisdiction, caller.jurisdiction)))
+    return EffectivePrincipal(
+        principal_id=caller.id,
+        acting_for=user.id,
+        groups=caller.groups & user.groups,
+        clearance=min(caller.clearance, user.clearance),
+        jurisdictions=jurisdictions,
+        roles=caller.roles & user.roles,
+    )
+
+
+@dataclass(frozen=True)
+class TransferRules:
+    """Admin-managed (data jurisdiction, caller jurisdiction) -> Transfer. Unknown pair -> DENY."""
+
+    rules: Mapping[tuple[str, str], Transfer] = field(default_factory=dict)
+    version: int = 0
+
+    def mode(self, data_j: str, caller_j: str) -> Transfer:
+        return self.rules.get((data_j, caller_j), Transfer.DENY)
+
+    def mode_for(self, data_j: str, caller_js: Iterable[str]) -> Transfer:
+        """The strictest rule over every caller jurisdiction the data would reach."""
+        modes = [self.mode(data_j, cj) for cj in caller_js]
+        return min(modes) if modes else Transfer.DENY
+
+    @property
+    def data_jurisdictions(self) -> frozenset[str]:
+        return frozenset(d for d, _ in self.rules)
+
+    def to_json(self) -> list[dict[str, str]]:
+        return [
+            {"data": d, "caller": c, "rule": m.slug} for (d, c), m in sorted(self.rules.items())
+        ]
+
+    @classmethod
+    def from_json(cls, items: Iterable[Mapping[str, object]], version: int = 0) -> TransferRules:
+        rules: dict[tuple[str, str], Transfer] = {}
+        for item in items:
+            try:
+                data_j = normalise_jurisdiction(str(item["data"]))
+                caller_j = normalise_jurisdiction(str(item["caller"]))
+                mode = Transfer.parse(str(item["rule"]))
+            except KeyError as exc:
+                raise PolicyError(f"transfer rule is missing {exc}", code="invalid_transfer_rule") from exc
+            if (data_j, caller_j) in rules:
+                raise PolicyError(f"duplicate rule for {data_j}->{caller_j}", code="duplicate_transfer_rule")
+            rules[(data_j, caller_j)] = mode
+        return cls(rules=rules, version=version)
+
+
+DEFAULT_TRANSFER_RULES: list[dict[str, str]] = [
+    # Same jurisdiction: allowed. EU<->UK adequacy: allowed. EU personal data to the US: masked;
+    # to India: personal data withheld. Anything unlisted is denied.
+    {"data": j, "caller": j, "rule": "allow"} for j in ("EU", "US", "UK", "IN")
+] + [
+    {"data": "EU", "caller": "UK", "rule": "allow"},
+    {"data": "UK", "caller": "EU", "rule": "allow"},
+    {"data": "EU", "caller": "US", "rule": "allow_masked"},
+    {"data": "UK", "caller": "US", "rule": "allow_masked"},
+    {"data": "EU", "caller": "IN", "rule": "deny_personal"},
+    {"data": "US", "caller": "EU", "rule": "allow"},
+    {"data": "US", "caller": "UK", "rule": "allow"},
+    {"data": "US", "caller": "IN", "rule": "deny_personal"},
+    {"data": "IN", "caller": "US", "rule": "deny_personal"},
+]
+
+
+def normalise_jurisdiction(value: str) -> str:
+    v = value.strip().upper()
+    if not v or not v.replace("-", "").isalnum() or len(v) > 16:
+        raise PolicyError(f"invalid jurisdiction {value!r}", code="invalid_jurisdiction")
+    return v
+
+
+def build_filter(
+    who: EffectivePrincipal,
+    rules: TransferRules,
+    *,
+    as_of: float,
+    source_ids: Iterable[str] | None = None,
+) -> AccessFilter:
+    """The one filter the vector search runs with."""
+    grants = []
+    for data_j in sorted(rules.data_jurisdictions):
+        mode = rules.mode_for(data_j, who.jurisdictions)
+        if mode >= Transfer.ALLOW_MASKED:
+            grants.append(JurisdictionGrant(data_j, personal_ok=True))
+        elif mode == Transfer.DENY_PERSONAL:
+            grants.append(JurisdictionGrant(data_j, personal_ok=False))
+    return AccessFilter(
+        groups=who.groups,
+        max_label=int(who.clearance),
+        grants=tuple(grants),
+        as_of=as_of,
+        source_ids=frozenset(source_ids) if source_ids is not None else None,
+    )
+
+
+def readable_filter(who: EffectivePrincipal, *, as_of: float, source_ids: Iterable[str] | None = None) -> AccessFilter:
+    """Only the group/version/retraction clauses: what the caller's groups could read. Used to count
+    hits withheld for clearance or jurisdiction (the recourse path), never to serve text."""
+    return AccessFilter(
+        groups=who.groups,
+        max_label=None,
+        grants=None,
+        as_of=as_of,
+        source_ids=frozenset(source_ids) if source_ids is not None else None,
+    )
+
+
+def must_mask(who: EffectivePrincipal, rules: TransferRules, payload: ChunkPayload) -> bool:
+    """True when this hit is served only with its PII spans masked."""
+    return payload.personal and rules.mode_for(payload.jurisdiction, who.jurisdictions) == Transfer.ALLOW_MASKED
+
+
+@dataclass(frozen=True)
+class RuleCheck:
+    rule: str  # group_grant | clearance | jurisdiction | version | retraction | committed
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    visible: bool
+    masked: bool
+    checks: tuple[RuleCheck, ...]
+
+    @property
+    def withheld_reason(self) -> str | None:
+        """'clearance' or 'jurisdiction' when the caller's groups could read it but policy withheld it."""
+        failed = {c.rule for c in self.checks if not c.passed}
+        if not failed or failed & {"group_grant", "version", "retraction", "committed"}:
+            return None
+        return "clearance" if "clearance" in failed else "jurisdiction"
+
+
+def explain(who: EffectivePrincipal, rules: TransferRules, payload: ChunkPayload, *, as_of: float) -> Decision:
+    """Every rule that decides whether `who` sees this chunk at `as_of`, and how."""
+    shared = sorted(who.groups & set(payload.read_groups))
+    label = Label(payload.label)
+    mode = rules.mode_for(payload.jurisdiction, who.jurisdictions)
+    juris_ok = mode >= Transfer.ALLOW_MASKED or (mode == Transfer.DENY_PERSONAL and not payload.personal)
+    checks = (
+        RuleCheck("committed", payload.committed, "version fully stored" if payload.committed else "version pending"),
+        RuleCheck("group_grant", bool(shared), f"shared groups: {shared}" if shared else "no shared read group"),
+        RuleCheck("clearance", who.clearance >= label, f"clearance {who.clearance.slug} vs label {label.slug}"),
+        RuleCheck(
+            "jurisdiction",
+            juris_ok,
+            f"{payload.jurisdiction}->{'+'.join(who.jurisdictions)}: {mode.slug}"
+            + (" (chunk has personal data)" if payload.personal else ""),
+        ),
+        RuleCheck(
+            "version",
+            payload.valid_from <= as_of < payload.valid_to,
+            f"valid [{payload.valid_from}, {payload.valid_to}) at {as_of}",
+        ),
+        RuleCheck("retraction", not payload.retracted, "retracted" if payload.retracted else "not retracted"),
+    )
+    visible = all(c.passed for c in checks)
+    return Decision(visible=visible, masked=visible and must_mask(who, rules, payload), checks=checks)

@@ -1,0 +1,85 @@
+"""Versioned admin policy in SQL: jurisdiction transfer rules and the entity->label map.
+
+Each PUT writes a new version (never edits one); `as_of` picks the version in force at that instant,
+so time-travel searches run under the rules in force then.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from classifiers.errors import InvalidLabelMapError
+from classifiers.labels import LabelMap
+from memory import audit
+from memory.clock import utcnow
+from memory.errors import PolicyError
+from memory.models import PolicyVersion
+from memory.policy import DEFAULT_TRANSFER_RULES, TransferRules
+
+JURISDICTIONS = "jurisdictions"
+LABELS = "labels"
+
+
+def _latest(session: Session, kind: str, as_of: float | None) -> PolicyVersion | None:
+    q = select(PolicyVersion).where(PolicyVersion.kind == kind)
+    if as_of is not None:
+        q = q.where(PolicyVersion.effective_from <= as_of)
+    return session.execute(q.order_by(PolicyVersion.version.desc()).limit(1)).scalar_one_or_none()
+
+
+def transfer_rules(session: Session, *, as_of: float | None = None) -> TransferRules:
+    """Rules in force at `as_of` (default now). No rules at all -> every pair denied."""
+    row = _latest(session, JURISDICTIONS, as_of)
+    if row is None:
+        return TransferRules()
+    return TransferRules.from_json(row.body["rules"], version=row.version)  # type: ignore[arg-type]
+
+
+def label_map(session: Session) -> tuple[LabelMap, int]:
+    row = _latest(session, LABELS, None)
+    if row is None:
+        return LabelMap(), 0
+    return LabelMap.from_json(row.body), row.version
+
+
+def _put(
+    session: Session, kind: str, body: dict[str, Any], actor: str, effective_from: float | None = None
+) -> PolicyVersion:
+    current = _latest(session, kind, None)
+    row = PolicyVersion(
+        kind=kind, version=(current.version + 1) if current else 1, body=body, created_at=utcnow(),
+        created_by=actor, effective_from=time.time() if effective_from is None else effective_from,
+    )
+    session.add(row)
+    session.flush()
+    audit.append(session, audit.Write(action=f"policy.{kind}", target=f"{kind}@v{row.version}", details=body),
+                 principal_id=actor)
+    return row
+
+
+def put_transfer_rules(session: Session, *, rules: list[dict[str, Any]], actor: str) -> TransferRules:
+    parsed = TransferRules.from_json(rules)  # validates; raises PolicyError
+    row = _put(session, JURISDICTIONS, {"rules": parsed.to_json()}, actor)
+    return TransferRules(rules=parsed.rules, version=row.version)
+
+
+def put_label_map(session: Session, *, body: dict[str, Any], actor: str) -> tuple[LabelMap, int]:
+    try:
+        parsed = LabelMap.from_json(body)
+    except InvalidLabelMapError as exc:
+        raise PolicyError(str(exc), code="invalid_label_map") from exc
+    row = _put(session, LABELS, parsed.to_json(), actor)
+    return parsed, row.version
+
+
+def seed_defaults(session: Session, *, actor: str = "system") -> None:
+    """First start: the default transfer rules and label map, as version 1 of each."""
+    # Effective since the epoch, so time-travel queries before the first start still have rules.
+    if _latest(session, JURISDICTIONS, None) is None:
+        _put(session, JURISDICTIONS, {"rules": TransferRules.from_json(DEFAULT_TRANSFER_RULES).to_json()}, actor, 0.0)
+    if _latest(session, LABELS, None) is None:
+        _put(session, LABELS, LabelMap().to_json(), actor, 0.0)

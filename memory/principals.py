@@ -1,0 +1,224 @@
+"""Principals (users, services, agents), API keys and delegation. Keyword-only services over a
+session; they never commit.
+
+API keys look like `gm_<key id>_<secret>`. Only sha256(secret) is stored; the full key is returned once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from classifiers.types import Label
+from memory import audit
+from memory.clock import aware, utcnow
+from memory.errors import AuthError, ConflictError, ForbiddenError, NotFoundError, ValidationFailedError
+from memory.models import ApiKey, Delegation, Principal, PrincipalGroup, PrincipalRole
+from memory.policy import KINDS, ROLES, EffectivePrincipal, Identity, effective, normalise_jurisdiction
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$")
+_KEY = re.compile(r"^gm_([a-z0-9]{16})_([A-Za-z0-9_-]{20,128})$")
+
+
+@dataclass(frozen=True)
+class NewPrincipal:
+    id: str
+    kind: str
+    groups: tuple[str, ...]
+    clearance: str
+    jurisdiction: str
+    roles: tuple[str, ...] = ("reader",)
+    display_name: str = ""
+    may_act_for: tuple[str, ...] = ()  # user ids this agent/service may act for
+    may_act_for_any: bool = False
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key_id: str
+    token: str  # shown once
+    expires_at: datetime | None
+
+
+def validate_id(value: str, what: str) -> str:
+    if not _ID.match(value):
+        raise ValidationFailedError(f"invalid {what} {value!r}", code=f"invalid_{what.replace(' ', '_')}")
+    return value
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def identity(p: Principal) -> Identity:
+    return Identity(
+        id=p.id,
+        kind=p.kind,
+        groups=frozenset(g.group for g in p.groups),
+        clearance=Label(p.clearance),
+        jurisdiction=p.jurisdiction,
+        roles=frozenset(r.role for r in p.roles),
+        active=p.active,
+    )
+
+
+def create_principal(session: Session, *, spec: NewPrincipal, actor: str | None) -> Principal:
+    validate_id(spec.id, "principal id")
+    if spec.kind not in KINDS:
+        raise ValidationFailedError(f"kind must be one of {sorted(KINDS)}", code="invalid_kind")
+    bad_roles = set(spec.roles) - ROLES
+    if bad_roles:
+        raise ValidationFailedError(f"unknown roles {sorted(bad_roles)}", code="invalid_role")
+    if (spec.may_act_for or spec.may_act_for_any) and spec.kind == "user":
+        raise ValidationFailedError("only agents and services may act for users", code="invalid_delegation")
+    if session.get(Principal, spec.id) is not None:
+        raise ConflictError(f"principal {spec.id!r} exists", code="principal_exists")
+    clearance = Label.parse(spec.clearance)
+    p = Principal(
+        id=spec.id,
+        kind=spec.kind,
+        display_name=spec.display_name,
+        clearance=int(clearance),
+        jurisdiction=normalise_jurisdiction(spec.jurisdiction),
+        active=True,
+        may_act_for_any=spec.may_act_for_any,
+        created_at=utcnow(),
+    )
+    p.groups = [PrincipalGroup(group=validate_id(g, "group")) for g in dict.fromkeys(spec.groups)]
+    p.roles = [PrincipalRole(role=r) for r in dict.fromkeys(spec.roles)]
+    session.add(p)
+    session.flush()
+    for user_id in dict.fromkeys(spec.may_act_for):
+        if session.get(Principal, user_id) is None:
+            raise NotFoundError(f"user {user_id!r} not found", code="principal_not_found")
+        session.add(Delegation(agent_id=p.id, user_id=user_id))
+    session.flush()
+    audit.append(
+        session,
+        audit.Write(action="principal.create", target=p.id, details={
+            "kind": p.kind, "groups": sorted(g.group for g in p.groups), "clearance": clearance.slug,
+            "jurisdiction": p.jurisdiction, "roles": sorted(r.role for r in p.roles),
+            "may_act_for": list(spec.may_act_for), "may_act_for_any": spec.may_act_for_any,
+        }),
+        principal_id=actor,
+    )
+    return p
+
+
+def get_principal(session: Session, *, principal_id: str) -> Principal:
+    p = session.get(Principal, principal_id)
+    if p is None:
+        raise NotFoundError(f"principal {principal_id!r} not found", code="principal_not_found")
+    return p
+
+
+def list_principals(session: Session) -> list[Principal]:
+    return list(session.execute(select(Principal).order_by(Principal.id)).scalars())
+
+
+def set_active(session: Session, *, principal_id: str, active: bool, actor: str | None) -> Principal:
+    p = get_principal(session, principal_id=principal_id)
+    p.active = active
+    audit.append(session, audit.Write(action="principal.activate" if active else "principal.deactivate",
+                                      target=p.id), principal_id=actor)
+    return p
+
+
+def update_groups(session: Session, *, principal_id: str, groups: Iterable[str], actor: str | None) -> Principal:
+    p = get_principal(session, principal_id=principal_id)
+    p.groups = [PrincipalGroup(group=validate_id(g, "group")) for g in dict.fromkeys(groups)]
+    session.flush()
+    audit.append(session, audit.Write(action="principal.groups", target=p.id,
+                                      details={"groups": sorted(g.group for g in p.groups)}), principal_id=actor)
+    return p
+
+
+def issue_key(
+    session: Session, *, principal_id: str, actor: str | None, expires_at: datetime | None = None,
+    description: str = "", token: str | None = None,
+) -> IssuedKey:
+    """Create an API key; the token is returned once and only its hash is stored."""
+    get_principal(session, principal_id=principal_id)
+    if token is None:
+        key_id = secrets.token_hex(8)
+        token = f"gm_{key_id}_{secrets.token_urlsafe(32)}"
+    m = _KEY.match(token)
+    if m is None:
+        raise ValidationFailedError("malformed API key", code="invalid_api_key_format")
+    key_id, secret = m.group(1), m.group(2)
+    if session.get(ApiKey, key_id) is not None:
+        raise ConflictError("key id exists", code="api_key_exists")
+    session.add(ApiKey(
+        id=key_id, principal_id=principal_id, secret_hash=_hash(secret), created_at=utcnow(),
+        expires_at=expires_at, description=description,
+    ))
+    session.flush()
+    audit.append(session, audit.Write(action="key.issue", target=principal_id, details={"key_id": key_id}),
+                 principal_id=actor)
+    return IssuedKey(key_id=key_id, token=token, expires_at=expires_at)
+
+
+def revoke_key(session: Session, *, key_id: str, actor: str | None, caller: Principal | None = None) -> ApiKey:
+    """Revoke at once. With `caller`, only an admin or the key's own principal may revoke it."""
+    key = session.get(ApiKey, key_id)
+    if caller is not None and (key is None or key.principal_id != caller.id):
+        require_role(caller, "admin")
+    if key is None:
+        raise NotFoundError(f"key {key_id!r} not found", code="api_key_not_found")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+    audit.append(session, audit.Write(action="key.revoke", target=key.principal_id, details={"key_id": key_id}),
+                 principal_id=actor)
+    return key
+
+
+def list_keys(session: Session, *, principal_id: str) -> list[ApiKey]:
+    return list(session.execute(select(ApiKey).where(ApiKey.principal_id == principal_id)).scalars())
+
+
+def authenticate(session: Session, *, token: str | None) -> Principal:
+    """The principal behind a bearer token, or AuthError (401). Never says which part was wrong."""
+    if not token:
+        raise AuthError("missing API key", code="missing_api_key")
+    m = _KEY.match(token)
+    key = session.get(ApiKey, m.group(1)) if m else None
+    if m is None or key is None or not hmac.compare_digest(key.secret_hash, _hash(m.group(2))):
+        raise AuthError("invalid API key", code="invalid_api_key")
+    now = utcnow()
+    if key.revoked_at is not None:
+        raise AuthError("API key revoked", code="revoked_api_key")
+    if key.expires_at is not None and aware(key.expires_at) <= now:
+        raise AuthError("API key expired", code="expired_api_key")
+    p = session.get(Principal, key.principal_id)
+    if p is None or not p.active:
+        raise AuthError("principal inactive or unknown", code="inactive_principal")
+    return p
+
+
+def resolve_effective(session: Session, *, caller: Principal, acting_for: str | None) -> EffectivePrincipal:
+    """Apply X-Acting-For: only agents/services with a delegation for that (active) user may use it."""
+    if not acting_for:
+        return effective(identity(caller))
+    if caller.kind == "user":
+        raise ForbiddenError("users cannot act for other users", code="delegation_not_allowed")
+    allowed = caller.may_act_for_any or any(d.user_id == acting_for for d in caller.delegations)
+    if not allowed:
+        raise ForbiddenError(f"{caller.id!r} may not act for {acting_for!r}", code="delegation_not_allowed")
+    user = session.get(Principal, acting_for)
+    if user is None or not user.active or user.kind != "user":
+        raise ForbiddenError("acting-for user unknown or inactive", code="delegation_not_allowed")
+    return effective(identity(caller), identity(user))
+
+
+def require_role(who: EffectivePrincipal | Principal, role: str) -> None:
+    roles = who.roles if isinstance(who, EffectivePrincipal) else {r.role for r in who.roles}
+    if role not in roles and "admin" not in roles:
+        raise ForbiddenError(f"requires role {role!r}", code="missing_role")

@@ -1,0 +1,61 @@
+"""Citations: everything an auditor needs to trace a hit back to its source bytes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from memory.clock import aware
+from memory.models import Chunk, DocumentVersion, Source
+
+
+@dataclass(frozen=True)
+class Citation:
+    chunk_id: str
+    document_id: str
+    version: int
+    version_id: str
+    chunk_sha256: str
+    version_sha256: str
+    source_id: str
+    source_uri: str
+    document_uri: str
+    start: int
+    end: int
+    page_number: int | None
+    ingested_at: str
+    ingested_by: str
+    pipeline_version: str
+    parser_version: str
+    chunker_version: str
+    classifier_version: str
+    label_map_version: str
+    embedding_model: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def citation(chunk: Chunk, version: DocumentVersion, source: Source) -> Citation:
+    return Citation(
+        chunk_id=chunk.id,
+        document_id=chunk.document_id,
+        version=version.version,
+        version_id=version.id,
+        chunk_sha256=chunk.sha256,
+        version_sha256=version.sha256,
+        source_id=source.id,
+        source_uri=source.uri,
+        document_uri=version.uri,
+        start=chunk.start,
+        end=chunk.end,
+        page_number=chunk.page_number,
+        ingested_at=aware(version.ingested_at).isoformat(),
+        ingested_by=version.ingested_by,
+        pipeline_version=version.pipeline_version,
+        parser_version=version.parser_version,
+        chunker_version=version.chunker_version,
+        classifier_version=version.classifier_version,
+        label_map_version=version.label_map_version,
+        embedding_model=version.embedding_model,
+    )

@@ -1,0 +1,205 @@
+"""The governed read path: one filter, applied inside the vector search, then per-caller rendering,
+citations, a policy explanation, and an audit record in the caller's transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from classifiers.types import Label
+from memory import audit, policy, policy_store
+from memory.errors import ValidationFailedError
+from memory.models import Chunk, DocumentVersion, Principal, Source
+from memory.provenance import Citation, citation
+from memory.rendering import mask
+from memory.stores.base import ScoredPoint, VectorStore
+
+
+class QueryEmbedder(Protocol):
+    model_id: str
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    query: str
+    top_k: int = 10
+    as_of: float | None = None
+    source_ids: tuple[str, ...] | None = None
+    purpose: str | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    score: float
+    text: str
+    label: str
+    entity_types: list[str]
+    masked: bool
+    citation: Citation
+
+
+@dataclass(frozen=True)
+class Withheld:
+    reason: str  # clearance | jurisdiction
+    count: int
+    source_id: str
+    steward: str
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]
+    effective_principal: dict[str, Any]
+    acting_for_chain: list[str]
+    rules_applied: dict[str, Any]
+    withheld: list[Withheld]
+    audit_seq: int
+    latency_ms: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def query_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def search(
+    session: Session,
+    *,
+    store: VectorStore,
+    embedder: QueryEmbedder,
+    who: policy.EffectivePrincipal,
+    request: SearchRequest,
+    max_top_k: int = 100,
+    now: float | None = None,
+) -> SearchResult:
+    t0 = time.perf_counter()
+    if not request.query.strip():
+        raise ValidationFailedError("query must not be empty", code="empty_query")
+    if not 1 <= request.top_k <= max_top_k:
+        raise ValidationFailedError(f"top_k must be within 1..{max_top_k}", code="invalid_top_k")
+    current = time.time() if now is None else now
+    as_of = current if request.as_of is None else request.as_of
+    if as_of > current + 1:
+        raise ValidationFailedError("as_of is in the future", code="as_of_in_future")
+    rules = policy_store.transfer_rules(session, as_of=as_of)
+    flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids)
+    t_embed = time.perf_counter()
+    vector = embedder.embed_query(request.query)
+    t_search = time.perf_counter()
+    points = store.search(vector, flt, request.top_k)
+    t_withheld = time.perf_counter()
+    withheld = _withheld(session, store, vector, who, rules, request, as_of, points)
+    t_render = time.perf_counter()
+    hits = _render(session, who, rules, points)
+    latency_ms = (time.perf_counter() - t0) * 1000
+    tokens = embedder.count_tokens(request.query)
+    rules_applied = {
+        "groups": sorted(flt.groups),
+        "max_label": Label(flt.max_label or 0).slug,
+        "caller_jurisdictions": list(who.jurisdictions),
+        "jurisdiction_grants": [
+            {"data": g.data_jurisdiction, "personal": g.personal_ok} for g in (flt.grants or ())
+        ],
+        "transfer_rules_version": rules.version,
+        "as_of": as_of,
+        "latest_only": request.as_of is None,
+        "source_ids": sorted(flt.source_ids) if flt.source_ids is not None else None,
+        "excludes_retracted": True,
+    }
+    record = audit.append(
+        session,
+        audit.SearchPerformed(
+            query_sha256=query_sha256(request.query), top_k=request.top_k, as_of=as_of,
+            filter_summary=rules_applied, chunk_ids=[h.citation.chunk_id for h in hits],
+            masked_chunk_ids=[h.citation.chunk_id for h in hits if h.masked],
+            withheld={f"{w.source_id}:{w.reason}": w.count for w in withheld},
+            latency_ms=round(latency_ms, 3), embedding_tokens=tokens,
+        ),
+        principal_id=who.principal_id, acting_for=who.acting_for, chunk_ids=[h.citation.chunk_id for h in hits],
+    )
+    return SearchResult(
+        hits=hits,
+        effective_principal={
+            "principal_id": who.principal_id, "acting_for": who.acting_for, "groups": sorted(who.groups),
+            "clearance": who.clearance.slug, "jurisdictions": list(who.jurisdictions),
+        },
+        acting_for_chain=who.chain,
+        rules_applied=rules_applied,
+        withheld=withheld,
+        audit_seq=record.seq,
+        latency_ms=latency_ms,
+        timings_ms={
+            "embed": (t_search - t_embed) * 1000, "vector_search": (t_withheld - t_search) * 1000,
+            "withheld": (t_render - t_withheld) * 1000, "render": (time.perf_counter() - t_render) * 1000,
+        },
+    )
+
+
+def _withheld(
+    session: Session, store: VectorStore, vector: np.ndarray, who: policy.EffectivePrincipal,
+    rules: policy.TransferRules, request: SearchRequest, as_of: float, served: Sequence[ScoredPoint],
+) -> list[Withheld]:
+    """Hits the caller's groups could read, ranked where they would have been served, that clearance or
+    jurisdiction withheld. Sources outside the caller's groups never appear (the filter excludes them)."""
+    readable = store.search(vector, policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids),
+                            request.top_k)
+    served_ids = {p.id for p in served}
+    floor = served[-1].score if len(served) >= request.top_k else float("-inf")
+    counts: dict[tuple[str, str], int] = {}
+    for p in readable:
+        if p.id in served_ids or p.score < floor:
+            continue
+        reason = policy.explain(who, rules, p.payload, as_of=as_of).withheld_reason
+        if reason:
+            counts[(p.payload.source_id, reason)] = counts.get((p.payload.source_id, reason), 0) + 1
+    if not counts:
+        return []
+    stewards = dict(session.execute(
+        select(Source.id, Source.steward_id).where(Source.id.in_({s for s, _ in counts}))).all())
+    return [Withheld(reason=r, count=n, source_id=s, steward=stewards.get(s, "")) for (s, r), n in sorted(counts.items())]
+
+
+def _render(
+    session: Session, who: policy.EffectivePrincipal, rules: policy.TransferRules, points: Sequence[ScoredPoint]
+) -> list[Hit]:
+    if not points:
+        return []
+    ids = [p.payload.chunk_id for p in points]
+    rows = session.execute(
+        select(Chunk, DocumentVersion, Source)
+        .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
+        .join(Source, Source.id == Chunk.source_id)
+        .where(Chunk.id.in_(ids))
+    ).all()
+    by_id = {c.id: (c, v, s) for c, v, s in rows}
+    hits = []
+    for p in points:
+        found = by_id.get(p.payload.chunk_id)
+        if found is None:  # vector without its SQL row: never serve what we cannot cite
+            continue
+        chunk, version, source = found
+        masked = policy.must_mask(who, rules, p.payload)
+        hits.append(Hit(
+            score=p.score,
+            text=mask(chunk.text, chunk.spans) if masked else chunk.text,
+            label=Label(chunk.label).slug,
+            entity_types=list(chunk.entity_types),
+            masked=masked,
+            citation=citation(chunk, version, source),
+        ))
+    return hits
+
+
+def principal_exists(session: Session, principal_id: str) -> bool:
+    return session.get(Principal, principal_id) is not None

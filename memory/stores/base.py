@@ -1,0 +1,213 @@
+"""The VectorStore protocol and the backend-neutral access filter both backends translate.
+
+Every point is one chunk occurrence (a chunk of one document version in one source). Its payload holds
+exactly what the policy needs to decide visibility, so the decision runs *inside* the vector search.
+Flags are stored as int 0/1 (qdrant-edge 0.9.0 never matches boolean filter values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Sentinel for "still valid": an epoch-seconds value far in the future (year 9999).
+OPEN_END = 253402300799.0
+
+# Payload field names (all indexed by both backends).
+F_CHUNK_ID = "chunk_id"  # keyword
+F_SOURCE_ID = "source_id"  # keyword
+F_DOCUMENT_ID = "document_id"  # keyword
+F_VERSION_ID = "version_id"  # keyword
+F_READ_GROUPS = "read_groups"  # keyword[]
+F_LABEL = "label"  # integer 0..3 (classifiers.types.Label)
+F_JURISDICTION = "jurisdiction"  # keyword
+F_PERSONAL = "personal"  # integer 0/1
+F_ENTITY_TYPES = "entity_types"  # keyword[]
+F_VALID_FROM = "valid_from"  # float epoch seconds
+F_VALID_TO = "valid_to"  # float epoch seconds, OPEN_END while current
+F_RETRACTED = "retracted"  # integer 0/1
+F_COMMITTED = "committed"  # integer 0/1: 0 until the version's SQL transaction committed
+
+KEYWORD_FIELDS = (F_CHUNK_ID, F_SOURCE_ID, F_DOCUMENT_ID, F_VERSION_ID, F_READ_GROUPS, F_JURISDICTION, F_ENTITY_TYPES)
+INTEGER_FIELDS = (F_LABEL, F_PERSONAL, F_RETRACTED, F_COMMITTED)
+FLOAT_FIELDS = (F_VALID_FROM, F_VALID_TO)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkPayload:
+    chunk_id: str
+    source_id: str
+    document_id: str
+    version_id: str
+    read_groups: tuple[str, ...]
+    label: int
+    jurisdiction: str
+    personal: bool
+    entity_types: tuple[str, ...]
+    valid_from: float
+    valid_to: float = OPEN_END
+    retracted: bool = False
+    committed: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            F_CHUNK_ID: self.chunk_id,
+            F_SOURCE_ID: self.source_id,
+            F_DOCUMENT_ID: self.document_id,
+            F_VERSION_ID: self.version_id,
+            F_READ_GROUPS: list(self.read_groups),
+            F_LABEL: int(self.label),
+            F_JURISDICTION: self.jurisdiction,
+            F_PERSONAL: int(self.personal),
+            F_ENTITY_TYPES: list(self.entity_types),
+            F_VALID_FROM: float(self.valid_from),
+            F_VALID_TO: float(self.valid_to),
+            F_RETRACTED: int(self.retracted),
+            F_COMMITTED: int(self.committed),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> ChunkPayload:
+        return cls(
+            chunk_id=str(d[F_CHUNK_ID]),
+            source_id=str(d[F_SOURCE_ID]),
+            document_id=str(d[F_DOCUMENT_ID]),
+            version_id=str(d[F_VERSION_ID]),
+            read_groups=tuple(str(g) for g in d.get(F_READ_GROUPS, []) or []),  # type: ignore[union-attr]
+            label=int(d[F_LABEL]),  # type: ignore[call-overload]
+            jurisdiction=str(d[F_JURISDICTION]),
+            personal=bool(d[F_PERSONAL]),
+            entity_types=tuple(str(e) for e in d.get(F_ENTITY_TYPES, []) or []),  # type: ignore[union-attr]
+            valid_from=float(d[F_VALID_FROM]),  # type: ignore[arg-type]
+            valid_to=float(d[F_VALID_TO]),  # type: ignore[arg-type]
+            retracted=bool(d[F_RETRACTED]),
+            committed=bool(d[F_COMMITTED]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JurisdictionGrant:
+    """Data resident in `data_jurisdiction` may be served; `personal_ok=False` admits only chunks
+    without personal data (the deny_personal rule). allow and allow_masked both have personal_ok=True."""
+
+    data_jurisdiction: str
+    personal_ok: bool
+
+
+@dataclass(frozen=True)
+class AccessFilter:
+    """What a caller may see, as data. The policy module builds it; each backend translates it.
+
+    A point matches iff: committed, not retracted, read_groups ∩ groups ≠ ∅, label <= max_label,
+    valid_from <= as_of < valid_to, and some grant admits (jurisdiction, personal). `source_ids`, when
+    set, further restricts to those sources. Empty `groups` or empty `grants` match nothing (fail closed).
+    `max_label=None` and `grants=None` switch off those two clauses: used only to count *withheld* hits.
+    """
+
+    groups: frozenset[str]
+    max_label: int | None
+    grants: tuple[JurisdictionGrant, ...] | None
+    as_of: float
+    source_ids: frozenset[str] | None = None
+
+    def matches(self, p: ChunkPayload) -> bool:
+        """Reference semantics in Python (used by tests and the explain endpoint, never after search)."""
+        if not p.committed or p.retracted:
+            return False
+        if not (set(p.read_groups) & self.groups):
+            return False
+        if self.max_label is not None and p.label > self.max_label:
+            return False
+        if not (p.valid_from <= self.as_of < p.valid_to):
+            return False
+        if self.source_ids is not None and p.source_id not in self.source_ids:
+            return False
+        if self.grants is not None:
+            return any(
+                g.data_jurisdiction == p.jurisdiction and (g.personal_ok or not p.personal) for g in self.grants
+            )
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class VectorPoint:
+    id: str  # UUID string
+    vector: Sequence[float]
+    payload: ChunkPayload
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredPoint:
+    id: str
+    score: float
+    payload: ChunkPayload
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadPatch:
+    """Fields to overwrite on every point matching the selector."""
+
+    valid_to: float | None = None
+    retracted: bool | None = None
+    committed: bool | None = None
+    read_groups: tuple[str, ...] | None = None
+    jurisdiction: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if self.valid_to is not None:
+            out["valid_to"] = float(self.valid_to)
+        if self.retracted is not None:
+            out["retracted"] = int(self.retracted)
+        if self.committed is not None:
+            out["committed"] = int(self.committed)
+        if self.read_groups is not None:
+            out["read_groups"] = list(self.read_groups)
+        if self.jurisdiction is not None:
+            out["jurisdiction"] = self.jurisdiction
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """Selects points to patch or delete by exactly one of version_id / source_id / point ids."""
+
+    version_ids: tuple[str, ...] = field(default=())
+    source_id: str | None = None
+    point_ids: tuple[str, ...] = field(default=())
+
+
+class VectorStore(Protocol):
+    """A vector index with payload filtering, implemented on Qdrant Edge (embedded) and Qdrant server."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def upsert(self, points: Sequence[VectorPoint]) -> None:
+        """Insert or replace points (idempotent by id)."""
+        ...
+
+    def search(self, vector: Sequence[float], flt: AccessFilter, limit: int) -> list[ScoredPoint]:
+        """Top `limit` points by cosine similarity among those matching `flt`, best first."""
+        ...
+
+    def search_unfiltered(self, vector: Sequence[float], limit: int) -> list[ScoredPoint]:
+        """Top `limit` without any filter: only for benchmarks' baselines and admin tooling."""
+        ...
+
+    def count(self, flt: AccessFilter | None = None) -> int: ...
+
+    def patch(self, selector: Selector, patch: PayloadPatch) -> None:
+        """Overwrite payload fields on the selected points; durable and visible to searches on return."""
+        ...
+
+    def delete(self, selector: Selector) -> None: ...
+
+    def retrieve(self, point_ids: Sequence[str]) -> list[ScoredPoint]:
+        """Points by id with score 0.0 (missing ids are skipped)."""
+        ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,30 @@
+"""Conversions shared by both backends: vectors in, hits out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from memory.errors import VectorStoreError
+from memory.stores.base import ChunkPayload, ScoredPoint
+
+
+def as_floats(vector: Sequence[float], dim: int) -> list[float]:
+    """A plain list of floats (numpy arrays included), checked against the store's dimension."""
+    tolist = getattr(vector, "tolist", None)
+    values: list[float] = tolist() if callable(tolist) else [float(x) for x in vector]
+    if len(values) != dim:
+        raise VectorStoreError(
+            f"vector has {len(values)} dimensions, the store expects {dim}", code="vector_schema_mismatch"
+        )
+    return values
+
+
+def scored(point_id: object, score: float, payload: Mapping[str, object] | None) -> ScoredPoint:
+    """A hit from a backend's id (UUID or str), score and payload dict."""
+    return ScoredPoint(id=str(point_id), score=float(score), payload=ChunkPayload.from_dict(dict(payload or {})))
+
+
+def in_request_order(point_ids: Sequence[str], found: Sequence[ScoredPoint]) -> list[ScoredPoint]:
+    """`found` reordered as `point_ids` asked (duplicates once, missing ids skipped)."""
+    by_id = {p.id: p for p in found}
+    return [by_id[pid] for pid in dict.fromkeys(point_ids) if pid in by_id]

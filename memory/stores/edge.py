@@ -1,0 +1,232 @@
+"""`EdgeVectorStore`: the embedded backend on qdrant-edge-py 0.9.0 (the Qdrant engine, in-process).
+
+One directory holds one shard (segments + WAL). Qdrant Edge has no background optimizer: new points land in
+an appendable segment that is searched exactly (brute force over the payload-index candidates), and
+`optimize()` builds the HNSW index, blocking, so the service runs it off the request path.
+
+The engine owns the shard through a lock on its WAL: a second open (another process, or this one) fails
+and is reported as `StoreLockedError`. Every other engine failure becomes `VectorStoreError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import qdrant_edge as qe
+
+from memory.errors import ServiceError, VectorStoreError
+from memory.stores.base import (
+    AccessFilter,
+    PayloadPatch,
+    ScoredPoint,
+    Selector,
+    VectorPoint,
+)
+from memory.stores.convert import as_floats, in_request_order, scored
+from memory.stores.edge_config import CONFIG_FILE, PAYLOAD_SCHEMA, EdgeTuning, open_error, shard_config
+from memory.stores.filters import access_plan, selector_plan
+from memory.stores.filters_edge import to_edge_filter
+
+logger = logging.getLogger(__name__)
+
+_UPSERT_BATCH = 512
+
+
+class EdgeVectorStore:
+    """A `VectorStore` on one qdrant-edge shard persisted under a directory."""
+
+    def __init__(self, shard: qe.EdgeShard, *, path: Path, dim: int, tuning: EdgeTuning) -> None:
+        """Wrap an open shard; use `EdgeVectorStore.open` to create or load one."""
+        self._shard = shard
+        self._path = path
+        self._dim = dim
+        self._tuning = tuning
+        self._closed = False
+        self._params = qe.SearchParams(
+            hnsw_ef=tuning.hnsw_ef,
+            acorn=qe.AcornSearchParams(enable=True, max_selectivity=tuning.acorn_max_selectivity),
+        )
+
+    @classmethod
+    def open(cls, path: Path, dim: int, *, tuning: EdgeTuning | None = None) -> EdgeVectorStore:
+        """Create the shard at `path` (cosine, WAL on, payload indexes) or load it if it exists."""
+        tuning = tuning or EdgeTuning()
+        config = shard_config(dim, tuning)
+        existing = (path / CONFIG_FILE).exists()
+        try:
+            if existing:
+                shard = qe.EdgeShard.load(str(path), config)
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+                shard = qe.EdgeShard.create(str(path), config)
+        except Exception as exc:
+            raise open_error(path, dim, exc) from exc
+        store = cls(shard, path=path, dim=dim, tuning=tuning)
+        try:
+            store._ensure_indexes()
+        except ServiceError:
+            store.close()
+            raise
+        logger.info("edge vector store opened path=%s dim=%d existing=%s", path, dim, existing)
+        return store
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def upsert(self, points: Sequence[VectorPoint]) -> None:
+        """Insert or replace points (idempotent by id); durable through the WAL on return."""
+        for start in range(0, len(points), _UPSERT_BATCH):
+            batch = [
+                qe.Point(p.id, as_floats(p.vector, self._dim), p.payload.to_dict())
+                for p in points[start : start + _UPSERT_BATCH]
+            ]
+            with self._backend("upsert"):
+                self._shard.update(qe.UpdateOperation.upsert_points(batch))
+
+    def search(self, vector: Sequence[float], flt: AccessFilter, limit: int) -> list[ScoredPoint]:
+        """Top `limit` points by cosine similarity among those matching `flt`, best first."""
+        plan = access_plan(flt)
+        if plan is None or limit <= 0:
+            self._check_open()
+            return []
+        return self._query(vector, to_edge_filter(plan), limit)
+
+    def search_unfiltered(self, vector: Sequence[float], limit: int) -> list[ScoredPoint]:
+        """Top `limit` without any filter (benchmarks' baselines, admin tooling)."""
+        if limit <= 0:
+            self._check_open()
+            return []
+        return self._query(vector, None, limit)
+
+    def count(self, flt: AccessFilter | None = None) -> int:
+        """Exact number of points, or of points matching `flt`."""
+        if flt is None:
+            request = qe.CountRequest(exact=True)
+        else:
+            plan = access_plan(flt)
+            if plan is None:
+                self._check_open()
+                return 0
+            request = qe.CountRequest(exact=True, filter=to_edge_filter(plan))
+        with self._backend("count"):
+            return int(self._shard.count(request))
+
+    def patch(self, selector: Selector, patch: PayloadPatch) -> None:
+        """Overwrite payload fields on the selected points; flushed, so durable and visible on return."""
+        fields = patch.to_dict()
+        plan = selector_plan(selector)
+        if not fields:
+            return
+        # Always by filter (ids become a has_id condition): set_payload by id fails on a missing id.
+        op = qe.UpdateOperation.set_payload_by_filter(to_edge_filter(plan), fields)
+        with self._backend("patch"):
+            self._shard.update(op)
+            # Retractions are rare and must survive a crash without relying on WAL replay alone.
+            self._shard.flush()
+        logger.info("edge patch applied fields=%s", sorted(fields))
+
+    def delete(self, selector: Selector) -> None:
+        """Delete the selected points; flushed on return."""
+        plan = selector_plan(selector)
+        op = qe.UpdateOperation.delete_points_by_filter(to_edge_filter(plan))
+        with self._backend("delete"):
+            self._shard.update(op)
+            self._shard.flush()
+
+    def retrieve(self, point_ids: Sequence[str]) -> list[ScoredPoint]:
+        """Points by id, in the order asked, with score 0.0 (missing ids are skipped)."""
+        if not point_ids:
+            self._check_open()
+            return []
+        with self._backend("retrieve"):
+            records = self._shard.retrieve(list(point_ids), True, False)
+            found = [scored(r.id, 0.0, r.payload) for r in records]
+        return in_request_order(point_ids, found)
+
+    def flush(self) -> None:
+        """Persist segments to disk (the WAL already makes acknowledged writes crash-safe)."""
+        with self._backend("flush"):
+            self._shard.flush()
+
+    def optimize(self) -> bool:
+        """Build HNSW / merge segments; blocks until done. True if anything was optimized."""
+        started = time.perf_counter()
+        with self._backend("optimize"):
+            changed = bool(self._shard.optimize())
+            self._shard.flush()
+        logger.info("edge optimize done changed=%s seconds=%.2f", changed, time.perf_counter() - started)
+        return changed
+
+    def stats(self) -> dict[str, int]:
+        """Points, indexed vectors and segments (for health checks and benchmarks)."""
+        with self._backend("info"):
+            info = self._shard.info()
+        return {
+            "points": int(info.points_count),
+            "indexed_vectors": int(info.indexed_vectors_count),
+            "segments": int(info.segments_count),
+        }
+
+    def close(self) -> None:
+        """Flush and release the shard (and its WAL lock). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._shard.flush()
+        except Exception:
+            logger.warning("edge flush on close failed path=%s", self._path, exc_info=True)
+        self._shard.close()
+        logger.info("edge vector store closed path=%s", self._path)
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _query(self, vector: Sequence[float], flt: qe.Filter | None, limit: int) -> list[ScoredPoint]:
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(as_floats(vector, self._dim)),
+            filter=flt,
+            params=self._params,
+            with_payload=True,
+            with_vector=False,
+        )
+        with self._backend("search"):
+            hits = self._shard.query(request)
+            return [scored(h.id, h.score, h.payload) for h in hits]
+
+    def _ensure_indexes(self) -> None:
+        with self._backend("create_field_index"):
+            existing = self._shard.info().payload_schema
+            for name, schema in PAYLOAD_SCHEMA.items():
+                info = existing.get(name)
+                if info is None:
+                    self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
+                elif info.data_type != schema:
+                    raise VectorStoreError(
+                        f"payload index {name!r} is {info.data_type}, expected {schema}",
+                        code="vector_schema_mismatch",
+                    )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise VectorStoreError("the edge vector store is closed", code="vector_store_closed")
+
+    @contextmanager
+    def _backend(self, op: str) -> Iterator[None]:
+        self._check_open()
+        try:
+            yield
+        except ServiceError:
+            raise
+        except Exception as exc:
+            logger.error("edge %s failed path=%s error=%s", op, self._path, exc)
+            raise VectorStoreError(f"edge vector store {op} failed: {exc}", details={"op": op}) from exc

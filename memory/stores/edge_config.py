@@ -1,0 +1,69 @@
+"""Configuration of the embedded Qdrant Edge shard: tuning knobs, shard config, payload schema, open errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import qdrant_edge as qe
+
+from memory.errors import ServiceError, StoreLockedError, VectorStoreError
+from memory.stores.base import FLOAT_FIELDS, INTEGER_FIELDS, KEYWORD_FIELDS
+
+CONFIG_FILE = "edge_config.json"  # written by EdgeShard.create; its presence means "load, don't create"
+PAYLOAD_SCHEMA: dict[str, qe.PayloadSchemaType] = {
+    **{f: qe.PayloadSchemaType.Keyword for f in KEYWORD_FIELDS},
+    **{f: qe.PayloadSchemaType.Integer for f in INTEGER_FIELDS},
+    **{f: qe.PayloadSchemaType.Float for f in FLOAT_FIELDS},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeTuning:
+    """Index and search knobs (defaults measured by scripts/bench_vector_filter.py).
+
+    `full_scan_threshold_kb`: when the planner estimates that the points matching a filter hold fewer
+    KB of vectors than this, it scores exactly those points (via the payload indexes) instead of walking
+    the HNSW graph; that is exact, and cheap at selective filters where graph search loses recall.
+    `hnsw_ef`: beam width of graph search. `acorn_max_selectivity`: below this estimated selectivity the
+    graph search also explores 2-hop neighbours (ACORN), which keeps recall up for mid-selective filters.
+    """
+
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 128
+    payload_m: int = 16
+    full_scan_threshold_kb: int = 10_000
+    indexing_threshold_kb: int = 10_000
+    hnsw_ef: int = 128
+    acorn_max_selectivity: float = 0.4
+
+
+def shard_config(dim: int, tuning: EdgeTuning) -> qe.EdgeConfig:
+    return qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
+        hnsw_config=qe.HnswIndexConfig(
+            m=tuning.hnsw_m,
+            ef_construct=tuning.hnsw_ef_construct,
+            full_scan_threshold=tuning.full_scan_threshold_kb,
+            payload_m=tuning.payload_m,
+        ),
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=tuning.indexing_threshold_kb),
+        wal_enabled=True,
+    )
+
+
+def open_error(path: Path, dim: int, exc: Exception) -> ServiceError:
+    text = str(exc)
+    if "WouldBlock" in text or "lock" in text.lower():
+        return StoreLockedError(
+            f"the vector store at {path} is already open (by another process, or earlier in this one); "
+            "one process owns an embedded store: stop the other `memory serve` or give this one its own data dir",
+            details={"path": str(path)},
+        )
+    if "vector" in text.lower() and ("size" in text.lower() or "dim" in text.lower()):
+        return VectorStoreError(
+            f"the vector store at {path} does not match dim={dim}: {text}",
+            code="vector_schema_mismatch",
+            details={"path": str(path)},
+        )
+    return VectorStoreError(f"cannot open the vector store at {path}: {text}", details={"path": str(path)})

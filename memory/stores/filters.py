@@ -1,0 +1,125 @@
+"""Backend-neutral filter plans: what an `AccessFilter` or a `Selector` means as payload conditions.
+
+Both backends render the same plan (filters_edge.py, filters_server.py), so the policy's semantics live in
+one place. A plan of `None` means "matches nothing": backends then skip the call instead of sending an
+empty match list, which some engines read as "any" (fail closed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memory.errors import ValidationFailedError
+from memory.stores.base import (
+    F_COMMITTED,
+    F_JURISDICTION,
+    F_LABEL,
+    F_PERSONAL,
+    F_READ_GROUPS,
+    F_RETRACTED,
+    F_SOURCE_ID,
+    F_VALID_FROM,
+    F_VALID_TO,
+    F_VERSION_ID,
+    AccessFilter,
+    Selector,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AnyValue:
+    """The field (or one element of an array field) equals one of `values` (never empty)."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IntEquals:
+    key: str
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class InRange:
+    """Numeric range; unset bounds are open."""
+
+    key: str
+    gte: float | None = None
+    gt: float | None = None
+    lte: float | None = None
+    lt: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HasIds:
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    clauses: tuple[Clause, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OneOf:
+    """At least one clause holds (a `should` with at least one member; never empty)."""
+
+    clauses: tuple[Clause, ...]
+
+
+Clause = AnyValue | IntEquals | InRange | HasIds | AllOf | OneOf
+
+
+def access_plan(flt: AccessFilter) -> AllOf | None:
+    """The conditions a point must meet to be visible under `flt`, or None if nothing can match."""
+    if not flt.groups:
+        return None
+    if flt.source_ids is not None and not flt.source_ids:
+        return None
+    clauses: list[Clause] = [
+        IntEquals(F_COMMITTED, 1),
+        IntEquals(F_RETRACTED, 0),
+        AnyValue(F_READ_GROUPS, tuple(sorted(flt.groups))),
+        InRange(F_VALID_FROM, lte=flt.as_of),
+        InRange(F_VALID_TO, gt=flt.as_of),
+    ]
+    if flt.max_label is not None:
+        clauses.append(InRange(F_LABEL, lte=float(flt.max_label)))
+    if flt.source_ids is not None:
+        clauses.append(AnyValue(F_SOURCE_ID, tuple(sorted(flt.source_ids))))
+    if flt.grants is not None:
+        grant_clause = _grants_clause(flt)
+        if grant_clause is None:
+            return None
+        clauses.append(grant_clause)
+    return AllOf(tuple(clauses))
+
+
+def _grants_clause(flt: AccessFilter) -> Clause | None:
+    grants = flt.grants or ()
+    allow = {g.data_jurisdiction for g in grants if g.personal_ok}
+    # A jurisdiction granted in full needs no personal==0 branch: `matches()` takes any admitting grant.
+    non_personal_only = {g.data_jurisdiction for g in grants if not g.personal_ok} - allow
+    options: list[Clause] = []
+    if allow:
+        options.append(AnyValue(F_JURISDICTION, tuple(sorted(allow))))
+    if non_personal_only:
+        options.append(AllOf((AnyValue(F_JURISDICTION, tuple(sorted(non_personal_only))), IntEquals(F_PERSONAL, 0))))
+    if not options:
+        return None
+    return options[0] if len(options) == 1 else OneOf(tuple(options))
+
+
+def selector_plan(selector: Selector) -> Clause:
+    """The points a selector names. Exactly one of its three fields must be set (non-empty)."""
+    chosen = [bool(selector.version_ids), selector.source_id is not None, bool(selector.point_ids)]
+    if sum(chosen) != 1:
+        raise ValidationFailedError(
+            "a selector names exactly one of version_ids, source_id, point_ids", code="invalid_selector"
+        )
+    if selector.version_ids:
+        return AnyValue(F_VERSION_ID, tuple(selector.version_ids))
+    if selector.source_id is not None:
+        return AnyValue(F_SOURCE_ID, (selector.source_id,))
+    return HasIds(tuple(selector.point_ids))
