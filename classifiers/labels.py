@@ -35,11 +35,13 @@ DEFAULT_ENTITY_LABELS: dict[str, Label] = {
 }
 
 # Entity types that count as personal data for jurisdiction rules (allow_masked / deny_personal).
+# LOCATION (a country or city name), DATE_TIME and AGE alone do not identify anyone: they raise the label
+# but do not make a chunk "personal", or every policy mentioning "the United States" would be masked.
 DEFAULT_PERSONAL_TYPES: frozenset[str] = frozenset(
     {
-        "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "STREET_ADDRESS", "LOCATION", "NRP",
+        "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "STREET_ADDRESS", "NRP",
         "CREDIT_CARD", "IBAN_CODE", "US_SSN", "US_PASSPORT", "US_DRIVER_LICENSE", "US_BANK_NUMBER",
-        "US_ITIN", "UK_NHS", "MEDICAL_LICENSE", "CRYPTO", "DATE_TIME", "AGE",
+        "US_ITIN", "UK_NHS", "MEDICAL_LICENSE", "CRYPTO",
     }
 )
 

@@ -1,0 +1,218 @@
+"""Shared fixtures: a database per test (SQLite, or PostgreSQL when MEMORY_TEST_DATABASE_URL is set),
+fast deterministic test doubles for the models, the real models once per session, and API clients.
+
+Tests that take the `db_url` fixture (directly or through `container` / `api`) are marked `postgres`
+automatically, so scripts/test runs them a second time against PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("SCARF_NO_ANALYTICS", "1")
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
+from classifiers.labels import LabelMap  # noqa: E402
+from classifiers.types import Classification, Finding  # noqa: E402
+
+PG_URL = os.environ.get("MEMORY_TEST_DATABASE_URL")
+DIM = 384
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "db_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database for this test."""
+    if not PG_URL:
+        yield f"sqlite:///{tmp_path / 'memory.sqlite3'}"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = "t_" + uuid.uuid4().hex[:16]
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
+            ), {"n": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+class FakeEmbedder:
+    """Deterministic bag-of-words vectors: texts sharing words are similar. Fast; no model."""
+
+    model_id = "fake-bow@test"
+    dim = DIM
+
+    def _vec(self, text: str) -> np.ndarray:
+        v = np.zeros(DIM, dtype=np.float32)
+        for w in re.findall(r"[a-z0-9]+", text.lower()):
+            h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=4).digest(), "little")
+            v[h % DIM] += 1.0
+        if not v.any():
+            v[0] = 1.0
+        return v / np.linalg.norm(v)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self._vec(t) for t in texts]) if texts else np.zeros((0, DIM), dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._vec(text)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+class FakeClassifier:
+    """Finds emails, and 'Name Surname' after 'Mr'/'Ms'; IBAN-looking strings. Enough for policy tests."""
+
+    version = "fake-classifier/1"
+    label_map = LabelMap()
+    _patterns = (
+        ("EMAIL_ADDRESS", re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")),
+        ("PERSON", re.compile(r"(?<=M[rs] )[A-Z][a-z]+ [A-Z][a-z]+")),
+        ("IBAN_CODE", re.compile(r"\b[A-Z]{2}\d{2}(?: ?\d{4}){4,7}\b")),
+    )
+
+    def classify(self, texts: Sequence[str]) -> list[Classification]:
+        out = []
+        for t in texts:
+            found = sorted(
+                (Finding(name, m.start(), m.end(), 0.99, f"fake-{name.lower()}") for name, rx in self._patterns
+                 for m in rx.finditer(t)), key=lambda f: f.start,
+            )
+            types = tuple(sorted({f.entity_type for f in found}))
+            out.append(Classification(tuple(found), self.label_map.label_for(types), self.label_map.version,
+                                      self.version, types))
+        return out
+
+
+@pytest.fixture(scope="session")
+def fake_embedder() -> FakeEmbedder:
+    return FakeEmbedder()
+
+
+@pytest.fixture(scope="session")
+def fake_classifier() -> FakeClassifier:
+    return FakeClassifier()
+
+
+@pytest.fixture(scope="session")
+def real_embedder() -> Any:
+    from ingest.embedders import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(num_threads=2)
+
+
+@pytest.fixture(scope="session")
+def real_classifier() -> Any:
+    from classifiers.presidio import build_presidio_classifier
+
+    return build_presidio_classifier()
+
+
+def make_container(tmp_path: Path, db_url: str, *, embedder: Any, classifier: Any, **settings: Any) -> Any:
+    from memory.bootstrap import Container
+    from memory.settings import Settings
+
+    s = Settings(data_dir=tmp_path / "data", database_url=db_url, env="test", **settings)  # type: ignore[call-arg]
+    c = Container(s, embedder=embedder, classifier=classifier)
+    c.prepare_database()
+    return c
+
+
+@pytest.fixture
+def container(tmp_path: Path, db_url: str, fake_embedder: FakeEmbedder, fake_classifier: FakeClassifier) -> Iterator[Any]:
+    """Real SQL + real Qdrant Edge + real parsing; fake (fast) embedder and classifier."""
+    c = make_container(tmp_path, db_url, embedder=fake_embedder, classifier=fake_classifier)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def real_container(tmp_path: Path, db_url: str, real_embedder: Any, real_classifier: Any) -> Iterator[Any]:
+    """The whole real stack: SQL, Qdrant Edge, unstructured, Presidio + spaCy, all-MiniLM-L6-v2."""
+    c = make_container(tmp_path, db_url, embedder=real_embedder, classifier=real_classifier)
+    yield c
+    c.close()
+
+
+ADMIN_KEY = "gm_testadmin0000000_test-admin-key-0123456789"
+
+
+class Api:
+    """A TestClient plus helpers to create principals (returns their keys) and sources."""
+
+    def __init__(self, client: Any, container: Any) -> None:
+        self.client = client
+        self.container = container
+        self.admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    def principal(self, pid: str, *, kind: str = "user", groups: Sequence[str] = (), clearance: str = "internal",
+                  jurisdiction: str = "EU", roles: Sequence[str] = ("reader",), **extra: Any) -> dict[str, str]:
+        r = self.client.post("/v1/principals", headers=self.admin, json={
+            "id": pid, "kind": kind, "groups": list(groups), "clearance": clearance, "jurisdiction": jurisdiction,
+            "roles": list(roles), **extra,
+        })
+        assert r.status_code == 201, r.text
+        return {"Authorization": f"Bearer {r.json()['key']['api_key']}"}
+
+    def source(self, sid: str, *, jurisdiction: str = "EU", read_groups: Sequence[str] = ("g",),
+               floor: str = "public", steward: str = "admin") -> None:
+        r = self.client.post("/v1/sources", headers=self.admin, json={
+            "id": sid, "name": sid, "steward": steward, "jurisdiction": jurisdiction,
+            "read_groups": list(read_groups), "floor": floor,
+        })
+        assert r.status_code == 201, r.text
+
+    def upload(self, sid: str, name: str, content: bytes | str, headers: dict[str, str] | None = None) -> Any:
+        data = content.encode() if isinstance(content, str) else content
+        return self.client.post(f"/v1/sources/{sid}/documents", headers=headers or self.admin,
+                                files={"file": (name, data)})
+
+    def search(self, headers: dict[str, str], query: str, **body: Any) -> Any:
+        return self.client.post("/v1/search", headers=headers, json={"query": query, **body})
+
+
+def make_api(c: Any) -> Iterator[Api]:
+    from fastapi.testclient import TestClient
+
+    from memory.api.app import create_app
+    from memory.bootstrap import ensure_admin
+
+    ensure_admin(c.sessions, token=ADMIN_KEY)
+    with TestClient(create_app(c.settings, container=c, warm=False)) as client:
+        yield Api(client, c)
+
+
+@pytest.fixture
+def api(container: Any) -> Iterator[Api]:
+    yield from make_api(container)
+
+
+@pytest.fixture
+def real_api(real_container: Any) -> Iterator[Api]:
+    yield from make_api(real_container)
