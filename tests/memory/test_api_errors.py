@@ -1,0 +1,135 @@
+"""Error behaviour of the API: stable codes, fail closed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+
+def code(r):
+    return r.json()["error"]["code"]
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({}, "missing_api_key"),
+    ({"Authorization": "Bearer nonsense"}, "invalid_api_key"),
+    ({"Authorization": "Bearer gm_0123456789abcdef_wrongwrongwrongwrongwrong"}, "invalid_api_key"),
+])
+def test_bad_keys_are_401(api, headers, expected):
+    r = api.search(headers, "anything")
+    assert r.status_code == 401
+    assert code(r) == expected
+    assert r.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_revoked_key_is_401(api):
+    h = api.principal("r", groups=["g"])
+    key_id = h["Authorization"].split("_")[1]
+    assert api.search(h, "x").status_code == 200
+    assert api.client.delete(f"/v1/keys/{key_id}", headers=api.admin).status_code == 200
+    r = api.search(h, "x")
+    assert r.status_code == 401 and code(r) == "revoked_api_key"
+
+
+def test_expired_key_is_401(api):
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    h = api.principal("r", groups=["g"], key_expires_at=past)
+    r = api.search(h, "x")
+    assert r.status_code == 401 and code(r) == "expired_api_key"
+
+
+def test_deactivated_principal_is_401(api):
+    h = api.principal("r", groups=["g"])
+    assert api.client.patch("/v1/principals/r", headers=api.admin, json={"active": False}).status_code == 200
+    r = api.search(h, "x")
+    assert r.status_code == 401 and code(r) == "inactive_principal"
+
+
+def test_missing_role_is_403(api):
+    reader = api.principal("r", groups=["g"])
+    r = api.client.post("/v1/sources", headers=reader, json={"id": "s", "name": "s", "jurisdiction": "EU"})
+    assert r.status_code == 403 and code(r) == "missing_role"
+    r = api.client.get("/v1/policy/jurisdictions", headers=reader)
+    assert r.status_code == 403
+
+
+def test_acting_for_without_delegation_is_403(api):
+    api.principal("alice", groups=["g"])
+    agent = api.principal("bot", kind="agent", groups=["g"])
+    r = api.search({**agent, "X-Acting-For": "alice"}, "x")
+    assert r.status_code == 403 and code(r) == "delegation_not_allowed"
+
+
+def test_user_cannot_act_for_another_user(api):
+    api.principal("alice", groups=["g"])
+    bob = api.principal("bob", groups=["g"])
+    r = api.search({**bob, "X-Acting-For": "alice"}, "x")
+    assert r.status_code == 403 and code(r) == "delegation_not_allowed"
+
+
+def test_acting_for_unknown_user_is_403(api):
+    agent = api.principal("bot", kind="agent", groups=["g"], may_act_for_any=True)
+    r = api.search({**agent, "X-Acting-For": "ghost"}, "x")
+    assert r.status_code == 403
+
+
+@pytest.mark.parametrize("body", [
+    {},
+    {"query": ""},
+    {"query": "x", "top_k": 0},
+    {"query": "x", "top_k": "many"},
+    {"query": "x", "unexpected": 1},
+])
+def test_malformed_search_body_is_422(api, body):
+    h = api.principal("r", groups=["g"])
+    r = api.client.post("/v1/search", headers=h, json=body)
+    assert r.status_code == 422 and code(r) == "invalid_request"
+
+
+def test_unknown_source_is_404(api):
+    r = api.upload("nope", "a.txt", "hello")
+    assert r.status_code == 404 and code(r) == "source_not_found"
+    r = api.client.get("/v1/sources/nope", headers=api.admin)
+    assert r.status_code == 404 and code(r) == "source_not_found"
+
+
+def test_duplicate_source_is_409(api):
+    api.source("s")
+    r = api.client.post("/v1/sources", headers=api.admin, json={"id": "s", "name": "s", "jurisdiction": "EU"})
+    assert r.status_code == 409 and code(r) == "source_exists"
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), [
+    ("empty.txt", b"", "empty_document"),
+    ("sound.wav", b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(64), "unsupported_format"),
+    ("broken.docx", bytes(range(256)) * 8, "corrupt_document"),
+])
+def test_bad_uploads_are_422_and_write_nothing(api, name, content, expected):
+    api.source("s")
+    r = api.upload("s", name, content)
+    assert r.status_code == 422, r.text
+    assert code(r) == expected
+    assert api.container.store.count() == 0
+
+
+def test_only_the_steward_uploads(api):
+    api.principal("other-steward", groups=["g"], roles=["steward"])
+    api.source("s")
+    h = api.principal("st2", groups=["g"], roles=["steward"])
+    r = api.upload("s", "a.txt", "hello world", headers=h)
+    assert r.status_code == 403 and code(r) == "not_source_steward"
+
+
+def test_unknown_route_has_a_stable_code(api):
+    r = api.client.get("/v1/nothing-here")
+    assert r.status_code == 404 and code(r) == "route_not_found"
+
+
+def test_openapi_documents_every_endpoint_and_error(api):
+    spec = api.client.get("/openapi.json").json()
+    assert "/v1/search" in spec["paths"]
+    search = spec["paths"]["/v1/search"]["post"]
+    for status in ("401", "403", "422"):
+        assert status in search["responses"]
+    assert "ErrorResponse" in spec["components"]["schemas"]

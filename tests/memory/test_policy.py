@@ -1,0 +1,123 @@
+"""The pure policy module, table-tested."""
+
+from __future__ import annotations
+
+import pytest
+
+from classifiers.types import Label
+from memory.errors import PolicyError
+from memory.policy import (
+    Identity,
+    Transfer,
+    TransferRules,
+    build_filter,
+    effective,
+    explain,
+    must_mask,
+)
+from memory.stores.base import OPEN_END, ChunkPayload
+
+RULES = TransferRules.from_json([
+    {"data": "EU", "caller": "EU", "rule": "allow"},
+    {"data": "EU", "caller": "US", "rule": "allow_masked"},
+    {"data": "EU", "caller": "IN", "rule": "deny_personal"},
+    {"data": "US", "caller": "US", "rule": "allow"},
+    {"data": "US", "caller": "EU", "rule": "allow"},
+])
+
+
+def ident(pid="u", *, kind="user", groups=("g",), clearance=Label.CONFIDENTIAL, j="EU", roles=("reader",)):
+    return Identity(pid, kind, frozenset(groups), clearance, j, frozenset(roles))
+
+
+def payload(**kw):
+    base = dict(chunk_id="c", source_id="s", document_id="d", version_id="v", read_groups=("g",),
+                label=int(Label.INTERNAL), jurisdiction="EU", personal=False, entity_types=(), valid_from=100.0,
+                valid_to=OPEN_END, retracted=False, committed=True)
+    base.update(kw)
+    return ChunkPayload(**base)
+
+
+@pytest.mark.parametrize(("data", "caller", "expected"), [
+    ("EU", "EU", Transfer.ALLOW),
+    ("EU", "US", Transfer.ALLOW_MASKED),
+    ("EU", "IN", Transfer.DENY_PERSONAL),
+    ("US", "IN", Transfer.DENY),  # unknown pair -> deny
+    ("XX", "EU", Transfer.DENY),
+])
+def test_transfer_rule_lookup_fails_closed(data, caller, expected):
+    assert RULES.mode(data, caller) == expected
+
+
+def test_acting_for_intersects_user_access_with_agent_ceiling():
+    agent = ident("agent", kind="agent", groups=("g", "h"), clearance=Label.INTERNAL, j="EU")
+    user = ident("alice", groups=("g", "x"), clearance=Label.RESTRICTED, j="US", roles=("reader", "steward"))
+    who = effective(agent, user)
+    assert who.groups == {"g"}
+    assert who.clearance == Label.INTERNAL
+    assert who.jurisdictions == ("US", "EU")
+    assert who.roles == {"reader"}
+    assert who.chain == ["agent", "alice"]
+
+
+@pytest.mark.parametrize(("case", "p", "visible", "reason"), [
+    ("readable", payload(), True, None),
+    ("no shared group", payload(read_groups=("other",)), False, None),
+    ("empty read groups", payload(read_groups=()), False, None),
+    ("label above clearance", payload(label=int(Label.RESTRICTED)), False, "clearance"),
+    ("unknown jurisdiction pair", payload(jurisdiction="CN"), False, "jurisdiction"),
+    ("retracted", payload(retracted=True), False, None),
+    ("not yet committed", payload(committed=False), False, None),
+    ("superseded before as_of", payload(valid_to=150.0), False, None),
+    ("not yet valid", payload(valid_from=250.0), False, None),
+])
+def test_explain_and_filter_agree(case, p, visible, reason):
+    who = effective(ident())
+    decision = explain(who, RULES, p, as_of=200.0)
+    assert decision.visible is visible, case
+    assert decision.withheld_reason == reason, case
+    assert build_filter(who, RULES, as_of=200.0).matches(p) is visible, case
+
+
+@pytest.mark.parametrize(("caller_j", "personal", "visible", "masked"), [
+    ("EU", True, True, False),
+    ("US", True, True, True),
+    ("US", False, True, False),
+    ("IN", True, False, False),
+    ("IN", False, True, False),
+    ("CN", False, False, False),
+])
+def test_jurisdiction_modes(caller_j, personal, visible, masked):
+    who = effective(ident(j=caller_j))
+    p = payload(personal=personal)
+    assert build_filter(who, RULES, as_of=200.0).matches(p) is visible
+    assert (visible and must_mask(who, RULES, p)) is masked
+
+
+def test_agent_in_another_jurisdiction_takes_the_stricter_rule():
+    agent = ident("agent", kind="agent", j="IN")
+    user = ident("alice", j="EU")
+    who = effective(agent, user)
+    assert not build_filter(who, RULES, as_of=200.0).matches(payload(personal=True))
+    assert build_filter(who, RULES, as_of=200.0).matches(payload(personal=False))
+
+
+def test_no_groups_matches_nothing():
+    who = effective(ident(groups=()))
+    assert not build_filter(who, RULES, as_of=200.0).matches(payload())
+
+
+def test_source_restriction():
+    flt = build_filter(effective(ident()), RULES, as_of=200.0, source_ids=["other"])
+    assert not flt.matches(payload())
+
+
+@pytest.mark.parametrize("bad", [
+    [{"data": "EU", "caller": "US", "rule": "maybe"}],
+    [{"data": "EU", "rule": "allow"}],
+    [{"data": "EU", "caller": "US", "rule": "allow"}, {"data": "eu", "caller": "us", "rule": "deny"}],
+    [{"data": "", "caller": "US", "rule": "allow"}],
+])
+def test_malformed_rules_are_refused(bad):
+    with pytest.raises(PolicyError):
+        TransferRules.from_json(bad)
