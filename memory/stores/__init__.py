@@ -23,7 +23,7 @@ from memory.stores.base import (
 if TYPE_CHECKING:
     from memory.stores.edge import EdgeVectorStore
     from memory.stores.edge_config import EdgeTuning
-    from memory.stores.server import ServerStoreSettings, ServerVectorStore
+    from memory.stores.server import ServerVectorStore
 
 __all__ = [
     "OPEN_END",
@@ -35,7 +35,6 @@ __all__ = [
     "PayloadPatch",
     "ScoredPoint",
     "Selector",
-    "ServerStoreSettings",
     "ServerVectorStore",
     "VectorPoint",
     "VectorStore",
@@ -45,7 +44,6 @@ _LAZY = {
     "EdgeVectorStore": "memory.stores.edge",
     "EdgeTuning": "memory.stores.edge_config",
     "ServerVectorStore": "memory.stores.server",
-    "ServerStoreSettings": "memory.stores.server",
 }
 
 

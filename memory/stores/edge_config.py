@@ -32,9 +32,9 @@ class EdgeTuning:
     hnsw_m: int = 16
     hnsw_ef_construct: int = 128
     payload_m: int = 16
-    full_scan_threshold_kb: int = 10_000
+    full_scan_threshold_kb: int = 20_000
     indexing_threshold_kb: int = 10_000
-    hnsw_ef: int = 128
+    hnsw_ef: int = 200
     acorn_max_selectivity: float = 0.4
 
 

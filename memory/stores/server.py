@@ -45,22 +45,18 @@ _SCHEMA: dict[str, models.PayloadSchemaType] = {
 _STRONG = models.WriteOrdering.STRONG
 
 
-@dataclass(frozen=True, slots=True)
-class ServerStoreSettings:
-    """Collection layout and consistency. `read_consistency`: None (server default: one replica),
-    a `ReadConsistencyType` (ALL, QUORUM, MAJORITY) or a number of replicas.
-    `acorn_max_selectivity=None` leaves ACORN off (servers older than 1.16 reject it)."""
+ReadConsistency = models.ReadConsistencyType | int
 
-    shard_number: int = 1
-    replication_factor: int = 1
-    write_consistency_factor: int = 1
-    on_disk_payload: bool = True
-    read_consistency: models.ReadConsistencyType | int | None = None
-    hnsw_m: int = 16
-    hnsw_ef_construct: int = 128
-    payload_m: int = 16
-    hnsw_ef: int = 128
-    acorn_max_selectivity: float | None = 0.4
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    shard_number: int
+    replication_factor: int
+    write_consistency_factor: int
+    on_disk_payload: bool
+    hnsw_m: int
+    hnsw_ef_construct: int
+    payload_m: int
 
 
 class ServerVectorStore:
@@ -71,24 +67,47 @@ class ServerVectorStore:
         client: QdrantClient,
         collection: str,
         dim: int,
-        settings: ServerStoreSettings | None = None,
         *,
+        shard_number: int = 1,
+        replication_factor: int = 1,
+        write_consistency_factor: int = 1,
+        on_disk_payload: bool = True,
+        read_consistency: str | ReadConsistency | None = None,
+        hnsw_m: int = 16,
+        hnsw_ef_construct: int = 128,
+        payload_m: int = 16,
+        hnsw_ef: int = 200,
+        acorn_max_selectivity: float | None = 0.4,
         owns_client: bool = False,
     ) -> None:
-        """`owns_client=True` makes `close()` close the client too."""
+        """Layout arguments apply when `ensure_collection()` creates the collection.
+
+        `read_consistency`: None (server default: one replica), "all", "majority", "quorum", or a number of
+        replicas (int or digit string). `acorn_max_selectivity=None` leaves ACORN off (servers older than
+        1.16 reject it). `owns_client=True` makes `close()` close the client too.
+        """
         self._client = client
         self._collection = collection
         self._dim = dim
-        self._settings = settings or ServerStoreSettings()
+        self._layout = _Layout(
+            shard_number=shard_number,
+            replication_factor=replication_factor,
+            write_consistency_factor=write_consistency_factor,
+            on_disk_payload=on_disk_payload,
+            hnsw_m=hnsw_m,
+            hnsw_ef_construct=hnsw_ef_construct,
+            payload_m=payload_m,
+        )
+        self._read_consistency = _read_consistency(read_consistency)
         self._owns_client = owns_client
         options = client.init_options
         self._local = options.get("location") == ":memory:" or options.get("path") is not None
         self._search_params: models.SearchParams | None = None
-        if not self._local:
+        if not self._local:  # local mode warns about (and ignores) search params
             acorn = None
-            if self._settings.acorn_max_selectivity is not None:
-                acorn = models.AcornSearchParams(enable=True, max_selectivity=self._settings.acorn_max_selectivity)
-            self._search_params = models.SearchParams(hnsw_ef=self._settings.hnsw_ef, acorn=acorn)
+            if acorn_max_selectivity is not None:
+                acorn = models.AcornSearchParams(enable=True, max_selectivity=acorn_max_selectivity)
+            self._search_params = models.SearchParams(hnsw_ef=hnsw_ef, acorn=acorn)
 
     @property
     def dim(self) -> int:
@@ -101,7 +120,7 @@ class ServerVectorStore:
         another type raises VectorStoreError(code="vector_schema_mismatch"). Missing payload indexes are
         created (an interrupted first start leaves a collection without them).
         """
-        s = self._settings
+        s = self._layout
         with self._backend("ensure_collection"):
             if not self._client.collection_exists(self._collection):
                 try:
@@ -185,7 +204,7 @@ class ServerVectorStore:
                 ids=list(point_ids),
                 with_payload=True,
                 with_vectors=False,
-                consistency=self._settings.read_consistency,
+                consistency=self._read_consistency,
             )
             found = [scored(r.id, 0.0, r.payload) for r in records]
         return in_request_order(point_ids, found)
@@ -210,7 +229,7 @@ class ServerVectorStore:
                 limit=limit,
                 with_payload=True,
                 with_vectors=False,
-                consistency=self._settings.read_consistency,
+                consistency=self._read_consistency,
             )
             return [scored(h.id, h.score, h.payload) for h in response.points]
 
@@ -262,3 +281,16 @@ class ServerVectorStore:
             raise VectorStoreError(
                 f"qdrant {op} failed on collection {self._collection!r}: {exc}", code=code, details={"op": op}
             ) from exc
+
+
+def _read_consistency(value: str | ReadConsistency | None) -> ReadConsistency | None:
+    if value is None or isinstance(value, (int, models.ReadConsistencyType)):
+        return value
+    if value.isdigit():
+        return int(value)
+    try:
+        return models.ReadConsistencyType(value.lower())
+    except ValueError:
+        raise VectorStoreError(
+            f"read consistency {value!r} is not all, majority, quorum or a replica count", code="invalid_config"
+        ) from None

@@ -1,0 +1,168 @@
+"""Property test: random principals, sources, rules and documents go through the real pipeline, SQL and
+Qdrant Edge; every search result is checked against an oracle written independently of memory.policy.
+
+Zero violations: nothing the oracle forbids is ever returned. Nothing silently missing: the result holds
+exactly min(top_k, |visible|) hits, and they are the best-scoring visible chunks.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from memory import ingestion, search, sources
+from memory.db import transaction
+from memory.ingestion import FileInput
+from memory.models import Chunk, DocumentVersion, Source
+from memory.principals import NewPrincipal, create_principal, get_principal, resolve_effective
+from memory.policy_store import put_transfer_rules
+from tests.conftest import make_container
+
+GROUPS = ["red", "green", "blue"]
+JURIS = ["EU", "US", "IN"]
+LABELS = ["public", "internal", "confidential", "restricted"]
+MODES = ["allow", "allow_masked", "deny_personal", "deny"]
+PERSONAL = {"PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS"}
+SENTENCES = [
+    "The travel policy covers train tickets and hotel nights.",
+    "Quarterly revenue grew in every region except the north.",
+    "Contact Mr John Smith at john.smith@example.com for payroll questions.",
+    "Security incidents are reported to the on-call engineer within one hour.",
+    "Ms Maria Garcia approved the vendor contract for the data platform.",
+    "Backups are restored every month to prove that they work.",
+]
+
+principal_st = st.fixed_dictionaries({
+    "groups": st.sets(st.sampled_from(GROUPS)),
+    "clearance": st.sampled_from(LABELS),
+    "jurisdiction": st.sampled_from(JURIS),
+})
+source_st = st.fixed_dictionaries({
+    "read_groups": st.sets(st.sampled_from(GROUPS)),
+    "jurisdiction": st.sampled_from(JURIS),
+    "floor": st.sampled_from(LABELS),
+    "docs": st.lists(st.lists(st.sampled_from(range(len(SENTENCES))), min_size=1, max_size=3), min_size=1,
+                     max_size=3),
+})
+world_st = st.fixed_dictionaries({
+    "sources": st.lists(source_st, min_size=1, max_size=3),
+    "users": st.lists(principal_st, min_size=1, max_size=3),
+    "agent": st.none() | principal_st,
+    "rules": st.dictionaries(st.tuples(st.sampled_from(JURIS), st.sampled_from(JURIS)), st.sampled_from(MODES)),
+    "retract_first": st.booleans(),
+    "top_k": st.integers(1, 8),
+    "query": st.sampled_from(SENTENCES + ["expenses", "who approved the contract?"]),
+})
+
+RANK = {name: i for i, name in enumerate(LABELS)}
+MODE_RANK = {"deny": 0, "deny_personal": 1, "allow_masked": 2, "allow": 3}
+
+
+def oracle_visible(caller: dict, user: dict | None, chunk: dict, rules: dict) -> bool:
+    """What DESIGN.md says, restated from scratch."""
+    people = [caller] + ([user] if user else [])
+    groups = set(GROUPS)
+    for p in people:
+        groups &= set(p["groups"])
+    if not groups & set(chunk["read_groups"]):
+        return False
+    if min(RANK[p["clearance"]] for p in people) < chunk["label"]:
+        return False
+    for p in people:
+        mode = rules.get((chunk["jurisdiction"], p["jurisdiction"]), "deny")
+        if MODE_RANK[mode] == 0 or (mode == "deny_personal" and chunk["personal"]):
+            return False
+    return chunk["current"] and not chunk["retracted"]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(world=world_st)
+def test_every_hit_is_allowed_and_none_is_missing(world, real_embedder, real_classifier):
+    with tempfile.TemporaryDirectory() as tmp:
+        c = make_container(Path(tmp), f"sqlite:///{tmp}/m.sqlite3", embedder=real_embedder, classifier=real_classifier)
+        try:
+            _check_world(c, world)
+        finally:
+            c.close()
+
+
+def _check_world(c, world):
+    with transaction(c.sessions) as s:
+        create_principal(s, spec=NewPrincipal("steward", "user", (), "restricted", "EU", ("steward",)), actor="t")
+        put_transfer_rules(s, rules=[{"data": d, "caller": cj, "rule": m} for (d, cj), m in world["rules"].items()],
+                           actor="t")
+        for i, u in enumerate(world["users"]):
+            create_principal(s, spec=NewPrincipal(f"u{i}", "user", tuple(u["groups"]), u["clearance"],
+                                                  u["jurisdiction"]), actor="t")
+        if world["agent"]:
+            a = world["agent"]
+            create_principal(s, spec=NewPrincipal("agent", "agent", tuple(a["groups"]), a["clearance"],
+                                                  a["jurisdiction"], may_act_for_any=True), actor="t")
+        for i, src in enumerate(world["sources"]):
+            sources.register(s, spec=sources.NewSource(f"s{i}", f"s{i}", "steward", src["jurisdiction"],
+                                                       tuple(src["read_groups"]), floor=src["floor"]), actor="t")
+    for i, src in enumerate(world["sources"]):
+        files = [FileInput(" ".join(SENTENCES[k] for k in doc).encode(), f"d{j}.txt", f"d{j}.txt", f"t://{j}")
+                 for j, doc in enumerate(src["docs"])]
+        ingestion.ingest_files(c.sessions, c.store, c.pipeline, source_id=f"s{i}", files=files, actor="steward")
+        # a second version of the first document: the first version must disappear from "now"
+        changed = FileInput(files[0].data + b" Revised.", "d0.txt", "d0.txt", "t://0")
+        ingestion.ingest_files(c.sessions, c.store, c.pipeline, source_id=f"s{i}", files=[changed], actor="steward")
+    if world["retract_first"]:
+        with transaction(c.sessions) as s:
+            v = s.execute(select(DocumentVersion).where(DocumentVersion.status == "active").limit(1)).scalar_one()
+            v.retracted_at, v.retracted_by, v.retraction_reason = v.ingested_at, "steward", "test"
+            vid = v.id
+        ingestion._sync_versions(c.sessions, c.store, [vid])
+
+    chunks = _oracle_chunks(c)
+    callers = [(f"u{i}", None) for i in range(len(world["users"]))]
+    if world["agent"]:
+        callers += [("agent", f"u{i}") for i in range(len(world["users"]))]
+    qvec = np.asarray(c.embedder.embed_query(world["query"]))
+    for caller_id, user_id in callers:
+        caller = world["agent"] if caller_id == "agent" else world["users"][int(caller_id[1:])]
+        user = world["users"][int(user_id[1:])] if user_id else None
+        allowed = {cid for cid, ch in chunks.items() if oracle_visible(caller, user, ch, world["rules"])}
+        with transaction(c.sessions) as s:
+            who = resolve_effective(s, caller=get_principal(s, principal_id=caller_id), acting_for=user_id)
+            res = search.search(s, store=c.store, embedder=c.embedder, who=who,
+                                request=search.SearchRequest(query=world["query"], top_k=world["top_k"]))
+        got = [h.citation.chunk_id for h in res.hits]
+        violations = set(got) - allowed
+        assert not violations, f"{caller_id}->{user_id} got forbidden chunks {violations}"
+        assert len(got) == min(world["top_k"], len(allowed)), "hits silently missing"
+        exact = sorted(allowed, key=lambda cid: -float(np.dot(chunks[cid]["vector"], qvec)))
+        cutoff = float(np.dot(chunks[exact[len(got) - 1]]["vector"], qvec)) if got else 0.0
+        assert all(float(np.dot(chunks[cid]["vector"], qvec)) >= cutoff - 1e-4 for cid in got)
+
+
+def _oracle_chunks(c) -> dict[str, dict]:
+    """Chunk facts straight from SQL (truth), not from the vector payload."""
+    now = time.time()
+    out = {}
+    with c.sessions() as s:
+        rows = s.execute(select(Chunk, DocumentVersion, Source)
+                         .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
+                         .join(Source, Source.id == Chunk.source_id)).all()
+        for ch, v, src in rows:
+            out[ch.id] = {
+                "read_groups": [g.group for g in src.read_groups],
+                "jurisdiction": src.jurisdiction,
+                "label": ch.label,
+                "personal": bool(PERSONAL & set(ch.entity_types)),
+                "current": v.valid_from <= now < v.valid_to and v.status in ("active", "superseded"),
+                "retracted": v.retracted_at is not None,
+                "vector": None,
+            }
+        texts = {ch.id: ch.text for ch, _, _ in rows}
+    vecs = c.embedder.embed(list(texts.values())) if texts else []
+    for cid, vec in zip(texts, vecs, strict=True):
+        out[cid]["vector"] = np.asarray(vec)
+    return out

@@ -1,0 +1,457 @@
+"""One contract for every VectorStore: Qdrant Edge on a temp dir, and the server backend on
+QdrantClient(":memory:") (which speaks the server's API). Backend-specific tests sit at the end."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from qdrant_client import QdrantClient
+
+from memory.errors import StoreLockedError, ValidationFailedError, VectorStoreError
+from memory.stores.base import (
+    OPEN_END,
+    AccessFilter,
+    ChunkPayload,
+    JurisdictionGrant,
+    PayloadPatch,
+    Selector,
+    VectorPoint,
+    VectorStore,
+)
+from memory.stores.edge import EdgeVectorStore
+from memory.stores.edge_config import EdgeTuning
+from memory.stores.server import ServerVectorStore
+
+DIM = 8
+KINDS = ["edge", "server"]
+EU_FULL = JurisdictionGrant("EU", personal_ok=True)
+EU_NON_PERSONAL = JurisdictionGrant("EU", personal_ok=False)
+
+
+def open_store(kind: str, root: Path, dim: int = DIM, tuning: EdgeTuning | None = None) -> VectorStore:
+    if kind == "edge":
+        return EdgeVectorStore.open(root / "vectors", dim, tuning=tuning)
+    store = ServerVectorStore(QdrantClient(":memory:"), "chunks", dim, owns_client=True)
+    store.ensure_collection()
+    return store
+
+
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    s = open_store(request.param, tmp_path)
+    yield s
+    s.close()
+
+
+def payload(**overrides: object) -> ChunkPayload:
+    """A payload the base filter admits; each test changes one thing."""
+    base = ChunkPayload(
+        chunk_id="c1",
+        source_id="s1",
+        document_id="d1",
+        version_id="v1",
+        read_groups=("g1",),
+        label=1,
+        jurisdiction="EU",
+        personal=True,
+        entity_types=("PERSON",),
+        valid_from=100.0,
+        valid_to=OPEN_END,
+        retracted=False,
+        committed=True,
+    )
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def access(**overrides: object) -> AccessFilter:
+    base = AccessFilter(groups=frozenset({"g1", "g2"}), max_label=2, grants=(EU_FULL,), as_of=150.0)
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def unit(i: int, dim: int = DIM) -> list[float]:
+    v = [0.0] * dim
+    v[i % dim] = 1.0
+    return v
+
+
+def point(p: ChunkPayload, vector: list[float] | None = None) -> VectorPoint:
+    return VectorPoint(id=str(uuid.uuid4()), vector=vector or unit(0), payload=p)
+
+
+def visible_ids(store: VectorStore, flt: AccessFilter, limit: int = 100) -> set[str]:
+    return {h.id for h in store.search(unit(0), flt, limit)}
+
+
+# -- basics ----------------------------------------------------------------------------------------------
+
+
+def test_upsert_then_retrieve_roundtrips_payload_in_request_order(store: VectorStore) -> None:
+    a, b = point(payload(chunk_id="a", entity_types=())), point(payload(chunk_id="b", read_groups=("g1", "g2")))
+    store.upsert([a, b])
+    got = store.retrieve([b.id, str(uuid.uuid4()), a.id])
+    assert [p.id for p in got] == [b.id, a.id]
+    assert got[0].payload == b.payload and got[1].payload == a.payload
+    assert all(p.score == 0.0 for p in got)
+    assert store.retrieve([]) == []
+
+
+def test_upsert_is_idempotent_by_id(store: VectorStore) -> None:
+    p = point(payload())
+    store.upsert([p])
+    store.upsert([dataclasses.replace(p, payload=payload(label=3))])
+    assert store.count() == 1
+    assert store.retrieve([p.id])[0].payload.label == 3
+
+
+def test_search_ranks_by_cosine_best_first(store: VectorStore) -> None:
+    query = [1.0, 1.0] + [0.0] * (DIM - 2)
+    near, mid, far = (
+        point(payload(), [5.0, 4.0] + [0.0] * (DIM - 2)),
+        point(payload(), unit(0)),
+        point(payload(), unit(3)),
+    )
+    store.upsert([far, near, mid])
+    hits = store.search(query, access(), 3)
+    assert [h.id for h in hits] == [near.id, mid.id, far.id]
+    assert hits[1].score == pytest.approx(1 / np.sqrt(2), abs=1e-5)  # cosine ignores magnitude
+    assert hits[2].score == pytest.approx(0.0, abs=1e-5)
+
+
+def test_search_honours_limit_and_zero_limit(store: VectorStore) -> None:
+    store.upsert([point(payload(), unit(i)) for i in range(6)])
+    assert len(store.search(unit(0), access(), 4)) == 4
+    assert store.search(unit(0), access(), 0) == []
+    assert len(store.search_unfiltered(unit(0), 5)) == 5
+
+
+def test_count_with_and_without_filter(store: VectorStore) -> None:
+    store.upsert([point(payload()), point(payload(retracted=True)), point(payload(read_groups=("other",)))])
+    assert store.count() == 3
+    assert store.count(access()) == 1
+    assert store.count(access(groups=frozenset())) == 0
+
+
+def test_wrong_dimension_is_a_store_error(store: VectorStore) -> None:
+    with pytest.raises(VectorStoreError):
+        store.upsert([point(payload(), [1.0, 0.0])])
+    with pytest.raises(VectorStoreError):
+        store.search([1.0], access(), 3)
+
+
+# -- every AccessFilter clause ---------------------------------------------------------------------------
+
+CLAUSES = [
+    # (case, payload overrides, filter overrides, visible)
+    ("base", {}, {}, True),
+    ("groups overlap one of several", {"read_groups": ("x", "g2")}, {}, True),
+    ("groups disjoint", {"read_groups": ("x",)}, {}, False),
+    ("no read groups on chunk", {"read_groups": ()}, {}, False),
+    ("caller has no groups", {}, {"groups": frozenset()}, False),
+    ("label at ceiling", {"label": 2}, {}, True),
+    ("label above ceiling", {"label": 3}, {}, False),
+    ("max_label None disables ceiling", {"label": 3}, {"max_label": None}, True),
+    ("as_of == valid_from", {}, {"as_of": 100.0}, True),
+    ("as_of before valid_from", {}, {"as_of": 99.5}, False),
+    ("as_of == valid_to (superseded)", {"valid_to": 150.0}, {}, False),
+    ("as_of just before valid_to", {"valid_to": 150.5}, {}, True),
+    ("retracted", {"retracted": True}, {}, False),
+    ("uncommitted", {"committed": False}, {}, False),
+    ("source in source_ids", {}, {"source_ids": frozenset({"s1", "s9"})}, True),
+    ("source not in source_ids", {}, {"source_ids": frozenset({"s9"})}, False),
+    ("empty source_ids", {}, {"source_ids": frozenset()}, False),
+    ("allow grant, personal", {}, {}, True),
+    ("deny_personal grant, personal", {}, {"grants": (EU_NON_PERSONAL,)}, False),
+    ("deny_personal grant, not personal", {"personal": False}, {"grants": (EU_NON_PERSONAL,)}, True),
+    ("grant for another jurisdiction", {"jurisdiction": "US"}, {}, False),
+    ("allow wins over deny_personal", {}, {"grants": (EU_NON_PERSONAL, EU_FULL)}, True),
+    ("one grant of several admits", {"jurisdiction": "US", "personal": False},
+     {"grants": (EU_FULL, JurisdictionGrant("US", False))}, True),
+    ("empty grants", {}, {"grants": ()}, False),
+    ("grants None disables jurisdiction", {"jurisdiction": "US"}, {"grants": None}, True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "p_over", "f_over", "visible"), CLAUSES, ids=[c[0] for c in CLAUSES])
+def test_access_filter_clause(
+    store: VectorStore, case: str, p_over: dict[str, object], f_over: dict[str, object], visible: bool
+) -> None:
+    p, flt = point(payload(**p_over)), access(**f_over)
+    assert flt.matches(p.payload) is visible  # the table agrees with the reference semantics
+    store.upsert([p, point(payload(read_groups=("someone-else",)))])
+    assert (p.id in visible_ids(store, flt)) is visible
+    assert store.count(flt) == int(visible)
+
+
+# -- patch and delete: visible to the very next search ---------------------------------------------------
+
+
+def test_patch_by_version_retracts_immediately(store: VectorStore) -> None:
+    v1, v2 = point(payload(version_id="v1")), point(payload(version_id="v2"))
+    store.upsert([v1, v2])
+    store.patch(Selector(version_ids=("v1",)), PayloadPatch(retracted=True))
+    assert visible_ids(store, access()) == {v2.id}
+    assert store.retrieve([v1.id])[0].payload.retracted is True
+
+
+def test_patch_by_source_changes_groups_and_jurisdiction(store: VectorStore) -> None:
+    a, b = point(payload(source_id="s1")), point(payload(source_id="s2"))
+    store.upsert([a, b])
+    store.patch(Selector(source_id="s1"), PayloadPatch(read_groups=("g9",), jurisdiction="US"))
+    assert visible_ids(store, access()) == {b.id}
+    assert visible_ids(store, access(groups=frozenset({"g9"}), grants=None)) == {a.id}
+
+
+def test_patch_by_point_ids_supersedes_and_commits(store: VectorStore) -> None:
+    old, new = point(payload()), point(payload(committed=False))
+    store.upsert([old, new])
+    store.patch(Selector(point_ids=(old.id, str(uuid.uuid4()))), PayloadPatch(valid_to=150.0))  # unknown id ignored
+    store.patch(Selector(point_ids=(new.id,)), PayloadPatch(committed=True))
+    assert visible_ids(store, access()) == {new.id}
+    assert visible_ids(store, access(as_of=120.0)) == {old.id, new.id}
+
+
+def test_empty_patch_is_a_no_op_and_bad_selector_is_rejected(store: VectorStore) -> None:
+    p = point(payload())
+    store.upsert([p])
+    store.patch(Selector(source_id="s1"), PayloadPatch())
+    assert store.retrieve([p.id])[0].payload == p.payload
+    for bad in (Selector(), Selector(source_id="s1", version_ids=("v1",))):
+        with pytest.raises(ValidationFailedError):
+            store.patch(bad, PayloadPatch(retracted=True))
+        with pytest.raises(ValidationFailedError):
+            store.delete(bad)
+
+
+@pytest.mark.parametrize(
+    "selector_of",
+    [
+        lambda p: Selector(version_ids=(p.payload.version_id,)),
+        lambda p: Selector(source_id=p.payload.source_id),
+        lambda p: Selector(point_ids=(p.id,)),
+    ],
+    ids=["version_ids", "source_id", "point_ids"],
+)
+def test_delete_by_selector(store: VectorStore, selector_of: object) -> None:
+    gone, kept = point(payload(version_id="v1", source_id="s1")), point(payload(version_id="v2", source_id="s2"))
+    store.upsert([gone, kept])
+    store.delete(selector_of(gone))  # type: ignore[operator]
+    assert store.count() == 1
+    assert store.retrieve([gone.id, kept.id])[0].id == kept.id
+    assert visible_ids(store, access()) == {kept.id}
+
+
+# -- top_k stays full at selective filters -----------------------------------------------------------------
+
+
+def random_corpus(n: int, dim: int, seed: int) -> tuple[list[VectorPoint], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    pts = []
+    for i in range(n):
+        u = rng.random()
+        groups = ("all",) + (("ten",) if u < 0.1 else ()) + (("one",) if u < 0.01 else ())
+        p = payload(read_groups=groups, label=int(rng.integers(0, 3)), personal=bool(rng.random() < 0.5))
+        pts.append(VectorPoint(id=str(uuid.UUID(int=i + 1)), vector=x[i], payload=p))
+    return pts, x
+
+
+def recall_at_k(store: VectorStore, pts: list[VectorPoint], x: np.ndarray, flt: AccessFilter, k: int) -> float:
+    mask = np.array([flt.matches(p.payload) for p in pts])
+    idx = np.flatnonzero(mask)
+    rng = np.random.default_rng(1)
+    recalls = []
+    for _ in range(10):
+        q = rng.normal(size=x.shape[1]).astype(np.float32)
+        exact = {pts[i].id for i in idx[np.argsort(-(x[idx] @ q))[:k]]}
+        hits = store.search(q, flt, k)
+        assert len(hits) == min(k, len(idx))  # top_k stays full
+        assert all(flt.matches(h.payload) for h in hits)  # nothing leaks
+        recalls.append(len(exact & {h.id for h in hits}) / len(exact))
+    return float(np.mean(recalls))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_top_k_full_at_selective_filters(kind: str, tmp_path: Path) -> None:
+    store = open_store(kind, tmp_path, dim=16)
+    pts, x = random_corpus(3000, 16, seed=3)
+    store.upsert(pts)
+    one_percent = access(groups=frozenset({"one"}), max_label=None)
+    assert 15 <= store.count(one_percent) <= 50
+    assert recall_at_k(store, pts, x, one_percent, 10) == 1.0
+    assert recall_at_k(store, pts, x, access(groups=frozenset({"ten"})), 10) == 1.0
+    store.close()
+
+
+def test_edge_graph_search_keeps_recall_after_optimize(tmp_path: Path) -> None:
+    """Tiny thresholds force an HNSW build and graph search, the path big stores take."""
+    tuning = EdgeTuning(indexing_threshold_kb=10, full_scan_threshold_kb=10)
+    store = EdgeVectorStore.open(tmp_path / "vectors", 16, tuning=tuning)
+    pts, x = random_corpus(3000, 16, seed=5)
+    store.upsert(pts)
+    assert store.optimize() is True
+    assert store.stats()["indexed_vectors"] > 0
+    for flt in (
+        access(groups=frozenset({"all"})),
+        access(groups=frozenset({"ten"})),
+        access(groups=frozenset({"one"})),
+    ):
+        assert recall_at_k(store, pts, x, flt, 10) >= 0.99
+    store.close()
+
+
+# -- property: the backend's filter agrees with AccessFilter.matches ------------------------------------------
+
+GROUPS = st.sampled_from(["g1", "g2", "g3"])
+TIMES = st.sampled_from([0.0, 1.0, 2.0, 3.0])  # few values, so boundaries are hit often
+PAYLOADS = st.builds(
+    ChunkPayload,
+    chunk_id=st.just("c"),
+    source_id=st.sampled_from(["s1", "s2"]),
+    document_id=st.just("d"),
+    version_id=st.sampled_from(["v1", "v2"]),
+    read_groups=st.lists(GROUPS, max_size=2, unique=True).map(tuple),
+    label=st.integers(0, 3),
+    jurisdiction=st.sampled_from(["EU", "US"]),
+    personal=st.booleans(),
+    entity_types=st.just(()),
+    valid_from=TIMES,
+    valid_to=st.one_of(TIMES, st.just(OPEN_END)),
+    retracted=st.booleans(),
+    committed=st.booleans(),
+)
+GRANTS = st.lists(st.builds(JurisdictionGrant, st.sampled_from(["EU", "US", "UK"]), st.booleans()), max_size=3).map(
+    tuple
+)
+FILTERS = st.builds(
+    AccessFilter,
+    groups=st.frozensets(GROUPS, max_size=2),
+    max_label=st.one_of(st.none(), st.integers(0, 3)),
+    grants=st.one_of(st.none(), GRANTS),
+    as_of=TIMES,
+    source_ids=st.one_of(st.none(), st.frozensets(st.sampled_from(["s1", "s2"]), max_size=2)),
+)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payloads=st.lists(PAYLOADS, min_size=1, max_size=12), filters=st.lists(FILTERS, min_size=1, max_size=4))
+def test_backend_filter_agrees_with_reference(
+    kind: str, payloads: list[ChunkPayload], filters: list[AccessFilter]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(kind, Path(tmp))
+        try:
+            pts = [VectorPoint(id=str(uuid.uuid4()), vector=unit(i), payload=p) for i, p in enumerate(payloads)]
+            store.upsert(pts)
+            for flt in filters:
+                expected = {p.id for p in pts if flt.matches(p.payload)}
+                assert {h.id for h in store.search(unit(0), flt, len(pts))} == expected
+                assert store.count(flt) == len(expected)
+        finally:
+            store.close()
+
+
+# -- Edge only: persistence and single ownership ---------------------------------------------------------------
+
+
+def test_edge_reopen_keeps_points(tmp_path: Path) -> None:
+    store = EdgeVectorStore.open(tmp_path / "vectors", DIM)
+    p = point(payload())
+    store.upsert([p])
+    store.close()
+    store.close()  # idempotent
+    reopened = EdgeVectorStore.open(tmp_path / "vectors", DIM)
+    assert reopened.retrieve([p.id])[0].payload == p.payload
+    assert reopened.count(access()) == 1
+    reopened.close()
+
+
+def test_edge_second_open_is_refused_in_process_and_across_processes(tmp_path: Path) -> None:
+    store = EdgeVectorStore.open(tmp_path / "vectors", DIM)
+    with pytest.raises(StoreLockedError):
+        EdgeVectorStore.open(tmp_path / "vectors", DIM)
+    child = (
+        "import sys; from pathlib import Path\n"
+        "from memory.errors import StoreLockedError\n"
+        "from memory.stores.edge import EdgeVectorStore\n"
+        "try:\n    EdgeVectorStore.open(Path(sys.argv[1]), 8)\nexcept StoreLockedError:\n    sys.exit(3)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", child, str(tmp_path / "vectors")], cwd=root, timeout=60)
+    assert done.returncode == 3
+    store.close()
+    EdgeVectorStore.open(tmp_path / "vectors", DIM).close()  # the lock is released on close
+
+
+def test_edge_reopen_with_another_dim_is_a_schema_mismatch(tmp_path: Path) -> None:
+    EdgeVectorStore.open(tmp_path / "vectors", DIM).close()
+    with pytest.raises(VectorStoreError) as err:
+        EdgeVectorStore.open(tmp_path / "vectors", DIM * 2)
+    assert err.value.code == "vector_schema_mismatch"
+    EdgeVectorStore.open(tmp_path / "vectors", DIM).close()  # the failed open released the lock
+
+
+def test_edge_use_after_close_is_a_store_error(tmp_path: Path) -> None:
+    store = EdgeVectorStore.open(tmp_path / "vectors", DIM)
+    store.close()
+    with pytest.raises(VectorStoreError):
+        store.search(unit(0), access(), 3)
+    with pytest.raises(VectorStoreError):
+        store.count()
+
+
+# -- Server only: collection lifecycle ---------------------------------------------------------------------------
+
+
+def test_server_ensure_collection_is_idempotent_and_checks_schema() -> None:
+    client = QdrantClient(":memory:")
+    store = ServerVectorStore(client, "chunks", DIM)
+    store.ensure_collection()
+    store.upsert([point(payload())])
+    store.ensure_collection()
+    assert store.count() == 1
+    with pytest.raises(VectorStoreError) as err:
+        ServerVectorStore(client, "chunks", DIM * 2).ensure_collection()
+    assert err.value.code == "vector_schema_mismatch"
+    client.close()
+
+
+def test_server_missing_collection_is_a_store_error_not_value_error() -> None:
+    client = QdrantClient(":memory:")
+    store = ServerVectorStore(client, "never-created", DIM)
+    for call in (lambda: store.search(unit(0), access(), 3), store.count, lambda: store.upsert([point(payload())])):
+        with pytest.raises(VectorStoreError) as err:
+            call()
+        assert err.value.code == "vector_collection_missing"
+    client.close()
+
+
+@pytest.mark.parametrize("consistency", [None, "all", "majority", "quorum", "1", 2])
+def test_server_accepts_read_consistency_settings(consistency: str | int | None) -> None:
+    client = QdrantClient(":memory:")
+    store = ServerVectorStore(
+        client, "chunks", DIM, shard_number=2, replication_factor=2, write_consistency_factor=2,
+        read_consistency=consistency,
+    )  # fmt: skip
+    store.ensure_collection()
+    p = point(payload())
+    store.upsert([p])
+    assert [h.id for h in store.search(unit(0), access(), 3)] == [p.id]
+    assert [h.id for h in store.retrieve([p.id])] == [p.id]
+    client.close()
+
+
+def test_server_rejects_unknown_read_consistency() -> None:
+    with pytest.raises(VectorStoreError):
+        ServerVectorStore(QdrantClient(":memory:"), "chunks", DIM, read_consistency="eventually")
