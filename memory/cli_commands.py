@@ -89,6 +89,7 @@ def ingest(
     data_dir: DataDir = None,
     actor: Actor = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print outcomes as JSON.")] = False,
+    optimize: Annotated[bool, typer.Option(help="Build the vector index afterwards (embedded store).")] = True,
 ) -> None:
     """Ingest files into a source: parse, chunk, classify, version, embed, store. Exit 1 if any file failed."""
     from memory import documents, sources
@@ -105,6 +106,10 @@ def ingest(
                 max_bytes=c.settings.max_upload_bytes, on_progress=lambda n: progress.advance(task, n),
             )
         c.store.flush()
+        if optimize and hasattr(c.store, "optimize"):
+            # Blocking and CPU-bound (it holds the GIL): done here, by the process that owns the store,
+            # never on the API's request path.
+            c.store.optimize()
     if as_json:
         print_json([o.__dict__ for o in outcomes])
     else:
@@ -172,6 +177,18 @@ def search(
         out.print("   " + h["text"][:300].replace("\n", " "), markup=False)
     for w in res["policy"]["withheld"]:
         out.print(f"withheld: {w['count']} from {w['source_id']} ({w['reason']}); ask {w['steward']}", markup=False)
+
+
+@app.command("optimize")
+def optimize_cmd(data_dir: DataDir = None) -> None:
+    """Build the embedded vector index now (run while the API is stopped: one process owns the store)."""
+
+    def _do(c: Container) -> None:
+        if hasattr(c.store, "optimize"):
+            c.store.optimize()
+
+    run(data_dir, _do)
+    out.print("vector index optimised")
 
 
 @policy_app.command("show")
