@@ -11,7 +11,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from memory.bootstrap import Container
-from memory.cli import Actor, DataDir, actor_id, app, container_for, csv_list, fail, out, policy_app, print_json, run, sources_app
+from memory.cli import (
+    Actor,
+    DataDir,
+    actor_id,
+    app,
+    container_for,
+    csv_list,
+    fail,
+    out,
+    policy_app,
+    print_json,
+    run,
+    sources_app,
+)
 from memory.db import transaction
 
 
@@ -22,7 +35,7 @@ def sources_add(
     steward: Annotated[str, typer.Option(help="Steward principal id.")],
     jurisdiction: Annotated[str, typer.Option(help="Where the data resides (EU, US, UK, IN ...).")],
     read_groups: Annotated[str, typer.Option(help="Comma-separated groups that may read; empty = nobody.")] = "",
-    floor: Annotated[str, typer.Option(help="Classification floor: public|internal|confidential|restricted.")] = "internal",
+    floor: Annotated[str, typer.Option(help="Floor: public|internal|confidential|restricted.")] = "internal",
     uri: Annotated[str, typer.Option(help="Where the source lives (for citations).")] = "",
     consent_required: Annotated[bool, typer.Option(help="Flag: personal data requires consent.")] = False,
     data_dir: DataDir = None,

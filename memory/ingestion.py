@@ -126,7 +126,8 @@ def ingest_files(
     from ingest.pipeline import IngestItem  # heavy (unstructured): only when there is work
 
     t0 = time.perf_counter()
-    results = processor.process_many([IngestItem(files[i].data, files[i].filename, floor) for i in todo]) if todo else []
+    items = [IngestItem(files[i].data, files[i].filename, floor) for i in todo]
+    results = processor.process_many(items) if items else []
     per_doc_process = (time.perf_counter() - t0) / max(1, len(todo))
     for i, res in zip(todo, results, strict=True):
         f = files[i]

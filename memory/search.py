@@ -23,7 +23,8 @@ from memory.stores.base import ScoredPoint, VectorStore
 
 
 class QueryEmbedder(Protocol):
-    model_id: str
+    @property
+    def model_id(self) -> str: ...
 
     def embed_query(self, text: str) -> np.ndarray: ...
 
@@ -167,7 +168,9 @@ def _withheld(
         return []
     stewards = dict(session.execute(
         select(Source.id, Source.steward_id).where(Source.id.in_({s for s, _ in counts}))).all())
-    return [Withheld(reason=r, count=n, source_id=s, steward=stewards.get(s, "")) for (s, r), n in sorted(counts.items())]
+    return [
+        Withheld(reason=r, count=n, source_id=s, steward=stewards.get(s, "")) for (s, r), n in sorted(counts.items())
+    ]
 
 
 def _render(

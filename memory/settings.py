@@ -63,7 +63,7 @@ class Settings(BaseSettings):
                              "`memory keygen` prints one")
         if self.env == "prod":
             if key is not None and (key == DEV_BOOTSTRAP_KEY or len(key) < 24):
-                raise ValueError("MEMORY_BOOTSTRAP_ADMIN_KEY must be a strong secret (>= 24 chars, not the dev default)")
+                raise ValueError("MEMORY_BOOTSTRAP_ADMIN_KEY must be strong (>= 24 chars, not the dev default)")
         return self
 
     @property

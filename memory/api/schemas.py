@@ -40,7 +40,7 @@ class PrincipalCreate(Strict):
     groups: list[str] = Field(default_factory=list)
     clearance: LabelName
     jurisdiction: str = Field(min_length=2, max_length=16)
-    roles: list[RoleName] = Field(default_factory=lambda: ["reader"])
+    roles: list[RoleName] = Field(default=["reader"])
     display_name: str = ""
     may_act_for: list[str] = Field(default_factory=list, description="User ids an agent/service may act for")
     may_act_for_any: bool = Field(False, description="Agent/service may act for any active user")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
+
+import numpy as np
 
 # Sentinel for "still valid": an epoch-seconds value far in the future (year 9999).
 OPEN_END = 253402300799.0
@@ -74,11 +76,11 @@ class ChunkPayload:
             source_id=str(d[F_SOURCE_ID]),
             document_id=str(d[F_DOCUMENT_ID]),
             version_id=str(d[F_VERSION_ID]),
-            read_groups=tuple(str(g) for g in d.get(F_READ_GROUPS, []) or []),  # type: ignore[union-attr]
+            read_groups=tuple(str(g) for g in cast(list[object], d.get(F_READ_GROUPS) or [])),
             label=int(d[F_LABEL]),  # type: ignore[call-overload]
             jurisdiction=str(d[F_JURISDICTION]),
             personal=bool(d[F_PERSONAL]),
-            entity_types=tuple(str(e) for e in d.get(F_ENTITY_TYPES, []) or []),  # type: ignore[union-attr]
+            entity_types=tuple(str(e) for e in cast(list[object], d.get(F_ENTITY_TYPES) or [])),
             valid_from=float(d[F_VALID_FROM]),  # type: ignore[arg-type]
             valid_to=float(d[F_VALID_TO]),  # type: ignore[arg-type]
             retracted=bool(d[F_RETRACTED]),
@@ -188,11 +190,11 @@ class VectorStore(Protocol):
         """Insert or replace points (idempotent by id)."""
         ...
 
-    def search(self, vector: Sequence[float], flt: AccessFilter, limit: int) -> list[ScoredPoint]:
+    def search(self, vector: Sequence[float] | np.ndarray, flt: AccessFilter, limit: int) -> list[ScoredPoint]:
         """Top `limit` points by cosine similarity among those matching `flt`, best first."""
         ...
 
-    def search_unfiltered(self, vector: Sequence[float], limit: int) -> list[ScoredPoint]:
+    def search_unfiltered(self, vector: Sequence[float] | np.ndarray, limit: int) -> list[ScoredPoint]:
         """Top `limit` without any filter: only for benchmarks' baselines and admin tooling."""
         ...
 

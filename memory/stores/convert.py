@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from memory.errors import VectorStoreError
 from memory.stores.base import ChunkPayload, ScoredPoint
 
 
-def as_floats(vector: Sequence[float], dim: int) -> list[float]:
+def as_floats(vector: Sequence[float] | np.ndarray, dim: int) -> list[float]:
     """A plain list of floats (numpy arrays included), checked against the store's dimension."""
     tolist = getattr(vector, "tolist", None)
     values: list[float] = tolist() if callable(tolist) else [float(x) for x in vector]

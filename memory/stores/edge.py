@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import qdrant_edge as qe
 
 from memory.errors import ServiceError, VectorStoreError
@@ -92,7 +93,7 @@ class EdgeVectorStore:
             with self._backend("upsert"):
                 self._shard.update(qe.UpdateOperation.upsert_points(batch))
 
-    def search(self, vector: Sequence[float], flt: AccessFilter, limit: int) -> list[ScoredPoint]:
+    def search(self, vector: Sequence[float] | np.ndarray, flt: AccessFilter, limit: int) -> list[ScoredPoint]:
         """Top `limit` points by cosine similarity among those matching `flt`, best first."""
         plan = access_plan(flt)
         if plan is None or limit <= 0:
@@ -100,7 +101,7 @@ class EdgeVectorStore:
             return []
         return self._query(vector, to_edge_filter(plan), limit)
 
-    def search_unfiltered(self, vector: Sequence[float], limit: int) -> list[ScoredPoint]:
+    def search_unfiltered(self, vector: Sequence[float] | np.ndarray, limit: int) -> list[ScoredPoint]:
         """Top `limit` without any filter (benchmarks' baselines, admin tooling)."""
         if limit <= 0:
             self._check_open()
@@ -195,7 +196,7 @@ class EdgeVectorStore:
 
     # -- internals -------------------------------------------------------------------------------------
 
-    def _query(self, vector: Sequence[float], flt: qe.Filter | None, limit: int) -> list[ScoredPoint]:
+    def _query(self, vector: Sequence[float] | np.ndarray, flt: qe.Filter | None, limit: int) -> list[ScoredPoint]:
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(as_floats(vector, self._dim)),

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
@@ -154,14 +155,14 @@ class ServerVectorStore:
             with self._backend("upsert"):
                 self._client.upsert(self._collection, batch, wait=True, ordering=_STRONG)
 
-    def search(self, vector: Sequence[float], flt: AccessFilter, limit: int) -> list[ScoredPoint]:
+    def search(self, vector: Sequence[float] | np.ndarray, flt: AccessFilter, limit: int) -> list[ScoredPoint]:
         """Top `limit` points by cosine similarity among those matching `flt`, best first."""
         plan = access_plan(flt)
         if plan is None or limit <= 0:
             return []
         return self._query(vector, to_server_filter(plan), limit)
 
-    def search_unfiltered(self, vector: Sequence[float], limit: int) -> list[ScoredPoint]:
+    def search_unfiltered(self, vector: Sequence[float] | np.ndarray, limit: int) -> list[ScoredPoint]:
         """Top `limit` without any filter (benchmarks' baselines, admin tooling)."""
         if limit <= 0:
             return []
@@ -219,7 +220,7 @@ class ServerVectorStore:
 
     # -- internals -------------------------------------------------------------------------------------
 
-    def _query(self, vector: Sequence[float], flt: models.Filter | None, limit: int) -> list[ScoredPoint]:
+    def _query(self, vector: Sequence[float] | np.ndarray, flt: models.Filter | None, limit: int) -> list[ScoredPoint]:
         with self._backend("search"):
             response = self._client.query_points(
                 self._collection,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from memory import documents, sources
 from memory.api import presenters, schemas
-from memory.api.deps import ContainerDep, SessionDep, WhoDep, role
+from memory.api.deps import ContainerDep, SessionDep, role
 from memory.policy import EffectivePrincipal
 
 router = APIRouter(prefix="/v1", tags=["sources"], responses=schemas.ERRORS)
@@ -55,11 +55,11 @@ def update_source(
 @router.post("/sources/{source_id}/documents", status_code=201, response_model=schemas.IngestOut)
 def upload_document(
     source_id: str,
-    file: Annotated[UploadFile, File(description="The document (pdf, docx, pptx, xlsx, html, eml, msg, md, txt, csv ...)")],
+    file: Annotated[UploadFile, File(description="The document: pdf, docx, pptx, xlsx, html, eml, msg, md, txt ...")],
     session: SessionDep,
     who: StewardDep,
     container: ContainerDep,
-    external_key: Annotated[str | None, Form(description="Document identity within the source (default: filename)")] = None,
+    external_key: Annotated[str | None, Form(description="Document identity in the source (default: filename)")] = None,
 ) -> schemas.IngestOut:
     """Upload one file: created / unchanged / updated, with chunk and PII summary. Bad files -> 422 + code."""
     sources.ensure_steward(who, sources.get(session, source_id=source_id))

@@ -1,0 +1,177 @@
+"""ParsedDocument -> ChunkDraft list: deterministic, structure-aware, bounded in embedding-model tokens.
+
+The algorithm (version `CHUNKER_NAME`):
+1. Every element becomes one or more *pieces*: an element that fits `max_tokens` is one piece; a longer
+   one is split at sentence ends, a sentence that is still too long at whitespace, and a single
+   overlong "word" (a hash, a URL, base64) at characters. Greedy packing, so pieces are as large as fit.
+2. Pieces are packed greedily, in document order, into chunks of at most `max_tokens`. A Title element
+   starts a new chunk (a section boundary, as in unstructured's chunk_by_title), so a heading travels
+   with the text under it and not with the end of the previous section.
+3. A chunk is the contiguous slice `doc.text[start:end]` from its first piece to its last, so its text,
+   sha256 and offsets agree by construction, and citations can point back into the document.
+
+Token counts are measured on the exact chunk text with the embedder's tokenizer (no special tokens).
+Pure function of (document text, elements, tokenizer, max_tokens): same input, same chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ingest.types import ChunkDraft, ParsedDocument
+
+CHUNKER_NAME = "structural-v1"
+DEFAULT_MAX_TOKENS = 200
+_SECTION_TYPES = frozenset({"Title"})
+# A sentence ends after terminal punctuation (plus closing quotes/brackets) followed by whitespace,
+# or at a line break. Cut points are positions between units; units are then stripped.
+_SENTENCE_END = re.compile(r"[.!?;…][\"'”’)\]]*\s+|\n+")
+_WORD = re.compile(r"\S+")
+
+
+def chunker_version(max_tokens: int = DEFAULT_MAX_TOKENS) -> str:
+    """Provenance string: algorithm and the parameter that changes its output."""
+    return f"{CHUNKER_NAME};max_tokens={max_tokens}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    start: int
+    end: int
+    element_type: str
+    page_number: int | None
+
+
+def chunk_document(
+    doc: ParsedDocument, *, count_tokens: Callable[[str], int], max_tokens: int = DEFAULT_MAX_TOKENS
+) -> list[ChunkDraft]:
+    """Split `doc` into ordered chunks of at most `max_tokens` tokens each."""
+    if max_tokens < 1:
+        raise ValueError("max_tokens must be positive")
+    counter = _CachedCounter(count_tokens)
+    text = doc.text
+    pieces: list[_Piece] = []
+    for element in doc.elements:
+        for start, end in _fit(text, element.start, element.end, counter, max_tokens, level=0):
+            pieces.append(_Piece(start, end, element.element_type, element.page_number))
+    return [
+        _draft(text, group, ordinal, counter) for ordinal, group in enumerate(_pack(text, pieces, counter, max_tokens))
+    ]
+
+
+def _pack(text: str, pieces: list[_Piece], counter: _CachedCounter, max_tokens: int) -> list[list[_Piece]]:
+    groups: list[list[_Piece]] = []
+    current: list[_Piece] = []
+    for piece in pieces:
+        if current:
+            starts_section = piece.element_type in _SECTION_TYPES and any(
+                p.element_type not in _SECTION_TYPES for p in current
+            )
+            fits = counter(text[current[0].start : piece.end]) <= max_tokens
+            if starts_section or not fits:
+                groups.append(current)
+                current = []
+        current.append(piece)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _draft(text: str, group: list[_Piece], ordinal: int, counter: _CachedCounter) -> ChunkDraft:
+    start, end = group[0].start, group[-1].end
+    body = text[start:end]
+    types: list[str] = []
+    for piece in group:
+        if piece.element_type not in types:
+            types.append(piece.element_type)
+    page = next((p.page_number for p in group if p.page_number is not None), None)
+    return ChunkDraft(
+        ordinal=ordinal,
+        text=body,
+        sha256=hashlib.sha256(body.encode("utf-8")).hexdigest(),
+        start=start,
+        end=end,
+        page_number=page,
+        element_types=tuple(types),
+        token_count=counter(body),
+    )
+
+
+def _fit(
+    text: str, start: int, end: int, counter: _CachedCounter, max_tokens: int, *, level: int
+) -> list[tuple[int, int]]:
+    """Spans covering text[start:end] (minus whitespace) of at most max_tokens each, as large as possible."""
+    if counter(text[start:end]) <= max_tokens:
+        return [(start, end)]
+    if level >= 2:
+        return _split_chars(text, start, end, counter, max_tokens)
+    units = _units(text, start, end, level)
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i < len(units):
+        # Largest j with units[i..j] fitting; token counts grow with the slice, so binary search holds.
+        lo, hi = i, len(units) - 1
+        best = -1
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if counter(text[units[i][0] : units[mid][1]]) <= max_tokens:
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        if best < 0:
+            spans.extend(_fit(text, units[i][0], units[i][1], counter, max_tokens, level=level + 1))
+            i += 1
+        else:
+            spans.append((units[i][0], units[best][1]))
+            i = best + 1
+    return spans
+
+
+def _units(text: str, start: int, end: int, level: int) -> list[tuple[int, int]]:
+    """Sentence spans (level 0) or word spans (level 1) inside [start, end), whitespace stripped."""
+    if level == 1:
+        return [(start + m.start(), start + m.end()) for m in _WORD.finditer(text[start:end])]
+    cuts = [start] + [start + m.end() for m in _SENTENCE_END.finditer(text[start:end])] + [end]
+    units: list[tuple[int, int]] = []
+    for a, b in itertools.pairwise(cuts):
+        segment = text[a:b]
+        stripped = segment.strip()
+        if stripped:
+            lead = len(segment) - len(segment.lstrip())
+            units.append((a + lead, a + lead + len(stripped)))
+    return units
+
+
+def _split_chars(text: str, start: int, end: int, counter: _CachedCounter, max_tokens: int) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    pos = start
+    while pos < end:
+        lo, hi, best = pos + 1, end, pos + 1  # at least one character per span guarantees progress
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if counter(text[pos:mid]) <= max_tokens:
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        spans.append((pos, best))
+        pos = best
+    return spans
+
+
+class _CachedCounter:
+    """Memoises the token counter within one document (packing re-measures the same slices)."""
+
+    def __init__(self, count: Callable[[str], int]) -> None:
+        self._count = count
+        self._cache: dict[str, int] = {}
+
+    def __call__(self, text: str) -> int:
+        value = self._cache.get(text)
+        if value is None:
+            value = self._count(text)
+            self._cache[text] = value
+        return value

@@ -1,0 +1,220 @@
+"""The ingestion pipeline: bytes -> parse -> chunk -> classify -> embed -> ProcessedDocument.
+
+Pure: no database, no vector store. The service decides what to store; it calls `sha256_bytes` first to
+skip unchanged files before any parsing.
+
+Labels: chunk label = max(source floor, label the classifier derived from its findings). Personal data:
+`LabelMap.is_personal` over the chunk's entity types. The LabelMap is the one the classifier exposes as a
+`label_map` attribute when it has one (so label and personal flag come from the same map); otherwise the
+`label_map` argument, else the default map. Passing a map that differs from the classifier's is an error.
+
+Embedding work is done once per distinct chunk text: vectors come from the cache when present, texts are
+deduplicated within a document and across a `process_many` batch, and new vectors are written back.
+`ProcessedChunk.embedding_cached` is False on exactly one chunk per vector computed by the call (its first
+occurrence) and True on every chunk whose vector was reused, so summing `token_count` over chunks with
+`embedding_cached=False` gives the embedding work done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from classifiers.base import Classifier
+from classifiers.labels import LabelMap
+from classifiers.types import Classification, Label
+from ingest.chunk import DEFAULT_MAX_TOKENS, chunk_document, chunker_version
+from ingest.embedders import Embedder, EmbeddingCache, Vector
+from ingest.errors import EmbeddingError, IngestError
+from ingest.offline import no_network
+from ingest.parse import parse_document
+from ingest.types import ChunkDraft, ParsedDocument, PipelineVersions, ProcessedChunk, ProcessedDocument
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_VERSION = "ingest-1"
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of raw file bytes: the document-version identity (unchanged bytes = no new version)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class IngestItem:
+    """One file for `process_many`."""
+
+    data: bytes
+    filename: str
+    floor: Label
+
+
+@dataclass(slots=True)
+class _Staged:
+    """A document between chunking and embedding."""
+
+    sha256: str
+    size: int
+    parsed: ParsedDocument
+    drafts: list[ChunkDraft]
+    classifications: list[Classification]
+    timings: dict[str, float]
+    floor: Label
+
+
+class IngestPipeline:
+    """Runs the stages with injected classifier, embedder and (optional) embedding cache."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        embedder: Embedder,
+        cache: EmbeddingCache | None,
+        *,
+        label_map: LabelMap | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
+        exposed = getattr(classifier, "label_map", None)
+        if isinstance(exposed, LabelMap):
+            if label_map is not None and label_map.version != exposed.version:
+                raise ValueError("label_map differs from the classifier's label map")
+            label_map = exposed
+        self.label_map = label_map or LabelMap()
+        self.classifier = classifier
+        self.embedder = embedder
+        self.cache = cache
+        self.max_bytes = max_bytes
+        self.max_tokens = max_tokens
+
+    def process(self, data: bytes, filename: str, *, floor: Label) -> ProcessedDocument:
+        """Process one file; raises an IngestError subclass for bad input."""
+        result = self.process_many([IngestItem(data=data, filename=filename, floor=floor)])[0]
+        if isinstance(result, IngestError):
+            raise result
+        return result
+
+    def process_many(self, items: Iterable[IngestItem]) -> list[ProcessedDocument | IngestError]:
+        """Process several files, classifying and embedding them in shared batches for throughput.
+
+        Returns one entry per item, in order: the ProcessedDocument, or the IngestError that file raised.
+        Bad files never fail the batch; a broken embedder (EmbeddingError) or classifier does.
+        """
+        with no_network():
+            staged: list[_Staged | IngestError] = [self._parse_and_chunk(item) for item in items]
+            ready = [s for s in staged if isinstance(s, _Staged)]
+            self._classify(ready)
+            vectors, computed, embed_seconds = self._embed(ready)
+        results: list[ProcessedDocument | IngestError] = []
+        seen: set[str] = set()
+        total_computed = max(len(computed), 1)
+        for entry in staged:
+            if isinstance(entry, IngestError):
+                results.append(entry)
+                continue
+            new_here = {d.sha256 for d in entry.drafts if d.sha256 in computed and d.sha256 not in seen}
+            # The batch's embedding time is shared out by the number of vectors each document caused.
+            entry.timings["embed"] = embed_seconds * len(new_here) / total_computed
+            results.append(self._assemble(entry, vectors, computed, seen))
+        return results
+
+    def _parse_and_chunk(self, item: IngestItem) -> _Staged | IngestError:
+        sha = sha256_bytes(item.data)
+        try:
+            t0 = time.perf_counter()
+            parsed = parse_document(item.data, item.filename, max_bytes=self.max_bytes)
+            t1 = time.perf_counter()
+            drafts = chunk_document(parsed, count_tokens=self.embedder.count_tokens, max_tokens=self.max_tokens)
+            t2 = time.perf_counter()
+        except EmbeddingError:
+            raise
+        except IngestError as exc:
+            logger.info("file rejected: sha256=%s size=%d code=%s", sha, len(item.data), exc.code)
+            return exc
+        return _Staged(sha, len(item.data), parsed, drafts, [], {"parse": t1 - t0, "chunk": t2 - t1}, item.floor)
+
+    def _classify(self, ready: Sequence[_Staged]) -> None:
+        texts = [d.text for s in ready for d in s.drafts]
+        t0 = time.perf_counter()
+        results = self.classifier.classify(texts) if texts else []
+        elapsed = time.perf_counter() - t0
+        if len(results) != len(texts):
+            raise RuntimeError(f"classifier returned {len(results)} results for {len(texts)} texts")
+        offset = 0
+        for staged in ready:
+            n = len(staged.drafts)
+            staged.classifications = list(results[offset : offset + n])
+            offset += n
+            staged.timings["classify"] = elapsed * n / max(len(texts), 1)
+
+    def _embed(self, ready: Sequence[_Staged]) -> tuple[dict[str, Vector], set[str], float]:
+        """Vectors for every distinct chunk sha of the batch, the shas computed now, and seconds spent."""
+        texts_by_sha: dict[str, str] = {}
+        for staged in ready:
+            for draft in staged.drafts:
+                texts_by_sha.setdefault(draft.sha256, draft.text)
+        model_id = self.embedder.model_id
+        t0 = time.perf_counter()
+        vectors: dict[str, Vector] = dict(self.cache.get_many(model_id, list(texts_by_sha))) if self.cache else {}
+        missing = [sha for sha in texts_by_sha if sha not in vectors]
+        if missing:
+            array = self.embedder.embed([texts_by_sha[sha] for sha in missing])
+            if array.shape != (len(missing), self.embedder.dim):
+                raise EmbeddingError(f"embedder returned shape {array.shape} for {len(missing)} texts")
+            fresh = {sha: array[i] for i, sha in enumerate(missing)}
+            vectors.update(fresh)
+            if self.cache is not None:
+                self.cache.put_many(model_id, fresh)
+        elapsed = time.perf_counter() - t0
+        logger.info("embedded batch: distinct=%d computed=%d model_id=%s", len(texts_by_sha), len(missing), model_id)
+        return vectors, set(missing), elapsed
+
+    def _assemble(
+        self, staged: _Staged, vectors: dict[str, Vector], computed: set[str], seen: set[str]
+    ) -> ProcessedDocument:
+        chunks: list[ProcessedChunk] = []
+        for draft, result in zip(staged.drafts, staged.classifications, strict=True):
+            entity_types = result.entity_types or tuple(sorted({f.entity_type for f in result.findings}))
+            first_computation = draft.sha256 in computed and draft.sha256 not in seen
+            seen.add(draft.sha256)
+            chunks.append(
+                ProcessedChunk(
+                    draft=draft,
+                    findings=result.findings,
+                    label=max(staged.floor, result.label),
+                    entity_types=entity_types,
+                    has_personal_data=self.label_map.is_personal(entity_types),
+                    vector=tuple(vectors[draft.sha256].tolist()),
+                    embedding_cached=not first_computation,
+                )
+            )
+        label_map_version = (
+            staged.classifications[0].label_map_version if staged.classifications else (self.label_map.version)
+        )
+        versions = PipelineVersions(
+            pipeline=PIPELINE_VERSION,
+            parser=staged.parsed.parser,
+            chunker=chunker_version(self.max_tokens),
+            classifier=self.classifier.version,
+            label_map=label_map_version,
+            embedding_model=self.embedder.model_id,
+        )
+        logger.info(
+            "document processed: sha256=%s chunks=%d personal=%d",
+            staged.sha256,
+            len(chunks),
+            sum(c.has_personal_data for c in chunks),
+        )
+        return ProcessedDocument(
+            sha256=staged.sha256,
+            size_bytes=staged.size,
+            mime_type=staged.parsed.mime_type,
+            text_length=len(staged.parsed.text),
+            chunks=tuple(chunks),
+            versions=versions,
+            timings_s=dict(staged.timings),
+        )

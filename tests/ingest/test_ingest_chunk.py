@@ -1,0 +1,146 @@
+"""chunk_document: deterministic, bounded in tokens, offsets into the document text, sections respected."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections.abc import Callable
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.chunk import chunk_document, chunker_version
+from ingest.parse import SEPARATOR
+from ingest.types import ChunkDraft, ParsedDocument, ParsedElement
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    """A stand-in tokenizer: words and punctuation marks (the real one is the embedder's)."""
+    return len(_TOKEN.findall(text))
+
+
+def make_doc(*elements: tuple[str, str] | tuple[str, str, int]) -> ParsedDocument:
+    """(element_type, text[, page]) tuples -> a ParsedDocument joined the way parse_document joins them."""
+    parsed: list[ParsedElement] = []
+    cursor = 0
+    for item in elements:
+        element_type, text = item[0], item[1]
+        page = item[2] if len(item) == 3 else None
+        if parsed:
+            cursor += len(SEPARATOR)
+        parsed.append(
+            ParsedElement(text=text, element_type=element_type, start=cursor, end=cursor + len(text), page_number=page)
+        )
+        cursor += len(text)
+    return ParsedDocument(
+        elements=tuple(parsed), text=SEPARATOR.join(e.text for e in parsed), mime_type="text/plain", parser="test"
+    )
+
+
+def sentences(n: int, word: str = "budget") -> str:
+    return " ".join(f"The {word} review number {i} covers hiring and vendor contracts." for i in range(n))
+
+
+def assert_well_formed(
+    doc: ParsedDocument, chunks: list[ChunkDraft], max_tokens: int, counter: Callable[[str], int] = count_tokens
+) -> None:
+    for ordinal, chunk in enumerate(chunks):
+        assert chunk.ordinal == ordinal
+        assert chunk.text == doc.text[chunk.start : chunk.end]
+        assert chunk.text == chunk.text.strip() and chunk.text
+        assert chunk.sha256 == hashlib.sha256(chunk.text.encode("utf-8")).hexdigest()
+        assert chunk.token_count == counter(chunk.text) <= max_tokens
+    assert all(a.end <= b.start for a, b in itertools.pairwise(chunks))
+    # Nothing but whitespace is lost between chunks.
+    covered = "".join(c.text for c in chunks)
+    assert re.sub(r"\s", "", covered) == re.sub(r"\s", "", doc.text)
+
+
+def test_small_elements_are_packed_into_one_chunk() -> None:
+    doc = make_doc(("Title", "Budget"), ("NarrativeText", "Hiring is slow."), ("ListItem", "Vendors renew.", 2))
+
+    chunks = chunk_document(doc, count_tokens=count_tokens, max_tokens=50)
+
+    assert len(chunks) == 1
+    assert chunks[0].text == doc.text
+    assert chunks[0].element_types == ("Title", "NarrativeText", "ListItem")
+    assert (chunks[0].start, chunks[0].end) == (0, len(doc.text))
+
+
+def test_a_title_starts_a_new_chunk_and_stays_with_its_section() -> None:
+    doc = make_doc(
+        ("Title", "Budget"),
+        ("NarrativeText", "Hiring is slow."),
+        ("Title", "Risks"),
+        ("Title", "Vendors"),
+        ("NarrativeText", "Contracts expire in March."),
+    )
+
+    chunks = chunk_document(doc, count_tokens=count_tokens, max_tokens=50)
+
+    assert [c.text for c in chunks] == ["Budget\n\nHiring is slow.", "Risks\n\nVendors\n\nContracts expire in March."]
+
+
+def test_long_element_is_split_at_sentence_ends_within_the_bound() -> None:
+    doc = make_doc(("NarrativeText", sentences(40), 3))
+
+    chunks = chunk_document(doc, count_tokens=count_tokens, max_tokens=60)
+
+    assert len(chunks) > 1
+    assert_well_formed(doc, chunks, 60)
+    assert all(c.text.endswith(".") for c in chunks)
+    assert {c.page_number for c in chunks} == {3}
+
+
+def test_overlong_sentence_and_word_are_split() -> None:
+    giant_word = "x" * 5000
+    run_on = " ".join(["word"] * 500)
+    doc = make_doc(("NarrativeText", run_on), ("UncategorizedText", giant_word))
+
+    def ten_chars_a_token(text: str) -> int:  # so that a single word can overflow the bound
+        return sum(-(-len(word) // 10) for word in text.split())
+
+    chunks = chunk_document(doc, count_tokens=ten_chars_a_token, max_tokens=40)
+
+    assert_well_formed(doc, chunks, 40, ten_chars_a_token)
+    assert sum(1 for c in chunks if set(c.text) == {"x"}) >= 5000 // 400
+    assert all(c.text.split() == ["word"] * len(c.text.split()) for c in chunks if "x" not in c.text)
+
+
+def test_same_input_same_chunks() -> None:
+    doc = make_doc(("Title", "Budget"), ("NarrativeText", sentences(30)), ("Table", "Unit Budget Sales 1200"))
+
+    first = chunk_document(doc, count_tokens=count_tokens, max_tokens=80)
+    second = chunk_document(doc, count_tokens=count_tokens, max_tokens=80)
+
+    assert first == second
+    assert [c.sha256 for c in first] == [c.sha256 for c in second]
+
+
+def test_chunker_version_names_the_bound() -> None:
+    assert chunker_version(200) != chunker_version(180)
+    assert "200" in chunker_version(200)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Title", "NarrativeText", "ListItem", "Table"]),
+            st.text(alphabet=st.sampled_from("abc de.!?\n,"), min_size=1, max_size=400).map(str.strip).filter(bool),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(min_value=5, max_value=60),
+)
+def test_property_chunks_are_bounded_contiguous_slices(elements: list[tuple[str, str]], max_tokens: int) -> None:
+    doc = make_doc(*elements)
+
+    chunks = chunk_document(doc, count_tokens=count_tokens, max_tokens=max_tokens)
+
+    assert_well_formed(doc, chunks, max_tokens)
+    assert chunks == chunk_document(doc, count_tokens=count_tokens, max_tokens=max_tokens)

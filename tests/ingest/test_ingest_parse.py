@@ -1,0 +1,179 @@
+"""parse_document: every supported format, offsets into the joined text, typed errors for bad input."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest.errors import (
+    CorruptDocumentError,
+    DocumentTooLargeError,
+    EmptyDocumentError,
+    EncodingError,
+    EncryptedDocumentError,
+    IngestError,
+    UnsupportedFormatError,
+)
+from ingest.parse import SEPARATOR, decode_text, parse_document
+
+MAX = 10 * 1024 * 1024
+MSG_PATH = Path("/work/shared/data/documents/fake-email.msg")
+
+
+@pytest.mark.parametrize(
+    ("name", "function", "mime_type", "expected_text"),
+    [
+        ("report.docx", "partition_docx", "wordprocessingml", "Vendor contracts expire in March"),
+        ("deck.pptx", "partition_pptx", "presentationml", "Ship the memory service in Q3."),
+        ("budget.xlsx", "partition_xlsx", "spreadsheetml", "Support"),
+        ("report.pdf", "partition_pdf", "application/pdf", "Revenue grew in every region"),
+        ("mail.eml", "partition_email", "message/rfc822", "vendor contract renewal is due"),
+        ("page.html", "partition_html", "text/html", "Planning Review"),
+        ("notes.md", "partition_md", "text/markdown", "Hiring is slow"),
+        ("notes.txt", "partition_text", "text/plain", "Vendor contracts expire in March."),
+        ("table.csv", "partition_csv", "text/csv", "Support"),
+        ("table.tsv", "partition_tsv", "text/tsv", "Support"),
+        ("records.json", "partition_json", "application/json", "Vendor contracts expire in March"),
+        ("feed.xml", "partition_xml", "application/xml", "Vendor contracts expire"),
+        ("notes.rst", "partition_rst", "text/x-rst", "Vendor contracts expire in March."),
+        ("notes.org", "partition_org", "text/org", "Vendor contracts expire in March."),
+        ("memo.rtf", "partition_rtf", "text/rtf", "Vendor contracts expire in March."),
+        ("memo.odt", "partition_odt", "opendocument.text", "Hiring is slow"),
+        ("utf16.txt", "partition_text", "text/plain", "Zürich office"),
+        ("latin1.txt", "partition_text", "text/plain", "Café crème budget: déjà approved"),
+    ],
+)
+def test_each_format_parses_without_opening_a_socket(
+    read_fixture: Any, socket_events: list[str], name: str, function: str, mime_type: str, expected_text: str
+) -> None:
+    doc = parse_document(read_fixture(name), name, max_bytes=MAX)
+
+    assert socket_events == []
+    assert doc.parser.endswith(":" + function)
+    assert doc.parser.startswith("unstructured==")
+    assert mime_type in doc.mime_type
+    assert expected_text in doc.text
+    assert doc.elements
+
+
+@pytest.mark.parametrize("name", ["report.docx", "report.pdf", "notes.md", "mail.eml", "budget.xlsx"])
+def test_element_offsets_point_into_the_joined_text(read_fixture: Any, name: str) -> None:
+    doc = parse_document(read_fixture(name), name, max_bytes=MAX)
+
+    assert doc.text == SEPARATOR.join(e.text for e in doc.elements)
+    for element in doc.elements:
+        assert doc.text[element.start : element.end] == element.text
+        assert element.text == element.text.strip() and element.text
+
+
+def test_structure_and_pages_are_kept(read_fixture: Any) -> None:
+    docx = parse_document(read_fixture("report.docx"), "report.docx", max_bytes=MAX)
+    pdf = parse_document(read_fixture("report.pdf"), "report.pdf", max_bytes=MAX)
+    pptx = parse_document(read_fixture("deck.pptx"), "deck.pptx", max_bytes=MAX)
+
+    assert {"Title", "Table"} <= {e.element_type for e in docx.elements}
+    assert [e.page_number for e in pdf.elements if "hiring" in e.text] == [2]
+    assert {e.page_number for e in pptx.elements} == {1, 2}
+
+
+def test_detection_trusts_content_over_a_wrong_extension(read_fixture: Any) -> None:
+    doc = parse_document(read_fixture("report.docx"), "misnamed.txt", max_bytes=MAX)
+
+    assert doc.parser.endswith(":partition_docx")
+
+
+@pytest.mark.skipif(not MSG_PATH.exists(), reason="needs the shared Outlook .msg sample")
+def test_outlook_msg_parses(socket_events: list[str]) -> None:
+    doc = parse_document(MSG_PATH.read_bytes(), MSG_PATH.name, max_bytes=MAX)
+
+    assert doc.parser.endswith(":partition_msg")
+    assert "test email" in doc.text
+    assert socket_events == []
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "code"),
+    [
+        ("empty.txt", EmptyDocumentError, "empty_document"),
+        ("blank.txt", EmptyDocumentError, "empty_document"),
+        ("image-only.pdf", EmptyDocumentError, "empty_document"),
+        ("corrupt.docx", CorruptDocumentError, "corrupt_document"),
+        ("corrupt.pdf", CorruptDocumentError, "corrupt_document"),
+        ("encrypted.pdf", EncryptedDocumentError, "encrypted_document"),
+        ("encrypted.docx", EncryptedDocumentError, "encrypted_document"),
+        ("sound.wav", UnsupportedFormatError, "unsupported_format"),
+        ("program.exe", UnsupportedFormatError, "unsupported_format"),
+        ("picture.png", UnsupportedFormatError, "unsupported_format"),
+        ("binary.txt", EncodingError, "undecodable_text"),
+    ],
+)
+def test_bad_input_raises_a_typed_error(read_fixture: Any, name: str, error: type[IngestError], code: str) -> None:
+    with pytest.raises(error) as caught:
+        parse_document(read_fixture(name), name, max_bytes=MAX)
+
+    assert caught.value.code == code
+
+
+def test_too_large_is_refused_before_parsing(read_fixture: Any) -> None:
+    data = read_fixture("report.docx")
+
+    with pytest.raises(DocumentTooLargeError) as caught:
+        parse_document(data, "report.docx", max_bytes=len(data) - 1)
+
+    assert caught.value.code == "document_too_large"
+
+
+def test_zip_bomb_is_refused_by_its_unpacked_size(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", b"0" * 5_000_000)
+    data = buffer.getvalue()
+
+    with pytest.raises(DocumentTooLargeError):
+        parse_document(data, "bomb.docx", max_bytes=100_000)
+    assert len(data) < 100_000
+
+
+def test_legacy_doc_is_unsupported_without_libreoffice() -> None:
+    ole_doc = Path("/work/shared/data/documents/fake.doc")
+    if not ole_doc.exists():
+        pytest.skip("needs the shared .doc sample")
+
+    with pytest.raises(UnsupportedFormatError):
+        parse_document(ole_doc.read_bytes(), "fake.doc", max_bytes=MAX)
+
+
+def test_pandoc_include_directives_cannot_read_local_files(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-CONTENT")
+    rst = f"Title\n=====\n\nHello.\n\n.. include:: {secret}\n".encode()
+    org = f'* Title\nHello.\n#+INCLUDE: "{secret}"\n'.encode()
+
+    assert "TOP-SECRET" not in parse_document(rst, "a.rst", max_bytes=MAX).text
+    assert "TOP-SECRET" not in parse_document(org, "a.org", max_bytes=MAX).text
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ("naïve café".encode(), "naïve café"),
+        ("naïve café".encode("utf-8-sig"), "naïve café"),
+        ("naïve café".encode("utf-16"), "naïve café"),
+        ("naïve café".encode("utf-16-le"), "naïve café"),
+        ("naïve café".encode("utf-16-be"), "naïve café"),
+        ("naïve café".encode("utf-32"), "naïve café"),
+        ("Café crème, déjà vu. Ça coûte 5€.".encode("cp1252"), "Café crème, déjà vu. Ça coûte 5€."),
+        ("Привет, как дела? Москва столица России.".encode("cp1251"), "Привет, как дела? Москва столица России."),
+    ],
+)
+def test_decode_text(data: bytes, expected: str) -> None:
+    assert decode_text(data) == expected
+
+
+def test_decode_text_refuses_binary() -> None:
+    with pytest.raises(EncodingError):
+        decode_text(bytes(range(256)) * 8)
