@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter
 
 from memory import search as search_svc
@@ -10,7 +12,6 @@ from memory.api.deps import ContainerDep, SessionDep, role
 from memory.clock import to_epoch
 from memory.metrics import SEARCH_HITS, SEARCH_WITHHELD
 from memory.policy import EffectivePrincipal
-from typing import Annotated
 
 router = APIRouter(prefix="/v1", tags=["search"], responses=schemas.ERRORS)
 
