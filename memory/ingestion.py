@@ -167,6 +167,7 @@ def _store_document(
                 session.add(Document(id=doc_id, source_id=source_id, external_key=file.external_key,
                                      created_at=utcnow(), current_version=0))
                 session.flush()
+            _lock_document(session, doc_id)
             latest_no = session.execute(
                 select(func.max(DocumentVersion.version)).where(DocumentVersion.document_id == doc_id)
             ).scalar_one_or_none() or 0
@@ -206,11 +207,18 @@ def _store_document(
     try:
         if points:
             store.upsert(points)
-        # C. make it the document's version of record
+        # C. make it the document's version of record. The document row is locked so concurrent
+        # ingests of one document activate strictly one after another (SQLite: BEGIN IMMEDIATE already).
         with transaction(factory) as session:
+            _lock_document(session, doc_id)
             version = session.get(DocumentVersion, vid)
             assert version is not None
             previous = _latest(session, doc_id)
+            if previous is not None and previous.version > version.version:
+                raise ServiceError("a newer version was stored concurrently; retry", code="concurrent_update")
+            # Validity is decided under the lock, so windows never overlap or run backwards.
+            valid_from = max(time.time(), previous.valid_from + 1e-6 if previous is not None else 0.0)
+            version.valid_from = valid_from
             session.add_all(chunk_rows)
             version.status = "active"
             status = "created"
@@ -245,6 +253,10 @@ def _store_document(
     )
 
 
+def _lock_document(session: Session, document_id: str) -> None:
+    session.execute(select(Document.id).where(Document.id == document_id).with_for_update()).first()
+
+
 def _abandon(factory: sessionmaker[Session], store: VectorStore, version_id: str) -> None:
     """Undo a version that never became active: its invisible points and its pending row go."""
     try:
@@ -265,7 +277,7 @@ def _sync_versions(factory: sessionmaker[Session], store: VectorStore, version_i
         if v is None:
             continue
         store.patch(Selector(version_ids=(v.id,)), PayloadPatch(
-            committed=True, valid_to=v.valid_to, retracted=v.retracted_at is not None,
+            committed=True, valid_from=v.valid_from, valid_to=v.valid_to, retracted=v.retracted_at is not None,
         ))
     with transaction(factory) as session:
         for v in rows:

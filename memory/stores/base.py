@@ -150,6 +150,7 @@ class ScoredPoint:
 class PayloadPatch:
     """Fields to overwrite on every point matching the selector."""
 
+    valid_from: float | None = None
     valid_to: float | None = None
     retracted: bool | None = None
     committed: bool | None = None
@@ -158,6 +159,8 @@ class PayloadPatch:
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {}
+        if self.valid_from is not None:
+            out["valid_from"] = float(self.valid_from)
         if self.valid_to is not None:
             out["valid_to"] = float(self.valid_to)
         if self.retracted is not None:
