@@ -240,3 +240,17 @@ def policy_set_jurisdictions(
     out.print(f"transfer rules now at version {run(data_dir, _do)}")
 
 
+
+
+@app.command("usage")
+def usage_cmd(data_dir: DataDir = None) -> None:
+    """Usage and cost per principal, team and source, and duplicate content across sources (JSON)."""
+    from memory import usage
+
+    def _do(c: Container) -> dict[str, Any]:
+        with c.sessions() as s:
+            r = usage.usage_report(s)
+            return {"totals": r.totals, "by_principal": r.by_principal, "by_group": r.by_group,
+                    "by_source": r.by_source, "duplicates": r.duplicates}
+
+    print_json(run(data_dir, _do))

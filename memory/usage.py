@@ -1,0 +1,120 @@
+"""Economics: usage and cost per principal, team (group) and source, and what shared content saved.
+
+Everything is derived from the system of record (audit log, chunks, embeddings), so the figures are as
+trustworthy as the audit chain. Duplicates never merge ACLs: each copy keeps its own source's rules; only
+the embedding is shared.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from memory.models import AuditChunk, AuditRecord, Chunk, DocumentVersion, Embedding, Principal, PrincipalGroup
+
+
+@dataclass
+class UsageReport:
+    since: datetime | None
+    until: datetime | None
+    by_principal: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_group: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_source: dict[str, dict[str, float]] = field(default_factory=dict)
+    duplicates: dict[str, Any] = field(default_factory=dict)
+    totals: dict[str, float] = field(default_factory=dict)
+
+
+def _window(q: Any, since: datetime | None, until: datetime | None) -> Any:
+    if since is not None:
+        q = q.where(AuditRecord.ts >= since)
+    if until is not None:
+        q = q.where(AuditRecord.ts < until)
+    return q
+
+
+def usage_report(session: Session, *, since: datetime | None = None, until: datetime | None = None) -> UsageReport:
+    report = UsageReport(since=since, until=until)
+    principal: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for pid, acting_for, body in session.execute(
+        _window(select(AuditRecord.principal_id, AuditRecord.acting_for, AuditRecord.body)
+                .where(AuditRecord.event == "search"), since, until)
+    ):
+        # Work is charged to the user an agent acted for (the team that asked), and counted for the agent too.
+        for who in {pid or "unknown", acting_for} - {None}:
+            row = principal[who]
+            row["queries"] += 1
+            row["chunks_served"] += len(body.get("chunk_ids", []))
+            row["query_tokens"] += body.get("embedding_tokens", 0)
+            row["withheld"] += sum(body.get("withheld", {}).values())
+    report.by_principal = {k: dict(v) for k, v in sorted(principal.items())}
+
+    groups: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    members = defaultdict(list)
+    for pid, group in session.execute(select(PrincipalGroup.principal_id, PrincipalGroup.group)):
+        members[pid].append(group)
+    kinds = dict(session.execute(select(Principal.id, Principal.kind)).all())
+    for pid, row in principal.items():
+        if kinds.get(pid) != "user":
+            continue  # teams are groups of people; agents are counted under the users they act for
+        for g in members.get(pid, []):
+            for k, v in row.items():
+                groups[g][k] += v
+    report.by_group = {k: dict(v) for k, v in sorted(groups.items())}
+
+    sources: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    served = _window(
+        select(Chunk.source_id, func.count()).select_from(AuditChunk)
+        .join(AuditRecord, AuditRecord.seq == AuditChunk.seq).join(Chunk, Chunk.id == AuditChunk.chunk_id)
+        .group_by(Chunk.source_id), since, until)
+    for sid, n in session.execute(served):
+        sources[sid]["chunks_served"] = n
+    for sid, body in session.execute(
+        _window(select(AuditRecord.source_id, AuditRecord.body).where(AuditRecord.event == "write"), since, until)
+    ):
+        details = body.get("details", {})
+        if body.get("action") == "document.ingest" and sid:
+            sources[sid]["versions_ingested"] += 1
+            sources[sid]["chunks_ingested"] += details.get("chunks", 0)
+            sources[sid]["chunks_embedded"] += details.get("embedded", 0)
+    for sid, n, chars, tokens in session.execute(
+        select(Chunk.source_id, func.count(), func.sum(func.length(Chunk.text)), func.sum(Chunk.token_count))
+        .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
+        .where(DocumentVersion.status == "active").group_by(Chunk.source_id)
+    ):
+        sources[sid]["stored_chunks"] = n
+        sources[sid]["stored_chars"] = float(chars or 0)
+        sources[sid]["stored_tokens"] = float(tokens or 0)
+    report.by_source = {k: dict(v) for k, v in sorted(sources.items())}
+    report.duplicates = _duplicates(session)
+    report.totals = {
+        "queries": float(session.scalar(_window(
+            select(func.count()).select_from(AuditRecord).where(AuditRecord.event == "search"), since, until)) or 0),
+        "embeddings_stored": float(session.scalar(select(func.count()).select_from(Embedding)) or 0),
+    }
+    return report
+
+
+def _duplicates(session: Session) -> dict[str, Any]:
+    """Chunk texts held by more than one source, and the embedding work computing each once saved."""
+    rows = session.execute(
+        select(Chunk.sha256, func.count(func.distinct(Chunk.source_id)), func.count(), func.max(Chunk.token_count))
+        .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
+        .where(DocumentVersion.status == "active")
+        .group_by(Chunk.sha256)
+    ).all()
+    shared = [(sha, n_src, n_occ, tok) for sha, n_src, n_occ, tok in rows if n_src > 1]
+    all_occ = sum(n_occ for _, _, n_occ, _ in rows)
+    return {
+        "distinct_chunk_texts": len(rows),
+        "chunk_occurrences": all_occ,
+        "texts_shared_across_sources": len(shared),
+        "embeddings_saved": all_occ - len(rows),
+        "tokens_saved": float(sum((n_occ - 1) * (tok or 0) for _, _, n_occ, tok in rows)),
+        "top_shared": [{"chunk_sha256": sha, "sources": n_src, "occurrences": n_occ}
+                       for sha, n_src, n_occ, _ in sorted(shared, key=lambda r: -r[2])[:10]],
+    }

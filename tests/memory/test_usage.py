@@ -1,0 +1,30 @@
+"""Economics: usage per principal/team/source and embedding work saved by shared content."""
+
+from __future__ import annotations
+
+TEXT = "# Onboarding\n\nEvery new hire gets a laptop, a badge and a buddy in the first week.\n"
+
+
+def test_usage_counts_queries_and_shared_content(api):
+    alice = api.principal("alice", groups=["hr"], clearance="confidential")
+    api.source("hr-docs", read_groups=["hr"])
+    api.source("eng-docs", read_groups=["eng"])
+    assert api.upload("hr-docs", "onboarding.md", TEXT).json()["embedded"] >= 1
+    assert api.upload("eng-docs", "onboarding.md", TEXT).json()["embedded"] == 0  # embedded once
+    hits = api.search(alice, "laptop badge buddy").json()["hits"]
+    assert {h["citation"]["source_id"] for h in hits} == {"hr-docs"}  # the copy keeps its own ACL
+
+    r = api.client.get("/v1/usage", headers=api.admin)
+    assert r.status_code == 200, r.text
+    u = r.json()
+    assert u["by_principal"]["alice"]["queries"] == 1
+    assert u["by_principal"]["alice"]["chunks_served"] == len(hits)
+    assert u["by_group"]["hr"]["queries"] == 1
+    assert u["by_source"]["hr-docs"]["chunks_served"] == len(hits)
+    assert u["duplicates"]["texts_shared_across_sources"] >= 1
+    assert u["duplicates"]["embeddings_saved"] >= 1
+
+
+def test_usage_is_admin_only(api):
+    reader = api.principal("r", groups=["g"])
+    assert api.client.get("/v1/usage", headers=reader).status_code == 403
