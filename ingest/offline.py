@@ -96,6 +96,10 @@ def ensure_parser_offline() -> None:
     """`ensure_offline()` plus: unstructured loads its spaCy model from the installed package, never downloads."""
     global _spacy_patched
     ensure_offline()
+    # unstructured's trace logger writes element text at its DETAIL level: document text must never reach
+    # a log, whatever level the host application configures.
+    for name in ("unstructured", "unstructured.trace"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     with _install_lock:
         if _spacy_patched:
             return

@@ -8,7 +8,7 @@ import logging
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from memory import migrate, policy_store
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 EMBEDDING_DIM = 384
+PREPARE_LOCK_KEY = 7_354_001  # pg advisory lock id for migrations + seeding
 
 
 class Container:
@@ -109,13 +110,25 @@ class Container:
         )
 
     def prepare_database(self) -> None:
-        """Migrate to head, seed default policy, create the bootstrap admin if configured."""
-        migrate.upgrade(self.engine)
-        with transaction(self.sessions) as session:
-            policy_store.seed_defaults(session)
-        key = self.settings.bootstrap_admin_key
-        if key is not None:
-            ensure_admin(self.sessions, token=key.get_secret_value())
+        """Migrate to head, seed default policy, create the bootstrap admin if configured.
+
+        On PostgreSQL an advisory lock makes this safe when several replicas start at once."""
+        postgres = self.engine.dialect.name == "postgresql"
+        with self.engine.connect() as lock:
+            if postgres:
+                lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PREPARE_LOCK_KEY})
+                lock.commit()
+            try:
+                migrate.upgrade(self.engine)
+                with transaction(self.sessions) as session:
+                    policy_store.seed_defaults(session)
+                key = self.settings.bootstrap_admin_key
+                if key is not None:
+                    ensure_admin(self.sessions, token=key.get_secret_value())
+            finally:
+                if postgres:
+                    lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PREPARE_LOCK_KEY})
+                    lock.commit()
 
     def warm(self) -> None:
         """Load models and open the store now (server start), not on the first request."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memory import logging_setup
 from memory.api import exception_handlers
@@ -56,24 +57,42 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         app.include_router(module.router)
     _include_optional(app)
 
-    @app.middleware("http")
-    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+class RequestContextMiddleware:
+    """Pure ASGI middleware: request id (X-Request-ID in and out, on every log line) and latency by
+    route template (bounded label values, e.g. /v1/documents/{document_id}/versions)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
         token = logging_setup.request_id.set(rid)
         start = time.perf_counter()
         status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            response.headers["X-Request-ID"] = rid
-            return response
-        finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            REQUEST_LATENCY.labels(request.method, template, str(status)).observe(time.perf_counter() - start)
-            logging_setup.request_id.reset(token)
 
-    return app
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = str(getattr(route, "path", "unmatched"))
+            REQUEST_LATENCY.labels(scope.get("method", ""), template, str(status)).observe(time.perf_counter() - start)
+            logging_setup.request_id.reset(token)
 
 
 def _include_optional(app: FastAPI) -> None:

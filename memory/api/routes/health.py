@@ -28,7 +28,14 @@ def readyz(container: ContainerDep) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:  # report, don't raise: readiness must answer
         checks["database"] = f"error: {type(exc).__name__}"
-    checks["vector_store"] = "ok" if "store" in container.__dict__ else "not loaded"
+    if "store" in container.__dict__:
+        try:
+            container.store.count()
+            checks["vector_store"] = "ok"
+        except Exception as exc:
+            checks["vector_store"] = f"error: {type(exc).__name__}"
+    else:
+        checks["vector_store"] = "not loaded"
     checks["models"] = "ok" if "pipeline" in container.__dict__ else "not loaded"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
