@@ -12,7 +12,7 @@ from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, Reco
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
 # Bump when any pattern, score or context list here changes: it feeds the classifier version.
-RECOGNIZERS_REVISION = "2026.11.3"
+RECOGNIZERS_REVISION = "2026.11.4"
 
 # Case matters for the capitalised-word parts of these patterns, so no IGNORECASE by default.
 _FLAGS = re.MULTILINE
@@ -243,6 +243,98 @@ def titled_name_recognizer() -> PatternRecognizer:
     )
 
 
+# An honorific written before a capitalised name ("Dr. Anna Kowalska"): the title itself, as its own entity.
+TITLE_PATTERNS = [
+    Pattern(
+        "honorific",
+        r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Rev|Sir|Dame|Madam|Mme|Mlle|Herr|Frau|Sr|Sra|Srta)\.?(?=\s+[A-ZÀ-Þ])",
+        0.6,
+    ),
+]
+
+
+def title_recognizer() -> PatternRecognizer:
+    """Honorifics before a capitalised word (they narrow down who a name refers to: gender, profession)."""
+    return PatternRecognizer(
+        supported_entity="TITLE",
+        name="TitleRecognizer",
+        patterns=TITLE_PATTERNS,
+        supported_language="en",
+        global_regex_flags=_FLAGS,
+    )
+
+
+# A postcode named as such ("ZIP: 3520", "postal code 10115"); bare 4-5 digit numbers are too ambiguous.
+ZIP_PATTERNS = [
+    Pattern(
+        "labelled_zip",
+        r"(?<=\b(?i:zip|zip code|zipcode|postcode|post code|postal code|plz|cap)\b[ \t]?[:#]?[ \t]?)"
+        r"(?:[A-Z]{1,2}-)?\d{3,5}(?:-\d{3,4})?\b",
+        0.6,
+    ),
+]
+
+
+def zip_code_recognizer() -> PatternRecognizer:
+    """Postcodes introduced by a label; postcodes inside a postal block are part of STREET_ADDRESS."""
+    return PatternRecognizer(
+        supported_entity="ZIP_CODE",
+        name="ZipCodeRecognizer",
+        patterns=ZIP_PATTERNS,
+        supported_language="en",
+        global_regex_flags=_FLAGS,
+    )
+
+
+def country_names() -> list[str]:
+    """English names of the regions phonenumbers knows (ITU numbering plans): ~240 countries and territories.
+
+    Why phonenumbers: it is already a Presidio dependency, so no extra name list has to be shipped.
+    Names that are also common first names (Chad, Jordan, Georgia) are left to NER, which sees context.
+    """
+    from phonenumbers import SUPPORTED_REGIONS
+    from phonenumbers.geocoder import _region_display_name
+
+    names = {_region_display_name(code, "en") for code in SUPPORTED_REGIONS}
+    return sorted(n for n in names if n and n not in _COUNTRY_NAME_CLASHES)
+
+
+_COUNTRY_NAME_CLASHES = frozenset({"Chad", "Jordan", "Georgia", "Jersey", "Guinea", "Niger", "Turkey", "Mali"})
+
+
+class CountryRecognizer(PatternRecognizer):
+    """Country and territory names, in title case or capitals (postal blocks often write COUNTRY)."""
+
+    def __init__(self) -> None:
+        names = country_names()
+        alternatives = "|".join(re.escape(n) for n in sorted({*names, *(n.upper() for n in names)}, key=len,
+                                                              reverse=True))
+        super().__init__(
+            supported_entity="LOCATION",
+            name="CountryRecognizer",
+            patterns=[Pattern("country_name", rf"(?<![\w-])(?:{alternatives})(?![\w-])", 0.6)],
+            supported_language="en",
+            global_regex_flags=_FLAGS,
+        )
+
+
+# Card-length digit runs that fail the Luhn check (typos, test or truncated data) are still card numbers when
+# the text says so: a low base score that only context words ("card", "cc", "visa" ...) lift over the threshold.
+CARD_CONTEXT = ["card", "credit", "debit", "visa", "mastercard", "amex", "cc", "payment", "charge", "billed"]
+
+
+def unchecked_card_recognizer() -> PatternRecognizer:
+    """12-19 digit runs (optionally grouped by 4) near card words, without the checksum."""
+    return PatternRecognizer(
+        supported_entity="CREDIT_CARD",
+        name="UncheckedCardRecognizer",
+        patterns=[Pattern("card_digits", r"(?<![\d-])(?:\d{4}[ -]?){2,3}\d{4,7}(?![\d-])", 0.1)],
+        context=CARD_CONTEXT,
+        supported_language="en",
+        global_regex_flags=_FLAGS,
+    )
+
+
 # Extra context words for predefined recognizers, keyed by entity (they raise scores near these words).
 EXTRA_CONTEXT: dict[str, list[str]] = {
     "CREDIT_CARD": ["card", "credit", "debit", "visa", "mastercard", "amex", "cc", "payment", "pay", "charge"],
@@ -255,4 +347,7 @@ EXTRA_CONTEXT: dict[str, list[str]] = {
 
 def extra_recognizers() -> list[EntityRecognizer]:
     """The recognizers this module adds to Presidio's predefined set."""
-    return [StreetAddressRecognizer(), IntlPhoneRecognizer(), age_recognizer(), titled_name_recognizer()]
+    return [
+        StreetAddressRecognizer(), IntlPhoneRecognizer(), age_recognizer(), titled_name_recognizer(),
+        title_recognizer(), zip_code_recognizer(), CountryRecognizer(), unchecked_card_recognizer(),
+    ]

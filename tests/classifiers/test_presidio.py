@@ -143,7 +143,23 @@ RECOGNIZER_CASES = [
     ("The patient is 42 years old", {"AGE"}),
     ("Please ask Mr. Kowalczyk about it", {"PERSON"}),
     ("The quarterly report is attached.", set()),
-    ("Revenue grew 12 percent in 2023.", set()),
+    ("Please correct it to Dr. Cettina Fanucci", {"TITLE", "PERSON"}),
+    ("ZIP: 3520", {"ZIP_CODE"}),
+    ("Our new office is in URUGUAY", {"LOCATION"}),
+    ("She moved to Denmark last year", {"LOCATION"}),
+    ("Born on 8/5/1989 in a small town", {"DATE_TIME"}),
+    ("My card 4131034282458809939 is expiring this month", {"CREDIT_CARD"}),
+]
+
+# Texts that must produce no finding of the given type (precision guards for the broad NER types).
+NEGATIVE_CASES = [
+    ("I will call you next week about it", "DATE_TIME"),
+    ("It took a couple of months and 8 years", "DATE_TIME"),
+    ("Please send me your SSN asap", "ORGANIZATION"),
+    ("The ATM ate my card", "ORGANIZATION"),
+    ("Chad said it was fine", "LOCATION"),
+    ("The dr said nothing", "TITLE"),
+    ("Order 4131034282458809939 shipped", "CREDIT_CARD"),  # no card word: a bare long number is not a card
 ]
 
 
@@ -154,6 +170,81 @@ def test_recognizer_cases(presidio_classifier: Classifier, text: str, expected: 
     assert expected <= set(result.entity_types)
     if not expected:
         assert result.findings == ()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("text", "entity"), NEGATIVE_CASES)
+def test_negative_cases(presidio_classifier: Classifier, text: str, entity: str) -> None:
+    [result] = presidio_classifier.classify([text])
+    assert entity not in result.entity_types, result.findings
+
+
+@pytest.mark.parametrize(
+    ("text", "finding", "kept"),
+    [
+        ("on 2019-02-01", Finding("DATE_TIME", 3, 13, 0.85, "r"), True),
+        ("on Sunday", Finding("DATE_TIME", 3, 9, 0.85, "r"), True),
+        ("in the 60s", Finding("DATE_TIME", 3, 10, 0.85, "r"), True),
+        ("next week", Finding("DATE_TIME", 0, 9, 0.85, "r"), False),
+        ("card 4131034282458809939", Finding("DATE_TIME", 5, 24, 0.85, "r"), False),
+        ("at the age of 61", Finding("DATE_TIME", 3, 16, 0.85, "r"), False),
+        ("at 11:34", Finding("DATE_TIME", 3, 8, 0.85, "r"), True),
+        ("for 8 years", Finding("DATE_TIME", 4, 11, 0.85, "r"), False),
+        ("my SSN", Finding("ORGANIZATION", 3, 6, 0.85, "r"), False),
+        ("at Acme", Finding("ORGANIZATION", 3, 7, 0.85, "r"), True),
+        ("call Ann", Finding("PERSON", 5, 8, 0.85, "r"), True),
+    ],
+)
+def test_drop_vague(text: str, finding: Finding, kept: bool) -> None:
+    from classifiers.presidio import drop_vague
+
+    assert drop_vague(text, [finding]) == ([finding] if kept else [])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Dr. Anna Kowalska", ["Dr."]),
+        ("Mrs Smith and Prof. Ng", ["Mrs", "Prof."]),
+        ("Dr no", []),  # not followed by a capitalised word
+        ("DRIVE slowly", []),
+    ],
+)
+def test_title_recognizer(text: str, expected: list[str]) -> None:
+    from classifiers.recognizers import title_recognizer
+
+    assert [text[r.start : r.end] for r in title_recognizer().analyze(text, ["TITLE"])] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ZIP: 3520", ["3520"]),
+        ("postal code 10115", ["10115"]),
+        ("zip code 94105-1234", ["94105-1234"]),
+        ("order 3520 shipped", []),
+    ],
+)
+def test_zip_code_recognizer(text: str, expected: list[str]) -> None:
+    from classifiers.recognizers import zip_code_recognizer
+
+    assert [text[r.start : r.end] for r in zip_code_recognizer().analyze(text, ["ZIP_CODE"])] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Travel to Canada", ["Canada"]),
+        ("Kissousa\n CYPRUS 36903", ["CYPRUS"]),
+        ("the United Kingdom office", ["United Kingdom"]),
+        ("Chad and Jordan agreed", []),  # country names that are common first names are left to NER
+        ("Canadian dollars", []),
+    ],
+)
+def test_country_recognizer(text: str, expected: list[str]) -> None:
+    from classifiers.recognizers import CountryRecognizer
+
+    assert [text[r.start : r.end] for r in CountryRecognizer().analyze(text, ["LOCATION"])] == expected
 
 
 @pytest.mark.slow
