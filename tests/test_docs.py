@@ -1,0 +1,49 @@
+"""Every CLI command and every setting is documented in README.md (as sqlite-utils tests its docs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+import typer.main
+
+from memory.settings import Settings
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def _commands() -> list[str]:
+    from memory import cli, cli_commands  # noqa: F401  (registers commands)
+
+    try:
+        from memory import cli_audit  # noqa: F401
+    except ImportError:
+        pass
+    root = typer.main.get_command(cli.app)
+    out: list[str] = []
+
+    def walk(cmd: click.Command, prefix: str) -> None:
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, f"{prefix} {name}")
+        else:
+            out.append(prefix)
+
+    walk(root, "memory")
+    return sorted(out)
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_cli_command_is_documented(command):
+    assert f"`{command}" in README, f"README.md does not document `{command}`"
+
+
+@pytest.mark.parametrize("field", sorted(Settings.model_fields))
+def test_setting_is_documented(field):
+    assert f"`MEMORY_{field.upper()}`" in README
+
+
+def test_readme_opens_with_the_two_commands():
+    head = README.split("```")[1]
+    assert "bash scripts/demo" in head and "bash scripts/test" in head
