@@ -74,7 +74,7 @@ class Container:
         server = ServerVectorStore(
             client, collection=s.qdrant_collection, dim=EMBEDDING_DIM, shard_number=s.qdrant_shards,
             replication_factor=s.qdrant_replicas, write_consistency_factor=s.qdrant_write_consistency,
-            read_consistency=s.qdrant_read_consistency,
+            read_consistency=s.qdrant_read_consistency, owns_client=True,
         )
         server.ensure_collection()
         return server
