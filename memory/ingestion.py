@@ -129,6 +129,22 @@ def ingest_files(
     items = [IngestItem(files[i].data, files[i].filename, floor) for i in todo]
     results = processor.process_many(items) if items else []
     per_doc_process = (time.perf_counter() - t0) / max(1, len(todo))
+    stored: list[str] = []
+    try:
+        _store_all(factory, store, todo, results, files, outcomes, stored, source_id=source_id, groups=groups,
+                   jurisdiction=juris, actor=actor, per_doc_process=per_doc_process)
+    finally:
+        if stored:
+            _sync_versions(factory, store, stored)
+    return [outcomes[i] for i in range(len(files))]
+
+
+def _store_all(
+    factory: sessionmaker[Session], store: VectorStore, todo: Sequence[int],
+    results: Sequence[ProcessedDocument | IngestError], files: Sequence[FileInput], outcomes: dict[int, IngestOutcome],
+    stored: list[str], *, source_id: str, groups: tuple[str, ...], jurisdiction: str, actor: str,
+    per_doc_process: float,
+) -> None:
     for i, res in zip(todo, results, strict=True):
         f = files[i]
         if isinstance(res, IngestError):
@@ -137,13 +153,12 @@ def ingest_files(
             continue
         try:
             outcomes[i] = _store_document(
-                factory, store, source_id=source_id, source_groups=groups, jurisdiction=juris, file=f, doc=res,
-                actor=actor,
+                factory, store, source_id=source_id, source_groups=groups, jurisdiction=jurisdiction, file=f,
+                doc=res, actor=actor, to_sync=stored,
             )
             outcomes[i].timings_s.setdefault("process", per_doc_process)
         except ServiceError as exc:
             outcomes[i] = IngestOutcome(f.external_key, "failed", error_code=exc.code, error=exc.message)
-    return [outcomes[i] for i in range(len(files))]
 
 
 def _store_document(
@@ -156,6 +171,7 @@ def _store_document(
     file: FileInput,
     doc: ProcessedDocument,
     actor: str,
+    to_sync: list[str],
 ) -> IngestOutcome:
     doc_id = document_id_for(source_id, file.external_key)
     valid_from = time.time()
@@ -244,8 +260,8 @@ def _store_document(
     except BaseException:
         _abandon(factory, store, vid)
         raise
-    # D. reveal; a crash here is finished by repair()
-    _sync_versions(factory, store, [vid] + ([previous.id] if previous is not None else []))
+    to_sync.extend([vid] + ([previous.id] if previous is not None else []))
+    # D. reveal: done by the caller for the whole batch (one flush); a crash before is finished by repair()
     return IngestOutcome(
         file.external_key, status, doc_id, version.version, vid, chunks=len(chunk_rows),
         embedded=sum(1 for c in doc.chunks if not c.embedding_cached), entity_counts=doc.entity_counts,
@@ -278,7 +294,8 @@ def _sync_versions(factory: sessionmaker[Session], store: VectorStore, version_i
             continue
         store.patch(Selector(version_ids=(v.id,)), PayloadPatch(
             committed=True, valid_from=v.valid_from, valid_to=v.valid_to, retracted=v.retracted_at is not None,
-        ))
+        ), durable=False)
+    store.flush()  # once per batch; the WAL already holds every patch
     with transaction(factory) as session:
         for v in rows:
             if v is not None:

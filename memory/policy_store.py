@@ -31,12 +31,28 @@ def _latest(session: Session, kind: str, as_of: float | None) -> PolicyVersion |
     return session.execute(q.order_by(PolicyVersion.version.desc()).limit(1)).scalar_one_or_none()
 
 
+# Policy rows are immutable: parse each once per process, keyed by database and row.
+_PARSED: dict[tuple[str, int], TransferRules] = {}
+
+
 def transfer_rules(session: Session, *, as_of: float | None = None) -> TransferRules:
-    """Rules in force at `as_of` (default now). No rules at all -> every pair denied."""
-    row = _latest(session, JURISDICTIONS, as_of)
-    if row is None:
+    """Rules in force at `as_of` (default now). No rules at all -> every pair denied.
+
+    Always read from SQL (a change by any replica applies to the next search); only parsing is cached."""
+    q = select(PolicyVersion.id).where(PolicyVersion.kind == JURISDICTIONS)
+    if as_of is not None:
+        q = q.where(PolicyVersion.effective_from <= as_of)
+    row_id = session.execute(q.order_by(PolicyVersion.version.desc()).limit(1)).scalar_one_or_none()
+    if row_id is None:
         return TransferRules()
-    return TransferRules.from_json(row.body["rules"], version=row.version)  # type: ignore[arg-type]
+    key = (str(session.get_bind().url), row_id)
+    cached = _PARSED.get(key)
+    if cached is None:
+        row = session.get(PolicyVersion, row_id)
+        assert row is not None
+        cached = TransferRules.from_json(row.body["rules"], version=row.version)  # type: ignore[arg-type]
+        _PARSED[key] = cached
+    return cached
 
 
 def label_map(session: Session) -> tuple[LabelMap, int]:

@@ -11,12 +11,12 @@ from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, noload
 
 from classifiers.types import Label
 from memory import audit, policy, policy_store
 from memory.errors import ValidationFailedError
-from memory.models import Chunk, DocumentVersion, Principal, Source
+from memory.models import Chunk, DocumentVersion, PiiSpan, Principal, Source
 from memory.provenance import Citation, citation
 from memory.rendering import mask
 from memory.stores.base import ScoredPoint, VectorStore
@@ -179,12 +179,19 @@ def _render(
     if not points:
         return []
     ids = [p.payload.chunk_id for p in points]
+    # One query for the hits; spans are loaded only for the hits this caller gets masked.
     rows = session.execute(
         select(Chunk, DocumentVersion, Source)
         .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
         .join(Source, Source.id == Chunk.source_id)
         .where(Chunk.id.in_(ids))
+        .options(noload(Chunk.spans), noload(Source.read_groups))
     ).all()
+    masked_ids = [p.payload.chunk_id for p in points if policy.must_mask(who, rules, p.payload)]
+    spans: dict[str, list[PiiSpan]] = {}
+    if masked_ids:
+        for span in session.scalars(select(PiiSpan).where(PiiSpan.chunk_id.in_(masked_ids))):
+            spans.setdefault(span.chunk_id, []).append(span)
     by_id = {c.id: (c, v, s) for c, v, s in rows}
     hits = []
     for p in points:
@@ -195,7 +202,7 @@ def _render(
         masked = policy.must_mask(who, rules, p.payload)
         hits.append(Hit(
             score=p.score,
-            text=mask(chunk.text, chunk.spans) if masked else chunk.text,
+            text=mask(chunk.text, spans.get(chunk.id, [])) if masked else chunk.text,
             label=Label(chunk.label).slug,
             entity_types=list(chunk.entity_types),
             masked=masked,

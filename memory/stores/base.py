@@ -203,8 +203,9 @@ class VectorStore(Protocol):
 
     def count(self, flt: AccessFilter | None = None) -> int: ...
 
-    def patch(self, selector: Selector, patch: PayloadPatch) -> None:
-        """Overwrite payload fields on the selected points; durable and visible to searches on return."""
+    def patch(self, selector: Selector, patch: PayloadPatch, *, durable: bool = True) -> None:
+        """Overwrite payload fields on the selected points; visible to searches on return. `durable=False`
+        lets a batch skip the per-call flush (the WAL still has it) and call flush() once at the end."""
         ...
 
     def delete(self, selector: Selector) -> None: ...

@@ -121,7 +121,7 @@ class EdgeVectorStore:
         with self._backend("count"):
             return int(self._shard.count(request))
 
-    def patch(self, selector: Selector, patch: PayloadPatch) -> None:
+    def patch(self, selector: Selector, patch: PayloadPatch, *, durable: bool = True) -> None:
         """Overwrite payload fields on the selected points; flushed, so durable and visible on return."""
         fields = patch.to_dict()
         plan = selector_plan(selector)
@@ -131,8 +131,9 @@ class EdgeVectorStore:
         op = qe.UpdateOperation.set_payload_by_filter(to_edge_filter(plan), fields)
         with self._backend("patch"):
             self._shard.update(op)
-            # Retractions are rare and must survive a crash without relying on WAL replay alone.
-            self._shard.flush()
+            if durable:
+                # Retractions are rare and must survive a crash without relying on WAL replay alone.
+                self._shard.flush()
         logger.info("edge patch applied fields=%s", sorted(fields))
 
     def delete(self, selector: Selector) -> None:

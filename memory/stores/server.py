@@ -179,7 +179,7 @@ class ServerVectorStore:
         with self._backend("count"):
             return int(self._client.count(self._collection, count_filter=server_filter, exact=True).count)
 
-    def patch(self, selector: Selector, patch: PayloadPatch) -> None:
+    def patch(self, selector: Selector, patch: PayloadPatch, *, durable: bool = True) -> None:
         """Overwrite payload fields on the selected points; applied on every replica on return."""
         fields = patch.to_dict()
         selected = self._points_selector(selector)
