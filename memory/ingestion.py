@@ -33,6 +33,7 @@ from memory import sources as sources_svc
 from memory.clock import utcnow
 from memory.db import transaction
 from memory.errors import ServiceError
+from memory.metrics import INGEST_CHUNKS, INGEST_DOCUMENTS, INGEST_SECONDS
 from memory.models import Chunk, Document, DocumentVersion, PiiSpan, Source
 from memory.stores.base import OPEN_END, ChunkPayload, PayloadPatch, Selector, VectorPoint, VectorStore
 
@@ -136,6 +137,11 @@ def ingest_files(
     finally:
         if stored:
             _sync_versions(factory, store, stored)
+    for o in outcomes.values():
+        INGEST_DOCUMENTS.labels(status=o.status).inc()
+        if o.status in ("created", "updated"):
+            INGEST_CHUNKS.inc(o.chunks)
+            INGEST_SECONDS.observe(sum(o.timings_s.values()))
     return [outcomes[i] for i in range(len(files))]
 
 

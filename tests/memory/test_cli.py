@@ -1,0 +1,97 @@
+"""The `memory` CLI through typer's runner on the real SQL + Qdrant Edge + parsing (model doubles)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from memory import cli, cli_commands  # noqa: F401  (registers commands)
+from memory.bootstrap import Container
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path, db_url, monkeypatch, fake_embedder, fake_classifier):
+    monkeypatch.setenv("MEMORY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MEMORY_DATABASE_URL", db_url)
+    monkeypatch.setenv("MEMORY_ENV", "test")
+    real_init = Container.__init__
+
+    def with_doubles(self, settings, **kw):  # the CLI builds its own container: hand it fast model doubles
+        kw.setdefault("embedder", fake_embedder)
+        kw.setdefault("classifier", fake_classifier)
+        real_init(self, settings, **kw)
+
+    monkeypatch.setattr(Container, "__init__", with_doubles)
+    return tmp_path
+
+
+def invoke(*args: str):
+    return runner.invoke(cli.app, list(args))
+
+
+def test_register_ingest_and_search(env: Path):
+    assert invoke("principals", "create", "st", "--groups", "hr", "--clearance", "restricted",
+                  "--roles", "steward,reader").exit_code == 0
+    r = invoke("sources", "add", "hr", "--name", "HR", "--steward", "st", "--jurisdiction", "EU",
+               "--read-groups", "hr", "--floor", "internal")
+    assert r.exit_code == 0, r.output
+    folder = env / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.md").write_text("# Leave\n\nParental leave is twelve weeks at full pay.\n")
+    (folder / "sub" / "b.txt").write_text("Sick leave needs a note from the fourth day.")
+    r = invoke("ingest", "hr", str(folder), "--json", "--no-optimize")
+    assert r.exit_code == 0, r.output
+    assert sorted(o["status"] for o in json.loads(r.output)) == ["created", "created"]
+    r = invoke("ingest", "hr", str(folder), "--json", "--no-optimize")
+    assert sorted(o["status"] for o in json.loads(r.output)) == ["unchanged", "unchanged"]
+    r = invoke("search", "parental leave weeks", "--as", "st", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["hits"][0]["citation"]["source_id"] == "hr"
+
+
+def test_bad_files_are_reported_per_file_and_fail_the_exit_code(env: Path):
+    invoke("principals", "create", "st", "--roles", "steward")
+    invoke("sources", "add", "s", "--name", "S", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "g")
+    folder = env / "mixed"
+    folder.mkdir()
+    (folder / "good.txt").write_text("A perfectly fine document about trains.")
+    (folder / "empty.txt").write_text("")
+    (folder / "noise.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(64))
+    (folder / "latin1.txt").write_bytes("Caf\xe9 cr\xe8me br\xfbl\xe9e recipe for the canteen.".encode("latin-1"))
+    r = invoke("ingest", "s", str(folder), str(env / "missing.pdf"), "--no-optimize")
+    assert r.exit_code == 1
+    for text in ("empty_document", "unsupported_format", "path_not_found"):
+        assert text in r.output
+    r = invoke("ingest", "s", str(folder), "--json", "--no-optimize")
+    by_key = {o["external_key"]: o["status"] for o in json.loads(r.output)}
+    assert by_key["good.txt"] == "unchanged" and by_key["latin1.txt"] == "unchanged"
+
+
+def test_unknown_source_is_one_line_and_exit_2(env: Path):
+    r = invoke("ingest", "nope", str(env))
+    assert r.exit_code == 2
+    assert "source_not_found" in r.output
+
+
+def test_bad_option_values_fail_cleanly(env: Path):
+    r = invoke("principals", "create", "x", "--clearance", "ultra")
+    assert r.exit_code == 2 and "unknown_label" in r.output
+    r = invoke("sources", "add", "s", "--name", "S", "--steward", "ghost", "--jurisdiction", "EU")
+    assert r.exit_code == 2 and "principal_not_found" in r.output
+
+
+def test_serve_refuses_workers_on_the_embedded_store(env: Path):
+    r = invoke("serve", "--workers", "2")
+    assert r.exit_code == 2 and "embedded_single_process" in r.output
+
+
+def test_keygen_prints_a_valid_key(env: Path):
+    from memory.settings import Settings
+
+    key = invoke("keygen").output.strip()
+    assert Settings(bootstrap_admin_key=key, env="prod").bootstrap_admin_key is not None
