@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from memory.models import AuditChunk, AuditHead, AuditRecord
@@ -116,7 +116,10 @@ def append(
     now: datetime | None = None,
 ) -> AuditRecord:
     """Append one record in the session's transaction (the caller commits)."""
-    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one_or_none()
+    # populate_existing: a session reused across transactions (expire_on_commit=False) may hold a stale head.
+    head = session.execute(
+        select(AuditHead).where(AuditHead.id == 1).with_for_update().execution_options(populate_existing=True)
+    ).scalar_one_or_none()
     if head is None:
         head = AuditHead(id=1, seq=0, hash=GENESIS)
         session.add(head)
@@ -151,28 +154,36 @@ class ChainReport:
     reason: str | None = None
 
 
-def _iter_records(session: Session, batch: int) -> Iterator[AuditRecord]:
+def _iter_records(session: Session, batch: int, upto: int) -> Iterator[AuditRecord]:
     last = 0
     while True:
         rows = session.execute(
-            select(AuditRecord).where(AuditRecord.seq > last).order_by(AuditRecord.seq).limit(batch)
+            select(AuditRecord)
+            .where(AuditRecord.seq > last, AuditRecord.seq <= upto)
+            .order_by(AuditRecord.seq)
+            .limit(batch)
         ).scalars().all()
         if not rows:
             return
         yield from rows
         last = rows[-1].seq
-        session.expunge_all()
+        for row in rows:  # only our rows: the caller's other objects stay in its session
+            session.expunge(row)
 
 
 def verify_chain(session: Session, *, batch: int = 5000) -> ChainReport:
     """Recompute every hash in order; report the first broken link (edit, insertion or deletion)."""
-    head = session.get(AuditHead, 1)
+    head = session.execute(
+        select(AuditHead).where(AuditHead.id == 1).execution_options(populate_existing=True)
+    ).scalar_one_or_none()
     expected_prev = GENESIS
     expected_seq = 1
     checked = 0
     head_seq = head.seq if head else 0
     head_hash = head.hash if head else GENESIS
-    for rec in _iter_records(session, batch):
+    # Only up to the head read above: on PostgreSQL (read committed) writers keep appending during a long
+    # verify, and their records are not part of this check. Records beyond the head are checked below.
+    for rec in _iter_records(session, batch, head_seq):
         if rec.seq != expected_seq:
             return ChainReport(False, checked, head_seq, expected_seq, f"record {expected_seq} is missing")
         if rec.prev_hash != expected_prev:
@@ -190,4 +201,12 @@ def verify_chain(session: Session, *, batch: int = 5000) -> ChainReport:
         return ChainReport(
             False, checked, head_seq, checked + 1, "records after the last verified one are missing (tail deleted)"
         )
+    # A record and the head commit together, so a record beyond the (re-read) head was written around the
+    # chain. Read max(seq) first: any head read afterwards is at least as new as every committed record.
+    top = session.execute(select(func.max(AuditRecord.seq))).scalar_one_or_none() or 0
+    fresh = session.execute(
+        select(AuditHead.seq).where(AuditHead.id == 1).execution_options(populate_existing=True)
+    ).scalar_one_or_none() or 0
+    if top > fresh:
+        return ChainReport(False, checked, head_seq, fresh + 1, "records beyond the chain head (inserted around it)")
     return ChainReport(True, checked, head_seq)

@@ -21,6 +21,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from classifiers.errors import ClassifierError
+from ingest.errors import IngestError
 from memory.bootstrap import Container
 from memory.db import transaction
 from memory.errors import ServiceError
@@ -65,6 +67,8 @@ def container_for(data_dir: Path | None, **overrides: Any) -> Iterator[Container
         yield c
     except ServiceError as exc:
         fail(exc.code, exc.message)
+    except (ClassifierError, IngestError) as exc:
+        fail(exc.code, str(exc))
     finally:
         c.close()
 
@@ -242,7 +246,8 @@ def principals_revoke_key(key_id: str, data_dir: DataDir = None, actor: Actor = 
 
 
 def main() -> None:
-    from memory import cli_commands  # noqa: F401  (registers sources/ingest/search/... commands)
+    # registers sources/ingest/search/... and verify/audit/retract/restore/explain commands
+    from memory import cli_audit, cli_commands  # noqa: F401
 
     try:
         app()

@@ -291,15 +291,22 @@ def _abandon(factory: sessionmaker[Session], store: VectorStore, version_id: str
         log.exception("ingest.abandon_failed version=%s", version_id)
 
 
-def _sync_versions(factory: sessionmaker[Session], store: VectorStore, version_ids: Sequence[str]) -> None:
-    """Make the vector payload of these versions match SQL, then mark them synced."""
+def _sync_versions(
+    factory: sessionmaker[Session], store: VectorStore, version_ids: Sequence[str], *, include_retracted: bool = False
+) -> None:
+    """Make the vector payload of these versions match SQL, then mark them synced.
+
+    The retracted flag belongs to retraction and restore, which patch it themselves; copying it here from
+    a row read earlier could undo a retraction that committed in between, so only `repair()` and restore
+    (`include_retracted=True`) copy it."""
     with factory() as session:
         rows = [session.get(DocumentVersion, vid) for vid in version_ids]
     for v in rows:
         if v is None:
             continue
         store.patch(Selector(version_ids=(v.id,)), PayloadPatch(
-            committed=True, valid_from=v.valid_from, valid_to=v.valid_to, retracted=v.retracted_at is not None,
+            committed=True, valid_from=v.valid_from, valid_to=v.valid_to,
+            retracted=(v.retracted_at is not None) if include_retracted else None,
         ), durable=False)
     store.flush()  # once per batch; the WAL already holds every patch
     with transaction(factory) as session:
@@ -321,7 +328,7 @@ def repair(factory: sessionmaker[Session], store: VectorStore) -> dict[str, int]
     for vid in pending:
         _abandon(factory, store, vid)
     if unsynced:
-        _sync_versions(factory, store, unsynced)
+        _sync_versions(factory, store, unsynced, include_retracted=True)
     if pending or unsynced:
         log.warning("ingest.repaired pending=%d unsynced=%d", len(pending), len(unsynced))
     return {"abandoned": len(pending), "synced": len(unsynced)}

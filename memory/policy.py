@@ -201,7 +201,7 @@ def must_mask(who: EffectivePrincipal, rules: TransferRules, payload: ChunkPaylo
 
 @dataclass(frozen=True)
 class RuleCheck:
-    rule: str  # group_grant | clearance | jurisdiction | version | retraction | committed
+    rule: str  # group_grant | clearance | jurisdiction | version | retraction | committed (| delegation, active)
     passed: bool
     detail: str
 
@@ -216,7 +216,9 @@ class Decision:
     def withheld_reason(self) -> str | None:
         """'clearance' or 'jurisdiction' when the caller's groups could read it but policy withheld it."""
         failed = {c.rule for c in self.checks if not c.passed}
-        if not failed or failed & {"group_grant", "version", "retraction", "committed"}:
+        # Only these two are recourse reasons; any other failed check (group, version, retraction, a
+        # delegation or inactive principal in an explanation) means the hit is not "withheld".
+        if not failed or not failed <= {"clearance", "jurisdiction"}:
             return None
         return "clearance" if "clearance" in failed else "jurisdiction"
 

@@ -45,7 +45,7 @@ def transfer_rules(session: Session, *, as_of: float | None = None) -> TransferR
     row_id = session.execute(q.order_by(PolicyVersion.version.desc()).limit(1)).scalar_one_or_none()
     if row_id is None:
         return TransferRules()
-    key = (str(session.get_bind().url), row_id)
+    key = (str(session.get_bind().engine.url), row_id)
     cached = _PARSED.get(key)
     if cached is None:
         row = session.get(PolicyVersion, row_id)

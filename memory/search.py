@@ -4,6 +4,7 @@ citations, a policy explanation, and an audit record in the caller's transaction
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ from memory.models import Chunk, DocumentVersion, PiiSpan, Principal, Source
 from memory.provenance import Citation, citation
 from memory.rendering import mask
 from memory.stores.base import ScoredPoint, VectorStore
+
+
+log = logging.getLogger(__name__)
 
 
 class QueryEmbedder(Protocol):
@@ -199,6 +203,11 @@ def _render(
         if found is None:  # vector without its SQL row: never serve what we cannot cite
             continue
         chunk, version, source = found
+        if version.retracted_at is not None:
+            # Never expected (retraction patches the vectors before it commits); if SQL and the vector
+            # payload ever disagree, SQL wins and the disagreement is logged for repair.
+            log.warning("search.payload_disagrees chunk=%s version=%s", chunk.id, version.id)
+            continue
         masked = policy.must_mask(who, rules, p.payload)
         hits.append(Hit(
             score=p.score,

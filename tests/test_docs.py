@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
+from typing import Any
 import pytest
 import typer.main
 
@@ -23,8 +23,8 @@ def _commands() -> list[str]:
     root = typer.main.get_command(cli.app)
     out: list[str] = []
 
-    def walk(cmd: click.Command, prefix: str) -> None:
-        if isinstance(cmd, click.Group):
+    def walk(cmd: Any, prefix: str) -> None:
+        if hasattr(cmd, "commands"):
             for name, sub in cmd.commands.items():
                 walk(sub, f"{prefix} {name}")
         else:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from memory import principals
 from memory.bootstrap import Container
+from memory.db import transaction
 from memory.models import Principal
 from memory.policy import EffectivePrincipal
 
@@ -24,15 +25,8 @@ def get_container(request: Request) -> Container:
 
 def get_session(container: Annotated[Container, Depends(get_container)]) -> Iterator[Session]:
     """One transaction per request, committed before the response is sent (scope="function")."""
-    session = container.sessions()
-    try:
+    with transaction(container.sessions) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

@@ -65,7 +65,7 @@ def search(r: SearchResult) -> s.SearchOut:
     return s.SearchOut(
         hits=[
             s.HitOut(score=h.score, text=h.text, label=h.label, entity_types=h.entity_types,  # type: ignore[arg-type]
-                     masked=h.masked, citation=s.CitationOut(**h.citation.to_dict()))
+                     masked=h.masked, citation=h.citation)
             for h in r.hits
         ],
         policy=s.PolicyBlock(

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from memory.provenance import Citation as CitationOut  # one definition: the dataclass is the schema
+
 LabelName = Literal["public", "internal", "confidential", "restricted"]
 RoleName = Literal["reader", "steward", "auditor", "admin"]
 
@@ -167,29 +169,6 @@ class SearchIn(Strict):
     as_of: datetime | None = Field(None, description="Time travel: what the memory held at this instant")
     source_ids: list[str] | None = None
     purpose: str | None = Field(None, max_length=256)
-
-
-class CitationOut(BaseModel):
-    chunk_id: str
-    document_id: str
-    version: int
-    version_id: str
-    chunk_sha256: str
-    version_sha256: str
-    source_id: str
-    source_uri: str
-    document_uri: str
-    start: int
-    end: int
-    page_number: int | None
-    ingested_at: str
-    ingested_by: str
-    pipeline_version: str
-    parser_version: str
-    chunker_version: str
-    classifier_version: str
-    label_map_version: str
-    embedding_model: str
 
 
 class HitOut(BaseModel):

@@ -1,0 +1,74 @@
+"""Provenance, audit and recourse service results -> response schemas."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from memory.api import schemas_audit as s
+from memory.api.schemas import CitationOut
+from memory.audit import ChainReport
+from memory.clock import aware
+from memory.explain import Explanation
+from memory.models import AccessRequest
+from memory.retraction import ImpactReport
+from memory.verification import Provenance, ServedBy, Status, Verification
+
+
+def _status(st: Status) -> s.StatusOut:
+    return s.StatusOut(**asdict(st))
+
+
+def _served(rows: list[ServedBy]) -> list[s.ServedByOut]:
+    return [s.ServedByOut(**asdict(r)) for r in rows]
+
+
+def provenance(p: Provenance) -> s.ProvenanceOut:
+    return s.ProvenanceOut(
+        citation=CitationOut(**p.citation.to_dict()), source=p.source, document=p.document, version=p.version,
+        chunk=p.chunk, status=_status(p.status), served_by=_served(p.served_by), served_total=p.served_total,
+    )
+
+
+def verification(v: Verification) -> s.VerificationOut:
+    return s.VerificationOut(
+        valid=v.valid, chunk_id=v.chunk_id, problems=[s.ProblemOut(**asdict(x)) for x in v.problems],
+        status=_status(v.status), recomputed_chunk_sha256=v.recomputed_chunk_sha256,
+        served_by=_served(v.served_by), served_total=v.served_total,
+    )
+
+
+def explanation(e: Explanation) -> s.ExplainOut:
+    return s.ExplainOut(
+        principal_id=e.principal_id, acting_for=e.acting_for, chunk_id=e.chunk_id, as_of=e.as_of,
+        visible=e.decision.visible, masked=e.decision.masked,
+        withheld_reason=e.withheld_reason,  # type: ignore[arg-type]
+        checks=[s.RuleCheckOut(rule=c.rule, passed=c.passed, detail=c.detail) for c in e.decision.checks],
+        effective_principal=e.effective_principal, transfer_rules_version=e.transfer_rules_version,
+        transfer_mode=e.transfer_mode, payload=e.payload, vector_payload=e.vector_payload,
+        payload_disagreements=e.payload_disagreements, notes=e.notes,
+    )
+
+
+def impact(r: ImpactReport) -> s.ImpactOut:
+    return s.ImpactOut(
+        document_id=r.document_id, source_id=r.source_id, version_id=r.version_id, version=r.version,
+        action=r.action, at=r.at, by=r.by, reason=r.reason, audit_seq=r.audit_seq,  # type: ignore[arg-type]
+        chunk_count=r.chunk_count, served=[s.ServedRecordOut(**asdict(x)) for x in r.served],
+        principals=r.principals,
+    )
+
+
+def access_request(r: AccessRequest) -> s.AccessRequestOut:
+    return s.AccessRequestOut(
+        id=r.id, requester_id=r.requester_id, acting_for=r.acting_for, source_id=r.source_id, reason=r.reason,
+        justification=r.justification, status=r.status, created_at=aware(r.created_at),  # type: ignore[arg-type]
+        decided_by=r.decided_by, decided_at=aware(r.decided_at) if r.decided_at else None,
+        decision_note=r.decision_note,
+    )
+
+
+def chain(c: ChainReport) -> s.ChainOut:
+    return s.ChainOut(**asdict(c))
+
+
+__all__ = ["access_request", "chain", "explanation", "impact", "provenance", "verification"]

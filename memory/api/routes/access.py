@@ -1,0 +1,76 @@
+"""Retraction / restore of document versions (stewards) and access requests (the recourse path)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from memory import access_requests, retraction
+from memory.api import presenters_audit as present
+from memory.api import schemas, schemas_audit
+from memory.api.deps import ContainerDep, SessionDep, WhoDep, role
+from memory.policy import EffectivePrincipal
+
+router = APIRouter(prefix="/v1", responses=schemas.ERRORS)
+StewardDep = Annotated[EffectivePrincipal, role("steward")]
+
+
+@router.post("/documents/{document_id}/retract", response_model=schemas_audit.ImpactOut, tags=["documents"])
+def retract(
+    document_id: str, body: schemas_audit.RetractIn, session: SessionDep, container: ContainerDep, who: StewardDep
+) -> schemas_audit.ImpactOut:
+    """Retract a version (default: the current one). Invisible to every search once this returns; the impact
+    report lists every audit record that served its chunks. 409 `already_retracted`."""
+    report = retraction.retract_document(session, container.store, document_id=document_id, version=body.version,
+                                         reason=body.reason, actor_effective=who)
+    return present.impact(report)
+
+
+@router.post("/documents/{document_id}/restore", response_model=schemas_audit.ImpactOut, tags=["documents"])
+def restore(
+    document_id: str, body: schemas_audit.RestoreIn, session: SessionDep, container: ContainerDep, who: StewardDep
+) -> schemas_audit.ImpactOut:
+    """Undo a retraction. The version is served again once this returns. 409 `not_retracted`."""
+    vid = retraction.version_id_for(session, document_id=document_id, version=body.version)
+    report = retraction.restore(session, version_id=vid, reason=body.reason, actor_effective=who)
+    # Reveal only after the restore committed: never serve what SQL still calls retracted.
+    session.commit()
+    retraction.reveal(container.sessions, container.store, version_ids=[vid])
+    return present.impact(report)
+
+
+@router.post("/access-requests", status_code=201, response_model=schemas_audit.AccessRequestOut,
+             tags=["access requests"])
+def file_request(
+    body: schemas_audit.AccessRequestIn, session: SessionDep, who: WhoDep
+) -> schemas_audit.AccessRequestOut:
+    """Ask a source's steward for access after hits were withheld for clearance or jurisdiction."""
+    req = access_requests.file_request(session, who=who, source_id=body.source_id, reason=body.reason,
+                                       justification=body.justification)
+    return present.access_request(req)
+
+
+@router.get("/access-requests", response_model=list[schemas_audit.AccessRequestOut], tags=["access requests"])
+def list_requests(
+    session: SessionDep,
+    who: WhoDep,
+    status: Annotated[str | None, Query(description="open | granted | refused")] = None,
+    source_id: Annotated[str | None, Query()] = None,
+) -> list[schemas_audit.AccessRequestOut]:
+    """Stewards: requests for their sources. Everyone: the requests they filed. Admins: all."""
+    rows = access_requests.list_requests(session, who=who, status=status, source_id=source_id)
+    return [present.access_request(r) for r in rows]
+
+
+@router.post("/access-requests/{request_id}/decision", response_model=schemas_audit.AccessRequestOut,
+             tags=["access requests"])
+def decide(
+    request_id: str, body: schemas_audit.DecisionIn, session: SessionDep, container: ContainerDep, who: StewardDep
+) -> schemas_audit.AccessRequestOut:
+    """Grant (optionally adding groups) or refuse (with a note). Steward of the source or admin; audited."""
+    req = access_requests.decide(
+        session, container.store, request_id=request_id, who=who, decision=body.decision, note=body.note,
+        grant=access_requests.Grant(add_groups=tuple(body.add_groups), add_read_groups=tuple(body.add_read_groups)),
+    )
+    return present.access_request(req)

@@ -1,0 +1,83 @@
+"""The audit trail for auditors: filtered pages, JSON-lines export, and the hash-chain check."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+
+from memory import audit, audit_trail
+from memory.api import presenters_audit as present
+from memory.api import schemas, schemas_audit
+from memory.api.deps import ContainerDep, SessionDep, role
+from memory.policy import EffectivePrincipal
+
+router = APIRouter(prefix="/v1", tags=["audit"], responses=schemas.ERRORS)
+AuditorDep = Annotated[EffectivePrincipal, role("auditor")]
+
+
+def audit_filter(
+    principal: Annotated[str | None, Query(description="Principal who acted")] = None,
+    acting_for: Annotated[str | None, Query(description="User the principal acted for")] = None,
+    source_id: Annotated[str | None, Query(description="Records about the source or serving its chunks")] = None,
+    document_id: Annotated[str | None, Query(description="Records about the document or serving its chunks")] = None,
+    chunk_id: Annotated[str | None, Query(description="Records that served this chunk")] = None,
+    event: Annotated[str | None, Query(description="search | write | read")] = None,
+    action: Annotated[str | None, Query(description="Action of a write/read, e.g. version.retract")] = None,
+    since: Annotated[datetime | None, Query(description="From this instant (inclusive)")] = None,
+    until: Annotated[datetime | None, Query(description="Until this instant (exclusive)")] = None,
+) -> audit_trail.AuditFilter:
+    return audit_trail.AuditFilter(
+        principal_id=principal, acting_for=acting_for, source_id=source_id, document_id=document_id,
+        chunk_id=chunk_id, event=event, action=action, since=since, until=until,
+    )
+
+
+FilterDep = Annotated[audit_trail.AuditFilter, Depends(audit_filter)]
+
+
+@router.get("/audit", response_model=schemas_audit.AuditPageOut)
+def list_audit(
+    session: SessionDep,
+    who: AuditorDep,
+    flt: FilterDep,
+    after_seq: Annotated[int, Query(ge=0, description="Return records after this seq (keyset pagination)")] = 0,
+    limit: Annotated[int, Query(ge=1, le=audit_trail.MAX_LIMIT)] = 100,
+) -> schemas_audit.AuditPageOut:
+    """Audit records matching every given filter, oldest first, `limit` per page."""
+    result = audit_trail.page(session, flt=flt, after_seq=after_seq, limit=limit)
+    audit.append(session, audit.Read(action="audit.read", target="audit_log", details={
+        "filter": flt.to_dict(), "after_seq": after_seq, "returned": len(result.records),
+    }), principal_id=who.principal_id, acting_for=who.acting_for)
+    return schemas_audit.AuditPageOut.model_validate(
+        {"records": result.records, "next_after_seq": result.next_after_seq}
+    )
+
+
+@router.get("/audit/verify", response_model=schemas_audit.ChainOut)
+def verify_audit(session: SessionDep, who: AuditorDep) -> schemas_audit.ChainOut:
+    """Recompute the hash chain; report the first broken seq (edited, inserted or deleted record)."""
+    report = audit.verify_chain(session)
+    audit.append(session, audit.Read(action="audit.verify", target="audit_log", details={
+        "valid": report.valid, "checked": report.checked, "first_broken_seq": report.first_broken_seq,
+    }), principal_id=who.principal_id, acting_for=who.acting_for)
+    return present.chain(report)
+
+
+@router.get(
+    "/audit/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}},
+                     "description": "One audit record per line (JSON), oldest first, with its hashes"}},
+)
+def export_audit(session: SessionDep, container: ContainerDep, who: AuditorDep, flt: FilterDep) -> StreamingResponse:
+    """Every matching record as JSON lines, streamed (`memory audit export` is the CLI twin)."""
+    audit.append(session, audit.Read(action="audit.export", target="audit_log", details={"filter": flt.to_dict()}),
+                 principal_id=who.principal_id, acting_for=who.acting_for)
+    # The export record commits with this request; the stream reads in its own short sessions.
+    session.commit()
+    return StreamingResponse(audit_trail.export_lines(container.sessions, flt=flt),
+                             media_type="application/x-ndjson",
+                             headers={"Content-Disposition": "attachment; filename=audit.jsonl"})

@@ -1,0 +1,176 @@
+"""Request and response bodies of the provenance, audit and recourse endpoints (pydantic, OpenAPI)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from memory.api.schemas import CitationOut, Strict
+
+
+class ServedByOut(BaseModel):
+    seq: int = Field(description="Audit record sequence number")
+    ts: datetime
+    event: str
+    principal_id: str | None
+    acting_for: str | None
+
+
+class StatusOut(BaseModel):
+    state: Literal["current", "superseded", "retracted", "unknown"]
+    superseded_by: str | None = Field(None, description="Version id that superseded this one")
+    superseded_by_version: int | None = None
+    superseded_at: datetime | None = None
+    retracted_at: datetime | None = None
+    retracted_by: str | None = None
+    retraction_reason: str | None = None
+
+
+class ProvenanceOut(BaseModel):
+    citation: CitationOut
+    source: dict[str, Any]
+    document: dict[str, Any]
+    version: dict[str, Any]
+    chunk: dict[str, Any]
+    status: StatusOut
+    served_by: list[ServedByOut] = Field(description="Audit records that served this chunk (yours only, "
+                                         "unless you are an auditor), newest first, capped")
+    served_total: int
+
+
+class VerifyIn(Strict):
+    citation: dict[str, Any] = Field(description="A citation as returned by POST /v1/search")
+
+
+class ProblemOut(BaseModel):
+    code: str = Field(description="Stable reason code, e.g. chunk_hash_mismatch, stored_text_tampered, "
+                      "unknown_chunk, field_mismatch")
+    field: str | None
+    message: str
+
+
+class VerificationOut(BaseModel):
+    valid: bool
+    chunk_id: str | None
+    problems: list[ProblemOut]
+    status: StatusOut
+    recomputed_chunk_sha256: str | None
+    served_by: list[ServedByOut]
+    served_total: int
+
+
+class ExplainIn(Strict):
+    principal_id: str
+    chunk_id: str
+    acting_for: str | None = Field(None, description="User the principal acts for")
+    as_of: datetime | None = Field(None, description="Decide as of this instant (default now)")
+
+
+class RuleCheckOut(BaseModel):
+    rule: str
+    passed: bool
+    detail: str
+
+
+class ExplainOut(BaseModel):
+    principal_id: str
+    acting_for: str | None
+    chunk_id: str
+    as_of: float
+    visible: bool
+    masked: bool
+    withheld_reason: Literal["clearance", "jurisdiction"] | None
+    checks: list[RuleCheckOut]
+    effective_principal: dict[str, Any]
+    transfer_rules_version: int
+    transfer_mode: str | None
+    payload: dict[str, Any] = Field(description="Access payload rebuilt from SQL (the source of truth)")
+    vector_payload: dict[str, Any] | None = Field(description="What the vector store holds (null: point missing)")
+    payload_disagreements: list[str]
+    notes: list[str]
+
+
+class RetractIn(Strict):
+    reason: str = Field(min_length=1, max_length=2000)
+    version: int | None = Field(None, ge=1, description="Version number (default: the current version)")
+
+
+class RestoreIn(Strict):
+    reason: str = Field(min_length=1, max_length=2000)
+    version: int = Field(ge=1)
+
+
+class ServedRecordOut(ServedByOut):
+    chunk_ids: list[str]
+
+
+class ImpactOut(BaseModel):
+    document_id: str
+    source_id: str
+    version_id: str
+    version: int
+    action: Literal["retracted", "restored"]
+    at: datetime
+    by: str
+    reason: str
+    audit_seq: int
+    chunk_count: int
+    served: list[ServedRecordOut] = Field(description="Every audit record that served the version's chunks")
+    principals: list[str] = Field(description="Everyone served: callers and the users they acted for")
+
+
+class AccessRequestIn(Strict):
+    source_id: str
+    reason: Literal["clearance", "jurisdiction"]
+    justification: str = Field(min_length=1, max_length=4000)
+
+
+class DecisionIn(Strict):
+    decision: Literal["grant", "refuse"]
+    note: str = Field("", max_length=4000, description="Required when refusing")
+    add_groups: list[str] = Field(default_factory=list, description="Groups to add to the requester "
+                                  "(or the user it acted for); must read this source")
+    add_read_groups: list[str] = Field(default_factory=list, description="Groups to add to the source's read groups")
+
+
+class AccessRequestOut(BaseModel):
+    id: str
+    requester_id: str
+    acting_for: str | None
+    source_id: str
+    reason: str
+    justification: str
+    status: Literal["open", "granted", "refused"]
+    created_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_note: str | None
+
+
+class AuditRecordOut(BaseModel):
+    seq: int
+    ts: datetime
+    event: str
+    action: str | None
+    principal_id: str | None
+    acting_for: str | None
+    source_id: str | None
+    document_id: str | None
+    body: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditPageOut(BaseModel):
+    records: list[AuditRecordOut]
+    next_after_seq: int | None = Field(description="Pass as after_seq for the next page; null on the last")
+
+
+class ChainOut(BaseModel):
+    valid: bool
+    checked: int
+    head_seq: int
+    first_broken_seq: int | None
+    reason: str | None

@@ -1,0 +1,117 @@
+"""Reading the audit trail: filtered, keyset-paginated by seq, and exportable as JSON lines.
+
+Filters by source or document match both the records written about them (register, ingest, retract ...)
+and the reads that served their chunks (through audit_chunks), so "who saw document D" is one query.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Select, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from memory.clock import aware
+from memory.errors import ValidationFailedError
+from memory.models import AuditChunk, AuditRecord, Chunk
+
+MAX_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    principal_id: str | None = None
+    acting_for: str | None = None
+    source_id: str | None = None
+    document_id: str | None = None
+    chunk_id: str | None = None
+    event: str | None = None  # search | write | read
+    action: str | None = None  # body.action of write/read events, e.g. version.retract
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[dict[str, Any]]
+    next_after_seq: int | None  # pass as after_seq for the next page; None when this was the last
+
+
+def _served(column: Any, value: str) -> Any:
+    """seq of records that served a chunk whose `column` (Chunk.source_id / Chunk.document_id) is value."""
+    return select(AuditChunk.seq).join(Chunk, Chunk.id == AuditChunk.chunk_id).where(column == value)
+
+
+def _utc(dt: datetime) -> datetime:
+    # SQLite stores the UTC wall time without an offset: compare in UTC, whatever zone the caller used.
+    return aware(dt).astimezone(UTC)
+
+
+def _query(flt: AuditFilter) -> Select[Any]:
+    q = select(AuditRecord)
+    if flt.principal_id:
+        q = q.where(AuditRecord.principal_id == flt.principal_id)
+    if flt.acting_for:
+        q = q.where(AuditRecord.acting_for == flt.acting_for)
+    if flt.source_id:
+        q = q.where(or_(AuditRecord.source_id == flt.source_id,
+                        AuditRecord.seq.in_(_served(Chunk.source_id, flt.source_id))))
+    if flt.document_id:
+        q = q.where(or_(AuditRecord.document_id == flt.document_id,
+                        AuditRecord.seq.in_(_served(Chunk.document_id, flt.document_id))))
+    if flt.chunk_id:
+        q = q.where(AuditRecord.seq.in_(select(AuditChunk.seq).where(AuditChunk.chunk_id == flt.chunk_id)))
+    if flt.event:
+        q = q.where(AuditRecord.event == flt.event)
+    if flt.action:
+        q = q.where(AuditRecord.body["action"].as_string() == flt.action)
+    if flt.since:
+        q = q.where(AuditRecord.ts >= _utc(flt.since))
+    if flt.until:
+        q = q.where(AuditRecord.ts < _utc(flt.until))
+    return q
+
+
+def as_dict(rec: AuditRecord) -> dict[str, Any]:
+    """One record as exported: every hashed field, so a copy can be re-verified offline."""
+    return {
+        "seq": rec.seq, "ts": aware(rec.ts).isoformat(), "event": rec.event,
+        "action": rec.body.get("action") if isinstance(rec.body, dict) else None,
+        "principal_id": rec.principal_id, "acting_for": rec.acting_for, "source_id": rec.source_id,
+        "document_id": rec.document_id, "body": rec.body, "prev_hash": rec.prev_hash, "hash": rec.hash,
+    }
+
+
+def page(session: Session, *, flt: AuditFilter, after_seq: int = 0, limit: int = 100) -> Page:
+    """Records matching `flt` with seq > after_seq, oldest first."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValidationFailedError(f"limit must be within 1..{MAX_LIMIT}", code="invalid_limit")
+    if after_seq < 0:
+        raise ValidationFailedError("after_seq must be >= 0", code="invalid_after_seq")
+    rows: list[AuditRecord] = list(session.execute(
+        _query(flt).where(AuditRecord.seq > after_seq).order_by(AuditRecord.seq).limit(limit + 1)
+    ).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page([as_dict(r) for r in rows], rows[-1].seq if more and rows else None)
+
+
+def export_lines(factory: sessionmaker[Session], *, flt: AuditFilter, batch: int = 1000) -> Iterator[str]:
+    """JSON lines of every matching record. One short session per batch, so a long export never holds the
+    database (SQLite's write lock in particular) while the client reads slowly."""
+    after = 0
+    while True:
+        with factory() as session:
+            result = page(session, flt=flt, after_seq=after, limit=min(batch, MAX_LIMIT))
+        for rec in result.records:
+            yield json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n"
+        if result.next_after_seq is None:
+            return
+        after = result.next_after_seq

@@ -1,0 +1,219 @@
+"""Citation provenance and verification: is this citation what the memory holds, and who was served it?
+
+`get_citation` walks source -> document -> version -> chunk. `verify_citation` recomputes the chunk's hash
+from the stored text, checks every field of a presented citation against SQL, checks the version hash
+against the hash-chained ingest record, and reports the status (current / superseded / retracted) and the
+audit records that served the chunk. Anything unknown, malformed or altered is `valid: false` with reason
+codes; nothing here ever reports an unverifiable citation as valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from memory.clock import aware, from_epoch
+from memory.errors import NotFoundError
+from memory.models import AuditChunk, AuditRecord, Chunk, Document, DocumentVersion, Source
+from memory.provenance import Citation, citation
+from memory.stores.base import OPEN_END
+
+SERVED_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a citation is not valid: a stable code, the field concerned, a human message."""
+
+    code: str  # malformed_citation | missing_field | unknown_chunk | stored_text_tampered | chunk_hash_mismatch
+    #            | version_hash_mismatch | version_hash_tampered | field_mismatch
+    field: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class ServedBy:
+    seq: int
+    ts: datetime
+    event: str
+    principal_id: str | None
+    acting_for: str | None
+
+
+@dataclass(frozen=True)
+class Status:
+    state: str  # current | superseded | retracted | unknown
+    superseded_by: str | None = None
+    superseded_by_version: int | None = None
+    superseded_at: datetime | None = None
+    retracted_at: datetime | None = None
+    retracted_by: str | None = None
+    retraction_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """The chain behind one chunk, with its status and who was served it."""
+
+    citation: Citation
+    source: dict[str, Any]
+    document: dict[str, Any]
+    version: dict[str, Any]
+    chunk: dict[str, Any]
+    status: Status
+    served_by: list[ServedBy]
+    served_total: int
+
+
+@dataclass(frozen=True)
+class Verification:
+    valid: bool
+    chunk_id: str | None
+    problems: list[Problem]
+    status: Status
+    recomputed_chunk_sha256: str | None = None
+    served_by: list[ServedBy] = field(default_factory=list)
+    served_total: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _load(session: Session, chunk_id: str) -> tuple[Chunk, DocumentVersion, Source, Document] | None:
+    row = session.execute(
+        select(Chunk, DocumentVersion, Source, Document)
+        .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
+        .join(Source, Source.id == Chunk.source_id)
+        .join(Document, Document.id == Chunk.document_id)
+        .where(Chunk.id == chunk_id)
+    ).first()
+    return None if row is None else (row[0], row[1], row[2], row[3])
+
+
+def status_of(session: Session, version: DocumentVersion) -> Status:
+    """Retracted wins over superseded: a retracted version is never served, whatever came after it."""
+    successor = session.get(DocumentVersion, version.superseded_by) if version.superseded_by else None
+    by, by_version = version.superseded_by, successor.version if successor else None
+    at = from_epoch(version.valid_to) if version.valid_to < OPEN_END else None
+    if version.retracted_at is not None:
+        return Status("retracted", by, by_version, at, retracted_at=aware(version.retracted_at),
+                      retracted_by=version.retracted_by, retraction_reason=version.retraction_reason)
+    if version.status == "superseded" or version.superseded_by:
+        return Status("superseded", by, by_version, at)
+    return Status("current")
+
+
+def served_by(session: Session, chunk_id: str, *, principal_id: str | None = None) -> tuple[list[ServedBy], int]:
+    """Audit records that served this chunk (newest first, capped), optionally only those of one caller
+    (as principal or as the user acted for), and their total count."""
+    q = select(AuditRecord).join(AuditChunk, AuditChunk.seq == AuditRecord.seq).where(AuditChunk.chunk_id == chunk_id)
+    if principal_id is not None:
+        q = q.where((AuditRecord.principal_id == principal_id) | (AuditRecord.acting_for == principal_id))
+    total = session.execute(select(func.count()).select_from(q.subquery())).scalar_one()
+    rows = session.execute(q.order_by(AuditRecord.seq.desc()).limit(SERVED_LIMIT)).scalars()
+    return [ServedBy(r.seq, aware(r.ts), r.event, r.principal_id, r.acting_for) for r in rows], int(total)
+
+
+def was_served_to(session: Session, *, chunk_id: str, principal_id: str) -> bool:
+    """True when an audit record shows this chunk served to this principal (or to the user it acted for)."""
+    return served_by(session, chunk_id, principal_id=principal_id)[1] > 0
+
+
+def get_citation(session: Session, *, chunk_id: str, visible_to: str | None = None) -> Provenance:
+    """The provenance chain of one chunk. `visible_to` limits `served_by` to that caller's own records."""
+    found = _load(session, chunk_id)
+    if found is None:
+        raise NotFoundError(f"chunk {chunk_id!r} not found", code="chunk_not_found")
+    chunk, version, source, document = found
+    served, total = served_by(session, chunk_id, principal_id=visible_to)
+    return Provenance(
+        citation=citation(chunk, version, source),
+        source={"id": source.id, "name": source.name, "uri": source.uri, "jurisdiction": source.jurisdiction,
+                "steward": source.steward_id},
+        document={"id": document.id, "external_key": document.external_key,
+                  "current_version": document.current_version},
+        version={"id": version.id, "version": version.version, "status": version.status, "sha256": version.sha256,
+                 "size_bytes": version.size_bytes, "mime_type": version.mime_type, "filename": version.filename,
+                 "valid_from": version.valid_from,
+                 "valid_to": None if version.valid_to >= OPEN_END else version.valid_to},
+        chunk={"id": chunk.id, "ordinal": chunk.ordinal, "sha256": chunk.sha256, "start": chunk.start,
+               "end": chunk.end, "page_number": chunk.page_number, "token_count": chunk.token_count,
+               "label": chunk.label, "entity_types": list(chunk.entity_types),
+               "text_sha256_matches": sha256_text(chunk.text) == chunk.sha256},
+        status=status_of(session, version),
+        served_by=served,
+        served_total=total,
+    )
+
+
+def _same(field_name: str, presented: Any, stored: Any) -> bool:
+    if field_name == "ingested_at":  # compare instants, not spellings of them
+        try:
+            return aware(datetime.fromisoformat(str(presented))) == aware(datetime.fromisoformat(str(stored)))
+        except ValueError:
+            return False
+    return bool(presented == stored and type(presented) is type(stored))
+
+
+def _attested_version_hash(session: Session, version: DocumentVersion) -> str | None:
+    """The version hash recorded in the hash-chained `document.ingest` audit record, if there is one."""
+    rows = session.execute(
+        select(AuditRecord.body).where(AuditRecord.document_id == version.document_id, AuditRecord.event == "write")
+    ).scalars()
+    for body in rows:
+        if body.get("action") == "document.ingest" and body.get("target") == version.id:
+            details = body.get("details") or {}
+            return str(details.get("sha256")) if isinstance(details, dict) else None
+    return None
+
+
+REQUIRED = ("chunk_id", "chunk_sha256", "version_sha256", "document_id", "version", "source_id")
+
+
+def verify_citation(session: Session, *, presented: dict[str, Any], visible_to: str | None = None) -> Verification:
+    """Check a presented citation against the stored chunk, version and source; never raises for bad input."""
+    unknown = Status("unknown")
+    chunk_id = presented.get("chunk_id") if isinstance(presented, dict) else None
+    if not isinstance(chunk_id, str) or not chunk_id:
+        return Verification(False, None, [Problem("malformed_citation", "chunk_id", "citation has no chunk_id")],
+                            unknown)
+    problems = [Problem("missing_field", f, f"citation has no {f}") for f in REQUIRED if f not in presented]
+    found = _load(session, chunk_id)
+    if found is None:
+        return Verification(False, chunk_id, [*problems, Problem("unknown_chunk", "chunk_id", "no such chunk")],
+                            unknown)
+    chunk, version, source, _ = found
+    recomputed = sha256_text(chunk.text)
+    if recomputed != chunk.sha256:
+        problems.append(Problem("stored_text_tampered", "chunk_sha256",
+                                "stored chunk text no longer matches its recorded hash"))
+    if "chunk_sha256" in presented and presented["chunk_sha256"] != recomputed:
+        problems.append(Problem("chunk_hash_mismatch", "chunk_sha256",
+                                "citation's chunk hash differs from the hash of the stored text"))
+    if "version_sha256" in presented and presented["version_sha256"] != version.sha256:
+        problems.append(Problem("version_hash_mismatch", "version_sha256",
+                                "citation's version hash differs from the recorded version hash"))
+    attested = _attested_version_hash(session, version)
+    if attested is not None and attested != version.sha256:
+        problems.append(Problem("version_hash_tampered", "version_sha256",
+                                "recorded version hash differs from the hash-chained ingest record"))
+    stored = citation(chunk, version, source).to_dict()
+    for name, value in stored.items():
+        if name in ("chunk_sha256", "version_sha256") or name not in presented:
+            continue
+        if not _same(name, presented[name], value):
+            problems.append(Problem("field_mismatch", name, f"citation's {name} differs from the stored value"))
+    served, total = served_by(session, chunk_id, principal_id=visible_to)
+    return Verification(
+        valid=not problems, chunk_id=chunk_id, problems=problems, status=status_of(session, version),
+        recomputed_chunk_sha256=recomputed, served_by=served, served_total=total,
+    )

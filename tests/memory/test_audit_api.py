@@ -1,0 +1,160 @@
+"""The audit trail API (filters, pages, export, chain check), roles, the CLI, and one real-model run."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+from typer.testing import CliRunner
+
+from memory import audit
+from memory.db import transaction
+from memory.models import AuditRecord
+
+DOC = "# Travel\n\nThe travel policy covers train tickets and hotels.\n"
+
+
+def _searches(api):
+    api.principal("u", groups=["g"])
+    bot = api.principal("bot", kind="agent", groups=["g"], may_act_for=["u"])
+    reader = api.principal("r1", groups=["g"])
+    api.source("s1", read_groups=["g"])
+    doc = api.upload("s1", "t.md", DOC).json()
+    hit = api.search(reader, "train tickets").json()["hits"][0]["citation"]
+    api.search({**bot, "X-Acting-For": "u"}, "hotels")
+    return doc, hit
+
+
+def _records(api, **params):
+    r = api.client.get("/v1/audit", headers=api.admin, params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_reader_cannot_read_the_audit_trail(api):
+    reader = api.principal("r1", groups=["g"])
+    steward = api.principal("st", roles=["steward"])
+    for path in ("/v1/audit", "/v1/audit/verify", "/v1/audit/export"):
+        for headers in (reader, steward):
+            r = api.client.get(path, headers=headers)
+            assert (r.status_code, r.json()["error"]["code"]) == (403, "missing_role"), path
+        assert api.client.get(path).status_code == 401
+
+
+def test_filters_select_the_right_records(api):
+    doc, hit = _searches(api)
+    by_reader = _records(api, principal="r1", event="search")["records"]
+    assert len(by_reader) == 1 and by_reader[0]["body"]["chunk_ids"] == [hit["chunk_id"]]
+    assert [r["principal_id"] for r in _records(api, acting_for="u")["records"]] == ["bot"]
+    served = _records(api, chunk_id=hit["chunk_id"])["records"]
+    assert {r["principal_id"] for r in served} == {"r1", "bot"}
+    about_doc = _records(api, document_id=doc["document_id"])["records"]
+    assert [r["action"] for r in about_doc] == ["document.ingest", None, None]  # the ingest, then two searches
+    about_src = [r["action"] for r in _records(api, source_id="s1")["records"]]
+    assert about_src[:2] == ["source.register", "document.ingest"]
+    assert [r["action"] for r in _records(api, action="source.register")["records"]] == ["source.register"]
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert _records(api, since=future)["records"] == []
+    assert len(_records(api, until=future, principal="r1")["records"]) == 1
+
+
+def test_pages_follow_after_seq(api):
+    _searches(api)
+    seen, after = [], 0
+    while True:
+        page = _records(api, after_seq=after, limit=3)
+        seen += [r["seq"] for r in page["records"]]
+        if page["next_after_seq"] is None:
+            break
+        after = page["next_after_seq"]
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) and seen[0] == 1
+    r = api.client.get("/v1/audit", headers=api.admin, params={"limit": 0})
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request")
+
+
+def test_export_streams_json_lines_that_verify_offline(api):
+    _searches(api)
+    r = api.client.get("/v1/audit/export", headers=api.admin)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(x) for x in r.text.splitlines()]
+    prev = audit.GENESIS
+    for rec in lines:
+        assert rec["prev_hash"] == prev
+        assert audit.record_hash(
+            seq=rec["seq"], ts=datetime.fromisoformat(rec["ts"]), event=rec["event"],
+            principal_id=rec["principal_id"], acting_for=rec["acting_for"], source_id=rec["source_id"],
+            document_id=rec["document_id"], body=rec["body"], prev_hash=rec["prev_hash"],
+        ) == rec["hash"]
+        prev = rec["hash"]
+    assert lines[-1]["body"]["action"] == "audit.export"  # the export is itself on the record
+    only = api.client.get("/v1/audit/export", headers=api.admin, params={"principal": "r1"}).text.splitlines()
+    assert len(only) == 1
+
+
+def test_verify_endpoint_finds_an_edit(api):
+    _searches(api)
+    assert api.client.get("/v1/audit/verify", headers=api.admin).json()["valid"] is True
+    with transaction(api.container.sessions) as s:
+        s.execute(update(AuditRecord).where(AuditRecord.seq == 3).values(principal_id="mallory"))
+    body = api.client.get("/v1/audit/verify", headers=api.admin).json()
+    assert body["valid"] is False and body["first_broken_seq"] == 3
+
+
+def test_openapi_documents_the_new_endpoints(api):
+    paths = api.client.get("/openapi.json").json()["paths"]
+    for path, method in (("/v1/citations/{chunk_id}", "get"), ("/v1/citations/verify", "post"),
+                         ("/v1/explain", "post"), ("/v1/audit", "get"), ("/v1/audit/verify", "get"),
+                         ("/v1/audit/export", "get"), ("/v1/documents/{document_id}/retract", "post"),
+                         ("/v1/documents/{document_id}/restore", "post"), ("/v1/access-requests", "post"),
+                         ("/v1/access-requests", "get"), ("/v1/access-requests/{request_id}/decision", "post")):
+        op = paths[path][method]
+        assert {"401", "403", "404", "422"} <= set(op["responses"]), path
+
+
+def test_cli_audit_verify_export_show_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from memory import cli, cli_audit  # noqa: F401  (registers the commands)
+
+    monkeypatch.setenv("MEMORY_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("MEMORY_ENV", "test")
+    runner = CliRunner()
+    r = runner.invoke(cli.app, ["audit", "verify"])
+    assert r.exit_code == 0 and "valid" in r.output, r.output
+    r = runner.invoke(cli.app, ["audit", "export", "--action", "policy.jurisdictions"])
+    assert r.exit_code == 0, r.output
+    assert [json.loads(x)["action"] for x in r.stdout.splitlines() if x.startswith("{")] == ["policy.jurisdictions"]
+    r = runner.invoke(cli.app, ["audit", "show", "--json", "--event", "read"])
+    assert r.exit_code == 0 and "audit.export" in r.output, r.output
+    r = runner.invoke(cli.app, ["verify", "nope"])
+    assert r.exit_code == 2 and "chunk_not_found" in r.output
+    r = runner.invoke(cli.app, ["retract", "nope", "--reason", "x"])
+    assert r.exit_code == 2 and "document_not_found" in r.output
+    from memory.bootstrap import Container
+    from memory.settings import Settings
+
+    c = Container(Settings())  # type: ignore[call-arg]
+    with transaction(c.sessions) as s:
+        s.execute(update(AuditRecord).where(AuditRecord.seq == 1).values(principal_id="mallory"))
+    c.close()
+    r = runner.invoke(cli.app, ["audit", "verify"])
+    assert r.exit_code == 1 and "first broken seq 1" in r.output
+
+
+@pytest.mark.slow
+def test_real_stack_citation_verify_retract_and_audit(real_api):
+    api = real_api
+    reader = api.principal("r1", groups=["g"], clearance="confidential")
+    auditor = api.principal("aud", roles=["auditor"])
+    api.source("s1", read_groups=["g"])
+    doc = api.upload("s1", "travel.md", DOC).json()
+    cit = api.search(reader, "Which train tickets are covered?").json()["hits"][0]["citation"]
+    assert api.client.post("/v1/citations/verify", headers=reader, json={"citation": cit}).json()["valid"] is True
+    report = api.client.post(f"/v1/documents/{doc['document_id']}/retract", headers=api.admin,
+                             json={"reason": "superseded policy"}).json()
+    assert report["principals"] == ["r1"]
+    assert api.search(reader, "Which train tickets are covered?").json()["hits"] == []
+    body = api.client.post("/v1/citations/verify", headers=auditor, json={"citation": cit}).json()
+    assert body["valid"] is True and body["status"]["state"] == "retracted"
+    assert api.client.get("/v1/audit/verify", headers=auditor).json()["valid"] is True

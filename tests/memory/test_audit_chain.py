@@ -1,0 +1,170 @@
+"""The hash chain: valid under concurrent writers, and any edit, deletion or insertion is found."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from memory import audit, principals
+from memory import search as search_svc
+from memory import sources as sources_svc
+from memory.db import transaction
+from memory.models import AuditChunk, AuditHead, AuditRecord
+
+
+def _append_many(container, n: int, who: str = "t") -> None:
+    with transaction(container.sessions) as s:
+        for i in range(n):
+            audit.append(s, audit.Write(action="test.write", target=f"{who}-{i}"), principal_id=who)
+
+
+def _verify(container) -> audit.ChainReport:
+    with container.sessions() as s:
+        return audit.verify_chain(s)
+
+
+def _run_threads(workers: list[Callable[[], None]]) -> None:
+    errors: list[BaseException] = []
+
+    def wrap(fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:
+                errors.append(exc)
+        return run
+
+    threads = [threading.Thread(target=wrap(w)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+
+
+def test_chain_stays_valid_with_concurrent_appenders(container):
+    start = _verify(container).head_seq
+    threads, per_thread = 8, 25
+
+    def writer(k: int) -> Callable[[], None]:
+        def run() -> None:
+            for i in range(per_thread):  # one transaction per record, like requests
+                with transaction(container.sessions) as s:
+                    audit.append(s, audit.Write(action="test.write", target=f"{k}-{i}"), principal_id=f"w{k}")
+        return run
+
+    _run_threads([writer(k) for k in range(threads)])
+    report = _verify(container)
+    assert report.valid, report
+    assert report.head_seq == report.checked == start + threads * per_thread
+    with container.sessions() as s:
+        seqs = list(s.execute(select(AuditRecord.seq).order_by(AuditRecord.seq)).scalars())
+    assert seqs == list(range(1, report.head_seq + 1))
+
+
+def test_chain_stays_valid_with_concurrent_searches_and_writes(container, fake_embedder):
+    with transaction(container.sessions) as s:
+        principals.create_principal(s, spec=principals.NewPrincipal(
+            id="r1", kind="user", groups=("g",), clearance="internal", jurisdiction="EU"), actor="t")
+
+    def searcher() -> None:
+        for _ in range(15):
+            with transaction(container.sessions) as s:
+                who = principals.resolve_effective(s, caller=principals.get_principal(s, principal_id="r1"),
+                                                   acting_for=None)
+                search_svc.search(s, store=container.store, embedder=fake_embedder, who=who,
+                                  request=search_svc.SearchRequest(query="anything at all"))
+
+    def registrar(k: int) -> Callable[[], None]:
+        def run() -> None:
+            for i in range(10):
+                with transaction(container.sessions) as s:
+                    sources_svc.register(s, spec=sources_svc.NewSource(
+                        id=f"s{k}-{i}", name="x", steward="r1", jurisdiction="EU", read_groups=("g",)), actor="t")
+        return run
+
+    _run_threads([searcher, searcher, registrar(1), registrar(2)])
+    report = _verify(container)
+    assert report.valid, report
+
+
+def test_a_long_lived_session_appends_after_others_committed(container):
+    """A session reused across commits must not append from a stale copy of the head."""
+    with container.sessions() as mine:
+        audit.append(mine, audit.Write(action="test.write", target="a"), principal_id="t")
+        mine.commit()
+        _append_many(container, 3, "other")
+        audit.append(mine, audit.Write(action="test.write", target="b"), principal_id="t")
+        mine.commit()
+    assert _verify(container).valid
+
+
+def _tamper(container, fn: Callable[[Session], None]) -> None:
+    with transaction(container.sessions) as s:
+        fn(s)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("principal_id", "mallory"),
+    ("body", {"action": "test.write", "target": "forged", "details": {}}),
+    ("event", "read"),
+    ("hash", "0" * 64),
+])
+def test_an_edited_record_is_the_first_broken_seq(container, field, value):
+    _append_many(container, 10)
+    head = _verify(container).head_seq
+    target = head - 5
+    _tamper(container, lambda s: s.execute(update(AuditRecord).where(AuditRecord.seq == target).values({field: value})))
+    report = _verify(container)
+    assert not report.valid and report.first_broken_seq == target, report
+
+
+def test_a_deleted_middle_record_is_found(container):
+    _append_many(container, 10)
+    target = _verify(container).head_seq - 4
+
+    def drop(s: Session) -> None:
+        s.execute(delete(AuditChunk).where(AuditChunk.seq == target))
+        s.execute(delete(AuditRecord).where(AuditRecord.seq == target))
+
+    _tamper(container, drop)
+    report = _verify(container)
+    assert not report.valid and report.first_broken_seq == target and "missing" in (report.reason or "")
+
+
+def test_a_deleted_tail_is_found(container):
+    _append_many(container, 10)
+    head = _verify(container).head_seq
+    _tamper(container, lambda s: s.execute(delete(AuditRecord).where(AuditRecord.seq > head - 3)))
+    report = _verify(container)
+    assert not report.valid and report.first_broken_seq == head - 2 and "tail" in (report.reason or "")
+
+
+def test_a_deleted_tail_with_a_rewound_head_is_still_found_by_hash(container):
+    _append_many(container, 10)
+    head = _verify(container).head_seq
+
+    def rewind(s: Session) -> None:
+        s.execute(delete(AuditRecord).where(AuditRecord.seq == head))
+        s.execute(update(AuditHead).values(seq=head - 1))
+
+    _tamper(container, rewind)
+    report = _verify(container)
+    assert not report.valid and report.first_broken_seq == head
+
+
+def test_a_record_inserted_beyond_the_head_is_found(container):
+    _append_many(container, 3)
+    head = _verify(container).head_seq
+
+    def forge(s: Session) -> None:
+        last = s.get(AuditRecord, head)
+        s.add(AuditRecord(seq=head + 1, ts=last.ts, event="write", body={}, prev_hash=last.hash, hash="f" * 64))
+
+    _tamper(container, forge)
+    report = _verify(container)
+    assert not report.valid and report.first_broken_seq == head + 1

@@ -1,0 +1,143 @@
+"""Retraction: invisible at once, impact report, restore, roles, and no search after the commit sees it."""
+
+from __future__ import annotations
+
+import threading
+
+from classifiers.types import Label
+from memory import retraction
+from memory import search as search_svc
+from memory.db import transaction
+from memory.ingestion import repair
+from memory.models import DocumentVersion
+from memory.policy import EffectivePrincipal
+from memory.principals import get_principal, resolve_effective
+from memory.stores.base import PayloadPatch, Selector
+
+DOC = "# Expenses\n\nMeal expenses are reimbursed up to forty euros per day.\n"
+QUERY = "meal expenses reimbursed"
+
+
+def _setup(api):
+    steward = api.principal("st", roles=["steward", "reader"], groups=["g"])
+    reader = api.principal("r1", groups=["g"])
+    api.source("s1", read_groups=["g"], steward="st")
+    up = api.upload("s1", "exp.md", DOC, headers=steward)
+    assert up.status_code == 201, up.text
+    return steward, reader, up.json()
+
+
+def _hit_ids(api, headers):
+    r = api.search(headers, QUERY)
+    assert r.status_code == 200, r.text
+    return [h["citation"]["chunk_id"] for h in r.json()["hits"]]
+
+
+def test_retract_hides_at_once_and_reports_who_was_served(api):
+    steward, reader, doc = _setup(api)
+    served = _hit_ids(api, reader)
+    assert served
+    r = api.client.post(f"/v1/documents/{doc['document_id']}/retract", headers=steward,
+                        json={"reason": "contains an outdated rate"})
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["action"] == "retracted" and report["version"] == 1 and report["by"] == "st"
+    assert [rec["principal_id"] for rec in report["served"]] == ["r1"]
+    assert set(report["served"][0]["chunk_ids"]) == set(served)
+    assert report["principals"] == ["r1"]
+    assert _hit_ids(api, reader) == []
+    versions = api.client.get(f"/v1/documents/{doc['document_id']}/versions", headers=steward).json()["versions"]
+    assert versions[0]["retracted_by"] == "st" and versions[0]["retraction_reason"] == "contains an outdated rate"
+    audit = api.client.get("/v1/audit", headers=api.admin, params={"action": "version.retract"}).json()
+    assert [x["body"]["details"]["reason"] for x in audit["records"]] == ["contains an outdated rate"]
+
+
+def test_restore_brings_it_back_and_verify_reports_retraction_meanwhile(api):
+    steward, reader, doc = _setup(api)
+    cit = api.search(reader, QUERY).json()["hits"][0]["citation"]
+    api.client.post(f"/v1/documents/{doc['document_id']}/retract", headers=steward, json={"reason": "check"})
+    st = api.client.post("/v1/citations/verify", headers=reader, json={"citation": cit}).json()["status"]
+    assert st["state"] == "retracted" and st["retracted_by"] == "st" and st["retraction_reason"] == "check"
+    r = api.client.post(f"/v1/documents/{doc['document_id']}/restore", headers=steward,
+                        json={"reason": "checked, fine", "version": 1})
+    assert r.status_code == 200, r.text
+    assert r.json()["action"] == "restored"
+    assert _hit_ids(api, reader) == [cit["chunk_id"]]
+    again = api.client.post(f"/v1/documents/{doc['document_id']}/restore", headers=steward,
+                            json={"reason": "again", "version": 1})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "not_retracted"
+
+
+def test_retraction_errors_have_stable_codes(api):
+    steward, reader, doc = _setup(api)
+    other_steward = api.principal("st2", roles=["steward"])
+    path = f"/v1/documents/{doc['document_id']}/retract"
+    cases = [
+        (reader, {"reason": "x"}, 403, "missing_role"),
+        (other_steward, {"reason": "x"}, 403, "not_source_steward"),
+        (steward, {"reason": ""}, 422, "invalid_request"),
+        (steward, {"reason": "   "}, 422, "reason_required"),
+        (steward, {"reason": "x", "version": 9}, 404, "version_not_found"),
+    ]
+    for headers, body, status, code in cases:
+        r = api.client.post(path, headers=headers, json=body)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), body
+    r = api.client.post("/v1/documents/nope/retract", headers=steward, json={"reason": "x"})
+    assert r.json()["error"]["code"] == "document_not_found"
+    assert api.client.post(path, headers=steward, json={"reason": "x"}).status_code == 200
+    r = api.client.post(path, headers=api.admin, json={"reason": "y"})
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "already_retracted")
+
+
+def test_repair_keeps_a_retraction(api):
+    steward, reader, doc = _setup(api)
+    api.client.post(f"/v1/documents/{doc['document_id']}/retract", headers=steward, json={"reason": "x"})
+    c = api.container
+    # Simulate a lost vector patch: the payload says visible, SQL says retracted and unsynced.
+    c.store.patch(Selector(version_ids=(doc["version_id"],)), PayloadPatch(retracted=False))
+    with transaction(c.sessions) as s:
+        s.get(DocumentVersion, doc["version_id"]).vectors_synced = False
+    repair(c.sessions, c.store)
+    assert _hit_ids(api, reader) == []
+
+
+def test_no_search_after_the_retraction_commits_returns_the_chunk(api):
+    _, _, doc = _setup(api)
+    c = api.container
+    committed = threading.Event()
+    stop = threading.Event()
+    leaks: list[str] = []
+    counts = {"before": 0, "after": 0}
+    errors: list[BaseException] = []
+
+    def searcher() -> None:
+        try:
+            while not stop.is_set():
+                after = committed.is_set()
+                with transaction(c.sessions) as s:
+                    who = resolve_effective(s, caller=get_principal(s, principal_id="r1"), acting_for=None)
+                    result = search_svc.search(s, store=c.store, embedder=c.embedder, who=who,
+                                               request=search_svc.SearchRequest(query=QUERY, top_k=5))
+                ids = [h.citation.version_id for h in result.hits]
+                counts["after" if after else "before"] += 1
+                if after and doc["version_id"] in ids:
+                    leaks.append(str(ids))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=searcher) for _ in range(3)]
+    for t in threads:
+        t.start()
+    actor = EffectivePrincipal("st", None, frozenset({"g"}), Label.INTERNAL, ("EU",), frozenset({"steward"}))
+    with transaction(c.sessions) as s:
+        retraction.retract(s, c.store, version_id=doc["version_id"], reason="race",
+                           actor_effective=actor)
+    committed.set()
+    while counts["after"] < 6 and not errors:
+        threading.Event().wait(0.01)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert not leaks, leaks
+    assert counts["after"] >= 6

@@ -1,0 +1,132 @@
+"""Citations: provenance lookup and verification through the API and the service."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+
+from memory import verification
+from memory.db import transaction
+from memory.models import Chunk
+
+DOC = "# Travel\n\nThe travel policy covers train tickets and hotels.\n"
+
+
+def _served_citation(api, reader):
+    api.source("s1", read_groups=["g"])
+    assert api.upload("s1", "travel.md", DOC).status_code == 201
+    res = api.search(reader, "train tickets policy")
+    assert res.status_code == 200, res.text
+    return res.json()["hits"][0]["citation"]
+
+
+def test_a_served_citation_verifies_as_valid_and_current(api):
+    reader = api.principal("r1", groups=["g"])
+    cit = _served_citation(api, reader)
+    r = api.client.post("/v1/citations/verify", headers=reader, json={"citation": cit})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["valid"] is True and body["problems"] == []
+    assert body["status"]["state"] == "current"
+    assert body["recomputed_chunk_sha256"] == cit["chunk_sha256"]
+    assert [s["principal_id"] for s in body["served_by"]] == ["r1"]
+
+
+def test_get_citation_gives_the_provenance_chain(api):
+    reader = api.principal("r1", groups=["g"])
+    auditor = api.principal("aud", roles=["auditor"])
+    cit = _served_citation(api, reader)
+    r = api.client.get(f"/v1/citations/{cit['chunk_id']}", headers=auditor)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["citation"] == cit
+    assert body["source"]["id"] == "s1" and body["document"]["id"] == cit["document_id"]
+    assert body["version"]["sha256"] == cit["version_sha256"] and body["chunk"]["text_sha256_matches"] is True
+    assert body["served_total"] == 1 and body["served_by"][0]["principal_id"] == "r1"
+
+
+def test_tampered_stored_text_is_invalid(api):
+    reader = api.principal("r1", groups=["g"])
+    cit = _served_citation(api, reader)
+    with transaction(api.container.sessions) as s:
+        s.execute(update(Chunk).where(Chunk.id == cit["chunk_id"]).values(text="The travel policy covers yachts."))
+    body = api.client.post("/v1/citations/verify", headers=reader, json={"citation": cit}).json()
+    assert body["valid"] is False
+    assert {p["code"] for p in body["problems"]} == {"stored_text_tampered", "chunk_hash_mismatch"}
+
+
+def test_tampered_text_and_hash_together_still_fail_against_the_citation(api):
+    reader = api.principal("r1", groups=["g"])
+    cit = _served_citation(api, reader)
+    forged = "The travel policy covers yachts."
+    with transaction(api.container.sessions) as s:
+        s.execute(update(Chunk).where(Chunk.id == cit["chunk_id"])
+                  .values(text=forged, sha256=verification.sha256_text(forged)))
+    body = api.client.post("/v1/citations/verify", headers=reader, json={"citation": cit}).json()
+    assert body["valid"] is False
+    assert {p["code"] for p in body["problems"]} == {"chunk_hash_mismatch"}
+
+
+def test_forged_hashes_and_fields_are_invalid(api):
+    reader = api.principal("r1", groups=["g"])
+    cit = _served_citation(api, reader)
+    cases = {
+        "chunk_sha256": ("0" * 64, "chunk_hash_mismatch"),
+        "version_sha256": ("f" * 64, "version_hash_mismatch"),
+        "start": (cit["start"] + 1, "field_mismatch"),
+        "version": (cit["version"] + 1, "field_mismatch"),
+        "source_id": ("other", "field_mismatch"),
+        "document_id": ("d" * 24, "field_mismatch"),
+    }
+    for field, (value, code) in cases.items():
+        body = api.client.post("/v1/citations/verify", headers=reader,
+                               json={"citation": {**cit, field: value}}).json()
+        assert body["valid"] is False, field
+        assert [(p["code"], p["field"]) for p in body["problems"]] == [(code, field)], body
+
+
+def test_unknown_chunk_is_404_on_get_and_invalid_on_verify(api):
+    auditor = api.principal("aud", roles=["auditor"])
+    r = api.client.get("/v1/citations/nope", headers=auditor)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "chunk_not_found"
+    body = api.client.post("/v1/citations/verify", headers=auditor,
+                           json={"citation": {"chunk_id": "nope", "chunk_sha256": "0" * 64}}).json()
+    assert body["valid"] is False and body["status"]["state"] == "unknown"
+    assert "unknown_chunk" in {p["code"] for p in body["problems"]}
+    body = api.client.post("/v1/citations/verify", headers=auditor, json={"citation": {}}).json()
+    assert body["valid"] is False and body["problems"][0]["code"] == "malformed_citation"
+
+
+def test_superseded_after_re_upload_of_changed_content(api):
+    reader = api.principal("r1", groups=["g"])
+    auditor = api.principal("aud", roles=["auditor"])
+    cit = _served_citation(api, reader)
+    r = api.upload("s1", "travel.md", DOC + "\nFirst class is not covered.\n")
+    assert r.json()["status"] == "updated", r.text
+    body = api.client.post("/v1/citations/verify", headers=auditor, json={"citation": cit}).json()
+    assert body["valid"] is True
+    st = body["status"]
+    assert st["state"] == "superseded" and st["superseded_by"] == r.json()["version_id"]
+    assert st["superseded_by_version"] == 2 and st["superseded_at"]
+
+
+def test_a_reader_may_only_look_up_what_they_were_served(api):
+    reader = api.principal("r1", groups=["g"])
+    other = api.principal("r2", groups=["g"])
+    cit = _served_citation(api, reader)
+    assert api.client.get(f"/v1/citations/{cit['chunk_id']}", headers=reader).status_code == 200
+    for path, kw in ((f"/v1/citations/{cit['chunk_id']}", {}), ("/v1/citations/nope", {})):
+        r = api.client.get(path, headers=other, **kw)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "not_served_to_caller"
+    r = api.client.post("/v1/citations/verify", headers=other, json={"citation": cit})
+    assert r.status_code == 403
+    # r2 is served it now, and sees only their own record, not r1's
+    api.search(other, "train tickets policy")
+    body = api.client.get(f"/v1/citations/{cit['chunk_id']}", headers=other).json()
+    assert [s["principal_id"] for s in body["served_by"]] == ["r2"]
+
+
+def test_verify_service_never_raises_on_garbage(container):
+    with container.sessions() as s:
+        for presented in ({}, {"chunk_id": 5}, {"chunk_id": ""}, {"chunk_id": "x", "version": "1"}):
+            result = verification.verify_citation(s, presented=presented)
+            assert result.valid is False and result.problems
