@@ -22,7 +22,6 @@ from memory.provenance import Citation, citation
 from memory.rendering import mask
 from memory.stores.base import ScoredPoint, VectorStore
 
-
 log = logging.getLogger(__name__)
 
 

@@ -14,13 +14,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memory import logging_setup
 from memory.api import exception_handlers
-from memory.api.routes import documents, health, policy, principals, search, sources
+from memory.api.routes import (
+    access,
+    audit_routes,
+    documents,
+    health,
+    policy,
+    principals,
+    provenance,
+    search,
+    sources,
+    usage_routes,
+)
 from memory.bootstrap import Container
 from memory.metrics import REQUEST_LATENCY
 from memory.settings import Settings
 
 log = logging.getLogger(__name__)
-OPTIONAL_ROUTERS = ("provenance", "audit_routes", "access", "usage_routes")
 
 
 def create_app(settings: Settings | None = None, *, container: Container | None = None, warm: bool = True) -> FastAPI:
@@ -53,9 +63,9 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     )
     app.state.container = container
     exception_handlers.install(app)
-    for module in (health, principals, sources, documents, search, policy):
+    for module in (health, principals, sources, documents, search, policy, provenance, audit_routes, access,
+                   usage_routes):
         app.include_router(module.router)
-    _include_optional(app)
 
     app.add_middleware(RequestContextMiddleware)
     return app
@@ -93,17 +103,3 @@ class RequestContextMiddleware:
             template = str(getattr(route, "path", "unmatched"))
             REQUEST_LATENCY.labels(scope.get("method", ""), template, str(status)).observe(time.perf_counter() - start)
             logging_setup.request_id.reset(token)
-
-
-def _include_optional(app: FastAPI) -> None:
-    """Routers of the provenance/audit/recourse/usage modules (present as they are built)."""
-    import importlib
-
-    for name in OPTIONAL_ROUTERS:
-        try:
-            module = importlib.import_module(f"memory.api.routes.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"memory.api.routes.{name}":
-                raise
-            continue
-        app.include_router(module.router)
