@@ -116,7 +116,7 @@ class PresidioClassifier:
             )
             kept = [f for f in map(_to_finding, raw) if f.score >= self.threshold_for(f.entity_type)]
             kept = drop_vague(text, kept)
-            findings = resolve_overlaps(kept)
+            findings = resolve_overlaps(kept, text)
             out.append(self._classification(findings))
         logger.debug("classified %d texts, %d findings", len(out), sum(len(c.findings) for c in out))
         return out
@@ -203,11 +203,12 @@ def drop_vague(text: str, findings: Sequence[Finding]) -> list[Finding]:
     return out
 
 
-def resolve_overlaps(findings: Sequence[Finding]) -> list[Finding]:
+def resolve_overlaps(findings: Sequence[Finding], text: str | None = None) -> list[Finding]:
     """Non-overlapping findings sorted by start.
 
     A span contained in a longer one is dropped (an e-mail's domain also matching URL, a city inside a
     postal block); of two partly overlapping spans the higher score wins (then the longer, then the earlier).
+    Given the text, a street address that loses to one partly overlapping span keeps its part outside it.
     """
     by_length = sorted(findings, key=lambda f: (-(f.end - f.start), -f.score, f.start, f.entity_type))
     uncontained: list[Finding] = []
@@ -216,8 +217,20 @@ def resolve_overlaps(findings: Sequence[Finding]) -> list[Finding]:
             uncontained.append(f)
     kept: list[Finding] = []
     for f in sorted(uncontained, key=lambda f: (-f.score, -(f.end - f.start), f.start, f.entity_type)):
-        if all(f.end <= k.start or k.end <= f.start for k in kept):
+        clashes = [k for k in kept if not (f.end <= k.start or k.end <= f.start)]
+        if not clashes:
             kept.append(f)
+        elif f.entity_type == "STREET_ADDRESS" and len(clashes) == 1 and text is not None:
+            # Why: NER often runs a name or organisation into a postal block ("Barbara Yudina Apt"); the
+            # address keeps the part outside the winner, so the rest of the block stays covered.
+            k = clashes[0]
+            start, end = (k.end, f.end) if k.start <= f.start < k.end else (f.start, k.start)
+            while start < end and not text[start].isalnum():
+                start += 1
+            while end > start and not text[end - 1].isalnum():
+                end -= 1
+            if end - start >= 4 and not (k.start > f.start and k.end < f.end):
+                kept.append(Finding(f.entity_type, start, end, f.score, f.recognizer))
     return sorted(kept, key=lambda f: (f.start, f.end))
 
 

@@ -7,12 +7,14 @@ Each recognizer keeps a stable name: findings carry it, and the classifier versi
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from typing import Any
 
-from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
+from presidio_analyzer import AnalysisExplanation, EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
 # Bump when any pattern, score or context list here changes: it feeds the classifier version.
-RECOGNIZERS_REVISION = "2026.11.4"
+RECOGNIZERS_REVISION = "2026.11.5"
 
 # Case matters for the capitalised-word parts of these patterns, so no IGNORECASE by default.
 _FLAGS = re.MULTILINE
@@ -63,6 +65,22 @@ STREET_ADDRESS_PATTERNS = [
         rf"\b(?:\d{{1,6}}\s+)?(?:{_STREET_PREFIXES})\s+(?:[\w'’.-]+\s+){{0,5}}?[\w'’.-]+,?\s+{_HOUSE_NO}\b{_UNIT}?",
         0.6,
     ),
+    # 6750 Koskikatu 25 / 0605 πεντέλης 210 / 6076 Piroska u. 97: a number, a name, a number (generated and
+    # many European addresses put the house number after the street name)
+    Pattern(
+        "number_name_number",
+        r"\b\d{1,6}[ \t]+(?:[^\W\d_a-z][\w'’.-]*|[^\W\d_A-Za-z][\w'’.-]*)"
+        r"(?:[ \t]+(?:[^\W\d_a-z][\w'’.-]*|[a-z]{1,4}\.|d[aeiou]s?|del|la|le|van|von|al))"
+        r"{0,4}?"
+        r"[ \t]+\d{1,5}[A-Za-z]?\b(?![.,]?\d)",
+        0.45,
+    ),
+    # Λ. Αλεξάνδρας 14 / Via Franscini 71 / Aasa 43: a capitalised name and a house number, near address words
+    Pattern(
+        "name_number",
+        r"(?<![\w.-])(?:[^\W\d_a-z][\w'’-]*\.?[ \t]+){0,3}[^\W\d_a-z][\w'’-]{2,}[ \t]+\d{1,5}[A-Za-z]?\b(?![.,:/-]?\d)",
+        0.2,
+    ),
     # Oak Street 12 (number after an English street type)
     Pattern(
         "street_suffix_number",
@@ -81,24 +99,56 @@ STREET_ADDRESS_PATTERNS = [
 STREET_ADDRESS_CONTEXT = [
     "address", "addr", "street", "live", "lives", "living", "located", "residence", "reside", "resides",
     "mail", "mailing", "ship", "shipping", "deliver", "delivery", "billing", "home", "office", "moved", "house",
+    "send", "sent", "return", "meet", "arrived", "stop", "corner", "station", "restaurant", "offices",
 ]
 
-# A following line of a postal block: city / region / country / postcode, short, no sentence punctuation.
-_BLOCK_LINE = re.compile(r"[ \t]*,?[ \t]*\n[ \t]*,?[ \t]*([^\n.!?;:]{1,60}?)[ \t]*(?=\n|$)")
-_BLOCK_LINE_SHAPE = re.compile(r"^(?:[A-ZÀ-Þ0-9][\w'’.\- ]*)(?:,\s*[\w'’.\- ]+)*$")
-# Same-line tail: ", Springfield, IL 62704" / ", 10115 Berlin"
-_INLINE_TAIL = re.compile(
-    r"(?:,\s*(?:[A-ZÀ-Þ][\w'’-]+\s+){0,3}[A-ZÀ-Þ][\w'’-]+)?,?\s+(?:[A-Z]{2}\s+)?\d{4,5}(?:-\d{3,4})?\b"
-    r"|,\s*\d{4,5}\s+[A-ZÀ-Þ][\w'’-]+(?:\s+[A-ZÀ-Þ][\w'’-]+){0,2}"
+# What may continue a street line within its postal block: units, PO boxes, postcodes, place names, country.
+_BLOCK_SEP = re.compile(r"[ \t]*[,;]?[ \t]*(?:\.?[ \t]*\n[ \t>]*){0,2}[ \t]*,?[ \t]*")
+_BLOCK_PIECE = re.compile(
+    r"(?:(?i:apt\.?|apartment|suite|ste\.|unit|flat|room|floor|fl\.)\s*#?\s*\d{1,5}[A-Za-z]?\b"
+    r"|(?i:p\.?\s?o\.?\s?box|box)\s+\d{1,6}\b"
+    r"|[A-Z]{1,2}\d[A-Z\d]?[ \t]\d[A-Z]{2}\b"  # UK postcode
+    r"|\d{2,6}(?:-\d{3,4}|[ ]\d{2,3}(?![\d.,]))?(?![\w/])"  # postcode: 10115, 53-320, 394 13
+    r"|nan\b"  # an empty field of exported data
+    r"|\([^\W\d_][\w ]{0,20}\)"  # "Cyprus (Greek)"
+    r"|[^\W\d_a-z][\w'’∆-]*"  # a word that does not start in lower case
+    r")"
 )
+# Capitalised words that start a new sentence or clause rather than continue an address.
+_BLOCK_STOP_WORDS = frozenset({
+    "I", "The", "A", "An", "My", "We", "It", "He", "She", "They", "You", "And", "But", "Please", "Thanks",
+    "Thank", "Is", "Are", "Was", "Can", "Could", "Would", "What", "When", "Where", "How", "If", "So", "Then",
+})
+
+
+def extend_postal_block(text: str, end: int, max_pieces: int = 12, max_newlines: int = 5) -> int:
+    """End of the postal block that continues a street match ending at `end`.
+
+    Why: an address written on one line or over several (street / unit / city, region / country postcode)
+    is one piece of personal data; masking only its first line would leave the rest readable. The block is
+    extended piece by piece and stops at sentence punctuation, at a lower-case word, or after a few lines.
+    """
+    newlines = 0
+    for _ in range(max_pieces):
+        sep = _BLOCK_SEP.match(text, end)
+        pos = sep.end() if sep else end
+        if pos == end:  # pieces are separated by a space, comma or line break
+            break
+        newlines += text.count("\n", end, pos)
+        if newlines > max_newlines:
+            break
+        piece = _BLOCK_PIECE.match(text, pos)
+        if not piece:
+            break
+        word = piece.group(0)
+        if word in _BLOCK_STOP_WORDS or (word[0].isalpha() and word[0].islower() and word != "nan"):
+            break
+        end = piece.end()
+    return end
 
 
 class StreetAddressRecognizer(PatternRecognizer):
-    """Street lines (house number + street, PO boxes, units), extended over the postal block that follows.
-
-    Why the extension: an address written over several lines (street / city, region / country postcode)
-    is one piece of personal data; masking only its first line would leave the rest readable.
-    """
+    """Street lines (house number + street, PO boxes, units), extended over the postal block that follows."""
 
     def __init__(self) -> None:
         super().__init__(
@@ -118,42 +168,16 @@ class StreetAddressRecognizer(PatternRecognizer):
         regex_flags: int | None = None,
     ) -> list[RecognizerResult]:
         results = super().analyze(text, entities, nlp_artifacts, regex_flags)
-        pieces: list[RecognizerResult] = []
         for result in results:
-            for start, end in address_components(text, result.start, result.end):
-                piece = RecognizerResult(result.entity_type, start, end, result.score, result.analysis_explanation)
-                piece.recognition_metadata = dict(result.recognition_metadata or {})
-                pieces.append(piece)
-        return EntityRecognizer.remove_duplicates(pieces)
+            result.end = extend_postal_block(text, result.end)
+        # Why: a unit line matched on its own ("Suite 5") lies inside the block grown from its street line.
+        return [r for r in results if not any(_inside(r, o) for o in results)]
 
 
-_UNIT_SPLIT = re.compile(_UNIT.replace("(?i:", "(?:"), re.IGNORECASE)
-
-
-def address_components(text: str, start: int, end: int, max_lines: int = 4) -> list[tuple[int, int]]:
-    """Split a street match and the postal block after it into components (street, unit, each further line).
-
-    Why components rather than one span: a postal block mixes parts that may be named on their own (a
-    city, a postcode); separate findings mask the same characters and keep each part's extent.
-    """
-    pieces: list[tuple[int, int]] = []
-    unit = _UNIT_SPLIT.search(text, start, end)
-    if unit and unit.start() > start:
-        unit_start = unit.start() + len(unit.group(0)) - len(unit.group(0).lstrip(" ,\t\n"))
-        pieces += [(start, unit.start()), (unit_start, end)]
-    else:
-        pieces.append((start, end))
-    tail = _INLINE_TAIL.match(text, end)
-    if tail:
-        pieces.append((tail.start() + len(tail.group(0)) - len(tail.group(0).lstrip(" ,")), tail.end()))
-        end = tail.end()
-    for _ in range(max_lines):
-        line = _BLOCK_LINE.match(text, end)
-        if not line or not _BLOCK_LINE_SHAPE.match(line.group(1).strip()):
-            break
-        pieces.append((line.start(1), line.end(1)))
-        end = line.end(1)
-    return [(s, e) for s, e in pieces if e > s]
+def _inside(inner: RecognizerResult, outer: RecognizerResult) -> bool:
+    """True if `inner` lies within `outer`, is shorter and scores no higher."""
+    return (outer.start <= inner.start and inner.end <= outer.end and outer.score >= inner.score
+            and outer.end - outer.start > inner.end - inner.start)
 
 
 PHONE_PATTERNS = [
@@ -196,7 +220,12 @@ class IntlPhoneRecognizer(PatternRecognizer):
 AGE_PATTERNS = [
     Pattern("age_years_old", r"\b\d{1,3}(?=[ -]?(?i:years?|yrs?)[ -](?i:old|of age)\b|[ -]?(?i:y/o|yo)\b)", 0.6),
     Pattern("age_aged", r"(?<=\b(?i:aged|age|age:|age of|ages)\s)\d{1,3}\b", 0.5),
-    Pattern("age_turned", r"(?<=\b(?i:turned|turning|turns)\s)\d{1,3}\b(?!\s*(?i:percent|%|degrees|times))", 0.35),
+    # "just turned 47", "I'll turn 23.": a bare number after turn, at the end of the clause
+    Pattern(
+        "age_turned",
+        r"(?<=\b(?i:turned|turning|turns|turn)\s)\d{1,3}\b(?=\s*(?:[.!?,;]|$|(?i:this|next|last|today|tomorrow)\b))",
+        0.5,
+    ),
     Pattern("age_year_old", r"\b\d{1,3}(?=-year-old\b)", 0.6),
 ]
 AGE_CONTEXT = ["age", "aged", "old", "years", "born", "birthday", "turned"]
@@ -350,4 +379,138 @@ def extra_recognizers() -> list[EntityRecognizer]:
     return [
         StreetAddressRecognizer(), IntlPhoneRecognizer(), age_recognizer(), titled_name_recognizer(),
         title_recognizer(), zip_code_recognizer(), CountryRecognizer(), unchecked_card_recognizer(),
+        NameListRecognizer(),
     ]
+
+
+# ---- names from a first-name list -------------------------------------------------------------------------
+
+# Given-name words that are far more often something else in business text (months, verbs, common nouns).
+_NAME_CLASHES = frozenset({
+    "will", "may", "june", "april", "august", "mark", "bill", "grant", "hope", "faith", "grace", "joy", "art",
+    "guy", "van", "rich", "sun", "king", "summer", "winter", "autumn", "rose", "iris", "jack", "case", "dean",
+    "chance", "major", "sterling", "page", "lane", "bay", "cliff", "dale", "glen", "hill", "park", "ray", "sky",
+    "an", "ever", "else", "so", "ok", "in", "see", "job", "ask", "call", "god", "christ", "jesus", "love",
+    "suite", "apt", "unit", "street", "city", "max", "law", "money", "young", "long", "ali", "al", "le", "la",
+    "de", "da", "del", "di", "du", "von", "ben", "bin", "ter", "ten", "str", "avenue", "road", "nan",
+    "director", "manager", "doctor", "nurse", "engineer", "pink", "red", "white", "black", "brown", "green",
+})
+# Lower-case words that join a given name to a surname (Willemine ten Pas, Maria da Silva).
+_NAME_PARTICLES = frozenset({
+    "van", "von", "der", "den", "de", "da", "das", "do", "dos", "di", "del", "della", "la", "le", "ten", "ter",
+    "bin", "ibn", "al", "el", "y", "zu", "af",
+})
+# Capitalised words that end a name rather than continue it (address, company and title words).
+_NAME_STOP = frozenset({
+    "Apt", "Suite", "Unit", "Street", "St", "Road", "Avenue", "Inc", "Ltd", "LLC", "Group", "Company", "Corp",
+    "Bank", "University", "Hospital", "The", "And", "Of", "To", "In", "At", "On", "For", "From", "By", "With",
+    "I", "Mr", "Mrs", "Ms", "Dr", "Prof",
+})
+
+
+@lru_cache(maxsize=1)
+def first_names() -> frozenset[str]:
+    """Lower-cased given names (~5k) from the US Census 1990 lists shipped in the `names` package (MIT).
+
+    Loaded once, lazily, from the installed package; nothing is downloaded. (A larger international list,
+    gender-guesser's, scored better but is GPL-3.0, which this Apache-2.0 project cannot ship.) Without the
+    package the name-list recognizer finds nothing and the rest of the pipeline is unchanged.
+    """
+    try:
+        from importlib.resources import files
+
+        root = files("names")
+        data = "\n".join(root.joinpath(f).read_text(encoding="utf-8") for f in ("dist.male.first", "dist.female.first"))
+    except (ImportError, FileNotFoundError, OSError):
+        return frozenset()
+    names = {line.split()[0].lower() for line in data.splitlines() if line.strip()}
+    return frozenset(n for n in names if len(n) > 1 and n not in _NAME_CLASHES)
+
+
+class NameListRecognizer(EntityRecognizer):
+    """A known given name tagged as a proper noun, with the capitalised surname words that follow it.
+
+    Why: the small spaCy model misses many names (especially non-English ones) and cuts others short. Later
+    mentions of a found surname in the same text are names too ("... directed by Maciej Borkowski and
+    starring Borkowski").
+    """
+
+    def __init__(self, names: frozenset[str] | None = None) -> None:
+        super().__init__(supported_entities=["PERSON"], name="NameListRecognizer", supported_language="en")
+        self._names = names
+
+    def load(self) -> None:
+        pass
+
+    @property
+    def names(self) -> frozenset[str]:
+        return first_names() if self._names is None else self._names
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[
+            RecognizerResult]:
+        if nlp_artifacts is None or nlp_artifacts.tokens is None or not self.names:
+            return []
+        tokens = list(nlp_artifacts.tokens)
+        lower_text = not any(ch.isupper() for ch in text)
+        results: list[RecognizerResult] = []
+        surnames: set[str] = set()
+        i = 0
+        while i < len(tokens):
+            tok = tokens[i]
+            word = tok.text
+            if not self._is_given_name(tok, lower_text):
+                i += 1
+                continue
+            j = i + 1
+            while j < len(tokens) and j - i <= 4:
+                nxt = tokens[j].text
+                if "\n" in tokens[j - 1].whitespace_ or tokens[j].is_space:
+                    break
+                if self._is_name_word(nxt, lower_text) and nxt not in _NAME_STOP:
+                    j += 1
+                elif nxt.lower() in _NAME_PARTICLES and j + 1 < len(tokens) and self._is_name_word(
+                        tokens[j + 1].text, lower_text):
+                    j += 2
+                else:
+                    break
+            # a trailing initial is not a surname ("Anna K" at a line end is kept, "Anna K." too)
+            start, end = tok.idx, tokens[j - 1].idx + len(tokens[j - 1].text)
+            score = 0.7 if j - i > 1 else 0.5
+            if j - i > 1:
+                surnames.update(t.text for t in tokens[i + 1 : j] if len(t.text) > 2 and t.text[0].isupper())
+            results.append(self._result(start, end, score, word))
+            i = j
+        if surnames:
+            covered = {(r.start, r.end) for r in results}
+            for tok in tokens:
+                if tok.text in surnames and not any(s <= tok.idx < e for s, e in covered):
+                    results.append(self._result(tok.idx, tok.idx + len(tok.text), 0.5, tok.text))
+        return results
+
+    def _is_given_name(self, tok: Any, lower_text: bool) -> bool:
+        word = tok.text
+        if len(word) < 2 or word.lower() not in self.names:
+            return False
+        if lower_text:
+            return tok.pos_ == "PROPN"
+        return word[0].isupper() and not word.isupper() and tok.pos_ in ("PROPN", "NOUN", "X", "ADJ")
+
+    @staticmethod
+    def _is_name_word(word: str, lower_text: bool) -> bool:
+        if lower_text:
+            return False
+        if re.fullmatch(r"[A-ZÀ-Þ]\.?", word):  # an initial
+            return True
+        return (len(word) > 1 and word[0].isupper() and any(ch.islower() for ch in word[1:]) and word.isalpha()) or (
+            "-" in word and all(p[:1].isupper() for p in word.split("-") if p))
+
+    def _result(self, start: int, end: int, score: float, word: str) -> RecognizerResult:
+        result = RecognizerResult(
+            "PERSON", start, end, score,
+            AnalysisExplanation(type(self).__name__, score, textual_explanation=f"known given name {word!r}"),
+        )
+        result.recognition_metadata = {
+            RecognizerResult.RECOGNIZER_NAME_KEY: "NameListRecognizer",
+            RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+        }
+        return result

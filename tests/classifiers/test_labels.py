@@ -83,7 +83,10 @@ def test_invalid_map_raises(data: dict[str, object]) -> None:
 
 @pytest.mark.parametrize(
     ("entity_types", "personal"),
-    [([], False), (["URL"], False), (["PERSON"], True), (["URL", "EMAIL_ADDRESS"], True), (["AGE"], False), (["LOCATION"], False), (["DATE_TIME"], False)],
+    [
+        ([], False), (["URL"], False), (["PERSON"], True), (["URL", "EMAIL_ADDRESS"], True), (["AGE"], False),
+        (["LOCATION"], False), (["DATE_TIME"], False),
+    ],
 )
 def test_is_personal(entity_types: list[str], personal: bool) -> None:
     assert LabelMap().is_personal(entity_types) is personal

@@ -287,3 +287,106 @@ def test_findings_feed_the_anonymizer(presidio_classifier: Classifier) -> None:
     [result] = presidio_classifier.classify([text])
     masked = AnonymizerEngine().anonymize(text, PresidioClassifier.to_recognizer_results(result.findings)).text
     assert masked == "Mail <EMAIL_ADDRESS> or call <PHONE_NUMBER>"
+
+
+@pytest.mark.parametrize(
+    ("text", "start", "expected"),
+    [
+        ("1987 74 Diakou Street\n Suite 680\n Kissousa\n Cyprus 36903? I am away", "1987", "Cyprus 36903"),
+        ("at 19902 Dobrovského 1394 Apt. 066\nSt Georges, QC 54256 after the concert", "19902", "QC 54256"),
+        ("Tungata 11 Rott Crossroad\n Apt. 322\n Höfn\n Iceland 72399", "Tungata", "Iceland 72399"),
+        ("12 Main Street, Springfield, IL 62704. The rest", "12", "IL 62704"),
+        ("12 Main Street and then we left", "12", "Main Street"),  # a lower-case word ends the block
+        ("12 Main Street. I left", "12", "Main Street"),  # so does a sentence end
+    ],
+)
+def test_extend_postal_block(text: str, start: str, expected: str) -> None:
+    from classifiers.recognizers import extend_postal_block
+
+    street_end = {"1987": "Street", "19902": "1394", "Tungata": "11", "12": "Street"}[start]
+    end = extend_postal_block(text, text.index(street_end) + len(street_end))
+    assert text[:end].endswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I'll meet you at 25615 Tawastintie 72 Apt. 004\nKNIVSTA, nan 18237 after the concert.",
+         ["25615 Tawastintie 72 Apt. 004\nKNIVSTA, nan 18237"]),
+        ("How do I change my address to 50541 Mlýnská 1540\nTrancoso\n, GU\n Portugal 44674 for post mail?",
+         ["50541 Mlýnská 1540\nTrancoso\n, GU\n Portugal 44674"]),
+        ("Please send it to Via Franscini 71", ["Via Franscini 71"]),
+        ("We sold 3 Dozen apples for 4 dollars", []),  # lower-case words between the numbers
+        ("Windows 10 is installed", []),  # name + number without an address word nearby
+    ],
+)
+def test_street_address_recognizer(text: str, expected: list[str]) -> None:
+    from classifiers.recognizers import StreetAddressRecognizer
+
+    found = [r for r in StreetAddressRecognizer().analyze(text, ["STREET_ADDRESS"]) if r.score >= 0.4]
+    assert [text[r.start : r.end] for r in found] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("My brother just turned 60", ["60"]),
+        ("My birthday is on the weekend. I'll turn 23.", ["23"]),
+        ("Turn 180 degrees and walk", []),
+        ("He turned 3 pages", []),
+    ],
+)
+def test_age_recognizer(text: str, expected: list[str]) -> None:
+    from classifiers.recognizers import age_recognizer
+
+    found = [r for r in age_recognizer().analyze(text, ["AGE"]) if r.score >= 0.4]
+    assert [text[r.start : r.end] for r in found] == expected
+
+
+def test_first_names_load_once_from_the_installed_package() -> None:
+    from classifiers.recognizers import first_names
+
+    names = first_names()
+    if not names:
+        pytest.skip("the names package is not installed: the name-list recognizer is inactive")
+    assert {"maria", "james", "barbara"} <= names and "will" not in names
+    assert first_names() is names
+
+
+NAME_CASES = [
+    ("Maria da Silva will be talking in the conference", ["Maria da Silva"]),
+    ("I would like to remove my kid Adam from the will.", ["Adam"]),
+    ("Directed by Marcus Borkowski and starring Borkowski", ["Marcus Borkowski", "Borkowski"]),
+    ("Mrs. Barbara Yudina Apt. 675", ["Barbara Yudina"]),  # an address word ends the name
+    ("Will you send the report in May?", []),  # given names that are common words
+    ("The quarterly report is attached.", []),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("text", "expected"), NAME_CASES)
+def test_name_list_recognizer(presidio_classifier: Classifier, text: str, expected: list[str]) -> None:
+    from classifiers.recognizers import NameListRecognizer, first_names
+
+    if not first_names():
+        pytest.skip("the names package is not installed: the name-list recognizer is inactive")
+    artifacts = presidio_classifier._analyzer.nlp_engine.process_text(text, "en")  # type: ignore[attr-defined]
+    found = NameListRecognizer().analyze(text, ["PERSON"], artifacts)
+    assert sorted(text[r.start : r.end] for r in found) == sorted(expected)
+
+
+def test_name_list_recognizer_without_names_finds_nothing() -> None:
+    from classifiers.recognizers import NameListRecognizer
+
+    assert NameListRecognizer(names=frozenset()).analyze("Anna Smith", ["PERSON"], None) == []
+
+
+def test_address_keeps_its_part_outside_a_partly_overlapping_winner() -> None:
+    from classifiers.presidio import resolve_overlaps
+
+    text = "Mrs. Barbara Yudina Apt. 675 62314 Mellemvej 32"
+    person = Finding("PERSON", 5, 23, 0.85, "spacy")  # "Barbara Yudina Apt"
+    address = Finding("STREET_ADDRESS", 20, len(text), 0.6, "street")
+    kept = resolve_overlaps([person, address], text)
+    assert [text[f.start : f.end] for f in kept] == ["Barbara Yudina Apt", "675 62314 Mellemvej 32"]
+    assert resolve_overlaps([person, address]) == [person]  # without the text: the winner only
