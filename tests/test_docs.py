@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Any
+
 import pytest
 import typer.main
 
@@ -14,12 +14,7 @@ README = (Path(__file__).parent.parent / "README.md").read_text()
 
 
 def _commands() -> list[str]:
-    from memory import cli, cli_commands  # noqa: F401  (registers commands)
-
-    try:
-        from memory import cli_audit  # noqa: F401
-    except ImportError:
-        pass
+    from memory import cli, cli_access, cli_audit, cli_commands  # noqa: F401  (registers commands)
     root = typer.main.get_command(cli.app)
     out: list[str] = []
 

@@ -95,3 +95,28 @@ def test_keygen_prints_a_valid_key(env: Path):
 
     key = invoke("keygen").output.strip()
     assert Settings(bootstrap_admin_key=key, env="prod").bootstrap_admin_key is not None
+
+
+def test_access_requests_from_the_cli(env: Path):
+    from memory import access_requests
+    from memory.db import transaction
+    from memory.principals import get_principal, resolve_effective
+
+    invoke("principals", "create", "st", "--roles", "steward")
+    invoke("principals", "create", "ann", "--groups", "g", "--clearance", "public")
+    invoke("sources", "add", "s", "--name", "S", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "g")
+    c = Container(__import__("memory.settings", fromlist=["Settings"]).Settings())
+    try:
+        with transaction(c.sessions) as s:
+            who = resolve_effective(s, caller=get_principal(s, principal_id="ann"), acting_for=None)
+            req = access_requests.file_request(s, who=who, source_id="s", reason="clearance",
+                                               justification="I need the onboarding notes")
+            rid = req.id
+    finally:
+        c.close()
+    r = invoke("access", "list")
+    assert r.exit_code == 0 and rid[:8] in r.output
+    r = invoke("access", "decide", rid, "--decision", "refuse")
+    assert r.exit_code == 2 and "note_required" in r.output
+    r = invoke("access", "decide", rid, "--decision", "refuse", "--note", "not needed for your role")
+    assert r.exit_code == 0 and "refused" in r.output
