@@ -49,7 +49,8 @@ class EdgeVectorStore:
         self._closed = False
         self._params = qe.SearchParams(
             hnsw_ef=tuning.hnsw_ef,
-            acorn=qe.AcornSearchParams(enable=True, max_selectivity=tuning.acorn_max_selectivity),
+            acorn=qe.AcornSearchParams(enable=tuning.acorn_max_selectivity > 0,
+                                       max_selectivity=tuning.acorn_max_selectivity),
         )
 
     @classmethod
