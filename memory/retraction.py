@@ -102,15 +102,23 @@ def impact(session: Session, *, version_id: str) -> list[ServedRecord]:
     return list(by_seq.values())
 
 
+def _stewarded_version(
+    session: Session, version_id: str, actor: EffectivePrincipal
+) -> tuple[DocumentVersion, Document]:
+    """The version and its document, once `actor` is shown to steward the document's source."""
+    v = _version(session, version_id)
+    doc = session.get(Document, v.document_id)
+    assert doc is not None
+    sources_svc.ensure_steward(actor, sources_svc.get(session, source_id=doc.source_id))
+    return v, doc
+
+
 def retract(
     session: Session, store: VectorStore, *, version_id: str, reason: str, actor_effective: EffectivePrincipal
 ) -> ImpactReport:
     """Retract one version (its steward or an admin): invisible to every search once the caller commits."""
     why = _reason(reason)
-    v = _version(session, version_id)
-    doc = session.get(Document, v.document_id)
-    assert doc is not None
-    sources_svc.ensure_steward(actor_effective, sources_svc.get(session, source_id=doc.source_id))
+    v, doc = _stewarded_version(session, version_id, actor_effective)
     if v.retracted_at is not None:
         raise ConflictError(f"version {version_id!r} is already retracted", code="already_retracted")
     now = utcnow()
@@ -138,10 +146,7 @@ def restore(
 ) -> ImpactReport:
     """Undo a retraction in SQL; the caller commits, then calls `reveal` (module docstring)."""
     why = _reason(reason)
-    v = _version(session, version_id)
-    doc = session.get(Document, v.document_id)
-    assert doc is not None
-    sources_svc.ensure_steward(actor_effective, sources_svc.get(session, source_id=doc.source_id))
+    v, doc = _stewarded_version(session, version_id, actor_effective)
     if v.retracted_at is None:
         raise ConflictError(f"version {version_id!r} is not retracted", code="not_retracted")
     previous = {"retracted_at": aware(v.retracted_at).isoformat(), "retracted_by": v.retracted_by,
