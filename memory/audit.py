@@ -135,13 +135,11 @@ def append(
         seq=seq, ts=ts, event=event.name, principal_id=principal_id, acting_for=acting_for,
         source_id=source_id, document_id=document_id, body=body, prev_hash=head.hash, hash=digest,
     )
+    record.chunks = [AuditChunk(seq=seq, chunk_id=c) for c in dict.fromkeys(chunk_ids)]
     session.add(record)
-    session.flush()
-    if chunk_ids:
-        session.add_all([AuditChunk(seq=seq, chunk_id=c) for c in dict.fromkeys(chunk_ids)])
     head.seq = seq
     head.hash = digest
-    session.flush()
+    session.flush()  # one flush: the record, then its chunk rows (foreign-key order), then the head
     return record
 
 
