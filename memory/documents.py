@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.errors import DocumentTooLargeError, IngestError
-from memory.errors import NotFoundError, ServiceError, ValidationFailedError
+from memory.errors import NotFoundError, ValidationFailedError
 from memory.ingestion import DocumentProcessor, FileInput, IngestOutcome, ingest_files
 from memory.models import Document, DocumentVersion
 from memory.stores.base import VectorStore
@@ -133,5 +133,3 @@ def versions(session: Session, *, document_id: str) -> list[DocumentVersion]:
         .order_by(DocumentVersion.version)
     ).scalars())
 
-
-__all__ = ["PathProblem", "ServiceError", "get_document", "ingest_paths", "ingest_upload", "iter_files", "versions"]

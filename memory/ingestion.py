@@ -34,7 +34,7 @@ from memory.clock import utcnow
 from memory.db import transaction
 from memory.errors import ServiceError
 from memory.metrics import INGEST_CHUNKS, INGEST_DOCUMENTS, INGEST_SECONDS
-from memory.models import Chunk, Document, DocumentVersion, PiiSpan, Source
+from memory.models import Chunk, Document, DocumentVersion, PiiSpan
 from memory.stores.base import OPEN_END, ChunkPayload, PayloadPatch, Selector, VectorPoint, VectorStore
 
 if TYPE_CHECKING:
@@ -332,8 +332,3 @@ def repair(factory: sessionmaker[Session], store: VectorStore) -> dict[str, int]
     if pending or unsynced:
         log.warning("ingest.repaired pending=%d unsynced=%d", len(pending), len(unsynced))
     return {"abandoned": len(pending), "synced": len(unsynced)}
-
-
-def source_exists(factory: sessionmaker[Session], source_id: str) -> bool:
-    with factory() as session:
-        return session.get(Source, source_id) is not None

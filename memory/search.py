@@ -18,7 +18,7 @@ from classifiers.types import Label
 from memory import audit, policy, policy_store
 from memory.clock import aware
 from memory.errors import ValidationFailedError
-from memory.models import Chunk, DocumentVersion, PiiSpan, Principal, Source
+from memory.models import Chunk, DocumentVersion, PiiSpan, Source
 from memory.provenance import Citation
 from memory.rendering import mask
 from memory.stores.base import ScoredPoint, VectorStore
@@ -236,7 +236,3 @@ def _render(
             ),
         ))
     return hits
-
-
-def principal_exists(session: Session, principal_id: str) -> bool:
-    return session.get(Principal, principal_id) is not None

@@ -11,7 +11,7 @@ from pathlib import Path
 from memory import documents, principals, sources
 from memory.bootstrap import Container
 from memory.db import transaction
-from memory.errors import ConflictError, ForbiddenError
+from memory.errors import ForbiddenError
 from memory.models import Principal, Source
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -89,5 +89,3 @@ def seed_demo(container: Container) -> DemoSummary:
     container.store.flush()
     return summary
 
-
-__all__ = ["DEMO_ADMIN_KEY", "DEMO_KEYS", "ConflictError", "seed_demo"]
