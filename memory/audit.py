@@ -11,16 +11,23 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from memory.models import AuditChunk, AuditHead, AuditRecord
 
 GENESIS = "0" * 64
+# Table-level statements: no ORM unit of work or identity map on the append path.
+# Built once: constant statements keep SQLAlchemy's compile cache hot (values come as parameters).
+_RECORDS, _CHUNKS, _HEAD = AuditRecord.__table__, AuditChunk.__table__, AuditHead.__table__
+_READ_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+_INSERT_RECORD = insert(_RECORDS)
+_INSERT_CHUNKS = insert(_CHUNKS)
+_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
 
 
 @dataclass(frozen=True)
@@ -30,7 +37,8 @@ class AuditEvent:
     name: ClassVar[str] = "event"
 
     def body(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow: append() canonicalises through JSON anyway (asdict's deep copy is wasted work).
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,15 @@ def record_hash(
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Appended:
+    """What an append wrote: the record's position and hash in the chain."""
+
+    seq: int
+    hash: str
+    ts: datetime
+
+
 def append(
     session: Session,
     event: AuditEvent,
@@ -114,33 +131,33 @@ def append(
     document_id: str | None = None,
     chunk_ids: Sequence[str] = (),
     now: datetime | None = None,
-) -> AuditRecord:
-    """Append one record in the session's transaction (the caller commits)."""
-    # populate_existing: a session reused across transactions (expire_on_commit=False) may hold a stale head.
-    head = session.execute(
-        select(AuditHead).where(AuditHead.id == 1).with_for_update().execution_options(populate_existing=True)
-    ).scalar_one_or_none()
-    if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
-        session.add(head)
-        session.flush()
+) -> Appended:
+    """Append one record in the session's transaction (the caller commits).
+
+    Core statements, not the unit of work: this runs on every search, and three statements (record,
+    chunk rows, head) are all it needs. The head row is locked first, so appends are strictly ordered."""
+    head = session.execute(_READ_HEAD).one_or_none()
+    if head is None:  # a database created without the migration's seed row
+        session.execute(insert(_HEAD).values(id=1, seq=0, hash=GENESIS))
+        prev_seq, prev_hash = 0, GENESIS
+    else:
+        prev_seq, prev_hash = head.seq, head.hash
     ts = now or datetime.now(UTC)
-    seq = head.seq + 1
+    seq = prev_seq + 1
     body = json.loads(json.dumps(event.body()))  # canonical JSON types, as they will be read back
     digest = record_hash(
         seq=seq, ts=ts, event=event.name, principal_id=principal_id, acting_for=acting_for,
-        source_id=source_id, document_id=document_id, body=body, prev_hash=head.hash,
+        source_id=source_id, document_id=document_id, body=body, prev_hash=prev_hash,
     )
-    record = AuditRecord(
-        seq=seq, ts=ts, event=event.name, principal_id=principal_id, acting_for=acting_for,
-        source_id=source_id, document_id=document_id, body=body, prev_hash=head.hash, hash=digest,
-    )
-    record.chunks = [AuditChunk(seq=seq, chunk_id=c) for c in dict.fromkeys(chunk_ids)]
-    session.add(record)
-    head.seq = seq
-    head.hash = digest
-    session.flush()  # one flush: the record, then its chunk rows (foreign-key order), then the head
-    return record
+    session.execute(_INSERT_RECORD, {
+        "seq": seq, "ts": ts, "event": event.name, "principal_id": principal_id, "acting_for": acting_for,
+        "source_id": source_id, "document_id": document_id, "body": body, "prev_hash": prev_hash, "hash": digest,
+    })
+    rows = [{"seq": seq, "chunk_id": c} for c in dict.fromkeys(chunk_ids)]
+    if rows:
+        session.execute(_INSERT_CHUNKS, rows)
+    session.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
+    return Appended(seq=seq, hash=digest, ts=ts)
 
 
 @dataclass(frozen=True)

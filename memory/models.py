@@ -219,8 +219,6 @@ class AuditRecord(Base):
     body: Mapped[dict[str, object]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
-    # Lets the unit of work insert a record and its chunk rows in one flush, in foreign-key order.
-    chunks: Mapped[list[AuditChunk]] = relationship(lazy="noload", cascade="save-update")
 
 
 class AuditChunk(Base):
