@@ -13,9 +13,9 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from memory.models import AuditChunk, AuditHead, AuditRecord
@@ -23,7 +23,7 @@ from memory.models import AuditChunk, AuditHead, AuditRecord
 GENESIS = "0" * 64
 # Table-level statements: no ORM unit of work or identity map on the append path.
 # Built once: constant statements keep SQLAlchemy's compile cache hot (values come as parameters).
-_RECORDS, _CHUNKS, _HEAD = AuditRecord.__table__, AuditChunk.__table__, AuditHead.__table__
+_RECORDS, _CHUNKS, _HEAD = (cast(Table, m.__table__) for m in (AuditRecord, AuditChunk, AuditHead))
 _READ_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
 _INSERT_RECORD = insert(_RECORDS)
 _INSERT_CHUNKS = insert(_CHUNKS)
