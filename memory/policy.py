@@ -164,8 +164,10 @@ def build_filter(
     *,
     as_of: float,
     source_ids: Iterable[str] | None = None,
+    latest: bool = False,
 ) -> AccessFilter:
-    """The one filter the vector search runs with."""
+    """The one filter the vector search runs with. `latest`: the search has no as_of (as_of is now), so
+    the version clause is "current version" (same points, cheaper for the engine)."""
     grants = []
     for data_j in sorted(rules.data_jurisdictions):
         mode = rules.mode_for(data_j, who.jurisdictions)
@@ -179,10 +181,13 @@ def build_filter(
         grants=tuple(grants),
         as_of=as_of,
         source_ids=frozenset(source_ids) if source_ids is not None else None,
+        latest=latest,
     )
 
 
-def readable_filter(who: EffectivePrincipal, *, as_of: float, source_ids: Iterable[str] | None = None) -> AccessFilter:
+def readable_filter(
+    who: EffectivePrincipal, *, as_of: float, source_ids: Iterable[str] | None = None, latest: bool = False
+) -> AccessFilter:
     """Only the group/version/retraction clauses: what the caller's groups could read. Used to count
     hits withheld for clearance or jurisdiction (the recourse path), never to serve text."""
     return AccessFilter(
@@ -191,6 +196,7 @@ def readable_filter(who: EffectivePrincipal, *, as_of: float, source_ids: Iterab
         grants=None,
         as_of=as_of,
         source_ids=frozenset(source_ids) if source_ids is not None else None,
+        latest=latest,
     )
 
 

@@ -98,15 +98,19 @@ def search(
     if as_of > current + 1:
         raise ValidationFailedError("as_of is in the future", code="as_of_in_future")
     rules = policy_store.transfer_rules(session, as_of=as_of)
-    flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids)
+    latest = request.as_of is None
+    flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids, latest=latest)
+    readable = policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest)
     t_embed = time.perf_counter()
     vector = embedder.embed_query(request.query)
     t_search = time.perf_counter()
-    points = store.search(vector, flt, request.top_k)
-    t_withheld = time.perf_counter()
-    withheld = _withheld(session, store, vector, who, rules, request, as_of, points)
+    # Served hits and the withheld count's candidates in one store call (concurrent on Edge, one request
+    # to a server); the served ones come from the full filter, never from filtering the readable ones.
+    points, could_read = store.search_batch(vector, [flt, readable], request.top_k)
     t_render = time.perf_counter()
+    withheld = _withheld(session, who, rules, request, as_of, points, could_read)
     hits = _render(session, who, rules, points)
+    t_audit = time.perf_counter()
     latency_ms = (time.perf_counter() - t0) * 1000
     tokens = embedder.count_tokens(request.query)
     rules_applied = {
@@ -118,7 +122,7 @@ def search(
         ],
         "transfer_rules_version": rules.version,
         "as_of": as_of,
-        "latest_only": request.as_of is None,
+        "latest_only": latest,
         "source_ids": sorted(flt.source_ids) if flt.source_ids is not None else None,
         "excludes_retracted": True,
     }
@@ -145,20 +149,20 @@ def search(
         audit_seq=record.seq,
         latency_ms=latency_ms,
         timings_ms={
-            "embed": (t_search - t_embed) * 1000, "vector_search": (t_withheld - t_search) * 1000,
-            "withheld": (t_render - t_withheld) * 1000, "render": (time.perf_counter() - t_render) * 1000,
+            "embed": (t_search - t_embed) * 1000, "vector_search": (t_render - t_search) * 1000,
+            "render": (t_audit - t_render) * 1000, "audit": (time.perf_counter() - t_audit) * 1000,
         },
     )
 
 
 def _withheld(
-    session: Session, store: VectorStore, vector: np.ndarray, who: policy.EffectivePrincipal,
-    rules: policy.TransferRules, request: SearchRequest, as_of: float, served: Sequence[ScoredPoint],
+    session: Session, who: policy.EffectivePrincipal, rules: policy.TransferRules, request: SearchRequest,
+    as_of: float, served: Sequence[ScoredPoint], readable: Sequence[ScoredPoint],
 ) -> list[Withheld]:
-    """Hits the caller's groups could read, ranked where they would have been served, that clearance or
-    jurisdiction withheld. Sources outside the caller's groups never appear (the filter excludes them)."""
-    readable = store.search(vector, policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids),
-                            request.top_k)
+    """Hits the caller's groups could read (`readable`: the top_k under the group/version/retraction
+    clauses only), ranked where they would have been served, that clearance or jurisdiction withheld.
+    Sources outside the caller's groups never appear (that filter excludes them). Only counted: their
+    text is never read."""
     served_ids = {p.id for p in served}
     floor = served[-1].score if len(served) >= request.top_k else float("-inf")
     counts: dict[tuple[str, str], int] = {}

@@ -23,6 +23,7 @@ F_DOCUMENT_ID = "document_id"  # keyword
 F_VERSION_ID = "version_id"  # keyword
 F_READ_GROUPS = "read_groups"  # keyword[]
 F_LABEL = "label"  # integer 0..3 (classifiers.types.Label)
+LABEL_MIN = 0  # the lowest label (public); stores never hold a negative label
 F_JURISDICTION = "jurisdiction"  # keyword
 F_PERSONAL = "personal"  # integer 0/1
 F_ENTITY_TYPES = "entity_types"  # keyword[]
@@ -30,10 +31,18 @@ F_VALID_FROM = "valid_from"  # float epoch seconds
 F_VALID_TO = "valid_to"  # float epoch seconds, OPEN_END while current
 F_RETRACTED = "retracted"  # integer 0/1
 F_COMMITTED = "committed"  # integer 0/1: 0 until the version's SQL transaction committed
+# integer 0/1, derived, never set on its own: committed and valid_to == OPEN_END (the document's current
+# version). Latest-only searches (no as_of) test this one field instead of committed + two float ranges,
+# which costs the engine about as much as the rest of the filter together.
+F_CURRENT = "current"
 
 KEYWORD_FIELDS = (F_CHUNK_ID, F_SOURCE_ID, F_DOCUMENT_ID, F_VERSION_ID, F_READ_GROUPS, F_JURISDICTION, F_ENTITY_TYPES)
-INTEGER_FIELDS = (F_LABEL, F_PERSONAL, F_RETRACTED, F_COMMITTED)
+INTEGER_FIELDS = (F_LABEL, F_PERSONAL, F_RETRACTED, F_COMMITTED, F_CURRENT)
 FLOAT_FIELDS = (F_VALID_FROM, F_VALID_TO)
+
+
+def is_current(committed: bool, valid_to: float) -> bool:
+    return bool(committed) and valid_to >= OPEN_END
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +76,13 @@ class ChunkPayload:
             F_VALID_TO: float(self.valid_to),
             F_RETRACTED: int(self.retracted),
             F_COMMITTED: int(self.committed),
+            F_CURRENT: int(self.current),
         }
+
+    @property
+    def current(self) -> bool:
+        """The document's current version, once committed (what a latest-only search may serve)."""
+        return is_current(self.committed, self.valid_to)
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> ChunkPayload:
@@ -102,7 +117,9 @@ class AccessFilter:
     """What a caller may see, as data. The policy module builds it; each backend translates it.
 
     A point matches iff: committed, not retracted, read_groups ∩ groups ≠ ∅, label <= max_label,
-    valid_from <= as_of < valid_to, and some grant admits (jurisdiction, personal). `source_ids`, when
+    valid_from <= as_of < valid_to, and some grant admits (jurisdiction, personal). With `latest=True`
+    (a search without as_of, at as_of = now) the version clause is "the current version" instead: the
+    same points, since a committed version is valid from its activation (<= now) until superseded. `source_ids`, when
     set, further restricts to those sources. Empty `groups` or empty `grants` match nothing (fail closed).
     `max_label=None` and `grants=None` switch off those two clauses: used only to count *withheld* hits.
     """
@@ -112,16 +129,19 @@ class AccessFilter:
     grants: tuple[JurisdictionGrant, ...] | None
     as_of: float
     source_ids: frozenset[str] | None = None
+    latest: bool = False
 
     def matches(self, p: ChunkPayload) -> bool:
         """Reference semantics in Python (used by tests and the explain endpoint, never after search)."""
         if not p.committed or p.retracted:
             return False
+        if self.latest and not p.current:
+            return False
         if not (set(p.read_groups) & self.groups):
             return False
         if self.max_label is not None and p.label > self.max_label:
             return False
-        if not (p.valid_from <= self.as_of < p.valid_to):
+        if not self.latest and not (p.valid_from <= self.as_of < p.valid_to):
             return False
         if self.source_ids is not None and p.source_id not in self.source_ids:
             return False
@@ -157,6 +177,11 @@ class PayloadPatch:
     read_groups: tuple[str, ...] | None = None
     jurisdiction: str | None = None
 
+    def __post_init__(self) -> None:
+        # `current` is derived from both; patching one alone would leave it stale.
+        if (self.committed is None) != (self.valid_to is None):
+            raise ValueError("committed and valid_to are patched together (they derive `current`)")
+
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {}
         if self.valid_from is not None:
@@ -165,8 +190,9 @@ class PayloadPatch:
             out["valid_to"] = float(self.valid_to)
         if self.retracted is not None:
             out["retracted"] = int(self.retracted)
-        if self.committed is not None:
-            out["committed"] = int(self.committed)
+        if self.committed is not None and self.valid_to is not None:
+            out[F_COMMITTED] = int(self.committed)
+            out[F_CURRENT] = int(is_current(self.committed, self.valid_to))
         if self.read_groups is not None:
             out["read_groups"] = list(self.read_groups)
         if self.jurisdiction is not None:
@@ -195,6 +221,14 @@ class VectorStore(Protocol):
 
     def search(self, vector: Sequence[float] | np.ndarray, flt: AccessFilter, limit: int) -> list[ScoredPoint]:
         """Top `limit` points by cosine similarity among those matching `flt`, best first."""
+        ...
+
+    def search_batch(
+        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int
+    ) -> list[list[ScoredPoint]]:
+        """`search(vector, f, limit)` for each filter, in order, at the cost of about one: the governed read
+        path needs the served hits and the withheld count together (concurrent on Edge, one request to a
+        server)."""
         ...
 
     def search_unfiltered(self, vector: Sequence[float] | np.ndarray, limit: int) -> list[ScoredPoint]:

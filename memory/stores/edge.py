@@ -11,8 +11,10 @@ and is reported as `StoreLockedError`. Every other engine failure becomes `Vecto
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +23,10 @@ import qdrant_edge as qe
 
 from memory.errors import ServiceError, VectorStoreError
 from memory.stores.base import (
+    F_COMMITTED,
+    F_CURRENT,
+    F_VALID_TO,
+    OPEN_END,
     AccessFilter,
     PayloadPatch,
     ScoredPoint,
@@ -35,6 +41,9 @@ from memory.stores.filters_edge import to_edge_filter
 logger = logging.getLogger(__name__)
 
 _UPSERT_BATCH = 512
+# Threads for the extra searches of a batch: enough for a few concurrent requests' withheld searches on a
+# small machine; more would only queue on the cores.
+_SIDE_THREADS = 4
 
 
 class EdgeVectorStore:
@@ -47,6 +56,8 @@ class EdgeVectorStore:
         self._dim = dim
         self._tuning = tuning
         self._closed = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self._params = qe.SearchParams(
             hnsw_ef=tuning.hnsw_ef,
             acorn=qe.AcornSearchParams(enable=tuning.acorn_max_selectivity > 0,
@@ -70,6 +81,7 @@ class EdgeVectorStore:
         store = cls(shard, path=path, dim=dim, tuning=tuning)
         try:
             store._ensure_indexes()
+            store._backfill_current()
         except ServiceError:
             store.close()
             raise
@@ -101,6 +113,25 @@ class EdgeVectorStore:
             self._check_open()
             return []
         return self._query(vector, to_edge_filter(plan), limit)
+
+    def search_batch(
+        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int
+    ) -> list[list[ScoredPoint]]:
+        """Each filter's top `limit`, in order. The engine releases the GIL while it searches, so all but
+        the first run on the store's small thread pool while the first runs on the caller's thread."""
+        plans = [access_plan(f) for f in filters]
+        self._check_open()
+        floats = as_floats(vector, self._dim)
+        jobs = [None if p is None or limit <= 0 else to_edge_filter(p) for p in plans]
+        live = [i for i, j in enumerate(jobs) if j is not None]
+        results: list[list[ScoredPoint]] = [[] for _ in filters]
+        if not live:
+            return results
+        futures = {i: self._side_pool().submit(self._query, floats, jobs[i], limit) for i in live[1:]}
+        results[live[0]] = self._query(floats, jobs[live[0]], limit)
+        for i, fut in futures.items():
+            results[i] = fut.result()
+        return results
 
     def search_unfiltered(self, vector: Sequence[float] | np.ndarray, limit: int) -> list[ScoredPoint]:
         """Top `limit` without any filter (benchmarks' baselines, admin tooling)."""
@@ -189,6 +220,8 @@ class EdgeVectorStore:
         if self._closed:
             return
         self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         try:
             self._shard.flush()
         except Exception:
@@ -223,6 +256,29 @@ class EdgeVectorStore:
                         f"payload index {name!r} is {info.data_type}, expected {schema}",
                         code="vector_schema_mismatch",
                     )
+
+    def _backfill_current(self) -> None:
+        """Points written before the derived `current` field existed get it once (only those lacking it:
+        idempotent, and a no-op count on every later open)."""
+        lacking = qe.IsEmptyCondition(F_CURRENT)
+        with self._backend("backfill"):
+            n = int(self._shard.count(qe.CountRequest(exact=True, filter=qe.Filter(must=[lacking]))))
+            if not n:
+                return
+            is_current = qe.Filter(must=[
+                lacking, qe.FieldCondition(F_COMMITTED, match=qe.MatchValue(1)),
+                qe.FieldCondition(F_VALID_TO, range=qe.RangeFloat(gte=OPEN_END)),
+            ])
+            self._shard.update(qe.UpdateOperation.set_payload_by_filter(is_current, {F_CURRENT: 1}))
+            self._shard.update(qe.UpdateOperation.set_payload_by_filter(qe.Filter(must=[lacking]), {F_CURRENT: 0}))
+            self._shard.flush()
+        logger.warning("edge payload backfilled field=%s points=%d path=%s", F_CURRENT, n, self._path)
+
+    def _side_pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=_SIDE_THREADS, thread_name_prefix="edge-search")
+            return self._pool
 
     def _check_open(self) -> None:
         if self._closed:

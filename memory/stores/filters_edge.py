@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import qdrant_edge as qe
 
-from memory.stores.filters import AllOf, AnyValue, Clause, HasIds, InRange, IntEquals, OneOf
+from memory.stores.filters import AllOf, AnyValue, Clause, HasIds, InRange, IntEquals, IntIn, OneOf
 
 EdgeCondition = qe.FieldCondition | qe.HasIdCondition | qe.Filter
 
@@ -27,6 +27,8 @@ def _condition(clause: Clause) -> EdgeCondition:
         return qe.FieldCondition(clause.key, match=qe.MatchAny(list(clause.values)))
     if isinstance(clause, IntEquals):
         return qe.FieldCondition(clause.key, match=qe.MatchValue(clause.value))
+    if isinstance(clause, IntIn):
+        return qe.FieldCondition(clause.key, match=qe.MatchAny(list(clause.values)))
     if isinstance(clause, InRange):
         return qe.FieldCondition(
             clause.key, range=qe.RangeFloat(gte=clause.gte, gt=clause.gt, lte=clause.lte, lt=clause.lt)

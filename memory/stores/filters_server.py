@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qdrant_client import models
 
-from memory.stores.filters import AllOf, AnyValue, Clause, HasIds, InRange, IntEquals, OneOf
+from memory.stores.filters import AllOf, AnyValue, Clause, HasIds, InRange, IntEquals, IntIn, OneOf
 
 ServerCondition = models.FieldCondition | models.HasIdCondition | models.Filter
 
@@ -23,6 +23,8 @@ def _condition(clause: Clause) -> ServerCondition:
         return models.FieldCondition(key=clause.key, match=models.MatchAny(any=list(clause.values)))
     if isinstance(clause, IntEquals):
         return models.FieldCondition(key=clause.key, match=models.MatchValue(value=clause.value))
+    if isinstance(clause, IntIn):
+        return models.FieldCondition(key=clause.key, match=models.MatchAny(any=list(clause.values)))
     if isinstance(clause, InRange):
         return models.FieldCondition(
             key=clause.key, range=models.Range(gte=clause.gte, gt=clause.gt, lte=clause.lte, lt=clause.lt)

@@ -22,9 +22,13 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 from memory.errors import ServiceError, VectorStoreError
 from memory.stores.base import (
+    F_COMMITTED,
+    F_CURRENT,
+    F_VALID_TO,
     FLOAT_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
+    OPEN_END,
     AccessFilter,
     PayloadPatch,
     ScoredPoint,
@@ -144,6 +148,23 @@ class ServerVectorStore:
             self._check_vectors(info.config.params.vectors)
             if not self._local:
                 self._ensure_indexes(info.payload_schema)
+            self._backfill_current()
+
+    def _backfill_current(self) -> None:
+        """Points written before the derived `current` field existed get it once (only those lacking it:
+        idempotent; a cheap count on every later start). Safe if replicas race: both write the same."""
+        lacking = models.IsEmptyCondition(is_empty=models.PayloadField(key=F_CURRENT))
+        n = self._client.count(self._collection, count_filter=models.Filter(must=[lacking]), exact=True).count
+        if not n:
+            return
+        is_current = models.Filter(must=[
+            lacking, models.FieldCondition(key=F_COMMITTED, match=models.MatchValue(value=1)),
+            models.FieldCondition(key=F_VALID_TO, range=models.Range(gte=OPEN_END)),
+        ])
+        for flt, value in ((is_current, 1), (models.Filter(must=[lacking]), 0)):
+            self._client.set_payload(self._collection, {F_CURRENT: value}, points=models.FilterSelector(filter=flt),
+                                     wait=True, ordering=_STRONG)
+        logger.warning("qdrant payload backfilled field=%s points=%d collection=%s", F_CURRENT, n, self._collection)
 
     def upsert(self, points: Sequence[VectorPoint]) -> None:
         """Insert or replace points (idempotent by id); applied on return."""
@@ -161,6 +182,29 @@ class ServerVectorStore:
         if plan is None or limit <= 0:
             return []
         return self._query(vector, to_server_filter(plan), limit)
+
+    def search_batch(
+        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int
+    ) -> list[list[ScoredPoint]]:
+        """Each filter's top `limit`, in order, in one round trip (query_batch_points)."""
+        plans = [access_plan(f) for f in filters]
+        results: list[list[ScoredPoint]] = [[] for _ in filters]
+        live = [i for i, p in enumerate(plans) if p is not None and limit > 0]
+        if not live:
+            return results
+        floats = as_floats(vector, self._dim)
+        requests = [
+            models.QueryRequest(query=floats, filter=to_server_filter(plans[i]), params=self._search_params,  # type: ignore[arg-type]
+                                limit=limit, with_payload=True, with_vector=False)
+            for i in live
+        ]
+        with self._backend("search"):
+            responses = self._client.query_batch_points(
+                self._collection, requests=requests, consistency=self._read_consistency
+            )
+            for i, response in zip(live, responses, strict=True):
+                results[i] = [scored(h.id, h.score, h.payload) for h in response.points]
+        return results
 
     def search_unfiltered(self, vector: Sequence[float] | np.ndarray, limit: int) -> list[ScoredPoint]:
         """Top `limit` without any filter (benchmarks' baselines, admin tooling)."""

@@ -134,6 +134,20 @@ def test_search_honours_limit_and_zero_limit(store: VectorStore) -> None:
     assert len(store.search_unfiltered(unit(0), 5)) == 5
 
 
+def test_search_batch_equals_one_search_per_filter_in_order(store: VectorStore) -> None:
+    store.upsert([point(payload(label=i % 4, read_groups=(f"g{i % 3}",)), unit(i)) for i in range(12)])
+    filters = [access(), access(groups=frozenset({"nobody"})), access(groups=frozenset()), access(max_label=0),
+               dataclasses.replace(access(), max_label=None, grants=None)]
+    query = [1.0, 0.5, 0.25] + [0.0] * (DIM - 3)
+    batch = store.search_batch(query, filters, 5)
+    assert [[(h.id, h.payload) for h in hits] for hits in batch] == [
+        [(h.id, h.payload) for h in store.search(query, f, 5)] for f in filters
+    ]
+    assert batch[1] == [] and batch[2] == []  # no group / empty groups: nothing, fail closed
+    assert store.search_batch(query, [], 5) == []
+    assert store.search_batch(query, filters, 0) == [[] for _ in filters]
+
+
 def test_count_with_and_without_filter(store: VectorStore) -> None:
     store.upsert([point(payload()), point(payload(retracted=True)), point(payload(read_groups=("other",)))])
     assert store.count() == 3
@@ -178,6 +192,12 @@ CLAUSES = [
      {"grants": (EU_FULL, JurisdictionGrant("US", False))}, True),
     ("empty grants", {}, {"grants": ()}, False),
     ("grants None disables jurisdiction", {"jurisdiction": "US"}, {"grants": None}, True),
+    ("max_label below public matches nothing", {"label": 0}, {"max_label": -1}, False),
+    ("latest: the current version", {}, {"latest": True}, True),
+    ("latest: superseded, even while as_of is inside it", {"valid_to": 200.0}, {"latest": True}, False),
+    ("latest: uncommitted", {"committed": False}, {"latest": True}, False),
+    ("latest: retracted", {"retracted": True}, {"latest": True}, False),
+    ("latest: other clauses still apply", {"label": 3}, {"latest": True}, False),
 ]  # fmt: skip
 
 
@@ -214,10 +234,15 @@ def test_patch_by_source_changes_groups_and_jurisdiction(store: VectorStore) -> 
 def test_patch_by_point_ids_supersedes_and_commits(store: VectorStore) -> None:
     old, new = point(payload()), point(payload(committed=False))
     store.upsert([old, new])
-    store.patch(Selector(point_ids=(old.id, str(uuid.uuid4()))), PayloadPatch(valid_to=150.0))  # unknown id ignored
-    store.patch(Selector(point_ids=(new.id,)), PayloadPatch(committed=True))
+    unknown = str(uuid.uuid4())  # ignored
+    store.patch(Selector(point_ids=(old.id, unknown)), PayloadPatch(committed=True, valid_to=150.0))
+    assert visible_ids(store, access(latest=True)) == set()  # the new one is not committed yet
+    store.patch(Selector(point_ids=(new.id,)), PayloadPatch(committed=True, valid_to=OPEN_END))
     assert visible_ids(store, access()) == {new.id}
+    assert visible_ids(store, access(latest=True)) == {new.id}
     assert visible_ids(store, access(as_of=120.0)) == {old.id, new.id}
+    with pytest.raises(ValueError, match="together"):  # `current` derives from both
+        PayloadPatch(valid_to=150.0)
 
 
 def test_empty_patch_is_a_no_op_and_bad_selector_is_rejected(store: VectorStore) -> None:
@@ -340,6 +365,7 @@ FILTERS = st.builds(
     grants=st.one_of(st.none(), GRANTS),
     as_of=TIMES,
     source_ids=st.one_of(st.none(), st.frozensets(st.sampled_from(["s1", "s2"]), max_size=2)),
+    latest=st.booleans(),
 )
 
 
@@ -375,6 +401,34 @@ def test_edge_reopen_keeps_points(tmp_path: Path) -> None:
     assert reopened.retrieve([p.id])[0].payload == p.payload
     assert reopened.count(access()) == 1
     reopened.close()
+
+
+def _legacy_points() -> list[VectorPoint]:
+    """Current, superseded, uncommitted, and current-but-retracted points."""
+    return [point(payload(chunk_id="cur")), point(payload(chunk_id="old", valid_to=150.0)),
+            point(payload(chunk_id="pending", committed=False)), point(payload(chunk_id="gone", retracted=True))]
+
+
+def _assert_backfilled(store: VectorStore, pts: list[VectorPoint]) -> None:
+    assert visible_ids(store, access(latest=True)) == {pts[0].id}
+    assert visible_ids(store, access(as_of=120.0)) == {pts[0].id, pts[1].id}
+
+
+def test_edge_open_backfills_current_on_a_store_written_before_it(tmp_path: Path) -> None:
+    import qdrant_edge as qe
+
+    store = EdgeVectorStore.open(tmp_path / "vectors", DIM)
+    pts = _legacy_points()
+    store.upsert(pts)
+    everything = qe.Filter(must=[qe.FieldCondition("chunk_id", match=qe.MatchAny(["cur", "old", "pending", "gone"]))])
+    store._shard.update(qe.UpdateOperation.delete_payload_by_filter(everything, ["current"]))  # as written by 0.x
+    assert visible_ids(store, access(latest=True)) == set()  # fails closed without the field
+    store.close()
+    reopened = EdgeVectorStore.open(tmp_path / "vectors", DIM)
+    try:
+        _assert_backfilled(reopened, pts)
+    finally:
+        reopened.close()
 
 
 def test_edge_second_open_is_refused_in_process_and_across_processes(tmp_path: Path) -> None:
@@ -425,6 +479,22 @@ def test_server_ensure_collection_is_idempotent_and_checks_schema() -> None:
         ServerVectorStore(client, "chunks", DIM * 2).ensure_collection()
     assert err.value.code == "vector_schema_mismatch"
     client.close()
+
+
+def test_server_ensure_collection_backfills_current() -> None:
+    from qdrant_client import models
+
+    store = ServerVectorStore(QdrantClient(":memory:"), "chunks", DIM, owns_client=True)
+    store.ensure_collection()
+    pts = _legacy_points()
+    store.upsert(pts)
+    store._client.delete_payload("chunks", ["current"], points=models.FilterSelector(filter=models.Filter()))
+    assert visible_ids(store, access(latest=True)) == set()
+    store.ensure_collection()
+    try:
+        _assert_backfilled(store, pts)
+    finally:
+        store.close()
 
 
 def test_server_missing_collection_is_a_store_error_not_value_error() -> None:
