@@ -1,7 +1,10 @@
 """Recourse: a caller whose hits were withheld (clearance or jurisdiction) asks the source's steward.
 
-File -> the steward lists and decides: grant (optionally adding groups to the beneficiary or read groups
-to the source, both through their own audited services) or refuse with a note. Every step is audited.
+File -> the steward lists and decides: grant, refuse with a note, or escalate to admins with a note.
+A grant may change groups (the steward's own source) and, to lift the withheld reason itself, the
+beneficiary's clearance or a transfer rule (admins only; see memory.access_grants). Every change goes
+through its own audited service, and the decision is audited with what changed and whether the reason is
+now resolved. An escalated request is decided by admins only.
 
 A request may only name a source the caller's groups can already read: the withheld path never hints at
 sources outside the caller's groups, and neither does this one (unknown and unreadable look the same).
@@ -11,35 +14,34 @@ The beneficiary of a grant is the user an agent acted for, or the caller itself.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from memory import audit, principals
+from memory import access_grants, audit
 from memory import sources as sources_svc
+from memory.access_grants import Grant, Resolution
 from memory.clock import utcnow
-from memory.errors import ConflictError, NotFoundError, ValidationFailedError
+from memory.errors import ConflictError, ForbiddenError, NotFoundError, ValidationFailedError
 from memory.models import AccessRequest, Source
 from memory.policy import EffectivePrincipal
 from memory.stores.base import VectorStore
 
 REASONS = frozenset({"clearance", "jurisdiction"})
-STATUSES = frozenset({"open", "granted", "refused"})
+PENDING = frozenset({"open", "escalated"})  # awaiting a decision
+STATUSES = PENDING | {"granted", "refused"}
+DECISIONS = ("grant", "refuse", "escalate")
 MAX_TEXT = 4000
 
 
 @dataclass(frozen=True)
-class Grant:
-    """What a grant changes, beyond closing the request (both optional)."""
+class Decided:
+    """A decision's outcome: the request, what the grant changed and whether it lifted the reason."""
 
-    add_groups: tuple[str, ...] = ()  # added to the beneficiary; must be read groups of the source
-    add_read_groups: tuple[str, ...] = ()  # added to the source's read groups
-
-
-def beneficiary(req: AccessRequest) -> str:
-    return req.acting_for or req.requester_id
+    request: AccessRequest
+    changes: dict[str, object]
+    resolution: Resolution | None = None  # grants only
 
 
 def _text(value: str, what: str, *, required: bool) -> str:
@@ -64,13 +66,13 @@ def file_request(
     duplicate = session.execute(
         select(AccessRequest.id).where(
             AccessRequest.requester_id == who.principal_id, AccessRequest.source_id == source_id,
-            AccessRequest.reason == reason, AccessRequest.status == "open",
+            AccessRequest.reason == reason, AccessRequest.status.in_(PENDING),
             AccessRequest.acting_for.is_(None) if who.acting_for is None
             else AccessRequest.acting_for == who.acting_for,
         )
     ).first()
     if duplicate is not None:
-        raise ConflictError("an open request for this source and reason exists", code="request_exists",
+        raise ConflictError("a pending request for this source and reason exists", code="request_exists",
                             details={"request_id": duplicate[0]})
     req = AccessRequest(
         id=str(uuid.uuid4()), requester_id=who.principal_id, acting_for=who.acting_for, source_id=source_id,
@@ -96,7 +98,8 @@ def get_request(session: Session, *, request_id: str) -> AccessRequest:
 def list_requests(
     session: Session, *, who: EffectivePrincipal, status: str | None = None, source_id: str | None = None
 ) -> list[AccessRequest]:
-    """Admins: all. Stewards: requests for sources they steward. Everyone: the requests they filed."""
+    """Admins: all (escalated ones are theirs to decide). Stewards: requests for sources they steward.
+    Everyone: the requests they filed."""
     if status is not None and status not in STATUSES:
         raise ValidationFailedError(f"status must be one of {sorted(STATUSES)}", code="invalid_status")
     q = select(AccessRequest)
@@ -122,55 +125,62 @@ def decide(
     decision: str,
     note: str = "",
     grant: Grant | None = None,
-) -> AccessRequest:
-    """Grant or refuse an open request (steward of its source, or an admin). A refusal needs a note."""
-    if decision not in ("grant", "refuse"):
-        raise ValidationFailedError("decision must be grant or refuse", code="invalid_decision")
+) -> Decided:
+    """Grant, refuse (with a note) or escalate (with a note) a pending request: the steward of its source or an
+    admin; an escalated request, admins only. Errors: 403 `not_source_steward` / `admin_required`, 409
+    `request_closed` / `already_escalated`, 422 for bad input (see memory.access_grants for grants)."""
+    if decision not in DECISIONS:
+        raise ValidationFailedError(f"decision must be one of {list(DECISIONS)}", code="invalid_decision")
     req = get_request(session, request_id=request_id)
     src = sources_svc.get(session, source_id=req.source_id)
     sources_svc.ensure_steward(who, src)
-    if req.status != "open":
+    if req.status not in PENDING:
         raise ConflictError(f"access request is already {req.status}", code="request_closed")
-    text = _text(note, "note", required=decision == "refuse")
+    if decision == "escalate" and req.status == "escalated":
+        raise ConflictError("access request is already escalated", code="already_escalated")
+    if req.status == "escalated" and "admin" not in who.roles:
+        raise ForbiddenError("the request was escalated: only an admin decides it", code="admin_required")
+    text = _text(note, "note", required=decision != "grant")
+    grant = grant or Grant()
+    if decision != "grant" and grant.kinds:
+        code = {"refuse": "grant_on_refusal", "escalate": "grant_on_escalation"}[decision]
+        raise ValidationFailedError(f"a decision to {decision} changes nothing", code=code)
+    if decision == "escalate":
+        return _escalate(session, req=req, who=who, note=text)
     changes: dict[str, object] = {}
-    if decision == "grant" and grant is not None:
-        changes = _apply_grant(session, store, req=req, src=src, grant=grant, actor=who.principal_id)
-    elif grant is not None and (grant.add_groups or grant.add_read_groups):
-        raise ValidationFailedError("a refusal changes nothing", code="grant_on_refusal")
+    resolution = None
+    if decision == "grant":
+        access_grants.check_authority(who, reason=req.reason, grant=grant)
+        changes = access_grants.apply(session, store, req=req, src=src, grant=grant, actor=who.principal_id)
+        resolution = access_grants.resolve(session, req=req, src=src, grant=grant)
     req.status = "granted" if decision == "grant" else "refused"
     req.decided_by, req.decided_at, req.decision_note = who.principal_id, utcnow(), text
     session.flush()
+    details: dict[str, object] = {
+        "requester": req.requester_id, "acting_for": req.acting_for, "reason": req.reason, "changes": changes,
+        "escalated_by": req.escalated_by,
+    }
+    if resolution is not None:
+        details["resolved"] = resolution.resolved
+        details["beneficiary_resolved"] = resolution.beneficiary_resolved
+    audit.append(
+        session, audit.Write(action=f"access_request.{decision}", target=req.id, details=details),
+        principal_id=who.principal_id, acting_for=who.acting_for, source_id=req.source_id,
+    )
+    return Decided(request=req, changes=changes, resolution=resolution)
+
+
+def _escalate(session: Session, *, req: AccessRequest, who: EffectivePrincipal, note: str) -> Decided:
+    """Hand the request to admins: the steward agrees, but what would lift the reason is admin-only."""
+    req.status = "escalated"
+    req.escalated_by, req.escalated_at, req.escalation_note = who.principal_id, utcnow(), note
+    session.flush()
     audit.append(
         session,
-        audit.Write(action=f"access_request.{decision}", target=req.id, details={
-            "requester": req.requester_id, "acting_for": req.acting_for, "reason": req.reason, "changes": changes,
+        audit.Write(action="access_request.escalate", target=req.id, details={
+            "requester": req.requester_id, "acting_for": req.acting_for, "reason": req.reason,
+            "needs": sorted(access_grants.REMEDIES.get(req.reason, frozenset())),
         }),
         principal_id=who.principal_id, acting_for=who.acting_for, source_id=req.source_id,
     )
-    return req
-
-
-def _apply_grant(
-    session: Session, store: VectorStore, *, req: AccessRequest, src: Source, grant: Grant, actor: str
-) -> dict[str, object]:
-    changes: dict[str, object] = {}
-    current_read = set(sources_svc.read_groups(src))
-    if grant.add_groups:
-        # A steward may hand out only the groups of their own source, never another team's.
-        foreign = sorted(set(grant.add_groups) - current_read - set(grant.add_read_groups))
-        if foreign:
-            raise ValidationFailedError(f"groups {foreign} do not read this source", code="group_not_on_source")
-        target = principals.get_principal(session, principal_id=beneficiary(req))
-        have = [g.group for g in target.groups]
-        principals.update_groups(session, principal_id=target.id, groups=_union(have, grant.add_groups), actor=actor)
-        changes["groups_added_to"] = {target.id: sorted(set(grant.add_groups) - set(have))}
-    if grant.add_read_groups:
-        groups = _union(sorted(current_read), grant.add_read_groups)
-        sources_svc.update(session, source_id=src.id, patch=sources_svc.SourcePatch(read_groups=groups),
-                           store=store, actor=actor)
-        changes["read_groups_added"] = sorted(set(grant.add_read_groups) - current_read)
-    return changes
-
-
-def _union(have: Sequence[str], add: Sequence[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys([*have, *add]))
+    return Decided(request=req, changes={})

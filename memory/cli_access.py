@@ -1,16 +1,18 @@
-"""CLI commands for the recourse path: list and decide access requests (stewards; the CLI acts as an
-operator with admin rights, recorded as `--actor`)."""
+"""CLI commands for the recourse path: list and decide access requests (stewards and admins; the CLI acts
+as an operator with admin rights, recorded as `--actor`, so it may also raise clearance or set a transfer
+rule when granting)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import asdict
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from memory import access_requests
+from memory import access_grants, access_requests
 from memory.bootstrap import Container
-from memory.cli import Actor, DataDir, app, csv_list, out, run
+from memory.cli import Actor, DataDir, app, csv_list, out, print_json, run
 from memory.cli_audit import operator
 from memory.db import transaction
 
@@ -20,7 +22,7 @@ app.add_typer(access_app, name="access")
 
 @access_app.command("list")
 def access_list(
-    status: Annotated[str | None, typer.Option(help="open | granted | refused")] = "open",
+    status: Annotated[str | None, typer.Option(help="open | escalated | granted | refused")] = "open",
     source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
     data_dir: DataDir = None,
     actor: Actor = None,
@@ -43,19 +45,44 @@ def access_list(
 @access_app.command("decide")
 def access_decide(
     request_id: Annotated[str, typer.Argument(help="Request id.")],
-    decision: Annotated[str, typer.Option(help="grant | refuse")],
-    note: Annotated[str, typer.Option(help="Decision note (required to refuse).")] = "",
+    decision: Annotated[str, typer.Option(help="grant | refuse | escalate")],
+    note: Annotated[str, typer.Option(help="Decision note (required to refuse or escalate).")] = "",
     add_groups: Annotated[str, typer.Option(help="Grant: comma-separated source read groups to give the user.")] = "",
+    add_read_groups: Annotated[str, typer.Option(help="Grant: comma-separated groups to add to the source.")] = "",
+    clearance: Annotated[str | None, typer.Option(
+        help="Grant a clearance request: raise the user's clearance to this level (global, admin).")] = None,
+    transfer_rule: Annotated[str | None, typer.Option(
+        help="Grant a jurisdiction request: allow | allow_masked | deny_personal for (source jurisdiction -> "
+        "caller jurisdiction), as a new rules version (admin).")] = None,
+    caller_jurisdiction: Annotated[str | None, typer.Option(
+        help="Caller side of --transfer-rule (default: the user's jurisdiction).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     data_dir: DataDir = None,
     actor: Actor = None,
 ) -> None:
-    """Grant (optionally adding read groups to the requester) or refuse a request; audited."""
+    """Grant (groups, clearance or a transfer rule), refuse or escalate a request; audited. A grant reports
+    whether the withheld reason is now resolved."""
 
-    def _do(c: Container) -> str:
+    def _do(c: Container) -> dict[str, Any]:
+        grant = access_grants.Grant(
+            add_groups=csv_list(add_groups), add_read_groups=csv_list(add_read_groups), clearance=clearance,
+            transfer_rule=access_grants.TransferGrant(rule=transfer_rule, caller_jurisdiction=caller_jurisdiction)
+            if transfer_rule is not None else None,
+        )
         with transaction(c.sessions) as s:
-            grant = access_requests.Grant(add_groups=csv_list(add_groups)) if decision == "grant" else None
-            req = access_requests.decide(s, c.store, request_id=request_id, who=operator(actor), decision=decision,
-                                         note=note, grant=grant)
-            return req.status
+            d = access_requests.decide(s, c.store, request_id=request_id, who=operator(actor), decision=decision,
+                                       note=note, grant=grant)
+            return {"id": d.request.id, "status": d.request.status, "changes": d.changes,
+                    "resolution": asdict(d.resolution) if d.resolution else None}
 
-    out.print(f"request {request_id}: {run(data_dir, _do)}", markup=False)
+    result = run(data_dir, _do)
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"request {request_id}: {result['status']}", markup=False)
+    res = result["resolution"]
+    if res is not None:
+        state = {True: "resolved", False: "NOT resolved", None: "unknown"}[res["resolved"]]
+        out.print(f"{res['reason']}: {state} ({res['detail']})", markup=False)
+        for line in res["notes"]:
+            out.print(f"note: {line}", markup=False)

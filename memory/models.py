@@ -251,8 +251,11 @@ class AccessRequest(Base):
     source_id: Mapped[str] = mapped_column(ForeignKey("sources.id"), index=True)
     reason: Mapped[str] = mapped_column(String(32))  # clearance | jurisdiction
     justification: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open | granted | refused
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | escalated | granted | refused
     created_at: Mapped[datetime] = mapped_column(TZ)
+    escalated_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    escalated_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    escalation_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     decided_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
     decision_note: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -18,7 +18,7 @@ from memory import audit
 from memory.clock import utcnow
 from memory.errors import PolicyError
 from memory.models import PolicyVersion
-from memory.policy import DEFAULT_TRANSFER_RULES, TransferRules
+from memory.policy import DEFAULT_TRANSFER_RULES, Transfer, TransferRules, normalise_jurisdiction
 
 JURISDICTIONS = "jurisdictions"
 LABELS = "labels"
@@ -81,6 +81,15 @@ def put_transfer_rules(session: Session, *, rules: list[dict[str, Any]], actor: 
     parsed = TransferRules.from_json(rules)  # validates; raises PolicyError
     row = _put(session, JURISDICTIONS, {"rules": parsed.to_json()}, actor)
     return TransferRules(rules=parsed.rules, version=row.version)
+
+
+def set_transfer_rule(session: Session, *, data: str, caller: str, rule: str, actor: str) -> TransferRules:
+    """A new rules version equal to the one in force, except for the (data, caller) pair."""
+    current = transfer_rules(session)
+    pair = (normalise_jurisdiction(data), normalise_jurisdiction(caller))
+    rules = [r for r in current.to_json() if (r["data"], r["caller"]) != pair]
+    rules.append({"data": pair[0], "caller": pair[1], "rule": Transfer.parse(rule).slug})
+    return put_transfer_rules(session, rules=rules, actor=actor)
 
 
 def put_label_map(session: Session, *, body: dict[str, Any], actor: str) -> tuple[LabelMap, int]:

@@ -141,6 +141,17 @@ def update_groups(session: Session, *, principal_id: str, groups: Iterable[str],
     return p
 
 
+def set_clearance(session: Session, *, principal_id: str, clearance: str | Label, actor: str | None) -> Principal:
+    """Set a principal's clearance (a global attribute: it applies to every source; callers check who may)."""
+    p = get_principal(session, principal_id=principal_id)
+    before, after = Label(p.clearance), Label.parse(clearance)
+    p.clearance = int(after)
+    session.flush()
+    audit.append(session, audit.Write(action="principal.clearance", target=p.id,
+                                      details={"before": before.slug, "after": after.slug}), principal_id=actor)
+    return p
+
+
 def issue_key(
     session: Session, *, principal_id: str, actor: str | None, expires_at: datetime | None = None,
     description: str = "", token: str | None = None,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
+from memory.access_requests import Decided
 from memory.api import schemas_audit as s
 from memory.api.schemas import CitationOut
 from memory.audit import ChainReport
@@ -59,11 +61,29 @@ def impact(r: ImpactReport) -> s.ImpactOut:
 
 
 def access_request(r: AccessRequest) -> s.AccessRequestOut:
-    return s.AccessRequestOut(
-        id=r.id, requester_id=r.requester_id, acting_for=r.acting_for, source_id=r.source_id, reason=r.reason,
-        justification=r.justification, status=r.status, created_at=aware(r.created_at),  # type: ignore[arg-type]
-        decided_by=r.decided_by, decided_at=aware(r.decided_at) if r.decided_at else None,
-        decision_note=r.decision_note,
+    return s.AccessRequestOut(**_access_request_fields(r))
+
+
+def _access_request_fields(r: AccessRequest) -> dict[str, Any]:
+    return {
+        "id": r.id, "requester_id": r.requester_id, "acting_for": r.acting_for, "source_id": r.source_id,
+        "reason": r.reason, "justification": r.justification, "status": r.status,
+        "created_at": aware(r.created_at), "escalated_by": r.escalated_by,
+        "escalated_at": aware(r.escalated_at) if r.escalated_at else None, "escalation_note": r.escalation_note,
+        "decided_by": r.decided_by, "decided_at": aware(r.decided_at) if r.decided_at else None,
+        "decision_note": r.decision_note,
+    }
+
+
+def decided(d: Decided) -> s.DecisionOut:
+    res = d.resolution
+    return s.DecisionOut(
+        **_access_request_fields(d.request), changes=d.changes,
+        resolution=None if res is None else s.ResolutionOut(
+            reason=res.reason, resolved=res.resolved, beneficiary=res.beneficiary,
+            beneficiary_resolved=res.beneficiary_resolved, failing_checks=list(res.failing_checks),
+            detail=res.detail, notes=list(res.notes),
+        ),
     )
 
 
@@ -71,4 +91,4 @@ def chain(c: ChainReport) -> s.ChainOut:
     return s.ChainOut(**asdict(c))
 
 
-__all__ = ["access_request", "chain", "explanation", "impact", "provenance", "verification"]
+__all__ = ["access_request", "chain", "decided", "explanation", "impact", "provenance", "verification"]

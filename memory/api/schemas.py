@@ -84,6 +84,8 @@ class KeyCreate(Strict):
 class PrincipalPatch(Strict):
     active: bool | None = None
     groups: list[str] | None = None
+    clearance: LabelName | None = Field(None, description="Global: applies to every source (and, for an agent, "
+                                        "caps every user it acts for)")
 
 
 class SourceCreate(Strict):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from memory.api.schemas import CitationOut, Strict
+from memory.api.schemas import CitationOut, LabelName, Strict
 
 
 class ServedByOut(BaseModel):
@@ -127,12 +127,29 @@ class AccessRequestIn(Strict):
     justification: str = Field(min_length=1, max_length=4000)
 
 
+class TransferRuleGrantIn(Strict):
+    rule: Literal["allow", "allow_masked", "deny_personal"] = Field(
+        description="Must admit more than the rule in force for the pair")
+    caller_jurisdiction: str | None = Field(
+        None, min_length=2, max_length=16,
+        description="Caller side of the pair (default: the beneficiary's jurisdiction); the data side is "
+        "always the source's jurisdiction")
+
+
 class DecisionIn(Strict):
-    decision: Literal["grant", "refuse"]
-    note: str = Field("", max_length=4000, description="Required when refusing")
+    decision: Literal["grant", "refuse", "escalate"] = Field(
+        description="escalate: hand the request to admins (the steward agrees, but the change that lifts the "
+        "reason is admin-only); admins then grant or refuse it")
+    note: str = Field("", max_length=4000, description="Required when refusing or escalating")
     add_groups: list[str] = Field(default_factory=list, description="Groups to add to the requester "
                                   "(or the user it acted for); must read this source")
     add_read_groups: list[str] = Field(default_factory=list, description="Groups to add to the source's read groups")
+    clearance: LabelName | None = Field(
+        None, description="Admin only, clearance requests: raise the beneficiary's clearance to this level "
+        "(above its current one). Clearance is global: it applies to every source")
+    transfer_rule: TransferRuleGrantIn | None = Field(
+        None, description="Admin only, jurisdiction requests: set the transfer rule (source jurisdiction -> "
+        "caller jurisdiction) as a new rules version. It applies to every source and caller of that pair")
 
 
 class AccessRequestOut(BaseModel):
@@ -142,11 +159,32 @@ class AccessRequestOut(BaseModel):
     source_id: str
     reason: str
     justification: str
-    status: Literal["open", "granted", "refused"]
+    status: Literal["open", "escalated", "granted", "refused"]
     created_at: datetime
+    escalated_by: str | None = None
+    escalated_at: datetime | None = None
+    escalation_note: str | None = None
     decided_by: str | None
     decided_at: datetime | None
     decision_note: str | None
+
+
+class ResolutionOut(BaseModel):
+    reason: str
+    resolved: bool | None = Field(
+        description="The reason no longer withholds any current chunk of the source from the request as filed "
+        "(the requester, acting for its user when it did). null: no policy check decides this reason")
+    beneficiary: str = Field(description="Who the grant was for: the user an agent acted for, or the requester")
+    beneficiary_resolved: bool | None = Field(
+        description="The same, for the beneficiary on its own (differs when an agent's ceiling still withholds)")
+    failing_checks: list[str] = Field(description="Policy checks that still fail for the request as filed")
+    detail: str = Field(description="The reason's policy check, e.g. 'clearance internal vs label confidential'")
+    notes: list[str] = Field(description="Why it is not resolved, when it is not")
+
+
+class DecisionOut(AccessRequestOut):
+    changes: dict[str, Any] = Field(description="What the grant changed (also in the audit record)")
+    resolution: ResolutionOut | None = Field(description="Grants only: whether the withheld reason is lifted")
 
 
 class AuditRecordOut(BaseModel):

@@ -1,6 +1,16 @@
-"""Recourse: file a request after a withheld hit, the steward lists and decides; everything audited."""
+"""Recourse: file a request after a withheld hit, the steward lists and decides (or escalates to admins,
+who may raise clearance or set a transfer rule); everything audited."""
 
 from __future__ import annotations
+
+import pytest
+
+from classifiers.types import Label
+from memory import access_grants
+from memory.access_grants import Grant, TransferGrant
+from memory.access_requests import REASONS
+from memory.errors import ForbiddenError, ValidationFailedError
+from memory.policy import EffectivePrincipal, Identity, effective
 
 PERSONAL = "# Contacts\n\nPlease call Mr John Smith about the invoice.\n"
 
@@ -33,6 +43,10 @@ def test_withheld_hit_leads_to_a_request_the_steward_grants(api):
                         json={"decision": "grant", "note": "ok", "add_groups": ["g"]})
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "granted" and r.json()["decided_by"] == "st"
+    # groups never lift a clearance withhold: the response says so instead of pretending
+    resolution = r.json()["resolution"]
+    assert resolution["resolved"] is False and resolution["failing_checks"] == ["clearance"]
+    assert "changes nothing that lifts 'clearance'" in resolution["notes"][0]
     again = api.client.post(f"/v1/access-requests/{req['id']}/decision", headers=steward,
                             json={"decision": "refuse", "note": "no"})
     assert (again.status_code, again.json()["error"]["code"]) == (409, "request_closed")
@@ -98,3 +112,183 @@ def test_an_agent_files_for_its_user_and_the_user_benefits(api):
     assert r.status_code == 200, r.text
     assert api.client.get("/v1/principals/u", headers=api.admin).json()["groups"] == ["g", "k"]
     assert api.client.get("/v1/principals/bot", headers=api.admin).json()["groups"] == ["g"]
+
+
+def _decide(api, headers, req_id, **body):
+    return api.client.post(f"/v1/access-requests/{req_id}/decision", headers=headers, json=body)
+
+
+def _admin_writes(api):
+    records = api.client.get("/v1/audit", headers=api.admin, params={"principal": "admin", "event": "write"})
+    return [(x["action"], x["body"]["target"], x["body"]["details"]) for x in records.json()["records"]]
+
+
+def test_a_steward_may_not_raise_clearance_or_set_a_transfer_rule(api):
+    steward, reader = _setup(api)
+    req = _file(api, reader).json()
+    for body in ({"clearance": "confidential"}, {"transfer_rule": {"rule": "allow"}}):
+        r = _decide(api, steward, req["id"], decision="grant", **body)
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "admin_required"), body
+    assert api.client.get("/v1/principals/r1", headers=api.admin).json()["clearance"] == "internal"
+    assert api.client.get("/v1/access-requests?status=open", headers=reader).json()[0]["id"] == req["id"]
+
+
+def test_steward_escalates_and_the_admin_raises_clearance(api):
+    steward, reader = _setup(api)
+    req = _file(api, reader).json()
+    r = _decide(api, steward, req["id"], decision="escalate")
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "note_required")
+    r = _decide(api, steward, req["id"], decision="escalate", note="fine by me; needs confidential",
+                add_groups=["g"])
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "grant_on_escalation")
+    r = _decide(api, steward, req["id"], decision="escalate", note="fine by me; needs confidential")
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["escalated_by"], r.json()["resolution"]) == ("escalated", "st", None)
+    # escalated: the admins' to decide, and it stays pending (no duplicate filing)
+    for body, expected in (({"decision": "escalate", "note": "again"}, (409, "already_escalated")),
+                           ({"decision": "grant"}, (403, "admin_required")),
+                           ({"decision": "refuse", "note": "changed my mind"}, (403, "admin_required"))):
+        r = _decide(api, steward, req["id"], **body)
+        assert (r.status_code, r.json()["error"]["code"]) == expected, body
+    r = _file(api, reader)
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "request_exists")
+    escalated = api.client.get("/v1/access-requests", headers=api.admin, params={"status": "escalated"}).json()
+    assert [(x["id"], x["escalation_note"]) for x in escalated] == [(req["id"], "fine by me; needs confidential")]
+    # a grant only raises, and must name a valid level
+    for level, expected in (("internal", (422, "clearance_not_raised")), ("top-secret", (422, "invalid_request"))):
+        r = _decide(api, api.admin, req["id"], decision="grant", clearance=level)
+        assert (r.status_code, r.json()["error"]["code"]) == expected, level
+    r = _decide(api, api.admin, req["id"], decision="grant", clearance="confidential", note="approved")
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["status"], out["decided_by"], out["escalated_by"]) == ("granted", "admin", "st")
+    assert out["changes"] == {"clearance": {"principal": "r1", "before": "internal", "after": "confidential"}}
+    assert out["resolution"] == {
+        "reason": "clearance", "resolved": True, "beneficiary": "r1", "beneficiary_resolved": True,
+        "failing_checks": [], "detail": "clearance confidential vs label confidential", "notes": [],
+    }
+    found = api.search(reader, "call about the invoice").json()
+    assert found["policy"]["withheld"] == [] and found["hits"][0]["citation"]["source_id"] == "s1"
+    writes = _admin_writes(api)
+    assert [(a, t) for a, t, _ in writes[-2:]] == [("principal.clearance", "r1"), ("access_request.grant", req["id"])]
+    assert writes[-2][2] == {"before": "internal", "after": "confidential"}
+    assert writes[-1][2]["resolved"] is True and writes[-1][2]["escalated_by"] == "st"
+    steward_writes = api.client.get("/v1/audit", headers=api.admin, params={"principal": "st", "event": "write"})
+    assert steward_writes.json()["records"][-1]["body"]["action"] == "access_request.escalate"
+
+
+def test_a_jurisdiction_grant_writes_a_new_transfer_rules_version(api):
+    steward, _ = _setup(api)
+    india = api.principal("in1", groups=["g"], clearance="confidential", jurisdiction="IN")
+    withheld = api.search(india, "call about the invoice").json()["policy"]["withheld"]
+    assert [w["reason"] for w in withheld] == ["jurisdiction"]
+    req = _file(api, india, reason="jurisdiction").json()
+    assert _decide(api, steward, req["id"], decision="escalate", note="EU->IN masked is fine").status_code == 200
+    before = api.client.get("/v1/policy/jurisdictions", headers=api.admin).json()
+    for body, expected in (({"clearance": "restricted"}, (422, "change_not_for_reason")),
+                           ({"transfer_rule": {"rule": "deny_personal"}}, (422, "transfer_rule_not_widened")),
+                           ({"transfer_rule": {"rule": "deny"}}, (422, "invalid_request"))):
+        r = _decide(api, api.admin, req["id"], decision="grant", **body)
+        assert (r.status_code, r.json()["error"]["code"]) == expected, body
+    r = _decide(api, api.admin, req["id"], decision="grant", transfer_rule={"rule": "allow_masked"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    version = before["version"] + 1
+    assert out["changes"] == {"transfer_rule": {"data": "EU", "caller": "IN", "before": "deny_personal",
+                                                "after": "allow_masked", "rules_version": version}}
+    assert out["resolution"]["resolved"] is True and out["resolution"]["detail"].startswith("EU->IN: allow_masked")
+    after = api.client.get("/v1/policy/jurisdictions", headers=api.admin).json()
+    assert after["version"] == version
+    assert {"data": "EU", "caller": "IN", "rule": "allow_masked"} in after["rules"]
+    assert len(after["rules"]) == len(before["rules"])  # one pair changed, nothing else
+    found = api.search(india, "call about the invoice").json()
+    assert found["policy"]["withheld"] == [] and found["hits"][0]["masked"] is True
+    assert [a for a, _, _ in _admin_writes(api)[-2:]] == ["policy.jurisdictions", "access_request.grant"]
+
+
+def test_the_admin_refuses_an_escalated_request(api):
+    steward, reader = _setup(api)
+    req = _file(api, reader).json()
+    _decide(api, steward, req["id"], decision="escalate", note="your call")
+    r = _decide(api, api.admin, req["id"], decision="refuse", note="not for contractors", clearance="restricted")
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "grant_on_refusal")
+    r = _decide(api, api.admin, req["id"], decision="refuse", note="not for contractors")
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["decision_note"], r.json()["resolution"]) == (
+        "refused", "not for contractors", None)
+    assert api.client.get("/v1/principals/r1", headers=api.admin).json()["clearance"] == "internal"
+    assert [w["reason"] for w in api.search(reader, "call about the invoice").json()["policy"]["withheld"]] == [
+        "clearance"]
+    for body in ({"decision": "grant", "clearance": "confidential"}, {"decision": "escalate", "note": "x"}):
+        r = _decide(api, api.admin, req["id"], **body)
+        assert (r.status_code, r.json()["error"]["code"]) == (409, "request_closed"), body
+    assert _admin_writes(api)[-1][0] == "access_request.refuse"
+
+
+def test_an_agents_ceiling_that_still_withholds_is_reported(api):
+    _setup(api)
+    api.principal("u", groups=["g"], clearance="internal")
+    bot = {**api.principal("bot", kind="agent", groups=["g"], clearance="internal", may_act_for=["u"]),
+           "X-Acting-For": "u"}
+    req = _file(api, bot).json()
+    r = _decide(api, api.admin, req["id"], decision="grant", clearance="confidential")
+    assert r.status_code == 200, r.text
+    res = r.json()["resolution"]
+    assert (res["beneficiary"], res["beneficiary_resolved"], res["resolved"]) == ("u", True, False)
+    assert "'bot' acts for it within its own ceiling" in res["notes"][0]
+    assert [w["reason"] for w in api.search(bot, "call about the invoice").json()["policy"]["withheld"]] == [
+        "clearance"]
+    # the agent's ceiling is a separate, explicit admin change
+    r = api.client.patch("/v1/principals/bot", headers=api.admin, json={"clearance": "confidential"})
+    assert r.status_code == 200 and r.json()["clearance"] == "confidential"
+    assert api.search(bot, "call about the invoice").json()["hits"]
+
+
+def test_a_raise_that_falls_short_of_the_sources_labels_is_reported(api):
+    _setup(api)
+    iban = "# Pay\n\nPay the invoice to DE89 3704 0044 0532 0130 00 today.\n"
+    assert api.upload("s1", "pay.md", iban).status_code == 201
+    reader = api.principal("r2", groups=["g"], clearance="internal")
+    req = _file(api, reader).json()
+    res = _decide(api, api.admin, req["id"], decision="grant", clearance="confidential").json()["resolution"]
+    assert (res["resolved"], res["detail"]) == (False, "clearance confidential vs label restricted")
+    assert "does not cover every current chunk" in res["notes"][0]
+
+
+GRANTS = {
+    "groups": Grant(add_groups=("g",)),
+    "read_groups": Grant(add_read_groups=("h",)),
+    "clearance": Grant(clearance="confidential"),
+    "transfer": Grant(transfer_rule=TransferGrant(rule="allow")),
+}
+
+
+def _who(*roles: str) -> EffectivePrincipal:
+    return effective(Identity("p", "user", frozenset(), Label.PUBLIC, "EU", frozenset(roles)))
+
+
+@pytest.mark.parametrize(("roles", "reason", "grant", "error"), [
+    (("steward",), "clearance", "groups", None),
+    (("steward",), "jurisdiction", "read_groups", None),
+    (("steward",), "clearance", "clearance", "admin_required"),
+    (("steward",), "jurisdiction", "transfer", "admin_required"),
+    (("admin",), "clearance", "clearance", None),
+    (("admin",), "jurisdiction", "transfer", None),
+    (("admin",), "jurisdiction", "clearance", "change_not_for_reason"),
+    (("admin",), "clearance", "transfer", "change_not_for_reason"),
+    # a reason added later with no remedy listed: groups only, never a global change
+    (("admin",), "consent", "groups", None),
+    (("admin",), "consent", "clearance", "change_not_for_reason"),
+])
+def test_who_may_change_what_for_which_reason(roles, reason, grant, error):
+    if error is None:
+        access_grants.check_authority(_who(*roles), reason=reason, grant=GRANTS[grant])
+        return
+    with pytest.raises((ForbiddenError, ValidationFailedError)) as exc:
+        access_grants.check_authority(_who(*roles), reason=reason, grant=GRANTS[grant])
+    assert exc.value.code == error
+
+
+def test_remedies_name_only_real_reasons():
+    # No stale entries. A reason without one still works: groups, refuse, escalate (see "consent" above).
+    assert set(access_grants.REMEDIES) <= set(REASONS)

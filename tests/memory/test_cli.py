@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from memory import cli, cli_commands  # noqa: F401  (registers commands)
+from memory import cli, cli_access, cli_commands  # noqa: F401  (registers commands)
 from memory.bootstrap import Container
 
 runner = CliRunner()
@@ -120,3 +120,24 @@ def test_access_requests_from_the_cli(env: Path):
     assert r.exit_code == 2 and "note_required" in r.output
     r = invoke("access", "decide", rid, "--decision", "refuse", "--note", "not needed for your role")
     assert r.exit_code == 0 and "refused" in r.output
+    c = Container(__import__("memory.settings", fromlist=["Settings"]).Settings())
+    try:
+        with transaction(c.sessions) as s:
+            who = resolve_effective(s, caller=get_principal(s, principal_id="ann"), acting_for=None)
+            rid = access_requests.file_request(s, who=who, source_id="s", reason="clearance",
+                                               justification="I run onboarding now").id
+    finally:
+        c.close()
+    r = invoke("access", "decide", rid, "--decision", "escalate", "--note", "agree; needs internal")
+    assert r.exit_code == 0 and "escalated" in r.output
+    r = invoke("access", "list", "--status", "escalated")
+    assert r.exit_code == 0 and rid[:8] in r.output
+    r = invoke("access", "decide", rid, "--decision", "grant", "--clearance", "public")
+    assert r.exit_code == 2 and "clearance_not_raised" in r.output
+    r = invoke("access", "decide", rid, "--decision", "grant", "--transfer-rule", "allow")
+    assert r.exit_code == 2 and "change_not_for_reason" in r.output
+    r = invoke("access", "decide", rid, "--decision", "grant", "--clearance", "internal", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["status"] == "granted" and out["resolution"]["resolved"] is True
+    assert out["changes"]["clearance"] == {"principal": "ann", "before": "public", "after": "internal"}

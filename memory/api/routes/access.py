@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from memory import access_requests, retraction
+from memory import access_grants, access_requests, retraction
 from memory.api import presenters_audit as present
 from memory.api import schemas, schemas_audit
 from memory.api.deps import ContainerDep, SessionDep, WhoDep, role
@@ -55,22 +55,38 @@ def file_request(
 def list_requests(
     session: SessionDep,
     who: WhoDep,
-    status: Annotated[str | None, Query(description="open | granted | refused")] = None,
+    status: Annotated[str | None, Query(description="open | escalated | granted | refused")] = None,
     source_id: Annotated[str | None, Query()] = None,
 ) -> list[schemas_audit.AccessRequestOut]:
-    """Stewards: requests for their sources. Everyone: the requests they filed. Admins: all."""
+    """Stewards: requests for their sources. Everyone: the requests they filed. Admins: all, including the
+    escalated ones they decide (`status=escalated`)."""
     rows = access_requests.list_requests(session, who=who, status=status, source_id=source_id)
     return [present.access_request(r) for r in rows]
 
 
-@router.post("/access-requests/{request_id}/decision", response_model=schemas_audit.AccessRequestOut,
+@router.post("/access-requests/{request_id}/decision", response_model=schemas_audit.DecisionOut,
              tags=["access requests"])
 def decide(
     request_id: str, body: schemas_audit.DecisionIn, session: SessionDep, container: ContainerDep, who: StewardDep
-) -> schemas_audit.AccessRequestOut:
-    """Grant (optionally adding groups) or refuse (with a note). Steward of the source or admin; audited."""
-    req = access_requests.decide(
-        session, container.store, request_id=request_id, who=who, decision=body.decision, note=body.note,
-        grant=access_requests.Grant(add_groups=tuple(body.add_groups), add_read_groups=tuple(body.add_read_groups)),
+) -> schemas_audit.DecisionOut:
+    """Decide a pending request (steward of the source or admin; an escalated one, admins only); audited.
+
+    - **grant**: optionally add groups (steward) and, to lift the withheld reason itself, raise the
+      beneficiary's `clearance` or set a `transfer_rule` (admins only, and only for a request of that reason).
+      The response's `resolution` says whether the reason still withholds any current chunk of the source,
+      for the request as filed and for the beneficiary on its own (an agent's ceiling may still withhold).
+    - **refuse**: with a note. **escalate**: with a note; hands the request to admins.
+
+    Errors: 403 `not_source_steward`, `admin_required` (admin-only change, or an escalated request);
+    409 `request_closed`, `already_escalated`; 422 `note_required`, `clearance_not_raised`,
+    `transfer_rule_not_widened`, `change_not_for_reason`, `group_not_on_source`, `grant_on_refusal`,
+    `grant_on_escalation`, `invalid_request` (malformed body)."""
+    rule = body.transfer_rule
+    grant = access_grants.Grant(
+        add_groups=tuple(body.add_groups), add_read_groups=tuple(body.add_read_groups), clearance=body.clearance,
+        transfer_rule=access_grants.TransferGrant(rule=rule.rule, caller_jurisdiction=rule.caller_jurisdiction)
+        if rule is not None else None,
     )
-    return present.access_request(req)
+    decided = access_requests.decide(session, container.store, request_id=request_id, who=who,
+                                     decision=body.decision, note=body.note, grant=grant)
+    return present.decided(decided)

@@ -49,6 +49,8 @@ def patch_principal(
         p = principals.set_active(session, principal_id=principal_id, active=body.active, actor=caller.id)
     if body.groups is not None:
         p = principals.update_groups(session, principal_id=principal_id, groups=body.groups, actor=caller.id)
+    if body.clearance is not None:
+        p = principals.set_clearance(session, principal_id=principal_id, clearance=body.clearance, actor=caller.id)
     return presenters.principal(p)
 
 
