@@ -29,6 +29,9 @@ def search(
         query=body.query, top_k=body.top_k, as_of=to_epoch(body.as_of) if body.as_of else None,
         source_ids=tuple(body.source_ids) if body.source_ids is not None else None, purpose=body.purpose,
     )
+    # Authentication is done: end its transaction, so SQLite's write lock is not held while the query
+    # embeds (search() takes it again at its first statement, for the filter, render and audit record).
+    session.commit()
     result = search_svc.search(
         session, store=container.store, embedder=container.embedder, who=who, request=request,
         max_top_k=container.settings.search_max_top_k,
