@@ -272,7 +272,9 @@ class EdgeVectorStore:
             self._shard.update(qe.UpdateOperation.set_payload_by_filter(is_current, {F_CURRENT: 1}))
             self._shard.update(qe.UpdateOperation.set_payload_by_filter(qe.Filter(must=[lacking]), {F_CURRENT: 0}))
             self._shard.flush()
-        logger.warning("edge payload backfilled field=%s points=%d path=%s", F_CURRENT, n, self._path)
+        # Payload updates move points out of the indexed segments: searches scan until the next optimize.
+        logger.warning("edge payload backfilled field=%s points=%d path=%s; run `memory optimize` to rebuild the "
+                       "vector index", F_CURRENT, n, self._path)
 
     def _side_pool(self) -> ThreadPoolExecutor:
         with self._pool_lock:
