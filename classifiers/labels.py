@@ -16,7 +16,7 @@ DEFAULT_ENTITY_LABELS: dict[str, Label] = {
     "PHONE_NUMBER": Label.CONFIDENTIAL,
     "LOCATION": Label.INTERNAL,
     "DATE_TIME": Label.INTERNAL,
-    "NRP": Label.CONFIDENTIAL,
+    "NRP": Label.INTERNAL,
     "IP_ADDRESS": Label.CONFIDENTIAL,
     "URL": Label.INTERNAL,
     "ORGANIZATION": Label.INTERNAL,
@@ -35,11 +35,13 @@ DEFAULT_ENTITY_LABELS: dict[str, Label] = {
 }
 
 # Entity types that count as personal data for jurisdiction rules (allow_masked / deny_personal).
-# LOCATION (a country or city name), DATE_TIME and AGE alone do not identify anyone: they raise the label
-# but do not make a chunk "personal", or every policy mentioning "the United States" would be masked.
+# LOCATION (a country or city name), DATE_TIME, AGE and NRP (a nationality, religion or party: "American",
+# "Catholic") alone do not identify anyone: they raise the label but do not make a chunk "personal", or every
+# policy mentioning "the United States" or "our German office" would be masked. Said of a named person, the
+# PERSON finding makes the chunk personal and confidential.
 DEFAULT_PERSONAL_TYPES: frozenset[str] = frozenset(
     {
-        "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "STREET_ADDRESS", "NRP",
+        "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "STREET_ADDRESS",
         "CREDIT_CARD", "IBAN_CODE", "US_SSN", "US_PASSPORT", "US_DRIVER_LICENSE", "US_BANK_NUMBER",
         "US_ITIN", "UK_NHS", "MEDICAL_LICENSE", "CRYPTO",
     }

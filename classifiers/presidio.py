@@ -21,23 +21,26 @@ from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResu
 from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
 
 from classifiers.errors import ModelUnavailableError
+from classifiers.groups import names_a_group
 from classifiers.labels import LabelMap
+from classifiers.lexicon import COMMON_ACRONYMS, Lexicon
 from classifiers.recognizers import EXTRA_CONTEXT, RECOGNIZERS_REVISION, extra_recognizers
+from classifiers.refine import coordinated_names, drop_everyday_names, trim_leading_words
 from classifiers.types import Classification, Finding
 
 logger = logging.getLogger(__name__)
 
 LANGUAGE = "en"
 
-# What we detect. DATE_TIME, ORGANIZATION, TITLE and ZIP_CODE are in: presidio-research's evaluation scores
-# them (scripts/eval_pii.py) and, mapped to `internal` (or unmapped -> internal) and not personal types, they
-# never make a chunk "personal" on their own. Vague NER dates ("next week") and common acronyms tagged ORG
-# ("SSN", "ATM") are dropped (drop_vague). NRP stays out: it is a personal type (a chunk mentioning
-# "American" would become personal) and adds little (+0.01 F2 on synth_dataset_v2).
+# What we detect. DATE_TIME, NRP, ORGANIZATION, TITLE and ZIP_CODE are in: presidio-research's evaluation
+# scores them (scripts/eval_pii.py) and, mapped to `internal` (or unmapped -> internal) and not personal types,
+# they never make a chunk "personal" on their own (a chunk mentioning "American" is not about anyone). Vague
+# NER dates ("next week"), common acronyms tagged ORG ("SSN", "ATM") and NORP spans that name no group
+# ("Pedestrians") are dropped (drop_vague).
 DEFAULT_ENTITIES: tuple[str, ...] = (
     "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "LOCATION", "STREET_ADDRESS", "IP_ADDRESS",
     "URL", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "US_PASSPORT", "US_DRIVER_LICENSE", "US_BANK_NUMBER",
-    "US_ITIN", "MEDICAL_LICENSE", "CRYPTO", "AGE", "DATE_TIME", "ORGANIZATION", "TITLE", "ZIP_CODE",
+    "US_ITIN", "MEDICAL_LICENSE", "CRYPTO", "AGE", "DATE_TIME", "NRP", "ORGANIZATION", "TITLE", "ZIP_CODE",
 )
 # UK_NHS is off too: its checksum passes for ~1 in 11 ten-digit numbers, so US phones (212-555-0199)
 # came out as NHS numbers with score 1.0. Pass entities=(*DEFAULT_ENTITIES, "UK_NHS") for UK data.
@@ -79,6 +82,7 @@ class PresidioClassifier:
         default_threshold: float = DEFAULT_THRESHOLD,
         batch_size: int = 32,
         model_id: str = "unknown-model",
+        lexicon: Lexicon | None = None,
     ) -> None:
         self._analyzer = analyzer
         self._label_map = label_map
@@ -86,6 +90,10 @@ class PresidioClassifier:
         self._thresholds = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
         self._default_threshold = default_threshold
         self._batch_size = batch_size
+        if lexicon is None:
+            engine = analyzer.nlp_engine
+            lexicon = Lexicon.from_nlp(engine.get_nlp(LANGUAGE) if isinstance(engine, SpacyNlpEngine) else None)
+        self._lexicon = lexicon
         self._version = self._compute_version(model_id)
 
     @property
@@ -105,7 +113,11 @@ class PresidioClassifier:
         return self._thresholds.get(entity_type, self._default_threshold)
 
     def classify(self, texts: Sequence[str]) -> list[Classification]:
-        """One Classification per text, in order; the NLP pipeline runs over the batch with nlp.pipe."""
+        """One Classification per text, in order; the NLP pipeline runs over the batch with nlp.pipe.
+
+        Raw findings are thresholded, vetted (drop_vague; refine.py's rules over the NLP tokens) and made
+        non-overlapping (resolve_overlaps).
+        """
         nlp_engine = self._analyzer.nlp_engine
         floor = min([self._default_threshold, *self._thresholds.values()])
         out: list[Classification] = []
@@ -116,6 +128,10 @@ class PresidioClassifier:
             )
             kept = [f for f in map(_to_finding, raw) if f.score >= self.threshold_for(f.entity_type)]
             kept = drop_vague(text, kept)
+            if artifacts.tokens is not None:
+                kept = drop_everyday_names(artifacts.tokens, kept, self._lexicon)
+                kept = trim_leading_words(artifacts.tokens, kept, self._lexicon)
+                kept = coordinated_names(artifacts.tokens, kept, self._lexicon)
             findings = resolve_overlaps(kept, text)
             out.append(self._classification(findings))
         logger.debug("classified %d texts, %d findings", len(out), sum(len(c.findings) for c in out))
@@ -175,11 +191,6 @@ _DATE_SHAPE = re.compile(
 _DURATION_END = re.compile(
     r"\b(?:year|month|week|day|hour|minute|second|decade|century)s?\s*(?:old|ago|later|earlier)?$", re.IGNORECASE
 )
-# All-caps words of everyday business language that NER models tag as organisations.
-COMMON_ACRONYMS: frozenset[str] = frozenset({
-    "SSN", "IBAN", "ATM", "ASAP", "PIN", "CEO", "CFO", "CTO", "COO", "HR", "IT", "FAQ", "ID", "VAT", "GDPR",
-    "API", "URL", "PDF", "SMS", "OK", "USD", "EUR", "GBP", "KPI", "ETA", "FYI", "CV", "DOB", "IP", "VPN", "NDA",
-})
 
 
 def drop_vague(text: str, findings: Sequence[Finding]) -> list[Finding]:
@@ -189,6 +200,7 @@ def drop_vague(text: str, findings: Sequence[Finding]) -> list[Finding]:
     ("a year", "next week", "8 years" are not dates of anyone). Why the shape: the small spaCy model labels bare
     numbers (card, phone, licence numbers, ages) DATE with a higher score than the pattern recognizers.
     ORGANIZATION: common acronyms ("SSN", "ATM") are dropped.
+    NRP: kept only when a word of it names a nationality, religion or political group (groups.py).
     """
     out = []
     for f in findings:
@@ -198,6 +210,8 @@ def drop_vague(text: str, findings: Sequence[Finding]) -> list[Finding]:
             if not specific or _DURATION_END.search(value):
                 continue
         elif f.entity_type == "ORGANIZATION" and value.upper() in COMMON_ACRONYMS:
+            continue
+        elif f.entity_type == "NRP" and not names_a_group(value):
             continue
         out.append(f)
     return out
@@ -278,7 +292,8 @@ def build_presidio_classifier(
         raise ModelUnavailableError(f"spaCy model {spacy_model!r} could not be loaded: {exc}") from exc
     registry = RecognizerRegistry(supported_languages=[LANGUAGE])
     registry.load_predefined_recognizers(languages=[LANGUAGE], nlp_engine=nlp_engine)
-    for recognizer in extra_recognizers():
+    lexicon = Lexicon.from_nlp(nlp_engine.get_nlp(LANGUAGE))
+    for recognizer in extra_recognizers(lexicon):
         registry.add_recognizer(recognizer)
     for recognizer in registry.recognizers:
         extra = [w for e in recognizer.supported_entities for w in EXTRA_CONTEXT.get(e, [])]
@@ -295,4 +310,5 @@ def build_presidio_classifier(
         default_threshold=default_threshold,
         batch_size=batch_size,
         model_id=model_id,
+        lexicon=lexicon,
     )

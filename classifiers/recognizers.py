@@ -1,20 +1,22 @@
-"""Extra Presidio recognizers: street addresses, international phone shapes, ages, titled names, context words.
+"""Extra Presidio recognizers: street addresses, phone shapes, ages, titles, postcodes, timestamps, places.
 
 Generic patterns (postal conventions, phone number shapes, common phrasing), never tuned to individual samples.
+Name rules live in names.py, nationality / religious / political group words in groups.py.
 Each recognizer keeps a stable name: findings carry it, and the classifier version hashes the set.
 """
 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
-from typing import Any
 
-from presidio_analyzer import AnalysisExplanation, EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
+from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
+from classifiers.lexicon import COMMON_ACRONYMS, Lexicon
+from classifiers.names import NameListRecognizer, SpeakerRecognizer
+
 # Bump when any pattern, score or context list here changes: it feeds the classifier version.
-RECOGNIZERS_REVISION = "2026.11.5"
+RECOGNIZERS_REVISION = "2026.11.6"
 
 # Case matters for the capitalised-word parts of these patterns, so no IGNORECASE by default.
 _FLAGS = re.MULTILINE
@@ -72,7 +74,7 @@ STREET_ADDRESS_PATTERNS = [
         r"\b\d{1,6}[ \t]+(?:[^\W\d_a-z][\w'’.-]*|[^\W\d_A-Za-z][\w'’.-]*)"
         r"(?:[ \t]+(?:[^\W\d_a-z][\w'’.-]*|[a-z]{1,4}\.|d[aeiou]s?|del|la|le|van|von|al))"
         r"{0,4}?"
-        r"[ \t]+\d{1,5}[A-Za-z]?\b(?![.,]?\d)",
+        r"[ \t]+(?!\d0s\b)\d{1,5}[A-Za-z]?\b(?![.,]?\d)",  # not a decade ("Musicians Of The 70s")
         0.45,
     ),
     # Λ. Αλεξάνδρας 14 / Via Franscini 71 / Aasa 43: a capitalised name and a house number, near address words
@@ -95,7 +97,18 @@ STREET_ADDRESS_PATTERNS = [
     Pattern("military_post", r"\b(?:APO|FPO|DPO)\s+A[AEP]\s+\d{5}\b", 0.5),
     # Apt. 595 / Suite 501 on their own
     Pattern("secondary_unit", r"\b(?i:apt\.?|apartment|suite|ste\.)\s*#?\s*\d{1,5}[A-Za-z]?\b", 0.45),
+    # the corner of Main St. and Oak Avenue / the corner of Beiteveien 2 and Sieda Radial: two streets named
+    # by "corner of ... and ..." (the second ends at the first lower-case word or punctuation)
+    Pattern(
+        "street_corner",
+        r"(?<=\b(?i:corner of|intersection of)[ \t]+(?:the[ \t]+)?)[^\n,;!?]{2,60}?[ \t]+(?:and|&)[ \t]+"
+        r"(?:[A-Z0-9À-Þ][\w'’.-]*|[a-z]{1,3}\.)(?:[ \t]+(?:[A-Z0-9À-Þ][\w'’.-]*|[a-z]{1,3}\.)){0,4}",
+        0.6,
+    ),
 ]
+# Patterns trusted on text written all in lower case (after capitalising its words): the ones anchored on a
+# street type, a street-name ending, a PO box or a corner, not the bare number-name-number shapes.
+_LOWER_CASE_MIN_SCORE = 0.5
 STREET_ADDRESS_CONTEXT = [
     "address", "addr", "street", "live", "lives", "living", "located", "residence", "reside", "resides",
     "mail", "mailing", "ship", "shipping", "deliver", "delivery", "billing", "home", "office", "moved", "house",
@@ -150,7 +163,7 @@ def extend_postal_block(text: str, end: int, max_pieces: int = 12, max_newlines:
 class StreetAddressRecognizer(PatternRecognizer):
     """Street lines (house number + street, PO boxes, units), extended over the postal block that follows."""
 
-    def __init__(self) -> None:
+    def __init__(self, lexicon: Lexicon | None = None) -> None:
         super().__init__(
             supported_entity="STREET_ADDRESS",
             name="StreetAddressRecognizer",
@@ -159,6 +172,7 @@ class StreetAddressRecognizer(PatternRecognizer):
             supported_language="en",
             global_regex_flags=_FLAGS,
         )
+        self._common_words = lexicon.common_words if lexicon else frozenset()
 
     def analyze(
         self,
@@ -168,10 +182,37 @@ class StreetAddressRecognizer(PatternRecognizer):
         regex_flags: int | None = None,
     ) -> list[RecognizerResult]:
         results = super().analyze(text, entities, nlp_artifacts, regex_flags)
+        if not any(ch.isupper() for ch in text):
+            # Why: chat is often typed all in lower case ("ship it to 12 main street, springfield"); the patterns
+            # rely on capitals, so they run on a copy with capitalised words (same offsets) as well.
+            cased = capitalise_words(text)
+            if len(cased) == len(text):
+                seen = {(r.start, r.end) for r in results}
+                results += [r for r in super().analyze(cased, entities, nlp_artifacts, regex_flags)
+                            if r.score >= _LOWER_CASE_MIN_SCORE and (r.start, r.end) not in seen]
+                text = cased
+        results = [r for r in results if not self._names_a_thing(text, r)]
         for result in results:
             result.end = extend_postal_block(text, result.end)
         # Why: a unit line matched on its own ("Suite 5") lies inside the block grown from its street line.
         return [r for r in results if not any(_inside(r, o) for o in results)]
+
+
+    def _names_a_thing(self, text: str, result: RecognizerResult) -> bool:
+        """A bare name + number made of dictionary words ("Office 365", "Room 12", "Chapter 3"): not a street."""
+        explanation = result.analysis_explanation
+        if explanation is None or explanation.pattern_name != "name_number" or not self._common_words:
+            return False
+        words = re.findall(r"[^\W\d_]+", text[result.start : result.end])
+        return bool(words) and all(w.lower() in self._common_words for w in words)
+
+
+_WORD_START = re.compile(r"(?<![\w'’])[^\W\d_]")
+
+
+def capitalise_words(text: str) -> str:
+    """`text` with the first letter of each word upper-cased (may change the length for letters like ß)."""
+    return _WORD_START.sub(lambda m: m.group(0).upper(), text)
 
 
 def _inside(inner: RecognizerResult, outer: RecognizerResult) -> bool:
@@ -181,11 +222,12 @@ def _inside(inner: RecognizerResult, outer: RecognizerResult) -> bool:
 
 
 PHONE_PATTERNS = [
-    # +46 (0)8 928 571 38 / +1-984-182-0190 / 0490 75 40 81 / (37) 788-063 / 07700 063 966 / 60-56-85-91
+    # +46 (0)8 928 571 38 / +1-984-182-0190 / 0490 75 40 81 / (37) 788-063 / 07700 063 966 / 60-56-85-91 /
+    # 99 668472 (a short prefix and a six-digit subscriber number)
     Pattern(
         "intl_phone",
         r"(?<![\w+/.-])(?:\+\d{1,3}[ .-]?(?:\(0\)[ .-]?)?)?(?:\(\d{1,5}\)[ .-]?|\d{1,5}[ .-])"
-        r"(?:\d{2,5}[ .-]){0,4}\d{2,5}(?![\w/-]|\.\d)",
+        r"(?:\d{2,5}[ .-]){0,4}\d{2,6}(?![\w/-]|\.\d)",
         0.3,
     ),
     Pattern("plus_phone", r"(?<![\w+])\+\d{1,3}[ .-]?\d{2,4}(?:[ .-]?\d{2,5}){1,4}(?![\w-])", 0.5),
@@ -193,7 +235,15 @@ PHONE_PATTERNS = [
 PHONE_CONTEXT = [
     "phone", "telephone", "tel", "mobile", "cell", "cellphone", "call", "calling", "called", "fax", "number",
     "contact", "reach", "dial", "text", "sms", "whatsapp", "landline", "extension", "ext", "hotline",
+    "answer", "message", "voicemail", "ring",
 ]
+# Why a second look: Presidio's context enhancer compares lemmas of non-stop words, and spaCy lists "call"
+# as a stop word, so "call me on 9472 7916" never counted. This looks at the raw words just before a match.
+_PHONE_CUE = re.compile(
+    r"\b(?i:call(?:ed|ing|s)?|ring|dial(?:led|ing)?|text(?:ed|ing)?|phon(?:e|ed|ing)|answer(?:ed|ing|s)?|"
+    r"messag(?:e|es|ed|ing)|reach(?:ed)?|fax(?:ed)?|tel|mobile|cell)\b[^\n.!?]{0,24}$"
+)
+PHONE_CUE_BOOST = 0.35
 
 
 class IntlPhoneRecognizer(PatternRecognizer):
@@ -215,6 +265,21 @@ class IntlPhoneRecognizer(PatternRecognizer):
         if digits < 7 or digits > 15 or re.fullmatch(r"\d{4}-\d{2}-\d{2}", pattern_text.strip()):
             return False
         return None
+
+    def analyze(
+        self,
+        text: str,
+        entities: list[str],
+        nlp_artifacts: NlpArtifacts | None = None,
+        regex_flags: int | None = None,
+    ) -> list[RecognizerResult]:
+        results = super().analyze(text, entities, nlp_artifacts, regex_flags)
+        for result in results:
+            if _PHONE_CUE.search(text, max(0, result.start - 48), result.start):
+                result.score = min(1.0, result.score + PHONE_CUE_BOOST)
+                # the lemma enhancer would add its boost again on top of ours
+                result.recognition_metadata[RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY] = True
+        return results
 
 
 AGE_PATTERNS = [
@@ -293,15 +358,42 @@ def title_recognizer() -> PatternRecognizer:
     )
 
 
-# A postcode named as such ("ZIP: 3520", "postal code 10115"); bare 4-5 digit numbers are too ambiguous.
+# A postcode named as such ("ZIP: 3520", "my postal code is 10115"); bare 3-5 digit numbers are too ambiguous.
+# Shapes: US 94105(-1234), most of Europe 3-5 digits, PL 53-320, PT 3610-114, SE/CZ/GR 394 13, NL 7412 SL,
+# UK SW1A 1AA, CA K1A 0B1, with an optional country prefix (D-10115).
+_POSTCODE = (
+    r"(?:(?:[A-Z]{1,2}-)?\d{2,5}(?:-\d{3,4}|[ ]\d{2}(?![\d.,])|[ ]?[A-Z]{2}(?![\w-]))?"
+    r"|[A-Z]{1,2}\d[A-Z\d]?[ ]?\d[A-Z]{2}|[A-Z]\d[A-Z][ ]?\d[A-Z]\d)"
+)
 ZIP_PATTERNS = [
     Pattern(
         "labelled_zip",
-        r"(?<=\b(?i:zip|zip code|zipcode|postcode|post code|postal code|plz|cap)\b[ \t]?[:#]?[ \t]?)"
-        r"(?:[A-Z]{1,2}-)?\d{3,5}(?:-\d{3,4})?\b",
+        r"(?<=\b(?i:zip|zip[ -]?code|postcode|post[ -]?code|postal[ -]?code|plz|cap)\b"
+        r"(?:[ \t]+(?i:is|was|number|no\.?))?[ \t]?[:#]?[ \t]?)"
+        rf"{_POSTCODE}(?![\w-])",
         0.6,
     ),
 ]
+
+
+# A date with its time of day is one timestamp ("2000-04-16 11:34:35", "16/04/2000 11:34"); NER cuts it after
+# the date, leaving the time unmasked and the span short of the whole value.
+_TIME = r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d{1,6})?)?(?:[ ]?(?i:am|pm))?(?:[ ]?(?:Z|[+-]\d{2}:?\d{2}|UTC|GMT))?"
+TIMESTAMP_PATTERNS = [
+    Pattern("iso_timestamp", rf"\b\d{{4}}-\d{{2}}-\d{{2}}(?:[T ]|,[ ]?){_TIME}(?![\w:])", 0.6),
+    Pattern("dmy_timestamp", rf"\b\d{{1,2}}[/.]\d{{1,2}}[/.]\d{{2,4}},?[ ]{_TIME}(?![\w:])", 0.6),
+]
+
+
+def timestamp_recognizer() -> PatternRecognizer:
+    """Dates written with a time of day, as one DATE_TIME span."""
+    return PatternRecognizer(
+        supported_entity="DATE_TIME",
+        name="TimestampRecognizer",
+        patterns=TIMESTAMP_PATTERNS,
+        supported_language="en",
+        global_regex_flags=_FLAGS,
+    )
 
 
 def zip_code_recognizer() -> PatternRecognizer:
@@ -313,6 +405,39 @@ def zip_code_recognizer() -> PatternRecognizer:
         supported_language="en",
         global_regex_flags=_FLAGS,
     )
+
+
+# A place written in capitals after a preposition ("I am in TROMSØ", "flew to LEPPEN"): postal and travel
+# data often shout place names, and NER without case cues misses them. Five letters at least (or two words),
+# so that acronyms ("in NATO", "to HR") stay out; dictionary words ("in STOCK") are dropped in validation.
+CAPS_PLACE_PATTERNS = [
+    Pattern(
+        "caps_place",
+        r"(?<=\b(?:in|to|from|at|near|via)[ \t]+)(?:\p{Lu}[\p{Lu}'’-]+[ \t]+){0,2}\p{Lu}[\p{Lu}'’-]+(?![\w'’-])",
+        0.5,
+    ),
+]
+
+
+class CapsPlaceRecognizer(PatternRecognizer):
+    """Place names in capitals after a preposition (see CAPS_PLACE_PATTERNS)."""
+
+    def __init__(self, lexicon: Lexicon | None = None) -> None:
+        super().__init__(
+            supported_entity="LOCATION",
+            name="CapsPlaceRecognizer",
+            patterns=CAPS_PLACE_PATTERNS,
+            supported_language="en",
+            global_regex_flags=_FLAGS,
+        )
+        self._lexicon = lexicon
+
+    def invalidate_result(self, pattern_text: str) -> bool | None:
+        words = pattern_text.split()
+        if len(words) == 1 and sum(ch.isalpha() for ch in pattern_text) < 5:
+            return True
+        common = self._lexicon.common_words if self._lexicon else frozenset()
+        return any(w.lower() in common or w in COMMON_ACRONYMS for w in words)
 
 
 def country_names() -> list[str]:
@@ -374,143 +499,13 @@ EXTRA_CONTEXT: dict[str, list[str]] = {
 }
 
 
-def extra_recognizers() -> list[EntityRecognizer]:
-    """The recognizers this module adds to Presidio's predefined set."""
+def extra_recognizers(lexicon: Lexicon | None = None) -> list[EntityRecognizer]:
+    """The recognizers this module adds to Presidio's predefined set (name rules use `lexicon` when given)."""
+    from classifiers.groups import GroupRecognizer  # why here: groups.py imports country_names from this module
+
     return [
-        StreetAddressRecognizer(), IntlPhoneRecognizer(), age_recognizer(), titled_name_recognizer(),
+        StreetAddressRecognizer(lexicon), IntlPhoneRecognizer(), age_recognizer(), titled_name_recognizer(),
         title_recognizer(), zip_code_recognizer(), CountryRecognizer(), unchecked_card_recognizer(),
-        NameListRecognizer(),
+        NameListRecognizer(lexicon=lexicon), SpeakerRecognizer(lexicon), GroupRecognizer(), timestamp_recognizer(),
+        CapsPlaceRecognizer(lexicon),
     ]
-
-
-# ---- names from a first-name list -------------------------------------------------------------------------
-
-# Given-name words that are far more often something else in business text (months, verbs, common nouns).
-_NAME_CLASHES = frozenset({
-    "will", "may", "june", "april", "august", "mark", "bill", "grant", "hope", "faith", "grace", "joy", "art",
-    "guy", "van", "rich", "sun", "king", "summer", "winter", "autumn", "rose", "iris", "jack", "case", "dean",
-    "chance", "major", "sterling", "page", "lane", "bay", "cliff", "dale", "glen", "hill", "park", "ray", "sky",
-    "an", "ever", "else", "so", "ok", "in", "see", "job", "ask", "call", "god", "christ", "jesus", "love",
-    "suite", "apt", "unit", "street", "city", "max", "law", "money", "young", "long", "ali", "al", "le", "la",
-    "de", "da", "del", "di", "du", "von", "ben", "bin", "ter", "ten", "str", "avenue", "road", "nan",
-    "director", "manager", "doctor", "nurse", "engineer", "pink", "red", "white", "black", "brown", "green",
-})
-# Lower-case words that join a given name to a surname (Willemine ten Pas, Maria da Silva).
-_NAME_PARTICLES = frozenset({
-    "van", "von", "der", "den", "de", "da", "das", "do", "dos", "di", "del", "della", "la", "le", "ten", "ter",
-    "bin", "ibn", "al", "el", "y", "zu", "af",
-})
-# Capitalised words that end a name rather than continue it (address, company and title words).
-_NAME_STOP = frozenset({
-    "Apt", "Suite", "Unit", "Street", "St", "Road", "Avenue", "Inc", "Ltd", "LLC", "Group", "Company", "Corp",
-    "Bank", "University", "Hospital", "The", "And", "Of", "To", "In", "At", "On", "For", "From", "By", "With",
-    "I", "Mr", "Mrs", "Ms", "Dr", "Prof",
-})
-
-
-@lru_cache(maxsize=1)
-def first_names() -> frozenset[str]:
-    """Lower-cased given names (~5k) from the US Census 1990 lists shipped in the `names` package (MIT).
-
-    Loaded once, lazily, from the installed package; nothing is downloaded. (A larger international list,
-    gender-guesser's, scored better but is GPL-3.0, which this Apache-2.0 project cannot ship.) Without the
-    package the name-list recognizer finds nothing and the rest of the pipeline is unchanged.
-    """
-    try:
-        from importlib.resources import files
-
-        root = files("names")
-        data = "\n".join(root.joinpath(f).read_text(encoding="utf-8") for f in ("dist.male.first", "dist.female.first"))
-    except (ImportError, FileNotFoundError, OSError):
-        return frozenset()
-    names = {line.split()[0].lower() for line in data.splitlines() if line.strip()}
-    return frozenset(n for n in names if len(n) > 1 and n not in _NAME_CLASHES)
-
-
-class NameListRecognizer(EntityRecognizer):
-    """A known given name tagged as a proper noun, with the capitalised surname words that follow it.
-
-    Why: the small spaCy model misses many names (especially non-English ones) and cuts others short. Later
-    mentions of a found surname in the same text are names too ("... directed by Maciej Borkowski and
-    starring Borkowski").
-    """
-
-    def __init__(self, names: frozenset[str] | None = None) -> None:
-        super().__init__(supported_entities=["PERSON"], name="NameListRecognizer", supported_language="en")
-        self._names = names
-
-    def load(self) -> None:
-        pass
-
-    @property
-    def names(self) -> frozenset[str]:
-        return first_names() if self._names is None else self._names
-
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[
-            RecognizerResult]:
-        if nlp_artifacts is None or nlp_artifacts.tokens is None or not self.names:
-            return []
-        tokens = list(nlp_artifacts.tokens)
-        lower_text = not any(ch.isupper() for ch in text)
-        results: list[RecognizerResult] = []
-        surnames: set[str] = set()
-        i = 0
-        while i < len(tokens):
-            tok = tokens[i]
-            word = tok.text
-            if not self._is_given_name(tok, lower_text):
-                i += 1
-                continue
-            j = i + 1
-            while j < len(tokens) and j - i <= 4:
-                nxt = tokens[j].text
-                if "\n" in tokens[j - 1].whitespace_ or tokens[j].is_space:
-                    break
-                if self._is_name_word(nxt, lower_text) and nxt not in _NAME_STOP:
-                    j += 1
-                elif nxt.lower() in _NAME_PARTICLES and j + 1 < len(tokens) and self._is_name_word(
-                        tokens[j + 1].text, lower_text):
-                    j += 2
-                else:
-                    break
-            # a trailing initial is not a surname ("Anna K" at a line end is kept, "Anna K." too)
-            start, end = tok.idx, tokens[j - 1].idx + len(tokens[j - 1].text)
-            score = 0.7 if j - i > 1 else 0.5
-            if j - i > 1:
-                surnames.update(t.text for t in tokens[i + 1 : j] if len(t.text) > 2 and t.text[0].isupper())
-            results.append(self._result(start, end, score, word))
-            i = j
-        if surnames:
-            covered = {(r.start, r.end) for r in results}
-            for tok in tokens:
-                if tok.text in surnames and not any(s <= tok.idx < e for s, e in covered):
-                    results.append(self._result(tok.idx, tok.idx + len(tok.text), 0.5, tok.text))
-        return results
-
-    def _is_given_name(self, tok: Any, lower_text: bool) -> bool:
-        word = tok.text
-        if len(word) < 2 or word.lower() not in self.names:
-            return False
-        if lower_text:
-            return tok.pos_ == "PROPN"
-        return word[0].isupper() and not word.isupper() and tok.pos_ in ("PROPN", "NOUN", "X", "ADJ")
-
-    @staticmethod
-    def _is_name_word(word: str, lower_text: bool) -> bool:
-        if lower_text:
-            return False
-        if re.fullmatch(r"[A-ZÀ-Þ]\.?", word):  # an initial
-            return True
-        return (len(word) > 1 and word[0].isupper() and any(ch.islower() for ch in word[1:]) and word.isalpha()) or (
-            "-" in word and all(p[:1].isupper() for p in word.split("-") if p))
-
-    def _result(self, start: int, end: int, score: float, word: str) -> RecognizerResult:
-        result = RecognizerResult(
-            "PERSON", start, end, score,
-            AnalysisExplanation(type(self).__name__, score, textual_explanation=f"known given name {word!r}"),
-        )
-        result.recognition_metadata = {
-            RecognizerResult.RECOGNIZER_NAME_KEY: "NameListRecognizer",
-            RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
-        }
-        return result

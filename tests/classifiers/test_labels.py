@@ -13,6 +13,7 @@ from classifiers import InvalidLabelMapError, Label, LabelMap, UnknownLabelError
         ([], Label.PUBLIC),
         (["URL"], Label.INTERNAL),
         (["LOCATION", "DATE_TIME"], Label.INTERNAL),
+        (["NRP"], Label.INTERNAL),  # "our German office" names no one
         (["PERSON"], Label.CONFIDENTIAL),
         (["EMAIL_ADDRESS", "URL"], Label.CONFIDENTIAL),
         (["PHONE_NUMBER"], Label.CONFIDENTIAL),
@@ -85,7 +86,7 @@ def test_invalid_map_raises(data: dict[str, object]) -> None:
     ("entity_types", "personal"),
     [
         ([], False), (["URL"], False), (["PERSON"], True), (["URL", "EMAIL_ADDRESS"], True), (["AGE"], False),
-        (["LOCATION"], False), (["DATE_TIME"], False),
+        (["LOCATION"], False), (["DATE_TIME"], False), (["NRP"], False), (["NRP", "PERSON"], True),
     ],
 )
 def test_is_personal(entity_types: list[str], personal: bool) -> None:

@@ -35,13 +35,6 @@ class FakeClassifier:
         return out
 
 
-@pytest.fixture(scope="session")
-def presidio_classifier() -> Classifier:
-    from classifiers import build_presidio_classifier
-
-    return build_presidio_classifier()
-
-
 @pytest.fixture(params=["fake", pytest.param("presidio", marks=pytest.mark.slow)])
 def classifier(request: pytest.FixtureRequest) -> Classifier:
     if request.param == "fake":
@@ -149,6 +142,12 @@ RECOGNIZER_CASES = [
     ("She moved to Denmark last year", {"LOCATION"}),
     ("Born on 8/5/1989 in a small town", {"DATE_TIME"}),
     ("My card 4131034282458809939 is expiring this month", {"CREDIT_CARD"}),
+    ("Our supplier is a Norwegian firm", {"NRP"}),
+    ("we are proud vietnamese", {"NRP"}),
+    ("The backup ran at 2031-07-09 04:12:55 as planned", {"DATE_TIME"}),
+    ("Ring me on 8412 6650 after lunch", {"PHONE_NUMBER"}),
+    ("The courier could not find 88 lindenweg 12, apt. 3 in the village", {"STREET_ADDRESS"}),
+    ("Parcels go to the corner of Elm Street and Cedar Lane", {"STREET_ADDRESS"}),
 ]
 
 # Texts that must produce no finding of the given type (precision guards for the broad NER types).
@@ -160,6 +159,12 @@ NEGATIVE_CASES = [
     ("Chad said it was fine", "LOCATION"),
     ("The dr said nothing", "TITLE"),
     ("Order 4131034282458809939 shipped", "CREDIT_CARD"),  # no card word: a bare long number is not a card
+    ("The European Union adopted the rule", "NRP"),  # a group word opening a proper name
+    ("Pedestrians must use the left lane", "NRP"),  # NER NORP spans that name no group are dropped
+    ("Install Office 365 on the new laptops", "STREET_ADDRESS"),  # a dictionary word and a number
+    ("Our motto: Wisdom and Discipline", "PERSON"),  # capitalised everyday words
+    ("Meeting notes\nAgenda: budget review\nOutcome: approved", "PERSON"),  # field labels, not speakers
+    ("Sales grew in the 80s and 90s", "STREET_ADDRESS"),
 ]
 
 
@@ -344,7 +349,7 @@ def test_age_recognizer(text: str, expected: list[str]) -> None:
 
 
 def test_first_names_load_once_from_the_installed_package() -> None:
-    from classifiers.recognizers import first_names
+    from classifiers.names import first_names
 
     names = first_names()
     if not names:
@@ -366,7 +371,7 @@ NAME_CASES = [
 @pytest.mark.slow
 @pytest.mark.parametrize(("text", "expected"), NAME_CASES)
 def test_name_list_recognizer(presidio_classifier: Classifier, text: str, expected: list[str]) -> None:
-    from classifiers.recognizers import NameListRecognizer, first_names
+    from classifiers.names import NameListRecognizer, first_names
 
     if not first_names():
         pytest.skip("the names package is not installed: the name-list recognizer is inactive")
@@ -376,7 +381,7 @@ def test_name_list_recognizer(presidio_classifier: Classifier, text: str, expect
 
 
 def test_name_list_recognizer_without_names_finds_nothing() -> None:
-    from classifiers.recognizers import NameListRecognizer
+    from classifiers.names import NameListRecognizer
 
     assert NameListRecognizer(names=frozenset()).analyze("Anna Smith", ["PERSON"], None) == []
 
