@@ -20,15 +20,17 @@ if TYPE_CHECKING:
         EncodingError,
         EncryptedDocumentError,
         IngestError,
+        ParseTimeoutError,
         UnsupportedFormatError,
     )
     from ingest.offline import NetworkBlockedError, ensure_offline, ensure_parser_offline, no_network
-    from ingest.parse import parse_document
+    from ingest.parse import AttachmentLimits, parse_document
     from ingest.pipeline import IngestItem, IngestPipeline, sha256_bytes
     from ingest.types import (
         ChunkDraft,
         ParsedDocument,
         ParsedElement,
+        ParseWarning,
         PipelineVersions,
         ProcessedChunk,
         ProcessedDocument,
@@ -48,24 +50,28 @@ _EXPORTS: dict[str, str] = {
     "EncodingError": "ingest.errors",
     "EncryptedDocumentError": "ingest.errors",
     "IngestError": "ingest.errors",
+    "ParseTimeoutError": "ingest.errors",
     "UnsupportedFormatError": "ingest.errors",
     "NetworkBlockedError": "ingest.offline",
     "ensure_offline": "ingest.offline",
     "ensure_parser_offline": "ingest.offline",
     "no_network": "ingest.offline",
     "parse_document": "ingest.parse",
+    "AttachmentLimits": "ingest.parse",
     "IngestItem": "ingest.pipeline",
     "IngestPipeline": "ingest.pipeline",
     "sha256_bytes": "ingest.pipeline",
     "ChunkDraft": "ingest.types",
     "ParsedDocument": "ingest.types",
     "ParsedElement": "ingest.types",
+    "ParseWarning": "ingest.types",
     "PipelineVersions": "ingest.types",
     "ProcessedChunk": "ingest.types",
     "ProcessedDocument": "ingest.types",
 }
 
 __all__ = [
+    "AttachmentLimits",
     "ChunkDraft",
     "CorruptDocumentError",
     "DocumentTooLargeError",
@@ -80,6 +86,8 @@ __all__ = [
     "IngestItem",
     "IngestPipeline",
     "NetworkBlockedError",
+    "ParseTimeoutError",
+    "ParseWarning",
     "ParsedDocument",
     "ParsedElement",
     "PipelineVersions",

@@ -6,7 +6,9 @@ The algorithm (version `CHUNKER_NAME`):
    overlong "word" (a hash, a URL, base64) at characters. Greedy packing, so pieces are as large as fit.
 2. Pieces are packed greedily, in document order, into chunks of at most `max_tokens`. A Title element
    starts a new chunk (a section boundary, as in unstructured's chunk_by_title), so a heading travels
-   with the text under it and not with the end of the previous section.
+   with the text under it and not with the end of the previous section. So does the first piece of an
+   email attachment: a chunk never mixes the body and an attachment, or two attachments, and carries the
+   name of the attachment it comes from.
 3. A chunk is the contiguous slice `doc.text[start:end]` from its first piece to its last, so its text,
    sha256 and offsets agree by construction, and citations can point back into the document.
 
@@ -44,6 +46,7 @@ class _Piece:
     end: int
     element_type: str
     page_number: int | None
+    attachment: str | None
 
 
 def chunk_document(
@@ -57,7 +60,7 @@ def chunk_document(
     pieces: list[_Piece] = []
     for element in doc.elements:
         for start, end in _fit(text, element.start, element.end, counter, max_tokens, level=0):
-            pieces.append(_Piece(start, end, element.element_type, element.page_number))
+            pieces.append(_Piece(start, end, element.element_type, element.page_number, element.attachment))
     return [
         _draft(text, group, ordinal, counter) for ordinal, group in enumerate(_pack(text, pieces, counter, max_tokens))
     ]
@@ -72,7 +75,7 @@ def _pack(text: str, pieces: list[_Piece], counter: _CachedCounter, max_tokens: 
                 p.element_type not in _SECTION_TYPES for p in current
             )
             fits = counter(text[current[0].start : piece.end]) <= max_tokens
-            if starts_section or not fits:
+            if starts_section or not fits or piece.attachment != current[0].attachment:
                 groups.append(current)
                 current = []
         current.append(piece)
@@ -98,6 +101,7 @@ def _draft(text: str, group: list[_Piece], ordinal: int, counter: _CachedCounter
         page_number=page,
         element_types=tuple(types),
         token_count=counter(body),
+        attachment=group[0].attachment,
     )
 
 

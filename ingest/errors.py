@@ -7,7 +7,11 @@ IngestError
  ├── EncryptedDocumentError   password-protected / encrypted
  ├── DocumentTooLargeError    over the configured byte limit
  ├── EncodingError            text in an encoding that cannot be decoded
+ ├── ParseTimeoutError        the parser ran past the per-file time budget (its worker process was killed)
  └── EmbeddingError           embedding model failed or unavailable
+
+Not an error: a ParseWarning (ingest.types) with one of these codes, or `attachment_limit`, reports an email
+attachment that was skipped while the message itself was parsed.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ class DocumentTooLargeError(IngestError):
 
 class EncodingError(IngestError):
     code = "undecodable_text"
+
+
+class ParseTimeoutError(IngestError):
+    code = "parse_timeout"
 
 
 class EmbeddingError(IngestError):

@@ -1,98 +1,81 @@
 """Bytes -> ParsedDocument: detect the format, refuse what we cannot read safely, partition with unstructured.
 
 Detection trusts content first (PDF/OLE/zip signatures, libmagic via unstructured's `detect_filetype`) and
-the filename extension second. Encrypted PDFs (pikepdf) and encrypted Office files (msoffcrypto: OLE/CDF
-containers with an EncryptedPackage) are refused before partitioning. Text formats are decoded here
-(BOM, UTF-8, then charset detection) so an undecodable file is an EncodingError, not a mojibake document.
+the filename extension second. A file whose extension promises a container (zip: docx/pptx/xlsx/odt/epub;
+OLE: doc/ppt/xls/msg; PDF) but whose container is truncated, broken or holds no such document is
+`corrupt_document`, never `unsupported_format`. Encrypted PDFs (pikepdf) and encrypted Office files
+(msoffcrypto: OLE/CDF containers with an EncryptedPackage) are refused before partitioning. A PDF that
+qpdf had to reconstruct (typically truncated) is corrupt when no text comes out of it, else parsed with a
+warning. Text formats are decoded first (ingest.decode), so an undecodable file is an EncodingError.
+
+Emails (.eml, .msg): unstructured partitions the body; then each attachment (ingest.attachments) is parsed
+as a file of its own, through the same checks and byte limit, sharing the file's zip-expansion budget,
+within AttachmentLimits (count, nesting depth). An attachment that cannot be parsed becomes a ParseWarning
+with its error code and never fails the message.
 
 Element texts are stripped and joined with "\n\n" into `ParsedDocument.text`; every element keeps its
-[start, end) offsets into that text, its unstructured category and its page number.
+[start, end) offsets into that text, its unstructured category, its page number and, when it comes from an
+attachment, the attachment's name (a path for nested ones: "forwarded.eml/report.pdf").
 """
 
 from __future__ import annotations
 
-import codecs
+import email
+import email.errors
+import email.policy
 import importlib
 import io
 import logging
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from email.message import EmailMessage
+from typing import Any, cast
 
+from ingest.attachments import AttachmentLimits, email_attachments, msg_attachments
+from ingest.decode import BOM_PREFIXES, decode_text, noise_ratio
 from ingest.errors import (
     CorruptDocumentError,
     DocumentTooLargeError,
     EmptyDocumentError,
-    EncodingError,
     EncryptedDocumentError,
     IngestError,
-    UnsupportedFormatError,
+)
+from ingest.formats import (
+    CONTAINER_BY_EXTENSION,
+    ROUTES,
+    ZIP_EXPANSION_LIMIT,
+    ZIP_SIGNATURES,
+    Route,
+    check_pdf,
+    check_zip,
+    detect_type,
 )
 from ingest.offline import ensure_parser_offline, no_network
-from ingest.types import ParsedDocument, ParsedElement
+from ingest.types import ParsedDocument, ParsedElement, ParseWarning
+
+__all__ = ["SEPARATOR", "AttachmentLimits", "decode_text", "detect_type", "parse_document", "parser_version"]
 
 logger = logging.getLogger(__name__)
 
 SEPARATOR = "\n\n"
-_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-_ZIP_MAGIC = b"PK\x03\x04"
-_ZIP_EXPANSION_LIMIT = 10  # a zip container may unpack to at most this many times max_bytes
-# (BOM, codec) with UTF-32 first: the UTF-32-LE BOM begins with the UTF-16-LE one.
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-_BOM_PREFIXES = tuple(bom for bom, _ in _BOMS)
-_MAX_CONTROL_RATIO = 0.02  # decoded "text" with more control characters than this is binary
+_MAX_BODY_NOISE = 0.1  # an email body with more control/U+FFFD characters than this is binary, not a message
+_EMAIL_MODULES = frozenset({"email", "msg"})
 
 
-@dataclass(frozen=True)
-class _Route:
-    """How one file type is partitioned."""
+@dataclass
+class _Budget:
+    """What is left for one file and everything attached to it."""
 
-    function: str  # unstructured.partition.<module>.<function>
-    module: str
-    decode: bool = False  # decode the bytes here and hand over text (or UTF-8 bytes)
-    text_kwarg: bool = False  # the function takes `text=`
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    attachments: int
+    unpacked_bytes: int
 
 
-_ROUTES: dict[str, _Route] = {
-    "PDF": _Route(
-        "partition_pdf",
-        "pdf",
-        kwargs={"strategy": "fast", "infer_table_structure": False, "extract_images_in_pdf": False},
-    ),
-    "DOCX": _Route("partition_docx", "docx"),
-    "PPTX": _Route("partition_pptx", "pptx"),
-    "XLSX": _Route("partition_xlsx", "xlsx"),
-    "XLS": _Route("partition_xlsx", "xlsx"),
-    "ODT": _Route("partition_odt", "odt"),
-    "EPUB": _Route("partition_epub", "epub"),
-    "MSG": _Route("partition_msg", "msg", kwargs={"process_attachments": False}),
-    # The email parser decodes each MIME part by its own charset, so it gets the raw bytes.
-    "EML": _Route("partition_email", "email", kwargs={"process_attachments": False}),
-    "HTML": _Route("partition_html", "html", decode=True, text_kwarg=True),
-    "MD": _Route("partition_md", "md", decode=True, text_kwarg=True),
-    "TXT": _Route("partition_text", "text", decode=True, text_kwarg=True),
-    "XML": _Route("partition_xml", "xml", decode=True, text_kwarg=True),
-    "JSON": _Route("partition_json", "json", decode=True, text_kwarg=True),
-    "NDJSON": _Route("partition_ndjson", "ndjson", decode=True, text_kwarg=True),
-    "CSV": _Route("partition_csv", "csv", decode=True, kwargs={"encoding": "utf-8"}),
-    "TSV": _Route("partition_tsv", "tsv", decode=True),
-    "RTF": _Route("partition_rtf", "rtf", decode=True),
-    "RST": _Route("partition_rst", "rst", decode=True),
-    "ORG": _Route("partition_org", "org", decode=True),
-}
-# Legacy binary Office formats need LibreOffice (not installed); images need OCR (never used).
-_REFUSED_REASONS = {
-    "DOC": "legacy .doc needs LibreOffice",
-    "PPT": "legacy .ppt needs LibreOffice",
-}
+@dataclass
+class _Parsed:
+    file_type: Any
+    route: Route
+    elements: list[tuple[str | None, Any]]  # (attachment path or None, unstructured element)
+    warnings: list[ParseWarning] = field(default_factory=list)
 
 
 def parser_version(function: str) -> str:
@@ -102,170 +85,178 @@ def parser_version(function: str) -> str:
     return f"unstructured=={__version__}:{function}"
 
 
-def parse_document(data: bytes, filename: str, *, max_bytes: int) -> ParsedDocument:
+def parse_document(
+    data: bytes, filename: str, *, max_bytes: int, attachment_limits: AttachmentLimits | None = None
+) -> ParsedDocument:
     """Extract structured text from one file's bytes. Raises a typed IngestError for bad input."""
+    limits = attachment_limits or AttachmentLimits()
+    budget = _Budget(attachments=limits.max_count, unpacked_bytes=ZIP_EXPANSION_LIMIT * max_bytes)
+    if len(data) > max_bytes:  # before anything is loaded
+        raise DocumentTooLargeError(f"{len(data)} bytes exceeds the limit of {max_bytes} bytes")
+    ensure_parser_offline()
+    with no_network():
+        parsed = _parse(data, filename, max_bytes=max_bytes, limits=limits, budget=budget, depth=0, path=None)
+    return _assemble(
+        parsed.elements,
+        mime_type=parsed.file_type.mime_type,
+        parser=parser_version(parsed.route.function),
+        warnings=tuple(parsed.warnings),
+    )
+
+
+def _parse(
+    data: bytes,
+    filename: str,
+    *,
+    max_bytes: int,
+    limits: AttachmentLimits,
+    budget: _Budget,
+    depth: int,
+    path: str | None,
+) -> _Parsed:
+    """One file or attachment -> its elements (attachments included) and warnings; raises IngestError."""
     if len(data) > max_bytes:
         raise DocumentTooLargeError(f"{len(data)} bytes exceeds the limit of {max_bytes} bytes")
     if not data.strip():
         raise EmptyDocumentError("the file is empty")
-    if data.startswith(_ZIP_MAGIC):
-        _check_zip(data, max_uncompressed=_ZIP_EXPANSION_LIMIT * max_bytes)
-    ensure_parser_offline()
-    with no_network():
-        file_type, text = detect_type(data, filename)
-        route = _ROUTES[file_type.name]
-        elements = _partition(route, data, text, filename)
-    doc = _assemble(elements, mime_type=file_type.mime_type, parser=parser_version(route.function))
-    if not doc.elements:
-        raise EmptyDocumentError("no extractable text")
-    return doc
-
-
-def detect_type(data: bytes, filename: str) -> tuple[Any, str | None]:
-    """The unstructured FileType to partition `data` as, and its decoded text when it is a text file.
-
-    Raises UnsupportedFormatError, EncryptedDocumentError, CorruptDocumentError or EncodingError.
-    """
-    from unstructured.file_utils.model import FileType
-
     ext = os.path.splitext(filename)[1].lower()
-    if data[:1024].lstrip().startswith(b"%PDF-") or (b"%PDF-" in data[:1024] and ext == ".pdf"):
-        _check_pdf(data)
-        return FileType.PDF, None
-    if data.startswith(_OLE_MAGIC):
-        _check_ole(data)
-    text: str | None = None
-    undecodable: EncodingError | None = None
-    if not data.startswith((_OLE_MAGIC, _ZIP_MAGIC)):
+    if any(len(data) < len(sig) and sig.startswith(data) for sig in CONTAINER_BY_EXTENSION.get(ext, ())):
+        raise CorruptDocumentError(f"the file is truncated: {len(data)} bytes, less than a {ext} signature")
+    if data.startswith(ZIP_SIGNATURES):
+        budget.unpacked_bytes -= check_zip(data, max_unpacked=budget.unpacked_bytes)
+    file_type, text = detect_type(data, filename)
+    route = ROUTES[file_type.name]
+    warnings: list[ParseWarning] = []
+    damaged = route.module == "pdf" and check_pdf(data)
+    source = _email_bytes(route, data, text)
+    message = _check_email(source, path, warnings) if route.module == "email" else None
+    elements: list[tuple[str | None, Any]] = [(path, e) for e in _partition(route, data, text, filename, source)]
+    if route.module in _EMAIL_MODULES:
+        _refuse_binary_body([e for _, e in elements])
+        elements += _attachments(
+            route.module,
+            source,
+            message,
+            max_bytes=max_bytes,
+            limits=limits,
+            budget=budget,
+            depth=depth,
+            path=path,
+            warnings=warnings,
+        )
+    if not any(_text(e) for _, e in elements):
+        if damaged:
+            raise CorruptDocumentError("the PDF is damaged (truncated?) and no text could be read from it")
+        raise EmptyDocumentError("no extractable text")
+    if damaged:
+        warnings.insert(
+            0,
+            _warning("corrupt_document", "the PDF is damaged (truncated?): read as far as qpdf could rebuild it", path),
+        )
+    return _Parsed(file_type, route, elements, warnings)
+
+
+def _attachments(
+    kind: str,
+    source: bytes,
+    message: EmailMessage | None,
+    *,
+    max_bytes: int,
+    limits: AttachmentLimits,
+    budget: _Budget,
+    depth: int,
+    path: str | None,
+    warnings: list[ParseWarning],
+) -> list[tuple[str | None, Any]]:
+    """Elements of every attachment that parses; a warning for each one that does not."""
+    elements: list[tuple[str | None, Any]] = []
+    found = email_attachments(message) if message is not None else msg_attachments(source)
+    while True:
         try:
-            text = decode_text(data)
-        except EncodingError as exc:
-            undecodable = exc
-    # libmagic and unstructured's text differentiation see UTF-8 whatever the original encoding was.
-    file_type = _detect(text.encode("utf-8") if text is not None else data, filename)
-    route = _ROUTES.get(file_type.name)
-    if route is not None:
-        if route.decode and text is None:
-            raise undecodable or EncodingError("the text could not be decoded")
-        return file_type, text
-    if file_type.name in _REFUSED_REASONS:
-        raise UnsupportedFormatError(f"{file_type.name.lower()} is not supported: {_REFUSED_REASONS[file_type.name]}")
-    if file_type.name == "EMPTY":
-        raise EmptyDocumentError("the file is empty")
-    raise UnsupportedFormatError(f"unsupported file type {file_type.name.lower()} ({ext or 'no extension'})")
-
-
-def _detect(data: bytes, filename: str) -> Any:
-    from unstructured.file_utils.filetype import detect_filetype
-
-    try:
-        return detect_filetype(file=io.BytesIO(data), metadata_file_path=filename)
-    except Exception as exc:  # detection reads zip/OLE directories and can trip on damaged ones
-        raise CorruptDocumentError(f"could not determine the file type ({type(exc).__name__})") from exc
-
-
-def _check_zip(data: bytes, *, max_uncompressed: int) -> None:
-    """Refuse zip bombs (OOXML, ODT and EPUB are zip containers): the byte limit must hold unpacked too."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            unpacked = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CorruptDocumentError("the zip container could not be read") from exc
-    if unpacked > max_uncompressed:
-        raise DocumentTooLargeError(f"{unpacked} bytes once unpacked exceeds the limit of {max_uncompressed} bytes")
-
-
-def _check_pdf(data: bytes) -> None:
-    import pikepdf
-
-    try:
-        with pikepdf.open(io.BytesIO(data)):
-            pass
-    except pikepdf.PasswordError as exc:
-        raise EncryptedDocumentError("the PDF is password-protected") from exc
-    except pikepdf.PdfError as exc:
-        raise CorruptDocumentError("the PDF could not be read") from exc
-
-
-def _check_ole(data: bytes) -> None:
-    """Refuse encrypted OLE/CDF containers: password-protected docx/xlsx/pptx and legacy doc/xls/ppt."""
-    import msoffcrypto
-
-    try:
-        office_file = msoffcrypto.OfficeFile(io.BytesIO(data))
-        encrypted = bool(office_file.is_encrypted())
-    except Exception:  # not an Office container msoffcrypto knows (e.g. .msg): leave it to detection
-        return
-    if encrypted:
-        raise EncryptedDocumentError("the Office document is password-protected")
-
-
-def decode_text(data: bytes) -> str:
-    """Decode text bytes: BOM, UTF-16/32 by NUL pattern, strict UTF-8, then charset detection.
-
-    Raises EncodingError when nothing yields text (binary data, or an encoding we cannot recognise).
-    """
-    text = _decode(data)
-    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f\v")
-    if controls > _MAX_CONTROL_RATIO * max(len(text), 1):
-        raise EncodingError("the file is not text in any encoding we can recognise")
-    return text
-
-
-def _decode(data: bytes) -> str:
-    for bom, codec in _BOMS:
-        if data.startswith(bom):
+            attachment = next(found, None)
+        except Exception as exc:  # a damaged attachment table: the body was read, the rest is lost
+            warnings.append(
+                _warning("corrupt_document", f"the attachments could not be read ({type(exc).__name__})", path)
+            )
+            break
+        if attachment is None:
+            break
+        where = f"{path}/{attachment.name}" if path else attachment.name
+        if budget.attachments <= 0:  # said once per message; the remaining ones are not even decoded
+            warnings.append(
+                _warning(
+                    "attachment_limit",
+                    f"over the limit of {limits.max_count} attachments per file: this one and any after it not parsed",
+                    where,
+                )
+            )
+            break
+        budget.attachments -= 1
+        if depth + 1 > limits.max_depth:
+            warnings.append(
+                _warning("attachment_limit", f"nested more than {limits.max_depth} levels deep: not parsed", where)
+            )
+        elif attachment.data is None:
+            warnings.append(_warning("unsupported_format", attachment.reason, where))
+        else:
             try:
-                return data.decode(codec)
-            except UnicodeDecodeError as exc:
-                raise EncodingError(f"invalid {codec} text after a byte-order mark") from exc
-    if b"\x00" in data:
-        # UTF-8 text never holds NUL; BOM-less UTF-16/32 of mostly-ASCII text is full of them.
-        wide = _wide_codec(data)
-        if wide is not None:
-            try:
-                return data.decode(wide)
-            except UnicodeDecodeError:
-                pass
-    else:
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-    return _detect_and_decode(data)
+                sub = _parse(
+                    attachment.data,
+                    attachment.name,
+                    max_bytes=max_bytes,
+                    limits=limits,
+                    budget=budget,
+                    depth=depth + 1,
+                    path=where,
+                )
+            except IngestError as exc:
+                warnings.append(_warning(exc.code, exc.message, where))
+                continue
+            except Exception as exc:  # one attachment must never fail the message
+                logger.warning("attachment parse failed: error=%s", type(exc).__name__)
+                warnings.append(
+                    _warning("corrupt_document", f"the attachment could not be read ({type(exc).__name__})", where)
+                )
+                continue
+            elements += sub.elements
+            warnings += sub.warnings
+    return elements
 
 
-def _wide_codec(data: bytes) -> str | None:
-    sample = data[:4096]
-    n = len(sample)
-    if n >= 4 and n % 4 == 0 and sample[2::4].count(0) > 0.9 * (n // 4) and sample[3::4].count(0) > 0.9 * (n // 4):
-        return "utf-32-le"
-    if n >= 4 and n % 4 == 0 and sample[0::4].count(0) > 0.9 * (n // 4) and sample[1::4].count(0) > 0.9 * (n // 4):
-        return "utf-32-be"
-    if sample[1::2].count(0) > 0.6 * (n // 2):
-        return "utf-16-le"
-    if sample[0::2].count(0) > 0.6 * (n // 2):
-        return "utf-16-be"
-    return None
+def _warning(code: str, message: str, attachment: str | None) -> ParseWarning:
+    logger.info("parse warning: code=%s attachment_level=%d", code, attachment.count("/") + 1 if attachment else 0)
+    return ParseWarning(code, message, attachment)
 
 
-def _detect_and_decode(data: bytes) -> str:
-    from charset_normalizer import from_bytes
+def _check_email(raw: bytes, path: str | None, warnings: list[ParseWarning]) -> EmailMessage:
+    """Refuse bytes that are no message at all; warn when MIME boundaries are missing (a truncated message)."""
+    message = cast(EmailMessage, email.message_from_bytes(raw, policy=email.policy.default))
+    if not message.keys():
+        raise CorruptDocumentError("not an email message: no header fields")
+    boundary_defects = (email.errors.CloseBoundaryNotFoundDefect, email.errors.StartBoundaryNotFoundDefect)
+    if any(isinstance(d, boundary_defects) for part in message.walk() for d in part.defects):
+        warnings.append(
+            _warning("corrupt_document", "the message is truncated or damaged (a MIME boundary is missing)", path)
+        )
+    return message
 
-    matches = list(from_bytes(data))
-    if not matches:
-        raise EncodingError("the text is not in any encoding we can recognise")
-    best = min(matches, key=lambda m: m.chaos)
-    # Short Western text is ambiguous between cp1250/cp1252/cp1257/cp775...; when cp1252 reads it as
-    # cleanly as the best guess, take it: it is by far the most common legacy encoding of such files.
-    chosen = next((m for m in matches if m.encoding == "cp1252" and m.chaos <= best.chaos + 0.005), best)
-    logger.debug("decoded text with detected charset=%s", chosen.encoding)
-    return str(chosen)
+
+def _refuse_binary_body(elements: list[Any]) -> None:
+    body = "".join(_text(e) for e in elements)
+    if body and noise_ratio(body) > _MAX_BODY_NOISE:
+        raise CorruptDocumentError("the message body is binary data, not text")
 
 
-def _partition(route: _Route, data: bytes, text: str | None, filename: str) -> list[Any]:
+def _email_bytes(route: Route, data: bytes, text: str | None) -> bytes:
+    """The bytes the email parser gets: a UTF-16/32 (or BOM-prefixed) .eml re-encoded as UTF-8.
+
+    Plain 8-bit messages keep their bytes, since each MIME part declares its own charset."""
+    if route.module == "email" and text is not None and (b"\x00" in data[:4096] or data.startswith(BOM_PREFIXES)):
+        return text.encode("utf-8")
+    return data
+
+
+def _partition(route: Route, data: bytes, text: str | None, filename: str, source: bytes) -> list[Any]:
     module = importlib.import_module(f"unstructured.partition.{route.module}")
     function = getattr(module, route.function)
     kwargs: dict[str, Any] = dict(route.kwargs)
@@ -274,12 +265,8 @@ def _partition(route: _Route, data: bytes, text: str | None, filename: str) -> l
             kwargs["text"] = text
         else:
             kwargs["file"] = io.BytesIO(text.encode("utf-8"))
-    elif route.module == "email" and text is not None and (b"\x00" in data[:4096] or data.startswith(_BOM_PREFIXES)):
-        # A UTF-16/32 (or BOM-prefixed) .eml: the email parser reads byte-oriented messages. Plain 8-bit
-        # messages keep their bytes, since each MIME part declares its own charset.
-        kwargs["file"] = io.BytesIO(text.encode("utf-8"))
     else:
-        kwargs["file"] = io.BytesIO(data)
+        kwargs["file"] = io.BytesIO(source)
     if route.module not in ("text", "html", "xml", "json", "ndjson", "csv", "tsv"):
         kwargs["metadata_filename"] = os.path.basename(filename) or None
     try:
@@ -299,13 +286,19 @@ def _looks_encrypted(exc: BaseException) -> bool:
     return "Password" in name or "Encrypt" in name or "NotAllowed" in name
 
 
-def _assemble(raw_elements: list[Any], *, mime_type: str, parser: str) -> ParsedDocument:
+def _text(raw: Any) -> str:
+    # NUL cannot be stored in PostgreSQL text columns and is never meaningful content.
+    return str(getattr(raw, "text", "") or "").replace("\x00", "").strip()
+
+
+def _assemble(
+    raw_elements: list[tuple[str | None, Any]], *, mime_type: str, parser: str, warnings: tuple[ParseWarning, ...]
+) -> ParsedDocument:
     elements: list[ParsedElement] = []
     parts: list[str] = []
     cursor = 0
-    for raw in raw_elements:
-        # NUL cannot be stored in PostgreSQL text columns and is never meaningful content.
-        text = str(getattr(raw, "text", "") or "").replace("\x00", "").strip()
+    for attachment, raw in raw_elements:
+        text = _text(raw)
         if not text:
             continue
         if parts:
@@ -321,6 +314,9 @@ def _assemble(raw_elements: list[Any], *, mime_type: str, parser: str) -> Parsed
                 start=start,
                 end=cursor,
                 page_number=int(page) if isinstance(page, int) else None,
+                attachment=attachment,
             )
         )
-    return ParsedDocument(elements=tuple(elements), text=SEPARATOR.join(parts), mime_type=mime_type, parser=parser)
+    return ParsedDocument(
+        elements=tuple(elements), text=SEPARATOR.join(parts), mime_type=mime_type, parser=parser, warnings=warnings
+    )

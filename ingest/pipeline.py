@@ -8,6 +8,10 @@ Labels: chunk label = max(source floor, label the classifier derived from its fi
 `label_map` attribute when it has one (so label and personal flag come from the same map); otherwise the
 `label_map` argument, else the default map. Passing a map that differs from the classifier's is an error.
 
+Parsing runs in a worker process with a per-file time budget when `parse_timeout_s` > 0 (ingest.workers:
+a file that hangs the parser fails with `parse_timeout`, the others go on), else in this process. The
+pipeline owns that worker: `close()` it (or use the pipeline as a context manager).
+
 Embedding work is done once per distinct chunk text: vectors come from the cache when present, texts are
 deduplicated within a document and across a `process_many` batch, and new vectors are written back.
 `ProcessedChunk.embedding_cached` is False on exactly one chunk per vector computed by the call (its first
@@ -30,8 +34,8 @@ from ingest.chunk import DEFAULT_MAX_TOKENS, chunk_document, chunker_version
 from ingest.embedders import Embedder, EmbeddingCache, Vector
 from ingest.errors import EmbeddingError, IngestError
 from ingest.offline import no_network
-from ingest.parse import parse_document
 from ingest.types import ChunkDraft, ParsedDocument, PipelineVersions, ProcessedChunk, ProcessedDocument
+from ingest.workers import Parser, make_parser
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +82,8 @@ class IngestPipeline:
         label_map: LabelMap | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_tokens: int = DEFAULT_MAX_TOKENS,
+        parse_timeout_s: float = 0.0,
+        parser: Parser | None = None,
     ) -> None:
         exposed = getattr(classifier, "label_map", None)
         if isinstance(exposed, LabelMap):
@@ -90,6 +96,17 @@ class IngestPipeline:
         self.cache = cache
         self.max_bytes = max_bytes
         self.max_tokens = max_tokens
+        self.parser = parser or make_parser(timeout_s=parse_timeout_s)
+
+    def close(self) -> None:
+        """Stop the parse worker process, if one was started."""
+        self.parser.close()
+
+    def __enter__(self) -> IngestPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def process(self, data: bytes, filename: str, *, floor: Label) -> ProcessedDocument:
         """Process one file; raises an IngestError subclass for bad input."""
@@ -104,8 +121,12 @@ class IngestPipeline:
         Returns one entry per item, in order: the ProcessedDocument, or the IngestError that file raised.
         Bad files never fail the batch; a broken embedder (EmbeddingError) or classifier does.
         """
+        items = list(items)
         with no_network():
-            staged: list[_Staged | IngestError] = [self._parse_and_chunk(item) for item in items]
+            parsed = self.parser.parse_many(((i.data, i.filename) for i in items), max_bytes=self.max_bytes)
+            staged: list[_Staged | IngestError] = [
+                self._chunk(item, result, seconds) for item, (result, seconds) in zip(items, parsed, strict=True)
+            ]
             ready = [s for s in staged if isinstance(s, _Staged)]
             self._classify(ready)
             vectors, computed, embed_seconds = self._embed(ready)
@@ -122,20 +143,21 @@ class IngestPipeline:
             results.append(self._assemble(entry, vectors, computed, seen))
         return results
 
-    def _parse_and_chunk(self, item: IngestItem) -> _Staged | IngestError:
+    def _chunk(self, item: IngestItem, parsed: ParsedDocument | IngestError, parse_s: float) -> _Staged | IngestError:
         sha = sha256_bytes(item.data)
+        if isinstance(parsed, IngestError):
+            logger.info("file rejected: sha256=%s size=%d code=%s", sha, len(item.data), parsed.code)
+            return parsed
+        t0 = time.perf_counter()
         try:
-            t0 = time.perf_counter()
-            parsed = parse_document(item.data, item.filename, max_bytes=self.max_bytes)
-            t1 = time.perf_counter()
             drafts = chunk_document(parsed, count_tokens=self.embedder.count_tokens, max_tokens=self.max_tokens)
-            t2 = time.perf_counter()
         except EmbeddingError:
             raise
         except IngestError as exc:
             logger.info("file rejected: sha256=%s size=%d code=%s", sha, len(item.data), exc.code)
             return exc
-        return _Staged(sha, len(item.data), parsed, drafts, [], {"parse": t1 - t0, "chunk": t2 - t1}, item.floor)
+        timings = {"parse": parse_s, "chunk": time.perf_counter() - t0}
+        return _Staged(sha, len(item.data), parsed, drafts, [], timings, item.floor)
 
     def _classify(self, ready: Sequence[_Staged]) -> None:
         texts = [d.text for s in ready for d in s.drafts]
@@ -217,4 +239,5 @@ class IngestPipeline:
             chunks=tuple(chunks),
             versions=versions,
             timings_s=dict(staged.timings),
+            warnings=staged.parsed.warnings,
         )

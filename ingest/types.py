@@ -19,17 +19,35 @@ class ParsedElement:
     element_type: str
     start: int
     end: int
-    page_number: int | None = None
+    page_number: int | None = None  # within the attachment when `attachment` is set
+    attachment: str | None = None  # the email attachment it came from, see ParseWarning.attachment
+
+
+@dataclass(frozen=True, slots=True)
+class ParseWarning:
+    """Something skipped or only partly read while the file itself was still parsed.
+
+    `code` is a stable IngestError code (a skipped attachment keeps the code it failed with, e.g.
+    `unsupported_format`, `encrypted_document`), or `attachment_limit` for an attachment left out by the
+    count or depth limit. `attachment` names the attachment concerned, nested ones as a path
+    ("forwarded.eml/report.pdf"); None when the warning is about the file itself (e.g. a damaged PDF that
+    could be read in part).
+    """
+
+    code: str
+    message: str
+    attachment: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedDocument:
-    """The text and elements extracted from one file."""
+    """The text and elements extracted from one file (for an email: its body, then its attachments)."""
 
     elements: tuple[ParsedElement, ...]
     text: str
     mime_type: str
     parser: str  # e.g. "unstructured==0.27.32:partition_docx"
+    warnings: tuple[ParseWarning, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +62,7 @@ class ChunkDraft:
     page_number: int | None
     element_types: tuple[str, ...]
     token_count: int
+    attachment: str | None = None  # set when the chunk comes from an email attachment (never spans two)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +101,7 @@ class ProcessedDocument:
     chunks: tuple[ProcessedChunk, ...]
     versions: PipelineVersions
     timings_s: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    warnings: tuple[ParseWarning, ...] = ()  # skipped attachments, partly readable file
 
     @property
     def entity_counts(self) -> dict[str, int]:

@@ -102,11 +102,14 @@ class Container:
     @cached_property
     def pipeline(self) -> DocumentProcessor:
         from ingest.pipeline import IngestPipeline
+        from ingest.workers import make_parser
         from memory.embedding_cache import SqlEmbeddingCache
 
+        parser = make_parser(timeout_s=self.settings.parse_timeout_s)
+        parser.start()  # the parse worker (if any) loads unstructured while the models below load
         return IngestPipeline(
             self.classifier, self.embedder, SqlEmbeddingCache(self.sessions),
-            max_bytes=self.settings.max_upload_bytes, max_tokens=self.settings.chunk_max_tokens,
+            max_bytes=self.settings.max_upload_bytes, max_tokens=self.settings.chunk_max_tokens, parser=parser,
         )
 
     def prepare_database(self) -> None:
@@ -140,6 +143,8 @@ class Container:
         repair(self.sessions, self.store)
 
     def close(self) -> None:
+        if "pipeline" in self.__dict__:
+            self.pipeline.close()  # stops the parse worker process
         if "store" in self.__dict__:
             self.store.close()
         if "engine" in self.__dict__ and self._engine_override is None:

@@ -50,6 +50,8 @@ class DocumentProcessor(Protocol):
 
     def process_many(self, items: Sequence[IngestItem]) -> list[ProcessedDocument | IngestError]: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class FileInput:
@@ -72,6 +74,9 @@ class IngestOutcome:
     error_code: str | None = None
     error: str | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
+    # Parsed anyway, with these left out (skipped email attachments, a partly readable file):
+    # {"code", "message", "attachment"}, code as in ingest.errors or "attachment_limit".
+    warnings: list[dict[str, str | None]] = field(default_factory=list)
 
 
 def document_id_for(source_id: str, external_key: str) -> str:
@@ -272,6 +277,7 @@ def _store_document(
         file.external_key, status, doc_id, version.version, vid, chunks=len(chunk_rows),
         embedded=sum(1 for c in doc.chunks if not c.embedding_cached), entity_counts=doc.entity_counts,
         timings_s={**doc.timings_s, "store": time.perf_counter() - t_store},
+        warnings=[{"code": w.code, "message": w.message, "attachment": w.attachment} for w in doc.warnings],
     )
 
 

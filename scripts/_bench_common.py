@@ -299,7 +299,13 @@ class ServerProcess:
         self.startup_s = time.perf_counter() - started
 
     def rss(self) -> dict[str, float]:
-        return proc_rss_mib(self.proc.pid)
+        """Server RSS including its child processes (the parse worker): current and peak, summed."""
+        import psutil
+
+        pids = [self.proc.pid] + [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
+        per = [proc_rss_mib(pid) for pid in pids]
+        return {key: sum(p.get(key, 0.0) for p in per) for key in ("rss_mib", "peak_rss_mib")} | {
+            "processes": float(len(pids)), "main_rss_mib": per[0].get("rss_mib", 0.0)}
 
     def log_tail(self, n: int = 4000) -> str:
         self._log.seek(0)

@@ -27,7 +27,7 @@ server and dropped afterwards), the script:
    warmed) and times POST /v1/search over HTTP (httpx, keep-alive), top_k=10, cycling SciFact test claims
    and policy questions over six principals (EU/US/UK/IN users with different groups and clearances, a
    service, and an agent acting for a user via X-Acting-For) -> p50_ms / p95_ms. (d) server RSS
-   (VmRSS after the run, VmHWM peak) -> rss_mib.
+   (VmRSS after the run, VmHWM peak; the server process plus its parse worker process) -> rss_mib.
 3. (b) in this process on the same store: memory.search.search (filter build, embed, filtered search,
    withheld-count search, SQL render, audit append, commit) vs bare embed + store.search_unfiltered,
    interleaved query by query -> overhead_ratio = p50(service) / p50(bare) (goal <= 1.3).
@@ -553,6 +553,8 @@ def run_one(n: int, args: argparse.Namespace, memo: Memo, base: list[tuple[str, 
                 server.stop()
             result["rss_mib"] = bc.r(rss.get("rss_mib", float("nan")), 1)
             result["server_peak_rss_mib"] = bc.r(rss.get("peak_rss_mib", float("nan")), 1)
+            result["server_main_rss_mib"] = bc.r(rss.get("main_rss_mib", float("nan")), 1)
+            result["server_processes"] = int(rss.get("processes", 1))
             result["p50_ms"], result["p95_ms"] = result["http"]["p50_ms"], result["http"]["p95_ms"]
 
             c = Container(settings, **models)
@@ -589,7 +591,8 @@ def print_run(res: dict[str, Any]) -> None:
         if not k.startswith("_"):
             print(f"    {k:28s} selectivity {v['selectivity']:<8} admitted {v['admitted']:<7} recall "
                   f"{v['recall_at_10']}  leaks {v['leaks']}  short {v['short_results']}  p50 {v['p50_ms']} ms")
-    print(f"  server RSS        {res['rss_mib']} MiB (peak {res['server_peak_rss_mib']} MiB), "
+    print(f"  server RSS        {res['rss_mib']} MiB (peak {res['server_peak_rss_mib']} MiB) over "
+          f"{res['server_processes']} processes (API process {res['server_main_rss_mib']} MiB), "
           f"startup {res['server_startup_s']} s")
 
 

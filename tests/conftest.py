@@ -23,6 +23,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("SCARF_NO_ANALYTICS", "1")
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+# Parse in-process unless a test asks for the worker process (tests/ingest/test_ingest_workers.py and the CLI
+# test do): a worker per test container would add seconds to every test that ingests.
+os.environ.setdefault("MEMORY_PARSE_TIMEOUT_S", "0")
 
 from classifiers.labels import LabelMap  # noqa: E402
 from classifiers.types import Classification, Finding  # noqa: E402

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.message
 import io
 import zipfile
 from pathlib import Path
@@ -177,3 +178,99 @@ def test_decode_text(data: bytes, expected: str) -> None:
 def test_decode_text_refuses_binary() -> None:
     with pytest.raises(EncodingError):
         decode_text(bytes(range(256)) * 8)
+
+
+def _cut_points(size: int) -> list[int]:
+    """Where a download or copy might have stopped: inside the signature, early, midway, near the end."""
+    return sorted({1, 2, 3, 4, 10, 100, size // 4, size // 2, 3 * size // 4, size - 22, size - 1})
+
+
+@pytest.mark.parametrize("name", ["report.docx", "deck.pptx", "budget.xlsx", "memo.odt"])
+def test_truncated_zip_container_is_corrupt_not_unsupported(read_fixture: Any, name: str) -> None:
+    data = read_fixture(name)
+
+    for cut in _cut_points(len(data)):
+        with pytest.raises(CorruptDocumentError):
+            parse_document(data[:cut], name, max_bytes=MAX)
+
+
+def _rezip(data: bytes, *, drop: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(buffer, "w") as target:
+        for info in source.infolist():
+            if info.filename != drop:
+                target.writestr(info, source.read(info))
+    return buffer.getvalue()
+
+
+def test_ooxml_named_zip_without_its_parts_is_corrupt_but_a_plain_zip_is_unsupported(read_fixture: Any) -> None:
+    empty_zip = io.BytesIO()
+    zipfile.ZipFile(empty_zip, "w").close()
+    plain_zip = io.BytesIO()
+    with zipfile.ZipFile(plain_zip, "w") as archive:
+        archive.writestr("notes.txt", "Vendor contracts expire in March.")
+    no_content_types = _rezip(read_fixture("report.docx"), drop="[Content_Types].xml")
+
+    with pytest.raises(CorruptDocumentError):
+        parse_document(no_content_types, "report.docx", max_bytes=MAX)
+    with pytest.raises(CorruptDocumentError):
+        parse_document(empty_zip.getvalue(), "deck.pptx", max_bytes=MAX)
+    with pytest.raises(CorruptDocumentError):
+        parse_document(plain_zip.getvalue(), "budget.xlsx", max_bytes=MAX)
+    with pytest.raises(UnsupportedFormatError):
+        parse_document(plain_zip.getvalue(), "archive.zip", max_bytes=MAX)
+
+
+@pytest.mark.parametrize("name", ["legacy.xls", "mail.msg"])
+def test_truncated_ole_container_is_corrupt(read_fixture: Any, name: str) -> None:
+    # msoffcrypto writes an encrypted .docx as an OLE (compound file) container: a generated OLE file.
+    # Cut before its encryption header, so what is left is a broken container and nothing more.
+    data = read_fixture("encrypted.docx")
+
+    for cut in [1, 4, 7, 100, 512, 1024, 2048, 4096]:
+        with pytest.raises(CorruptDocumentError):
+            parse_document(data[:cut], name, max_bytes=MAX)
+
+
+def test_truncated_pdf_is_corrupt_when_nothing_can_be_read(read_fixture: Any) -> None:
+    data = read_fixture("report.pdf")
+
+    for cut in [3, 4, 20, len(data) // 3]:
+        with pytest.raises(CorruptDocumentError):
+            parse_document(data[:cut], "report.pdf", max_bytes=MAX)
+
+
+def test_damaged_pdf_that_still_reads_is_parsed_with_a_warning(read_fixture: Any) -> None:
+    data = read_fixture("report.pdf")
+    cut = data[: data.rindex(b"startxref")]  # no cross-reference pointer, no %%EOF: qpdf rebuilds the table
+
+    doc = parse_document(cut, "report.pdf", max_bytes=MAX)
+
+    assert "Revenue grew in every region" in doc.text
+    assert [(w.code, w.attachment) for w in doc.warnings] == [("corrupt_document", None)]
+    assert parse_document(data, "report.pdf", max_bytes=MAX).warnings == ()
+
+
+def test_garbage_named_eml_is_corrupt(read_fixture: Any) -> None:
+    noise = read_fixture("binary.txt")
+    headers_then_noise = b"From: a@example.com\r\nSubject: x\r\n\r\n" + noise
+
+    with pytest.raises(CorruptDocumentError):
+        parse_document(noise, "mail.eml", max_bytes=MAX)
+    with pytest.raises(CorruptDocumentError):
+        parse_document(headers_then_noise, "mail.eml", max_bytes=MAX)
+
+
+def test_truncated_multipart_email_keeps_its_body_and_warns(read_fixture: Any) -> None:
+    message = email.message.EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@example.com", "b@example.com", "Contract"
+    message.set_content("The vendor contract renewal is due in March.")
+    message.add_attachment(read_fixture("report.docx"), maintype="application", subtype="octet-stream",
+                           filename="report.docx")
+    data = message.as_bytes()
+    cut = data[: data.rindex(b"--")]  # the closing boundary is gone
+
+    doc = parse_document(cut, "mail.eml", max_bytes=MAX)
+
+    assert "vendor contract renewal" in doc.text
+    assert ("corrupt_document", None) in [(w.code, w.attachment) for w in doc.warnings]

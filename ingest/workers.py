@@ -1,0 +1,218 @@
+"""Where parsing runs: in this process, or in a worker process with a per-file time budget.
+
+Python threads cannot be stopped, so a parser that hangs on a pathological file can only be bounded by a
+process that can be killed. `ProcessParser` keeps one worker process (a pebble ProcessPool of one) that loads
+unstructured once and parses every file it is given; a file that runs past `timeout_s` gets
+ParseTimeoutError (`parse_timeout`), pebble kills that worker (SIGTERM, then SIGKILL) and starts a fresh one
+for the next file, and the rest of the batch goes on. A worker that dies under a file (a crash in a native
+library, an OOM kill) gets that file a CorruptDocumentError and is replaced the same way.
+
+The worker is spawned, never forked: the parent holds torch, tokenizer and database threads, and a fork
+copies their locks in whatever state they are in. It runs the same offline guards as the in-process path
+(`ensure_parser_offline()` when it starts, `no_network()` around every parse) and keeps torch out: spaCy's
+thinc would import it only to offer it as a backend, which unstructured's sentence splitting never uses.
+
+`InlineParser` is the in-process path (no time budget, no process), used when the budget is 0.
+
+Both take the files of a batch together (`parse_many`), so the worker parses file n+1 while the caller
+chunks file n.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import logging
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+from ingest.attachments import AttachmentLimits
+from ingest.errors import CorruptDocumentError, IngestError, ParseTimeoutError
+from ingest.types import ParsedDocument
+
+logger = logging.getLogger(__name__)
+
+ParseFunction = Callable[..., ParsedDocument]  # parse_document's signature: (data, filename, *, max_bytes, ...)
+# One file's outcome and the seconds its parse took where it ran (IPC and queueing excluded).
+ParseResult = tuple[ParsedDocument | IngestError, float]
+
+
+class Parser(Protocol):
+    """What the pipeline needs: each file's ParsedDocument or the IngestError it raised, in order."""
+
+    def parse_many(self, files: Iterable[tuple[bytes, str]], *, max_bytes: int) -> Iterator[ParseResult]: ...
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class InlineParser:
+    """Parses in the calling process: no time budget, no extra process."""
+
+    def __init__(self, *, attachment_limits: AttachmentLimits | None = None, target: ParseFunction | None = None):
+        self._limits = attachment_limits
+        self._target = target
+
+    def parse_many(self, files: Iterable[tuple[bytes, str]], *, max_bytes: int) -> Iterator[ParseResult]:
+        for data, filename in files:
+            yield _timed(self._target, data, filename, {"max_bytes": max_bytes, "attachment_limits": self._limits})
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessParser:
+    """Parses in one reusable worker process; a file that takes longer than `timeout_s` is killed.
+
+    `target` must be a module-level function (it is pickled by reference); tests pass one that hangs.
+    Thread-safe: files from concurrent callers queue for the one worker (each budget starts when its
+    file does). The worker starts on `start()` or first use; `close()` stops it."""
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float,
+        attachment_limits: AttachmentLimits | None = None,
+        target: ParseFunction | None = None,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive (use InlineParser for no time budget)")
+        self.timeout_s = timeout_s
+        self._limits = attachment_limits
+        self._target = target
+        self._pool: Any = None
+        self._lock = threading.Lock()
+
+    def parse_many(self, files: Iterable[tuple[bytes, str]], *, max_bytes: int) -> Iterator[ParseResult]:
+        pending: concurrent.futures.Future[ParseResult] | None = None
+        for data, filename in files:
+            scheduled = self._schedule(data, filename, max_bytes)
+            if pending is not None:
+                yield self._result(pending)
+            pending = scheduled  # one file ahead: the worker parses it while the caller uses the last result
+        if pending is not None:
+            yield self._result(pending)
+
+    def start(self) -> None:
+        """Start the worker now, without waiting for it (it loads unstructured while the caller does other work)."""
+        self._ensure_pool().schedule(_ready)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()  # kills a worker still busy
+            pool.join()
+
+    def __enter__(self) -> ProcessParser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _ensure_pool(self) -> Any:
+        with self._lock:
+            if self._pool is None:
+                from pebble import ProcessPool
+
+                from ingest.offline import ensure_offline
+
+                ensure_offline()  # the worker inherits this environment
+                self._pool = ProcessPool(
+                    max_workers=1, initializer=_init_worker, context=multiprocessing.get_context("spawn")
+                )
+            return self._pool
+
+    def _schedule(self, data: bytes, filename: str, max_bytes: int) -> concurrent.futures.Future[ParseResult]:
+        kwargs = {"max_bytes": max_bytes, "attachment_limits": self._limits}
+        future: concurrent.futures.Future[ParseResult] = self._ensure_pool().schedule(
+            _timed, args=(self._target, data, filename, kwargs), timeout=self.timeout_s
+        )
+        return future
+
+    def _result(self, future: concurrent.futures.Future[ParseResult]) -> ParseResult:
+        from pebble import ProcessExpired
+
+        try:
+            # No wait limit here: pebble enforces the budget from the moment the worker takes the file, so a
+            # file queued behind others (concurrent callers) is not cut short by its time in the queue.
+            return future.result()
+        except TimeoutError:  # pebble's: the worker was killed and is being replaced
+            logger.info("parse timeout: budget_s=%s", self.timeout_s)
+            return ParseTimeoutError(f"parsing took longer than the limit of {self.timeout_s:g} s"), self.timeout_s
+        except ProcessExpired as exc:
+            logger.warning("parse worker died: exitcode=%s", exc.exitcode)
+            error = CorruptDocumentError(f"the parser process died while reading the file (exit code {exc.exitcode})")
+            return error, 0.0
+        except concurrent.futures.BrokenExecutor:
+            self.close()  # the next file starts a new pool
+            raise
+
+
+def make_parser(*, timeout_s: float, attachment_limits: AttachmentLimits | None = None) -> Parser:
+    """A ProcessParser with this per-file budget, or an InlineParser when the budget is 0 (disabled)."""
+    if timeout_s > 0:
+        return ProcessParser(timeout_s=timeout_s, attachment_limits=attachment_limits)
+    return InlineParser(attachment_limits=attachment_limits)
+
+
+def _parse_document() -> ParseFunction:
+    from ingest.parse import parse_document
+
+    return parse_document
+
+
+def _init_worker() -> None:
+    """Runs once in each new worker: offline guards, then every parser a file may need.
+
+    Loading all of them now (~1.3 s, ~200 MiB more than text alone) keeps a first PDF's import time out
+    of that file's budget and the worker's memory flat from the start."""
+    # thinc (under spaCy) imports torch when it is installed, only to offer it as a backend: ~4 s and
+    # ~290 MiB per worker for nothing. A None entry makes `import torch` fail, so thinc goes without.
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
+    # spaCy loads its plugins' entry points, Presidio's among them, which imports transformers; without torch
+    # it would say so on stderr at every worker start.
+    os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s [parse worker] %(message)s")
+    try:  # never raise: pebble would restart a worker whose initializer fails, forever, with files waiting
+        from ingest.offline import ensure_parser_offline
+
+        ensure_parser_offline()  # before anything else of unstructured loads
+        from unstructured.file_utils import filetype  # noqa: F401
+        from unstructured.nlp.tokenize import _get_nlp
+
+        from ingest.formats import ROUTES
+
+        for module in sorted({route.module for route in ROUTES.values()}):
+            importlib.import_module(f"unstructured.partition.{module}")
+        _get_nlp()  # unstructured's spaCy sentence splitter, loaded from the installed package
+    except Exception as exc:  # a broken install: each parse then reports it, rather than a worker that never starts
+        logger.error("parse worker preload failed: error=%s", type(exc).__name__)
+    logger.debug("parse worker ready: pid=%d", os.getpid())
+
+
+def _ready() -> None:
+    """A no-op task: scheduling it makes the pool start its worker."""
+
+
+def _timed(target: ParseFunction | None, data: bytes, filename: str, kwargs: dict[str, Any]) -> ParseResult:
+    """Parse one file inside the network guard (in the worker, or inline): its result and the seconds taken."""
+    from ingest.offline import ensure_parser_offline, no_network
+
+    t0 = time.perf_counter()
+    ensure_parser_offline()
+    try:
+        with no_network():
+            result: ParsedDocument | IngestError = (target or _parse_document())(data, filename, **kwargs)
+    except IngestError as exc:
+        result = exc
+    return result, time.perf_counter() - t0

@@ -1,0 +1,143 @@
+"""The parse worker process: a per-file time budget that kills a hung parser, a replacement worker, the
+offline guards inside the worker, and the in-process path when the budget is 0."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from classifiers.types import Label
+from ingest.errors import CorruptDocumentError, IngestError, ParseTimeoutError
+from ingest.parse import parse_document
+from ingest.pipeline import IngestItem, IngestPipeline
+from ingest.types import ParsedDocument, ParsedElement
+from ingest.workers import InlineParser, ProcessParser, make_parser
+from tests.ingest.test_ingest_pipeline import MAX, FakeClassifier, FakeEmbedder
+
+BUDGET_S = 2.0
+GOOD = b"The vendor contract renewal is due in March. Please review the terms."
+
+
+def _doc(text: str) -> ParsedDocument:
+    return ParsedDocument((ParsedElement(text, "NarrativeText", 0, len(text)),), text, "text/plain", "test")
+
+
+def stand_in_parser(data: bytes, filename: str, **kwargs: Any) -> ParsedDocument:
+    """Runs in the worker (pickled by reference): misbehaves on cue, else the real parse_document."""
+    if filename == "hang.txt":
+        time.sleep(3600)  # a parser stuck in a loop
+    if filename == "crash.txt":
+        os._exit(3)  # a native library taking the process down
+    if filename == "pid.txt":
+        return _doc(str(os.getpid()))
+    if filename == "probe.txt":
+        return _doc(_offline_probe())
+    return parse_document(data, filename, **kwargs)
+
+
+def _offline_probe() -> str:
+    from unstructured.nlp import tokenize
+
+    from ingest.offline import NetworkBlockedError, _load_installed_spacy_model, network_guard_active
+
+    try:
+        socket.create_connection(("203.0.113.7", 443), timeout=1)  # TEST-NET-3: never routed
+        outcome = "connected"
+    except NetworkBlockedError:
+        outcome = "blocked"
+    except OSError as exc:
+        outcome = type(exc).__name__
+    facts = {
+        "guard": network_guard_active(),
+        "connect": outcome,
+        "hf_offline": os.environ.get("HF_HUB_OFFLINE"),
+        "spacy_offline": tokenize._load_spacy_model is _load_installed_spacy_model,
+        "torch_loaded": sys.modules.get("torch") is not None,
+    }
+    return " ".join(f"{k}={v}" for k, v in facts.items())
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[ProcessParser]:
+    """One worker for the module: it starts once (unstructured and spaCy load in a few seconds)."""
+    with ProcessParser(timeout_s=BUDGET_S, target=stand_in_parser) as parser:
+        yield parser
+
+
+def parse_all(parser: Any, *files: tuple[bytes, str]) -> list[ParsedDocument | IngestError]:
+    return [result for result, _ in parser.parse_many(files, max_bytes=MAX)]
+
+
+def test_a_hung_parse_times_out_its_file_only_and_the_worker_is_replaced(worker: ProcessParser) -> None:
+    [before] = parse_all(worker, (b"x", "pid.txt"))
+    assert isinstance(before, ParsedDocument)
+
+    t0 = time.perf_counter()
+    results = parse_all(worker, (GOOD, "a.txt"), (b"x", "hang.txt"), (GOOD, "b.txt"), (b"x", "pid.txt"))
+    elapsed = time.perf_counter() - t0
+
+    assert [type(r) for r in results] == [ParsedDocument, ParseTimeoutError, ParsedDocument, ParsedDocument]
+    assert isinstance(results[1], IngestError) and results[1].code == "parse_timeout"
+    assert isinstance(results[3], ParsedDocument) and results[3].text != before.text  # a new worker process
+    assert elapsed < BUDGET_S + 60  # killed at the budget, not after the hour the parser wanted
+
+
+def test_the_worker_is_reused_across_files(worker: ProcessParser) -> None:
+    results = parse_all(worker, (b"x", "pid.txt"), (GOOD, "a.txt"), (b"x", "pid.txt"))
+
+    assert isinstance(results[0], ParsedDocument) and isinstance(results[2], ParsedDocument)
+    assert results[0].text == results[2].text
+
+
+def test_a_worker_that_dies_fails_its_file_as_corrupt_and_is_replaced(worker: ProcessParser) -> None:
+    results = parse_all(worker, (b"x", "crash.txt"), (GOOD, "a.txt"))
+
+    assert isinstance(results[0], CorruptDocumentError)
+    assert isinstance(results[1], ParsedDocument)
+
+
+def test_the_worker_runs_the_offline_guards(worker: ProcessParser) -> None:
+    [probe] = parse_all(worker, (b"x", "probe.txt"))
+
+    assert isinstance(probe, ParsedDocument)
+    assert probe.text == "guard=True connect=blocked hf_offline=1 spacy_offline=True torch_loaded=False"
+
+
+def test_worker_and_in_process_parses_agree(worker: ProcessParser, read_fixture: Any) -> None:
+    names = ["report.docx", "report.pdf", "mail.eml", "notes.md", "corrupt.docx", "encrypted.pdf", "sound.wav"]
+    files = [(read_fixture(n), n) for n in names]
+
+    in_worker = parse_all(worker, *files)
+    inline = parse_all(InlineParser(), *files)
+
+    for a, b in zip(in_worker, inline, strict=True):
+        assert type(a) is type(b)
+        assert a == b if isinstance(a, ParsedDocument) else a.code == b.code  # type: ignore[union-attr]
+
+
+def test_the_pipeline_ingests_the_other_files_when_one_times_out(worker: ProcessParser) -> None:
+    pipeline = IngestPipeline(FakeClassifier(), FakeEmbedder(), None, max_bytes=MAX, parser=worker)
+    items = [
+        IngestItem(GOOD, "a.txt", Label.INTERNAL),
+        IngestItem(b"x", "hang.txt", Label.INTERNAL),
+        IngestItem(GOOD + b" Again.", "b.txt", Label.INTERNAL),
+    ]
+
+    results = pipeline.process_many(items)
+
+    assert isinstance(results[1], ParseTimeoutError)
+    assert [len(r.chunks) for r in results if not isinstance(r, IngestError)] == [1, 1]
+    assert all(r.timings_s["parse"] < BUDGET_S for r in results if not isinstance(r, IngestError))
+
+
+def test_budget_zero_parses_in_process() -> None:
+    assert isinstance(make_parser(timeout_s=0), InlineParser)
+    assert isinstance(make_parser(timeout_s=5), ProcessParser)
+    with pytest.raises(ValueError):
+        ProcessParser(timeout_s=0)
