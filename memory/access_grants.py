@@ -1,17 +1,20 @@
 """What a grant may change to resolve an access request, who may change it, and whether it did.
 
-A request is filed for a withheld reason (clearance, jurisdiction, ...). Group changes never lift one:
+A request is filed for a withheld reason (clearance, jurisdiction, consent). Group changes never lift one:
 the hit was withheld although the caller's groups could read it. What lifts each reason is in REMEDIES:
 - clearance: the beneficiary's clearance, a global attribute of a principal (it applies to every source);
 - jurisdiction: the transfer rule (source jurisdiction -> caller jurisdiction), which applies to every
-  source and caller of that pair, written as a new rules version.
-Both are admin-only (ADMIN_ONLY). A steward may still hand out the groups of their own source, and
-escalates to admins what only an admin may change.
+  source and caller of that pair, written as a new rules version;
+- consent: a purpose added to the source's consent purposes (the source's own steward, once its data
+  subjects consented to it), through the audited source update.
+The first two are admin-only (ADMIN_ONLY). A steward may still hand out the groups of their own source, and
+escalates to admins what only an admin may change. A change that lifts a reason (REASON_BOUND) is made only
+for a request of that reason.
 
 Whether a grant resolved the reason is computed, not searched: the pure policy check of that reason's name
-(memory.policy.explain) is run for the request as filed against the most demanding current chunk of the
-source (its highest label; personal if any chunk is). A reason without a policy check of its name is
-reported as unknown rather than guessed.
+(memory.policy.explain) is run for the request as filed (with the purpose it names) against the most
+demanding current chunk of the source (its highest label; personal if any chunk is). A reason without a
+policy check of its name is reported as unknown rather than guessed.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from classifiers.errors import UnknownLabelError
 from classifiers.types import Label
-from memory import policy, policy_store, principals
+from memory import consent, policy, policy_store, principals
 from memory import sources as sources_svc
 from memory.errors import ForbiddenError, ValidationFailedError
 from memory.models import AccessRequest, Chunk, DocumentVersion, Source
@@ -33,11 +36,18 @@ from memory.policy import EffectivePrincipal, Transfer
 from memory.stores.base import OPEN_END, ChunkPayload, VectorStore
 
 ADD_GROUPS, ADD_READ_GROUPS, CLEARANCE, TRANSFER_RULE = "add_groups", "add_read_groups", "clearance", "transfer_rule"
+ADD_CONSENT_PURPOSE = "add_consent_purpose"
 # Which change lifts which withheld reason. A reason not listed here (one added later) can still be granted
 # with group changes or refused; its resolution is read from the policy check of the same name, if any.
-REMEDIES: dict[str, frozenset[str]] = {"clearance": frozenset({CLEARANCE}), "jurisdiction": frozenset({TRANSFER_RULE})}
+REMEDIES: dict[str, frozenset[str]] = {
+    "clearance": frozenset({CLEARANCE}), "jurisdiction": frozenset({TRANSFER_RULE}),
+    "consent": frozenset({ADD_CONSENT_PURPOSE}),
+}
 # Changes that reach beyond the request's source: only admins make them.
 ADMIN_ONLY = frozenset({CLEARANCE, TRANSFER_RULE})
+# Changes made only to lift their own reason (a global change, or a record of consent, must be justified by
+# the request it closes).
+REASON_BOUND = ADMIN_ONLY | {ADD_CONSENT_PURPOSE}
 
 
 @dataclass(frozen=True)
@@ -56,12 +66,14 @@ class Grant:
     add_read_groups: tuple[str, ...] = ()  # added to the source's read groups
     clearance: str | None = None  # admin: raise the beneficiary's clearance to this level
     transfer_rule: TransferGrant | None = None  # admin: a new transfer rules version
+    add_consent_purpose: str | None = None  # steward: the source's data subjects consented to this purpose
 
     @property
     def kinds(self) -> frozenset[str]:
         """The names of the changes this grant asks for."""
         asked = {ADD_GROUPS: bool(self.add_groups), ADD_READ_GROUPS: bool(self.add_read_groups),
-                 CLEARANCE: self.clearance is not None, TRANSFER_RULE: self.transfer_rule is not None}
+                 CLEARANCE: self.clearance is not None, TRANSFER_RULE: self.transfer_rule is not None,
+                 ADD_CONSENT_PURPOSE: self.add_consent_purpose is not None}
         return frozenset(k for k, v in asked.items() if v)
 
 
@@ -83,13 +95,13 @@ def beneficiary(req: AccessRequest) -> str:
 
 
 def check_authority(who: EffectivePrincipal, *, reason: str, grant: Grant) -> None:
-    """403 `admin_required` for an admin-only change by a non-admin; 422 for a change that cannot lift the
-    request's reason (a global change must be justified by the request it closes)."""
+    """403 `admin_required` for an admin-only change by a non-admin; 422 `change_not_for_reason` for a
+    reason-bound change that cannot lift the request's reason."""
     admin_only = sorted(grant.kinds & ADMIN_ONLY)
     if admin_only and "admin" not in who.roles:
         raise ForbiddenError(f"only an admin may change {admin_only}; escalate the request instead",
                              code="admin_required", details={"changes": admin_only})
-    unrelated = sorted(grant.kinds & ADMIN_ONLY - REMEDIES.get(reason, frozenset()))
+    unrelated = sorted(grant.kinds & REASON_BOUND - REMEDIES.get(reason, frozenset()))
     if unrelated:
         raise ValidationFailedError(f"{unrelated} does not resolve a {reason!r} request",
                                     code="change_not_for_reason", details={"changes": unrelated, "reason": reason})
@@ -107,6 +119,7 @@ def apply(session: Session, store: VectorStore, *, req: AccessRequest, src: Sour
             raise ValidationFailedError(f"groups {foreign} do not read this source", code="group_not_on_source")
     level = _clearance_level(target.clearance, grant.clearance) if grant.clearance is not None else None
     pair = _transfer_pair(session, src, target.jurisdiction, grant.transfer_rule) if grant.transfer_rule else None
+    purpose = _new_purpose(src, grant.add_consent_purpose) if grant.add_consent_purpose is not None else None
 
     changes: dict[str, object] = {}
     if grant.add_groups:
@@ -122,6 +135,12 @@ def apply(session: Session, store: VectorStore, *, req: AccessRequest, src: Sour
         rules = policy_store.set_transfer_rule(session, data=data_j, caller=caller_j, rule=mode.slug, actor=actor)
         changes[TRANSFER_RULE] = {"data": data_j, "caller": caller_j, "before": before_mode.slug,
                                   "after": mode.slug, "rules_version": rules.version}
+    if purpose is not None:
+        # Read at query time: no vector to re-stamp, the next search for this purpose sees the data.
+        purposes = (*(src.consent_purposes or ()), purpose)
+        sources_svc.update(session, source_id=src.id, patch=sources_svc.SourcePatch(consent_purposes=purposes),
+                           store=store, actor=actor)
+        changes[ADD_CONSENT_PURPOSE] = {"purpose": purpose, "consent_purposes": list(src.consent_purposes)}
     if grant.add_read_groups:
         # Last: it patches the vector payloads, which a later validation error could not roll back.
         groups = _union(sorted(current_read), grant.add_read_groups)
@@ -129,6 +148,15 @@ def apply(session: Session, store: VectorStore, *, req: AccessRequest, src: Sour
                            store=store, actor=actor)
         changes["read_groups_added"] = sorted(set(grant.add_read_groups) - current_read)
     return changes
+
+
+def _new_purpose(src: Source, requested: str) -> str:
+    purpose = consent.normalise_purpose(requested)
+    if purpose in (src.consent_purposes or ()):
+        # A no-op would read as a recorded consent that changed nothing.
+        raise ValidationFailedError(f"the source already records consent to {purpose!r}",
+                                    code="consent_purpose_present", details={"purpose": purpose})
+    return purpose
 
 
 def _clearance_level(current: int, requested: str) -> Label:
@@ -163,7 +191,8 @@ def _transfer_pair(
 
 
 def resolve(session: Session, *, req: AccessRequest, src: Source, grant: Grant) -> Resolution:
-    """Does the request's reason still withhold any current chunk of the source, for the request as filed?"""
+    """Does the request's reason still withhold any current chunk of the source, for the request as filed (and
+    the purpose it names)?"""
     requester = principals.identity(principals.get_principal(session, principal_id=req.requester_id))
     user = principals.identity(principals.get_principal(session, principal_id=req.acting_for)) if req.acting_for \
         else None
@@ -172,8 +201,11 @@ def resolve(session: Session, *, req: AccessRequest, src: Source, grant: Grant) 
     rules = policy_store.transfer_rules(session)
     payload = _most_demanding(session, src)
     now = time.time()
-    filed_checks = {c.rule: c for c in policy.explain(as_filed, rules, payload, as_of=now).checks}
-    alone_checks = {c.rule: c for c in policy.explain(alone, rules, payload, as_of=now).checks}
+    blocked = frozenset({src.id}) if consent.blocks(src, req.purpose) else frozenset()
+    filed_checks = {c.rule: c for c in policy.explain(as_filed, rules, payload, as_of=now, consent_blocked=blocked,
+                                                      purpose=req.purpose).checks}
+    alone_checks = {c.rule: c for c in policy.explain(alone, rules, payload, as_of=now, consent_blocked=blocked,
+                                                      purpose=req.purpose).checks}
     check, own = filed_checks.get(req.reason), alone_checks.get(req.reason)
     resolved = check.passed if check is not None else None
     failing = tuple(name for name, c in filed_checks.items() if not c.passed)
@@ -202,6 +234,10 @@ def _notes(req: AccessRequest, grant: Grant, *, resolved: bool | None, beneficia
     if not grant.kinds & remedies:
         needs = f"; it needs a change to: {', '.join(sorted(remedies))}" if remedies else ""
         return (f"this grant changes nothing that lifts {req.reason!r}{needs}",)
+    if req.reason == "consent" and grant.add_consent_purpose is not None and req.purpose is not None \
+            and consent.normalise_purpose(grant.add_consent_purpose) != req.purpose:
+        return (f"consent was recorded for {grant.add_consent_purpose.strip().lower()!r}, but the request's "
+                f"searches state {req.purpose!r}",)
     return (f"the change does not cover every current chunk of the source ({detail})",)
 
 

@@ -1,8 +1,9 @@
-"""Recourse: a caller whose hits were withheld (clearance or jurisdiction) asks the source's steward.
+"""Recourse: a caller whose hits were withheld (clearance, jurisdiction or consent) asks the source's steward.
 
 File -> the steward lists and decides: grant, refuse with a note, or escalate to admins with a note.
 A grant may change groups (the steward's own source) and, to lift the withheld reason itself, the
-beneficiary's clearance or a transfer rule (admins only; see memory.access_grants). Every change goes
+beneficiary's clearance or a transfer rule (admins only), or the source's consent purposes (its steward;
+see memory.access_grants). A consent request names the purpose its searches state. Every change goes
 through its own audited service, and the decision is audited with what changed and whether the reason is
 now resolved. An escalated request is decided by admins only.
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from memory import access_grants, audit
+from memory import access_grants, audit, consent
 from memory import sources as sources_svc
 from memory.access_grants import Grant, Resolution
 from memory.clock import utcnow
@@ -28,7 +29,7 @@ from memory.models import AccessRequest, Source
 from memory.policy import EffectivePrincipal
 from memory.stores.base import VectorStore
 
-REASONS = frozenset({"clearance", "jurisdiction"})
+REASONS = frozenset({"clearance", "jurisdiction", "consent"})
 PENDING = frozenset({"open", "escalated"})  # awaiting a decision
 STATUSES = PENDING | {"granted", "refused"}
 DECISIONS = ("grant", "refuse", "escalate")
@@ -54,12 +55,18 @@ def _text(value: str, what: str, *, required: bool) -> str:
 
 
 def file_request(
-    session: Session, *, who: EffectivePrincipal, source_id: str, reason: str, justification: str
+    session: Session, *, who: EffectivePrincipal, source_id: str, reason: str, justification: str,
+    purpose: str | None = None,
 ) -> AccessRequest:
-    """Open a request to the steward of `source_id` (409 if the same one is already open)."""
+    """Open a request to the steward of `source_id` (409 if the same one is already open). `purpose`: what the
+    caller's searches state; required for a consent request (422 `purpose_required`), and the resolution of
+    any request is computed for it."""
     if reason not in REASONS:
         raise ValidationFailedError(f"reason must be one of {sorted(REASONS)}", code="invalid_reason")
     text = _text(justification, "justification", required=True)
+    purpose = consent.normalise_purpose(purpose) if purpose is not None else None
+    if reason == "consent" and purpose is None:
+        raise ValidationFailedError("a consent request names the purpose to consent to", code="purpose_required")
     src = session.get(Source, source_id)
     if src is None or not (who.groups & set(sources_svc.read_groups(src))):
         raise NotFoundError(f"source {source_id!r} not found", code="source_not_found")
@@ -67,6 +74,7 @@ def file_request(
         select(AccessRequest.id).where(
             AccessRequest.requester_id == who.principal_id, AccessRequest.source_id == source_id,
             AccessRequest.reason == reason, AccessRequest.status.in_(PENDING),
+            AccessRequest.purpose.is_(None) if purpose is None else AccessRequest.purpose == purpose,
             AccessRequest.acting_for.is_(None) if who.acting_for is None
             else AccessRequest.acting_for == who.acting_for,
         )
@@ -76,13 +84,14 @@ def file_request(
                             details={"request_id": duplicate[0]})
     req = AccessRequest(
         id=str(uuid.uuid4()), requester_id=who.principal_id, acting_for=who.acting_for, source_id=source_id,
-        reason=reason, justification=text, status="open", created_at=utcnow(),
+        reason=reason, purpose=purpose, justification=text, status="open", created_at=utcnow(),
     )
     session.add(req)
     session.flush()
     audit.append(
         session,
-        audit.Write(action="access_request.file", target=req.id, details={"reason": reason, "steward": src.steward_id}),
+        audit.Write(action="access_request.file", target=req.id,
+                    details={"reason": reason, "purpose": purpose, "steward": src.steward_id}),
         principal_id=who.principal_id, acting_for=who.acting_for, source_id=source_id,
     )
     return req
@@ -157,8 +166,8 @@ def decide(
     req.decided_by, req.decided_at, req.decision_note = who.principal_id, utcnow(), text
     session.flush()
     details: dict[str, object] = {
-        "requester": req.requester_id, "acting_for": req.acting_for, "reason": req.reason, "changes": changes,
-        "escalated_by": req.escalated_by,
+        "requester": req.requester_id, "acting_for": req.acting_for, "reason": req.reason, "purpose": req.purpose,
+        "changes": changes, "escalated_by": req.escalated_by,
     }
     if resolution is not None:
         details["resolved"] = resolution.resolved

@@ -32,7 +32,8 @@ def access_list(
     def _do(c: Container) -> list[tuple[str, ...]]:
         with c.sessions() as s:
             return [
-                (r.id, r.source_id, r.requester_id, r.acting_for or "", r.reason, r.status, r.justification[:60])
+                (r.id, r.source_id, r.requester_id, r.acting_for or "",
+                 r.reason + (f" ({r.purpose})" if r.purpose else ""), r.status, r.justification[:60])
                 for r in access_requests.list_requests(s, who=operator(actor), status=status, source_id=source)
             ]
 
@@ -56,18 +57,20 @@ def access_decide(
         "caller jurisdiction), as a new rules version (admin).")] = None,
     caller_jurisdiction: Annotated[str | None, typer.Option(
         help="Caller side of --transfer-rule (default: the user's jurisdiction).")] = None,
+    add_consent_purpose: Annotated[str | None, typer.Option(
+        help="Grant a consent request: record consent to this purpose on the source (its steward).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     data_dir: DataDir = None,
     actor: Actor = None,
 ) -> None:
-    """Grant (groups, clearance or a transfer rule), refuse or escalate a request; audited. A grant reports
-    whether the withheld reason is now resolved."""
+    """Grant (groups, clearance, a transfer rule or a consent purpose), refuse or escalate a request; audited. A
+    grant reports whether the withheld reason is now resolved."""
 
     def _do(c: Container) -> dict[str, Any]:
         grant = access_grants.Grant(
             add_groups=csv_list(add_groups), add_read_groups=csv_list(add_read_groups), clearance=clearance,
             transfer_rule=access_grants.TransferGrant(rule=transfer_rule, caller_jurisdiction=caller_jurisdiction)
-            if transfer_rule is not None else None,
+            if transfer_rule is not None else None, add_consent_purpose=add_consent_purpose,
         )
         with transaction(c.sessions) as s:
             d = access_requests.decide(s, c.store, request_id=request_id, who=operator(actor), decision=decision,

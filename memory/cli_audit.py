@@ -211,11 +211,13 @@ def explain(
     principal: Annotated[str, typer.Option("--as", help="Principal whose access to explain.")],
     acting_for: Annotated[str | None, typer.Option(help="User the principal acts for.")] = None,
     as_of: Annotated[datetime | None, typer.Option(help="Decide as of this instant (ISO 8601).")] = None,
+    purpose: Annotated[str | None, typer.Option(
+        help="The purpose a search would state (decides the consent check).")] = None,
     as_json: AsJson = False,
     data_dir: DataDir = None,
     actor: Actor = None,
 ) -> None:
-    """Would PRINCIPAL (acting for a user) see CHUNK_ID, and by which rules?"""
+    """Would PRINCIPAL (acting for a user) see CHUNK_ID in a search for a purpose, and by which rules?"""
     from memory import explain as explain_svc
     from memory.api import presenters_audit
     from memory.clock import to_epoch
@@ -223,9 +225,11 @@ def explain(
     def _do(c: Container) -> dict[str, Any]:
         with transaction(c.sessions) as s:
             result = explain_svc.explain_access(s, c.store, principal_id=principal, chunk_id=chunk_id,
-                                                acting_for=acting_for, as_of=to_epoch(as_of) if as_of else None)
+                                                acting_for=acting_for, as_of=to_epoch(as_of) if as_of else None,
+                                                purpose=purpose)
             audit.append(s, audit.Read(action="policy.explain", target=chunk_id, details={
-                "principal_id": principal, "acting_for": acting_for, "visible": result.decision.visible,
+                "principal_id": principal, "acting_for": acting_for, "purpose": result.purpose,
+                "visible": result.decision.visible,
             }), principal_id=actor_id(actor))
             return presenters_audit.explanation(result).model_dump(mode="json")
 

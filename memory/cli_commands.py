@@ -37,7 +37,10 @@ def sources_add(
     read_groups: Annotated[str, typer.Option(help="Comma-separated groups that may read; empty = nobody.")] = "",
     floor: Annotated[str, typer.Option(help="Floor: public|internal|confidential|restricted.")] = "internal",
     uri: Annotated[str, typer.Option(help="Where the source lives (for citations).")] = "",
-    consent_required: Annotated[bool, typer.Option(help="Flag: personal data requires consent.")] = False,
+    consent_required: Annotated[bool, typer.Option(
+        help="Flag: personal data is served only to searches stating a consented purpose.")] = False,
+    consent_purposes: Annotated[str, typer.Option(
+        help="Comma-separated purposes the data subjects consented to (lowercase slugs).")] = "",
     data_dir: DataDir = None,
     actor: Actor = None,
 ) -> None:
@@ -49,6 +52,7 @@ def sources_add(
             sources.register(s, spec=sources.NewSource(
                 id=source_id, name=name, steward=steward, jurisdiction=jurisdiction, read_groups=csv_list(read_groups),
                 floor=floor, uri=uri, personal_data_requires_consent=consent_required,
+                consent_purposes=csv_list(consent_purposes),
             ), actor=actor_id(actor))
 
     run(data_dir, _do)
@@ -65,9 +69,12 @@ def sources_list(data_dir: DataDir = None) -> None:
         with c.sessions() as s:
             return [presenters.source(x).model_dump(mode="json") for x in sources.list_all(s)]
 
-    table = Table("id", "name", "steward", "jurisdiction", "read groups", "floor")
+    table = Table("id", "name", "steward", "jurisdiction", "read groups", "floor", "consent")
     for x in run(data_dir, _do):
-        table.add_row(x["id"], x["name"], x["steward"], x["jurisdiction"], ",".join(x["read_groups"]), x["floor"])
+        consent = "for " + (", ".join(x["consent_purposes"]) or "no purpose") if x["personal_data_requires_consent"] \
+            else ""
+        table.add_row(x["id"], x["name"], x["steward"], x["jurisdiction"], ",".join(x["read_groups"]), x["floor"],
+                      consent)
     out.print(table)
 
 
@@ -78,17 +85,22 @@ def sources_update(
     jurisdiction: Annotated[str | None, typer.Option(help="New jurisdiction.")] = None,
     floor: Annotated[str | None, typer.Option(help="New floor (applies to future ingests).")] = None,
     steward: Annotated[str | None, typer.Option(help="New steward.")] = None,
+    consent_required: Annotated[bool | None, typer.Option(
+        "--consent-required/--no-consent-required", help="Set or clear the consent flag.")] = None,
+    consent_purposes: Annotated[str | None, typer.Option(
+        help="New comma-separated consented purposes (replaces the list; empty clears it).")] = None,
     data_dir: DataDir = None,
     actor: Actor = None,
 ) -> None:
-    """Change a source's access rules (reach the vectors before this returns)."""
+    """Change a source's access rules (reach the vectors before this returns; consent applies to the next search)."""
     from memory import sources
 
     def _do(c: Container) -> None:
         with transaction(c.sessions) as s:
             sources.update(s, source_id=source_id, store=c.store, actor=actor_id(actor), patch=sources.SourcePatch(
                 read_groups=csv_list(read_groups) if read_groups is not None else None, jurisdiction=jurisdiction,
-                floor=floor, steward=steward,
+                floor=floor, steward=steward, personal_data_requires_consent=consent_required,
+                consent_purposes=csv_list(consent_purposes) if consent_purposes is not None else None,
             ))
 
     run(data_dir, _do)
@@ -152,6 +164,12 @@ def _summary(outcomes: list[Any]) -> None:
         for o in failed:
             ft.add_row(o.external_key, o.error_code or "", o.error or "")
         out.print(ft)
+    warned = [(o, w) for o in outcomes for w in o.warnings]
+    if warned:
+        wt = Table("ingested with warnings", "attachment", "code", "reason")
+        for o, w in warned:
+            wt.add_row(o.external_key, w["attachment"] or "", w["code"] or "", w["message"] or "")
+        out.print(wt)
 
 
 @app.command()
@@ -160,6 +178,8 @@ def search(
     principal: Annotated[str, typer.Option("--as", help="Principal id to search as.")],
     acting_for: Annotated[str | None, typer.Option(help="User id the principal acts for.")] = None,
     top_k: Annotated[int, typer.Option(help="Number of hits.")] = 5,
+    purpose: Annotated[str | None, typer.Option(
+        help="Why you search (slug): personal data of consent-gated sources needs a consented purpose.")] = None,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full response as JSON.")] = False,
 ) -> None:
@@ -175,7 +195,7 @@ def search(
                 fail("inactive_principal", f"{principal} is inactive")
             who = principals.resolve_effective(s, caller=caller, acting_for=acting_for)
             result = search_svc.search(s, store=c.store, embedder=c.embedder, who=who,
-                                       request=search_svc.SearchRequest(query=query, top_k=top_k))
+                                       request=search_svc.SearchRequest(query=query, top_k=top_k, purpose=purpose))
             return presenters.search(result).model_dump(mode="json")
 
     res = run(data_dir, _do)

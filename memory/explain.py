@@ -2,8 +2,10 @@
 
 The access payload is rebuilt from SQL, the source of truth; the vector payload the search actually
 filters on is read too, and every field where the two disagree is reported (a disagreement is a sync
-problem to repair, and the vector side is what a search would have applied). Source read groups and
-jurisdiction are not versioned: they are the current ones, which the result says.
+problem to repair, and the vector side is what a search would have applied). Source read groups,
+jurisdiction and consent purposes are not versioned: they are the current ones, which the result says.
+`purpose` is the one a search would state: the consent check passes for a chunk with personal data of a
+source that requires consent only when the source's data subjects consented to it (memory.consent).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from memory import policy, policy_store, principals
+from memory import consent, policy, policy_store, principals
 from memory.errors import ForbiddenError, NotFoundError, ValidationFailedError
 from memory.models import Chunk, DocumentVersion, Source
 from memory.policy import Decision, RuleCheck
@@ -32,6 +34,7 @@ class Explanation:
     acting_for: str | None
     chunk_id: str
     as_of: float
+    purpose: str | None
     decision: Decision
     effective_principal: dict[str, Any]
     transfer_rules_version: int
@@ -87,12 +90,15 @@ def explain_access(
     chunk_id: str,
     acting_for: str | None = None,
     as_of: float | None = None,
+    purpose: str | None = None,
 ) -> Explanation:
-    """Every rule check deciding whether `principal_id` (acting for `acting_for`) sees `chunk_id` at `as_of`."""
+    """Every rule check deciding whether `principal_id` (acting for `acting_for`) sees `chunk_id` at `as_of`,
+    in a search for `purpose`."""
     now = time.time()
     at = now if as_of is None else as_of
     if at > now + 1:
         raise ValidationFailedError("as_of is in the future", code="as_of_in_future")
+    purpose = consent.normalise_purpose(purpose) if purpose is not None else None
     row = session.execute(
         select(Chunk, DocumentVersion, Source)
         .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
@@ -107,7 +113,9 @@ def explain_access(
     found = store.retrieve([chunk.point_id])
     vec_payload = found[0].payload if found else None
     rules = policy_store.transfer_rules(session, as_of=at)
-    notes = ["source read groups and jurisdiction are the current ones (sources are not versioned)"]
+    notes = ["source read groups, jurisdiction and consent purposes are the current ones (sources are not "
+             "versioned)"]
+    blocked = frozenset({source.id}) if consent.blocks(source, purpose) else frozenset()
     decision: Decision
     who: policy.EffectivePrincipal | None = None
     if not caller.active:
@@ -118,7 +126,7 @@ def explain_access(
         except ForbiddenError as exc:
             decision = _refused(RuleCheck("delegation", False, exc.message))
         else:
-            decision = policy.explain(who, rules, sql_payload, as_of=at)
+            decision = policy.explain(who, rules, sql_payload, as_of=at, consent_blocked=blocked, purpose=purpose)
     disagreements = _disagreements(sql_payload, vec_payload)
     if disagreements:
         notes.append("the vector payload disagrees with SQL on: " + ", ".join(disagreements))
@@ -127,6 +135,7 @@ def explain_access(
         acting_for=acting_for,
         chunk_id=chunk.id,
         as_of=at,
+        purpose=purpose,
         decision=decision,
         effective_principal={} if who is None else {
             "principal_id": who.principal_id, "acting_for": who.acting_for, "groups": sorted(who.groups),

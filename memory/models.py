@@ -98,7 +98,10 @@ class Source(Base):
     jurisdiction: Mapped[str] = mapped_column(String(16))
     floor: Mapped[int] = mapped_column(Integer)
     uri: Mapped[str] = mapped_column(String(1024), default="")
-    personal_data_requires_consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Indexed: every search asks for the flagged sources (memory.consent.blocked_sources).
+    personal_data_requires_consent: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    # Purposes the data subjects consented to (lowercase slugs); read only when the flag is set.
+    consent_purposes: Mapped[list[str]] = mapped_column(JSON, default=list)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(TZ)
     updated_at: Mapped[datetime] = mapped_column(TZ)
@@ -249,7 +252,8 @@ class AccessRequest(Base):
     requester_id: Mapped[str] = mapped_column(String(128), index=True)
     acting_for: Mapped[str | None] = mapped_column(String(128), nullable=True)
     source_id: Mapped[str] = mapped_column(ForeignKey("sources.id"), index=True)
-    reason: Mapped[str] = mapped_column(String(32))  # clearance | jurisdiction
+    reason: Mapped[str] = mapped_column(String(32))  # clearance | jurisdiction | consent
+    purpose: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the searches' purpose (consent)
     justification: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(16), default="open")  # open | escalated | granted | refused
     created_at: Mapped[datetime] = mapped_column(TZ)

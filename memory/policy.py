@@ -1,15 +1,16 @@
 """The access policy as pure functions: no I/O, table-tested.
 
-(effective principal, transfer rules, as_of) -> one AccessFilter applied INSIDE the vector search.
-Fail closed everywhere: no groups -> nothing; unknown jurisdiction pair -> deny; acting for a user ->
-the intersection of the user's access with the agent's ceiling (groups ∩, min clearance, every caller
-jurisdiction must admit the transfer, roles ∩).
+(effective principal, transfer rules, as_of, consent-blocked sources) -> one AccessFilter applied INSIDE the
+vector search. Fail closed everywhere: no groups -> nothing; unknown jurisdiction pair -> deny; acting for a
+user -> the intersection of the user's access with the agent's ceiling (groups ∩, min clearance, every caller
+jurisdiction must admit the transfer, roles ∩); personal data of a source that requires consent -> only for a
+search whose purpose the source's data subjects consented to (no purpose -> not served).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from classifiers.types import Label
@@ -158,6 +159,12 @@ def normalise_jurisdiction(value: str) -> str:
     return v
 
 
+def consent_blocks(requires_consent: bool, consented: Iterable[str], purpose: str | None) -> bool:
+    """True when a source's personal data is withheld from a search for `purpose`: the source requires
+    consent and `purpose` is not one its data subjects consented to. No purpose never qualifies."""
+    return requires_consent and (purpose is None or purpose not in set(consented))
+
+
 def build_filter(
     who: EffectivePrincipal,
     rules: TransferRules,
@@ -165,9 +172,12 @@ def build_filter(
     as_of: float,
     source_ids: Iterable[str] | None = None,
     latest: bool = False,
+    consent_blocked: Iterable[str] = (),
 ) -> AccessFilter:
     """The one filter the vector search runs with. `latest`: the search has no as_of (as_of is now), so
-    the version clause is "current version" (same points, cheaper for the engine)."""
+    the version clause is "current version" (same points, cheaper for the engine). `consent_blocked`: the
+    sources whose personal data this search's purpose may not see (memory.consent reads them from SQL);
+    their chunks with personal data are excluded, others are not."""
     grants = []
     for data_j in sorted(rules.data_jurisdictions):
         mode = rules.mode_for(data_j, who.jurisdictions)
@@ -182,6 +192,7 @@ def build_filter(
         as_of=as_of,
         source_ids=frozenset(source_ids) if source_ids is not None else None,
         latest=latest,
+        consent_blocked_sources=frozenset(consent_blocked),
     )
 
 
@@ -189,7 +200,7 @@ def readable_filter(
     who: EffectivePrincipal, *, as_of: float, source_ids: Iterable[str] | None = None, latest: bool = False
 ) -> AccessFilter:
     """Only the group/version/retraction clauses: what the caller's groups could read. Used to count
-    hits withheld for clearance or jurisdiction (the recourse path), never to serve text."""
+    hits withheld for clearance, jurisdiction or consent (the recourse path), never to serve text."""
     return AccessFilter(
         groups=who.groups,
         max_label=None,
@@ -205,9 +216,14 @@ def must_mask(who: EffectivePrincipal, rules: TransferRules, payload: ChunkPaylo
     return payload.personal and rules.mode_for(payload.jurisdiction, who.jurisdictions) == Transfer.ALLOW_MASKED
 
 
+# The recourse reasons, in the order one is picked when several withhold a hit.
+WITHHELD_REASONS = ("clearance", "jurisdiction", "consent")
+
+
 @dataclass(frozen=True)
 class RuleCheck:
-    rule: str  # group_grant | clearance | jurisdiction | version | retraction | committed (| delegation, active)
+    # group_grant | clearance | jurisdiction | consent | version | retraction | committed (| delegation, active)
+    rule: str
     passed: bool
     detail: str
 
@@ -220,17 +236,27 @@ class Decision:
 
     @property
     def withheld_reason(self) -> str | None:
-        """'clearance' or 'jurisdiction' when the caller's groups could read it but policy withheld it."""
+        """'clearance', 'jurisdiction' or 'consent' when the caller's groups could read it but policy withheld
+        it; when several apply, the first of that order (one reason per hit)."""
         failed = {c.rule for c in self.checks if not c.passed}
-        # Only these two are recourse reasons; any other failed check (group, version, retraction, a
+        # Only these are recourse reasons; any other failed check (group, version, retraction, a
         # delegation or inactive principal in an explanation) means the hit is not "withheld".
-        if not failed or not failed <= {"clearance", "jurisdiction"}:
+        if not failed or not failed <= set(WITHHELD_REASONS):
             return None
-        return "clearance" if "clearance" in failed else "jurisdiction"
+        return next(r for r in WITHHELD_REASONS if r in failed)
 
 
-def explain(who: EffectivePrincipal, rules: TransferRules, payload: ChunkPayload, *, as_of: float) -> Decision:
-    """Every rule that decides whether `who` sees this chunk at `as_of`, and how."""
+def explain(
+    who: EffectivePrincipal,
+    rules: TransferRules,
+    payload: ChunkPayload,
+    *,
+    as_of: float,
+    consent_blocked: Collection[str] = frozenset(),
+    purpose: str | None = None,
+) -> Decision:
+    """Every rule that decides whether `who` sees this chunk at `as_of`, and how. `consent_blocked` is the
+    same set `build_filter` takes (`purpose` only words the consent check's detail)."""
     shared = sorted(who.groups & set(payload.read_groups))
     label = Label(payload.label)
     mode = rules.mode_for(payload.jurisdiction, who.jurisdictions)
@@ -245,6 +271,7 @@ def explain(who: EffectivePrincipal, rules: TransferRules, payload: ChunkPayload
             f"{payload.jurisdiction}->{'+'.join(who.jurisdictions)}: {mode.slug}"
             + (" (chunk has personal data)" if payload.personal else ""),
         ),
+        _consent_check(payload, consent_blocked, purpose),
         RuleCheck(
             "version",
             payload.valid_from <= as_of < payload.valid_to,
@@ -254,3 +281,12 @@ def explain(who: EffectivePrincipal, rules: TransferRules, payload: ChunkPayload
     )
     visible = all(c.passed for c in checks)
     return Decision(visible=visible, masked=visible and must_mask(who, rules, payload), checks=checks)
+
+
+def _consent_check(payload: ChunkPayload, consent_blocked: Collection[str], purpose: str | None) -> RuleCheck:
+    stated = f"purpose {purpose!r}" if purpose is not None else "no purpose stated"
+    if not payload.personal:
+        return RuleCheck("consent", True, "no personal data")
+    if payload.source_id in consent_blocked:
+        return RuleCheck("consent", False, f"personal data of a source requiring consent; {stated} is not consented")
+    return RuleCheck("consent", True, f"personal data; {stated}: the source requires no consent or consented to it")

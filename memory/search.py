@@ -1,5 +1,10 @@
 """The governed read path: one filter, applied inside the vector search, then per-caller rendering,
-citations, a policy explanation, and an audit record in the caller's transaction."""
+citations, a policy explanation, and an audit record in the caller's transaction.
+
+The request's `purpose` decides consent (memory.consent): personal data of a source that requires consent
+is served only when the purpose is one its data subjects consented to; otherwise it is withheld with reason
+`consent`, inside the filter like every other rule.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from classifiers.types import Label
-from memory import audit, policy, policy_store
+from memory import audit, consent, policy, policy_store
 from memory.clock import aware
 from memory.errors import ValidationFailedError
 from memory.models import Chunk, DocumentVersion, PiiSpan, Source
@@ -41,7 +46,7 @@ class SearchRequest:
     top_k: int = 10
     as_of: float | None = None
     source_ids: tuple[str, ...] | None = None
-    purpose: str | None = None
+    purpose: str | None = None  # a slug; personal data of consent-gated sources needs a consented one
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ class Hit:
 
 @dataclass(frozen=True)
 class Withheld:
-    reason: str  # clearance | jurisdiction
+    reason: str  # clearance | jurisdiction | consent
     count: int
     source_id: str
     steward: str
@@ -97,20 +102,23 @@ def search(
     as_of = current if request.as_of is None else request.as_of
     if as_of > current + 1:
         raise ValidationFailedError("as_of is in the future", code="as_of_in_future")
+    purpose = consent.normalise_purpose(request.purpose) if request.purpose is not None else None
     # Embed before the first SQL statement: on SQLite every transaction holds the write lock from its
     # first statement (BEGIN IMMEDIATE), and the model's ~10 ms need not serialise concurrent searches.
     t_embed = time.perf_counter()
     vector = embedder.embed_query(request.query)
     t_search = time.perf_counter()
     rules = policy_store.transfer_rules(session, as_of=as_of)
+    blocked = consent.blocked_sources(session, purpose=purpose, groups=who.groups, source_ids=request.source_ids)
     latest = request.as_of is None
-    flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids, latest=latest)
+    flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids, latest=latest,
+                              consent_blocked=blocked.sources)
     readable = policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest)
     # Served hits and the withheld count's candidates in one store call (concurrent on Edge, one request
     # to a server); the served ones come from the full filter, never from filtering the readable ones.
     points, could_read = store.search_batch(vector, [flt, readable], request.top_k)
     t_render = time.perf_counter()
-    withheld = _withheld(session, who, rules, request, as_of, points, could_read)
+    withheld = _withheld(session, who, rules, request, as_of, points, could_read, blocked.sources, purpose)
     hits = _render(session, who, rules, points)
     t_audit = time.perf_counter()
     latency_ms = (time.perf_counter() - t0) * 1000
@@ -127,6 +135,9 @@ def search(
         "latest_only": latest,
         "source_ids": sorted(flt.source_ids) if flt.source_ids is not None else None,
         "excludes_retracted": True,
+        "purpose": purpose,
+        # Only sources the caller's groups can read: the filter also holds the others, never named.
+        "consent_blocked_sources": sorted(blocked.readable),
     }
     record = audit.append(
         session,
@@ -159,19 +170,22 @@ def search(
 
 def _withheld(
     session: Session, who: policy.EffectivePrincipal, rules: policy.TransferRules, request: SearchRequest,
-    as_of: float, served: Sequence[ScoredPoint], readable: Sequence[ScoredPoint],
+    as_of: float, served: Sequence[ScoredPoint], readable: Sequence[ScoredPoint], consent_blocked: frozenset[str],
+    purpose: str | None,
 ) -> list[Withheld]:
     """Hits the caller's groups could read (`readable`: the top_k under the group/version/retraction
-    clauses only), ranked where they would have been served, that clearance or jurisdiction withheld.
-    Sources outside the caller's groups never appear (that filter excludes them). Only counted: their
-    text is never read."""
+    clauses only), ranked where they would have been served, that clearance, jurisdiction or consent
+    withheld. Sources outside the caller's groups never appear (that filter excludes them). Only counted:
+    their text is never read."""
     served_ids = {p.id for p in served}
     floor = served[-1].score if len(served) >= request.top_k else float("-inf")
     counts: dict[tuple[str, str], int] = {}
     for p in readable:
         if p.id in served_ids or p.score < floor:
             continue
-        reason = policy.explain(who, rules, p.payload, as_of=as_of).withheld_reason
+        reason = policy.explain(
+            who, rules, p.payload, as_of=as_of, consent_blocked=consent_blocked, purpose=purpose
+        ).withheld_reason
         if reason:
             counts[(p.payload.source_id, reason)] = counts.get((p.payload.source_id, reason), 0) + 1
     if not counts:

@@ -2,6 +2,9 @@
 
 Read groups empty = nobody reads (never "everyone"). Changing groups or jurisdiction re-stamps the
 access payload of the source's vectors before the change is acknowledged (the caller commits after).
+`personal_data_requires_consent` with `consent_purposes`: the source's personal data is served only to
+searches stating one of those purposes (memory.consent); both are read from SQL at query time, so changing
+them re-stamps nothing and applies to the next search.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from sqlalchemy.orm import Session
 from classifiers.types import Label
 from memory import audit
 from memory.clock import utcnow
+from memory.consent import normalise_purposes
 from memory.errors import ConflictError, ForbiddenError, NotFoundError
 from memory.models import Principal, Source, SourceReadGroup
 from memory.policy import EffectivePrincipal, normalise_jurisdiction
@@ -33,6 +37,7 @@ class NewSource:
     uri: str = ""
     description: str = ""
     personal_data_requires_consent: bool = False
+    consent_purposes: tuple[str, ...] = ()  # what the data subjects consented to (lowercase slugs)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class SourcePatch:
     steward: str | None = None
     description: str | None = None
     personal_data_requires_consent: bool | None = None
+    consent_purposes: tuple[str, ...] | None = None  # replaces the list
 
 
 def read_groups(source: Source) -> tuple[str, ...]:
@@ -66,6 +72,7 @@ def register(session: Session, *, spec: NewSource, actor: str | None) -> Source:
         uri=spec.uri,
         description=spec.description,
         personal_data_requires_consent=spec.personal_data_requires_consent,
+        consent_purposes=normalise_purposes(spec.consent_purposes),
         created_at=now,
         updated_at=now,
     )
@@ -89,6 +96,7 @@ def describe(src: Source) -> dict[str, object]:
         "read_groups": list(read_groups(src)),
         "floor": Label(src.floor).slug,
         "personal_data_requires_consent": src.personal_data_requires_consent,
+        "consent_purposes": list(src.consent_purposes or ()),
     }
 
 
@@ -126,6 +134,8 @@ def update(session: Session, *, source_id: str, patch: SourcePatch, store: Vecto
         src.floor = int(Label.parse(patch.floor))
     if patch.personal_data_requires_consent is not None:
         src.personal_data_requires_consent = patch.personal_data_requires_consent
+    if patch.consent_purposes is not None:
+        src.consent_purposes = normalise_purposes(patch.consent_purposes)
     if patch.steward is not None:
         if session.get(Principal, patch.steward) is None:
             raise NotFoundError(f"steward {patch.steward!r} is not a principal", code="principal_not_found")

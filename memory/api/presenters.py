@@ -35,6 +35,7 @@ def source(src: Source) -> s.SourceOut:
         read_groups=list(read_groups(src)), floor=Label(src.floor).slug,  # type: ignore[arg-type]
         uri=src.uri, description=src.description,
         personal_data_requires_consent=src.personal_data_requires_consent,
+        consent_purposes=list(src.consent_purposes or ()),
         created_at=aware(src.created_at), updated_at=aware(src.updated_at),
     )
 
@@ -44,6 +45,7 @@ def ingest(o: IngestOutcome) -> s.IngestOut:
         external_key=o.external_key, status=o.status,  # type: ignore[arg-type]
         document_id=o.document_id, version=o.version, version_id=o.version_id, chunks=o.chunks,
         embedded=o.embedded, entity_counts=o.entity_counts, error_code=o.error_code, error=o.error,
+        warnings=[s.IngestWarningOut.model_validate(w) for w in o.warnings],
     )
 
 

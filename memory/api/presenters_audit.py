@@ -41,7 +41,7 @@ def verification(v: Verification) -> s.VerificationOut:
 
 def explanation(e: Explanation) -> s.ExplainOut:
     return s.ExplainOut(
-        principal_id=e.principal_id, acting_for=e.acting_for, chunk_id=e.chunk_id, as_of=e.as_of,
+        principal_id=e.principal_id, acting_for=e.acting_for, chunk_id=e.chunk_id, as_of=e.as_of, purpose=e.purpose,
         visible=e.decision.visible, masked=e.decision.masked,
         withheld_reason=e.withheld_reason,  # type: ignore[arg-type]
         checks=[s.RuleCheckOut(rule=c.rule, passed=c.passed, detail=c.detail) for c in e.decision.checks],
@@ -67,7 +67,7 @@ def access_request(r: AccessRequest) -> s.AccessRequestOut:
 def _access_request_fields(r: AccessRequest) -> dict[str, Any]:
     return {
         "id": r.id, "requester_id": r.requester_id, "acting_for": r.acting_for, "source_id": r.source_id,
-        "reason": r.reason, "justification": r.justification, "status": r.status,
+        "reason": r.reason, "purpose": r.purpose, "justification": r.justification, "status": r.status,
         "created_at": aware(r.created_at), "escalated_by": r.escalated_by,
         "escalated_at": aware(r.escalated_at) if r.escalated_at else None, "escalation_note": r.escalation_note,
         "decided_by": r.decided_by, "decided_at": aware(r.decided_at) if r.decided_at else None,

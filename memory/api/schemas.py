@@ -97,7 +97,10 @@ class SourceCreate(Strict):
     floor: LabelName = "internal"
     uri: str = ""
     description: str = ""
-    personal_data_requires_consent: bool = False
+    personal_data_requires_consent: bool = Field(
+        False, description="Personal data is served only to searches stating a purpose in consent_purposes")
+    consent_purposes: list[str] = Field(
+        default_factory=list, description="Purposes the data subjects consented to (lowercase slugs, e.g. support)")
 
 
 class SourcePatchIn(Strict):
@@ -108,6 +111,7 @@ class SourcePatchIn(Strict):
     floor: LabelName | None = None
     description: str | None = None
     personal_data_requires_consent: bool | None = None
+    consent_purposes: list[str] | None = Field(None, description="Replaces the list (applies to the next search)")
 
 
 class SourceOut(BaseModel):
@@ -120,8 +124,15 @@ class SourceOut(BaseModel):
     uri: str
     description: str
     personal_data_requires_consent: bool
+    consent_purposes: list[str]
     created_at: datetime
     updated_at: datetime
+
+
+class IngestWarningOut(BaseModel):
+    code: str = Field(description="Stable code: an ingest error code, or attachment_limit")
+    message: str
+    attachment: str | None = Field(None, description="The email attachment concerned (nested: a/b.pdf)")
 
 
 class IngestOut(BaseModel):
@@ -135,6 +146,9 @@ class IngestOut(BaseModel):
     entity_counts: dict[str, int]
     error_code: str | None = None
     error: str | None = None
+    warnings: list[IngestWarningOut] = Field(
+        default_factory=list, description="Stored, but with these left out (e.g. skipped email attachments)"
+    )
 
 
 class VersionOut(BaseModel):
@@ -170,7 +184,9 @@ class SearchIn(Strict):
     top_k: int = Field(10, ge=1, le=1000)
     as_of: datetime | None = Field(None, description="Time travel: what the memory held at this instant")
     source_ids: list[str] | None = None
-    purpose: str | None = Field(None, max_length=256)
+    purpose: str | None = Field(
+        None, max_length=64, description="Why you search (a lowercase slug, e.g. support). Personal data of a "
+        "source that requires consent is served only when its data subjects consented to this purpose")
 
 
 class HitOut(BaseModel):
@@ -183,7 +199,7 @@ class HitOut(BaseModel):
 
 
 class WithheldOut(BaseModel):
-    reason: Literal["clearance", "jurisdiction"]
+    reason: Literal["clearance", "jurisdiction", "consent"]
     count: int
     source_id: str
     steward: str = Field(description="Whom to ask (file an access request)")

@@ -66,6 +66,8 @@ class ExplainIn(Strict):
     chunk_id: str
     acting_for: str | None = Field(None, description="User the principal acts for")
     as_of: datetime | None = Field(None, description="Decide as of this instant (default now)")
+    purpose: str | None = Field(None, max_length=64, description="The purpose a search would state (decides the "
+                                "consent check for personal data of a source that requires consent)")
 
 
 class RuleCheckOut(BaseModel):
@@ -79,9 +81,10 @@ class ExplainOut(BaseModel):
     acting_for: str | None
     chunk_id: str
     as_of: float
+    purpose: str | None
     visible: bool
     masked: bool
-    withheld_reason: Literal["clearance", "jurisdiction"] | None
+    withheld_reason: Literal["clearance", "jurisdiction", "consent"] | None
     checks: list[RuleCheckOut]
     effective_principal: dict[str, Any]
     transfer_rules_version: int
@@ -123,8 +126,10 @@ class ImpactOut(BaseModel):
 
 class AccessRequestIn(Strict):
     source_id: str
-    reason: Literal["clearance", "jurisdiction"]
+    reason: Literal["clearance", "jurisdiction", "consent"]
     justification: str = Field(min_length=1, max_length=4000)
+    purpose: str | None = Field(None, max_length=64, description="The purpose the searches state; required for "
+                                "a consent request (the steward is asked to record consent to it)")
 
 
 class TransferRuleGrantIn(Strict):
@@ -150,6 +155,9 @@ class DecisionIn(Strict):
     transfer_rule: TransferRuleGrantIn | None = Field(
         None, description="Admin only, jurisdiction requests: set the transfer rule (source jurisdiction -> "
         "caller jurisdiction) as a new rules version. It applies to every source and caller of that pair")
+    add_consent_purpose: str | None = Field(
+        None, max_length=64, description="Consent requests: add this purpose (normally the request's) to the "
+        "source's consent purposes, once its data subjects consented to it")
 
 
 class AccessRequestOut(BaseModel):
@@ -158,6 +166,7 @@ class AccessRequestOut(BaseModel):
     acting_for: str | None
     source_id: str
     reason: str
+    purpose: str | None = None
     justification: str
     status: Literal["open", "escalated", "granted", "refused"]
     created_at: datetime

@@ -40,7 +40,10 @@ SOURCES = [
     sources.NewSource("eng-wiki", "Engineering wiki", "steward-hr", "US", ("eng",), floor="internal",
                       uri="https://wiki.example.com/eng"),
     sources.NewSource("customer-data", "EU customer data", "steward-hr", "EU", ("sales",), floor="confidential",
-                      uri="https://crm.example.com/exports", personal_data_requires_consent=True),
+                      uri="https://crm.example.com/exports", personal_data_requires_consent=True,
+                      # What the customers agreed to: a search for another purpose (or none) is told that
+                      # their personal data was withheld for consent, and whom to ask.
+                      consent_purposes=("support", "billing")),
 ]
 
 

@@ -120,8 +120,10 @@ class AccessFilter:
     valid_from <= as_of < valid_to, and some grant admits (jurisdiction, personal). With `latest=True`
     (a search without as_of, at as_of = now) the version clause is "the current version" instead: the
     same points, since a committed version is valid from its activation (<= now) until superseded. `source_ids`, when
-    set, further restricts to those sources. Empty `groups` or empty `grants` match nothing (fail closed).
-    `max_label=None` and `grants=None` switch off those two clauses: used only to count *withheld* hits.
+    set, further restricts to those sources. A chunk with personal data of a source in `consent_blocked_sources`
+    (the search's purpose is not one its data subjects consented to) never matches; empty = no such clause.
+    Empty `groups` or empty `grants` match nothing (fail closed). `max_label=None` and `grants=None` switch off
+    those two clauses: used only to count *withheld* hits.
     """
 
     groups: frozenset[str]
@@ -130,6 +132,7 @@ class AccessFilter:
     as_of: float
     source_ids: frozenset[str] | None = None
     latest: bool = False
+    consent_blocked_sources: frozenset[str] = frozenset()
 
     def matches(self, p: ChunkPayload) -> bool:
         """Reference semantics in Python (used by tests and the explain endpoint, never after search)."""
@@ -144,6 +147,8 @@ class AccessFilter:
         if not self.latest and not (p.valid_from <= self.as_of < p.valid_to):
             return False
         if self.source_ids is not None and p.source_id not in self.source_ids:
+            return False
+        if p.personal and p.source_id in self.consent_blocked_sources:
             return False
         if self.grants is not None:
             return any(

@@ -37,6 +37,15 @@ class AnyValue:
 
 
 @dataclass(frozen=True, slots=True)
+class NoneOf:
+    """The field (and every element of an array field) equals none of `values` (never empty): a nested
+    must_not on both backends."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class IntEquals:
     key: str
     value: int
@@ -78,7 +87,7 @@ class OneOf:
     clauses: tuple[Clause, ...]
 
 
-Clause = AnyValue | IntEquals | IntIn | InRange | HasIds | AllOf | OneOf
+Clause = AnyValue | NoneOf | IntEquals | IntIn | InRange | HasIds | AllOf | OneOf
 
 
 def access_plan(flt: AccessFilter) -> AllOf | None:
@@ -103,12 +112,28 @@ def access_plan(flt: AccessFilter) -> AllOf | None:
         clauses.append(IntIn(F_LABEL, tuple(range(LABEL_MIN, flt.max_label + 1))))
     if flt.source_ids is not None:
         clauses.append(AnyValue(F_SOURCE_ID, tuple(sorted(flt.source_ids))))
+    consent = _consent_clause(flt)
+    if consent is not None:
+        clauses.append(consent)
     if flt.grants is not None:
         grant_clause = _grants_clause(flt)
         if grant_clause is None:
             return None
         clauses.append(grant_clause)
     return AllOf(tuple(clauses))
+
+
+def _consent_clause(flt: AccessFilter) -> Clause | None:
+    """personal == 0 OR source_id not in the blocked set; None (no clause at all) when nothing is blocked, the
+    common case, so searches of a memory without consent-gated sources pay nothing for it."""
+    blocked = flt.consent_blocked_sources
+    if flt.source_ids is not None:
+        blocked = blocked & flt.source_ids  # other sources are excluded anyway
+        if blocked and blocked == flt.source_ids:
+            return IntEquals(F_PERSONAL, 0)  # every searched source is blocked
+    if not blocked:
+        return None
+    return OneOf((IntEquals(F_PERSONAL, 0), NoneOf(F_SOURCE_ID, tuple(sorted(blocked)))))
 
 
 def _grants_clause(flt: AccessFilter) -> Clause | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import qdrant_edge as qe
 
-from memory.stores.filters import AllOf, AnyValue, Clause, HasIds, InRange, IntEquals, IntIn, OneOf
+from memory.stores.filters import AllOf, AnyValue, Clause, HasIds, InRange, IntEquals, IntIn, NoneOf, OneOf
 
 EdgeCondition = qe.FieldCondition | qe.HasIdCondition | qe.Filter
 
@@ -19,6 +19,8 @@ def to_edge_filter(clause: Clause) -> qe.Filter:
         return qe.Filter(must=[_condition(c) for c in clause.clauses])
     if isinstance(clause, OneOf):
         return qe.Filter(should=[_condition(c) for c in clause.clauses])
+    if isinstance(clause, NoneOf):
+        return qe.Filter(must_not=[qe.FieldCondition(clause.key, match=qe.MatchAny(list(clause.values)))])
     return qe.Filter(must=[_condition(clause)])
 
 

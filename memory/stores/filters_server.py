@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qdrant_client import models
 
-from memory.stores.filters import AllOf, AnyValue, Clause, HasIds, InRange, IntEquals, IntIn, OneOf
+from memory.stores.filters import AllOf, AnyValue, Clause, HasIds, InRange, IntEquals, IntIn, NoneOf, OneOf
 
 ServerCondition = models.FieldCondition | models.HasIdCondition | models.Filter
 
@@ -15,6 +15,10 @@ def to_server_filter(clause: Clause) -> models.Filter:
         return models.Filter(must=[_condition(c) for c in clause.clauses])
     if isinstance(clause, OneOf):
         return models.Filter(should=[_condition(c) for c in clause.clauses])
+    if isinstance(clause, NoneOf):
+        return models.Filter(
+            must_not=[models.FieldCondition(key=clause.key, match=models.MatchAny(any=list(clause.values)))]
+        )
     return models.Filter(must=[_condition(clause)])
 
 

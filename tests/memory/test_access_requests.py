@@ -10,7 +10,7 @@ from memory import access_grants
 from memory.access_grants import Grant, TransferGrant
 from memory.access_requests import REASONS
 from memory.errors import ForbiddenError, ValidationFailedError
-from memory.policy import EffectivePrincipal, Identity, effective
+from memory.policy import WITHHELD_REASONS, EffectivePrincipal, Identity, effective
 
 PERSONAL = "# Contacts\n\nPlease call Mr John Smith about the invoice.\n"
 
@@ -260,6 +260,7 @@ GRANTS = {
     "read_groups": Grant(add_read_groups=("h",)),
     "clearance": Grant(clearance="confidential"),
     "transfer": Grant(transfer_rule=TransferGrant(rule="allow")),
+    "consent_purpose": Grant(add_consent_purpose="billing"),
 }
 
 
@@ -276,9 +277,15 @@ def _who(*roles: str) -> EffectivePrincipal:
     (("admin",), "jurisdiction", "transfer", None),
     (("admin",), "jurisdiction", "clearance", "change_not_for_reason"),
     (("admin",), "clearance", "transfer", "change_not_for_reason"),
-    # a reason added later with no remedy listed: groups only, never a global change
+    # consent: the source's steward records the purpose; groups still allowed, never a global change
+    (("steward",), "consent", "consent_purpose", None),
     (("admin",), "consent", "groups", None),
     (("admin",), "consent", "clearance", "change_not_for_reason"),
+    (("admin",), "clearance", "consent_purpose", "change_not_for_reason"),
+    (("steward",), "jurisdiction", "consent_purpose", "change_not_for_reason"),
+    # a reason added later with no remedy listed: groups only, never a reason-bound change
+    (("admin",), "curiosity", "groups", None),
+    (("admin",), "curiosity", "consent_purpose", "change_not_for_reason"),
 ])
 def test_who_may_change_what_for_which_reason(roles, reason, grant, error):
     if error is None:
@@ -290,5 +297,7 @@ def test_who_may_change_what_for_which_reason(roles, reason, grant, error):
 
 
 def test_remedies_name_only_real_reasons():
-    # No stale entries. A reason without one still works: groups, refuse, escalate (see "consent" above).
+    # No stale entries. A reason without one still works: groups, refuse, escalate (see "curiosity" above).
     assert set(access_grants.REMEDIES) <= set(REASONS)
+    # every reason a search reports as withheld can be filed
+    assert set(REASONS) == set(WITHHELD_REASONS)

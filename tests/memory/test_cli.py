@@ -72,6 +72,40 @@ def test_bad_files_are_reported_per_file_and_fail_the_exit_code(env: Path):
     assert by_key["good.txt"] == "unchanged" and by_key["latin1.txt"] == "unchanged"
 
 
+def test_ingest_parses_in_a_worker_and_reports_skipped_attachments(env: Path, monkeypatch):
+    import email.message
+    import io
+
+    import docx
+
+    monkeypatch.setenv("MEMORY_PARSE_TIMEOUT_S", "60")  # the production path: parsing in a worker process
+    invoke("principals", "create", "st", "--roles", "steward")
+    invoke("sources", "add", "s", "--name", "S", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "g")
+    report = io.BytesIO()
+    document = docx.Document()
+    document.add_paragraph("The attached budget covers two new engineers.")
+    document.save(report)
+    msg = email.message.EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "a@example.com", "b@example.com", "Budget"
+    msg.set_content("Budget attached; the logo is not.")
+    msg.add_attachment(report.getvalue(), maintype="application", subtype="octet-stream", filename="budget.docx")
+    msg.add_attachment(b"\x89PNG\r\n\x1a\n" + bytes(64), maintype="image", subtype="png", filename="logo.png")
+    folder = env / "mail"
+    folder.mkdir()
+    (folder / "budget.eml").write_bytes(msg.as_bytes())
+    (folder / "cut.docx").write_bytes(report.getvalue()[:1000])
+
+    r = invoke("ingest", "s", str(folder), "--no-optimize")
+
+    assert r.exit_code == 1, r.output
+    assert "logo.png" in r.output and "corrupt_document" in r.output
+    r = invoke("ingest", "s", str(folder), "--json", "--no-optimize")
+    by_key = {o["external_key"]: o for o in json.loads(r.output)}
+    assert by_key["cut.docx"]["error_code"] == "corrupt_document"
+    email_outcome = by_key["budget.eml"]
+    assert email_outcome["status"] == "unchanged"
+
+
 def test_unknown_source_is_one_line_and_exit_2(env: Path):
     r = invoke("ingest", "nope", str(env))
     assert r.exit_code == 2
@@ -141,3 +175,49 @@ def test_access_requests_from_the_cli(env: Path):
     out = json.loads(r.output)
     assert out["status"] == "granted" and out["resolution"]["resolved"] is True
     assert out["changes"]["clearance"] == {"principal": "ann", "before": "public", "after": "internal"}
+
+
+def _consent_of(source_id: str) -> tuple[bool, list[str]]:
+    from memory import sources
+
+    c = Container(__import__("memory.settings", fromlist=["Settings"]).Settings())
+    try:
+        with c.sessions() as s:
+            src = sources.get(s, source_id=source_id)
+            return src.personal_data_requires_consent, list(src.consent_purposes)
+    finally:
+        c.close()
+
+
+def test_source_consent_from_the_cli(env: Path):
+    from memory import access_requests
+    from memory.db import transaction
+    from memory.principals import get_principal, resolve_effective
+
+    invoke("principals", "create", "st", "--roles", "steward")
+    invoke("principals", "create", "ann", "--groups", "g", "--clearance", "restricted")
+    r = invoke("sources", "add", "crm", "--name", "CRM", "--steward", "st", "--jurisdiction", "EU",
+               "--read-groups", "g", "--consent-required", "--consent-purposes", "support,Billing")
+    assert r.exit_code == 0, r.output
+    assert _consent_of("crm") == (True, ["billing", "support"])
+    assert "consent" in invoke("sources", "list").output
+    r = invoke("sources", "update", "crm", "--consent-purposes", "no way")
+    assert r.exit_code == 2 and "invalid_purpose" in r.output
+    assert invoke("sources", "update", "crm", "--no-consent-required", "--consent-purposes", "support").exit_code == 0
+    assert _consent_of("crm") == (False, ["support"])
+    assert invoke("sources", "update", "crm", "--consent-required").exit_code == 0
+    assert _consent_of("crm") == (True, ["support"])
+    c = Container(__import__("memory.settings", fromlist=["Settings"]).Settings())
+    try:
+        with transaction(c.sessions) as s:
+            who = resolve_effective(s, caller=get_principal(s, principal_id="ann"), acting_for=None)
+            rid = access_requests.file_request(s, who=who, source_id="crm", reason="consent", purpose="billing",
+                                               justification="billing disputes").id
+    finally:
+        c.close()
+    assert "consent" in invoke("access", "list").output
+    r = invoke("access", "decide", rid, "--decision", "grant", "--add-consent-purpose", "billing", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["status"] == "granted" and out["resolution"]["resolved"] is True
+    assert _consent_of("crm") == (True, ["billing", "support"])

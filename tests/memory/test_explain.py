@@ -43,7 +43,7 @@ def test_explain_reports_every_rule_check(api, caller, visible, masked, failed, 
     assert (body["visible"], body["masked"], body["withheld_reason"]) == (visible, masked, withheld)
     assert {c["rule"] for c in body["checks"] if not c["passed"]} == failed
     assert {c["rule"] for c in body["checks"]} == {"committed", "group_grant", "clearance", "jurisdiction",
-                                                   "version", "retraction"}
+                                                   "consent", "version", "retraction"}
     assert body["payload_disagreements"] == []
     assert body["vector_payload"]["version_id"] == body["payload"]["version_id"]
 
@@ -101,3 +101,20 @@ def test_explain_service_rebuilds_the_payload_from_sql(container, api):
         result = explain.explain_access(s, container.store, principal_id="p", chunk_id=cid)
     assert result.decision.visible and result.payload["version_id"] == doc["version_id"]
     assert result.payload["personal"] == 1 and result.transfer_mode == "allow"
+
+
+def test_explain_reports_the_consent_check_for_a_purpose(api):
+    auditor = api.principal("aud", roles=["auditor"])
+    api.principal("p", groups=["g"], clearance="confidential")
+    cid, _ = _chunk(api)
+    r = api.client.patch("/v1/sources/s1", headers=api.admin, json={
+        "personal_data_requires_consent": True, "consent_purposes": ["support"]})
+    assert r.status_code == 200, r.text
+    for purpose, visible, withheld in ((None, False, "consent"), ("marketing", False, "consent"),
+                                       ("Support", True, None)):
+        body = _explain(api, auditor, principal_id="p", chunk_id=cid, purpose=purpose).json()
+        assert (body["visible"], body["withheld_reason"]) == (visible, withheld), purpose
+        assert body["purpose"] == (purpose.lower() if purpose else None)
+        assert [c["rule"] for c in body["checks"] if not c["passed"]] == ([] if visible else ["consent"])
+    r = _explain(api, auditor, principal_id="p", chunk_id=cid, purpose="not a slug")
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_purpose")

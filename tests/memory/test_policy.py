@@ -11,9 +11,11 @@ from memory.policy import (
     Transfer,
     TransferRules,
     build_filter,
+    consent_blocks,
     effective,
     explain,
     must_mask,
+    readable_filter,
 )
 from memory.stores.base import OPEN_END, ChunkPayload
 
@@ -121,3 +123,35 @@ def test_source_restriction():
 def test_malformed_rules_are_refused(bad):
     with pytest.raises(PolicyError):
         TransferRules.from_json(bad)
+
+
+@pytest.mark.parametrize(("requires", "consented", "purpose", "blocks"), [
+    (False, (), None, False),  # no flag: purposes never matter
+    (False, ("support",), "marketing", False),
+    (True, ("support", "billing"), "support", False),
+    (True, ("support",), "marketing", True),
+    (True, ("support",), None, True),  # no purpose stated: never consented
+    (True, (), "support", True),  # flag without purposes: nothing is consented
+])
+def test_consent_blocks(requires, consented, purpose, blocks):
+    assert consent_blocks(requires, consented, purpose) is blocks
+
+
+@pytest.mark.parametrize(("case", "p", "blocked", "visible", "reason"), [
+    ("personal, source blocked", payload(personal=True), {"s"}, False, "consent"),
+    ("not personal, source blocked", payload(personal=False), {"s"}, True, None),
+    ("personal, another source blocked", payload(personal=True), {"other"}, True, None),
+    ("personal, nothing blocked", payload(personal=True), set(), True, None),
+    ("clearance wins over consent", payload(personal=True, label=int(Label.RESTRICTED)), {"s"}, False, "clearance"),
+    ("jurisdiction wins over consent", payload(personal=True, jurisdiction="CN"), {"s"}, False, "jurisdiction"),
+    ("outside the groups: no reason", payload(personal=True, read_groups=("other",)), {"s"}, False, None),
+])
+def test_consent_in_explain_and_filter(case, p, blocked, visible, reason):
+    who = effective(ident())
+    decision = explain(who, RULES, p, as_of=200.0, consent_blocked=frozenset(blocked), purpose="support")
+    assert decision.visible is visible, case
+    assert decision.withheld_reason == reason, case
+    assert [c.passed for c in decision.checks if c.rule == "consent"] == [not (p.personal and "s" in blocked)]
+    assert build_filter(who, RULES, as_of=200.0, consent_blocked=blocked).matches(p) is visible, case
+    # the count of withheld hits runs without consent: what the caller's groups could read
+    assert readable_filter(who, as_of=200.0).matches(p) is (p.read_groups == ("g",))

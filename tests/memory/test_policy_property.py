@@ -1,8 +1,10 @@
-"""Property test: random principals, sources, rules and documents go through the real pipeline, SQL and
-Qdrant Edge; every search result is checked against an oracle written independently of memory.policy.
+"""Property test: random principals, sources (some requiring consent to purposes), rules, documents and
+search purposes go through the real pipeline, SQL and Qdrant Edge; every search result is checked against an
+oracle written independently of memory.policy and memory.consent.
 
 Zero violations: nothing the oracle forbids is ever returned. Nothing silently missing: the result holds
-exactly min(top_k, |visible|) hits, and they are the best-scoring visible chunks.
+exactly min(top_k, |visible|) hits, and they are the best-scoring visible chunks. No hints: the withheld
+counts and the consent summary name only sources the caller's groups can read.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ GROUPS = ["red", "green", "blue"]
 JURIS = ["EU", "US", "IN"]
 LABELS = ["public", "internal", "confidential", "restricted"]
 MODES = ["allow", "allow_masked", "deny_personal", "deny"]
+PURPOSES = ["support", "billing", "research"]
 PERSONAL = {"PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS"}
 SENTENCES = [
     "The travel policy covers train tickets and hotel nights.",
@@ -47,6 +50,7 @@ source_st = st.fixed_dictionaries({
     "read_groups": st.sets(st.sampled_from(GROUPS)),
     "jurisdiction": st.sampled_from(JURIS),
     "floor": st.sampled_from(LABELS),
+    "consent": st.none() | st.sets(st.sampled_from(PURPOSES)),  # None: no flag; else the consented purposes
     "docs": st.lists(st.lists(st.sampled_from(range(len(SENTENCES))), min_size=1, max_size=3), min_size=1,
                      max_size=3),
 })
@@ -57,6 +61,7 @@ world_st = st.fixed_dictionaries({
     "rules": st.dictionaries(st.tuples(st.sampled_from(JURIS), st.sampled_from(JURIS)), st.sampled_from(MODES)),
     "retract_first": st.booleans(),
     "top_k": st.integers(1, 8),
+    "purpose": st.none() | st.sampled_from(PURPOSES),
     "query": st.sampled_from(SENTENCES + ["expenses", "who approved the contract?"]),
 })
 
@@ -64,8 +69,8 @@ RANK = {name: i for i, name in enumerate(LABELS)}
 MODE_RANK = {"deny": 0, "deny_personal": 1, "allow_masked": 2, "allow": 3}
 
 
-def oracle_visible(caller: dict, user: dict | None, chunk: dict, rules: dict) -> bool:
-    """What DESIGN.md says, restated from scratch."""
+def oracle_visible(caller: dict, user: dict | None, chunk: dict, rules: dict, purpose: str | None) -> bool:
+    """What DESIGN.md and the consent rule say, restated from scratch."""
     people = [caller] + ([user] if user else [])
     groups = set(GROUPS)
     for p in people:
@@ -78,6 +83,9 @@ def oracle_visible(caller: dict, user: dict | None, chunk: dict, rules: dict) ->
         mode = rules.get((chunk["jurisdiction"], p["jurisdiction"]), "deny")
         if MODE_RANK[mode] == 0 or (mode == "deny_personal" and chunk["personal"]):
             return False
+    consented = chunk["consent"]  # None: the source does not require consent
+    if chunk["personal"] and consented is not None and purpose not in consented:
+        return False
     return chunk["current"] and not chunk["retracted"]
 
 
@@ -105,8 +113,10 @@ def _check_world(c, world):
             create_principal(s, spec=NewPrincipal("agent", "agent", tuple(a["groups"]), a["clearance"],
                                                   a["jurisdiction"], may_act_for_any=True), actor="t")
         for i, src in enumerate(world["sources"]):
-            sources.register(s, spec=sources.NewSource(f"s{i}", f"s{i}", "steward", src["jurisdiction"],
-                                                       tuple(src["read_groups"]), floor=src["floor"]), actor="t")
+            sources.register(s, spec=sources.NewSource(
+                f"s{i}", f"s{i}", "steward", src["jurisdiction"], tuple(src["read_groups"]), floor=src["floor"],
+                personal_data_requires_consent=src["consent"] is not None,
+                consent_purposes=tuple(sorted(src["consent"] or ()))), actor="t")
     for i, src in enumerate(world["sources"]):
         files = [FileInput(" ".join(SENTENCES[k] for k in doc).encode(), f"d{j}.txt", f"d{j}.txt", f"t://{j}")
                  for j, doc in enumerate(src["docs"])]
@@ -121,7 +131,7 @@ def _check_world(c, world):
             vid = v.id
         ingestion._sync_versions(c.sessions, c.store, [vid])
 
-    chunks = _oracle_chunks(c)
+    chunks = _oracle_chunks(c, world)
     callers = [(f"u{i}", None) for i in range(len(world["users"]))]
     if world["agent"]:
         callers += [("agent", f"u{i}") for i in range(len(world["users"]))]
@@ -129,11 +139,13 @@ def _check_world(c, world):
     for caller_id, user_id in callers:
         caller = world["agent"] if caller_id == "agent" else world["users"][int(caller_id[1:])]
         user = world["users"][int(user_id[1:])] if user_id else None
-        allowed = {cid for cid, ch in chunks.items() if oracle_visible(caller, user, ch, world["rules"])}
+        allowed = {cid for cid, ch in chunks.items()
+                   if oracle_visible(caller, user, ch, world["rules"], world["purpose"])}
         with transaction(c.sessions) as s:
             who = resolve_effective(s, caller=get_principal(s, principal_id=caller_id), acting_for=user_id)
             res = search.search(s, store=c.store, embedder=c.embedder, who=who,
-                                request=search.SearchRequest(query=world["query"], top_k=world["top_k"]))
+                                request=search.SearchRequest(query=world["query"], top_k=world["top_k"],
+                                                             purpose=world["purpose"]))
         got = [h.citation.chunk_id for h in res.hits]
         violations = set(got) - allowed
         assert not violations, f"{caller_id}->{user_id} got forbidden chunks {violations}"
@@ -141,10 +153,17 @@ def _check_world(c, world):
         exact = sorted(allowed, key=lambda cid: -float(np.dot(chunks[cid]["vector"], qvec)))
         cutoff = float(np.dot(chunks[exact[len(got) - 1]]["vector"], qvec)) if got else 0.0
         assert all(float(np.dot(chunks[cid]["vector"], qvec)) >= cutoff - 1e-4 for cid in got)
+        groups = set(caller["groups"]) & (set(user["groups"]) if user else set(GROUPS))
+        readable = {f"s{i}" for i, src in enumerate(world["sources"]) if groups & src["read_groups"]}
+        assert {w.source_id for w in res.withheld} <= readable, "withheld names a source outside the groups"
+        assert set(res.rules_applied["consent_blocked_sources"]) <= readable, "consent summary hints"
+        gated = {f"s{i}" for i, src in enumerate(world["sources"])
+                 if src["consent"] is not None and world["purpose"] not in src["consent"]}
+        assert set(res.rules_applied["consent_blocked_sources"]) == gated & readable
 
 
-def _oracle_chunks(c) -> dict[str, dict]:
-    """Chunk facts straight from SQL (truth), not from the vector payload."""
+def _oracle_chunks(c, world) -> dict[str, dict]:
+    """Chunk facts straight from SQL (truth), not from the vector payload; consent from the world itself."""
     now = time.time()
     out = {}
     with c.sessions() as s:
@@ -159,6 +178,7 @@ def _oracle_chunks(c) -> dict[str, dict]:
                 "personal": bool(PERSONAL & set(ch.entity_types)),
                 "current": v.valid_from <= now < v.valid_to and v.status in ("active", "superseded"),
                 "retracted": v.retracted_at is not None,
+                "consent": world["sources"][int(src.id[1:])]["consent"],
                 "vector": None,
             }
         texts = {ch.id: ch.text for ch, _, _ in rows}

@@ -30,6 +30,7 @@ from memory.stores.base import (
 )
 from memory.stores.edge import EdgeVectorStore
 from memory.stores.edge_config import EdgeTuning
+from memory.stores.filters import access_plan
 from memory.stores.server import ServerVectorStore
 
 DIM = 8
@@ -198,6 +199,22 @@ CLAUSES = [
     ("latest: uncommitted", {"committed": False}, {"latest": True}, False),
     ("latest: retracted", {"retracted": True}, {"latest": True}, False),
     ("latest: other clauses still apply", {"label": 3}, {"latest": True}, False),
+    ("consent: personal, source blocked", {}, {"consent_blocked_sources": frozenset({"s1"})}, False),
+    ("consent: not personal, source blocked", {"personal": False}, {"consent_blocked_sources": frozenset({"s1"})},
+     True),
+    ("consent: personal, another source blocked", {}, {"consent_blocked_sources": frozenset({"s9"})}, True),
+    ("consent: one of several blocked", {}, {"consent_blocked_sources": frozenset({"s9", "s1"})}, False),
+    ("consent: the only searched source blocked", {}, {"source_ids": frozenset({"s1"}),
+                                                      "consent_blocked_sources": frozenset({"s1"})}, False),
+    ("consent: the only searched source blocked, not personal", {"personal": False},
+     {"source_ids": frozenset({"s1"}), "consent_blocked_sources": frozenset({"s1"})}, True),
+    ("consent: a searched source blocked, not this one", {},
+     {"source_ids": frozenset({"s1", "s9"}), "consent_blocked_sources": frozenset({"s9"})}, True),
+    ("consent: blocked outside the searched sources", {},
+     {"source_ids": frozenset({"s1"}), "consent_blocked_sources": frozenset({"s9"})}, True),
+    ("consent: applies with the other clauses off", {},
+     {"max_label": None, "grants": None, "consent_blocked_sources": frozenset({"s1"})}, False),
+    ("consent: with latest", {}, {"latest": True, "consent_blocked_sources": frozenset({"s1"})}, False),
 ]  # fmt: skip
 
 
@@ -210,6 +227,15 @@ def test_access_filter_clause(
     store.upsert([p, point(payload(read_groups=("someone-else",)))])
     assert (p.id in visible_ids(store, flt)) is visible
     assert store.count(flt) == int(visible)
+
+
+def test_no_consent_clause_when_nothing_is_blocked() -> None:
+    """The common case pays nothing: no consent-gated source for this purpose, no clause at all."""
+    plain, gated = access_plan(access()), access_plan(access(consent_blocked_sources=frozenset({"s1"})))
+    assert plain is not None and gated is not None
+    assert len(gated.clauses) == len(plain.clauses) + 1
+    assert access_plan(access(source_ids=frozenset({"s2"}), consent_blocked_sources=frozenset({"s1"}))) == \
+        access_plan(access(source_ids=frozenset({"s2"})))
 
 
 # -- patch and delete: visible to the very next search ---------------------------------------------------
@@ -366,6 +392,7 @@ FILTERS = st.builds(
     as_of=TIMES,
     source_ids=st.one_of(st.none(), st.frozensets(st.sampled_from(["s1", "s2"]), max_size=2)),
     latest=st.booleans(),
+    consent_blocked_sources=st.frozensets(st.sampled_from(["s1", "s2", "s3"]), max_size=3),
 )
 
 

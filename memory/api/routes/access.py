@@ -45,9 +45,10 @@ def restore(
 def file_request(
     body: schemas_audit.AccessRequestIn, session: SessionDep, who: WhoDep
 ) -> schemas_audit.AccessRequestOut:
-    """Ask a source's steward for access after hits were withheld for clearance or jurisdiction."""
+    """Ask a source's steward for access after hits were withheld for clearance, jurisdiction or consent (a
+    consent request names the `purpose` its searches state). 422 `purpose_required`, `invalid_purpose`."""
     req = access_requests.file_request(session, who=who, source_id=body.source_id, reason=body.reason,
-                                       justification=body.justification)
+                                       justification=body.justification, purpose=body.purpose)
     return present.access_request(req)
 
 
@@ -72,13 +73,14 @@ def decide(
     """Decide a pending request (steward of the source or admin; an escalated one, admins only); audited.
 
     - **grant**: optionally add groups (steward) and, to lift the withheld reason itself, raise the
-      beneficiary's `clearance` or set a `transfer_rule` (admins only, and only for a request of that reason).
+      beneficiary's `clearance` or set a `transfer_rule` (admins only), or, for a consent request, record the
+      data subjects' consent with `add_consent_purpose` (the steward); each only for a request of that reason.
       The response's `resolution` says whether the reason still withholds any current chunk of the source,
       for the request as filed and for the beneficiary on its own (an agent's ceiling may still withhold).
     - **refuse**: with a note. **escalate**: with a note; hands the request to admins.
 
     Errors: 403 `not_source_steward`, `admin_required` (admin-only change, or an escalated request);
-    409 `request_closed`, `already_escalated`; 422 `note_required`, `clearance_not_raised`,
+    409 `request_closed`, `already_escalated`; 422 `note_required`, `clearance_not_raised`, `consent_purpose_present`,
     `transfer_rule_not_widened`, `change_not_for_reason`, `group_not_on_source`, `grant_on_refusal`,
     `grant_on_escalation`, `invalid_request` (malformed body)."""
     rule = body.transfer_rule
@@ -86,6 +88,7 @@ def decide(
         add_groups=tuple(body.add_groups), add_read_groups=tuple(body.add_read_groups), clearance=body.clearance,
         transfer_rule=access_grants.TransferGrant(rule=rule.rule, caller_jurisdiction=rule.caller_jurisdiction)
         if rule is not None else None,
+        add_consent_purpose=body.add_consent_purpose,
     )
     decided = access_requests.decide(session, container.store, request_id=request_id, who=who,
                                      decision=body.decision, note=body.note, grant=grant)

@@ -70,13 +70,14 @@ def verify_citation(body: schemas_audit.VerifyIn, session: SessionDep, who: WhoD
 def explain(
     body: schemas_audit.ExplainIn, session: SessionDep, container: ContainerDep, who: AuditorDep
 ) -> schemas_audit.ExplainOut:
-    """Would this principal (acting for this user) see this chunk at `as_of`, and by which rules? Auditors."""
+    """Would this principal (acting for this user) see this chunk at `as_of`, in a search for `purpose`, and by
+    which rules? Auditors."""
     result = explain_svc.explain_access(
         session, container.store, principal_id=body.principal_id, chunk_id=body.chunk_id,
-        acting_for=body.acting_for, as_of=to_epoch(body.as_of) if body.as_of else None,
+        acting_for=body.acting_for, as_of=to_epoch(body.as_of) if body.as_of else None, purpose=body.purpose,
     )
     audit.append(session, audit.Read(action="policy.explain", target=body.chunk_id, details={
         "principal_id": body.principal_id, "acting_for": body.acting_for, "as_of": result.as_of,
-        "visible": result.decision.visible,
+        "purpose": result.purpose, "visible": result.decision.visible,
     }), principal_id=who.principal_id, acting_for=who.acting_for)
     return present.explanation(result)

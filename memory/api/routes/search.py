@@ -24,7 +24,8 @@ def search(
     who: Annotated[EffectivePrincipal, role("reader")],
 ) -> schemas.SearchOut:
     """Top-k chunks this caller may see (send `X-Acting-For: <user id>` when acting for a user), each with a
-    citation, plus the policy applied and counts of hits withheld for clearance or jurisdiction."""
+    citation, plus the policy applied and counts of hits withheld for clearance, jurisdiction or consent.
+    State a `purpose` to see personal data of sources that require consent to it. 422 `invalid_purpose`."""
     request = search_svc.SearchRequest(
         query=body.query, top_k=body.top_k, as_of=to_epoch(body.as_of) if body.as_of else None,
         source_ids=tuple(body.source_ids) if body.source_ids is not None else None, purpose=body.purpose,

@@ -17,11 +17,13 @@ StewardDep = Annotated[EffectivePrincipal, role("steward")]
 
 @router.post("/sources", status_code=201, response_model=schemas.SourceOut)
 def register_source(body: schemas.SourceCreate, session: SessionDep, who: StewardDep) -> schemas.SourceOut:
-    """Register a source: owner/steward, jurisdiction of residence, read groups, classification floor, flags."""
+    """Register a source: owner/steward, jurisdiction of residence, read groups, classification floor, flags and
+    the purposes its data subjects consented to. 422 `invalid_purpose`."""
     spec = sources.NewSource(
         id=body.id, name=body.name, steward=body.steward or who.principal_id, jurisdiction=body.jurisdiction,
         read_groups=tuple(body.read_groups), floor=body.floor, uri=body.uri, description=body.description,
         personal_data_requires_consent=body.personal_data_requires_consent,
+        consent_purposes=tuple(body.consent_purposes),
     )
     return presenters.source(sources.register(session, spec=spec, actor=who.principal_id))
 
@@ -40,12 +42,14 @@ def get_source(source_id: str, session: SessionDep, who: StewardDep) -> schemas.
 def update_source(
     source_id: str, body: schemas.SourcePatchIn, session: SessionDep, who: StewardDep, container: ContainerDep
 ) -> schemas.SourceOut:
-    """Change a source. New read groups or jurisdiction reach the vectors before this returns."""
+    """Change a source. New read groups or jurisdiction reach the vectors before this returns; consent (the flag
+    and purposes) is read at query time, so it applies to the next search."""
     sources.ensure_steward(who, sources.get(session, source_id=source_id))
     patch = sources.SourcePatch(
         name=body.name, steward=body.steward, jurisdiction=body.jurisdiction,
         read_groups=tuple(body.read_groups) if body.read_groups is not None else None, floor=body.floor,
         description=body.description, personal_data_requires_consent=body.personal_data_requires_consent,
+        consent_purposes=tuple(body.consent_purposes) if body.consent_purposes is not None else None,
     )
     return presenters.source(
         sources.update(session, source_id=source_id, patch=patch, store=container.store, actor=who.principal_id)
