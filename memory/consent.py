@@ -18,8 +18,9 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import exists, select
+from sqlalchemy import Table, bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from memory import policy
@@ -66,16 +67,20 @@ class ConsentBlock:
 
 NOTHING_BLOCKED = ConsentBlock(frozenset(), frozenset())
 
+# Every search runs this: built once (Core, on the tables), the caller's groups an expanding parameter.
+_S, _G = (cast(Table, m.__table__) for m in (Source, SourceReadGroup))
+_GATED = select(
+    _S.c.id, _S.c.consent_purposes,
+    exists().where(_G.c.source_id == _S.c.id, _G.c.group.in_(bindparam("groups", expanding=True))).correlate(_S),
+).where(_S.c.personal_data_requires_consent.is_(True))
+
 
 def blocked_sources(
     session: Session, *, purpose: str | None, groups: Collection[str], source_ids: Collection[str] | None = None
 ) -> ConsentBlock:
     """One query over the indexed flag (no rows, and so no filter clause, when no source requires consent).
     `source_ids`: the search is restricted to these, so others need not be listed."""
-    readable = exists().where(SourceReadGroup.source_id == Source.id, SourceReadGroup.group.in_(sorted(groups)))
-    rows = session.execute(
-        select(Source.id, Source.consent_purposes, readable).where(Source.personal_data_requires_consent.is_(True))
-    ).all()
+    rows = session.execute(_GATED, {"groups": sorted(groups)}).all()
     if not rows:
         return NOTHING_BLOCKED
     wanted = set(source_ids) if source_ids is not None else None

@@ -6,10 +6,11 @@ so time-travel searches run under the rules in force then.
 
 from __future__ import annotations
 
+import sys
 import time
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from classifiers.errors import InvalidLabelMapError
@@ -32,20 +33,24 @@ def _latest(session: Session, kind: str, as_of: float | None) -> PolicyVersion |
 
 
 # Policy rows are immutable: parse each once per process, keyed by database and row.
-_PARSED: dict[tuple[str, int], TransferRules] = {}
+_PARSED: dict[tuple[object, int], TransferRules] = {}
+# Every search runs this: built once (Core, on the table), as_of as a bind parameter.
+_P = cast(Table, PolicyVersion.__table__)
+_RULES_IN_FORCE = (
+    select(_P.c.id).where(_P.c.kind == JURISDICTIONS, _P.c.effective_from <= bindparam("as_of"))
+    .order_by(_P.c.version.desc()).limit(1)
+)
 
 
 def transfer_rules(session: Session, *, as_of: float | None = None) -> TransferRules:
     """Rules in force at `as_of` (default now). No rules at all -> every pair denied.
 
     Always read from SQL (a change by any replica applies to the next search); only parsing is cached."""
-    q = select(PolicyVersion.id).where(PolicyVersion.kind == JURISDICTIONS)
-    if as_of is not None:
-        q = q.where(PolicyVersion.effective_from <= as_of)
-    row_id = session.execute(q.order_by(PolicyVersion.version.desc()).limit(1)).scalar_one_or_none()
+    at = sys.float_info.max if as_of is None else as_of
+    row_id = session.execute(_RULES_IN_FORCE, {"as_of": at}).scalar_one_or_none()
     if row_id is None:
         return TransferRules()
-    key = (str(session.get_bind().engine.url), row_id)
+    key = (session.get_bind().engine.url, row_id)
     cached = _PARSED.get(key)
     if cached is None:
         row = session.get(PolicyVersion, row_id)
