@@ -428,11 +428,17 @@ def filtered_recall(container: Any, queries: list[str], n_queries: int) -> dict[
         rows = s.execute(select(Chunk.point_id, Chunk.sha256)).all()
         now = time.time()
         rules = policy_store.transfer_rules(s, as_of=now)
-        filters = {f"tier:{t}": policy.build_filter(principals.resolve_effective(
-            s, caller=s.get(Principal, f"tier-reader-{t}"), acting_for=None), rules, as_of=now) for t in TIERS}
+        # The filters a search without as_of runs (latest: the `current` clause), and, for the tiers, the
+        # time-travel form (as_of: committed + validity ranges) too.
+        filters = {}
+        for t in TIERS:
+            who = principals.resolve_effective(s, caller=s.get(Principal, f"tier-reader-{t}"), acting_for=None)
+            filters[f"tier:{t}"] = policy.build_filter(who, rules, as_of=now, latest=True)
+            filters[f"tier:{t}@as_of"] = policy.build_filter(who, rules, as_of=now)
         for pid, acting in CALLERS:
             who = principals.resolve_effective(s, caller=s.get(Principal, pid), acting_for=acting)
-            filters[f"caller:{pid}" + (f">{acting}" if acting else "")] = policy.build_filter(who, rules, as_of=now)
+            filters[f"caller:{pid}" + (f">{acting}" if acting else "")] = policy.build_filter(
+                who, rules, as_of=now, latest=True)
     point_ids = [p for p, _ in rows]
     payloads = []
     for b in range(0, len(point_ids), 1000):
