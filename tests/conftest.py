@@ -27,8 +27,8 @@ os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 # test do): a worker per test container would add seconds to every test that ingests.
 os.environ.setdefault("MEMORY_PARSE_TIMEOUT_S", "0")
 
-from classifiers.labels import LabelMap  # noqa: E402
-from classifiers.types import Classification, Finding  # noqa: E402
+from classifiers.labels import LabelMap
+from classifiers.types import Classification, Finding
 
 PG_URL = os.environ.get("MEMORY_TEST_DATABASE_URL")
 DIM = 384
@@ -148,7 +148,9 @@ def make_container(tmp_path: Path, db_url: str, *, embedder: Any, classifier: An
 
 
 @pytest.fixture
-def container(tmp_path: Path, db_url: str, fake_embedder: FakeEmbedder, fake_classifier: FakeClassifier) -> Iterator[Any]:
+def container(
+    tmp_path: Path, db_url: str, fake_embedder: FakeEmbedder, fake_classifier: FakeClassifier
+) -> Iterator[Any]:
     """Real SQL + real Qdrant Edge + real parsing; fake (fast) embedder and classifier."""
     c = make_container(tmp_path, db_url, embedder=fake_embedder, classifier=fake_classifier)
     yield c

@@ -14,6 +14,7 @@ from memory.models import Chunk, DocumentVersion, Embedding
 from memory.principals import NewPrincipal, create_principal
 from memory.stores.base import AccessFilter, JurisdictionGrant
 
+
 def _section(title: str, sentence: str) -> str:
     return f"# {title}\n\n" + " ".join([sentence] * 30) + "\n\n"
 

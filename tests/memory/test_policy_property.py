@@ -22,8 +22,8 @@ from memory import ingestion, search, sources
 from memory.db import transaction
 from memory.ingestion import FileInput
 from memory.models import Chunk, DocumentVersion, Source
-from memory.principals import NewPrincipal, create_principal, get_principal, resolve_effective
 from memory.policy_store import put_transfer_rules
+from memory.principals import NewPrincipal, create_principal, get_principal, resolve_effective
 from tests.conftest import make_container
 
 GROUPS = ["red", "green", "blue"]
@@ -62,7 +62,7 @@ world_st = st.fixed_dictionaries({
     "retract_first": st.booleans(),
     "top_k": st.integers(1, 8),
     "purpose": st.none() | st.sampled_from(PURPOSES),
-    "query": st.sampled_from(SENTENCES + ["expenses", "who approved the contract?"]),
+    "query": st.sampled_from([*SENTENCES, "expenses", "who approved the contract?"]),
 })
 
 RANK = {name: i for i, name in enumerate(LABELS)}

@@ -40,8 +40,8 @@ def test_every_migration_upgrades_a_database_that_holds_data(db_url):
         migrate.upgrade(engine, revisions[0])
         with engine.begin() as conn:
             conn.execute(text(
-                "INSERT INTO principals (id, kind, display_name, clearance, jurisdiction, active, may_act_for_any, created_at) "
-                "VALUES ('steward', 'user', '', 2, 'EU', true, false, CURRENT_TIMESTAMP)"))
+                "INSERT INTO principals (id, kind, display_name, clearance, jurisdiction, active, may_act_for_any, "
+                "created_at) VALUES ('steward', 'user', '', 2, 'EU', true, false, CURRENT_TIMESTAMP)"))
             conn.execute(text(
                 "INSERT INTO sources (id, name, steward_id, jurisdiction, floor, uri, description, "
                 "personal_data_requires_consent, created_at, updated_at) VALUES ('crm', 'CRM', 'steward', 'EU', 1, "
