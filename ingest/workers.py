@@ -49,6 +49,10 @@ class Parser(Protocol):
 
     def start(self) -> None: ...
 
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Block until the parser can take a file at full speed (the worker has loaded its libraries)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -64,6 +68,9 @@ class InlineParser:
             yield _timed(self._target, data, filename, {"max_bytes": max_bytes, "attachment_limits": self._limits})
 
     def start(self) -> None:
+        pass
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
         pass
 
     def close(self) -> None:
@@ -90,6 +97,7 @@ class ProcessParser:
         self._limits = attachment_limits
         self._target = target
         self._pool: Any = None
+        self._ready: concurrent.futures.Future[Any] | None = None
         self._lock = threading.Lock()
 
     def parse_many(self, files: Iterable[tuple[bytes, str]], *, max_bytes: int) -> Iterator[ParseResult]:
@@ -104,7 +112,15 @@ class ProcessParser:
 
     def start(self) -> None:
         """Start the worker now, without waiting for it (it loads unstructured while the caller does other work)."""
-        self._ensure_pool().schedule(_ready)
+        self._ready = self._ensure_pool().schedule(_ready)
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Block until the worker has loaded unstructured (a server is ready only then: a worker still
+        loading competes for the cores with the first searches). Starts it if needed."""
+        if self._ready is None:
+            self.start()
+        assert self._ready is not None
+        self._ready.result(timeout=timeout_s)
 
     def close(self) -> None:
         with self._lock:
