@@ -296,16 +296,17 @@ AGE_PATTERNS = [
 AGE_CONTEXT = ["age", "aged", "old", "years", "born", "birthday", "turned"]
 
 
+def _pattern_recognizer(
+    entity: str, name: str, patterns: list[Pattern], context: list[str] | None = None
+) -> PatternRecognizer:
+    """An English regex recognizer with this module's flags (the shape every pattern rule here shares)."""
+    return PatternRecognizer(supported_entity=entity, name=name, patterns=patterns, context=context or [],
+                             supported_language="en", global_regex_flags=_FLAGS)
+
+
 def age_recognizer() -> PatternRecognizer:
     """A person's age in years when the phrasing says so ("42 years old", "aged 42")."""
-    return PatternRecognizer(
-        supported_entity="AGE",
-        name="AgeRecognizer",
-        patterns=AGE_PATTERNS,
-        context=AGE_CONTEXT,
-        supported_language="en",
-        global_regex_flags=_FLAGS,
-    )
+    return _pattern_recognizer("AGE", "AgeRecognizer", AGE_PATTERNS, context=AGE_CONTEXT)
 
 
 TITLED_NAME_PATTERNS = [
@@ -328,13 +329,7 @@ TITLED_NAME_PATTERNS = [
 
 def titled_name_recognizer() -> PatternRecognizer:
     """Names introduced by an honorific or by "my name is", which small NER models often miss."""
-    return PatternRecognizer(
-        supported_entity="PERSON",
-        name="TitledNameRecognizer",
-        patterns=TITLED_NAME_PATTERNS,
-        supported_language="en",
-        global_regex_flags=_FLAGS,
-    )
+    return _pattern_recognizer("PERSON", "TitledNameRecognizer", TITLED_NAME_PATTERNS)
 
 
 # An honorific written before a capitalised name ("Dr. Anna Kowalska"): the title itself, as its own entity.
@@ -349,13 +344,7 @@ TITLE_PATTERNS = [
 
 def title_recognizer() -> PatternRecognizer:
     """Honorifics before a capitalised word (they narrow down who a name refers to: gender, profession)."""
-    return PatternRecognizer(
-        supported_entity="TITLE",
-        name="TitleRecognizer",
-        patterns=TITLE_PATTERNS,
-        supported_language="en",
-        global_regex_flags=_FLAGS,
-    )
+    return _pattern_recognizer("TITLE", "TitleRecognizer", TITLE_PATTERNS)
 
 
 # A postcode named as such ("ZIP: 3520", "my postal code is 10115"); bare 3-5 digit numbers are too ambiguous.
@@ -387,24 +376,12 @@ TIMESTAMP_PATTERNS = [
 
 def timestamp_recognizer() -> PatternRecognizer:
     """Dates written with a time of day, as one DATE_TIME span."""
-    return PatternRecognizer(
-        supported_entity="DATE_TIME",
-        name="TimestampRecognizer",
-        patterns=TIMESTAMP_PATTERNS,
-        supported_language="en",
-        global_regex_flags=_FLAGS,
-    )
+    return _pattern_recognizer("DATE_TIME", "TimestampRecognizer", TIMESTAMP_PATTERNS)
 
 
 def zip_code_recognizer() -> PatternRecognizer:
     """Postcodes introduced by a label; postcodes inside a postal block are part of STREET_ADDRESS."""
-    return PatternRecognizer(
-        supported_entity="ZIP_CODE",
-        name="ZipCodeRecognizer",
-        patterns=ZIP_PATTERNS,
-        supported_language="en",
-        global_regex_flags=_FLAGS,
-    )
+    return _pattern_recognizer("ZIP_CODE", "ZipCodeRecognizer", ZIP_PATTERNS)
 
 
 # A place written in capitals after a preposition ("I am in TROMSØ", "flew to LEPPEN"): postal and travel
@@ -477,16 +454,12 @@ class CountryRecognizer(PatternRecognizer):
 CARD_CONTEXT = ["card", "credit", "debit", "visa", "mastercard", "amex", "cc", "payment", "charge", "billed"]
 
 
+CARD_PATTERNS = [Pattern("card_digits", r"(?<![\d-])(?:\d{4}[ -]?){2,3}\d{4,7}(?![\d-])", 0.1)]
+
+
 def unchecked_card_recognizer() -> PatternRecognizer:
     """12-19 digit runs (optionally grouped by 4) near card words, without the checksum."""
-    return PatternRecognizer(
-        supported_entity="CREDIT_CARD",
-        name="UncheckedCardRecognizer",
-        patterns=[Pattern("card_digits", r"(?<![\d-])(?:\d{4}[ -]?){2,3}\d{4,7}(?![\d-])", 0.1)],
-        context=CARD_CONTEXT,
-        supported_language="en",
-        global_regex_flags=_FLAGS,
-    )
+    return _pattern_recognizer("CREDIT_CARD", "UncheckedCardRecognizer", CARD_PATTERNS, context=CARD_CONTEXT)
 
 
 # Extra context words for predefined recognizers, keyed by entity (they raise scores near these words).
