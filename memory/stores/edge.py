@@ -112,7 +112,7 @@ class EdgeVectorStore:
         if plan is None or limit <= 0:
             self._check_open()
             return []
-        return self._query(vector, to_edge_filter(plan), limit)
+        return self._query(as_floats(vector, self._dim), to_edge_filter(plan), limit)
 
     def search_batch(
         self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int
@@ -138,7 +138,7 @@ class EdgeVectorStore:
         if limit <= 0:
             self._check_open()
             return []
-        return self._query(vector, None, limit)
+        return self._query(as_floats(vector, self._dim), None, limit)
 
     def count(self, flt: AccessFilter | None = None) -> int:
         """Exact number of points, or of points matching `flt`."""
@@ -231,10 +231,11 @@ class EdgeVectorStore:
 
     # -- internals -------------------------------------------------------------------------------------
 
-    def _query(self, vector: Sequence[float] | np.ndarray, flt: qe.Filter | None, limit: int) -> list[ScoredPoint]:
+    def _query(self, floats: list[float], flt: qe.Filter | None, limit: int) -> list[ScoredPoint]:
+        """`floats`: the query vector, already checked by as_floats (once per batch, not per search)."""
         request = qe.QueryRequest(
             limit=limit,
-            query=qe.Query.Nearest(as_floats(vector, self._dim)),
+            query=qe.Query.Nearest(floats),
             filter=flt,
             params=self._params,
             with_payload=True,
