@@ -26,10 +26,10 @@ from memory.access_grants import Grant, Resolution
 from memory.clock import utcnow
 from memory.errors import ConflictError, ForbiddenError, NotFoundError, ValidationFailedError
 from memory.models import AccessRequest, Source
-from memory.policy import EffectivePrincipal
+from memory.policy import WITHHELD_REASONS, EffectivePrincipal
 from memory.stores.base import VectorStore
 
-REASONS = frozenset({"clearance", "jurisdiction", "consent"})
+REASONS = frozenset(WITHHELD_REASONS)
 PENDING = frozenset({"open", "escalated"})  # awaiting a decision
 STATUSES = PENDING | {"granted", "refused"}
 DECISIONS = ("grant", "refuse", "escalate")

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from memory.provenance import Citation as CitationOut  # one definition: the dataclass is the schema
 
 LabelName = Literal["public", "internal", "confidential", "restricted"]
+# memory.policy.WITHHELD_REASONS as a schema type (a test keeps the two equal).
+WithheldReason = Literal["clearance", "jurisdiction", "consent"]
 RoleName = Literal["reader", "steward", "auditor", "admin"]
 
 
@@ -199,7 +201,7 @@ class HitOut(BaseModel):
 
 
 class WithheldOut(BaseModel):
-    reason: Literal["clearance", "jurisdiction", "consent"]
+    reason: WithheldReason
     count: int
     source_id: str
     steward: str = Field(description="Whom to ask (file an access request)")

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from memory.api.schemas import CitationOut, LabelName, Strict
+from memory.api.schemas import CitationOut, LabelName, Strict, WithheldReason
 
 
 class ServedByOut(BaseModel):
@@ -84,7 +84,7 @@ class ExplainOut(BaseModel):
     purpose: str | None
     visible: bool
     masked: bool
-    withheld_reason: Literal["clearance", "jurisdiction", "consent"] | None
+    withheld_reason: WithheldReason | None
     checks: list[RuleCheckOut]
     effective_principal: dict[str, Any]
     transfer_rules_version: int
@@ -126,7 +126,7 @@ class ImpactOut(BaseModel):
 
 class AccessRequestIn(Strict):
     source_id: str
-    reason: Literal["clearance", "jurisdiction", "consent"]
+    reason: WithheldReason
     justification: str = Field(min_length=1, max_length=4000)
     purpose: str | None = Field(None, max_length=64, description="The purpose the searches state; required for "
                                 "a consent request (the steward is asked to record consent to it)")

@@ -301,3 +301,13 @@ def test_remedies_name_only_real_reasons():
     assert set(access_grants.REMEDIES) <= set(REASONS)
     # every reason a search reports as withheld can be filed
     assert set(REASONS) == set(WITHHELD_REASONS)
+
+
+def test_the_api_schema_lists_exactly_the_policy_reasons():
+    from typing import get_args
+
+    from memory.api.schemas import WithheldReason
+    from memory.policy import WITHHELD_REASONS
+
+    assert get_args(WithheldReason) == WITHHELD_REASONS
+    assert frozenset(WITHHELD_REASONS) == REASONS
