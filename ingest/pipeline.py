@@ -98,6 +98,10 @@ class IngestPipeline:
         self.max_tokens = max_tokens
         self.parser = parser or make_parser(timeout_s=parse_timeout_s)
 
+    def wait_ready(self) -> None:
+        """Block until the parser is loaded (the parse worker, when there is one)."""
+        self.parser.wait_ready()
+
     def close(self) -> None:
         """Stop the parse worker process, if one was started."""
         self.parser.close()

@@ -138,9 +138,7 @@ class Container:
         _ = self.store
         _ = self.embedder
         _ = self.pipeline
-        parser = getattr(self.pipeline, "parser", None)
-        if parser is not None:
-            parser.wait_ready()  # the parse worker has loaded its libraries (and no longer competes for CPU)
+        self.pipeline.wait_ready()  # a parse worker has loaded its libraries (and no longer competes for CPU)
         from memory.ingestion import repair
 
         repair(self.sessions, self.store)

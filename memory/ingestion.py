@@ -50,6 +50,10 @@ class DocumentProcessor(Protocol):
 
     def process_many(self, items: Sequence[IngestItem]) -> list[ProcessedDocument | IngestError]: ...
 
+    def wait_ready(self) -> None:
+        """Block until a file would be processed at full speed (e.g. a parse worker has loaded)."""
+        ...
+
     def close(self) -> None: ...
 
 
