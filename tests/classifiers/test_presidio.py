@@ -306,7 +306,7 @@ def test_findings_feed_the_anonymizer(presidio_classifier: Classifier) -> None:
     ],
 )
 def test_extend_postal_block(text: str, start: str, expected: str) -> None:
-    from classifiers.recognizers import extend_postal_block
+    from classifiers.addresses import extend_postal_block
 
     street_end = {"1987": "Street", "19902": "1394", "Tungata": "11", "12": "Street"}[start]
     end = extend_postal_block(text, text.index(street_end) + len(street_end))
@@ -326,7 +326,7 @@ def test_extend_postal_block(text: str, start: str, expected: str) -> None:
     ],
 )
 def test_street_address_recognizer(text: str, expected: list[str]) -> None:
-    from classifiers.recognizers import StreetAddressRecognizer
+    from classifiers.addresses import StreetAddressRecognizer
 
     found = [r for r in StreetAddressRecognizer().analyze(text, ["STREET_ADDRESS"]) if r.score >= 0.4]
     assert [text[r.start : r.end] for r in found] == expected

@@ -100,7 +100,7 @@ def test_phone_cue_words(text: str, boosted: bool) -> None:
 
 
 def test_capitalise_words_keeps_offsets() -> None:
-    from classifiers.recognizers import capitalise_words
+    from classifiers.addresses import capitalise_words
 
     text = "send it to 4 rue des lilas, lyon"
     assert capitalise_words(text) == "Send It To 4 Rue Des Lilas, Lyon"
