@@ -7,6 +7,8 @@ audit chain appends from almost every request). PostgreSQL: a pooled engine with
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +37,7 @@ def _configure_sqlite(engine: Engine) -> None:
         # Take transaction control from pysqlite so we can emit BEGIN IMMEDIATE ourselves.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(cur)
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=60000")
         cur.execute("PRAGMA synchronous=NORMAL")
@@ -44,6 +46,21 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _enable_wal(cur: Any, attempts: int = 50) -> None:
+    """Switch the file to WAL (persistent: a no-op once any connection did it). Changing the journal mode
+    needs an exclusive lock, and SQLite reports a conflict there at once instead of calling the busy
+    handler, so replicas opening a new file together retry briefly."""
+    for attempt in range(attempts):
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
