@@ -26,7 +26,7 @@ from memory.errors import ValidationFailedError
 from memory.models import Chunk, DocumentVersion, PiiSpan, Source
 from memory.provenance import Citation
 from memory.rendering import mask
-from memory.stores.base import ScoredPoint, VectorStore
+from memory.stores.base import Beam, ScoredPoint, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,9 @@ def search(
     readable = policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest)
     t_vectors = time.perf_counter()
     # Served hits and the withheld count's candidates in one store call (concurrent on Edge, one request
-    # to a server); the served ones come from the full filter, never from filtering the readable ones.
-    points, could_read = store.search_batch(vector, [flt, readable], request.top_k)
+    # to a server); the served ones come from the full filter, never from filtering the readable ones. The
+    # candidates are only counted, so their search takes the narrower COUNT beam.
+    points, could_read = store.search_batch(vector, [flt, readable], request.top_k, (Beam.SERVE, Beam.COUNT))
     t_render = time.perf_counter()
     withheld = _withheld(session, who, rules, request, as_of, points, could_read, blocked.sources, purpose)
     hits = _render(session, who, rules, points)

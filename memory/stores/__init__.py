@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from memory.stores.base import (
     OPEN_END,
     AccessFilter,
+    Beam,
     ChunkPayload,
     JurisdictionGrant,
     PayloadPatch,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OPEN_END",
     "AccessFilter",
+    "Beam",
     "ChunkPayload",
     "EdgeTuning",
     "EdgeVectorStore",

@@ -7,6 +7,7 @@ Flags are stored as int 0/1 (qdrant-edge 0.9.0 never matches boolean filter valu
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
@@ -157,6 +158,15 @@ class AccessFilter:
         return True
 
 
+class Beam(enum.Enum):
+    """How wide a graph search looks. SERVE: the configured beam, for hits that are served (filtered
+    recall@10 >= 0.99 measured at every selectivity). COUNT: a narrower beam for hits that are only counted,
+    never served or named (the withheld counts); scripts/bench_query.py measures its recall separately."""
+
+    SERVE = "serve"
+    COUNT = "count"
+
+
 @dataclass(frozen=True, slots=True)
 class VectorPoint:
     id: str  # UUID string
@@ -229,11 +239,12 @@ class VectorStore(Protocol):
         ...
 
     def search_batch(
-        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int
+        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
+        beams: Sequence[Beam] | None = None,
     ) -> list[list[ScoredPoint]]:
-        """`search(vector, f, limit)` for each filter, in order, at the cost of about one: the governed read
-        path needs the served hits and the withheld count together (concurrent on Edge, one request to a
-        server)."""
+        """`search(vector, f, limit)` for each filter, in order, in one store call: the governed read path
+        needs the served hits and the withheld count together (concurrent on Edge, one request to a server).
+        `beams[i]` is filter i's Beam (default: all SERVE)."""
         ...
 
     def search_unfiltered(self, vector: Sequence[float] | np.ndarray, limit: int) -> list[ScoredPoint]:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from memory.errors import VectorStoreError
-from memory.stores.base import ChunkPayload, ScoredPoint
+from memory.stores.base import Beam, ChunkPayload, ScoredPoint
 
 
 def as_floats(vector: Sequence[float] | np.ndarray, dim: int) -> list[float]:
@@ -30,3 +30,12 @@ def in_request_order(point_ids: Sequence[str], found: Sequence[ScoredPoint]) -> 
     """`found` reordered as `point_ids` asked (duplicates once, missing ids skipped)."""
     by_id = {p.id: p for p in found}
     return [by_id[pid] for pid in dict.fromkeys(point_ids) if pid in by_id]
+
+
+def batch_beams(beams: Sequence[Beam] | None, n: int) -> list[Beam]:
+    """One Beam per filter of a batch (None: all SERVE); a length mismatch is a caller bug, refused."""
+    if beams is None:
+        return [Beam.SERVE] * n
+    if len(beams) != n:
+        raise ValueError(f"search_batch got {len(beams)} beams for {n} filters")
+    return list(beams)

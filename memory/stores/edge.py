@@ -11,10 +11,8 @@ and is reported as `StoreLockedError`. Every other engine failure becomes `Vecto
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,12 +26,13 @@ from memory.stores.base import (
     F_VALID_TO,
     OPEN_END,
     AccessFilter,
+    Beam,
     PayloadPatch,
     ScoredPoint,
     Selector,
     VectorPoint,
 )
-from memory.stores.convert import as_floats, in_request_order, scored
+from memory.stores.convert import as_floats, batch_beams, in_request_order, scored
 from memory.stores.edge_config import CONFIG_FILE, PAYLOAD_SCHEMA, EdgeTuning, open_error, shard_config
 from memory.stores.filters import access_plan, selector_plan
 from memory.stores.filters_edge import to_edge_filter
@@ -41,9 +40,6 @@ from memory.stores.filters_edge import to_edge_filter
 logger = logging.getLogger(__name__)
 
 _UPSERT_BATCH = 512
-# Threads for the extra searches of a batch: enough for a few concurrent requests' withheld searches on a
-# small machine; more would only queue on the cores.
-_SIDE_THREADS = 4
 
 
 class EdgeVectorStore:
@@ -56,13 +52,14 @@ class EdgeVectorStore:
         self._dim = dim
         self._tuning = tuning
         self._closed = False
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-        self._params = qe.SearchParams(
-            hnsw_ef=tuning.hnsw_ef,
-            acorn=qe.AcornSearchParams(enable=tuning.acorn_max_selectivity > 0,
-                                       max_selectivity=tuning.acorn_max_selectivity),
-        )
+        self._params = {
+            beam: qe.SearchParams(
+                hnsw_ef=ef,
+                acorn=qe.AcornSearchParams(enable=tuning.acorn_max_selectivity > 0,
+                                           max_selectivity=tuning.acorn_max_selectivity),
+            )
+            for beam, ef in ((Beam.SERVE, tuning.hnsw_ef), (Beam.COUNT, tuning.count_hnsw_ef))
+        }
 
     @classmethod
     def open(cls, path: Path, dim: int, *, tuning: EdgeTuning | None = None) -> EdgeVectorStore:
@@ -115,11 +112,14 @@ class EdgeVectorStore:
         return self._query(as_floats(vector, self._dim), to_edge_filter(plan), limit)
 
     def search_batch(
-        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int
+        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
+        beams: Sequence[Beam] | None = None,
     ) -> list[list[ScoredPoint]]:
-        """Each filter's top `limit`, in order. The engine releases the GIL while it searches, so all but
-        the first run on the store's small thread pool while the first runs on the caller's thread."""
+        """Each filter's top `limit`, in order, one after the other on the caller's thread. The engine already
+        searches a shard's segments in parallel on its own pool: running the searches concurrently as well
+        measured no faster on 2 cores (scripts/bench_query.py, 100k points) and only added a thread pool."""
         plans = [access_plan(f) for f in filters]
+        widths = batch_beams(beams, len(filters))
         self._check_open()
         floats = as_floats(vector, self._dim)
         jobs = [None if p is None or limit <= 0 else to_edge_filter(p) for p in plans]
@@ -127,10 +127,8 @@ class EdgeVectorStore:
         results: list[list[ScoredPoint]] = [[] for _ in filters]
         if not live:
             return results
-        futures = {i: self._side_pool().submit(self._query, floats, jobs[i], limit) for i in live[1:]}
-        results[live[0]] = self._query(floats, jobs[live[0]], limit)
-        for i, fut in futures.items():
-            results[i] = fut.result()
+        for i in live:
+            results[i] = self._query(floats, jobs[i], limit, widths[i])
         return results
 
     def search_unfiltered(self, vector: Sequence[float] | np.ndarray, limit: int) -> list[ScoredPoint]:
@@ -220,8 +218,6 @@ class EdgeVectorStore:
         if self._closed:
             return
         self._closed = True
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
         try:
             self._shard.flush()
         except Exception:
@@ -231,13 +227,15 @@ class EdgeVectorStore:
 
     # -- internals -------------------------------------------------------------------------------------
 
-    def _query(self, floats: list[float], flt: qe.Filter | None, limit: int) -> list[ScoredPoint]:
+    def _query(
+        self, floats: list[float], flt: qe.Filter | None, limit: int, beam: Beam = Beam.SERVE
+    ) -> list[ScoredPoint]:
         """`floats`: the query vector, already checked by as_floats (once per batch, not per search)."""
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(floats),
             filter=flt,
-            params=self._params,
+            params=self._params[beam],
             with_payload=True,
             with_vector=False,
         )
@@ -276,12 +274,6 @@ class EdgeVectorStore:
         # Payload updates move points out of the indexed segments: searches scan until the next optimize.
         logger.warning("edge payload backfilled field=%s points=%d path=%s; run `memory optimize` to rebuild the "
                        "vector index", F_CURRENT, n, self._path)
-
-    def _side_pool(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=_SIDE_THREADS, thread_name_prefix="edge-search")
-            return self._pool
 
     def _check_open(self) -> None:
         if self._closed:

@@ -30,12 +30,13 @@ from memory.stores.base import (
     KEYWORD_FIELDS,
     OPEN_END,
     AccessFilter,
+    Beam,
     PayloadPatch,
     ScoredPoint,
     Selector,
     VectorPoint,
 )
-from memory.stores.convert import as_floats, in_request_order, scored
+from memory.stores.convert import as_floats, batch_beams, in_request_order, scored
 from memory.stores.filters import HasIds, access_plan, selector_plan
 from memory.stores.filters_server import to_server_filter
 
@@ -82,6 +83,7 @@ class ServerVectorStore:
         hnsw_ef_construct: int = 128,
         payload_m: int = 16,
         hnsw_ef: int = 200,
+        count_hnsw_ef: int = 100,
         acorn_max_selectivity: float | None = 0.4,
         owns_client: bool = False,
     ) -> None:
@@ -107,12 +109,17 @@ class ServerVectorStore:
         self._owns_client = owns_client
         options = client.init_options
         self._local = options.get("location") == ":memory:" or options.get("path") is not None
-        self._search_params: models.SearchParams | None = None
+        # One parameter set per Beam (`count_hnsw_ef`: the narrower beam of searches only counted).
+        self._beam_params: dict[Beam, models.SearchParams | None] = dict.fromkeys(Beam)
         if not self._local:  # local mode warns about (and ignores) search params
             acorn = None
             if acorn_max_selectivity is not None:
                 acorn = models.AcornSearchParams(enable=True, max_selectivity=acorn_max_selectivity)
-            self._search_params = models.SearchParams(hnsw_ef=hnsw_ef, acorn=acorn)
+            self._beam_params = {
+                Beam.SERVE: models.SearchParams(hnsw_ef=hnsw_ef, acorn=acorn),
+                Beam.COUNT: models.SearchParams(hnsw_ef=count_hnsw_ef, acorn=acorn),
+            }
+        self._search_params = self._beam_params[Beam.SERVE]
 
     @property
     def dim(self) -> int:
@@ -184,17 +191,19 @@ class ServerVectorStore:
         return self._query(vector, to_server_filter(plan), limit)
 
     def search_batch(
-        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int
+        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
+        beams: Sequence[Beam] | None = None,
     ) -> list[list[ScoredPoint]]:
         """Each filter's top `limit`, in order, in one round trip (query_batch_points)."""
         plans = [access_plan(f) for f in filters]
+        widths = batch_beams(beams, len(filters))
         results: list[list[ScoredPoint]] = [[] for _ in filters]
         live = [i for i, p in enumerate(plans) if p is not None and limit > 0]
         if not live:
             return results
         floats = as_floats(vector, self._dim)
         requests = [
-            models.QueryRequest(query=floats, filter=to_server_filter(plans[i]), params=self._search_params,  # type: ignore[arg-type]
+            models.QueryRequest(query=floats, filter=to_server_filter(plans[i]), params=self._beam_params[widths[i]],  # type: ignore[arg-type]
                                 limit=limit, with_payload=True, with_vector=False)
             for i in live
         ]

@@ -21,6 +21,7 @@ from memory.errors import StoreLockedError, ValidationFailedError, VectorStoreEr
 from memory.stores.base import (
     OPEN_END,
     AccessFilter,
+    Beam,
     ChunkPayload,
     JurisdictionGrant,
     PayloadPatch,
@@ -147,6 +148,20 @@ def test_search_batch_equals_one_search_per_filter_in_order(store: VectorStore) 
     assert batch[1] == [] and batch[2] == []  # no group / empty groups: nothing, fail closed
     assert store.search_batch(query, [], 5) == []
     assert store.search_batch(query, filters, 0) == [[] for _ in filters]
+
+
+def test_search_batch_beams_keep_the_filter_and_must_match_the_filters(store: VectorStore) -> None:
+    # The COUNT beam is narrower, never looser: every hit still matches its filter (a small store is searched
+    # exactly, so here the hits are the same); a beams list of another length is a caller bug.
+    store.upsert([point(payload(label=i % 4, read_groups=(f"g{i % 3}",)), unit(i)) for i in range(12)])
+    filters = [access(max_label=1), dataclasses.replace(access(), max_label=None, grants=None)]
+    query = [1.0, 0.5, 0.25] + [0.0] * (DIM - 3)
+    served, counted = store.search_batch(query, filters, 5, [Beam.SERVE, Beam.COUNT])
+    assert [h.id for h in counted] == [h.id for h in store.search(query, filters[1], 5)]
+    assert [h.id for h in served] == [h.id for h in store.search(query, filters[0], 5)]
+    assert all(filters[0].matches(h.payload) for h in served) and all(filters[1].matches(h.payload) for h in counted)
+    with pytest.raises(ValueError, match="beams"):
+        store.search_batch(query, filters, 5, [Beam.COUNT])
 
 
 def test_count_with_and_without_filter(store: VectorStore) -> None:
