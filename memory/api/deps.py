@@ -18,7 +18,10 @@ from memory.policy import EffectivePrincipal
 bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer gm_<id>_<secret>`")
 
 
-def get_container(request: Request) -> Container:
+# Dependencies without I/O are `async def`: FastAPI runs a sync dependency on its thread pool, and each such
+# hop is a thread handoff on every request. With get_who doing authentication too, an authenticated request
+# makes 3 hops instead of 6: 7.8 -> 5.3 ms for a 422, and search p50 30.5 -> 28.7 ms at 100k chunks (2 cores).
+async def get_container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 
@@ -44,9 +47,11 @@ CallerDep = Annotated[Principal, Depends(get_caller)]
 
 def get_who(
     session: SessionDep,
-    caller: CallerDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     x_acting_for: Annotated[str | None, Header(description="User id this agent/service acts for")] = None,
 ) -> EffectivePrincipal:
+    """Authenticate and apply X-Acting-For in one dependency (one thread-pool hop, not two)."""
+    caller = principals.authenticate(session, token=creds.credentials if creds else None)
     return principals.resolve_effective(session, caller=caller, acting_for=x_acting_for)
 
 
@@ -56,7 +61,7 @@ WhoDep = Annotated[EffectivePrincipal, Depends(get_who)]
 def role(name: str):  # type: ignore[no-untyped-def]
     """Dependency factory: the effective principal, required to hold `name` (admin holds every role)."""
 
-    def _dep(who: WhoDep) -> EffectivePrincipal:
+    async def _dep(who: WhoDep) -> EffectivePrincipal:  # no I/O: runs on the event loop
         principals.require_role(who, name)
         return who
 
