@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session, joinedload
 
 from classifiers.types import Label
 from memory import audit
@@ -208,10 +208,19 @@ def authenticate(session: Session, *, token: str | None) -> Principal:
         raise AuthError("API key revoked", code="revoked_api_key")
     if key.expires_at is not None and aware(key.expires_at) <= now:
         raise AuthError("API key expired", code="expired_api_key")
-    p = session.get(Principal, key.principal_id)
+    # Groups and roles in the same statement (joined), not the relationships' default extra selects: this
+    # runs on every request.
+    p = session.execute(_PRINCIPAL_WITH_ACCESS, {"id": key.principal_id}).unique().scalar_one_or_none()
     if p is None or not p.active:
         raise AuthError("principal inactive or unknown", code="inactive_principal")
     return p
+
+
+_PRINCIPAL_WITH_ACCESS = (
+    select(Principal)
+    .where(Principal.id == bindparam("id"))
+    .options(joinedload(Principal.groups), joinedload(Principal.roles))
+)
 
 
 def resolve_effective(session: Session, *, caller: Principal, acting_for: str | None) -> EffectivePrincipal:
@@ -223,7 +232,7 @@ def resolve_effective(session: Session, *, caller: Principal, acting_for: str | 
     allowed = caller.may_act_for_any or any(d.user_id == acting_for for d in caller.delegations)
     if not allowed:
         raise ForbiddenError(f"{caller.id!r} may not act for {acting_for!r}", code="delegation_not_allowed")
-    user = session.get(Principal, acting_for)
+    user = session.execute(_PRINCIPAL_WITH_ACCESS, {"id": acting_for}).unique().scalar_one_or_none()
     if user is None or not user.active or user.kind != "user":
         raise ForbiddenError("acting-for user unknown or inactive", code="delegation_not_allowed")
     return effective(identity(caller), identity(user))
