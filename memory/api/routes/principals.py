@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter
 
 from memory import principals
 from memory.api import presenters, schemas
 from memory.api.deps import CallerDep, SessionDep, role
+from memory.policy import EffectivePrincipal
 
 router = APIRouter(prefix="/v1", tags=["principals"], responses=schemas.ERRORS)
+# The admin as a parameter (not `dependencies=[role("admin")]` plus the caller): one authentication per request.
+AdminDep = Annotated[EffectivePrincipal, role("admin")]
 
 
-@router.post("/principals", status_code=201, response_model=schemas.PrincipalCreated, dependencies=[role("admin")])
-def create_principal(body: schemas.PrincipalCreate, session: SessionDep, caller: CallerDep) -> schemas.PrincipalCreated:
+@router.post("/principals", status_code=201, response_model=schemas.PrincipalCreated)
+def create_principal(body: schemas.PrincipalCreate, session: SessionDep, admin: AdminDep) -> schemas.PrincipalCreated:
     """Create a principal and its first API key (the key is shown once)."""
     spec = principals.NewPrincipal(
         id=body.id, kind=body.kind, groups=tuple(body.groups), clearance=body.clearance,
         jurisdiction=body.jurisdiction, roles=tuple(body.roles), display_name=body.display_name,
         may_act_for=tuple(body.may_act_for), may_act_for_any=body.may_act_for_any,
     )
-    p = principals.create_principal(session, spec=spec, actor=caller.id)
-    issued = principals.issue_key(session, principal_id=p.id, actor=caller.id, expires_at=body.key_expires_at)
+    p = principals.create_principal(session, spec=spec, actor=admin.principal_id)
+    issued = principals.issue_key(session, principal_id=p.id, actor=admin.principal_id, expires_at=body.key_expires_at)
     return schemas.PrincipalCreated(
         principal=presenters.principal(p),
         key=schemas.KeyOut(key_id=issued.key_id, api_key=issued.token, expires_at=issued.expires_at),
@@ -40,26 +45,26 @@ def get_principal(principal_id: str, session: SessionDep, caller: CallerDep) -> 
     return presenters.principal(principals.get_principal(session, principal_id=principal_id))
 
 
-@router.patch("/principals/{principal_id}", response_model=schemas.PrincipalOut, dependencies=[role("admin")])
+@router.patch("/principals/{principal_id}", response_model=schemas.PrincipalOut)
 def patch_principal(
-    principal_id: str, body: schemas.PrincipalPatch, session: SessionDep, caller: CallerDep
+    principal_id: str, body: schemas.PrincipalPatch, session: SessionDep, admin: AdminDep
 ) -> schemas.PrincipalOut:
     p = principals.get_principal(session, principal_id=principal_id)
+    actor = admin.principal_id
     if body.active is not None:
-        p = principals.set_active(session, principal_id=principal_id, active=body.active, actor=caller.id)
+        p = principals.set_active(session, principal_id=principal_id, active=body.active, actor=actor)
     if body.groups is not None:
-        p = principals.update_groups(session, principal_id=principal_id, groups=body.groups, actor=caller.id)
+        p = principals.update_groups(session, principal_id=principal_id, groups=body.groups, actor=actor)
     if body.clearance is not None:
-        p = principals.set_clearance(session, principal_id=principal_id, clearance=body.clearance, actor=caller.id)
+        p = principals.set_clearance(session, principal_id=principal_id, clearance=body.clearance, actor=actor)
     return presenters.principal(p)
 
 
-@router.post("/principals/{principal_id}/keys", status_code=201, response_model=schemas.KeyOut,
-             dependencies=[role("admin")])
-def issue_key(principal_id: str, body: schemas.KeyCreate, session: SessionDep, caller: CallerDep) -> schemas.KeyOut:
+@router.post("/principals/{principal_id}/keys", status_code=201, response_model=schemas.KeyOut)
+def issue_key(principal_id: str, body: schemas.KeyCreate, session: SessionDep, admin: AdminDep) -> schemas.KeyOut:
     """Issue another key (rotation: issue, switch clients, revoke the old one)."""
-    issued = principals.issue_key(session, principal_id=principal_id, actor=caller.id, expires_at=body.expires_at,
-                                  description=body.description)
+    issued = principals.issue_key(session, principal_id=principal_id, actor=admin.principal_id,
+                                  expires_at=body.expires_at, description=body.description)
     return schemas.KeyOut(key_id=issued.key_id, api_key=issued.token, expires_at=issued.expires_at)
 
 
