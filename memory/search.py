@@ -115,9 +115,9 @@ def search(
                               consent_blocked=blocked.sources)
     readable = policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest)
     t_vectors = time.perf_counter()
-    # Served hits and the withheld count's candidates in one store call (concurrent on Edge, one request
-    # to a server); the served ones come from the full filter, never from filtering the readable ones. The
-    # candidates are only counted, so their search takes the narrower COUNT beam.
+    # Served hits and the withheld count's candidates in one store call (one request to a server); the
+    # served ones come from the full filter, never from filtering the readable ones. The candidates are
+    # only counted, so their search takes the narrower COUNT beam.
     points, could_read = store.search_batch(vector, [flt, readable], request.top_k, (Beam.SERVE, Beam.COUNT))
     t_render = time.perf_counter()
     withheld = _withheld(session, who, rules, request, as_of, points, could_read, blocked.sources, purpose)

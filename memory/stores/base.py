@@ -243,7 +243,7 @@ class VectorStore(Protocol):
         beams: Sequence[Beam] | None = None,
     ) -> list[list[ScoredPoint]]:
         """`search(vector, f, limit)` for each filter, in order, in one store call: the governed read path
-        needs the served hits and the withheld count together (concurrent on Edge, one request to a server).
+        needs the served hits and the withheld count together (one request to a server).
         `beams[i]` is filter i's Beam (default: all SERVE)."""
         ...
 

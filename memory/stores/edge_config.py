@@ -37,8 +37,8 @@ class EdgeTuning:
     full_scan_threshold_kb: int = 20_000
     indexing_threshold_kb: int = 10_000
     hnsw_ef: int = 200
-    # The withheld-count search: recall@10 of the caller's readable set 1.0 at 64 vs ef 200 (and 0.997 at 32),
-    # for 2.6 -> 1.4 ms at 100k points (scripts/bench_query.py reports it as `withheld_candidates`).
+    # The withheld-count search (scripts/bench_query.py, `withheld-candidates:*`, 100k points): recall@10 of
+    # the realistic callers' readable sets >= 0.976 at ef 100 (>= 0.964 at 64), ~1.7 ms vs ~2.7 ms at ef 200.
     count_hnsw_ef: int = 100
     # ACORN off by default: at 100k points it cost 12.6 ms vs 2.95 ms at a 50% filter, with recall@10 still
     # 1.0 at every tested selectivity (scripts/bench_query.py); selective filters take the exact path anyway.

@@ -119,7 +119,6 @@ class ServerVectorStore:
                 Beam.SERVE: models.SearchParams(hnsw_ef=hnsw_ef, acorn=acorn),
                 Beam.COUNT: models.SearchParams(hnsw_ef=count_hnsw_ef, acorn=acorn),
             }
-        self._search_params = self._beam_params[Beam.SERVE]
 
     @property
     def dim(self) -> int:
@@ -279,7 +278,7 @@ class ServerVectorStore:
                 self._collection,
                 query=as_floats(vector, self._dim),
                 query_filter=flt,
-                search_params=self._search_params,
+                search_params=self._beam_params[Beam.SERVE],
                 limit=limit,
                 with_payload=True,
                 with_vectors=False,
