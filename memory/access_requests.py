@@ -97,8 +97,10 @@ def file_request(
     return req
 
 
-def get_request(session: Session, *, request_id: str) -> AccessRequest:
-    req = session.get(AccessRequest, request_id)
+def get_request(session: Session, *, request_id: str, for_update: bool = False) -> AccessRequest:
+    """`for_update`: lock the row until the transaction ends (PostgreSQL `SELECT ... FOR UPDATE`; SQLite's
+    BEGIN IMMEDIATE already serialises writers) and re-read it, so concurrent deciders queue on it."""
+    req = session.get(AccessRequest, request_id, with_for_update=for_update, populate_existing=for_update)
     if req is None:
         raise NotFoundError(f"access request {request_id!r} not found", code="access_request_not_found")
     return req
@@ -140,7 +142,9 @@ def decide(
     `request_closed` / `already_escalated`, 422 for bad input (see memory.access_grants for grants)."""
     if decision not in DECISIONS:
         raise ValidationFailedError(f"decision must be one of {list(DECISIONS)}", code="invalid_decision")
-    req = get_request(session, request_id=request_id)
+    # Locked: two deciders at once (steward and admin, two admins) must not both act on one open request;
+    # the second waits for the first to commit, then sees its status and gets 409.
+    req = get_request(session, request_id=request_id, for_update=True)
     src = sources_svc.get(session, source_id=req.source_id)
     sources_svc.ensure_steward(who, src)
     if req.status not in PENDING:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from memory import audit, principals, sources
 from memory.db import transaction
 from memory.ingestion import FileInput, ingest_files
-from memory.models import ApiKey, DocumentVersion
+from memory.models import ApiKey, AuditRecord, DocumentVersion
 from memory.principals import NewPrincipal
 
 
@@ -62,3 +62,43 @@ def test_concurrent_key_creation_is_unique_and_audited(container):
         assert s.scalar(select(func.count()).select_from(ApiKey)) == 20
         report = audit.verify_chain(s)
         assert report.valid and report.checked >= 22
+
+
+def test_concurrent_decisions_on_one_access_request_let_exactly_one_through(container):
+    """Steward and admins deciding the same open request at once: one decision lands, the others get 409
+    `request_closed` (the request row is locked on PostgreSQL; SQLite serialises writers)."""
+    from threading import Barrier
+
+    from memory import access_requests
+    from memory.errors import ConflictError
+
+    _setup(container)
+    with transaction(container.sessions) as s:
+        principals.create_principal(s, spec=NewPrincipal("r1", "user", ("g",), "public", "EU", ()), actor="t")
+        principals.create_principal(s, spec=NewPrincipal("adm", "user", ("g",), "restricted", "EU", ("admin",)),
+                                    actor="t")
+        reader = principals.resolve_effective(s, caller=principals.get_principal(s, principal_id="r1"), acting_for=None)
+        req_id = access_requests.file_request(s, who=reader, source_id="s1", reason="clearance",
+                                              justification="I need it").id
+    deciders = ["st", "adm", "st", "adm"]
+    barrier = Barrier(len(deciders))
+
+    def decide(pid: str) -> str:
+        barrier.wait()
+        try:
+            with transaction(container.sessions) as s:
+                caller = principals.get_principal(s, principal_id=pid)
+                who = principals.resolve_effective(s, caller=caller, acting_for=None)
+                access_requests.decide(s, container.store, request_id=req_id, who=who, decision="refuse",
+                                       note=f"refused by {pid}")
+            return "ok"
+        except ConflictError as exc:
+            return exc.code
+
+    with ThreadPoolExecutor(len(deciders)) as pool:
+        outcomes = sorted(pool.map(decide, deciders))
+    assert outcomes == ["ok"] + ["request_closed"] * (len(deciders) - 1)
+    with container.sessions() as s:
+        bodies = s.scalars(select(AuditRecord.body).where(AuditRecord.event == "write")).all()
+        assert [b["action"] for b in bodies].count("access_request.refuse") == 1
+        assert audit.verify_chain(s).valid
