@@ -229,7 +229,7 @@ def _store_document(
         )))
         chunk_rows.append(Chunk(
             id=cid, point_id=pid, version_id=vid, document_id=doc_id, source_id=source_id, ordinal=d.ordinal,
-            text=d.text, sha256=d.sha256, start=d.start, end=d.end, page_number=d.page_number,
+            text=d.text, sha256=d.sha256, start=d.start, end=d.end, page_number=d.page_number, attachment=d.attachment,
             element_types=list(d.element_types), token_count=d.token_count, label=int(pc.label),
             personal=pc.has_personal_data, entity_types=list(pc.entity_types),
             spans=[PiiSpan(entity_type=s.entity_type, start=s.start, end=s.end, score=s.score,

@@ -170,6 +170,9 @@ class Chunk(Base):
     start: Mapped[int] = mapped_column(Integer)
     end: Mapped[int] = mapped_column(Integer)
     page_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The email attachment the chunk comes from (its safe file name); None for the message body and for
+    # every other kind of file. Offsets and page_number are within the document's text as parsed.
+    attachment: Mapped[str | None] = mapped_column(Text, nullable=True)  # nested: "fwd.eml/report.pdf"
     element_types: Mapped[list[str]] = mapped_column(JSON)
     token_count: Mapped[int] = mapped_column(Integer)
     label: Mapped[int] = mapped_column(Integer)

@@ -23,6 +23,7 @@ class Citation:
     start: int
     end: int
     page_number: int | None
+    attachment: str | None  # the email attachment the chunk was parsed from; None: the document itself
     ingested_at: str
     ingested_by: str
     pipeline_version: str
@@ -50,6 +51,7 @@ def citation(chunk: Chunk, version: DocumentVersion, source: Source) -> Citation
         start=chunk.start,
         end=chunk.end,
         page_number=chunk.page_number,
+        attachment=chunk.attachment,
         ingested_at=aware(version.ingested_at).isoformat(),
         ingested_by=version.ingested_by,
         pipeline_version=version.pipeline_version,

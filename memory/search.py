@@ -204,7 +204,8 @@ def _withheld(
 _C, _V, _S = (cast(Table, m.__table__) for m in (Chunk, DocumentVersion, Source))
 _RENDER = (
     select(
-        _C.c.id, _C.c.text, _C.c.sha256, _C.c.start, _C.c.end, _C.c.page_number, _C.c.label, _C.c.entity_types,
+        _C.c.id, _C.c.text, _C.c.sha256, _C.c.start, _C.c.end, _C.c.page_number, _C.c.attachment, _C.c.label,
+        _C.c.entity_types,
         _C.c.document_id, _V.c.id.label("version_id"), _V.c.version, _V.c.sha256.label("version_sha256"), _V.c.uri,
         _V.c.ingested_at, _V.c.ingested_by, _V.c.pipeline_version, _V.c.parser_version, _V.c.chunker_version,
         _V.c.classifier_version, _V.c.label_map_version, _V.c.embedding_model, _V.c.retracted_at,
@@ -252,6 +253,7 @@ def _render(
                 chunk_id=r.id, document_id=r.document_id, version=r.version, version_id=r.version_id,
                 chunk_sha256=r.sha256, version_sha256=r.version_sha256, source_id=r.source_id,
                 source_uri=r.source_uri, document_uri=r.uri, start=r.start, end=r.end, page_number=r.page_number,
+                attachment=r.attachment,
                 ingested_at=aware(r.ingested_at).isoformat(), ingested_by=r.ingested_by,
                 pipeline_version=r.pipeline_version, parser_version=r.parser_version,
                 chunker_version=r.chunker_version, classifier_version=r.classifier_version,

@@ -130,3 +130,34 @@ def test_verify_service_never_raises_on_garbage(container):
         for presented in ({}, {"chunk_id": 5}, {"chunk_id": ""}, {"chunk_id": "x", "version": "1"}):
             result = verification.verify_citation(s, presented=presented)
             assert result.valid is False and result.problems
+
+
+def test_a_hit_from_an_email_attachment_cites_the_attachment(api):
+    """The citation names the attachment a chunk was parsed from (None for the message body); verification
+    checks that field like every other one."""
+    import email.message
+
+    msg = email.message.EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "alice@example.com", "bob@example.com", "Board minutes"
+    msg.set_content("Hi Bob, the minutes of the board meeting are attached. Regards, Alice")
+    minutes = "# Minutes\n\nThe board approved the warehouse lease renewal for three more years.\n"
+    msg.add_attachment(minutes.encode(), maintype="text", subtype="markdown", filename="minutes.md")
+    reader = api.principal("r1", groups=["g"])
+    api.source("s1", read_groups=["g"])
+    assert api.upload("s1", "board.eml", msg.as_bytes()).status_code == 201
+
+    hits = api.search(reader, "warehouse lease renewal approved by the board").json()["hits"]
+    from_attachment = next(h for h in hits if "warehouse lease" in h["text"])
+    assert from_attachment["citation"]["attachment"] == "minutes.md"
+    body_hit = next(h for h in hits if "minutes of the board meeting are attached" in h["text"])
+    assert body_hit["citation"]["attachment"] is None
+
+    cit = from_attachment["citation"]
+    ok = api.client.post("/v1/citations/verify", headers=reader, json={"citation": cit}).json()
+    assert ok["valid"] is True, ok["problems"]
+    forged = api.client.post("/v1/citations/verify", headers=reader,
+                             json={"citation": {**cit, "attachment": "other.pdf"}}).json()
+    assert forged["valid"] is False
+    assert [(p["code"], p["field"]) for p in forged["problems"]] == [("field_mismatch", "attachment")]
+    chain = api.client.get(f"/v1/citations/{cit['chunk_id']}", headers=reader).json()
+    assert chain["chunk"]["attachment"] == "minutes.md"
