@@ -119,8 +119,9 @@ def search(
     # served ones come from the full filter, never from filtering the readable ones. The candidates are
     # only counted, so their search takes the narrower COUNT beam.
     points, could_read = store.search_batch(vector, [flt, readable], request.top_k, (Beam.SERVE, Beam.COUNT))
-    t_render = time.perf_counter()
+    t_withheld = time.perf_counter()
     withheld = _withheld(session, who, rules, request, as_of, points, could_read, blocked.sources, purpose)
+    t_render = time.perf_counter()
     hits = _render(session, who, rules, points)
     t_audit = time.perf_counter()
     latency_ms = (time.perf_counter() - t0) * 1000
@@ -165,7 +166,7 @@ def search(
         latency_ms=latency_ms,
         timings_ms={
             "embed": (t_search - t_embed) * 1000, "policy": (t_vectors - t_search) * 1000,
-            "vector_search": (t_render - t_vectors) * 1000,
+            "vector_search": (t_withheld - t_vectors) * 1000, "withheld": (t_render - t_withheld) * 1000,
             "render": (t_audit - t_render) * 1000, "audit": (time.perf_counter() - t_audit) * 1000,
         },
     )

@@ -137,6 +137,16 @@ def principals_spec() -> list[dict[str, Any]]:
 CALLERS = [("ana", None), ("ben", None), ("chloe", None), ("dev", None), ("svc-reporting", None), ("copilot", "ben")]
 
 
+def latency_queries(scifact: Path, seed: int) -> list[str]:
+    """SciFact test claims (shuffled by `seed`) alternating with the policy questions, cycled."""
+    test_ids = set(bc.read_qrels(scifact / "qrels" / "test.tsv"))
+    claims = [json.loads(line) for line in (scifact / "queries.jsonl").open(encoding="utf-8")]
+    texts = [q["text"] for q in claims if q["_id"] in test_ids]
+    random.Random(seed).shuffle(texts)
+    cycled = POLICY_QUESTIONS * (len(texts) // len(POLICY_QUESTIONS) + 1)
+    return [x for pair in zip(texts, cycled, strict=False) for x in pair]
+
+
 # -- base documents and the replaying processor --------------------------------------------------------
 
 def base_documents(scifact: Path, policy: Path) -> list[tuple[str, str, bytes]]:
@@ -647,17 +657,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from ingest.embedders import SentenceTransformerEmbedder
 
-    test_ids = set(bc.read_qrels(args.scifact / "qrels" / "test.tsv"))
-    claims = [json.loads(line) for line in (args.scifact / "queries.jsonl").open(encoding="utf-8")]
-    claims = [q["text"] for q in claims if q["_id"] in test_ids]
-    rng = random.Random(args.seed)
-    rng.shuffle(claims)
-    cycled = POLICY_QUESTIONS * (len(claims) // len(POLICY_QUESTIONS) + 1)
-    lat_queries = [x for pair in zip(claims, cycled, strict=False) for x in pair]
+    lat_queries = latency_queries(args.scifact, args.seed)
     recall_queries = lat_queries[:]
     base = base_documents(args.scifact, args.policy)
-    print(f"base documents: {len(base)}; queries: {len(claims)} claims + {len(POLICY_QUESTIONS)} policy questions",
-          flush=True)
+    print(f"base documents: {len(base)}; queries: {len(lat_queries) // 2} claims + {len(POLICY_QUESTIONS)} policy "
+          "questions", flush=True)
 
     t = time.perf_counter()
     s0 = bc.bench_settings(Path("/nonexistent"))
