@@ -11,6 +11,10 @@ REQUEST_LATENCY = Histogram(
 ERRORS = Counter("memory_errors_total", "Errors returned, by stable error code", ["code"])
 SEARCH_HITS = Counter("memory_search_hits_total", "Hits served by search", ["masked"])
 SEARCH_WITHHELD = Counter("memory_search_withheld_total", "Hits withheld by search", ["reason"])
+SEARCH_RECALL_REPAIRS = Counter(
+    "memory_search_recall_repairs_total",
+    "Searches whose served search missed a hit the caller may see and was run again with a wider beam",
+)
 INGEST_DOCUMENTS = Counter("memory_ingest_documents_total", "Documents ingested, by outcome", ["status"])
 INGEST_CHUNKS = Counter("memory_ingest_chunks_total", "Chunks stored by ingestion")
 INGEST_SECONDS = Histogram("memory_ingest_seconds", "Wall time per ingested document",

@@ -77,6 +77,8 @@ class SearchResult:
     audit_seq: int
     latency_ms: float
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The served search was run a second time with a wider beam: the first missed a hit the caller may see.
+    recall_repaired: bool = False
 
 
 def query_sha256(text: str) -> str:
@@ -120,7 +122,21 @@ def search(
     # only counted, so their search takes the narrower COUNT beam.
     points, could_read = store.search_batch(vector, [flt, readable], request.top_k, (Beam.SERVE, Beam.COUNT))
     t_withheld = time.perf_counter()
-    withheld = _withheld(session, who, rules, request, as_of, points, could_read, blocked.sources, purpose)
+    counts, missed = _classify(who, rules, request, as_of, points, could_read, blocked.sources, purpose)
+    repaired, repair_ms = missed > 0, 0.0
+    if repaired:
+        # Recall repair. The count search found hits this caller may see that rank above the served search's
+        # last hit, so the graph search under the full filter lost its way (a fragmented filter can strand
+        # it). Search again under the same filter with a much wider beam: what is served still comes from
+        # the filter inside the search; policy.explain only noticed the gap.
+        log.info("search.recall_repair missed=%d top_k=%d", missed, request.top_k)
+        t_repair = time.perf_counter()
+        points = store.search_batch(vector, [flt], request.top_k, (Beam.WIDE,))[0]
+        repair_ms = (time.perf_counter() - t_repair) * 1000
+        counts, missed = _classify(who, rules, request, as_of, points, could_read, blocked.sources, purpose)
+        if missed:
+            log.warning("search.recall_repair_incomplete missed=%d top_k=%d", missed, request.top_k)
+    withheld = _name_stewards(session, counts)
     t_render = time.perf_counter()
     hits = _render(session, who, rules, points)
     t_audit = time.perf_counter()
@@ -164,34 +180,48 @@ def search(
         withheld=withheld,
         audit_seq=record.seq,
         latency_ms=latency_ms,
+        recall_repaired=repaired,
         timings_ms={
             "embed": (t_search - t_embed) * 1000, "policy": (t_vectors - t_search) * 1000,
-            "vector_search": (t_withheld - t_vectors) * 1000, "withheld": (t_render - t_withheld) * 1000,
+            "vector_search": (t_withheld - t_vectors) * 1000 + repair_ms,
+            "withheld": (t_render - t_withheld) * 1000 - repair_ms,
             "render": (t_audit - t_render) * 1000, "audit": (time.perf_counter() - t_audit) * 1000,
         },
     )
 
 
-def _withheld(
-    session: Session, who: policy.EffectivePrincipal, rules: policy.TransferRules, request: SearchRequest,
-    as_of: float, served: Sequence[ScoredPoint], readable: Sequence[ScoredPoint], consent_blocked: frozenset[str],
+def _classify(
+    who: policy.EffectivePrincipal, rules: policy.TransferRules, request: SearchRequest, as_of: float,
+    served: Sequence[ScoredPoint], readable: Sequence[ScoredPoint], consent_blocked: frozenset[str],
     purpose: str | None,
-) -> list[Withheld]:
-    """Hits the caller's groups could read (`readable`: the top_k under the group/version/retraction
-    clauses only), ranked where they would have been served, that clearance, jurisdiction or consent
-    withheld. Sources outside the caller's groups never appear (that filter excludes them). Only counted:
-    their text is never read."""
+) -> tuple[dict[tuple[str, str], int], int]:
+    """The withheld counts by (source, reason), and how many hits the served search missed.
+
+    `readable` holds the top_k under the group/version/retraction clauses only. Each of its hits that ranks
+    where it would have been served but was not is explained. Clearance, jurisdiction or consent stopped it:
+    it is counted as withheld. Sources outside the caller's groups never appear (that filter excludes them),
+    and withheld hits are only counted: their text is never read. No rule stopped it (policy.explain finds
+    it visible) and it ranks strictly above the last served hit (or the served search came back short): the
+    served search missed it."""
     served_ids = {p.id for p in served}
-    floor = served[-1].score if len(served) >= request.top_k else float("-inf")
+    full = len(served) >= request.top_k
+    floor = served[-1].score if full else float("-inf")
     counts: dict[tuple[str, str], int] = {}
+    missed = 0
     for p in readable:
         if p.id in served_ids or p.score < floor:
             continue
-        reason = policy.explain(
-            who, rules, p.payload, as_of=as_of, consent_blocked=consent_blocked, purpose=purpose
-        ).withheld_reason
+        decision = policy.explain(who, rules, p.payload, as_of=as_of, consent_blocked=consent_blocked, purpose=purpose)
+        reason = decision.withheld_reason
         if reason:
             counts[(p.payload.source_id, reason)] = counts.get((p.payload.source_id, reason), 0) + 1
+        elif decision.visible and (p.score > floor or not full):
+            missed += 1
+    return counts, missed
+
+
+def _name_stewards(session: Session, counts: dict[tuple[str, str], int]) -> list[Withheld]:
+    """The withheld counts with the steward to ask (one statement, only when something was withheld)."""
     if not counts:
         return []
     stewards = dict(session.execute(_STEWARDS, {"ids": sorted({s for s, _ in counts})}).all())

@@ -38,6 +38,9 @@ server and dropped afterwards), the script:
    exact 10th score - 1e-5. Also reports leaks (returned points the filter does not admit; must be 0).
    `withheld-candidates:*`: the same recall for the search behind the withheld counts (each realistic
    caller's readable set, at the narrower Beam.COUNT) -> withheld_candidates_recall_at_10_min.
+   `service:*`: the realistic callers' recall through memory.search itself (served search, withheld-count
+   search, recall repair with Beam.WIDE when the first missed a visible hit, render, audit) ->
+   service_recall_at_10_min, and recall_repairs (how many of those searches were repaired).
 
 The last stdout line is ONE JSON object: per-N results in "runs", top-level keys for the largest N.
 """
@@ -432,6 +435,8 @@ def filtered_recall(container: Any, queries: list[str], n_queries: int) -> dict[
     from sqlalchemy import select
 
     from memory import policy, policy_store, principals
+    from memory import search as search_svc
+    from memory.db import transaction
     from memory.embedding_cache import SqlEmbeddingCache
     from memory.models import Chunk, Principal
     from memory.stores.base import Beam
@@ -439,12 +444,14 @@ def filtered_recall(container: Any, queries: list[str], n_queries: int) -> dict[
     store, emb = container.store, container.embedder
     with container.sessions() as s:
         rows = s.execute(select(Chunk.point_id, Chunk.sha256)).all()
+        point_of_chunk = dict(s.execute(select(Chunk.id, Chunk.point_id)).all())
         now = time.time()
         rules = policy_store.transfer_rules(s, as_of=now)
         # The filters a search without as_of runs (latest: the `current` clause), and, for the tiers, the
         # time-travel form (as_of: committed + validity ranges) too.
         filters: dict[str, Any] = {}
         count_filters: dict[str, Any] = {}
+        service_callers: dict[str, Any] = {}  # the same callers through memory.search (recall repair included)
         for t in TIERS:
             who = principals.resolve_effective(s, caller=s.get(Principal, f"tier-reader-{t}"), acting_for=None)
             filters[f"tier:{t}"] = policy.build_filter(who, rules, as_of=now, latest=True)
@@ -453,6 +460,7 @@ def filtered_recall(container: Any, queries: list[str], n_queries: int) -> dict[
             who = principals.resolve_effective(s, caller=s.get(Principal, pid), acting_for=acting)
             name = pid + (f">{acting}" if acting else "")
             filters[f"caller:{name}"] = policy.build_filter(who, rules, as_of=now, latest=True)
+            service_callers[f"service:{name}"] = (filters[f"caller:{name}"], who)
             # The search behind the withheld counts: the caller's readable set, at the narrower COUNT beam.
             count_filters[f"withheld-candidates:{name}"] = policy.readable_filter(who, as_of=now, latest=True)
     point_ids = [p for p, _ in rows]
@@ -469,35 +477,49 @@ def filtered_recall(container: Any, queries: list[str], n_queries: int) -> dict[
     qs = queries[:n_queries]
     Q = emb.embed(qs)
     out: dict[str, Any] = {}
-    jobs = [(name, flt, Beam.SERVE) for name, flt in filters.items()]
+    def served(text: str, who: Any) -> tuple[list[str], bool]:
+        """Point ids the service serves (the real read path: both searches, recall repair, audit)."""
+        with transaction(container.sessions) as s:
+            res = search_svc.search(s, store=store, embedder=emb, who=who,
+                                    request=search_svc.SearchRequest(query=text, top_k=TOP_K))
+        return [point_of_chunk[h.citation.chunk_id] for h in res.hits], res.recall_repaired
+
+    jobs: list[tuple[str, Any, Any]] = [(name, flt, Beam.SERVE) for name, flt in filters.items()]
     jobs += [(name, flt, Beam.COUNT) for name, flt in count_filters.items()]
-    for name, flt, beam in jobs:
+    jobs += [(name, flt, who) for name, (flt, who) in service_callers.items()]
+    for name, flt, how in jobs:
         mask = np.fromiter((flt.matches(by_id[p]) for p in ids), dtype=bool, count=len(ids))
         admitted = np.flatnonzero(mask)
-        rec, leaks, short, lat = [], 0, 0, []
-        for q in Q:
+        rec, leaks, short, lat, repairs = [], 0, 0, [], 0
+        for text, q in zip(qs, Q, strict=True):
             k = min(TOP_K, len(admitted))
             t = time.perf_counter()
-            got = store.search_batch(q, [flt], TOP_K, [beam])[0]
+            if isinstance(how, Beam):
+                got_ids = [h.id for h in store.search_batch(q, [flt], TOP_K, [how])[0]]
+            else:
+                got_ids, repaired = served(text, how)
+                repairs += repaired
             lat.append((time.perf_counter() - t) * 1000)
             if k == 0:
-                leaks += len(got)
+                leaks += len(got_ids)
                 continue
             exact = V[admitted] @ q
             kth = np.partition(exact, len(exact) - k)[len(exact) - k]
             ok = 0
-            for h in got:
-                i = index.get(h.id)
+            for pid in got_ids:
+                i = index.get(pid)
                 if i is None or not mask[i]:
                     leaks += 1
                 elif float(V[i] @ q) >= kth - 1e-5:
                     ok += 1
-            short += len(got) < k
+            short += len(got_ids) < k
             rec.append(min(ok, k) / k)
         out[name] = {"selectivity": bc.r(len(admitted) / max(1, len(ids)), 5), "admitted": len(admitted),
                      "recall_at_10": bc.r(statistics.fmean(rec), 4) if rec else None, "leaks": leaks,
                      "short_results": short, "p50_ms": bc.r(bc.percentile(lat, 50)),
                      "p95_ms": bc.r(bc.percentile(lat, 95))}
+        if not isinstance(how, Beam):
+            out[name]["recall_repairs"] = repairs
     out["_points_missing_in_store"] = len(missing)
     return out
 
@@ -594,6 +616,9 @@ def run_one(n: int, args: argparse.Namespace, memo: Memo, base: list[tuple[str, 
             result["selectivity"] = {t: rec[f"tier:{t}"]["selectivity"] for t in TIERS}
             counted = [v["recall_at_10"] for k, v in rec.items() if k.startswith("withheld-candidates:")]
             result["withheld_candidates_recall_at_10_min"] = min(x for x in counted if x is not None)
+            through = {k: v for k, v in rec.items() if k.startswith("service:")}
+            result["service_recall_at_10_min"] = min(v["recall_at_10"] for v in through.values())
+            result["recall_repairs"] = sum(v["recall_repairs"] for v in through.values())
             result["leaks"] = sum(v["leaks"] for k, v in rec.items() if not k.startswith("_"))
         finally:
             if db_name and not args.keep and not args.data_dir:
@@ -616,7 +641,8 @@ def print_run(res: dict[str, Any]) -> None:
     for k, v in res["recall"].items():
         if not k.startswith("_"):
             print(f"    {k:28s} selectivity {v['selectivity']:<8} admitted {v['admitted']:<7} recall "
-                  f"{v['recall_at_10']}  leaks {v['leaks']}  short {v['short_results']}  p50 {v['p50_ms']} ms")
+                  f"{v['recall_at_10']}  leaks {v['leaks']}  short {v['short_results']}  p50 {v['p50_ms']} ms"
+                  + (f"  repairs {v['recall_repairs']}" if "recall_repairs" in v else ""))
     print(f"  server RSS        {res['rss_mib']} MiB (peak {res['server_peak_rss_mib']} MiB) over "
           f"{res['server_processes']} processes (API process {res['server_main_rss_mib']} MiB), "
           f"startup {res['server_startup_s']} s")
@@ -681,9 +707,11 @@ def main(argv: list[str] | None = None) -> int:
         "chunks": top["chunks"], "p50_ms": top["p50_ms"], "p95_ms": top["p95_ms"],
         "overhead_ratio": top["overhead_ratio"], "recall_at_10": top["recall_at_10"], "rss_mib": top["rss_mib"],
         "withheld_candidates_recall_at_10_min": top["withheld_candidates_recall_at_10_min"],
+        "service_recall_at_10_min": top["service_recall_at_10_min"], "recall_repairs": top["recall_repairs"],
         "leaks": sum(x["leaks"] for x in runs), "database": top["database"],
         "runs": [{k: x[k] for k in ("chunks", "p50_ms", "p95_ms", "overhead_ratio", "recall_at_10", "selectivity",
-                                    "rss_mib", "server_peak_rss_mib", "leaks", "database")}
+                                    "rss_mib", "server_peak_rss_mib", "leaks", "database",
+                                    "service_recall_at_10_min", "recall_repairs")}
                  | {"optimize_s": x["build"]["optimize_s"], "store_s": x["build"]["store_s"],
                     "pool_chunks": x["build"]["pool_chunks"], "service_p50_ms": x["overhead"]["service_p50_ms"],
                     "bare_p50_ms": x["overhead"]["bare_p50_ms"]} for x in runs],

@@ -161,10 +161,13 @@ class AccessFilter:
 class Beam(enum.Enum):
     """How wide a graph search looks. SERVE: the configured beam, for hits that are served (filtered
     recall@10 >= 0.99 measured at every selectivity). COUNT: a narrower beam for hits that are only counted,
-    never served or named (the withheld counts); scripts/bench_query.py measures its recall separately."""
+    never served or named (the withheld counts); scripts/bench_query.py measures its recall separately.
+    WIDE: a much wider beam for the served search's second try, when the first one is seen to have missed a
+    hit the caller may see (memory.search's recall repair: fragmented filters can strand a graph search)."""
 
     SERVE = "serve"
     COUNT = "count"
+    WIDE = "wide"
 
 
 @dataclass(frozen=True, slots=True)

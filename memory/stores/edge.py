@@ -58,7 +58,9 @@ class EdgeVectorStore:
                 acorn=qe.AcornSearchParams(enable=tuning.acorn_max_selectivity > 0,
                                            max_selectivity=tuning.acorn_max_selectivity),
             )
-            for beam, ef in ((Beam.SERVE, tuning.hnsw_ef), (Beam.COUNT, tuning.count_hnsw_ef))
+            for beam, ef in (
+                (Beam.SERVE, tuning.hnsw_ef), (Beam.COUNT, tuning.count_hnsw_ef), (Beam.WIDE, tuning.wide_hnsw_ef)
+            )
         }
 
     @classmethod

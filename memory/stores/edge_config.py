@@ -40,6 +40,10 @@ class EdgeTuning:
     # The withheld-count search (scripts/bench_query.py, `withheld-candidates:*`, 100k points): recall@10 of
     # the realistic callers' readable sets >= 0.976 at ef 100 (>= 0.964 at 64), ~1.7 ms vs ~2.7 ms at ef 200.
     count_hnsw_ef: int = 100
+    # The served search's second try (Beam.WIDE), taken only when the first missed a servable hit that the
+    # count search found: at 100k points ~6 ms, and it lifted the fragmented-filter caller "dev" of
+    # scripts/bench_query.py from recall@10 0.969 (some queries 0.0) to 0.999.
+    wide_hnsw_ef: int = 800
     # ACORN off by default: at 100k points it cost 12.6 ms vs 2.95 ms at a 50% filter, with recall@10 still
     # 1.0 at every tested selectivity (scripts/bench_query.py); selective filters take the exact path anyway.
     acorn_max_selectivity: float = 0.0

@@ -84,6 +84,7 @@ class ServerVectorStore:
         payload_m: int = 16,
         hnsw_ef: int = 200,
         count_hnsw_ef: int = 100,
+        wide_hnsw_ef: int = 800,
         acorn_max_selectivity: float | None = 0.4,
         owns_client: bool = False,
     ) -> None:
@@ -109,7 +110,8 @@ class ServerVectorStore:
         self._owns_client = owns_client
         options = client.init_options
         self._local = options.get("location") == ":memory:" or options.get("path") is not None
-        # One parameter set per Beam (`count_hnsw_ef`: the narrower beam of searches only counted).
+        # One parameter set per Beam (`count_hnsw_ef`: the narrower beam of searches only counted;
+        # `wide_hnsw_ef`: the served search's second try, see Beam.WIDE).
         self._beam_params: dict[Beam, models.SearchParams | None] = dict.fromkeys(Beam)
         if not self._local:  # local mode warns about (and ignores) search params
             acorn = None
@@ -118,6 +120,7 @@ class ServerVectorStore:
             self._beam_params = {
                 Beam.SERVE: models.SearchParams(hnsw_ef=hnsw_ef, acorn=acorn),
                 Beam.COUNT: models.SearchParams(hnsw_ef=count_hnsw_ef, acorn=acorn),
+                Beam.WIDE: models.SearchParams(hnsw_ef=wide_hnsw_ef, acorn=acorn),
             }
 
     @property

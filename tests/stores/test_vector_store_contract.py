@@ -151,8 +151,9 @@ def test_search_batch_equals_one_search_per_filter_in_order(store: VectorStore) 
 
 
 def test_search_batch_beams_keep_the_filter_and_must_match_the_filters(store: VectorStore) -> None:
-    # The COUNT beam is narrower, never looser: every hit still matches its filter (a small store is searched
-    # exactly, so here the hits are the same); a beams list of another length is a caller bug.
+    # The COUNT beam is narrower and the WIDE one wider, never looser: every hit still matches its filter (a
+    # small store is searched exactly, so here the hits are the same); a beams list of another length is a
+    # caller bug.
     store.upsert([point(payload(label=i % 4, read_groups=(f"g{i % 3}",)), unit(i)) for i in range(12)])
     filters = [access(max_label=1), dataclasses.replace(access(), max_label=None, grants=None)]
     query = [1.0, 0.5, 0.25] + [0.0] * (DIM - 3)
@@ -160,6 +161,8 @@ def test_search_batch_beams_keep_the_filter_and_must_match_the_filters(store: Ve
     assert [h.id for h in counted] == [h.id for h in store.search(query, filters[1], 5)]
     assert [h.id for h in served] == [h.id for h in store.search(query, filters[0], 5)]
     assert all(filters[0].matches(h.payload) for h in served) and all(filters[1].matches(h.payload) for h in counted)
+    (wide,) = store.search_batch(query, filters[:1], 5, [Beam.WIDE])
+    assert [h.id for h in wide] == [h.id for h in served]
     with pytest.raises(ValueError, match="beams"):
         store.search_batch(query, filters, 5, [Beam.COUNT])
 

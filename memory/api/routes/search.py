@@ -10,7 +10,7 @@ from memory import search as search_svc
 from memory.api import presenters, schemas
 from memory.api.deps import ContainerDep, SessionDep, role
 from memory.clock import to_epoch
-from memory.metrics import SEARCH_HITS, SEARCH_WITHHELD
+from memory.metrics import SEARCH_HITS, SEARCH_RECALL_REPAIRS, SEARCH_WITHHELD
 from memory.policy import EffectivePrincipal
 
 router = APIRouter(prefix="/v1", tags=["search"], responses=schemas.ERRORS)
@@ -41,4 +41,6 @@ def search(
         SEARCH_HITS.labels(masked=str(h.masked).lower()).inc()
     for w in result.withheld:
         SEARCH_WITHHELD.labels(reason=w.reason).inc(w.count)
+    if result.recall_repaired:
+        SEARCH_RECALL_REPAIRS.inc()
     return presenters.search(result)
