@@ -4,6 +4,10 @@ citations, a policy explanation, and an audit record in the caller's transaction
 The request's `purpose` decides consent (memory.consent): personal data of a source that requires consent
 is served only when the purpose is one its data subjects consented to; otherwise it is withheld with reason
 `consent`, inside the filter like every other rule.
+
+A second search over what the caller's groups could read finds the withheld hits to count. It also shows
+when the served graph search was stranded (a hit no rule withholds ranks above the last served one): the
+served search then runs once more under the same filter with a wider beam (recall repair, Beam.WIDE).
 """
 
 from __future__ import annotations
