@@ -208,8 +208,7 @@ def _classify(
     it visible) and it ranks strictly above the last served hit (or the served search came back short): the
     served search missed it."""
     served_ids = {p.id for p in served}
-    full = len(served) >= request.top_k
-    floor = served[-1].score if full else float("-inf")
+    floor = served[-1].score if len(served) >= request.top_k else float("-inf")
     counts: dict[tuple[str, str], int] = {}
     missed = 0
     for p in readable:
@@ -219,7 +218,7 @@ def _classify(
         reason = decision.withheld_reason
         if reason:
             counts[(p.payload.source_id, reason)] = counts.get((p.payload.source_id, reason), 0) + 1
-        elif decision.visible and (p.score > floor or not full):
+        elif decision.visible and p.score > floor:  # a tie with the last served hit is not a miss
             missed += 1
     return counts, missed
 
