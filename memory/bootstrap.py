@@ -59,22 +59,26 @@ class Container:
     def store(self) -> VectorStore:
         if self._store_override is not None:
             return self._store_override
-        if self.settings.is_embedded_vectors:
+        s = self.settings
+        if s.is_embedded_vectors:
             from memory.stores.edge import EdgeVectorStore
+            from memory.stores.edge_config import EdgeTuning
 
-            return EdgeVectorStore.open(self.settings.edge_path, EMBEDDING_DIM)
+            tuning = EdgeTuning(hnsw_ef=s.search_hnsw_ef, count_hnsw_ef=s.search_count_hnsw_ef,
+                                wide_hnsw_ef=s.search_wide_hnsw_ef)
+            return EdgeVectorStore.open(s.edge_path, EMBEDDING_DIM, tuning=tuning)
         from qdrant_client import QdrantClient
 
         from memory.stores.server import ServerVectorStore
 
-        s = self.settings
         client = QdrantClient(
             url=s.qdrant_url, api_key=s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None, timeout=30
         )
         server = ServerVectorStore(
             client, collection=s.qdrant_collection, dim=EMBEDDING_DIM, shard_number=s.qdrant_shards,
             replication_factor=s.qdrant_replicas, write_consistency_factor=s.qdrant_write_consistency,
-            read_consistency=s.qdrant_read_consistency, owns_client=True,
+            read_consistency=s.qdrant_read_consistency, hnsw_ef=s.search_hnsw_ef,
+            count_hnsw_ef=s.search_count_hnsw_ef, wide_hnsw_ef=s.search_wide_hnsw_ef, owns_client=True,
         )
         server.ensure_collection()
         return server

