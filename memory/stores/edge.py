@@ -242,11 +242,10 @@ class EdgeVectorStore:
             with_vector=False,
         )
 
-    def _query(
-        self, floats: list[float], flt: qe.Filter | None, limit: int, beam: Beam = Beam.SERVE
-    ) -> list[ScoredPoint]:
+    def _query(self, floats: list[float], flt: qe.Filter | None, limit: int) -> list[ScoredPoint]:
+        """One search at the serving beam (search, search_unfiltered); batches go through search_batch."""
         with self._backend("search"):
-            hits = self._shard.query(self._request(floats, flt, limit, beam))
+            hits = self._shard.query(self._request(floats, flt, limit, Beam.SERVE))
             return [scored(h.id, h.score, h.payload) for h in hits]
 
     def _ensure_indexes(self) -> None:

@@ -26,7 +26,9 @@ class EdgeTuning:
     KB of vectors than this, it scores exactly those points (via the payload indexes) instead of walking
     the HNSW graph; that is exact, and cheap at selective filters where graph search loses recall.
     `hnsw_ef`: beam width of graph search for served hits (Beam.SERVE). `count_hnsw_ef`: the narrower beam
-    of searches whose hits are only counted (Beam.COUNT: the withheld counts). `acorn_max_selectivity`: below
+    of searches whose hits are only counted (Beam.COUNT: the withheld counts). `wide_hnsw_ef`: the served
+    search's second try after a detected miss (Beam.WIDE). The three are query-time parameters (the service
+    sets them from MEMORY_SEARCH_*HNSW_EF). `acorn_max_selectivity`: below
     this estimated selectivity the graph search also explores 2-hop neighbours (ACORN), which keeps recall up
     for mid-selective filters.
     """
