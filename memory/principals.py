@@ -13,8 +13,9 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, literal, select, union_all
 from sqlalchemy.orm import Session, joinedload
 
 from classifiers.types import Label
@@ -195,47 +196,96 @@ def list_keys(session: Session, *, principal_id: str) -> list[ApiKey]:
     return list(session.execute(select(ApiKey).where(ApiKey.principal_id == principal_id)).scalars())
 
 
-def authenticate(session: Session, *, token: str | None) -> Principal:
-    """The principal behind a bearer token, or AuthError (401). Never says which part was wrong."""
+def _authenticated_id(session: Session, token: str | None) -> str:
+    """The principal id behind a bearer token (key found, secret matches, not revoked, not expired), or
+    AuthError (401). Never says which part of a wrong key was wrong."""
     if not token:
         raise AuthError("missing API key", code="missing_api_key")
     m = _KEY.match(token)
-    key = session.get(ApiKey, m.group(1)) if m else None
+    key = session.execute(_KEY_ROW, {"id": m.group(1)}).one_or_none() if m else None
     if m is None or key is None or not hmac.compare_digest(key.secret_hash, _hash(m.group(2))):
         raise AuthError("invalid API key", code="invalid_api_key")
-    now = utcnow()
     if key.revoked_at is not None:
         raise AuthError("API key revoked", code="revoked_api_key")
-    if key.expires_at is not None and aware(key.expires_at) <= now:
+    if key.expires_at is not None and aware(key.expires_at) <= utcnow():
         raise AuthError("API key expired", code="expired_api_key")
-    # Groups and roles in the same statement (joined), not the relationships' default extra selects: this
-    # runs on every request.
-    p = session.execute(_PRINCIPAL_WITH_ACCESS, {"id": key.principal_id}).unique().scalar_one_or_none()
+    return str(key.principal_id)
+
+
+def authenticate(session: Session, *, token: str | None) -> Principal:
+    """The principal behind a bearer token, or AuthError (401), as an ORM object (routes that manage it)."""
+    principal_id = _authenticated_id(session, token)
+    # Groups and roles in the same statement (joined), not the relationships' default extra selects.
+    p = session.execute(_PRINCIPAL_WITH_ACCESS, {"id": principal_id}).unique().scalar_one_or_none()
     if p is None or not p.active:
         raise AuthError("principal inactive or unknown", code="inactive_principal")
     return p
 
 
+def who_for_token(session: Session, *, token: str | None, acting_for: str | None) -> EffectivePrincipal:
+    """authenticate + resolve_effective for a request, in column statements (no ORM entities): every
+    authenticated request runs this, and the search endpoint on each call."""
+    found = _load_identity(session, _authenticated_id(session, token))
+    if found is None or not found[0].active:
+        raise AuthError("principal inactive or unknown", code="inactive_principal")
+    caller, may_act_for_any = found
+    return _act_for(session, caller, may_act_for_any, acting_for)
+
+
+def resolve_effective(session: Session, *, caller: Principal, acting_for: str | None) -> EffectivePrincipal:
+    """Apply X-Acting-For: only agents/services with a delegation for that (active) user may use it."""
+    return _act_for(session, identity(caller), caller.may_act_for_any, acting_for)
+
+
+def _act_for(session: Session, caller: Identity, may_act_for_any: bool, acting_for: str | None) -> EffectivePrincipal:
+    if not acting_for:
+        return effective(caller)
+    if caller.kind == "user":
+        raise ForbiddenError("users cannot act for other users", code="delegation_not_allowed")
+    allowed = may_act_for_any or session.execute(
+        _DELEGATED, {"agent": caller.id, "user": acting_for}
+    ).first() is not None
+    if not allowed:
+        raise ForbiddenError(f"{caller.id!r} may not act for {acting_for!r}", code="delegation_not_allowed")
+    found = _load_identity(session, acting_for)
+    if found is None or not found[0].active or found[0].kind != "user":
+        raise ForbiddenError("acting-for user unknown or inactive", code="delegation_not_allowed")
+    return effective(caller, found[0])
+
+
+def _load_identity(session: Session, principal_id: str) -> tuple[Identity, bool] | None:
+    """The principal as the policy sees it, and whether it may act for any user (two statements)."""
+    row = session.execute(_IDENTITY_ROW, {"id": principal_id}).one_or_none()
+    if row is None:
+        return None
+    groups: set[str] = set()
+    roles: set[str] = set()
+    for kind, value in session.execute(_MEMBERSHIPS, {"id": principal_id}):
+        (groups if kind == "g" else roles).add(value)
+    return Identity(
+        id=row.id, kind=row.kind, groups=frozenset(groups), clearance=Label(row.clearance),
+        jurisdiction=row.jurisdiction, roles=frozenset(roles), active=bool(row.active),
+    ), bool(row.may_act_for_any)
+
+
+# Authentication statements, built once on the tables (Core: no ORM compile step or identity map per request).
+_K, _P, _G, _R, _D = (cast(Table, m.__table__) for m in (ApiKey, Principal, PrincipalGroup, PrincipalRole, Delegation))
+_KEY_ROW = select(
+    _K.c.principal_id, _K.c.secret_hash, _K.c.revoked_at, _K.c.expires_at
+).where(_K.c.id == bindparam("id"))
+_IDENTITY_ROW = select(
+    _P.c.id, _P.c.kind, _P.c.clearance, _P.c.jurisdiction, _P.c.active, _P.c.may_act_for_any
+).where(_P.c.id == bindparam("id"))
+_MEMBERSHIPS = union_all(
+    select(literal("g"), _G.c.group).where(_G.c.principal_id == bindparam("id")),
+    select(literal("r"), _R.c.role).where(_R.c.principal_id == bindparam("id")),
+)
+_DELEGATED = select(_D.c.user_id).where(_D.c.agent_id == bindparam("agent"), _D.c.user_id == bindparam("user"))
 _PRINCIPAL_WITH_ACCESS = (
     select(Principal)
     .where(Principal.id == bindparam("id"))
     .options(joinedload(Principal.groups), joinedload(Principal.roles))
 )
-
-
-def resolve_effective(session: Session, *, caller: Principal, acting_for: str | None) -> EffectivePrincipal:
-    """Apply X-Acting-For: only agents/services with a delegation for that (active) user may use it."""
-    if not acting_for:
-        return effective(identity(caller))
-    if caller.kind == "user":
-        raise ForbiddenError("users cannot act for other users", code="delegation_not_allowed")
-    allowed = caller.may_act_for_any or any(d.user_id == acting_for for d in caller.delegations)
-    if not allowed:
-        raise ForbiddenError(f"{caller.id!r} may not act for {acting_for!r}", code="delegation_not_allowed")
-    user = session.execute(_PRINCIPAL_WITH_ACCESS, {"id": acting_for}).unique().scalar_one_or_none()
-    if user is None or not user.active or user.kind != "user":
-        raise ForbiddenError("acting-for user unknown or inactive", code="delegation_not_allowed")
-    return effective(identity(caller), identity(user))
 
 
 def require_role(who: EffectivePrincipal | Principal, role: str) -> None:

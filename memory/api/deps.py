@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 from memory import principals
 from memory.bootstrap import Container
 from memory.db import transaction
+from memory.errors import AuthError
 from memory.models import Principal
 from memory.policy import EffectivePrincipal
 
@@ -36,23 +38,30 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def get_caller(
-    session: SessionDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> Principal:
-    return principals.authenticate(session, token=creds.credentials if creds else None)
+async def get_token(
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> str | None:
+    """The bearer token, refused at once (401, before the body is read) when absent. No I/O: the key itself
+    is checked where the request's transaction is."""
+    if creds is None or not creds.credentials:
+        raise AuthError("missing API key", code="missing_api_key")
+    return creds.credentials
+
+
+TokenDep = Annotated[str | None, Depends(get_token)]
+ActingForHeader = Annotated[str | None, Header(description="User id this agent/service acts for")]
+
+
+def get_caller(session: SessionDep, token: TokenDep) -> Principal:
+    return principals.authenticate(session, token=token)
 
 
 CallerDep = Annotated[Principal, Depends(get_caller)]
 
 
-def get_who(
-    session: SessionDep,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    x_acting_for: Annotated[str | None, Header(description="User id this agent/service acts for")] = None,
-) -> EffectivePrincipal:
+def get_who(session: SessionDep, token: TokenDep, x_acting_for: ActingForHeader = None) -> EffectivePrincipal:
     """Authenticate and apply X-Acting-For in one dependency (one thread-pool hop, not two)."""
-    caller = principals.authenticate(session, token=creds.credentials if creds else None)
-    return principals.resolve_effective(session, caller=caller, acting_for=x_acting_for)
+    return principals.who_for_token(session, token=token, acting_for=x_acting_for)
 
 
 WhoDep = Annotated[EffectivePrincipal, Depends(get_who)]
@@ -66,3 +75,18 @@ def role(name: str):  # type: ignore[no-untyped-def]
         return who
 
     return Depends(_dep)
+
+
+@contextmanager
+def governed(
+    container: Container, *, token: str | None, acting_for: str | None, role: str
+) -> Iterator[tuple[Session, EffectivePrincipal]]:
+    """The request's transaction and its authenticated caller (X-Acting-For applied, `role` required), for an
+    endpoint that runs all its work in ONE thread-pool hop: the search endpoint, called by every copilot on
+    every turn (each dependency hop costs ~0.6 ms on 2 cores). The authentication reads are committed before
+    the work starts, so SQLite's write lock is not held while a query embeds."""
+    with transaction(container.sessions) as session:
+        who = principals.who_for_token(session, token=token, acting_for=acting_for)
+        principals.require_role(who, role)
+        session.commit()
+        yield session, who

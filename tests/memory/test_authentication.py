@@ -1,0 +1,115 @@
+"""Request authentication: `who_for_token` (column statements, every request) decides exactly as the ORM path
+(`authenticate` + `resolve_effective`) does, for every kind of caller and every refusal; and the search
+endpoint, which runs authentication and search in one worker hop, still refuses a missing key first."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from memory import principals
+from memory.db import transaction
+from memory.errors import AuthError, ForbiddenError
+from memory.principals import NewPrincipal
+
+
+def _setup(c: Any) -> dict[str, str]:
+    """Principals of each kind and state; returns their keys."""
+    keys: dict[str, str] = {}
+    specs = [
+        NewPrincipal(id="alice", kind="user", groups=("eng", "ops"), clearance="confidential", jurisdiction="EU",
+                     roles=("reader", "steward")),
+        NewPrincipal(id="bob", kind="user", groups=("eng",), clearance="internal", jurisdiction="US"),
+        NewPrincipal(id="gone", kind="user", groups=("eng",), clearance="internal", jurisdiction="EU"),
+        NewPrincipal(id="bot", kind="agent", groups=("eng",), clearance="internal", jurisdiction="EU",
+                     may_act_for=("alice",)),
+        NewPrincipal(id="any-svc", kind="service", groups=("eng", "ops"), clearance="restricted",
+                     jurisdiction="US", may_act_for_any=True),
+        NewPrincipal(id="no-roles", kind="user", groups=("eng",), clearance="public", jurisdiction="EU", roles=()),
+    ]
+    with transaction(c.sessions) as s:
+        for spec in specs:
+            principals.create_principal(s, spec=spec, actor="test")
+            keys[spec.id] = principals.issue_key(s, principal_id=spec.id, actor="test").token
+        old = principals.issue_key(s, principal_id="bob", actor="test",
+                                   expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        keys["expired"] = old.token
+        revoked = principals.issue_key(s, principal_id="bob", actor="test")
+        principals.revoke_key(s, key_id=revoked.key_id, actor="test")
+        keys["revoked"] = revoked.token
+        principals.get_principal(s, principal_id="gone").active = False
+    return keys
+
+
+def _fast(s: Any, token: str, acting_for: str | None) -> Any:
+    return principals.who_for_token(s, token=token, acting_for=acting_for)
+
+
+def _slow(s: Any, token: str, acting_for: str | None) -> Any:
+    return principals.resolve_effective(s, caller=principals.authenticate(s, token=token), acting_for=acting_for)
+
+
+def _outcome(container: Any, path: Any, token: str, acting_for: str | None) -> Any:
+    """The effective principal, or the refusal (error class and stable code)."""
+    with transaction(container.sessions) as s:
+        try:
+            return path(s, token, acting_for)
+        except (AuthError, ForbiddenError) as exc:
+            return type(exc).__name__, exc.code
+
+
+CASES = [
+    ("alice", None), ("bob", None), ("bot", "alice"), ("bot", "bob"), ("bot", None), ("any-svc", "bob"),
+    ("any-svc", "alice"), ("any-svc", "gone"), ("any-svc", "bot"), ("any-svc", "ghost"), ("alice", "bob"),
+    ("gone", None), ("no-roles", None), ("expired", None), ("revoked", None), ("missing", None),
+    ("malformed", None), ("wrong-secret", None),
+]
+
+
+def test_who_for_token_decides_exactly_as_the_orm_path(container: Any) -> None:
+    keys = _setup(container)
+    keys["missing"] = ""
+    keys["malformed"] = "Bearer nonsense"
+    keys["wrong-secret"] = keys["alice"][: -4] + "AAAA"
+    for name, acting_for in CASES:
+        fast = _outcome(container, _fast, keys[name], acting_for)
+        slow = _outcome(container, _slow, keys[name], acting_for)
+        assert fast == slow, (name, acting_for, fast, slow)
+    # The table covers every outcome: served as self, as a delegate, and each refusal.
+    with transaction(container.sessions) as s:
+        who = principals.who_for_token(s, token=keys["bot"], acting_for="alice")
+        assert who.principal_id == "bot" and who.acting_for == "alice" and who.groups == frozenset({"eng"})
+        with pytest.raises(AuthError) as exc:
+            principals.who_for_token(s, token=keys["revoked"], acting_for=None)
+        assert exc.value.code == "revoked_api_key"
+        with pytest.raises(ForbiddenError) as forbidden:
+            principals.who_for_token(s, token=keys["bot"], acting_for="bob")
+        assert forbidden.value.code == "delegation_not_allowed"
+
+
+def test_search_refuses_a_missing_key_before_reading_the_body(api: Any) -> None:
+    r = api.client.post("/v1/search", json={"top_k": "many"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+    r = api.client.post("/v1/search", headers={"Authorization": "Basic dXNlcjpwYXNz"}, json={"query": "x"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+
+
+def test_search_checks_the_key_role_and_delegation_in_its_one_hop(api: Any) -> None:
+    api.source("s1", read_groups=("g",))
+    reader = api.principal("r", groups=["g"])
+    no_role = api.principal("nr", groups=["g"], roles=[])
+    agent = api.principal("bot", kind="agent", groups=["g"], may_act_for=["r"])
+    assert api.search(reader, "x").status_code == 200
+    r = api.search(no_role, "x")
+    assert r.status_code == 403 and r.json()["error"]["code"] == "missing_role"
+    r = api.search({**agent, "X-Acting-For": "r"}, "x")
+    assert r.status_code == 200 and r.json()["policy"]["acting_for_chain"] == ["bot", "r"]
+    r = api.search({**agent, "X-Acting-For": "nr"}, "x")
+    assert r.status_code == 403 and r.json()["error"]["code"] == "delegation_not_allowed"
+    r = api.search({"Authorization": "Bearer gm_0123456789abcdef_wrongwrongwrongwrongwrong"}, "x")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    # A refused search writes nothing: the audit log holds only the two served searches.
+    audit = api.client.get("/v1/audit", headers=api.admin, params={"event": "search"}).json()
+    assert sorted(rec["principal_id"] for rec in audit["records"]) == ["bot", "r"]
