@@ -213,7 +213,12 @@ def readable_filter(
 
 def must_mask(who: EffectivePrincipal, rules: TransferRules, payload: ChunkPayload) -> bool:
     """True when this hit is served only with its PII spans masked."""
-    return payload.personal and rules.mode_for(payload.jurisdiction, who.jurisdictions) == Transfer.ALLOW_MASKED
+    return masks(who, rules, jurisdiction=payload.jurisdiction, personal=payload.personal)
+
+
+def masks(who: EffectivePrincipal, rules: TransferRules, *, jurisdiction: str, personal: bool) -> bool:
+    """must_mask on the two fields it reads (the search renders from SQL rows, not vector payloads)."""
+    return personal and rules.mode_for(jurisdiction, who.jurisdictions) == Transfer.ALLOW_MASKED
 
 
 # The recourse reasons, in the order one is picked when several withhold a hit.

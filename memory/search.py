@@ -30,7 +30,7 @@ from memory.errors import ValidationFailedError
 from memory.models import Chunk, DocumentVersion, PiiSpan, Source
 from memory.provenance import Citation
 from memory.rendering import mask
-from memory.stores.base import Beam, ScoredPoint, VectorStore
+from memory.stores.base import Beam, ChunkPayload, Ranked, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +124,12 @@ def search(
     # Served hits and the withheld count's candidates in one store call (one request to a server); the
     # served ones come from the full filter, never from filtering the readable ones. The candidates are
     # only counted, so their search takes the narrower COUNT beam.
-    points, could_read = store.search_batch(vector, [flt, readable], request.top_k, (Beam.SERVE, Beam.COUNT))
+    # Ids and scores only: SQL renders the served hits, and only the few counted candidates need a payload.
+    points, could_read = store.rank_batch(vector, [flt, readable], request.top_k, (Beam.SERVE, Beam.COUNT))
     t_withheld = time.perf_counter()
-    counts, missed = _classify(who, rules, request, as_of, points, could_read, blocked.sources, purpose)
+    payloads: dict[str, ChunkPayload] = {}
+    counts, missed = _classify(who, rules, request, as_of, points, could_read, store, payloads, blocked.sources,
+                               purpose)
     repaired, repair_ms = missed > 0, 0.0
     if repaired:
         # Recall repair. The count search found hits this caller may see that rank above the served search's
@@ -135,9 +138,10 @@ def search(
         # the filter inside the search; policy.explain only noticed the gap.
         log.info("search.recall_repair missed=%d top_k=%d", missed, request.top_k)
         t_repair = time.perf_counter()
-        points = store.search_batch(vector, [flt], request.top_k, (Beam.WIDE,))[0]
+        points = store.rank_batch(vector, [flt], request.top_k, (Beam.WIDE,))[0]
         repair_ms = (time.perf_counter() - t_repair) * 1000
-        counts, missed = _classify(who, rules, request, as_of, points, could_read, blocked.sources, purpose)
+        counts, missed = _classify(who, rules, request, as_of, points, could_read, store, payloads, blocked.sources,
+                                   purpose)
         if missed:
             log.warning("search.recall_repair_incomplete missed=%d top_k=%d", missed, request.top_k)
     withheld = _name_stewards(session, counts)
@@ -196,28 +200,34 @@ def search(
 
 def _classify(
     who: policy.EffectivePrincipal, rules: policy.TransferRules, request: SearchRequest, as_of: float,
-    served: Sequence[ScoredPoint], readable: Sequence[ScoredPoint], consent_blocked: frozenset[str],
-    purpose: str | None,
+    served: Sequence[Ranked], readable: Sequence[Ranked], store: VectorStore, payloads: dict[str, ChunkPayload],
+    consent_blocked: frozenset[str], purpose: str | None,
 ) -> tuple[dict[tuple[str, str], int], int]:
     """The withheld counts by (source, reason), and how many hits the served search missed.
 
     `readable` holds the top_k under the group/version/retraction clauses only. Each of its hits that ranks
-    where it would have been served but was not is explained. Clearance, jurisdiction or consent stopped it:
-    it is counted as withheld. Sources outside the caller's groups never appear (that filter excludes them),
-    and withheld hits are only counted: their text is never read. No rule stopped it (policy.explain finds
-    it visible) and it ranks strictly above the last served hit (or the served search came back short): the
-    served search missed it."""
+    where it would have been served but was not is explained, on its payload (read for just those hits, and
+    kept in `payloads` for a second call). Clearance, jurisdiction or consent stopped it: it is counted as
+    withheld. Sources outside the caller's groups never appear (that filter excludes them), and withheld hits
+    are only counted: their text is never read. No rule stopped it (policy.explain finds it visible) and it
+    ranks strictly above the last served hit (or the served search came back short): the served search
+    missed it."""
     served_ids = {p.id for p in served}
     floor = served[-1].score if len(served) >= request.top_k else float("-inf")
+    candidates = [p for p in readable if p.id not in served_ids and p.score >= floor]
+    unread = [p.id for p in candidates if p.id not in payloads]
+    if unread:
+        payloads.update((p.id, p.payload) for p in store.retrieve(unread))
     counts: dict[tuple[str, str], int] = {}
     missed = 0
-    for p in readable:
-        if p.id in served_ids or p.score < floor:
+    for p in candidates:
+        payload = payloads.get(p.id)
+        if payload is None:  # deleted since the search ranked it: nothing to count
             continue
-        decision = policy.explain(who, rules, p.payload, as_of=as_of, consent_blocked=consent_blocked, purpose=purpose)
+        decision = policy.explain(who, rules, payload, as_of=as_of, consent_blocked=consent_blocked, purpose=purpose)
         reason = decision.withheld_reason
         if reason:
-            counts[(p.payload.source_id, reason)] = counts.get((p.payload.source_id, reason), 0) + 1
+            counts[(payload.source_id, reason)] = counts.get((payload.source_id, reason), 0) + 1
         elif decision.visible and p.score > floor:  # a tie with the last served hit is not a miss
             missed += 1
     return counts, missed
@@ -243,32 +253,35 @@ _RENDER = (
         _C.c.document_id, _V.c.id.label("version_id"), _V.c.version, _V.c.sha256.label("version_sha256"), _V.c.uri,
         _V.c.ingested_at, _V.c.ingested_by, _V.c.pipeline_version, _V.c.parser_version, _V.c.chunker_version,
         _V.c.classifier_version, _V.c.label_map_version, _V.c.embedding_model, _V.c.retracted_at,
-        _S.c.id.label("source_id"), _S.c.uri.label("source_uri"),
+        _S.c.id.label("source_id"), _S.c.uri.label("source_uri"), _C.c.point_id, _C.c.personal,
+        _S.c.jurisdiction.label("source_jurisdiction"),
     )
     .select_from(_C.join(_V, _V.c.id == _C.c.version_id).join(_S, _S.c.id == _C.c.source_id))
-    .where(_C.c.id.in_(bindparam("ids", expanding=True)))
+    .where(_C.c.point_id.in_(bindparam("point_ids", expanding=True)))
 )
 _STEWARDS = select(_S.c.id, _S.c.steward_id).where(_S.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def _render(
-    session: Session, who: policy.EffectivePrincipal, rules: policy.TransferRules, points: Sequence[ScoredPoint]
+    session: Session, who: policy.EffectivePrincipal, rules: policy.TransferRules, points: Sequence[Ranked]
 ) -> list[Hit]:
-    """Text and citation for each hit, in rank order: one column query (no ORM entities on the hot path);
-    PII spans are read only for the hits this caller gets masked."""
+    """Text and citation for each hit, in rank order: one column query by point id (no ORM entities, no
+    vector payloads on the hot path); whether a hit is masked is decided on SQL's fields, the source of
+    truth; PII spans are read only for the hits this caller gets masked."""
     if not points:
         return []
-    rows = session.execute(_RENDER, {"ids": [p.payload.chunk_id for p in points]}).all()
-    by_id = {r.id: r for r in rows}
-    masked_ids = [p.payload.chunk_id for p in points if policy.must_mask(who, rules, p.payload)]
-    masked_set = set(masked_ids)
+    rows = session.execute(_RENDER, {"point_ids": [p.id for p in points]}).all()
+    by_point = {r.point_id: r for r in rows}
+    masked_set = {
+        r.id for r in rows if policy.masks(who, rules, jurisdiction=r.source_jurisdiction, personal=r.personal)
+    }
     spans: dict[str, list[PiiSpan]] = {}
-    if masked_ids:
-        for span in session.scalars(select(PiiSpan).where(PiiSpan.chunk_id.in_(masked_ids))):
+    if masked_set:
+        for span in session.scalars(select(PiiSpan).where(PiiSpan.chunk_id.in_(sorted(masked_set)))):
             spans.setdefault(span.chunk_id, []).append(span)
     hits = []
     for p in points:
-        r = by_id.get(p.payload.chunk_id)
+        r = by_point.get(p.id)
         if r is None:  # vector without its SQL row: never serve what we cannot cite
             continue
         if r.retracted_at is not None:

@@ -185,6 +185,15 @@ class ScoredPoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Ranked:
+    """A hit without its payload (rank_batch): what the governed read path needs from a search, since SQL
+    renders the served hits and only a few counted ones need their payload (retrieve)."""
+
+    id: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
 class PayloadPatch:
     """Fields to overwrite on every point matching the selector."""
 
@@ -248,6 +257,14 @@ class VectorStore(Protocol):
         """`search(vector, f, limit)` for each filter, in order, in one store call: the governed read path
         needs the served hits and the withheld count together (one request to a server).
         `beams[i]` is filter i's Beam (default: all SERVE)."""
+        ...
+
+    def rank_batch(
+        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
+        beams: Sequence[Beam] | None = None,
+    ) -> list[list[Ranked]]:
+        """search_batch without payloads: the same ids and scores in the same order. A payload is the costly
+        part of a hit (Edge, 100k points: ~0.45 ms of a ~2.3 ms top-10 search)."""
         ...
 
     def search_unfiltered(self, vector: Sequence[float] | np.ndarray, limit: int) -> list[ScoredPoint]:

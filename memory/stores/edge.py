@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import qdrant_edge as qe
@@ -28,6 +29,7 @@ from memory.stores.base import (
     AccessFilter,
     Beam,
     PayloadPatch,
+    Ranked,
     ScoredPoint,
     Selector,
     VectorPoint,
@@ -38,6 +40,7 @@ from memory.stores.filters import access_plan, selector_plan
 from memory.stores.filters_edge import to_edge_filter
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _UPSERT_BATCH = 512
 
@@ -120,19 +123,32 @@ class EdgeVectorStore:
         """Each filter's top `limit`, in order, as one planned engine batch (`EdgeShard.query_batch`: one pass
         over the segments, which the engine searches in parallel on its own pool). At 100k points it measured
         4.32 ms against 4.45 ms for the same two queries one after the other, with identical hits."""
+        return self._batch(vector, filters, limit, beams, lambda h: scored(h.id, h.score, h.payload), True)
+
+    def rank_batch(
+        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
+        beams: Sequence[Beam] | None = None,
+    ) -> list[list[Ranked]]:
+        """search_batch's ids and scores, without reading a payload."""
+        return self._batch(vector, filters, limit, beams, lambda h: Ranked(str(h.id), float(h.score)), False)
+
+    def _batch(
+        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
+        beams: Sequence[Beam] | None, convert: Callable[[qe.ScoredPoint], T], with_payload: bool,
+    ) -> list[list[T]]:
         plans = [access_plan(f) for f in filters]
         widths = batch_beams(beams, len(filters))
         self._check_open()
         floats = as_floats(vector, self._dim)
         live = [(i, p) for i, p in enumerate(plans) if p is not None and limit > 0]
-        results: list[list[ScoredPoint]] = [[] for _ in filters]
+        results: list[list[T]] = [[] for _ in filters]
         if not live:
             return results
-        requests = [self._request(floats, to_edge_filter(p), limit, widths[i]) for i, p in live]
+        requests = [self._request(floats, to_edge_filter(p), limit, widths[i], with_payload) for i, p in live]
         with self._backend("search"):
             found = self._shard.query_batch(qe.QueryBatchRequest(requests))
             for (i, _), hits in zip(live, found, strict=True):
-                results[i] = [scored(h.id, h.score, h.payload) for h in hits]
+                results[i] = [convert(h) for h in hits]
         return results
 
     def search_unfiltered(self, vector: Sequence[float] | np.ndarray, limit: int) -> list[ScoredPoint]:
@@ -231,14 +247,16 @@ class EdgeVectorStore:
 
     # -- internals -------------------------------------------------------------------------------------
 
-    def _request(self, floats: list[float], flt: qe.Filter | None, limit: int, beam: Beam) -> qe.QueryRequest:
+    def _request(
+        self, floats: list[float], flt: qe.Filter | None, limit: int, beam: Beam, with_payload: bool = True
+    ) -> qe.QueryRequest:
         """`floats`: the query vector, already checked by as_floats (once per batch, not per search)."""
         return qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(floats),
             filter=flt,
             params=self._params[beam],
-            with_payload=True,
+            with_payload=with_payload,
             with_vector=False,
         )
 

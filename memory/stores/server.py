@@ -12,9 +12,10 @@ server answers 404: this class skips what local mode ignores and maps every fail
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -32,6 +33,7 @@ from memory.stores.base import (
     AccessFilter,
     Beam,
     PayloadPatch,
+    Ranked,
     ScoredPoint,
     Selector,
     VectorPoint,
@@ -41,6 +43,7 @@ from memory.stores.filters import HasIds, access_plan, selector_plan
 from memory.stores.filters_server import to_server_filter
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _UPSERT_BATCH = 256
 _SCHEMA: dict[str, models.PayloadSchemaType] = {
@@ -197,16 +200,29 @@ class ServerVectorStore:
         beams: Sequence[Beam] | None = None,
     ) -> list[list[ScoredPoint]]:
         """Each filter's top `limit`, in order, in one round trip (query_batch_points)."""
+        return self._batch(vector, filters, limit, beams, lambda h: scored(h.id, h.score, h.payload), True)
+
+    def rank_batch(
+        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
+        beams: Sequence[Beam] | None = None,
+    ) -> list[list[Ranked]]:
+        """search_batch's ids and scores, without payloads (one round trip, smaller responses)."""
+        return self._batch(vector, filters, limit, beams, lambda h: Ranked(str(h.id), float(h.score)), False)
+
+    def _batch(
+        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
+        beams: Sequence[Beam] | None, convert: Callable[[models.ScoredPoint], T], with_payload: bool,
+    ) -> list[list[T]]:
         plans = [access_plan(f) for f in filters]
         widths = batch_beams(beams, len(filters))
-        results: list[list[ScoredPoint]] = [[] for _ in filters]
+        results: list[list[T]] = [[] for _ in filters]
         live = [i for i, p in enumerate(plans) if p is not None and limit > 0]
         if not live:
             return results
         floats = as_floats(vector, self._dim)
         requests = [
             models.QueryRequest(query=floats, filter=to_server_filter(plans[i]), params=self._beam_params[widths[i]],  # type: ignore[arg-type]
-                                limit=limit, with_payload=True, with_vector=False)
+                                limit=limit, with_payload=with_payload, with_vector=False)
             for i in live
         ]
         with self._backend("search"):
@@ -214,7 +230,7 @@ class ServerVectorStore:
                 self._collection, requests=requests, consistency=self._read_consistency
             )
             for i, response in zip(live, responses, strict=True):
-                results[i] = [scored(h.id, h.score, h.payload) for h in response.points]
+                results[i] = [convert(h) for h in response.points]
         return results
 
     def search_unfiltered(self, vector: Sequence[float] | np.ndarray, limit: int) -> list[ScoredPoint]:

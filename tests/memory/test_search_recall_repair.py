@@ -36,10 +36,10 @@ class StrandedServeStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def search_batch(self, vector: Any, filters: Any, limit: int, beams: Any = None) -> Any:
+    def rank_batch(self, vector: Any, filters: Any, limit: int, beams: Any = None) -> Any:
         beams = tuple(beams or [Beam.SERVE] * len(filters))
         self.calls.append(beams)
-        results = self.inner.search_batch(vector, filters, limit, beams)
+        results = self.inner.rank_batch(vector, filters, limit, beams)
         if self.strand and beams[0] is Beam.SERVE and results[0]:
             results[0] = results[0][1:]
         return results

@@ -25,6 +25,7 @@ from memory.stores.base import (
     ChunkPayload,
     JurisdictionGrant,
     PayloadPatch,
+    Ranked,
     Selector,
     VectorPoint,
     VectorStore,
@@ -165,6 +166,25 @@ def test_search_batch_beams_keep_the_filter_and_must_match_the_filters(store: Ve
     assert [h.id for h in wide] == [h.id for h in served]
     with pytest.raises(ValueError, match="beams"):
         store.search_batch(query, filters, 5, [Beam.COUNT])
+
+
+def test_rank_batch_is_search_batch_without_payloads(store: VectorStore) -> None:
+    # Same ids, same scores, same order, for every beam; filters that match nothing stay empty; a beams list
+    # of another length is a caller bug.
+    store.upsert([point(payload(label=i % 4, read_groups=(f"g{i % 3}",)), unit(i)) for i in range(12)])
+    filters = [access(max_label=1), dataclasses.replace(access(), max_label=None, grants=None),
+               access(groups=frozenset())]
+    query = [1.0, 0.5, 0.25] + [0.0] * (DIM - 3)
+    for beams in ([Beam.SERVE, Beam.COUNT, Beam.SERVE], [Beam.WIDE] * 3, None):
+        ranked = store.rank_batch(query, filters, 5, beams)
+        full = store.search_batch(query, filters, 5, beams)
+        assert [[(r.id, r.score) for r in hits] for hits in ranked] == [[(h.id, h.score) for h in hits]
+                                                                         for hits in full]
+        assert all(isinstance(r, Ranked) for hits in ranked for r in hits)
+    assert ranked[0] and ranked[2] == []
+    assert store.rank_batch(query, filters, 0) == [[] for _ in filters]
+    with pytest.raises(ValueError, match="beams"):
+        store.rank_batch(query, filters, 5, [Beam.COUNT])
 
 
 def test_count_with_and_without_filter(store: VectorStore) -> None:
