@@ -63,6 +63,8 @@ class ConsentBlock:
 
     sources: frozenset[str]
     readable: frozenset[str]
+    # Readable, blocked, and holding personal data (sources.has_personal): the consent gate withholds something.
+    readable_with_personal: frozenset[str] = frozenset()
 
 
 NOTHING_BLOCKED = ConsentBlock(frozenset(), frozenset())
@@ -72,6 +74,7 @@ _S, _G = (cast(Table, m.__table__) for m in (Source, SourceReadGroup))
 _GATED = select(
     _S.c.id, _S.c.consent_purposes,
     exists().where(_G.c.source_id == _S.c.id, _G.c.group.in_(bindparam("groups", expanding=True))).correlate(_S),
+    _S.c.has_personal,
 ).where(_S.c.personal_data_requires_consent.is_(True))
 
 
@@ -85,7 +88,8 @@ def blocked_sources(
         return NOTHING_BLOCKED
     wanted = set(source_ids) if source_ids is not None else None
     hit = [
-        (sid, bool(can_read)) for sid, purposes, can_read in rows
+        (sid, bool(can_read), bool(personal)) for sid, purposes, can_read, personal in rows
         if (wanted is None or sid in wanted) and policy.consent_blocks(True, purposes or (), purpose)
     ]
-    return ConsentBlock(frozenset(s for s, _ in hit), frozenset(s for s, r in hit if r))
+    return ConsentBlock(frozenset(s for s, _, _ in hit), frozenset(s for s, r, _ in hit if r),
+                        frozenset(s for s, r, p in hit if r and p))

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from classifiers.types import Label
 from ingest.errors import IngestError
 from ingest.types import ProcessedDocument
-from memory import audit
+from memory import audit, withholdable
 from memory import sources as sources_svc
 from memory.clock import utcnow
 from memory.db import transaction
@@ -251,6 +251,9 @@ def _store_document(
             valid_from = max(time.time(), previous.valid_from + 1e-6 if previous is not None else 0.0)
             version.valid_from = valid_from
             session.add_all(chunk_rows)
+            if chunk_rows:
+                withholdable.record_chunks(session, source_id=source_id, max_label=max(c.label for c in chunk_rows),
+                                           has_personal=any(c.personal for c in chunk_rows))
             version.status = "active"
             status = "created"
             if previous is not None:

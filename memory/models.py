@@ -105,6 +105,11 @@ class Source(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(TZ)
     updated_at: Mapped[datetime] = mapped_column(TZ)
+    # What any chunk ever stored in the source can be at worst (raised with the chunks' transaction, never
+    # lowered): the highest label (None: no chunk yet) and whether one held personal data. A search whose
+    # readable sources can withhold nothing skips its withheld-count search (memory.withholdable).
+    max_label: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    has_personal: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     read_groups: Mapped[list[SourceReadGroup]] = relationship(cascade="all, delete-orphan", lazy="selectin")
 
 

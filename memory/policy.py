@@ -288,6 +288,36 @@ def explain(
     return Decision(visible=visible, masked=visible and must_mask(who, rules, payload), checks=checks)
 
 
+@dataclass(frozen=True)
+class WorstCase:
+    """The most any chunk of some readable sources can be: jurisdiction, highest label, personal data; and
+    whether those sources' personal data is consent-blocked for this search (memory.withholdable)."""
+
+    jurisdiction: str
+    max_label: int
+    has_personal: bool
+    consent_blocked: bool = False
+
+
+def may_withhold(who: EffectivePrincipal, rules: TransferRules, worst: Iterable[WorstCase]) -> bool:
+    """Whether clearance, jurisdiction or consent could withhold any chunk these worst cases cover. Decided by
+    `explain` on each worst case, and sound because every rule is monotone: a higher label, or personal data,
+    never makes a chunk more visible. False means the withheld count is zero without searching for it."""
+    if not who.groups:
+        return False  # reads nothing, so nothing is withheld
+    group = min(who.groups)
+    for w in worst:
+        payload = ChunkPayload(
+            chunk_id="", source_id="", document_id="", version_id="", read_groups=(group,), label=w.max_label,
+            jurisdiction=w.jurisdiction, personal=w.has_personal, entity_types=(), valid_from=float("-inf"),
+            committed=True,
+        )
+        blocked = frozenset({""}) if w.consent_blocked else frozenset()
+        if explain(who, rules, payload, as_of=0.0, consent_blocked=blocked).withheld_reason is not None:
+            return True
+    return False
+
+
 def _consent_check(payload: ChunkPayload, consent_blocked: Collection[str], purpose: str | None) -> RuleCheck:
     stated = f"purpose {purpose!r}" if purpose is not None else "no purpose stated"
     if not payload.personal:

@@ -24,7 +24,7 @@ from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from classifiers.types import Label
-from memory import audit, consent, policy, policy_store
+from memory import audit, consent, policy, policy_store, withholdable
 from memory.clock import aware
 from memory.errors import ValidationFailedError
 from memory.models import Chunk, DocumentVersion, PiiSpan, Source
@@ -120,12 +120,19 @@ def search(
     flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids, latest=latest,
                               consent_blocked=blocked.sources)
     readable = policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest)
+    # No readable source holds anything the policy could withhold from this caller: nothing to count, so no
+    # count search (what is served never depends on this).
+    counting = withholdable.could_withhold(session, who=who, rules=rules, source_ids=request.source_ids,
+                                           consent=blocked)
     t_vectors = time.perf_counter()
     # Served hits and the withheld count's candidates in one store call (one request to a server); the
     # served ones come from the full filter, never from filtering the readable ones. The candidates are
-    # only counted, so their search takes the narrower COUNT beam.
-    # Ids and scores only: SQL renders the served hits, and only the few counted candidates need a payload.
-    points, could_read = store.rank_batch(vector, [flt, readable], request.top_k, (Beam.SERVE, Beam.COUNT))
+    # only counted, so their search takes the narrower COUNT beam. Ids and scores only: SQL renders the
+    # served hits, and only the few counted candidates need a payload.
+    if counting:
+        points, could_read = store.rank_batch(vector, [flt, readable], request.top_k, (Beam.SERVE, Beam.COUNT))
+    else:
+        (points,), could_read = store.rank_batch(vector, [flt], request.top_k, (Beam.SERVE,)), []
     t_withheld = time.perf_counter()
     payloads: dict[str, ChunkPayload] = {}
     counts, missed = _classify(who, rules, request, as_of, points, could_read, store, payloads, blocked.sources,
@@ -165,6 +172,8 @@ def search(
         "purpose": purpose,
         # Only sources the caller's groups can read: the filter also holds the others, never named.
         "consent_blocked_sources": sorted(blocked.readable),
+        # False: no readable source could have anything withheld, so none was searched for (withheld is empty).
+        "withheld_counted": counting,
     }
     record = audit.append(
         session,

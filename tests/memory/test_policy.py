@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from classifiers.types import Label
 from memory.errors import PolicyError
@@ -10,10 +12,12 @@ from memory.policy import (
     Identity,
     Transfer,
     TransferRules,
+    WorstCase,
     build_filter,
     consent_blocks,
     effective,
     explain,
+    may_withhold,
     must_mask,
     readable_filter,
 )
@@ -155,3 +159,44 @@ def test_consent_in_explain_and_filter(case, p, blocked, visible, reason):
     assert build_filter(who, RULES, as_of=200.0, consent_blocked=blocked).matches(p) is visible, case
     # the count of withheld hits runs without consent: what the caller's groups could read
     assert readable_filter(who, as_of=200.0).matches(p) is (p.read_groups == ("g",))
+
+
+@pytest.mark.parametrize(("case", "caller_j", "clearance", "worst", "expected"), [
+    ("labels within clearance, home jurisdiction", "EU", Label.CONFIDENTIAL,
+     [WorstCase("EU", int(Label.CONFIDENTIAL), True)], False),
+    ("a label above clearance", "EU", Label.INTERNAL, [WorstCase("EU", int(Label.CONFIDENTIAL), False)], True),
+    ("masked transfer withholds nothing", "US", Label.CONFIDENTIAL, [WorstCase("EU", 0, True)], False),
+    ("deny_personal with personal data", "IN", Label.CONFIDENTIAL, [WorstCase("EU", 0, True)], True),
+    ("deny_personal without personal data", "IN", Label.CONFIDENTIAL, [WorstCase("EU", 0, False)], False),
+    ("unknown pair", "EU", Label.CONFIDENTIAL, [WorstCase("CN", 0, False)], True),
+    ("consent-blocked personal data", "EU", Label.CONFIDENTIAL, [WorstCase("EU", 0, True, True)], True),
+    ("consent-blocked, no personal data", "EU", Label.CONFIDENTIAL, [WorstCase("EU", 0, False, True)], False),
+    ("nothing readable", "EU", Label.PUBLIC, [], False),
+])
+def test_may_withhold(case, caller_j, clearance, worst, expected):
+    assert may_withhold(effective(ident(j=caller_j, clearance=clearance)), RULES, worst) is expected, case
+
+
+_JS = ("EU", "US", "IN", "CN")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    caller_j=st.sampled_from(_JS[:3]),
+    clearance=st.sampled_from(list(Label)),
+    chunks=st.lists(st.tuples(st.sampled_from(_JS), st.sampled_from(list(Label)), st.booleans(), st.booleans()),
+                    max_size=8),
+)
+def test_may_withhold_is_sound(caller_j, clearance, chunks):
+    """Whenever explain withholds one of a set of readable chunks, may_withhold on their worst cases (per
+    jurisdiction and consent gate, as memory.withholdable builds them) says something could be withheld."""
+    who = effective(ident(j=caller_j, clearance=clearance))
+    worst: dict[tuple[str, bool], WorstCase] = {}
+    withheld = False
+    for j, label, personal, gated in chunks:
+        p = payload(jurisdiction=j, label=int(label), personal=personal, source_id="gated" if gated else "open")
+        withheld |= explain(who, RULES, p, as_of=200.0, consent_blocked={"gated"}).withheld_reason is not None
+        w = worst.get((j, gated), WorstCase(j, int(Label.PUBLIC), False, gated))
+        worst[(j, gated)] = WorstCase(j, max(w.max_label, int(label)), w.has_personal or personal, gated)
+    if withheld:
+        assert may_withhold(who, RULES, worst.values())

@@ -50,11 +50,28 @@ def test_every_migration_upgrades_a_database_that_holds_data(db_url):
             conn.execute(text(
                 "INSERT INTO access_requests (id, requester_id, source_id, reason, justification, status, "
                 "created_at) VALUES ('r1', 'steward', 'crm', 'clearance', 'why', 'open', CURRENT_TIMESTAMP)"))
+            conn.execute(text(
+                "INSERT INTO documents (id, source_id, external_key, created_at, current_version) "
+                "VALUES ('d1', 'crm', 'a.md', CURRENT_TIMESTAMP, 1)"))
+            conn.execute(text(
+                "INSERT INTO document_versions (id, document_id, version, status, sha256, size_bytes, mime_type, "
+                "filename, uri, ingested_at, ingested_by, valid_from, valid_to, pipeline_version, parser_version, "
+                "chunker_version, classifier_version, label_map_version, embedding_model, chunk_count, "
+                "vectors_synced, text_length) VALUES ('v1', 'd1', 1, 'active', 'x', 1, 'text/markdown', 'a.md', "
+                "'', CURRENT_TIMESTAMP, 'steward', 0, 1e300, 'p', 'p', 'c', 'k', 'l', 'e', 2, true, 2)"))
+            for cid, label, personal in (("c1", 1, "false"), ("c2", 3, "true"), ("c3", 2, "false")):
+                conn.execute(text(
+                    "INSERT INTO chunks (id, point_id, version_id, document_id, source_id, ordinal, text, sha256, "
+                    "start, \"end\", element_types, token_count, label, personal, entity_types) VALUES "
+                    f"('{cid}', '{cid}', 'v1', 'd1', 'crm', 0, 't', 's', 0, 1, '[]', 1, {label}, {personal}, '[]')"))
         for rev in revisions[1:]:
             migrate.upgrade(engine, rev)
         migrate.check(engine)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM source_read_groups")).scalar_one() == 1
             assert conn.execute(text("SELECT status FROM access_requests")).scalar_one() == "open"
+            # f3b8d21c6a47 fills each source's chunk summary from the chunks it already holds.
+            row = conn.execute(text("SELECT max_label, has_personal FROM sources WHERE id = 'crm'")).one()
+            assert (row[0], bool(row[1])) == (3, True)
     finally:
         engine.dispose()

@@ -23,6 +23,14 @@ DOC = (
 )
 SECRET = "# Board\n\nThe board will decide on business trips to the new office in March.\n"
 QUERY = "how are train tickets for business trips booked"
+UNRELATED = "# Cafeteria\n\nThe cafeteria menu changes every Monday and lists vegetarian dishes first.\n"
+
+
+def _with_something_withholdable(api: Any) -> None:
+    """A restricted source the readers' group can read, on another subject: the internal-clearance readers
+    could have a hit withheld, so their searches count (and so can notice a stranded served search)."""
+    api.source("s-restricted", read_groups=["g"], floor="restricted")
+    assert api.upload("s-restricted", "cafeteria.md", UNRELATED).status_code == 201
 
 
 class StrandedServeStore:
@@ -57,6 +65,7 @@ def test_a_stranded_served_search_is_repaired_with_the_wide_beam(api):
     api.principal("r1", groups=["g"])
     api.source("s1", read_groups=["g"])
     assert api.upload("s1", "travel.md", DOC).status_code == 201
+    _with_something_withholdable(api)
     expected = _search(api, api.container.store, "r1")
     assert not expected.recall_repaired and len(expected.hits) == 2
 
@@ -94,8 +103,29 @@ def test_the_api_counts_repairs_in_prometheus(api, monkeypatch):
     reader = api.principal("r1", groups=["g"])
     api.source("s1", read_groups=["g"])
     assert api.upload("s1", "travel.md", DOC).status_code == 201
+    _with_something_withholdable(api)
     before = REGISTRY.get_sample_value("memory_search_recall_repairs_total") or 0.0
     monkeypatch.setattr(api.container, "store", StrandedServeStore(api.container.store), raising=False)
     r = api.search(reader, QUERY, top_k=2)
     assert r.status_code == 200, r.text
     assert (REGISTRY.get_sample_value("memory_search_recall_repairs_total") or 0.0) == before + 1
+
+
+def test_nothing_withholdable_means_no_count_search(api):
+    """r1 can read only what its clearance and jurisdiction allow: the count search is skipped (the served one
+    is the same), the response says so, and the same search counts again once a restricted source appears."""
+    api.principal("r1", groups=["g"])
+    api.source("s1", read_groups=["g"])
+    assert api.upload("s1", "travel.md", DOC).status_code == 201
+    store = StrandedServeStore(api.container.store, strand=False)
+    lean = _search(api, store, "r1", top_k=5)  # more than s1 holds: every readable hit ranks "above"
+    assert store.calls == [(Beam.SERVE,)]
+    assert lean.withheld == [] and lean.rules_applied["withheld_counted"] is False and lean.hits
+
+    api.source("s2", read_groups=["g"], floor="restricted")
+    assert api.upload("s2", "board.md", SECRET).status_code == 201
+    store.calls.clear()
+    counted = _search(api, store, "r1", top_k=5)
+    assert store.calls == [(Beam.SERVE, Beam.COUNT)] and counted.rules_applied["withheld_counted"] is True
+    assert [(w.source_id, w.reason, w.count) for w in counted.withheld] == [("s2", "clearance", 1)]
+    assert [h.citation.chunk_id for h in counted.hits] == [h.citation.chunk_id for h in lean.hits]

@@ -1,0 +1,69 @@
+"""Could the policy withhold anything this caller can read? If not, a search has no withheld hits to count.
+
+Every search counts the hits its caller's groups could read but clearance, jurisdiction or consent stopped,
+with a second vector search over the readable set. Many callers can read nothing of the sort: their
+clearance covers every label in their groups' sources, those sources' jurisdictions are allowed where they
+are, and no consent gate applies. For them that search would find nothing to count, so the service skips it.
+
+The decision reads a summary per source (`sources.max_label`, `sources.has_personal`: the worst any chunk ever
+stored there can be, raised with the chunks' transaction and never lowered) grouped by jurisdiction, and asks
+`policy.may_withhold`, which runs `policy.explain` on each worst case. What is served never depends on it:
+served hits still come only from the full filter inside the vector search. A summary that lags (a chunk
+revealed while its source's summary is still being committed) could at worst leave one search's withheld
+count short, never serve a chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import cast
+
+from sqlalchemy import Table, bindparam, case, exists, func, select, update
+from sqlalchemy.orm import Session
+
+from memory import policy
+from memory.consent import ConsentBlock
+from memory.models import Source, SourceReadGroup
+
+_S, _G = (cast(Table, m.__table__) for m in (Source, SourceReadGroup))
+# The worst case per jurisdiction over the sources the caller's groups can read (one row per jurisdiction).
+_READABLE = exists().where(
+    _G.c.source_id == _S.c.id, _G.c.group.in_(bindparam("groups", expanding=True))
+).correlate(_S)
+_WORST = (
+    select(_S.c.jurisdiction, func.max(_S.c.max_label), func.max(case((_S.c.has_personal, 1), else_=0)))
+    .where(_READABLE, _S.c.max_label.is_not(None))
+    .group_by(_S.c.jurisdiction)
+)
+_WORST_OF = _WORST.where(_S.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def could_withhold(
+    session: Session, *, who: policy.EffectivePrincipal, rules: policy.TransferRules,
+    source_ids: Collection[str] | None, consent: ConsentBlock,
+) -> bool:
+    """False only when no chunk of the sources `who` can read (within `source_ids`) could be withheld from
+    this search. One statement, grouped by jurisdiction."""
+    if not who.groups:
+        return False
+    if consent.readable_with_personal:  # consent withholds their personal data from this search
+        return True
+    params: dict[str, object] = {"groups": sorted(who.groups)}
+    if source_ids is not None:
+        params["ids"] = sorted(source_ids)
+    rows = session.execute(_WORST if source_ids is None else _WORST_OF, params).all()
+    worst = [policy.WorstCase(jurisdiction=j, max_label=int(label), has_personal=bool(personal))
+             for j, label, personal in rows]
+    return policy.may_withhold(who, rules, worst)
+
+
+def record_chunks(session: Session, *, source_id: str, max_label: int, has_personal: bool) -> None:
+    """Raise the source's summary to cover chunks being stored (call in the transaction that stores them)."""
+    values: dict[str, object] = {
+        "max_label": case(
+            (_S.c.max_label.is_(None), max_label), (_S.c.max_label < max_label, max_label), else_=_S.c.max_label
+        )
+    }
+    if has_personal:
+        values["has_personal"] = True
+    session.execute(update(_S).where(_S.c.id == source_id).values(**values))
