@@ -264,7 +264,8 @@ class ServerProcess:
     """`memory serve` equivalent in a subprocess: create_app(Settings()) under uvicorn, warm models."""
 
     def __init__(self, data_dir: Path, database_url: str | None = None, *, env: Mapping[str, str] | None = None,
-                 startup_timeout: float = 300.0) -> None:
+                 startup_timeout: float = 300.0, repo: Path | None = None) -> None:
+        """`repo`: the checkout whose code serves (default this one; another git worktree to compare)."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         e = dict(os.environ)
@@ -278,7 +279,7 @@ class ServerProcess:
         self._log = tempfile.TemporaryFile()
         started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVER_CODE.format(repo=str(REPO), port=self.port)],
+            [sys.executable, "-c", _SERVER_CODE.format(repo=str(repo or REPO), port=self.port)],
             env=e, stdout=self._log, stderr=subprocess.STDOUT,
         )
         import httpx

@@ -109,7 +109,8 @@ def test_metrics_reproduce_published_scifact_figures_from_reference_run() -> Non
     assert out["recall_at_10"] == pytest.approx(0.78333, abs=5e-6)
 
 
-@pytest.mark.parametrize("script", ["bench_ingest.py", "bench_query.py", "bench_search_steps.py", "eval_scifact.py"])
+@pytest.mark.parametrize("script", ["bench_ingest.py", "bench_query.py", "bench_search_steps.py", "bench_http_ab.py",
+                                    "eval_scifact.py"])
 def test_script_help(script: str) -> None:
     proc = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True,
                           timeout=60)

@@ -1,0 +1,100 @@
+"""HTTP search latency of this checkout against another one, measured in the same run (A/B).
+
+    git worktree add /tmp/base <revision>
+    .venv/bin/python scripts/bench_http_ab.py --store DIR/n100000 --baseline-repo /tmp/base \\
+        --scifact /work/shared/data/scifact [--queries 300] [--warmup 40]
+
+`--store` is a store scripts/bench_query.py kept (`--data-dir DIR` -> DIR/n<N>). It is copied once to a
+temporary directory, since one process owns an embedded store. Server A (this checkout's code) serves the
+original. Server B (`--baseline-repo`'s code, same interpreter and packages) serves the copy. Both run
+`create_app(Settings())` under uvicorn on 127.0.0.1. The baseline must be able to open the store, so use a
+store last opened by a revision whose migrations the baseline has.
+
+For each query (bench_query's latency queries over its six callers), POST /v1/search goes to both servers,
+alternating which goes first, so host noise hits both alike. The script prints each side's HTTP p50/p95/mean
+and the search() latency each server reports, plus ratio = p50(A) / p50(B) (below 1: A is faster).
+The last stdout line is ONE JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import _bench_common as bc
+from bench_query import CALLERS, TOP_K, latency_queries
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", type=Path, required=True, help="a bench_query store dir (e.g. DIR/n100000)")
+    ap.add_argument("--baseline-repo", type=Path, required=True, help="checkout of the code to compare against")
+    ap.add_argument("--scifact", type=Path, required=True)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    bc.setup_logging(args.verbose)
+    if not (args.store / "qdrant-edge").is_dir():
+        ap.error(f"{args.store} is not a bench_query store (no qdrant-edge/ inside)")
+    if not (args.baseline_repo / "memory" / "api" / "app.py").is_file():
+        ap.error(f"{args.baseline_repo} is not a checkout of this project")
+
+    import httpx
+
+    queries = latency_queries(args.scifact, args.seed)
+    heads = []
+    for pid, acting in CALLERS:
+        h = {"Authorization": f"Bearer {bc.bench_token(pid)}"}
+        if acting:
+            h["X-Acting-For"] = acting
+        heads.append(h)
+    lat: dict[str, list[float]] = {"A": [], "B": []}
+    served: dict[str, list[float]] = {"A": [], "B": []}
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
+        copy = Path(tmp) / args.store.name
+        shutil.copytree(args.store, copy)
+        servers = {"A": bc.ServerProcess(args.store), "B": bc.ServerProcess(copy, repo=args.baseline_repo)}
+        try:
+            clients = {k: httpx.Client(base_url=s.base_url, timeout=60.0) for k, s in servers.items()}
+            for i in range(args.warmup + args.queries):
+                body = {"query": queries[i % len(queries)], "top_k": TOP_K}
+                for side in ("A", "B") if i % 2 == 0 else ("B", "A"):
+                    t = time.perf_counter()
+                    resp = clients[side].post("/v1/search", json=body, headers=heads[i % len(heads)])
+                    dt = (time.perf_counter() - t) * 1000
+                    if resp.status_code != 200:
+                        print(f"{side}: HTTP {resp.status_code}: {resp.text[:300]}", file=sys.stderr)
+                        return 1
+                    if i >= args.warmup:
+                        lat[side].append(dt)
+                        served[side].append(float(resp.json().get("latency_ms", 0.0)))
+            for c in clients.values():
+                c.close()
+        finally:
+            for s in servers.values():
+                s.stop()
+
+    out: dict[str, Any] = {"queries": args.queries, "store": str(args.store)}
+    for side in ("A", "B"):
+        out[side] = {"p50_ms": bc.r(bc.percentile(lat[side], 50)), "p95_ms": bc.r(bc.percentile(lat[side], 95)),
+                     "mean_ms": bc.r(statistics.fmean(lat[side])),
+                     "search_latency_p50_ms": bc.r(bc.percentile(served[side], 50))}
+        o = out[side]
+        print(f"{side} ({'this checkout' if side == 'A' else args.baseline_repo}): HTTP p50 {o['p50_ms']} ms, "
+              f"p95 {o['p95_ms']} ms, mean {o['mean_ms']} ms; search() p50 {o['search_latency_p50_ms']} ms")
+    out["ratio_p50"] = bc.r(out["A"]["p50_ms"] / out["B"]["p50_ms"])
+    print(f"ratio p50 A/B {out['ratio_p50']}", flush=True)
+    bc.emit_json(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
