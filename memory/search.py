@@ -119,7 +119,6 @@ def search(
     latest = request.as_of is None
     flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids, latest=latest,
                               consent_blocked=blocked.sources)
-    readable = policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest)
     # No readable source holds anything the policy could withhold from this caller: nothing to count, so no
     # count search (what is served never depends on this).
     counting = withholdable.could_withhold(session, who=who, rules=rules, source_ids=request.source_ids,
@@ -130,6 +129,7 @@ def search(
     # only counted, so their search takes the narrower COUNT beam. Ids and scores only: SQL renders the
     # served hits, and only the few counted candidates need a payload.
     if counting:
+        readable = policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest)
         points, could_read = store.rank_batch(vector, [flt, readable], request.top_k, (Beam.SERVE, Beam.COUNT))
     else:
         (points,), could_read = store.rank_batch(vector, [flt], request.top_k, (Beam.SERVE,)), []

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from memory.errors import VectorStoreError
-from memory.stores.base import Beam, ChunkPayload, ScoredPoint
+from memory.stores.base import AccessFilter, Beam, ChunkPayload, ScoredPoint
+from memory.stores.filters import AllOf, access_plan
 
 
 def as_floats(vector: Sequence[float] | np.ndarray, dim: int) -> list[float]:
@@ -30,6 +31,16 @@ def in_request_order(point_ids: Sequence[str], found: Sequence[ScoredPoint]) -> 
     """`found` reordered as `point_ids` asked (duplicates once, missing ids skipped)."""
     by_id = {p.id: p for p in found}
     return [by_id[pid] for pid in dict.fromkeys(point_ids) if pid in by_id]
+
+
+def batch_plans(
+    filters: Sequence[AccessFilter], limit: int, beams: Sequence[Beam] | None
+) -> list[tuple[int, AllOf, Beam]]:
+    """The searches a batch runs: (filter index, its plan, its Beam) for each filter that can match anything
+    (a filter that matches nothing, or limit <= 0, gets no search and an empty result)."""
+    widths = batch_beams(beams, len(filters))
+    plans = [access_plan(f) for f in filters]
+    return [(i, p, widths[i]) for i, p in enumerate(plans) if p is not None and limit > 0]
 
 
 def batch_beams(beams: Sequence[Beam] | None, n: int) -> list[Beam]:

@@ -34,7 +34,7 @@ from memory.stores.base import (
     Selector,
     VectorPoint,
 )
-from memory.stores.convert import as_floats, batch_beams, in_request_order, scored
+from memory.stores.convert import as_floats, batch_plans, in_request_order, scored
 from memory.stores.edge_config import CONFIG_FILE, PAYLOAD_SCHEMA, EdgeTuning, open_error, shard_config
 from memory.stores.filters import access_plan, selector_plan
 from memory.stores.filters_edge import to_edge_filter
@@ -136,18 +136,16 @@ class EdgeVectorStore:
         self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
         beams: Sequence[Beam] | None, convert: Callable[[qe.ScoredPoint], T], with_payload: bool,
     ) -> list[list[T]]:
-        plans = [access_plan(f) for f in filters]
-        widths = batch_beams(beams, len(filters))
+        live = batch_plans(filters, limit, beams)
         self._check_open()
         floats = as_floats(vector, self._dim)
-        live = [(i, p) for i, p in enumerate(plans) if p is not None and limit > 0]
         results: list[list[T]] = [[] for _ in filters]
         if not live:
             return results
-        requests = [self._request(floats, to_edge_filter(p), limit, widths[i], with_payload) for i, p in live]
+        requests = [self._request(floats, to_edge_filter(p), limit, beam, with_payload) for _, p, beam in live]
         with self._backend("search"):
             found = self._shard.query_batch(qe.QueryBatchRequest(requests))
-            for (i, _), hits in zip(live, found, strict=True):
+            for (i, _, _), hits in zip(live, found, strict=True):
                 results[i] = [convert(h) for h in hits]
         return results
 

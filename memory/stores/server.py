@@ -38,7 +38,7 @@ from memory.stores.base import (
     Selector,
     VectorPoint,
 )
-from memory.stores.convert import as_floats, batch_beams, in_request_order, scored
+from memory.stores.convert import as_floats, batch_plans, in_request_order, scored
 from memory.stores.filters import HasIds, access_plan, selector_plan
 from memory.stores.filters_server import to_server_filter
 
@@ -213,23 +213,21 @@ class ServerVectorStore:
         self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
         beams: Sequence[Beam] | None, convert: Callable[[models.ScoredPoint], T], with_payload: bool,
     ) -> list[list[T]]:
-        plans = [access_plan(f) for f in filters]
-        widths = batch_beams(beams, len(filters))
+        live = batch_plans(filters, limit, beams)
         results: list[list[T]] = [[] for _ in filters]
-        live = [i for i, p in enumerate(plans) if p is not None and limit > 0]
         if not live:
             return results
         floats = as_floats(vector, self._dim)
         requests = [
-            models.QueryRequest(query=floats, filter=to_server_filter(plans[i]), params=self._beam_params[widths[i]],  # type: ignore[arg-type]
+            models.QueryRequest(query=floats, filter=to_server_filter(p), params=self._beam_params[beam],  # type: ignore[arg-type]
                                 limit=limit, with_payload=with_payload, with_vector=False)
-            for i in live
+            for _, p, beam in live
         ]
         with self._backend("search"):
             responses = self._client.query_batch_points(
                 self._collection, requests=requests, consistency=self._read_consistency
             )
-            for i, response in zip(live, responses, strict=True):
+            for (i, _, _), response in zip(live, responses, strict=True):
                 results[i] = [convert(h) for h in response.points]
         return results
 
