@@ -14,6 +14,7 @@ The metric code is pure and has no dependency on the service (tests/scripts/test
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -206,6 +207,25 @@ def data_dir_for(given: str | None, *, prefix: str, keep: bool = False) -> Itera
 
 
 # -- service helpers -----------------------------------------------------------------------------------
+
+
+def store_bench_args(ap: argparse.ArgumentParser, *, warmup: int) -> None:
+    """Arguments of the scripts that measure searches on a store bench_query kept (`--data-dir DIR`)."""
+    ap.add_argument("--store", type=Path, required=True, help="a bench_query store dir (e.g. DIR/n100000)")
+    ap.add_argument("--scifact", type=Path, required=True)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=warmup)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("-v", "--verbose", action="store_true")
+
+
+def parse_store_bench_args(ap: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, set up logging, and refuse a `--store` that is not a bench_query store."""
+    args = ap.parse_args(argv)
+    setup_logging(args.verbose)
+    if not (args.store / "qdrant-edge").is_dir():
+        ap.error(f"{args.store} is not a bench_query store (no qdrant-edge/ inside)")
+    return args
 
 
 def bench_settings(data_dir: Path, database_url: str | None = None, **overrides: Any) -> Any:

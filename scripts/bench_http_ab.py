@@ -28,34 +28,21 @@ from pathlib import Path
 from typing import Any
 
 import _bench_common as bc
-from bench_query import CALLERS, TOP_K, latency_queries
+from bench_query import TOP_K, caller_headers, latency_queries
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", type=Path, required=True, help="a bench_query store dir (e.g. DIR/n100000)")
+    bc.store_bench_args(ap, warmup=40)
     ap.add_argument("--baseline-repo", type=Path, required=True, help="checkout of the code to compare against")
-    ap.add_argument("--scifact", type=Path, required=True)
-    ap.add_argument("--queries", type=int, default=300)
-    ap.add_argument("--warmup", type=int, default=40)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("-v", "--verbose", action="store_true")
-    args = ap.parse_args(argv)
-    bc.setup_logging(args.verbose)
-    if not (args.store / "qdrant-edge").is_dir():
-        ap.error(f"{args.store} is not a bench_query store (no qdrant-edge/ inside)")
+    args = bc.parse_store_bench_args(ap, argv)
     if not (args.baseline_repo / "memory" / "api" / "app.py").is_file():
         ap.error(f"{args.baseline_repo} is not a checkout of this project")
 
     import httpx
 
     queries = latency_queries(args.scifact, args.seed)
-    heads = []
-    for pid, acting in CALLERS:
-        h = {"Authorization": f"Bearer {bc.bench_token(pid)}"}
-        if acting:
-            h["X-Acting-For"] = acting
-        heads.append(h)
+    heads = caller_headers()
     lat: dict[str, list[float]] = {"A": [], "B": []}
     served: dict[str, list[float]] = {"A": [], "B": []}
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:

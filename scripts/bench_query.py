@@ -145,6 +145,17 @@ CALLERS = [("ana", None), ("ben", None), ("chloe", None), ("dev", None), ("svc-r
 UNRESTRICTED = [("tier-reader-0.5", None)]
 
 
+def caller_headers() -> list[dict[str, str]]:
+    """HTTP headers of each of CALLERS: its bench API key, and X-Acting-For when it acts for a user."""
+    heads = []
+    for pid, acting in CALLERS:
+        h = {"Authorization": f"Bearer {bc.bench_token(pid)}"}
+        if acting:
+            h["X-Acting-For"] = acting
+        heads.append(h)
+    return heads
+
+
 def latency_queries(scifact: Path, seed: int) -> list[str]:
     """SciFact test claims (shuffled by `seed`) alternating with the policy questions, cycled."""
     test_ids = set(bc.read_qrels(scifact / "qrels" / "test.tsv"))
@@ -362,12 +373,7 @@ def build(container: Any, memo: Memo, base: list[tuple[str, str, bytes]], n_targ
 def http_latency(server: bc.ServerProcess, queries: list[str], n: int, warmup: int) -> dict[str, Any]:
     import httpx
 
-    heads = []
-    for pid, acting in CALLERS:
-        h = {"Authorization": f"Bearer {bc.bench_token(pid)}"}
-        if acting:
-            h["X-Acting-For"] = acting
-        heads.append(h)
+    heads = caller_headers()
     lat: list[float] = []
     errors: dict[str, int] = {}
     hits = 0

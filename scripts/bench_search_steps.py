@@ -26,7 +26,6 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import _bench_common as bc
@@ -49,16 +48,8 @@ class FixedVector:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", type=Path, required=True, help="a bench_query store dir (e.g. DIR/n100000)")
-    ap.add_argument("--scifact", type=Path, required=True)
-    ap.add_argument("--queries", type=int, default=300)
-    ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("-v", "--verbose", action="store_true")
-    args = ap.parse_args(argv)
-    bc.setup_logging(args.verbose)
-    if not (args.store / "qdrant-edge").is_dir():
-        ap.error(f"{args.store} is not a bench_query store (no qdrant-edge/ inside)")
+    bc.store_bench_args(ap, warmup=20)
+    args = bc.parse_store_bench_args(ap, argv)
 
     from memory import principals
     from memory import search as search_svc
