@@ -1,12 +1,15 @@
-"""HTTP search latency of this checkout against another one, measured in the same run (A/B).
+"""HTTP search latency of this checkout against another one, or against other settings, in the same run (A/B).
 
     git worktree add /tmp/base <revision>
     .venv/bin/python scripts/bench_http_ab.py --store DIR/n100000 --baseline-repo /tmp/base \\
         --scifact /work/shared/data/scifact [--queries 300] [--warmup 40]
+    .venv/bin/python scripts/bench_http_ab.py --store DIR/n100000 --baseline-env MEMORY_SEARCH_EMBED_BATCH_MAX=1 \\
+        --scifact /work/shared/data/scifact
 
 `--store` is a store scripts/bench_query.py kept (`--data-dir DIR` -> DIR/n<N>). It is copied once to a
 temporary directory, since one process owns an embedded store. Server A (this checkout's code) serves the
-original. Server B (`--baseline-repo`'s code, same interpreter and packages) serves the copy. Both run
+original. Server B (`--baseline-repo`'s code, default this checkout, same interpreter and packages, plus any
+`--baseline-env` settings) serves the copy. Both run
 `create_app(Settings())` under uvicorn on 127.0.0.1. The baseline must be able to open the store, so use a
 store last opened by a revision whose migrations the baseline has.
 
@@ -34,8 +37,14 @@ from bench_query import TOP_K, caller_headers, latency_queries
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bc.store_bench_args(ap, warmup=40)
-    ap.add_argument("--baseline-repo", type=Path, required=True, help="checkout of the code to compare against")
+    ap.add_argument("--baseline-repo", type=Path, default=bc.REPO, help="checkout of the code to compare against "
+                    "(default: this one)")
+    ap.add_argument("--baseline-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for server B only (repeatable), e.g. MEMORY_SEARCH_EMBED_BATCH_MAX=1")
     args = bc.parse_store_bench_args(ap, argv)
+    baseline_env = dict(kv.split("=", 1) for kv in args.baseline_env if "=" in kv)
+    if len(baseline_env) != len(args.baseline_env):
+        ap.error("--baseline-env takes KEY=VALUE")
     if not (args.baseline_repo / "memory" / "api" / "app.py").is_file():
         ap.error(f"{args.baseline_repo} is not a checkout of this project")
 
@@ -48,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         copy = Path(tmp) / args.store.name
         shutil.copytree(args.store, copy)
-        servers = {"A": bc.ServerProcess(args.store), "B": bc.ServerProcess(copy, repo=args.baseline_repo)}
+        servers = {"A": bc.ServerProcess(args.store),
+                   "B": bc.ServerProcess(copy, repo=args.baseline_repo, env=baseline_env)}
         try:
             clients = {k: httpx.Client(base_url=s.base_url, timeout=60.0) for k, s in servers.items()}
             for i in range(args.warmup + args.queries):
@@ -69,13 +79,14 @@ def main(argv: list[str] | None = None) -> int:
             for s in servers.values():
                 s.stop()
 
-    out: dict[str, Any] = {"queries": args.queries, "store": str(args.store)}
+    out: dict[str, Any] = {"queries": args.queries, "store": str(args.store), "baseline_env": baseline_env}
     for side in ("A", "B"):
         out[side] = {"p50_ms": bc.r(bc.percentile(lat[side], 50)), "p95_ms": bc.r(bc.percentile(lat[side], 95)),
                      "mean_ms": bc.r(statistics.fmean(lat[side])),
                      "search_latency_p50_ms": bc.r(bc.percentile(served[side], 50))}
         o = out[side]
-        print(f"{side} ({'this checkout' if side == 'A' else args.baseline_repo}): HTTP p50 {o['p50_ms']} ms, "
+        name = "this checkout" if side == "A" else f"{args.baseline_repo} {baseline_env}"
+        print(f"{side} ({name}): HTTP p50 {o['p50_ms']} ms, "
               f"p95 {o['p95_ms']} ms, mean {o['mean_ms']} ms; search() p50 {o['search_latency_p50_ms']} ms")
     out["ratio_p50"] = bc.r(out["A"]["p50_ms"] / out["B"]["p50_ms"])
     print(f"ratio p50 A/B {out['ratio_p50']}", flush=True)

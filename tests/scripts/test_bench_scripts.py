@@ -99,6 +99,16 @@ def test_bench_token_is_a_valid_api_key() -> None:
 
 
 @pytest.mark.skipif(not (SCIFACT / "reference").is_dir(), reason="shared SciFact data not present")
+def test_bench_load_reads_the_batch_histogram() -> None:
+    import bench_load
+
+    text = ("# TYPE memory_query_embed_batch_size histogram\n"
+            'memory_query_embed_batch_size_bucket{le="1.0"} 3.0\n'
+            "memory_query_embed_batch_size_count 4.0\nmemory_query_embed_batch_size_sum 6.0\n")
+    assert bench_load.mean_batch(text) == (6.0, 4.0)
+    assert bench_load.mean_batch("") == (0.0, 0.0)
+
+
 def test_metrics_reproduce_published_scifact_figures_from_reference_run() -> None:
     qrels = bc.read_qrels(SCIFACT / "qrels" / "test.tsv")
     run = bc.read_trec_run(next((SCIFACT / "reference").glob("run_*.trec")))
@@ -110,7 +120,7 @@ def test_metrics_reproduce_published_scifact_figures_from_reference_run() -> Non
 
 
 @pytest.mark.parametrize("script", ["bench_ingest.py", "bench_query.py", "bench_search_steps.py", "bench_http_ab.py",
-                                    "eval_scifact.py"])
+                                    "bench_load.py", "eval_scifact.py"])
 def test_script_help(script: str) -> None:
     proc = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True,
                           timeout=60)
