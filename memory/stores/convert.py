@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
 from memory.errors import VectorStoreError
-from memory.stores.base import AccessFilter, Beam, ChunkPayload, ScoredPoint
+from memory.stores.base import AccessFilter, Beam, ChunkPayload, Ranked, ScoredPoint
 from memory.stores.filters import AllOf, access_plan
 
 
@@ -25,6 +27,35 @@ def as_floats(vector: Sequence[float] | np.ndarray, dim: int) -> list[float]:
 def scored(point_id: object, score: float, payload: Mapping[str, object] | None) -> ScoredPoint:
     """A hit from a backend's id (UUID or str), score and payload dict."""
     return ScoredPoint(id=str(point_id), score=float(score), payload=ChunkPayload.from_dict(dict(payload or {})))
+
+
+T = TypeVar("T")
+
+
+class BatchSearches(ABC):
+    """`search_batch` and `rank_batch` of both backends: one engine batch (`_batch`, per backend), whose hits
+    come back with their payloads or as ids and scores only."""
+
+    def search_batch(
+        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
+        beams: Sequence[Beam] | None = None,
+    ) -> list[list[ScoredPoint]]:
+        """Each filter's top `limit`, in order, as one engine batch (one request to a server)."""
+        return self._batch(vector, filters, limit, beams, lambda h: scored(h.id, h.score, h.payload), True)
+
+    def rank_batch(
+        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
+        beams: Sequence[Beam] | None = None,
+    ) -> list[list[Ranked]]:
+        """search_batch's ids and scores, without reading a payload."""
+        return self._batch(vector, filters, limit, beams, lambda h: Ranked(str(h.id), float(h.score)), False)
+
+    @abstractmethod
+    def _batch(
+        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
+        beams: Sequence[Beam] | None, convert: Callable[[Any], T], with_payload: bool,
+    ) -> list[list[T]]:
+        """The batch's hits for each filter, in order, each made by `convert` from an engine hit."""
 
 
 def in_request_order(point_ids: Sequence[str], found: Sequence[ScoredPoint]) -> list[ScoredPoint]:

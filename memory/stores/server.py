@@ -33,12 +33,11 @@ from memory.stores.base import (
     AccessFilter,
     Beam,
     PayloadPatch,
-    Ranked,
     ScoredPoint,
     Selector,
     VectorPoint,
 )
-from memory.stores.convert import as_floats, batch_plans, in_request_order, scored
+from memory.stores.convert import BatchSearches, as_floats, batch_plans, in_request_order, scored
 from memory.stores.filters import HasIds, access_plan, selector_plan
 from memory.stores.filters_server import to_server_filter
 
@@ -68,7 +67,7 @@ class _Layout:
     payload_m: int
 
 
-class ServerVectorStore:
+class ServerVectorStore(BatchSearches):
     """A `VectorStore` on one Qdrant collection (server, cluster, or local mode for tests)."""
 
     def __init__(
@@ -195,24 +194,11 @@ class ServerVectorStore:
             return []
         return self._query(vector, to_server_filter(plan), limit)
 
-    def search_batch(
-        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
-        beams: Sequence[Beam] | None = None,
-    ) -> list[list[ScoredPoint]]:
-        """Each filter's top `limit`, in order, in one round trip (query_batch_points)."""
-        return self._batch(vector, filters, limit, beams, lambda h: scored(h.id, h.score, h.payload), True)
-
-    def rank_batch(
-        self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
-        beams: Sequence[Beam] | None = None,
-    ) -> list[list[Ranked]]:
-        """search_batch's ids and scores, without payloads (one round trip, smaller responses)."""
-        return self._batch(vector, filters, limit, beams, lambda h: Ranked(str(h.id), float(h.score)), False)
-
     def _batch(
         self, vector: Sequence[float] | np.ndarray, filters: Sequence[AccessFilter], limit: int,
         beams: Sequence[Beam] | None, convert: Callable[[models.ScoredPoint], T], with_payload: bool,
     ) -> list[list[T]]:
+        """One round trip (query_batch_points); without payloads the responses are smaller."""
         live = batch_plans(filters, limit, beams)
         results: list[list[T]] = [[] for _ in filters]
         if not live:
