@@ -83,14 +83,19 @@ def test_a_lone_query_is_embedded_at_once_on_the_calling_thread_and_the_rest_is_
         batcher.close()
 
 
-def test_queries_waiting_during_a_pass_share_the_next_one_and_each_caller_gets_its_own_vector() -> None:
-    fake = GatedEmbedder(hold_first=True)
-    batcher = QueryBatcher(fake, max_batch=8, max_passes=1)
-    texts = ["first", "q one", "q two two", "q three", "q four four four", "q five"]
+def held_batcher(texts: list[str], *, max_batch: int = 8, **fake: Any) -> tuple[GatedEmbedder, list[Any]]:
+    """One pass at a time; texts[0]'s pass is held open while the rest queue (see run_held); then closed."""
+    embedder = GatedEmbedder(hold_first=True, **fake)
+    batcher = QueryBatcher(embedder, max_batch=max_batch, max_passes=1)
     try:
-        results = run_held(fake, batcher, texts)
+        return embedder, run_held(embedder, batcher, texts)
     finally:
         batcher.close()
+
+
+def test_queries_waiting_during_a_pass_share_the_next_one_and_each_caller_gets_its_own_vector() -> None:
+    texts = ["first", "q one", "q two two", "q three", "q four four four", "q five"]
+    fake, results = held_batcher(texts)
     assert fake.passes[0] == ["first"]
     assert sorted(fake.passes[1]) == sorted(texts[1:])  # one pass for all five
     assert len(fake.passes) == 2
@@ -99,13 +104,8 @@ def test_queries_waiting_during_a_pass_share_the_next_one_and_each_caller_gets_i
 
 
 def test_a_pass_takes_at_most_max_batch_queries() -> None:
-    fake = GatedEmbedder(hold_first=True)
-    batcher = QueryBatcher(fake, max_batch=2, max_passes=1)
     texts = ["first", "a", "bb", "ccc", "dddd", "eeeee"]
-    try:
-        results = run_held(fake, batcher, texts)
-    finally:
-        batcher.close()
+    fake, results = held_batcher(texts, max_batch=2)
     assert [len(p) for p in fake.passes] == [1, 2, 2, 1]
     assert all(np.array_equal(v, fake.vector(t)) for t, v in zip(texts, results, strict=True))
 
@@ -116,7 +116,7 @@ def test_a_failing_pass_is_retried_one_query_at_a_time_so_only_the_bad_query_fai
     texts = ["first", "good one", "poison", "good two"]
     try:
         results = run_held(fake, batcher, texts)
-        assert np.array_equal(batcher.embed_query("after"), fake.vector("after"))  # the worker survived
+        assert np.array_equal(batcher.embed_query("after"), fake.vector("after"))  # the batcher still serves
     finally:
         batcher.close()
     assert isinstance(results[2], EmbeddingError)
