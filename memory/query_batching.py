@@ -7,8 +7,8 @@ query at once, on its own thread, exactly as without batching (no handoff, no ti
 while `max_passes` passes run wait; when a pass ends, its leader hands the waiting queries (up to
 `max_batch`) to the first of them, which runs them as one pass on its thread and hands on in turn. Each
 leader runs one pass, its own query included, so no search waits behind more than the passes in flight.
-`max_passes` 2 keeps two lone searches concurrent on 2 cores (at 2 clients one pass at a time measured
-14% fewer requests/s than two side by side; batches only form at more clients).
+`max_passes` 2 keeps two lone searches concurrent on 2 cores (at 2 clients one pass at a time served fewer
+requests/s than two side by side, docs/operations.md; batches only form at more clients).
 scripts/bench_load.py measures throughput and latency under concurrent load with and without it.
 
 A batched vector equals the same query embedded alone within float rounding (padding is masked out of the

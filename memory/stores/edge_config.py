@@ -38,11 +38,12 @@ class EdgeTuning:
     hnsw_m: int = 16
     hnsw_ef_construct: int = 128
     payload_m: int = 16
-    # Qdrant's own default. scripts/bench_query.py at 100k chunks, three stores built from the same data and
-    # searched interleaved in one process: at 20,000 KB (~13k points) a filter admitting 8.5k points scored
-    # them exactly in 7.4 ms (svc-reporting) and the 10% tier in 4.7 ms; at 10,000 KB both walk the graph
-    # (3.6 and 2.4 ms) with recall@10 1.0 at 50/10/1/0.1%, while broad filters stay within +-0.3 ms. At
-    # 4,000 KB the extra payload links slowed every broad search by ~15% (unfiltered 2.90 -> 3.36 ms).
+    # Qdrant's own default. Three 100k-chunk stores built by scripts/bench_query.py (--data-dir) from the same
+    # data, then searched interleaved in one process (an ad-hoc comparison): at 20,000 KB (~13k points) a
+    # filter admitting 8.5k points scored them exactly in 7.4 ms (svc-reporting) and the 10% tier in 4.7 ms;
+    # at 10,000 KB both walk the graph (3.6 and 2.4 ms) with recall@10 1.0 at 50/10/1/0.1%, while broad
+    # filters stay within +-0.3 ms. At 4,000 KB the extra payload links slowed every broad search by ~15%
+    # (unfiltered 2.90 -> 3.36 ms).
     full_scan_threshold_kb: int = 10_000
     indexing_threshold_kb: int = 10_000
     hnsw_ef: int = 200
