@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from memory.ingestion import DocumentProcessor
     from memory.search import QueryEmbedder
     from memory.stores.base import VectorStore
+    from memory.stores.edge_config import EdgeTuning
 
 log = logging.getLogger(__name__)
 EMBEDDING_DIM = 384
@@ -56,6 +57,15 @@ class Container:
     def sessions(self) -> sessionmaker[Session]:
         return make_sessionmaker(self.engine)
 
+    @property
+    def edge_tuning(self) -> EdgeTuning:
+        """The embedded store's tuning: index defaults, search beams from the settings."""
+        from memory.stores.edge_config import EdgeTuning
+
+        s = self.settings
+        return EdgeTuning(hnsw_ef=s.search_hnsw_ef, count_hnsw_ef=s.search_count_hnsw_ef,
+                          wide_hnsw_ef=s.search_wide_hnsw_ef)
+
     @cached_property
     def store(self) -> VectorStore:
         if self._store_override is not None:
@@ -63,11 +73,8 @@ class Container:
         s = self.settings
         if s.is_embedded_vectors:
             from memory.stores.edge import EdgeVectorStore
-            from memory.stores.edge_config import EdgeTuning
 
-            tuning = EdgeTuning(hnsw_ef=s.search_hnsw_ef, count_hnsw_ef=s.search_count_hnsw_ef,
-                                wide_hnsw_ef=s.search_wide_hnsw_ef)
-            return EdgeVectorStore.open(s.edge_path, EMBEDDING_DIM, tuning=tuning)
+            return EdgeVectorStore.open(s.edge_path, EMBEDDING_DIM, tuning=self.edge_tuning)
         from qdrant_client import QdrantClient
 
         from memory.stores.server import ServerVectorStore

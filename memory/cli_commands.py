@@ -224,6 +224,45 @@ def optimize_cmd(data_dir: DataDir = None) -> None:
     out.print("vector index optimised")
 
 
+@app.command("rebuild-index")
+def rebuild_index_cmd(
+    data_dir: DataDir = None,
+    drop_old: Annotated[bool, typer.Option("--drop-old", help="Delete the previous shard after the swap "
+                                           "(default: keep it as <dir>.old-<UTC time> to roll back to).")] = False,
+    actor: Actor = None,
+) -> None:
+    """Rebuild the embedded vector store under the current index tuning (run while the API is stopped).
+
+    Index parameters such as the full-scan threshold are fixed when the index is built; `optimize` keeps
+    them. This copies every point into a new shard, builds and checks it, then swaps it in."""
+    from memory import audit
+    from memory.stores.edge import EdgeVectorStore
+    from memory.stores.edge_rebuild import rebuild
+
+    def _do(c: Container) -> Any:
+        if not c.settings.is_embedded_vectors or not isinstance(c.store, EdgeVectorStore):
+            fail("not_embedded", "only the embedded store is rebuilt here; a Qdrant server re-indexes a collection "
+                 "when its config is updated (Qdrant's update collection API)")
+        store = c.store
+        assert isinstance(store, EdgeVectorStore)
+        report = rebuild(store, tuning=c.edge_tuning, keep_old=not drop_old)
+        with transaction(c.sessions) as s:
+            audit.append(s, audit.Write(action="vectors.rebuild", target=report.path.name, details={
+                "points": report.points, "seconds": round(report.seconds, 1), "kept_previous": not drop_old,
+                "full_scan_threshold_points": {"before": list(report.thresholds_before),
+                                               "after": list(report.thresholds_after)},
+            }), principal_id=actor_id(actor))
+        return report
+
+    report = run(data_dir, _do)
+    before, after = list(report.thresholds_before), list(report.thresholds_after)
+    out.print(f"vector index rebuilt: {report.points} points in {report.seconds:.1f} s; full-scan threshold "
+              f"{before} -> {after} points", markup=False, soft_wrap=True)
+    if report.previous is not None:
+        out.print(f"previous shard kept at {report.previous} (delete it once satisfied)", markup=False,
+                  soft_wrap=True)
+
+
 @policy_app.command("show")
 def policy_show(data_dir: DataDir = None) -> None:
     """Print the jurisdiction transfer rules and label map in force."""

@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 import qdrant_edge as qe
 
 from memory.errors import ServiceError, VectorStoreError
+from memory.stores import edge_rebuild
 from memory.stores.base import (
     F_COMMITTED,
     F_CURRENT,
@@ -70,6 +71,7 @@ class EdgeVectorStore(BatchSearches):
         """Create the shard at `path` (cosine, WAL on, payload indexes) or load it if it exists."""
         tuning = tuning or EdgeTuning()
         config = shard_config(dim, tuning)
+        edge_rebuild.recover(path)  # never open empty where an interrupted rebuild left the store aside
         existing = (path / CONFIG_FILE).exists()
         try:
             if existing:
@@ -87,6 +89,10 @@ class EdgeVectorStore(BatchSearches):
             store.close()
             raise
         logger.info("edge vector store opened path=%s dim=%d existing=%s", path, dim, existing)
+        built, wanted = edge_rebuild.built_thresholds(path), edge_rebuild.threshold_points(tuning, dim)
+        if any(t != wanted for t in built):
+            logger.warning("edge index built with full-scan threshold %s points, configured %d: run `memory "
+                           "rebuild-index` (API stopped) to apply it", sorted(set(built)), wanted)
         return store
 
     @property
@@ -187,6 +193,45 @@ class EdgeVectorStore(BatchSearches):
             records = self._shard.retrieve(list(point_ids), True, False)
             found = [scored(r.id, 0.0, r.payload) for r in records]
         return in_request_order(point_ids, found)
+
+    def export_batches(self, batch: int = 1_000) -> Iterator[list[qe.Record]]:
+        """Every point with its vector and payload, `batch` at a time (edge_rebuild copies a store with it)."""
+        offset = None
+        while True:
+            with self._backend("scroll"):
+                records, offset = self._shard.scroll(
+                    qe.ScrollRequest(offset=offset, limit=batch, with_payload=True, with_vector=True)
+                )
+            if records:
+                yield records
+            if offset is None:
+                return
+
+    def import_batch(self, records: Sequence[qe.Record]) -> None:
+        """Upsert points exported by `export_batches` (of a store of the same dimension) unchanged."""
+        points = []
+        for r in records:
+            vector = r.vector
+            # This store holds one unnamed dense vector per point (not named, multi or sparse vectors).
+            if not isinstance(vector, list) or (vector and isinstance(vector[0], list)):
+                raise VectorStoreError(f"point {r.id} has no plain dense vector", code="vector_schema_mismatch")
+            points.append(qe.Point(r.id, as_floats(cast(list[float], vector), self._dim), r.payload))
+        with self._backend("upsert"):
+            self._shard.update(qe.UpdateOperation.upsert_points(points))
+
+    def same_points(self, other: EdgeVectorStore, point_ids: Sequence[str]) -> bool:
+        """True if `other` holds each of these points with the same payload and vector (float tolerance)."""
+        with self._backend("retrieve"):
+            mine = {str(r.id): r for r in self._shard.retrieve(list(point_ids), True, True)}
+        with other._backend("retrieve"):
+            theirs = {str(r.id): r for r in other._shard.retrieve(list(point_ids), True, True)}
+        if mine.keys() != theirs.keys() or len(mine) != len(set(point_ids)):
+            return False
+        return all(
+            dict(r.payload or {}) == dict(theirs[i].payload or {})
+            and np.allclose(np.asarray(r.vector), np.asarray(theirs[i].vector), atol=1e-6)
+            for i, r in mine.items()
+        )
 
     def flush(self) -> None:
         """Persist segments to disk (the WAL already makes acknowledged writes crash-safe)."""

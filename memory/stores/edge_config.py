@@ -26,7 +26,8 @@ class EdgeTuning:
     KB of vectors than this, it scores exactly those points (via the payload indexes) instead of walking
     the HNSW graph; that is exact, and cheap at selective filters where graph search loses recall. The index
     build also adds payload-specific graph links for every indexed value held by at least that many KB of
-    vectors, so it is fixed when a segment is built (a store keeps the value its segments were built with).
+    vectors, so it is fixed when a segment is built (a store keeps the value its segments were built with until
+    `memory rebuild-index`: memory.stores.edge_rebuild).
     `hnsw_ef`: beam width of graph search for served hits (Beam.SERVE). `count_hnsw_ef`: the narrower beam
     of searches whose hits are only counted (Beam.COUNT: the withheld counts). `wide_hnsw_ef`: the served
     search's second try after a detected miss (Beam.WIDE). The three are query-time parameters (the service

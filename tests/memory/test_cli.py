@@ -124,6 +124,44 @@ def test_serve_refuses_workers_on_the_embedded_store(env: Path):
     assert r.exit_code == 2 and "embedded_single_process" in r.output
 
 
+def test_rebuild_index_swaps_in_a_rebuilt_store_and_audits_it(env: Path):
+    from sqlalchemy import select
+
+    from memory.models import AuditRecord
+    from memory.settings import Settings
+
+    invoke("principals", "create", "st", "--groups", "hr", "--roles", "steward,reader")
+    invoke("sources", "add", "hr", "--name", "HR", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "hr")
+    (env / "docs").mkdir()
+    (env / "docs" / "a.md").write_text("# Leave\n\nParental leave is twelve weeks at full pay.\n")
+    assert invoke("ingest", "hr", str(env / "docs"), "--no-optimize").exit_code == 0
+
+    r = invoke("rebuild-index", "--actor", "ops")
+    assert r.exit_code == 0, r.output
+    assert "vector index rebuilt: 1 points" in r.output and "previous shard kept at" in r.output
+    assert len(list((env / "data").glob("qdrant-edge.old-*"))) == 1
+    r = invoke("search", "parental leave", "--as", "st", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["hits"][0]["citation"]["source_id"] == "hr"
+    c = Container(Settings())  # type: ignore[call-arg]
+    try:
+        with c.sessions() as s:
+            rec = s.scalars(select(AuditRecord).where(AuditRecord.event == "write")
+                            .order_by(AuditRecord.seq.desc())).first()
+            assert rec is not None and rec.principal_id == "ops"
+            assert rec.body["action"] == "vectors.rebuild" and rec.body["details"]["points"] == 1
+    finally:
+        c.close()
+
+    assert invoke("rebuild-index", "--drop-old").exit_code == 0
+    assert len(list((env / "data").glob("qdrant-edge.old-*"))) == 1  # the first run's copy; this one's deleted
+
+
+def test_rebuild_index_refuses_the_server_backend(env: Path, monkeypatch):
+    monkeypatch.setenv("MEMORY_QDRANT_URL", "http://127.0.0.1:9")  # never contacted
+    r = invoke("rebuild-index")
+    assert r.exit_code == 2 and "not_embedded" in r.output
+
+
 def test_keygen_prints_a_valid_key(env: Path):
     from memory.settings import Settings
 
