@@ -21,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from memory import audit, ingestion
+from memory import audit, ingestion, withholdable
 from memory import sources as sources_svc
 from memory.clock import aware, utcnow
 from memory.errors import ConflictError, NotFoundError, ValidationFailedError
@@ -125,6 +125,7 @@ def retract(
     v.retracted_at, v.retracted_by, v.retraction_reason = now, actor_effective.principal_id, why
     v.restored_at, v.restored_by = None, None
     session.flush()  # SQL first, in this transaction; the vectors next, before the commit (module docstring)
+    withholdable.recount_source(session, source_id=doc.source_id)
     store.patch(Selector(version_ids=(v.id,)), PayloadPatch(retracted=True))
     served = impact(session, version_id=v.id)
     record = audit.append(
@@ -156,6 +157,7 @@ def restore(
     v.restored_at, v.restored_by = now, actor_effective.principal_id
     v.vectors_synced = False  # repair() re-syncs from SQL if we crash before reveal()
     session.flush()
+    withholdable.recount_source(session, source_id=doc.source_id)  # raised before reveal() shows the chunks
     record = audit.append(
         session,
         audit.Write(action="version.restore", target=v.id, details={

@@ -5,8 +5,9 @@ with a second vector search over the readable set. Many callers can read nothing
 clearance covers every label in their groups' sources, those sources' jurisdictions are allowed where they
 are, and no consent gate applies. For them that search would find nothing to count, so the service skips it.
 
-The decision reads a summary per source (`sources.max_label`, `sources.has_personal`: the worst any chunk ever
-stored there can be, raised with the chunks' transaction and never lowered) grouped by jurisdiction, and asks
+The decision reads a summary per source (`sources.max_label`, `sources.has_personal`: the worst any chunk a
+search could still reach there can be; raised with the chunks' transaction, and recounted when a retraction or a
+restore changes what is reachable) grouped by jurisdiction, and asks
 `policy.may_withhold`, which runs `policy.explain` on each worst case. What is served never depends on it:
 served hits still come only from the full filter inside the vector search. A summary that lags (a chunk
 revealed while its source's summary is still being committed) could at worst leave one search's withheld
@@ -23,9 +24,9 @@ from sqlalchemy.orm import Session
 
 from memory import policy
 from memory.consent import ConsentBlock
-from memory.models import Source, SourceReadGroup
+from memory.models import Chunk, DocumentVersion, Source, SourceReadGroup
 
-_S, _G = (cast(Table, m.__table__) for m in (Source, SourceReadGroup))
+_S, _G, _C, _V = (cast(Table, m.__table__) for m in (Source, SourceReadGroup, Chunk, DocumentVersion))
 # The worst case per jurisdiction over the sources the caller's groups can read (one row per jurisdiction).
 _READABLE = exists().where(
     _G.c.source_id == _S.c.id, _G.c.group.in_(bindparam("groups", expanding=True))
@@ -67,3 +68,16 @@ def record_chunks(session: Session, *, source_id: str, max_label: int, has_perso
     if has_personal:
         values["has_personal"] = True
     session.execute(update(_S).where(_S.c.id == source_id).values(**values))
+
+
+def recount_source(session: Session, *, source_id: str) -> None:
+    """Set the source's summary to what its chunks that some search could still reach hold: those of every
+    version not retracted (time-travel searches reach superseded versions too). Call it in the transaction
+    that retracts or restores a version, after its flush: the summary then commits with the change. One
+    statement, so on PostgreSQL a concurrent ingest's raise (record_chunks) applies on top of it."""
+    reachable = _C.join(_V, _V.c.id == _C.c.version_id)
+    live = (_C.c.source_id == source_id, _V.c.retracted_at.is_(None))
+    session.execute(update(_S).where(_S.c.id == source_id).values(
+        max_label=select(func.max(_C.c.label)).select_from(reachable).where(*live).scalar_subquery(),
+        has_personal=exists().select_from(reachable).where(*live, _C.c.personal.is_(True)),
+    ))

@@ -26,7 +26,7 @@ def _could_withhold(api: Any, pid: str, *, purpose: str | None = None, source_id
                                            consent=consent)
 
 
-def test_ingestion_raises_the_summary_and_nothing_lowers_it(api):
+def test_ingestion_raises_the_summary_and_new_versions_lower_nothing(api):
     api.source("s1", read_groups=["g"])
     assert _summary(api, "s1") == (None, False)
     assert api.upload("s1", "plain.md", "# Notes\n\nThe meeting moved to Tuesday.\n").status_code == 201
@@ -40,6 +40,40 @@ def test_ingestion_raises_the_summary_and_nothing_lowers_it(api):
     assert api.upload("s1", "pii.md", "# Contact\n\nAsk the front desk.\n").status_code == 201
     assert api.upload("s1", "other.md", "# Other\n\nNothing here.\n").status_code == 201
     assert _summary(api, "s1") == raised
+
+
+def test_retraction_lowers_the_summary_and_restore_raises_it_again(api):
+    steward = api.principal("st", roles=["steward", "reader"], groups=["g"])
+    api.principal("in", groups=["g"], clearance="restricted", jurisdiction="IN")
+    api.source("s1", read_groups=["g"], steward="st")
+    plain = api.upload("s1", "plain.md", "# Notes\n\nThe meeting moved to Tuesday.\n", headers=steward).json()
+    only_plain = _summary(api, "s1")
+    pii = api.upload("s1", "pii.md", "# Contact\n\nWrite to anna.berg@example.com.\n", headers=steward).json()
+    raised = _summary(api, "s1")
+    assert raised[1] is True and _could_withhold(api, "in") is True  # IN callers: EU personal data denied
+
+    def act(doc: dict, action: str) -> None:
+        body = {"reason": "test", **({"version": 1} if action == "restore" else {})}
+        r = api.client.post(f"/v1/documents/{doc['document_id']}/{action}", headers=steward, json=body)
+        assert r.status_code == 200, r.text
+
+    act(pii, "retract")  # the only personal data is out of every search's reach: no count search for IN
+    assert _summary(api, "s1") == only_plain and _could_withhold(api, "in") is False
+    act(pii, "restore")
+    assert _summary(api, "s1") == raised and _could_withhold(api, "in") is True
+    act(pii, "retract")
+    act(plain, "retract")
+    assert _summary(api, "s1") == (None, False)
+
+
+def test_a_superseded_version_still_counts_while_time_travel_reaches_it(api):
+    steward = api.principal("st", roles=["steward", "reader"], groups=["g"])
+    api.source("s1", read_groups=["g"], steward="st")
+    api.upload("s1", "pii.md", "# Contact\n\nWrite to anna.berg@example.com.\n", headers=steward)
+    v2 = api.upload("s1", "pii.md", "# Contact\n\nAsk the front desk.\n", headers=steward).json()
+    r = api.client.post(f"/v1/documents/{v2['document_id']}/retract", headers=steward, json={"reason": "test"})
+    assert r.status_code == 200, r.text
+    assert _summary(api, "s1")[1] is True  # version 1, with the email, is still reachable with as_of
 
 
 def test_could_withhold_follows_clearance_jurisdiction_consent_and_source_scope(api):
