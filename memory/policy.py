@@ -248,7 +248,7 @@ class Decision:
         # delegation or inactive principal in an explanation) means the hit is not "withheld".
         if not failed or not failed <= set(WITHHELD_REASONS):
             return None
-        return next(r for r in WITHHELD_REASONS if r in failed)
+        return first_withheld_reason(self.checks)
 
 
 def explain(
@@ -263,20 +263,12 @@ def explain(
     """Every rule that decides whether `who` sees this chunk at `as_of`, and how. `consent_blocked` is the
     same set `build_filter` takes (`purpose` only words the consent check's detail)."""
     shared = sorted(who.groups & set(payload.read_groups))
-    label = Label(payload.label)
-    mode = rules.mode_for(payload.jurisdiction, who.jurisdictions)
-    juris_ok = mode >= Transfer.ALLOW_MASKED or (mode == Transfer.DENY_PERSONAL and not payload.personal)
     checks = (
         RuleCheck("committed", payload.committed, "version fully stored" if payload.committed else "version pending"),
         RuleCheck("group_grant", bool(shared), f"shared groups: {shared}" if shared else "no shared read group"),
-        RuleCheck("clearance", who.clearance >= label, f"clearance {who.clearance.slug} vs label {label.slug}"),
-        RuleCheck(
-            "jurisdiction",
-            juris_ok,
-            f"{payload.jurisdiction}->{'+'.join(who.jurisdictions)}: {mode.slug}"
-            + (" (chunk has personal data)" if payload.personal else ""),
-        ),
-        _consent_check(payload, consent_blocked, purpose),
+        *recourse_checks(who, rules, label=payload.label, jurisdiction=payload.jurisdiction,
+                         personal=payload.personal, source_id=payload.source_id, consent_blocked=consent_blocked,
+                         purpose=purpose),
         RuleCheck(
             "version",
             payload.valid_from <= as_of < payload.valid_to,
@@ -286,6 +278,34 @@ def explain(
     )
     visible = all(c.passed for c in checks)
     return Decision(visible=visible, masked=visible and must_mask(who, rules, payload), checks=checks)
+
+
+def recourse_checks(
+    who: EffectivePrincipal, rules: TransferRules, *, label: int, jurisdiction: str, personal: bool, source_id: str,
+    consent_blocked: Collection[str] = frozenset(), purpose: str | None = None,
+) -> tuple[RuleCheck, RuleCheck, RuleCheck]:
+    """The clearance, jurisdiction and consent checks of one chunk: the rules that can withhold from a caller
+    what its groups can read (the recourse reasons, in WITHHELD_REASONS order). `explain` runs them on a
+    payload; the search classifies its withheld candidates with them on SQL's fields."""
+    lab = Label(label)
+    mode = rules.mode_for(jurisdiction, who.jurisdictions)
+    juris_ok = mode >= Transfer.ALLOW_MASKED or (mode == Transfer.DENY_PERSONAL and not personal)
+    return (
+        RuleCheck("clearance", who.clearance >= lab, f"clearance {who.clearance.slug} vs label {lab.slug}"),
+        RuleCheck(
+            "jurisdiction",
+            juris_ok,
+            f"{jurisdiction}->{'+'.join(who.jurisdictions)}: {mode.slug}"
+            + (" (chunk has personal data)" if personal else ""),
+        ),
+        _consent_check(personal, source_id, consent_blocked, purpose),
+    )
+
+
+def first_withheld_reason(checks: Iterable[RuleCheck]) -> str | None:
+    """The first failed check among the recourse reasons, in WITHHELD_REASONS order (None: none failed)."""
+    failed = {c.rule for c in checks if not c.passed}
+    return next((r for r in WITHHELD_REASONS if r in failed), None)
 
 
 @dataclass(frozen=True)
@@ -318,10 +338,10 @@ def may_withhold(who: EffectivePrincipal, rules: TransferRules, worst: Iterable[
     return False
 
 
-def _consent_check(payload: ChunkPayload, consent_blocked: Collection[str], purpose: str | None) -> RuleCheck:
+def _consent_check(personal: bool, source_id: str, consent_blocked: Collection[str], purpose: str | None) -> RuleCheck:
     stated = f"purpose {purpose!r}" if purpose is not None else "no purpose stated"
-    if not payload.personal:
+    if not personal:
         return RuleCheck("consent", True, "no personal data")
-    if payload.source_id in consent_blocked:
+    if source_id in consent_blocked:
         return RuleCheck("consent", False, f"personal data of a source requiring consent; {stated} is not consented")
     return RuleCheck("consent", True, f"personal data; {stated}: the source requires no consent or consented to it")

@@ -30,7 +30,7 @@ from memory.errors import ValidationFailedError
 from memory.models import Chunk, DocumentVersion, PiiSpan, Source
 from memory.provenance import Citation
 from memory.rendering import mask
-from memory.stores.base import Beam, ChunkPayload, Ranked, VectorStore
+from memory.stores.base import Beam, Ranked, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -126,34 +126,40 @@ def search(
     t_vectors = time.perf_counter()
     # Served hits and the withheld count's candidates in one store call (one request to a server); the
     # served ones come from the full filter, never from filtering the readable ones. The candidates are
-    # only counted, so their search takes the narrower COUNT beam. Ids and scores only: SQL renders the
-    # served hits, and only the few counted candidates need a payload.
+    # only counted, so their search takes the narrower COUNT beam. Ids and scores only: SQL holds the rest
+    # (vector payload reads cost ~0.1 ms a point on the embedded store).
     if counting:
         readable = policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest)
         points, could_read = store.rank_batch(vector, [flt, readable], request.top_k, (Beam.SERVE, Beam.COUNT))
     else:
         (points,), could_read = store.rank_batch(vector, [flt], request.top_k, (Beam.SERVE,)), []
     t_withheld = time.perf_counter()
-    payloads: dict[str, ChunkPayload] = {}
-    counts, missed = _classify(who, rules, request, as_of, points, could_read, store, payloads, blocked.sources,
-                               purpose)
+    # One SQL statement reads the served hits and the withheld candidates: SQL's fields render the first and
+    # classify the second (the source of truth; no vector payload is read on this path).
+    rows = _rows(session, [p.id for p in points] + [p.id for p in _candidates(request, points, could_read)])
+    counts, missed = _classify(who, rules, request, points, could_read, rows, blocked.sources, purpose)
     repaired, repair_ms = missed > 0, 0.0
     if repaired:
         # Recall repair. The count search found hits this caller may see that rank above the served search's
         # last hit, so the graph search under the full filter lost its way (a fragmented filter can strand
         # it). Search again under the same filter with a much wider beam: what is served still comes from
-        # the filter inside the search; policy.explain only noticed the gap.
+        # the filter inside the search; the classification only noticed the gap.
         log.info("search.recall_repair missed=%d top_k=%d", missed, request.top_k)
         t_repair = time.perf_counter()
         points = store.rank_batch(vector, [flt], request.top_k, (Beam.WIDE,))[0]
         repair_ms = (time.perf_counter() - t_repair) * 1000
-        counts, missed = _classify(who, rules, request, as_of, points, could_read, store, payloads, blocked.sources,
-                                   purpose)
+        unread = [p.id for p in points if p.id not in rows]
+        if unread:
+            rows.update(_rows(session, unread))
+        counts, missed = _classify(who, rules, request, points, could_read, rows, blocked.sources, purpose)
         if missed:
             log.warning("search.recall_repair_incomplete missed=%d top_k=%d", missed, request.top_k)
-    withheld = _name_stewards(session, counts)
+    withheld = [
+        Withheld(reason=reason, count=n, source_id=sid, steward=rows_steward)
+        for (sid, reason, rows_steward), n in sorted(counts.items())
+    ]
     t_render = time.perf_counter()
-    hits = _render(session, who, rules, points)
+    hits = _render(session, who, rules, points, rows)
     t_audit = time.perf_counter()
     latency_ms = (time.perf_counter() - t0) * 1000
     tokens = embedder.count_tokens(request.query)
@@ -207,55 +213,48 @@ def search(
     )
 
 
-def _classify(
-    who: policy.EffectivePrincipal, rules: policy.TransferRules, request: SearchRequest, as_of: float,
-    served: Sequence[Ranked], readable: Sequence[Ranked], store: VectorStore, payloads: dict[str, ChunkPayload],
-    consent_blocked: frozenset[str], purpose: str | None,
-) -> tuple[dict[tuple[str, str], int], int]:
-    """The withheld counts by (source, reason), and how many hits the served search missed.
-
-    `readable` holds the top_k under the group/version/retraction clauses only. Each of its hits that ranks
-    where it would have been served but was not is explained, on its payload (read for just those hits, and
-    kept in `payloads` for a second call). Clearance, jurisdiction or consent stopped it: it is counted as
-    withheld. Sources outside the caller's groups never appear (that filter excludes them), and withheld hits
-    are only counted: their text is never read. No rule stopped it (policy.explain finds it visible) and it
-    ranks strictly above the last served hit (or the served search came back short): the served search
-    missed it."""
+def _candidates(request: SearchRequest, served: Sequence[Ranked], readable: Sequence[Ranked]) -> list[Ranked]:
+    """The readable hits that rank where they would have been served but were not: at or above the last served
+    hit's score (any score when the served search came back short)."""
     served_ids = {p.id for p in served}
     floor = served[-1].score if len(served) >= request.top_k else float("-inf")
-    candidates = [p for p in readable if p.id not in served_ids and p.score >= floor]
-    unread = [p.id for p in candidates if p.id not in payloads]
-    if unread:
-        payloads.update((p.id, p.payload) for p in store.retrieve(unread))
-    counts: dict[tuple[str, str], int] = {}
+    return [p for p in readable if p.id not in served_ids and p.score >= floor]
+
+
+def _classify(
+    who: policy.EffectivePrincipal, rules: policy.TransferRules, request: SearchRequest, served: Sequence[Ranked],
+    readable: Sequence[Ranked], rows: dict[str, Any], consent_blocked: frozenset[str], purpose: str | None,
+) -> tuple[dict[tuple[str, str, str], int], int]:
+    """The withheld counts by (source, reason, steward), and how many hits the served search missed.
+
+    `readable` holds the top_k under the group/version/retraction clauses only, so each candidate (see
+    `_candidates`) passed those inside the engine; its SQL row decides the rest with the policy's recourse
+    checks. Clearance, jurisdiction or consent stopped it: it is counted as withheld (sources outside the
+    caller's groups never appear, and a withheld hit's text is never used). None stopped it and it ranks
+    strictly above the last served hit (or the served search came back short): the served search missed it."""
+    floor = served[-1].score if len(served) >= request.top_k else float("-inf")
+    counts: dict[tuple[str, str, str], int] = {}
     missed = 0
-    for p in candidates:
-        payload = payloads.get(p.id)
-        if payload is None:  # deleted since the search ranked it: nothing to count
+    for p in _candidates(request, served, readable):
+        r = rows.get(p.id)
+        if r is None or r.retracted_at is not None:  # deleted or retracted since the search ranked it
             continue
-        decision = policy.explain(who, rules, payload, as_of=as_of, consent_blocked=consent_blocked, purpose=purpose)
-        reason = decision.withheld_reason
+        reason = policy.first_withheld_reason(policy.recourse_checks(
+            who, rules, label=r.label, jurisdiction=r.source_jurisdiction, personal=r.personal,
+            source_id=r.source_id, consent_blocked=consent_blocked, purpose=purpose,
+        ))
         if reason:
-            counts[(payload.source_id, reason)] = counts.get((payload.source_id, reason), 0) + 1
-        elif decision.visible and p.score > floor:  # a tie with the last served hit is not a miss
+            key = (r.source_id, reason, r.steward_id or "")
+            counts[key] = counts.get(key, 0) + 1
+        elif p.score > floor:  # a tie with the last served hit is not a miss
             missed += 1
     return counts, missed
-
-
-def _name_stewards(session: Session, counts: dict[tuple[str, str], int]) -> list[Withheld]:
-    """The withheld counts with the steward to ask (one statement, only when something was withheld)."""
-    if not counts:
-        return []
-    stewards = dict(session.execute(_STEWARDS, {"ids": sorted({s for s, _ in counts})}).all())
-    return [
-        Withheld(reason=r, count=n, source_id=s, steward=stewards.get(s, "")) for (s, r), n in sorted(counts.items())
-    ]
 
 
 # Hot-path statements, built once on the tables (Core: no ORM compile step per search); the id lists are
 # expanding bind parameters, so SQLAlchemy's compiled cache serves every call.
 _C, _V, _S = (cast(Table, m.__table__) for m in (Chunk, DocumentVersion, Source))
-_RENDER = (
+_ROWS = (
     select(
         _C.c.id, _C.c.text, _C.c.sha256, _C.c.start, _C.c.end, _C.c.page_number, _C.c.attachment, _C.c.label,
         _C.c.entity_types,
@@ -263,24 +262,28 @@ _RENDER = (
         _V.c.ingested_at, _V.c.ingested_by, _V.c.pipeline_version, _V.c.parser_version, _V.c.chunker_version,
         _V.c.classifier_version, _V.c.label_map_version, _V.c.embedding_model, _V.c.retracted_at,
         _S.c.id.label("source_id"), _S.c.uri.label("source_uri"), _C.c.point_id, _C.c.personal,
-        _S.c.jurisdiction.label("source_jurisdiction"),
+        _S.c.jurisdiction.label("source_jurisdiction"), _S.c.steward_id,
     )
     .select_from(_C.join(_V, _V.c.id == _C.c.version_id).join(_S, _S.c.id == _C.c.source_id))
     .where(_C.c.point_id.in_(bindparam("point_ids", expanding=True)))
 )
-_STEWARDS = select(_S.c.id, _S.c.steward_id).where(_S.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def _rows(session: Session, point_ids: Sequence[str]) -> dict[str, Any]:
+    """SQL's row (chunk, version, source: text, citation, policy fields) for each point id found."""
+    if not point_ids:
+        return {}
+    return {r.point_id: r for r in session.execute(_ROWS, {"point_ids": list(dict.fromkeys(point_ids))})}
 
 
 def _render(
-    session: Session, who: policy.EffectivePrincipal, rules: policy.TransferRules, points: Sequence[Ranked]
+    session: Session, who: policy.EffectivePrincipal, rules: policy.TransferRules, points: Sequence[Ranked],
+    by_point: dict[str, Any],
 ) -> list[Hit]:
-    """Text and citation for each hit, in rank order: one column query by point id (no ORM entities, no
-    vector payloads on the hot path); whether a hit is masked is decided on SQL's fields, the source of
-    truth; PII spans are read only for the hits this caller gets masked."""
-    if not points:
-        return []
-    rows = session.execute(_RENDER, {"point_ids": [p.id for p in points]}).all()
-    by_point = {r.point_id: r for r in rows}
+    """Text and citation for each hit, in rank order, from its SQL row (`_rows`: no ORM entities, no vector
+    payloads on the hot path); whether a hit is masked is decided on SQL's fields, the source of truth; PII
+    spans are read only for the hits this caller gets masked."""
+    rows = [by_point[p.id] for p in points if p.id in by_point]
     masked_set = {
         r.id for r in rows if policy.masks(who, rules, jurisdiction=r.source_jurisdiction, personal=r.personal)
     }

@@ -17,9 +17,11 @@ from memory.policy import (
     consent_blocks,
     effective,
     explain,
+    first_withheld_reason,
     may_withhold,
     must_mask,
     readable_filter,
+    recourse_checks,
 )
 from memory.stores.base import OPEN_END, ChunkPayload
 
@@ -200,3 +202,24 @@ def test_may_withhold_is_sound(caller_j, clearance, chunks):
         worst[(j, gated)] = WorstCase(j, max(w.max_label, int(label)), w.has_personal or personal, gated)
     if withheld:
         assert may_withhold(who, RULES, worst.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    caller_j=st.sampled_from(_JS[:3]),
+    clearance=st.sampled_from(list(Label)),
+    chunk=st.tuples(st.sampled_from(_JS), st.sampled_from(list(Label)), st.booleans(), st.booleans()),
+)
+def test_recourse_checks_on_fields_agree_with_explain(caller_j, clearance, chunk):
+    """The search classifies its withheld candidates (readable to the caller's groups) on SQL's fields with
+    recourse_checks: the same reason, or none, as explain on the payload, and 'none' exactly when visible."""
+    j, label, personal, gated = chunk
+    who = effective(ident(j=caller_j, clearance=clearance))
+    p = payload(jurisdiction=j, label=int(label), personal=personal, source_id="gated" if gated else "open")
+    decision = explain(who, RULES, p, as_of=200.0, consent_blocked={"gated"})
+    reason = first_withheld_reason(recourse_checks(
+        who, RULES, label=int(label), jurisdiction=j, personal=personal, source_id=p.source_id,
+        consent_blocked={"gated"},
+    ))
+    assert reason == decision.withheld_reason
+    assert (reason is None) is decision.visible
