@@ -30,7 +30,7 @@ from memory.errors import ValidationFailedError
 from memory.models import Chunk, DocumentVersion, PiiSpan, Source
 from memory.provenance import Citation
 from memory.rendering import mask
-from memory.stores.base import Beam, Ranked, VectorStore
+from memory.stores.base import AccessFilter, Beam, Ranked, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +89,37 @@ def query_sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def search(
-    session: Session,
-    *,
-    store: VectorStore,
-    embedder: QueryEmbedder,
-    who: policy.EffectivePrincipal,
-    request: SearchRequest,
-    max_top_k: int = 100,
+@dataclass(frozen=True)
+class SearchPlan:
+    """What a search reads from SQL before its vectors: the rules and consent in force, the filters, and whether
+    a withheld-count search runs (`plan`). The API makes it in the transaction that authenticates the caller
+    and commits it before the query embeds, so no SQL transaction is open while the model and the vector engine
+    run (on SQLite the write lock is then held only to render the hits and append the audit record), and the
+    policy reads follow the authentication's reads instead of the forward pass, which evicts the CPU caches."""
+
+    request: SearchRequest
+    who: policy.EffectivePrincipal
+    as_of: float
+    purpose: str | None
+    rules: policy.TransferRules
+    blocked: consent.ConsentBlock
+    flt: AccessFilter
+    readable: AccessFilter | None  # None: no readable source could have anything withheld; no count search
+    started: float  # time.perf_counter() when the search began: the audited latency covers the plan
+    policy_ms: float
+
+
+def plan(
+    session: Session, *, who: policy.EffectivePrincipal, request: SearchRequest, max_top_k: int = 100,
     now: float | None = None,
-) -> SearchResult:
-    t0 = time.perf_counter()
+) -> SearchPlan:
+    """Validate the request and read the policy it runs under (see SearchPlan)."""
+    started = time.perf_counter()
+    as_of, purpose = _validated(request, max_top_k, now)
+    return _read_policy(session, who, request, as_of, purpose, started)
+
+
+def _validated(request: SearchRequest, max_top_k: int, now: float | None) -> tuple[float, str | None]:
     if not request.query.strip():
         raise ValidationFailedError("query must not be empty", code="empty_query")
     if not 1 <= request.top_k <= max_top_k:
@@ -108,12 +128,14 @@ def search(
     as_of = current if request.as_of is None else request.as_of
     if as_of > current + 1:
         raise ValidationFailedError("as_of is in the future", code="as_of_in_future")
-    purpose = consent.normalise_purpose(request.purpose) if request.purpose is not None else None
-    # Embed before the first SQL statement: on SQLite every transaction holds the write lock from its
-    # first statement (BEGIN IMMEDIATE), and the model's ~10 ms need not serialise concurrent searches.
-    t_embed = time.perf_counter()
-    vector = embedder.embed_query(request.query)
-    t_search = time.perf_counter()
+    return as_of, consent.normalise_purpose(request.purpose) if request.purpose is not None else None
+
+
+def _read_policy(
+    session: Session, who: policy.EffectivePrincipal, request: SearchRequest, as_of: float, purpose: str | None,
+    started: float,
+) -> SearchPlan:
+    t = time.perf_counter()
     rules = policy_store.transfer_rules(session, as_of=as_of)
     blocked = consent.blocked_sources(session, purpose=purpose, groups=who.groups, source_ids=request.source_ids)
     latest = request.as_of is None
@@ -123,14 +145,48 @@ def search(
     # count search (what is served never depends on this).
     counting = withholdable.could_withhold(session, who=who, rules=rules, source_ids=request.source_ids,
                                            consent=blocked)
+    readable = (
+        policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest) if counting else None
+    )
+    return SearchPlan(request=request, who=who, as_of=as_of, purpose=purpose, rules=rules, blocked=blocked,
+                      flt=flt, readable=readable, started=started, policy_ms=(time.perf_counter() - t) * 1000)
+
+
+def search(
+    session: Session,
+    *,
+    store: VectorStore,
+    embedder: QueryEmbedder,
+    who: policy.EffectivePrincipal,
+    request: SearchRequest,
+    max_top_k: int = 100,
+    now: float | None = None,
+    planned: SearchPlan | None = None,
+) -> SearchResult:
+    """The governed search. `planned`: this search's plan (`plan`), made and committed earlier; without one
+    the policy is read here, after the query embeds (on SQLite every transaction holds the write lock from its
+    first statement, BEGIN IMMEDIATE, and the model's ~10 ms need not serialise concurrent searches)."""
+    if planned is not None and (planned.request != request or planned.who != who):
+        raise ValueError("the search plan was made for another request or caller")
+    started = planned.started if planned is not None else time.perf_counter()
+    if planned is None:
+        as_of, purpose = _validated(request, max_top_k, now)
+    t_embed = time.perf_counter()
+    vector = embedder.embed_query(request.query)
+    t_search = time.perf_counter()
+    if planned is None:
+        planned = _read_policy(session, who, request, as_of, purpose, started)
+    rules, flt, blocked, purpose, as_of = planned.rules, planned.flt, planned.blocked, planned.purpose, planned.as_of
+    latest, counting = request.as_of is None, planned.readable is not None
     t_vectors = time.perf_counter()
     # Served hits and the withheld count's candidates in one store call (one request to a server); the
     # served ones come from the full filter, never from filtering the readable ones. The candidates are
     # only counted, so their search takes the narrower COUNT beam. Ids and scores only: SQL holds the rest
     # (vector payload reads cost ~0.1 ms a point on the embedded store).
-    if counting:
-        readable = policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest)
-        points, could_read = store.rank_batch(vector, [flt, readable], request.top_k, (Beam.SERVE, Beam.COUNT))
+    if planned.readable is not None:
+        points, could_read = store.rank_batch(
+            vector, [flt, planned.readable], request.top_k, (Beam.SERVE, Beam.COUNT)
+        )
     else:
         (points,), could_read = store.rank_batch(vector, [flt], request.top_k, (Beam.SERVE,)), []
     t_withheld = time.perf_counter()
@@ -161,7 +217,7 @@ def search(
     t_render = time.perf_counter()
     hits = _render(session, who, rules, points, rows)
     t_audit = time.perf_counter()
-    latency_ms = (time.perf_counter() - t0) * 1000
+    latency_ms = (time.perf_counter() - started) * 1000
     tokens = embedder.count_tokens(request.query)
     rules_applied = {
         "groups": sorted(flt.groups),
@@ -205,7 +261,7 @@ def search(
         latency_ms=latency_ms,
         recall_repaired=repaired,
         timings_ms={
-            "embed": (t_search - t_embed) * 1000, "policy": (t_vectors - t_search) * 1000,
+            "embed": (t_search - t_embed) * 1000, "policy": planned.policy_ms,
             "vector_search": (t_withheld - t_vectors) * 1000 + repair_ms,
             "withheld": (t_render - t_withheld) * 1000 - repair_ms,
             "render": (t_audit - t_render) * 1000, "audit": (time.perf_counter() - t_audit) * 1000,

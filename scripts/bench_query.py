@@ -28,7 +28,8 @@ server and dropped afterwards), the script:
    and policy questions over six principals (EU/US/UK/IN users with different groups and clearances, a
    service, and an agent acting for a user via X-Acting-For) -> p50_ms / p95_ms. (d) server RSS
    (VmRSS after the run, VmHWM peak; the server process plus its parse worker process) -> rss_mib.
-3. (b) in this process on the same store: memory.search.search (filter build, embed, filtered search,
+3. (b) in this process on the same store, the search as the API runs it: memory.search.plan (policy SQL,
+   filter build; committed), then memory.search.search under that plan (embed, filtered search,
    withheld-count search, SQL render, audit append, commit) vs bare embed + store.search_unfiltered,
    interleaved query by query -> overhead_ratio = p50(service) / p50(bare) (goal <= 1.3). The same,
    apart, for a caller the policy can withhold nothing from (its searches skip the withheld-count search)
@@ -414,11 +415,14 @@ def governance_overhead(
         who = whos[i % len(whos)]
 
         def run_service(q: str = q, who: Any = who, i: int = i) -> float:
+            # As the API runs it: the policy planned and committed, then the search (embedding included).
             t = time.perf_counter()
+            request = search_svc.SearchRequest(query=q, top_k=TOP_K)
             with container.sessions() as s:
-                res = search_svc.search(s, store=store, embedder=emb, who=who,
-                                        request=search_svc.SearchRequest(query=q, top_k=TOP_K),
-                                        max_top_k=container.settings.search_max_top_k)
+                planned = search_svc.plan(s, who=who, request=request, max_top_k=container.settings.search_max_top_k)
+                s.commit()
+                res = search_svc.search(s, store=store, embedder=emb, who=who, request=request,
+                                        max_top_k=container.settings.search_max_top_k, planned=planned)
                 s.commit()
             dt = (time.perf_counter() - t) * 1000
             if i >= warmup:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,6 +17,7 @@ from memory.errors import AuthError
 from memory.models import Principal
 from memory.policy import EffectivePrincipal
 
+T = TypeVar("T")
 bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer gm_<id>_<secret>`")
 
 
@@ -79,14 +80,17 @@ def role(name: str):  # type: ignore[no-untyped-def]
 
 @contextmanager
 def governed(
-    container: Container, *, token: str | None, acting_for: str | None, role: str
-) -> Iterator[tuple[Session, EffectivePrincipal]]:
-    """The request's transaction and its authenticated caller (X-Acting-For applied, `role` required), for an
-    endpoint that runs all its work in ONE thread-pool hop: the search endpoint, called by every copilot on
-    every turn (each dependency hop costs ~0.6 ms on 2 cores). The authentication reads are committed before
-    the work starts, so SQLite's write lock is not held while a query embeds."""
+    container: Container, *, token: str | None, acting_for: str | None, role: str,
+    prepare: Callable[[Session, EffectivePrincipal], T],
+) -> Iterator[tuple[Session, EffectivePrincipal, T]]:
+    """The request's transaction, its authenticated caller (X-Acting-For applied, `role` required) and what
+    `prepare` read for it, for an endpoint that runs all its work in ONE thread-pool hop: the search endpoint,
+    called by every copilot on every turn (each dependency hop costs ~0.6 ms on 2 cores). The authentication
+    and `prepare`'s reads (the search's policy) are committed before the work starts, so SQLite's write lock is
+    not held while a query embeds."""
     with transaction(container.sessions) as session:
         who = principals.who_for_token(session, token=token, acting_for=acting_for)
         principals.require_role(who, role)
+        prepared = prepare(session, who)
         session.commit()
-        yield session, who
+        yield session, who, prepared

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from memory import search as search_svc
@@ -11,6 +12,7 @@ from memory.api.deps import ActingForHeader, ContainerDep, TokenDep, governed
 from memory.bootstrap import Container
 from memory.clock import to_epoch
 from memory.metrics import SEARCH_HITS, SEARCH_RECALL_REPAIRS, SEARCH_WITHHELD
+from memory.policy import EffectivePrincipal
 
 router = APIRouter(prefix="/v1", tags=["search"], responses=schemas.ERRORS)
 
@@ -35,10 +37,17 @@ def _search(
         query=body.query, top_k=body.top_k, as_of=to_epoch(body.as_of) if body.as_of else None,
         source_ids=tuple(body.source_ids) if body.source_ids is not None else None, purpose=body.purpose,
     )
-    with governed(container, token=token, acting_for=acting_for, role="reader") as (session, who):
+    max_top_k = container.settings.search_max_top_k
+
+    def plan(session: Session, who: EffectivePrincipal) -> search_svc.SearchPlan:
+        return search_svc.plan(session, who=who, request=request, max_top_k=max_top_k)
+
+    with governed(container, token=token, acting_for=acting_for, role="reader", prepare=plan) as (
+        session, who, planned
+    ):
         result = search_svc.search(
             session, store=container.store, embedder=container.query_embedder, who=who, request=request,
-            max_top_k=container.settings.search_max_top_k,
+            max_top_k=max_top_k, planned=planned,
         )
     for h in result.hits:
         SEARCH_HITS.labels(masked=str(h.masked).lower()).inc()
