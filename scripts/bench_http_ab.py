@@ -14,8 +14,10 @@ original. Server B (`--baseline-repo`'s code, default this checkout, same interp
 store last opened by a revision whose migrations the baseline has.
 
 For each query (bench_query's latency queries over its six callers), POST /v1/search goes to both servers,
-alternating which goes first, so host noise hits both alike. The script prints each side's HTTP p50/p95/mean
-and the search() latency each server reports, plus ratio = p50(A) / p50(B) (below 1: A is faster).
+alternating which goes first, so host noise hits both alike. With `--concurrency C`, blocks of C queries are
+sent at once (C connections) to one server and then to the other, and requests/s is reported too. The
+script prints each side's HTTP p50/p95/mean, the search() latency each server reports and requests/s, plus
+ratio = p50(A) / p50(B) (below 1: A is faster).
 The last stdout line is ONE JSON object.
 """
 
@@ -27,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     bc.store_bench_args(ap, warmup=40)
     ap.add_argument("--baseline-repo", type=Path, default=bc.REPO, help="checkout of the code to compare against "
                     "(default: this one)")
+    ap.add_argument("--concurrency", type=int, default=1, help="requests sent at once to one server (default 1)")
     ap.add_argument("--baseline-env", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting for server B only (repeatable), e.g. MEMORY_SEARCH_EMBED_BATCH_MAX=1")
     args = bc.parse_store_bench_args(ap, argv)
@@ -54,40 +58,60 @@ def main(argv: list[str] | None = None) -> int:
     heads = caller_headers()
     lat: dict[str, list[float]] = {"A": [], "B": []}
     served: dict[str, list[float]] = {"A": [], "B": []}
+    wall = {"A": 0.0, "B": 0.0}
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         copy = Path(tmp) / args.store.name
         shutil.copytree(args.store, copy)
         servers = {"A": bc.ServerProcess(args.store),
                    "B": bc.ServerProcess(copy, repo=args.baseline_repo, env=baseline_env)}
         try:
-            clients = {k: httpx.Client(base_url=s.base_url, timeout=60.0) for k, s in servers.items()}
-            for i in range(args.warmup + args.queries):
+            n = args.concurrency
+            clients = {k: [httpx.Client(base_url=s.base_url, timeout=60.0) for _ in range(n)]
+                       for k, s in servers.items()}
+            pool = ThreadPoolExecutor(n)
+
+            def send(side: str, slot: int, i: int) -> tuple[float, Any]:
                 body = {"query": queries[i % len(queries)], "top_k": TOP_K}
-                for side in ("A", "B") if i % 2 == 0 else ("B", "A"):
-                    t = time.perf_counter()
-                    resp = clients[side].post("/v1/search", json=body, headers=heads[i % len(heads)])
-                    dt = (time.perf_counter() - t) * 1000
-                    if resp.status_code != 200:
-                        print(f"{side}: HTTP {resp.status_code}: {resp.text[:300]}", file=sys.stderr)
-                        return 1
-                    if i >= args.warmup:
-                        lat[side].append(dt)
-                        served[side].append(float(resp.json().get("latency_ms", 0.0)))
-            for c in clients.values():
-                c.close()
+                t = time.perf_counter()
+                resp = clients[side][slot].post("/v1/search", json=body, headers=heads[i % len(heads)])
+                return (time.perf_counter() - t) * 1000, resp
+
+            # Blocks of `n` requests sent at once to one server, then the same block to the other (which goes
+            # first alternates); with n = 1 this is one request to each, in turn.
+            for block, start in enumerate(range(0, args.warmup + args.queries, n)):
+                for side in ("A", "B") if block % 2 == 0 else ("B", "A"):
+                    t_block = time.perf_counter()
+                    results = list(pool.map(lambda k, side=side, start=start: send(side, k, start + k), range(n)))
+                    block_s = time.perf_counter() - t_block
+                    for _, resp in results:
+                        if resp.status_code != 200:
+                            print(f"{side}: HTTP {resp.status_code}: {resp.text[:300]}", file=sys.stderr)
+                            return 1
+                    if start >= args.warmup:
+                        wall[side] += block_s
+                        for dt, resp in results:
+                            lat[side].append(dt)
+                            served[side].append(float(resp.json().get("latency_ms", 0.0)))
+            pool.shutdown()
+            for cs in clients.values():
+                for c in cs:
+                    c.close()
         finally:
             for s in servers.values():
                 s.stop()
 
-    out: dict[str, Any] = {"queries": args.queries, "store": str(args.store), "baseline_env": baseline_env}
+    out: dict[str, Any] = {"queries": args.queries, "store": str(args.store), "baseline_env": baseline_env,
+                           "concurrency": args.concurrency}
     for side in ("A", "B"):
         out[side] = {"p50_ms": bc.r(bc.percentile(lat[side], 50)), "p95_ms": bc.r(bc.percentile(lat[side], 95)),
                      "mean_ms": bc.r(statistics.fmean(lat[side])),
-                     "search_latency_p50_ms": bc.r(bc.percentile(served[side], 50))}
+                     "search_latency_p50_ms": bc.r(bc.percentile(served[side], 50)),
+                     "requests_per_s": bc.r(len(lat[side]) / max(wall[side], 1e-9), 2)}
         o = out[side]
         name = "this checkout" if side == "A" else f"{args.baseline_repo} {baseline_env}"
         print(f"{side} ({name}): HTTP p50 {o['p50_ms']} ms, "
-              f"p95 {o['p95_ms']} ms, mean {o['mean_ms']} ms; search() p50 {o['search_latency_p50_ms']} ms")
+              f"p95 {o['p95_ms']} ms, mean {o['mean_ms']} ms; search() p50 {o['search_latency_p50_ms']} ms; "
+              f"{o['requests_per_s']} requests/s")
     out["ratio_p50"] = bc.r(out["A"]["p50_ms"] / out["B"]["p50_ms"])
     print(f"ratio p50 A/B {out['ratio_p50']}", flush=True)
     bc.emit_json(out)
