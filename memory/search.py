@@ -211,8 +211,8 @@ def search(
         if missed:
             log.warning("search.recall_repair_incomplete missed=%d top_k=%d", missed, request.top_k)
     withheld = [
-        Withheld(reason=reason, count=n, source_id=sid, steward=rows_steward)
-        for (sid, reason, rows_steward), n in sorted(counts.items())
+        Withheld(reason=reason, count=n, source_id=sid, steward=steward)
+        for (sid, reason, steward), n in sorted(counts.items())
     ]
     t_render = time.perf_counter()
     hits = _render(session, who, rules, points, rows)

@@ -87,7 +87,7 @@ def governed(
     `prepare` read for it, for an endpoint that runs all its work in ONE thread-pool hop: the search endpoint,
     called by every copilot on every turn (each dependency hop costs ~0.6 ms on 2 cores). The authentication
     and `prepare`'s reads (the search's policy) are committed before the work starts, so SQLite's write lock is
-    not held while a query embeds."""
+    not held while a query embeds or the vectors are searched."""
     with transaction(container.sessions) as session:
         who = principals.who_for_token(session, token=token, acting_for=acting_for)
         principals.require_role(who, role)
