@@ -240,11 +240,11 @@ def rebuild_index_cmd(
     from memory.stores.edge_rebuild import rebuild
 
     def _do(c: Container) -> Any:
-        if not c.settings.is_embedded_vectors or not isinstance(c.store, EdgeVectorStore):
+        if not c.settings.is_embedded_vectors:
             fail("not_embedded", "only the embedded store is rebuilt here; a Qdrant server re-indexes a collection "
                  "when its config is updated (Qdrant's update collection API)")
         store = c.store
-        assert isinstance(store, EdgeVectorStore)
+        assert isinstance(store, EdgeVectorStore)  # what embedded settings build
         report = rebuild(store, tuning=c.edge_tuning, keep_old=not drop_old)
         with transaction(c.sessions) as s:
             audit.append(s, audit.Write(action="vectors.rebuild", target=report.path.name, details={

@@ -192,8 +192,9 @@ def search(
     t_withheld = time.perf_counter()
     # One SQL statement reads the served hits and the withheld candidates: SQL's fields render the first and
     # classify the second (the source of truth; no vector payload is read on this path).
-    rows = _rows(session, [p.id for p in points] + [p.id for p in _candidates(request, points, could_read)])
-    counts, missed = _classify(who, rules, request, points, could_read, rows, blocked.sources, purpose)
+    candidates, floor = _candidates(request, points, could_read)
+    rows = _rows(session, [p.id for p in points] + [p.id for p in candidates])
+    counts, missed = _classify(who, rules, candidates, floor, rows, blocked.sources, purpose)
     repaired, repair_ms = missed > 0, 0.0
     if repaired:
         # Recall repair. The count search found hits this caller may see that rank above the served search's
@@ -204,10 +205,11 @@ def search(
         t_repair = time.perf_counter()
         points = store.rank_batch(vector, [flt], request.top_k, (Beam.WIDE,))[0]
         repair_ms = (time.perf_counter() - t_repair) * 1000
-        unread = [p.id for p in points if p.id not in rows]
+        candidates, floor = _candidates(request, points, could_read)
+        unread = [p.id for p in [*points, *candidates] if p.id not in rows]
         if unread:
             rows.update(_rows(session, unread))
-        counts, missed = _classify(who, rules, request, points, could_read, rows, blocked.sources, purpose)
+        counts, missed = _classify(who, rules, candidates, floor, rows, blocked.sources, purpose)
         if missed:
             log.warning("search.recall_repair_incomplete missed=%d top_k=%d", missed, request.top_k)
     withheld = [
@@ -269,29 +271,30 @@ def search(
     )
 
 
-def _candidates(request: SearchRequest, served: Sequence[Ranked], readable: Sequence[Ranked]) -> list[Ranked]:
-    """The readable hits that rank where they would have been served but were not: at or above the last served
-    hit's score (any score when the served search came back short)."""
+def _candidates(
+    request: SearchRequest, served: Sequence[Ranked], readable: Sequence[Ranked]
+) -> tuple[list[Ranked], float]:
+    """The readable hits that rank where they would have been served but were not, and that floor: the last
+    served hit's score (any score when the served search came back short)."""
     served_ids = {p.id for p in served}
     floor = served[-1].score if len(served) >= request.top_k else float("-inf")
-    return [p for p in readable if p.id not in served_ids and p.score >= floor]
+    return [p for p in readable if p.id not in served_ids and p.score >= floor], floor
 
 
 def _classify(
-    who: policy.EffectivePrincipal, rules: policy.TransferRules, request: SearchRequest, served: Sequence[Ranked],
-    readable: Sequence[Ranked], rows: dict[str, Any], consent_blocked: frozenset[str], purpose: str | None,
+    who: policy.EffectivePrincipal, rules: policy.TransferRules, candidates: Sequence[Ranked], floor: float,
+    rows: dict[str, Any], consent_blocked: frozenset[str], purpose: str | None,
 ) -> tuple[dict[tuple[str, str, str], int], int]:
     """The withheld counts by (source, reason, steward), and how many hits the served search missed.
 
-    `readable` holds the top_k under the group/version/retraction clauses only, so each candidate (see
-    `_candidates`) passed those inside the engine; its SQL row decides the rest with the policy's recourse
-    checks. Clearance, jurisdiction or consent stopped it: it is counted as withheld (sources outside the
-    caller's groups never appear, and a withheld hit's text is never used). None stopped it and it ranks
-    strictly above the last served hit (or the served search came back short): the served search missed it."""
-    floor = served[-1].score if len(served) >= request.top_k else float("-inf")
+    The candidates (`_candidates`) come from the top_k under the group/version/retraction clauses only, so
+    each passed those inside the engine; its SQL row decides the rest with the policy's recourse checks.
+    Clearance, jurisdiction or consent stopped it: it is counted as withheld (sources outside the caller's
+    groups never appear, and a withheld hit's text is never used). None stopped it and it ranks strictly
+    above the floor: the served search missed it."""
     counts: dict[tuple[str, str, str], int] = {}
     missed = 0
-    for p in _candidates(request, served, readable):
+    for p in candidates:
         r = rows.get(p.id)
         if r is None or r.retracted_at is not None:  # deleted or retracted since the search ranked it
             continue
