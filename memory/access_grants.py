@@ -31,7 +31,7 @@ from classifiers.types import Label
 from memory import consent, policy, policy_store, principals
 from memory import sources as sources_svc
 from memory.errors import ForbiddenError, ValidationFailedError
-from memory.models import AccessRequest, Chunk, DocumentVersion, Source
+from memory.models import AccessRequest, Chunk, DocumentVersion, Source, SourceReadGroup
 from memory.policy import EffectivePrincipal, Transfer
 from memory.stores.base import OPEN_END, ChunkPayload, VectorStore
 
@@ -107,21 +107,28 @@ def check_authority(who: EffectivePrincipal, *, reason: str, grant: Grant) -> No
                                     code="change_not_for_reason", details={"changes": unrelated, "reason": reason})
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What a grant changed, and the source access its vectors take once the decision commits (each through
+    memory.sources.publish_access)."""
+
+    changes: dict[str, object]
+    pending: tuple[sources_svc.SourceUpdate, ...] = ()
+
+
 def apply(session: Session, store: VectorStore, *, req: AccessRequest, src: Source, grant: Grant,
-          actor: str) -> dict[str, object]:
-    """Validate every change, then make them through their own audited services. Returns what changed."""
+          actor: str, admin: bool = False) -> Applied:
+    """Validate every change, then make them through their own audited services."""
     target = principals.get_principal(session, principal_id=beneficiary(req))
     current_read = set(sources_svc.read_groups(src))
     if grant.add_groups:
-        # A steward may hand out only the groups of their own source, never another team's.
-        foreign = sorted(set(grant.add_groups) - current_read - set(grant.add_read_groups))
-        if foreign:
-            raise ValidationFailedError(f"groups {foreign} do not read this source", code="group_not_on_source")
+        _check_groups_handed_out(session, grant, current_read, actor=actor, admin=admin)
     level = _clearance_level(target.clearance, grant.clearance) if grant.clearance is not None else None
     pair = _transfer_pair(session, src, target.jurisdiction, grant.transfer_rule) if grant.transfer_rule else None
     purpose = _new_purpose(src, grant.add_consent_purpose) if grant.add_consent_purpose is not None else None
 
     changes: dict[str, object] = {}
+    pending: list[sources_svc.SourceUpdate] = []
     if grant.add_groups:
         have = [g.group for g in target.groups]
         principals.update_groups(session, principal_id=target.id, groups=_union(have, grant.add_groups), actor=actor)
@@ -138,16 +145,38 @@ def apply(session: Session, store: VectorStore, *, req: AccessRequest, src: Sour
     if purpose is not None:
         # Read at query time: no vector to re-stamp, the next search for this purpose sees the data.
         purposes = (*(src.consent_purposes or ()), purpose)
-        sources_svc.update(session, source_id=src.id, patch=sources_svc.SourcePatch(consent_purposes=purposes),
-                           store=store, actor=actor)
+        pending.append(sources_svc.update(
+            session, source_id=src.id, patch=sources_svc.SourcePatch(consent_purposes=purposes), store=store,
+            actor=actor))
         changes[ADD_CONSENT_PURPOSE] = {"purpose": purpose, "consent_purposes": list(src.consent_purposes)}
     if grant.add_read_groups:
         # Last: it patches the vector payloads, which a later validation error could not roll back.
         groups = _union(sorted(current_read), grant.add_read_groups)
-        sources_svc.update(session, source_id=src.id, patch=sources_svc.SourcePatch(read_groups=groups),
-                           store=store, actor=actor)
+        pending.append(sources_svc.update(
+            session, source_id=src.id, patch=sources_svc.SourcePatch(read_groups=groups), store=store, actor=actor))
         changes["read_groups_added"] = sorted(set(grant.add_read_groups) - current_read)
-    return changes
+    return Applied(changes, tuple(pending))
+
+
+def _check_groups_handed_out(
+    session: Session, grant: Grant, current_read: set[str], *, actor: str, admin: bool
+) -> None:
+    """A steward may hand out only the groups of their own source, never another team's: a group membership
+    reaches every source the group reads. A group this grant adds to the source may be handed out too, but only
+    if it reads no source another steward manages (admins may hand out any)."""
+    foreign = set(grant.add_groups) - current_read
+    new_here = foreign & set(grant.add_read_groups)
+    if foreign - new_here:
+        raise ValidationFailedError(f"groups {sorted(foreign - new_here)} do not read this source",
+                                    code="group_not_on_source")
+    if new_here and not admin:
+        elsewhere = sorted(set(session.execute(
+            select(SourceReadGroup.group).join(Source, Source.id == SourceReadGroup.source_id)
+            .where(SourceReadGroup.group.in_(sorted(new_here)), Source.steward_id != actor)
+        ).scalars()))
+        if elsewhere:
+            raise ValidationFailedError(f"groups {elsewhere} read sources another steward manages",
+                                        code="group_not_on_source")
 
 
 def _new_purpose(src: Source, requested: str) -> str:

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from memory import access_grants, audit, consent
 from memory import sources as sources_svc
@@ -43,6 +43,14 @@ class Decided:
     request: AccessRequest
     changes: dict[str, object]
     resolution: Resolution | None = None  # grants only
+    # Source access the vectors take once the decision commits: the caller commits, then publishes each
+    # (memory.sources.publish_access).
+    pending: tuple[sources_svc.SourceUpdate, ...] = ()
+
+    def publish(self, factory: sessionmaker[Session], store: VectorStore) -> None:
+        """After the decision committed: the granted source access reaches the vectors."""
+        for source_id in dict.fromkeys(u.source.id for u in self.pending if u.access_changed):
+            sources_svc.publish_access(factory, store, source_id)
 
 
 def _text(value: str, what: str, *, required: bool) -> str:
@@ -138,7 +146,8 @@ def decide(
     grant: Grant | None = None,
 ) -> Decided:
     """Grant, refuse (with a note) or escalate (with a note) a pending request: the steward of its source or an
-    admin; an escalated request, admins only. Errors: 403 `not_source_steward` / `admin_required`, 409
+    admin; an escalated request, admins only; a grant to the steward themselves, admins only. Errors: 403
+    `not_source_steward` / `admin_required` / `self_decision`, 409
     `request_closed` / `already_escalated`, 422 for bad input (see memory.access_grants for grants)."""
     if decision not in DECISIONS:
         raise ValidationFailedError(f"decision must be one of {list(DECISIONS)}", code="invalid_decision")
@@ -161,10 +170,18 @@ def decide(
     if decision == "escalate":
         return _escalate(session, req=req, who=who, note=text)
     changes: dict[str, object] = {}
-    resolution = None
+    resolution: Resolution | None = None
+    pending: tuple[sources_svc.SourceUpdate, ...] = ()
     if decision == "grant":
+        deciders = {who.principal_id, who.acting_for} - {None}
+        if "admin" not in who.roles and deciders & {req.requester_id, req.acting_for, access_grants.beneficiary(req)}:
+            # Four eyes: a steward never grants access to themselves (nor to an agent acting for them).
+            raise ForbiddenError("a steward may not grant a request they filed or benefit from; an admin decides it",
+                                 code="self_decision")
         access_grants.check_authority(who, reason=req.reason, grant=grant)
-        changes = access_grants.apply(session, store, req=req, src=src, grant=grant, actor=who.principal_id)
+        applied = access_grants.apply(session, store, req=req, src=src, grant=grant, actor=who.principal_id,
+                                     admin="admin" in who.roles)
+        changes, pending = applied.changes, applied.pending
         resolution = access_grants.resolve(session, req=req, src=src, grant=grant)
     req.status = "granted" if decision == "grant" else "refused"
     req.decided_by, req.decided_at, req.decision_note = who.principal_id, utcnow(), text
@@ -180,7 +197,7 @@ def decide(
         session, audit.Write(action=f"access_request.{decision}", target=req.id, details=details),
         principal_id=who.principal_id, acting_for=who.acting_for, source_id=req.source_id,
     )
-    return Decided(request=req, changes=changes, resolution=resolution)
+    return Decided(request=req, changes=changes, resolution=resolution, pending=pending)
 
 
 def _escalate(session: Session, *, req: AccessRequest, who: EffectivePrincipal, note: str) -> Decided:

@@ -75,8 +75,10 @@ def access_decide(
         with transaction(c.sessions) as s:
             d = access_requests.decide(s, c.store, request_id=request_id, who=operator(actor), decision=decision,
                                        note=note, grant=grant)
-            return {"id": d.request.id, "status": d.request.status, "changes": d.changes,
-                    "resolution": asdict(d.resolution) if d.resolution else None}
+            result = {"id": d.request.id, "status": d.request.status, "changes": d.changes,
+                      "resolution": asdict(d.resolution) if d.resolution else None}
+        d.publish(c.sessions, c.store)  # after the commit
+        return result
 
     result = run(data_dir, _do)
     if as_json:

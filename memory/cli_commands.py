@@ -97,11 +97,14 @@ def sources_update(
 
     def _do(c: Container) -> None:
         with transaction(c.sessions) as s:
-            sources.update(s, source_id=source_id, store=c.store, actor=actor_id(actor), patch=sources.SourcePatch(
+            update = sources.update(s, source_id=source_id, store=c.store, actor=actor_id(actor),
+                                    patch=sources.SourcePatch(
                 read_groups=csv_list(read_groups) if read_groups is not None else None, jurisdiction=jurisdiction,
                 floor=floor, steward=steward, personal_data_requires_consent=consent_required,
                 consent_purposes=csv_list(consent_purposes) if consent_purposes is not None else None,
             ))
+        if update.access_changed:  # after the commit (sources.update)
+            sources.publish_access(c.sessions, c.store, source_id)
 
     run(data_dir, _do)
     out.print(f"updated source {source_id}", markup=False)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ingest.errors import DocumentTooLargeError, IngestError
 from memory.errors import NotFoundError, ValidationFailedError
 from memory.ingestion import DocumentProcessor, FileInput, IngestOutcome, ingest_files
-from memory.models import Document, DocumentVersion
+from memory.models import Document, DocumentVersion, Source
 from memory.stores.base import VectorStore
 
 
@@ -123,6 +123,22 @@ def get_document(session: Session, *, document_id: str) -> Document:
     if doc is None:
         raise NotFoundError(f"document {document_id!r} not found", code="document_not_found")
     return doc
+
+
+def get_stewarded_document(
+    session: Session, *, document_id: str, principal_id: str, roles: frozenset[str] | set[str]
+) -> Document:
+    """The document, for its source's steward, an auditor or an admin. Anyone else gets the same
+    `document_not_found` as for an unknown id: a document's existence, name and hashes are not revealed to
+    stewards of other sources."""
+    doc = session.get(Document, document_id)
+    if doc is None or not ({"auditor", "admin"} & set(roles) or _stewards(session, doc.source_id, principal_id)):
+        raise NotFoundError(f"document {document_id!r} not found", code="document_not_found")
+    return doc
+
+
+def _stewards(session: Session, source_id: str, principal_id: str) -> bool:
+    return session.scalar(select(Source.steward_id).where(Source.id == source_id)) == principal_id
 
 
 def versions(session: Session, *, document_id: str) -> list[DocumentVersion]:

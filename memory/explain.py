@@ -112,9 +112,9 @@ def explain_access(
     sql_payload = payload_from_sql(chunk, version, source)
     found = store.retrieve([chunk.point_id])
     vec_payload = found[0].payload if found else None
-    rules = policy_store.transfer_rules(session, as_of=at)
-    notes = ["source read groups, jurisdiction and consent purposes are the current ones (sources are not "
-             "versioned)"]
+    rules = policy_store.transfer_rules(session)  # as the search decides: the rules in force now
+    notes = ["transfer rules, source read groups, jurisdiction and consent purposes are the current ones: "
+             "as_of chooses the document version only, as in a search"]
     blocked = frozenset({source.id}) if consent.blocks(source, purpose) else frozenset()
     decision: Decision
     who: policy.EffectivePrincipal | None = None

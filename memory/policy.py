@@ -152,9 +152,15 @@ DEFAULT_TRANSFER_RULES: list[dict[str, str]] = [
 ]
 
 
+# The jurisdiction a source's vectors carry while its residence changes (memory.sources.update): reserved, so
+# no transfer rule can name it, and an unknown pair is denied: nobody is served the source's chunks under a mix
+# of its old and new residence.
+JURISDICTION_IN_TRANSIT = "IN-TRANSIT"
+
+
 def normalise_jurisdiction(value: str) -> str:
     v = value.strip().upper()
-    if not v or not v.replace("-", "").isalnum() or len(v) > 16:
+    if not v or not v.replace("-", "").isalnum() or len(v) > 16 or v == JURISDICTION_IN_TRANSIT:
         raise PolicyError(f"invalid jurisdiction {value!r}", code="invalid_jurisdiction")
     return v
 

@@ -1,7 +1,8 @@
 """Versioned admin policy in SQL: jurisdiction transfer rules and the entity->label map.
 
-Each PUT writes a new version (never edits one); `as_of` picks the version in force at that instant,
-so time-travel searches run under the rules in force then.
+Each PUT writes a new version (never edits one); `as_of` picks the version in force at that instant (the
+history). Searches always run under the rules in force now: time travel picks document versions, never an
+older and possibly looser policy.
 """
 
 from __future__ import annotations

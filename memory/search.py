@@ -136,7 +136,9 @@ def _read_policy(
     started: float,
 ) -> SearchPlan:
     t = time.perf_counter()
-    rules = policy_store.transfer_rules(session, as_of=as_of)
+    # The rules in force now, whatever as_of: time travel chooses document versions, never older (possibly
+    # looser) policy, like the caller's groups and clearance, which are always the current ones.
+    rules = policy_store.transfer_rules(session)
     blocked = consent.blocked_sources(session, purpose=purpose, groups=who.groups, source_ids=request.source_ids)
     latest = request.as_of is None
     flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids, latest=latest,
@@ -217,7 +219,7 @@ def search(
         for (sid, reason, steward), n in sorted(counts.items())
     ]
     t_render = time.perf_counter()
-    hits = _render(session, who, rules, points, rows)
+    hits = _render(session, who, rules, points, rows, blocked.sources, purpose)
     t_audit = time.perf_counter()
     latency_ms = (time.perf_counter() - started) * 1000
     tokens = embedder.count_tokens(request.query)
@@ -337,7 +339,7 @@ def _rows(session: Session, point_ids: Sequence[str]) -> dict[str, Any]:
 
 def _render(
     session: Session, who: policy.EffectivePrincipal, rules: policy.TransferRules, points: Sequence[Ranked],
-    by_point: dict[str, Any],
+    by_point: dict[str, Any], consent_blocked: frozenset[str], purpose: str | None,
 ) -> list[Hit]:
     """Text and citation for each hit, in rank order, from its SQL row (`_rows`: no ORM entities, no vector
     payloads on the hot path); whether a hit is masked is decided on SQL's fields, the source of truth; PII
@@ -355,9 +357,14 @@ def _render(
         r = by_point.get(p.id)
         if r is None:  # vector without its SQL row: never serve what we cannot cite
             continue
-        if r.retracted_at is not None:
-            # Never expected (retraction patches the vectors before it commits); if SQL and the vector
-            # payload ever disagree, SQL wins and the disagreement is logged for repair.
+        if r.retracted_at is not None or policy.first_withheld_reason(policy.recourse_checks(
+            who, rules, label=r.label, jurisdiction=r.source_jurisdiction, personal=r.personal,
+            source_id=r.source_id, consent_blocked=consent_blocked, purpose=purpose,
+        )):
+            # Never expected: retraction and source changes narrow the vectors before SQL commits. If SQL and
+            # the vector payload ever disagree (a change caught mid-way, a failed commit), SQL wins for what it
+            # holds (retraction, label, jurisdiction, personal data, consent): the hit is dropped, not served
+            # under a mix of the two, and the disagreement is logged for repair.
             log.warning("search.payload_disagrees chunk=%s version=%s", r.id, r.version_id)
             continue
         masked = r.id in masked_set

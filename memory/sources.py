@@ -13,12 +13,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from classifiers.types import Label
-from memory import audit
+from memory import audit, policy
 from memory.clock import utcnow
 from memory.consent import normalise_purposes
+from memory.db import transaction
 from memory.errors import ConflictError, ForbiddenError, NotFoundError
 from memory.models import Principal, Source, SourceReadGroup
 from memory.policy import EffectivePrincipal, normalise_jurisdiction
@@ -100,8 +101,13 @@ def describe(src: Source) -> dict[str, object]:
     }
 
 
-def get(session: Session, *, source_id: str) -> Source:
-    src = session.get(Source, source_id)
+def get(session: Session, *, source_id: str, for_update: bool = False) -> Source:
+    """The source; `for_update`: row-locked until the transaction ends (PostgreSQL; a SQLite write transaction
+    already holds the database lock), which orders changes of its access with their vector patches."""
+    src = (
+        session.execute(select(Source).where(Source.id == source_id).with_for_update()).scalar_one_or_none()
+        if for_update else session.get(Source, source_id)
+    )
     if src is None:
         raise NotFoundError(f"source {source_id!r} not found", code="source_not_found")
     return src
@@ -121,10 +127,20 @@ def ensure_steward(who: EffectivePrincipal | str, src: Source, roles: Iterable[s
         raise ForbiddenError(f"only the steward of {src.id!r} may do this", code="not_source_steward")
 
 
-def update(session: Session, *, source_id: str, patch: SourcePatch, store: VectorStore, actor: str | None) -> Source:
-    src = get(session, source_id=source_id)
+@dataclass(frozen=True)
+class SourceUpdate:
+    """An applied, not yet committed, source change; `access_changed`: its read groups or jurisdiction changed,
+    so its vectors take the new access once it has committed (`publish_access`)."""
+
+    source: Source
+    access_changed: bool
+
+
+def update(
+    session: Session, *, source_id: str, patch: SourcePatch, store: VectorStore, actor: str | None
+) -> SourceUpdate:
+    src = get(session, source_id=source_id, for_update=True)
     before = describe(src)
-    payload = PayloadPatch()
     if patch.name is not None:
         src.name = patch.name
     if patch.description is not None:
@@ -140,21 +156,43 @@ def update(session: Session, *, source_id: str, patch: SourcePatch, store: Vecto
         if session.get(Principal, patch.steward) is None:
             raise NotFoundError(f"steward {patch.steward!r} is not a principal", code="principal_not_found")
         src.steward_id = patch.steward
+    old_groups, old_jurisdiction = set(read_groups(src)), src.jurisdiction
     if patch.read_groups is not None:
         src.read_groups = [SourceReadGroup(group=validate_id(g, "group")) for g in dict.fromkeys(patch.read_groups)]
-        payload = PayloadPatch(read_groups=tuple(sorted(dict.fromkeys(patch.read_groups))))
     if patch.jurisdiction is not None:
         src.jurisdiction = normalise_jurisdiction(patch.jurisdiction)
-        payload = PayloadPatch(read_groups=payload.read_groups, jurisdiction=src.jurisdiction)
     src.updated_at = utcnow()
     session.flush()
-    if payload.to_dict():
-        # Access changes reach the vectors before the SQL change commits: a narrowing is never late.
-        store.patch(Selector(source_id=src.id), payload)
+    access_changed = patch.read_groups is not None or patch.jurisdiction is not None
+    if access_changed:
+        # Before SQL commits, the vectors take the narrower of the old and new access: the groups in both, and a
+        # jurisdiction no transfer rule admits while it changes. Whatever fails from here on (the commit, the
+        # process), the vectors never admit more than SQL does; `publish_access`, after the commit, widens them
+        # to the new access (a crash before it leaves the source narrowed: re-apply the change).
+        narrow_groups = tuple(sorted(old_groups & set(read_groups(src))))
+        store.patch(Selector(source_id=src.id), PayloadPatch(
+            read_groups=narrow_groups,
+            jurisdiction=policy.JURISDICTION_IN_TRANSIT if src.jurisdiction != old_jurisdiction else None,
+        ))
     audit.append(
         session,
         audit.Write(action="source.update", target=src.id, details={"before": before, "after": describe(src)}),
         principal_id=actor,
         source_id=src.id,
     )
-    return src
+    return SourceUpdate(src, access_changed)
+
+
+def access_payload(src: Source) -> PayloadPatch:
+    """The access fields a source's vectors carry, from SQL."""
+    return PayloadPatch(read_groups=tuple(sorted(read_groups(src))), jurisdiction=src.jurisdiction)
+
+
+def publish_access(factory: sessionmaker[Session], store: VectorStore, source_id: str) -> None:
+    """After a change of a source's access committed: its vectors take the access SQL holds now, read and
+    patched under the source's row lock. So when two changes finish out of order, the later publish still
+    writes the latest committed access, never the one its own change computed."""
+    with transaction(factory) as session:
+        src = session.execute(select(Source).where(Source.id == source_id).with_for_update()).scalar_one_or_none()
+        if src is not None:
+            store.patch(Selector(source_id=src.id), access_payload(src))

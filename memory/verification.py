@@ -112,29 +112,41 @@ def status_of(session: Session, version: DocumentVersion) -> Status:
     return Status("current")
 
 
-def served_by(session: Session, chunk_id: str, *, principal_id: str | None = None) -> tuple[list[ServedBy], int]:
-    """Audit records that served this chunk (newest first, capped), optionally only those of one caller
-    (as principal or as the user acted for), and their total count."""
+@dataclass(frozen=True)
+class Viewer:
+    """Whose serving records a non-auditor caller may see: a caller on its own sees what was served to it (as
+    principal, or as the user an agent acted for); an agent acting for a user sees only what was served to that
+    same pair, under the same effective access (not what it got for another user, nor the user's own reads)."""
+
+    principal_id: str
+    acting_for: str | None = None
+
+
+def served_by(session: Session, chunk_id: str, *, viewer: Viewer | None = None) -> tuple[list[ServedBy], int]:
+    """Audit records that served this chunk (newest first, capped), optionally only those `viewer` may see
+    (Viewer), and their total count."""
     q = select(AuditRecord).join(AuditChunk, AuditChunk.seq == AuditRecord.seq).where(AuditChunk.chunk_id == chunk_id)
-    if principal_id is not None:
-        q = q.where((AuditRecord.principal_id == principal_id) | (AuditRecord.acting_for == principal_id))
+    if viewer is not None and viewer.acting_for is None:
+        q = q.where((AuditRecord.principal_id == viewer.principal_id) | (AuditRecord.acting_for == viewer.principal_id))
+    elif viewer is not None:
+        q = q.where(AuditRecord.principal_id == viewer.principal_id, AuditRecord.acting_for == viewer.acting_for)
     total = session.execute(select(func.count()).select_from(q.subquery())).scalar_one()
     rows = session.execute(q.order_by(AuditRecord.seq.desc()).limit(SERVED_LIMIT)).scalars()
     return [ServedBy(r.seq, aware(r.ts), r.event, r.principal_id, r.acting_for) for r in rows], int(total)
 
 
-def was_served_to(session: Session, *, chunk_id: str, principal_id: str) -> bool:
-    """True when an audit record shows this chunk served to this principal (or to the user it acted for)."""
-    return served_by(session, chunk_id, principal_id=principal_id)[1] > 0
+def was_served_to(session: Session, *, chunk_id: str, viewer: Viewer) -> bool:
+    """True when an audit record `viewer` may see shows this chunk served (Viewer)."""
+    return served_by(session, chunk_id, viewer=viewer)[1] > 0
 
 
-def get_citation(session: Session, *, chunk_id: str, visible_to: str | None = None) -> Provenance:
+def get_citation(session: Session, *, chunk_id: str, visible_to: Viewer | None = None) -> Provenance:
     """The provenance chain of one chunk. `visible_to` limits `served_by` to that caller's own records."""
     found = _load(session, chunk_id)
     if found is None:
         raise NotFoundError(f"chunk {chunk_id!r} not found", code="chunk_not_found")
     chunk, version, source, document = found
-    served, total = served_by(session, chunk_id, principal_id=visible_to)
+    served, total = served_by(session, chunk_id, viewer=visible_to)
     return Provenance(
         citation=citation(chunk, version, source),
         source={"id": source.id, "name": source.name, "uri": source.uri, "jurisdiction": source.jurisdiction,
@@ -179,7 +191,9 @@ def _attested_version_hash(session: Session, version: DocumentVersion) -> str | 
 REQUIRED = ("chunk_id", "chunk_sha256", "version_sha256", "document_id", "version", "source_id")
 
 
-def verify_citation(session: Session, *, presented: dict[str, Any], visible_to: str | None = None) -> Verification:
+def verify_citation(
+    session: Session, *, presented: dict[str, Any], visible_to: Viewer | None = None
+) -> Verification:
     """Check a presented citation against the stored chunk, version and source; never raises for bad input."""
     unknown = Status("unknown")
     chunk_id = presented.get("chunk_id") if isinstance(presented, dict) else None
@@ -212,7 +226,7 @@ def verify_citation(session: Session, *, presented: dict[str, Any], visible_to: 
             continue
         if not _same(name, presented[name], value):
             problems.append(Problem("field_mismatch", name, f"citation's {name} differs from the stored value"))
-    served, total = served_by(session, chunk_id, principal_id=visible_to)
+    served, total = served_by(session, chunk_id, viewer=visible_to)
     return Verification(
         valid=not problems, chunk_id=chunk_id, problems=problems, status=status_of(session, version),
         recomputed_chunk_sha256=recomputed, served_by=served, served_total=total,

@@ -311,3 +311,25 @@ def test_the_api_schema_lists_exactly_the_policy_reasons():
 
     assert get_args(WithheldReason) == WITHHELD_REASONS
     assert frozenset(WITHHELD_REASONS) == REASONS
+
+
+def test_a_steward_cannot_hand_out_another_teams_group_nor_grant_themselves(api):
+    steward, _ = _setup(api)
+    api.source("hr-src", read_groups=["hr"])  # the admin's
+    r1 = api.principal("r9", groups=["g"], clearance="confidential")
+    req = _file(api, r1).json()
+    path = f"/v1/access-requests/{req['id']}/decision"
+    # Adding "hr" to their own source does not let them hand out "hr", which reads the admin's source.
+    r = api.client.post(path, headers=steward, json={"decision": "grant", "add_read_groups": ["hr"],
+                                                     "add_groups": ["hr"]})
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "group_not_on_source")
+    assert api.client.get("/v1/principals/r9", headers=api.admin).json()["groups"] == ["g"]
+    # Their own request: never theirs to grant.
+    own = _file(api, steward).json()
+    r = api.client.post(f"/v1/access-requests/{own['id']}/decision", headers=steward,
+                        json={"decision": "grant", "add_groups": ["g"]})
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "self_decision")
+    # An admin may.
+    r = api.client.post(f"/v1/access-requests/{own['id']}/decision", headers=api.admin,
+                        json={"decision": "grant", "note": "ok", "add_groups": ["g"]})
+    assert r.status_code == 200, r.text

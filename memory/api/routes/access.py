@@ -79,7 +79,8 @@ def decide(
       for the request as filed and for the beneficiary on its own (an agent's ceiling may still withhold).
     - **refuse**: with a note. **escalate**: with a note; hands the request to admins.
 
-    Errors: 403 `not_source_steward`, `admin_required` (admin-only change, or an escalated request);
+    Errors: 403 `not_source_steward`, `admin_required` (admin-only change, or an escalated request),
+    `self_decision` (a steward granting a request they filed or benefit from);
     409 `request_closed`, `already_escalated`; 422 `note_required`, `clearance_not_raised`, `consent_purpose_present`,
     `transfer_rule_not_widened`, `change_not_for_reason`, `group_not_on_source`, `grant_on_refusal`,
     `grant_on_escalation`, `invalid_request` (malformed body)."""
@@ -92,4 +93,7 @@ def decide(
     )
     decided = access_requests.decide(session, container.store, request_id=request_id, who=who,
                                      decision=body.decision, note=body.note, grant=grant)
-    return present.decided(decided)
+    out = present.decided(decided)
+    session.commit()  # granted source access reaches the vectors only once SQL holds it
+    decided.publish(container.sessions, container.store)
+    return out

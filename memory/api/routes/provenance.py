@@ -1,8 +1,9 @@
 """Citations (provenance, verification) and policy explanations.
 
 Auditors see any citation and every record that served it. Any other caller may look up or verify only a
-chunk that the audit log shows was served to them (or to the user they acted for), and sees only their
-own records: "who else saw this" is the auditor's question. Time travel is `as_of` on POST /v1/search.
+chunk that the audit log shows was served to them (or to the user an agent acted for; an agent acting for a
+user: served to that same pair), and sees only those records: "who else saw this" is the auditor's question.
+Time travel is `as_of` on POST /v1/search.
 """
 
 from __future__ import annotations
@@ -29,15 +30,16 @@ def _is_auditor(who: EffectivePrincipal) -> bool:
     return bool({"auditor", "admin"} & who.roles)
 
 
-def _scope(session: Session, who: EffectivePrincipal, chunk_id: str | None) -> str | None:
-    """None for auditors (everything); otherwise the caller, after checking the chunk was served to them."""
+def _scope(session: Session, who: EffectivePrincipal, chunk_id: str | None) -> verification.Viewer | None:
+    """None for auditors (everything); otherwise the caller (an agent acting for a user: that pair), after
+    checking the chunk was served to them (verification.Viewer)."""
     if _is_auditor(who):
         return None
-    if chunk_id is not None and not verification.was_served_to(session, chunk_id=chunk_id,
-                                                               principal_id=who.principal_id):
+    viewer = verification.Viewer(who.principal_id, who.acting_for)
+    if chunk_id is not None and not verification.was_served_to(session, chunk_id=chunk_id, viewer=viewer):
         # Same answer whether or not the chunk exists: nothing about other callers' data leaks.
         raise ForbiddenError("this chunk was not served to you", code="not_served_to_caller")
-    return who.principal_id
+    return viewer
 
 
 @router.get("/citations/{chunk_id}", response_model=schemas_audit.ProvenanceOut)

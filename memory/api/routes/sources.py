@@ -51,9 +51,12 @@ def update_source(
         description=body.description, personal_data_requires_consent=body.personal_data_requires_consent,
         consent_purposes=tuple(body.consent_purposes) if body.consent_purposes is not None else None,
     )
-    return presenters.source(
-        sources.update(session, source_id=source_id, patch=patch, store=container.store, actor=who.principal_id)
-    )
+    update = sources.update(session, source_id=source_id, patch=patch, store=container.store, actor=who.principal_id)
+    out = presenters.source(update.source)
+    session.commit()  # the new access reaches the vectors only once SQL holds it (sources.update)
+    if update.access_changed:
+        sources.publish_access(container.sessions, container.store, source_id)
+    return out
 
 
 @router.post("/sources/{source_id}/documents", status_code=201, response_model=schemas.IngestOut)

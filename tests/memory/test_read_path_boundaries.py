@@ -1,0 +1,155 @@
+"""Boundaries of the read paths found by a security review: time travel never loosens policy, version history
+is scoped to the source's steward, an agent's citation lookups are scoped to the user it acts for, and a source
+whose access changes is never served under a mix of its old and new access (through the real stack)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from memory import sources
+from memory.db import transaction
+from memory.errors import PolicyError
+from memory.policy import JURISDICTION_IN_TRANSIT, normalise_jurisdiction
+from memory.stores.base import PayloadPatch, Selector
+
+EMAIL_DOC = "Payroll note: contact Ms Alice Smith at alice.smith@example.com about the payroll bonus."
+
+
+def _hits(r: Any) -> list[dict[str, Any]]:
+    assert r.status_code == 200, r.text
+    return r.json()["hits"]
+
+
+def _point_ids(api: Any, source_id: str) -> list[str]:
+    from sqlalchemy import select
+
+    from memory.models import Chunk
+
+    with api.container.sessions() as s:
+        return list(s.execute(select(Chunk.point_id).where(Chunk.source_id == source_id)).scalars())
+
+
+def _access(api: Any, ids: list[str]) -> set[tuple[tuple[str, ...], str]]:
+    return {(p.payload.read_groups, p.payload.jurisdiction) for p in api.container.store.retrieve(ids)}
+
+
+def test_time_travel_runs_under_the_rules_in_force_now(api: Any) -> None:
+    """An admin denies EU->US; a search with as_of before the change does not get the old allow_masked."""
+    api.source("hr", jurisdiction="EU", read_groups=["g"])
+    assert api.upload("hr", "note.txt", EMAIL_DOC).status_code == 201
+    us = api.principal("bob", groups=["g"], clearance="restricted", jurisdiction="US")
+    assert _hits(api.search(us, "payroll bonus"))[0]["masked"]  # the default EU->US rule: allow_masked
+    time.sleep(1.1)
+    before_change = datetime.fromtimestamp(time.time(), tz=UTC).isoformat()
+    time.sleep(1.1)
+    rules = [r for r in api.client.get("/v1/policy/jurisdictions", headers=api.admin).json()["rules"]
+             if not (r["data"] == "EU" and r["caller"] == "US")]
+    r = api.client.put("/v1/policy/jurisdictions", headers=api.admin,
+                       json={"rules": [*rules, {"data": "EU", "caller": "US", "rule": "deny"}]})
+    assert r.status_code == 200, r.text
+    assert _hits(api.search(us, "payroll bonus")) == []
+    past = api.search(us, "payroll bonus", as_of=before_change)
+    assert _hits(past) == []
+    assert past.json()["policy"]["rules_applied"]["transfer_rules_version"] == r.json()["version"]
+    [withheld] = past.json()["policy"]["withheld"]
+    assert withheld["reason"] == "jurisdiction"
+
+
+def test_version_history_is_scoped_to_the_sources_steward(api: Any) -> None:
+    api.source("hr", jurisdiction="EU", read_groups=["hr"], floor="restricted")
+    doc_id = api.upload("hr", "salaries-2025.txt", "Restructuring plan for the payroll team.").json()["document_id"]
+    other = api.principal("steward2", groups=["marketing"], clearance="public", roles=["steward"])
+    r = api.client.get(f"/v1/documents/{doc_id}/versions", headers=other)
+    unknown = api.client.get("/v1/documents/nope/versions", headers=other)
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "document_not_found")
+    assert r.json()["error"]["code"] == unknown.json()["error"]["code"]  # existence is not revealed
+    auditor = api.principal("aud", roles=["auditor"])
+    assert api.client.get(f"/v1/documents/{doc_id}/versions", headers=auditor).status_code == 200
+    assert api.client.get(f"/v1/documents/{doc_id}/versions", headers=api.admin).status_code == 200
+    own = api.principal("st-hr", groups=["hr"], roles=["steward"])
+    api.client.patch("/v1/sources/hr", headers=api.admin, json={"steward": "st-hr"}).raise_for_status()
+    assert api.client.get(f"/v1/documents/{doc_id}/versions", headers=own).status_code == 200
+
+
+def test_an_agents_citation_lookup_is_scoped_to_the_user_it_acts_for(api: Any) -> None:
+    api.source("hr", jurisdiction="EU", read_groups=["g"])
+    assert api.upload("hr", "note.txt", "Quarterly payroll bonus plan for the hr team.").status_code == 201
+    alice = api.principal("alice", groups=["g"], clearance="restricted")
+    api.principal("bob", groups=["other"], clearance="restricted")
+    bot = api.principal("bot", kind="agent", groups=["g", "other"], clearance="restricted",
+                        may_act_for=["alice", "bob"])
+    for_alice, for_bob = {**bot, "X-Acting-For": "alice"}, {**bot, "X-Acting-For": "bob"}
+    cid = _hits(api.search(for_alice, "payroll bonus"))[0]["citation"]["chunk_id"]
+    assert _hits(api.search(for_bob, "payroll bonus")) == []
+    r = api.client.get(f"/v1/citations/{cid}", headers=for_bob)
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "not_served_to_caller")
+    verify = api.client.post("/v1/citations/verify", headers=for_bob, json={"citation": {"chunk_id": cid}})
+    assert verify.status_code == 403
+    # The same pair, the agent on its own, and alice herself (served through the agent) may look it up.
+    served = api.client.get(f"/v1/citations/{cid}", headers=for_alice)
+    assert served.status_code == 200
+    assert [(s["principal_id"], s["acting_for"]) for s in served.json()["served_by"]] == [("bot", "alice")]
+    assert api.client.get(f"/v1/citations/{cid}", headers=bot).status_code == 200
+    assert api.client.get(f"/v1/citations/{cid}", headers=alice).status_code == 200
+
+
+def test_a_hit_sql_would_withhold_is_dropped_not_served_unmasked(api: Any) -> None:
+    """Vectors and SQL disagree on a source's jurisdiction (a change caught mid-way): IN->US withholds personal
+    data, EU->US masks it. The hit the EU payload admits is dropped: SQL wins, nothing is served in clear."""
+    api.source("hr", jurisdiction="IN", read_groups=["g"])
+    assert api.upload("hr", "note.txt", EMAIL_DOC).status_code == 201
+    us = api.principal("bob", groups=["g"], clearance="restricted", jurisdiction="US")
+    assert _hits(api.search(us, "payroll bonus")) == []
+    api.container.store.patch(Selector(source_id="hr"), PayloadPatch(jurisdiction="EU"))
+    assert _hits(api.search(us, "payroll bonus")) == []
+
+
+def test_a_source_access_change_narrows_the_vectors_before_sql_commits(api: Any) -> None:
+    api.source("hr", jurisdiction="IN", read_groups=["g", "h"])
+    assert api.upload("hr", "note.txt", "Quarterly payroll bonus plan for the hr team.").status_code == 201
+    ids = _point_ids(api, "hr")
+    with pytest.raises(RuntimeError), transaction(api.container.sessions) as s:
+        sources.update(s, source_id="hr", store=api.container.store, actor="admin",
+                       patch=sources.SourcePatch(read_groups=("h", "k"), jurisdiction="EU"))
+        # Before the commit: the groups in both, and a jurisdiction no rule admits.
+        assert _access(api, ids) == {(("h",), JURISDICTION_IN_TRANSIT)}
+        raise RuntimeError("the commit fails")
+    # SQL kept the old access; the vectors stay narrowed (fail closed) until the change is applied again.
+    src = api.client.get("/v1/sources/hr", headers=api.admin).json()
+    assert (sorted(src["read_groups"]), src["jurisdiction"]) == (["g", "h"], "IN")
+    reader = api.principal("kim", groups=["h"], clearance="restricted", jurisdiction="IN")
+    assert _hits(api.search(reader, "payroll bonus")) == []
+    r = api.client.patch("/v1/sources/hr", headers=api.admin, json={"read_groups": ["h", "k"], "jurisdiction": "EU"})
+    assert r.status_code == 200, r.text
+    assert _access(api, ids) == {(("h", "k"), "EU")}
+    eu = api.principal("kai", groups=["k"], clearance="restricted", jurisdiction="EU")
+    assert _hits(api.search(eu, "payroll bonus"))
+
+
+def test_the_in_transit_jurisdiction_is_reserved() -> None:
+    with pytest.raises(PolicyError):
+        normalise_jurisdiction(JURISDICTION_IN_TRANSIT.lower())
+
+
+def test_access_changes_that_finish_out_of_order_publish_the_latest(api: Any) -> None:
+    """Change 1 widens and commits, change 2 narrows and publishes, then change 1's publish lands: the vectors
+    hold what SQL holds last (the narrow groups), not what change 1 computed."""
+    api.source("s1", read_groups=["eng"])
+    assert api.upload("s1", "plan.md", "# Plan\n\nThe merger closes in March.").status_code == 201
+    ids = _point_ids(api, "s1")
+    with transaction(api.container.sessions) as s:
+        first = sources.update(s, source_id="s1", store=api.container.store, actor="admin",
+                               patch=sources.SourcePatch(read_groups=("eng", "sales")))
+    with transaction(api.container.sessions) as s:
+        sources.update(s, source_id="s1", store=api.container.store, actor="admin",
+                       patch=sources.SourcePatch(read_groups=("eng",)))
+    sources.publish_access(api.container.sessions, api.container.store, "s1")
+    assert first.access_changed
+    sources.publish_access(api.container.sessions, api.container.store, "s1")  # change 1's, late
+    assert _access(api, ids) == {(("eng",), "EU")}
+    sales = api.principal("sam", groups=["sales"], clearance="restricted")
+    assert _hits(api.search(sales, "merger")) == []
