@@ -6,7 +6,8 @@ SQLite and PostgreSQL alike. Times are timezone-aware UTC; epoch floats are what
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -23,7 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-from sqlalchemy.types import JSON
+from sqlalchemy.types import JSON, TypeDecorator
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -38,7 +39,21 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-TZ = DateTime(timezone=True)
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware column that always stores UTC. SQLite keeps no offset (it would store an aware value's
+    local wall time, which reads back as UTC: +05:00 would be 5 hours late), so every value is converted to UTC
+    on the way in; a naive value is taken to be UTC already. PostgreSQL stores the same instant either way."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            return value.astimezone(UTC)
+        return value
+
+
+TZ = UtcDateTime()
 
 
 class Principal(Base):

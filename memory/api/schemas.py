@@ -45,7 +45,7 @@ class PrincipalCreate(Strict):
     clearance: LabelName
     jurisdiction: str = Field(min_length=2, max_length=16)
     roles: list[RoleName] = Field(default=["reader"])
-    display_name: str = ""
+    display_name: str = Field("", max_length=256)
     may_act_for: list[str] = Field(default_factory=list, description="User ids an agent/service may act for")
     may_act_for_any: bool = Field(False, description="Agent/service may act for any active user")
     key_expires_at: datetime | None = Field(None, description="Expiry of the first API key")
@@ -80,7 +80,7 @@ class PrincipalCreated(BaseModel):
 
 class KeyCreate(Strict):
     expires_at: datetime | None = None
-    description: str = ""
+    description: str = Field("", max_length=256)
 
 
 class PrincipalPatch(Strict):
@@ -97,7 +97,7 @@ class SourceCreate(Strict):
     jurisdiction: str = Field(min_length=2, max_length=16)
     read_groups: list[str] = Field(default_factory=list, description="Empty = nobody reads (never everyone)")
     floor: LabelName = "internal"
-    uri: str = ""
+    uri: str = Field("", max_length=1024)
     description: str = ""
     personal_data_requires_consent: bool = Field(
         False, description="Personal data is served only to searches stating a purpose in consent_purposes")
@@ -106,7 +106,7 @@ class SourceCreate(Strict):
 
 
 class SourcePatchIn(Strict):
-    name: str | None = None
+    name: str | None = Field(None, min_length=1, max_length=256)
     steward: str | None = None
     jurisdiction: str | None = None
     read_groups: list[str] | None = None
@@ -184,7 +184,9 @@ class DocumentVersionsOut(BaseModel):
 class SearchIn(Strict):
     query: str = Field(min_length=1, max_length=4000)
     top_k: int = Field(10, ge=1, le=1000)
-    as_of: datetime | None = Field(None, description="Time travel: what the memory held at this instant")
+    as_of: datetime | None = Field(
+        None, description="Time travel: what the memory held at this instant, read under the access rules in force now"
+    )
     source_ids: list[str] | None = None
     purpose: str | None = Field(
         None, max_length=64, description="Why you search (a lowercase slug, e.g. support). Personal data of a "

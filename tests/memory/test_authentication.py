@@ -113,3 +113,43 @@ def test_search_checks_the_key_role_and_delegation_in_its_one_hop(api: Any) -> N
     # A refused search writes nothing: the audit log holds only the two served searches.
     audit = api.client.get("/v1/audit", headers=api.admin, params={"event": "search"}).json()
     assert sorted(rec["principal_id"] for rec in audit["records"]) == ["bot", "r"]
+
+
+@pytest.mark.parametrize(("offset_hours", "expired"), [(5, True), (-8, False), (14, True)])
+def test_key_expiry_is_the_same_instant_whatever_offset_it_is_written_in(
+    api: Any, offset_hours: int, expired: bool
+) -> None:
+    """SQLite keeps no offset: an expiry written as +05:00 one hour ago must not become valid for 4 more hours
+    (or -08:00 in an hour expire 9 hours early); the stored value is converted to UTC."""
+    from datetime import timezone
+
+    api.principal("kim")
+    zone = timezone(timedelta(hours=offset_hours))
+    at = datetime.now(zone) + (timedelta(hours=-1) if expired else timedelta(hours=1))
+    r = api.client.post("/v1/principals/kim/keys", headers=api.admin, json={"expires_at": at.isoformat()})
+    assert r.status_code == 201, r.text
+    search = api.search({"Authorization": f"Bearer {r.json()['api_key']}"}, "anything")
+    if expired:
+        assert (search.status_code, search.json()["error"]["code"]) == (401, "expired_api_key")
+    else:
+        assert search.status_code == 200, search.text
+
+
+def test_over_long_fields_are_refused_before_the_database(api: Any) -> None:
+    """A value longer than its column is a 422 on both databases (PostgreSQL would raise, and its error would
+    carry the bound values into the log)."""
+    r = api.client.post("/v1/principals", headers=api.admin, json={
+        "id": "u9", "kind": "user", "display_name": "x" * 257, "groups": [], "clearance": "public",
+        "jurisdiction": "EU", "roles": ["reader"]})
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request")
+    api.principal("kim")
+    r = api.client.post("/v1/principals/kim/keys", headers=api.admin, json={"description": "d" * 257})
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request")
+
+
+def test_database_errors_never_carry_bound_values(container: Any) -> None:
+    from sqlalchemy import text
+
+    with pytest.raises(Exception) as exc, container.sessions() as s:
+        s.execute(text("SELECT * FROM no_such_table WHERE x = :secret"), {"secret": "alice.smith@example.com"})
+    assert "alice.smith@example.com" not in str(exc.value)
