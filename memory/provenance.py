@@ -15,8 +15,10 @@ class Citation:
     document_id: str
     version: int
     version_id: str
-    chunk_sha256: str
-    version_sha256: str
+    # None on a masked hit (and for a caller only ever served the chunk masked): a hash of the clear text
+    # would let the caller confirm guesses of the masked values offline. Auditors verify by chunk id.
+    chunk_sha256: str | None
+    version_sha256: str | None
     source_id: str
     source_uri: str
     document_uri: str

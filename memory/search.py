@@ -376,7 +376,8 @@ def _render(
             masked=masked,
             citation=Citation(
                 chunk_id=r.id, document_id=r.document_id, version=r.version, version_id=r.version_id,
-                chunk_sha256=r.sha256, version_sha256=r.version_sha256, source_id=r.source_id,
+                chunk_sha256=None if masked else r.sha256, version_sha256=None if masked else r.version_sha256,
+                source_id=r.source_id,
                 source_uri=r.source_uri, document_uri=r.uri, start=r.start, end=r.end, page_number=r.page_number,
                 attachment=r.attachment,
                 ingested_at=aware(r.ingested_at).isoformat(), ingested_by=r.ingested_by,

@@ -10,7 +10,7 @@ codes; nothing here ever reports an unverifiable citation as valid.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -122,17 +122,35 @@ class Viewer:
     acting_for: str | None = None
 
 
-def served_by(session: Session, chunk_id: str, *, viewer: Viewer | None = None) -> tuple[list[ServedBy], int]:
-    """Audit records that served this chunk (newest first, capped), optionally only those `viewer` may see
-    (Viewer), and their total count."""
-    q = select(AuditRecord).join(AuditChunk, AuditChunk.seq == AuditRecord.seq).where(AuditChunk.chunk_id == chunk_id)
+def _serving(chunk_id: str, viewer: Viewer | None, *columns: Any) -> Any:
+    """The audit records that served this chunk, only those `viewer` may see (None: all)."""
+    q = select(*columns).join(AuditChunk, AuditChunk.seq == AuditRecord.seq).where(AuditChunk.chunk_id == chunk_id)
     if viewer is not None and viewer.acting_for is None:
         q = q.where((AuditRecord.principal_id == viewer.principal_id) | (AuditRecord.acting_for == viewer.principal_id))
     elif viewer is not None:
         q = q.where(AuditRecord.principal_id == viewer.principal_id, AuditRecord.acting_for == viewer.acting_for)
+    return q
+
+
+def served_by(session: Session, chunk_id: str, *, viewer: Viewer | None = None) -> tuple[list[ServedBy], int]:
+    """Audit records that served this chunk (newest first, capped), optionally only those `viewer` may see
+    (Viewer), and their total count."""
+    q = _serving(chunk_id, viewer, AuditRecord)
     total = session.execute(select(func.count()).select_from(q.subquery())).scalar_one()
     rows = session.execute(q.order_by(AuditRecord.seq.desc()).limit(SERVED_LIMIT)).scalars()
     return [ServedBy(r.seq, aware(r.ts), r.event, r.principal_id, r.acting_for) for r in rows], int(total)
+
+
+def sees_clear_text(session: Session, *, chunk_id: str, viewer: Viewer | None) -> bool:
+    """Whether hashes of the chunk's clear text may be shown: to auditors (viewer None) always; to anyone else
+    only if a record they may see served it unmasked. A caller only ever served the chunk masked gets no clear
+    text hash from a lookup or a verify: it would confirm guesses of the masked values."""
+    if viewer is None:
+        return True
+    bodies = session.execute(
+        _serving(chunk_id, viewer, AuditRecord.body).order_by(AuditRecord.seq.desc()).limit(SERVED_LIMIT)
+    ).scalars()
+    return any(chunk_id not in (body.get("masked_chunk_ids") or ()) for body in bodies)
 
 
 def was_served_to(session: Session, *, chunk_id: str, viewer: Viewer) -> bool:
@@ -147,17 +165,21 @@ def get_citation(session: Session, *, chunk_id: str, visible_to: Viewer | None =
         raise NotFoundError(f"chunk {chunk_id!r} not found", code="chunk_not_found")
     chunk, version, source, document = found
     served, total = served_by(session, chunk_id, viewer=visible_to)
+    clear = sees_clear_text(session, chunk_id=chunk_id, viewer=visible_to)
+    cited = citation(chunk, version, source)
     return Provenance(
-        citation=citation(chunk, version, source),
+        citation=cited if clear else replace(cited, chunk_sha256=None, version_sha256=None),
         source={"id": source.id, "name": source.name, "uri": source.uri, "jurisdiction": source.jurisdiction,
                 "steward": source.steward_id},
         document={"id": document.id, "external_key": document.external_key,
                   "current_version": document.current_version},
-        version={"id": version.id, "version": version.version, "status": version.status, "sha256": version.sha256,
+        version={"id": version.id, "version": version.version, "status": version.status,
+                 "sha256": version.sha256 if clear else None,
                  "size_bytes": version.size_bytes, "mime_type": version.mime_type, "filename": version.filename,
                  "valid_from": version.valid_from,
                  "valid_to": None if version.valid_to >= OPEN_END else version.valid_to},
-        chunk={"id": chunk.id, "ordinal": chunk.ordinal, "sha256": chunk.sha256, "start": chunk.start,
+        chunk={"id": chunk.id, "ordinal": chunk.ordinal, "sha256": chunk.sha256 if clear else None,
+               "start": chunk.start,
                "end": chunk.end, "page_number": chunk.page_number, "attachment": chunk.attachment,
                "token_count": chunk.token_count, "label": chunk.label, "entity_types": list(chunk.entity_types),
                "text_sha256_matches": sha256_text(chunk.text) == chunk.sha256},
@@ -189,6 +211,7 @@ def _attested_version_hash(session: Session, version: DocumentVersion) -> str | 
 
 
 REQUIRED = ("chunk_id", "chunk_sha256", "version_sha256", "document_id", "version", "source_id")
+HASHES = ("chunk_sha256", "version_sha256")
 
 
 def verify_citation(
@@ -200,7 +223,10 @@ def verify_citation(
     if not isinstance(chunk_id, str) or not chunk_id:
         return Verification(False, None, [Problem("malformed_citation", "chunk_id", "citation has no chunk_id")],
                             unknown)
-    problems = [Problem("missing_field", f, f"citation has no {f}") for f in REQUIRED if f not in presented]
+    # A caller only ever served this chunk masked neither presents nor learns hashes of its clear text.
+    clear = sees_clear_text(session, chunk_id=chunk_id, viewer=visible_to)
+    required = REQUIRED if clear else tuple(f for f in REQUIRED if f not in HASHES)
+    problems = [Problem("missing_field", f, f"citation has no {f}") for f in required if f not in presented]
     found = _load(session, chunk_id)
     if found is None:
         return Verification(False, chunk_id, [*problems, Problem("unknown_chunk", "chunk_id", "no such chunk")],
@@ -210,10 +236,10 @@ def verify_citation(
     if recomputed != chunk.sha256:
         problems.append(Problem("stored_text_tampered", "chunk_sha256",
                                 "stored chunk text no longer matches its recorded hash"))
-    if "chunk_sha256" in presented and presented["chunk_sha256"] != recomputed:
+    if clear and "chunk_sha256" in presented and presented["chunk_sha256"] != recomputed:
         problems.append(Problem("chunk_hash_mismatch", "chunk_sha256",
                                 "citation's chunk hash differs from the hash of the stored text"))
-    if "version_sha256" in presented and presented["version_sha256"] != version.sha256:
+    if clear and "version_sha256" in presented and presented["version_sha256"] != version.sha256:
         problems.append(Problem("version_hash_mismatch", "version_sha256",
                                 "citation's version hash differs from the recorded version hash"))
     attested = _attested_version_hash(session, version)
@@ -222,12 +248,12 @@ def verify_citation(
                                 "recorded version hash differs from the hash-chained ingest record"))
     stored = citation(chunk, version, source).to_dict()
     for name, value in stored.items():
-        if name in ("chunk_sha256", "version_sha256") or name not in presented:
+        if name in HASHES or name not in presented:
             continue
         if not _same(name, presented[name], value):
             problems.append(Problem("field_mismatch", name, f"citation's {name} differs from the stored value"))
     served, total = served_by(session, chunk_id, viewer=visible_to)
     return Verification(
         valid=not problems, chunk_id=chunk_id, problems=problems, status=status_of(session, version),
-        recomputed_chunk_sha256=recomputed, served_by=served, served_total=total,
+        recomputed_chunk_sha256=recomputed if clear else None, served_by=served, served_total=total,
     )

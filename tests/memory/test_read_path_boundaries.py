@@ -153,3 +153,34 @@ def test_access_changes_that_finish_out_of_order_publish_the_latest(api: Any) ->
     assert _access(api, ids) == {(("eng",), "EU")}
     sales = api.principal("sam", groups=["sales"], clearance="restricted")
     assert _hits(api.search(sales, "merger")) == []
+
+
+def test_a_caller_served_a_chunk_masked_never_gets_a_hash_of_its_clear_text(api: Any) -> None:
+    """The masked hit, its lookup and its verify carry no clear-text hash: one would confirm guessed values."""
+    import hashlib
+
+    api.source("hr", jurisdiction="EU", read_groups=["g"])
+    assert api.upload("hr", "note.txt", EMAIL_DOC).status_code == 201
+    us = api.principal("bob", groups=["g"], clearance="restricted", jurisdiction="US")  # EU->US: allow_masked
+    [hit] = _hits(api.search(us, "payroll bonus"))
+    assert hit["masked"] and "alice.smith" not in hit["text"]
+    cited = hit["citation"]
+    assert (cited["chunk_sha256"], cited["version_sha256"]) == (None, None)
+    looked_up = api.client.get(f"/v1/citations/{cited['chunk_id']}", headers=us).json()
+    assert looked_up["citation"]["chunk_sha256"] is None and looked_up["chunk"]["sha256"] is None
+    assert looked_up["version"]["sha256"] is None
+    verified = api.client.post("/v1/citations/verify", headers=us, json={"citation": cited}).json()
+    assert verified["valid"] and verified["recomputed_chunk_sha256"] is None
+    guess = hit["text"].replace("<PERSON>", "Alice Smith").replace("<EMAIL_ADDRESS>", "alice.smith@example.com")
+    guessed = api.client.post("/v1/citations/verify", headers=us, json={
+        "citation": {**cited, "chunk_sha256": hashlib.sha256(guess.encode()).hexdigest()}}).json()
+    wrong = api.client.post("/v1/citations/verify", headers=us, json={
+        "citation": {**cited, "chunk_sha256": "0" * 64}}).json()
+    assert guessed["valid"] == wrong["valid"] and guessed["problems"] == wrong["problems"]  # no oracle
+    # A caller served it in clear, and an auditor, get the hashes.
+    eu = api.principal("eve", groups=["g"], clearance="restricted", jurisdiction="EU")
+    [clear] = _hits(api.search(eu, "payroll bonus"))
+    assert not clear["masked"] and clear["citation"]["chunk_sha256"] == hashlib.sha256(EMAIL_DOC.encode()).hexdigest()
+    assert api.client.post("/v1/citations/verify", headers=eu, json={"citation": clear["citation"]}).json()["valid"]
+    auditor = api.principal("aud", roles=["auditor"])
+    assert api.client.get(f"/v1/citations/{cited['chunk_id']}", headers=auditor).json()["chunk"]["sha256"]
