@@ -117,6 +117,29 @@ def list_all(session: Session) -> list[Source]:
     return list(session.execute(select(Source).order_by(Source.id)).scalars())
 
 
+def _sees_every_source(who: EffectivePrincipal) -> bool:
+    return bool({"admin", "auditor"} & set(who.roles))
+
+
+def list_visible(session: Session, *, who: EffectivePrincipal) -> list[Source]:
+    """The sources a steward may see: those they steward and those their groups read (admins and auditors: all).
+    Another team's source, its read groups, steward and consent purposes, are not revealed."""
+    if _sees_every_source(who):
+        return list_all(session)
+    readable = select(SourceReadGroup.source_id).where(SourceReadGroup.group.in_(sorted(who.groups)))
+    return list(session.execute(
+        select(Source).where((Source.steward_id == who.principal_id) | Source.id.in_(readable)).order_by(Source.id)
+    ).scalars())
+
+
+def get_visible(session: Session, *, who: EffectivePrincipal, source_id: str) -> Source:
+    """The source, if `who` may see it (`list_visible`); otherwise the same `source_not_found` as an unknown id."""
+    src = get(session, source_id=source_id)
+    if _sees_every_source(who) or src.steward_id == who.principal_id or who.groups & set(read_groups(src)):
+        return src
+    raise NotFoundError(f"source {source_id!r} not found", code="source_not_found")
+
+
 def ensure_steward(who: EffectivePrincipal | str, src: Source, roles: Iterable[str] = ()) -> None:
     """Only the source's steward (or an admin) manages it."""
     pid = who.principal_id if isinstance(who, EffectivePrincipal) else who

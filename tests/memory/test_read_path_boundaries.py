@@ -184,3 +184,17 @@ def test_a_caller_served_a_chunk_masked_never_gets_a_hash_of_its_clear_text(api:
     assert api.client.post("/v1/citations/verify", headers=eu, json={"citation": clear["citation"]}).json()["valid"]
     auditor = api.principal("aud", roles=["auditor"])
     assert api.client.get(f"/v1/citations/{cited['chunk_id']}", headers=auditor).json()["chunk"]["sha256"]
+
+
+def test_stewards_see_the_sources_they_steward_or_read_only(api: Any) -> None:
+    api.source("hr", read_groups=["hr"])
+    api.source("wiki", read_groups=["all-staff"])
+    st = api.principal("st-m", groups=["marketing", "all-staff"], roles=["steward"])
+    api.source("mkt", read_groups=["marketing"], steward="st-m")
+    assert [s["id"] for s in api.client.get("/v1/sources", headers=st).json()] == ["mkt", "wiki"]
+    hidden = api.client.get("/v1/sources/hr", headers=st)
+    unknown = api.client.get("/v1/sources/nope", headers=st)
+    assert (hidden.status_code, hidden.json()["error"]["code"]) == (404, "source_not_found")
+    assert hidden.json()["error"]["code"] == unknown.json()["error"]["code"]
+    assert api.client.get("/v1/sources/wiki", headers=st).status_code == 200
+    assert {s["id"] for s in api.client.get("/v1/sources", headers=api.admin).json()} >= {"hr", "mkt", "wiki"}

@@ -30,12 +30,14 @@ def register_source(body: schemas.SourceCreate, session: SessionDep, who: Stewar
 
 @router.get("/sources", response_model=list[schemas.SourceOut])
 def list_sources(session: SessionDep, who: StewardDep) -> list[schemas.SourceOut]:
-    return [presenters.source(s) for s in sources.list_all(session)]
+    """The sources the caller stewards or whose read groups they hold (admins and auditors: all)."""
+    return [presenters.source(s) for s in sources.list_visible(session, who=who)]
 
 
 @router.get("/sources/{source_id}", response_model=schemas.SourceOut)
 def get_source(source_id: str, session: SessionDep, who: StewardDep) -> schemas.SourceOut:
-    return presenters.source(sources.get(session, source_id=source_id))
+    """One source, if the caller stewards it or reads it (admins and auditors: any); else 404 `source_not_found`."""
+    return presenters.source(sources.get_visible(session, who=who, source_id=source_id))
 
 
 @router.patch("/sources/{source_id}", response_model=schemas.SourceOut)
