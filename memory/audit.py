@@ -4,18 +4,21 @@ Each record's hash covers its own fields and the previous record's hash, so any 
 deletion breaks the chain at a findable point. Appends lock the single `audit_head` row (FOR UPDATE on
 PostgreSQL; SQLite transactions already begin IMMEDIATE), so concurrent writers append strictly in order.
 Records are written in the caller's transaction: a data change and its audit record commit together.
+The `audit_chunks` rows (which chunks a record served, for "who saw this") are an index of the hashed body's
+`chunk_ids`: verify checks them against it, so a deleted, added or altered row is found like an edited record.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Row, Table, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from memory.models import AuditChunk, AuditHead, AuditRecord
@@ -81,6 +84,12 @@ def _ts(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+def served_chunk_ids(body: object) -> list[str]:
+    """The chunk ids a record's hashed body says it served (search events); [] for every other record."""
+    ids = body.get("chunk_ids") if isinstance(body, dict) else None
+    return [str(c) for c in ids] if isinstance(ids, list) else []
+
+
 def record_hash(
     *,
     seq: int,
@@ -135,7 +144,8 @@ def append(
     """Append one record in the session's transaction (the caller commits).
 
     Core statements, not the unit of work: this runs on every search, and three statements (record,
-    chunk rows, head) are all it needs. The head row is locked first, so appends are strictly ordered."""
+    chunk rows, head) are all it needs. The head row is locked first, so appends are strictly ordered.
+    `chunk_ids` must be the event body's `chunk_ids` (verify holds the audit_chunks rows to them)."""
     head = session.execute(_READ_HEAD).one_or_none()
     if head is None:  # a database created without the migration's seed row
         session.execute(insert(_HEAD).values(id=1, seq=0, hash=GENESIS))
@@ -145,6 +155,9 @@ def append(
     ts = now or datetime.now(UTC)
     seq = prev_seq + 1
     body = json.loads(json.dumps(event.body()))  # canonical JSON types, as they will be read back
+    served = dict.fromkeys(chunk_ids)
+    if served.keys() != dict.fromkeys(served_chunk_ids(body)).keys():
+        raise ValueError(f"{event.name}: chunk_ids must equal the event body's chunk_ids (audit verify checks them)")
     digest = record_hash(
         seq=seq, ts=ts, event=event.name, principal_id=principal_id, acting_for=acting_for,
         source_id=source_id, document_id=document_id, body=body, prev_hash=prev_hash,
@@ -153,7 +166,7 @@ def append(
         "seq": seq, "ts": ts, "event": event.name, "principal_id": principal_id, "acting_for": acting_for,
         "source_id": source_id, "document_id": document_id, "body": body, "prev_hash": prev_hash, "hash": digest,
     })
-    rows = [{"seq": seq, "chunk_id": c} for c in dict.fromkeys(chunk_ids)]
+    rows = [{"seq": seq, "chunk_id": c} for c in served]
     if rows:
         session.execute(_INSERT_CHUNKS, rows)
     session.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
@@ -162,6 +175,8 @@ def append(
 
 @dataclass(frozen=True)
 class ChainReport:
+    """The outcome of verify_chain: the first broken seq and why, or valid with how many records it checked."""
+
     valid: bool
     checked: int
     head_seq: int
@@ -169,25 +184,47 @@ class ChainReport:
     reason: str | None = None
 
 
-def _iter_records(session: Session, batch: int, upto: int) -> Iterator[AuditRecord]:
+_PAGE_CHUNKS = select(_CHUNKS.c.seq, _CHUNKS.c.chunk_id).where(
+    _CHUNKS.c.seq > bindparam("after"), _CHUNKS.c.seq <= bindparam("upto"))
+# audit_chunks rows outside the verified range [1, head] that no record owns (written with foreign keys off).
+# Rows of records appended after verify read the head have their record, and are not part of this check.
+_STRAY_CHUNKS = select(func.min(_CHUNKS.c.seq)).where(
+    or_(_CHUNKS.c.seq < 1, _CHUNKS.c.seq > bindparam("head")), ~exists().where(_RECORDS.c.seq == _CHUNKS.c.seq))
+
+
+def _batches(session: Session, batch: int, upto: int) -> Iterator[tuple[Sequence[Row[Any]], dict[int, set[str]]]]:
+    """Records up to `upto` in seq order, a page at a time, with the audit_chunks rows of the page's seq range.
+
+    Core rows, not ORM objects: nothing lands in the caller's identity map, and a million-record verify
+    builds no mapped instances. Both reads are range scans on a primary key (audit_chunks leads with seq)."""
     last = 0
     while True:
         rows = session.execute(
-            select(AuditRecord)
-            .where(AuditRecord.seq > last, AuditRecord.seq <= upto)
-            .order_by(AuditRecord.seq)
+            select(_RECORDS).where(_RECORDS.c.seq > last, _RECORDS.c.seq <= upto).order_by(_RECORDS.c.seq)
             .limit(batch)
-        ).scalars().all()
+        ).all()
         if not rows:
             return
-        yield from rows
+        served: dict[int, set[str]] = defaultdict(set)
+        for seq, chunk_id in session.execute(_PAGE_CHUNKS, {"after": last, "upto": rows[-1].seq}):
+            served[seq].add(chunk_id)
+        yield rows, served
         last = rows[-1].seq
-        for row in rows:  # only our rows: the caller's other objects stay in its session
-            session.expunge(row)
+
+
+def _chunks_mismatch(body: object, rows: set[str]) -> str | None:
+    hashed = set(served_chunk_ids(body))
+    if rows == hashed:
+        return None
+    return (f"audit_chunks rows do not match the record's chunk_ids ({len(hashed - rows)} missing, "
+            f"{len(rows - hashed)} not in the record)")
 
 
 def verify_chain(session: Session, *, batch: int = 5000) -> ChainReport:
-    """Recompute every hash in order; report the first broken link (edit, insertion or deletion)."""
+    """Recompute every hash in order; report the first broken link (edit, insertion or deletion).
+
+    Each record's audit_chunks rows must be exactly its hashed body's chunk_ids, and no row may point at a
+    seq without a record: those rows answer "who was served this document", so they are held to the chain."""
     head = session.execute(
         select(AuditHead).where(AuditHead.id == 1).execution_options(populate_existing=True)
     ).scalar_one_or_none()
@@ -198,20 +235,24 @@ def verify_chain(session: Session, *, batch: int = 5000) -> ChainReport:
     head_hash = head.hash if head else GENESIS
     # Only up to the head read above: on PostgreSQL (read committed) writers keep appending during a long
     # verify, and their records are not part of this check. Records beyond the head are checked below.
-    for rec in _iter_records(session, batch, head_seq):
-        if rec.seq != expected_seq:
-            return ChainReport(False, checked, head_seq, expected_seq, f"record {expected_seq} is missing")
-        if rec.prev_hash != expected_prev:
-            return ChainReport(False, checked, head_seq, rec.seq, "prev_hash does not match the previous record")
-        digest = record_hash(
-            seq=rec.seq, ts=rec.ts, event=rec.event, principal_id=rec.principal_id, acting_for=rec.acting_for,
-            source_id=rec.source_id, document_id=rec.document_id, body=rec.body, prev_hash=rec.prev_hash,
-        )
-        if digest != rec.hash:
-            return ChainReport(False, checked, head_seq, rec.seq, "record content does not match its hash")
-        expected_prev = rec.hash
-        expected_seq += 1
-        checked += 1
+    for rows, served in _batches(session, batch, head_seq):
+        for rec in rows:
+            if rec.seq != expected_seq:
+                return ChainReport(False, checked, head_seq, expected_seq, f"record {expected_seq} is missing")
+            if rec.prev_hash != expected_prev:
+                return ChainReport(False, checked, head_seq, rec.seq, "prev_hash does not match the previous record")
+            digest = record_hash(
+                seq=rec.seq, ts=rec.ts, event=rec.event, principal_id=rec.principal_id, acting_for=rec.acting_for,
+                source_id=rec.source_id, document_id=rec.document_id, body=rec.body, prev_hash=rec.prev_hash,
+            )
+            if digest != rec.hash:
+                return ChainReport(False, checked, head_seq, rec.seq, "record content does not match its hash")
+            mismatch = _chunks_mismatch(rec.body, served.get(rec.seq, set()))
+            if mismatch:
+                return ChainReport(False, checked, head_seq, rec.seq, mismatch)
+            expected_prev = rec.hash
+            expected_seq += 1
+            checked += 1
     if checked != head_seq or expected_prev != head_hash:
         return ChainReport(
             False, checked, head_seq, checked + 1, "records after the last verified one are missing (tail deleted)"
@@ -224,4 +265,8 @@ def verify_chain(session: Session, *, batch: int = 5000) -> ChainReport:
     ).scalar_one_or_none() or 0
     if top > fresh:
         return ChainReport(False, checked, head_seq, fresh + 1, "records beyond the chain head (inserted around it)")
+    stray = session.execute(_STRAY_CHUNKS, {"head": head_seq}).scalar_one_or_none()
+    if stray is not None:
+        return ChainReport(False, checked, head_seq, stray,
+                           f"audit_chunks rows point at seq {stray}, which has no record")
     return ChainReport(True, checked, head_seq)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from memory.clock import aware
+from memory.clock import aware, utc
 from memory.errors import ValidationFailedError
 from memory.models import AuditChunk, AuditRecord, Chunk
 
@@ -49,11 +49,6 @@ def _served(column: Any, value: str) -> Any:
     return select(AuditChunk.seq).join(Chunk, Chunk.id == AuditChunk.chunk_id).where(column == value)
 
 
-def _utc(dt: datetime) -> datetime:
-    # SQLite stores the UTC wall time without an offset: compare in UTC, whatever zone the caller used.
-    return aware(dt).astimezone(UTC)
-
-
 def _query(flt: AuditFilter) -> Select[Any]:
     q = select(AuditRecord)
     if flt.principal_id:
@@ -73,9 +68,9 @@ def _query(flt: AuditFilter) -> Select[Any]:
     if flt.action:
         q = q.where(AuditRecord.body["action"].as_string() == flt.action)
     if flt.since:
-        q = q.where(AuditRecord.ts >= _utc(flt.since))
+        q = q.where(AuditRecord.ts >= utc(flt.since))
     if flt.until:
-        q = q.where(AuditRecord.ts < _utc(flt.until))
+        q = q.where(AuditRecord.ts < utc(flt.until))
     return q
 
 

@@ -85,13 +85,15 @@ def verify(
 
 @audit_app.command("verify")
 def audit_verify(data_dir: DataDir = None, actor: Actor = None) -> None:
-    """Recompute the hash chain. Exit 1 and name the first broken seq if any record was altered."""
+    """Recompute the hash chain. Exit 1 and name the first broken seq if any record (or a record's served-chunk
+    rows) was altered."""
 
     def _do(c: Container) -> audit.ChainReport:
         with transaction(c.sessions) as s:
             report = audit.verify_chain(s)
             audit.append(s, audit.Read(action="audit.verify", target="audit_log", details={
-                "valid": report.valid, "checked": report.checked}), principal_id=actor_id(actor))
+                "valid": report.valid, "checked": report.checked, "first_broken_seq": report.first_broken_seq,
+            }), principal_id=actor_id(actor))
             return report
 
     report = run(data_dir, _do)

@@ -22,3 +22,8 @@ def from_epoch(ts: float) -> datetime:
 def aware(dt: datetime) -> datetime:
     """SQLite returns naive datetimes; everything we store is UTC."""
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+
+
+def utc(dt: datetime) -> datetime:
+    """The same instant in UTC, for comparing with stored times: SQLite keeps UTC wall time without an offset."""
+    return aware(dt).astimezone(UTC)

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from memory.clock import utc
 from memory.models import AuditChunk, AuditRecord, Chunk, DocumentVersion, Embedding, Principal, PrincipalGroup
 
 
@@ -30,10 +31,11 @@ class UsageReport:
 
 
 def _window(q: Any, since: datetime | None, until: datetime | None) -> Any:
+    # In UTC whatever zone the caller used: SQLite compares its stored UTC wall time, offset-free.
     if since is not None:
-        q = q.where(AuditRecord.ts >= since)
+        q = q.where(AuditRecord.ts >= utc(since))
     if until is not None:
-        q = q.where(AuditRecord.ts < until)
+        q = q.where(AuditRecord.ts < utc(until))
     return q
 
 

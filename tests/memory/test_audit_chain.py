@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from memory import audit, principals
@@ -168,3 +169,66 @@ def test_a_record_inserted_beyond_the_head_is_found(container):
     _tamper(container, forge)
     report = _verify(container)
     assert not report.valid and report.first_broken_seq == head + 1
+
+
+def _served(api) -> tuple[int, list[str]]:
+    """A reader searches a document; returns the search record's seq and the chunk ids it served."""
+    reader = api.principal("r1", groups=["g"])
+    api.source("s1", read_groups=["g"])
+    api.upload("s1", "e.md", "# Expenses\n\nMeal expenses are reimbursed up to forty euros per day.\n")
+    hits = api.search(reader, "meal expenses").json()["hits"]
+    assert hits
+    with api.container.sessions() as s:
+        seq = s.scalar(select(func.max(AuditRecord.seq)).where(AuditRecord.event == "search"))
+    _append_many(api.container, 3)  # the tampered record is not the last one
+    return seq, [h["citation"]["chunk_id"] for h in hits]
+
+
+@pytest.mark.parametrize("tamper", ["delete", "add", "alter"])
+def test_a_tampered_audit_chunks_row_is_the_first_broken_seq(api, tamper):
+    seq, served = _served(api)
+    assert _verify(api.container).valid
+    where = (AuditChunk.seq == seq) & (AuditChunk.chunk_id == served[0])
+    change = {
+        "delete": delete(AuditChunk).where(where),  # hide that the reader was served the chunk
+        "add": insert(AuditChunk).values(seq=seq, chunk_id="f" * 32),
+        "alter": update(AuditChunk).where(where).values(chunk_id="f" * 32),
+    }[tamper]
+    _tamper(api.container, lambda s: s.execute(change))
+
+    report = _verify(api.container)
+    assert not report.valid and report.first_broken_seq == seq and "audit_chunks" in (report.reason or ""), report
+    body = api.client.get("/v1/audit/verify", headers=api.admin).json()
+    assert body["valid"] is False and body["first_broken_seq"] == seq and "audit_chunks" in body["reason"]
+
+
+def test_audit_chunks_rows_on_a_record_that_served_nothing_are_found(container):
+    _append_many(container, 5)
+    target = _verify(container).head_seq - 2
+    _tamper(container, lambda s: s.execute(insert(AuditChunk).values(seq=target, chunk_id="f" * 32)))
+    report = _verify(container)
+    assert not report.valid and report.first_broken_seq == target and "1 not in the record" in (report.reason or "")
+
+
+def test_an_audit_chunks_row_without_a_record_is_found(container):
+    """Written around the foreign key (the sqlite3 shell has them off; on PostgreSQL, the constraint dropped)."""
+    _append_many(container, 3)
+    head = _verify(container).head_seq
+    url = container.engine.url
+    if url.get_backend_name() == "sqlite":
+        with sqlite3.connect(str(url.database)) as raw:
+            raw.execute("INSERT INTO audit_chunks (seq, chunk_id) VALUES (?, ?)", (head + 7, "f" * 32))
+        raw.close()
+    else:
+        with transaction(container.sessions) as s:
+            s.execute(text("ALTER TABLE audit_chunks DROP CONSTRAINT fk_audit_chunks_seq_audit_log"))
+            s.execute(insert(AuditChunk).values(seq=head + 7, chunk_id="f" * 32))
+    report = _verify(container)
+    assert not report.valid and report.first_broken_seq == head + 7 and "no record" in (report.reason or ""), report
+
+
+def test_an_append_whose_chunk_rows_differ_from_its_body_is_refused(container):
+    event = audit.SearchPerformed(query_sha256="0" * 64, top_k=1, as_of=0.0, filter_summary={}, chunk_ids=["a"],
+                                  masked_chunk_ids=[], withheld={}, latency_ms=0.0, embedding_tokens=0)
+    with container.sessions() as s, pytest.raises(ValueError, match="chunk_ids"):
+        audit.append(s, event, principal_id="t", chunk_ids=["b"])

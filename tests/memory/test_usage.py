@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
 TEXT = "# Onboarding\n\nEvery new hire gets a laptop, a badge and a buddy in the first week.\n"
 
 
@@ -28,3 +32,23 @@ def test_usage_counts_queries_and_shared_content(api):
 def test_usage_is_admin_only(api):
     reader = api.principal("r", groups=["g"])
     assert api.client.get("/v1/usage", headers=reader).status_code == 403
+
+
+@pytest.mark.parametrize("hours", [0, -5, 5, 13])
+def test_usage_window_is_the_same_instant_in_any_zone(api, hours):
+    reader = api.principal("r", groups=["g"])
+    api.source("s1", read_groups=["g"])
+    api.upload("s1", "onboarding.md", TEXT)
+    for _ in range(2):
+        api.search(reader, "laptop badge buddy")
+    zone = timezone(timedelta(hours=hours))
+    now = datetime.now(UTC)
+    before, after = (now - timedelta(minutes=1)).astimezone(zone), (now + timedelta(minutes=1)).astimezone(zone)
+
+    def queries(**window: datetime) -> float:
+        r = api.client.get("/v1/usage", headers=api.admin, params={k: v.isoformat() for k, v in window.items()})
+        assert r.status_code == 200, r.text
+        return float(r.json()["totals"]["queries"])
+
+    assert queries(since=before) == queries(until=after) == queries(since=before, until=after) == 2
+    assert queries(since=after) == queries(until=before) == 0

@@ -58,7 +58,8 @@ def list_audit(
 
 @router.get("/audit/verify", response_model=schemas_audit.ChainOut)
 def verify_audit(session: SessionDep, who: AuditorDep) -> schemas_audit.ChainOut:
-    """Recompute the hash chain; report the first broken seq (edited, inserted or deleted record)."""
+    """Recompute the hash chain; report the first broken seq (edited, inserted or deleted record, or served-chunk
+    rows that differ from the record's chunk_ids) and why."""
     report = audit.verify_chain(session)
     audit.append(session, audit.Read(action="audit.verify", target="audit_log", details={
         "valid": report.valid, "checked": report.checked, "first_broken_seq": report.first_broken_seq,
