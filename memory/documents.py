@@ -36,7 +36,9 @@ def ingest_upload(
     actor: str,
     max_bytes: int,
 ) -> IngestOutcome:
-    """One uploaded file. A file the pipeline rejects raises its IngestError (-> 422 with its code)."""
+    """One uploaded file. A file the pipeline rejects raises its IngestError (-> 422 with its code); a service
+    failure while storing it raises its ServiceError, which keeps its status (vector store down -> 503,
+    a concurrent change -> 409)."""
     if len(data) > max_bytes:
         raise DocumentTooLargeError(f"{len(data)} bytes exceeds the limit of {max_bytes}")
     name = os.path.basename(filename) or "upload"
@@ -48,6 +50,8 @@ def ingest_upload(
         files=[FileInput(data=data, filename=name, external_key=key, uri=f"upload://{source_id}/{key}")],
     )
     if outcome.status == "failed":
+        if outcome.exception is not None:
+            raise outcome.exception
         err = IngestError(outcome.error or "ingest failed")
         err.code = outcome.error_code or "ingest_error"
         raise err

@@ -5,10 +5,17 @@ between the SQL and vector writes must leave a state the next run can repair):
 
   A. SQL: the version row as `pending`                       (commit)
   B. vectors: every chunk upserted with committed=0          (invisible to every search)
-  C. SQL: chunks + spans, version `active`, previous version superseded, audit record   (commit)
+  C. SQL, under the source's and the document's row locks: chunks + spans, version `active`, previous version
+     superseded, audit record; the new points re-stamped first if the source's access changed since it was
+     read (so they never admit more than SQL); the same bytes stored meanwhile -> `unchanged`   (commit)
   D. vectors: new points committed=1, previous version's valid_to closed; SQL: vectors_synced  (commit)
 
-`repair()` finishes D for versions left unsynced and deletes the points of versions left pending.
+D checks the rows it copied did not change while it patched (an overlapping ingest, retraction or restore)
+and copies again if they did, so it never marks a stale payload synced. A failed D leaves the upload
+committed and reported `revealed=False`; uploading the same bytes again (or `vector_sync.repair()`) finishes it.
+
+`repair()` finishes D for versions left unsynced and deletes the points of versions left pending longer
+than a grace period (a younger one may be another replica's live ingest).
 """
 
 from __future__ import annotations
@@ -17,9 +24,9 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -32,10 +39,11 @@ from memory import audit, withholdable
 from memory import sources as sources_svc
 from memory.clock import utcnow
 from memory.db import transaction
-from memory.errors import ServiceError
+from memory.errors import ConflictError, ServiceError
 from memory.metrics import INGEST_CHUNKS, INGEST_DOCUMENTS, INGEST_SECONDS
-from memory.models import Chunk, Document, DocumentVersion, PiiSpan
-from memory.stores.base import OPEN_END, ChunkPayload, PayloadPatch, Selector, VectorPoint, VectorStore
+from memory.models import Chunk, Document, DocumentVersion, PiiSpan, Source
+from memory.stores.base import OPEN_END, ChunkPayload, Selector, VectorPoint, VectorStore
+from memory.vector_sync import abandon, lock_document, sync_versions
 
 if TYPE_CHECKING:
     from ingest.pipeline import IngestItem
@@ -43,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 POINT_NAMESPACE = uuid.UUID("6f1c9a8e-3f3c-4c55-9f7e-9b1d2f0c7a11")
 PIPELINE_VERSION = "memory-ingest/1"
+_SHA_BATCH = 500  # bound parameters per IN (...) query
 
 
 class DocumentProcessor(Protocol):
@@ -73,7 +82,9 @@ class IngestOutcome:
     version: int | None = None
     version_id: str | None = None
     chunks: int = 0
-    embedded: int = 0  # chunks whose vector was computed (not from cache)
+    # Chunks whose text this source did not hold already. Not "computed, not from cache": a hit on text cached
+    # from another source would tell the uploader that text exists there (the audit record keeps the real work).
+    embedded: int = 0
     entity_counts: dict[str, int] = field(default_factory=dict)
     error_code: str | None = None
     error: str | None = None
@@ -81,6 +92,29 @@ class IngestOutcome:
     # Parsed anyway, with these left out (skipped email attachments, a partly readable file):
     # {"code", "message", "attachment"}, code as in ingest.errors or "attachment_limit".
     warnings: list[dict[str, str | None]] = field(default_factory=list)
+    # False: committed, but revealing its vectors (step D) failed, so the previous version is still served;
+    # uploading the same bytes again, or repair(), finishes it.
+    revealed: bool = True
+    # The service error behind a `failed` outcome, so a single upload can answer with its status (503, 409).
+    exception: ServiceError | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class _Activation:
+    """What step C decided: `unchanged` when the same bytes became the latest version meanwhile."""
+
+    status: str  # created | updated | unchanged
+    version: int
+    version_id: str
+    chunks: int
+    to_sync: tuple[str, ...]
+
+
+class _Access(NamedTuple):
+    """The access fields a version's points were written with."""
+
+    read_groups: tuple[str, ...]
+    jurisdiction: str
 
 
 def document_id_for(source_id: str, external_key: str) -> str:
@@ -109,6 +143,13 @@ def _latest(session: Session, document_id: str) -> DocumentVersion | None:
     ).scalar_one_or_none()
 
 
+def _unsynced(session: Session, document_id: str) -> list[str]:
+    return list(session.scalars(
+        select(DocumentVersion.id).where(DocumentVersion.document_id == document_id,
+                                         DocumentVersion.status.in_(("active", "superseded")),
+                                         DocumentVersion.vectors_synced.is_(False))))
+
+
 def ingest_files(
     factory: sessionmaker[Session],
     store: VectorStore,
@@ -121,9 +162,37 @@ def ingest_files(
     """Ingest a batch of files into one source; every file gets an outcome, failures never stop the batch."""
     with factory() as session:
         src = sources_svc.get(session, source_id=source_id)
+        # Read now for the points of step B; step C re-reads them under the source lock (they may change meanwhile).
         floor, groups, juris = Label(src.floor), sources_svc.read_groups(src), src.jurisdiction
+    outcomes, todo, stored = _unchanged_files(factory, source_id, files)
+    from ingest.pipeline import IngestItem  # heavy (unstructured): only when there is work
+
+    t0 = time.perf_counter()
+    items = [IngestItem(files[i].data, files[i].filename, floor) for i in todo]
+    results = processor.process_many(items) if items else []
+    per_doc_process = (time.perf_counter() - t0) / max(1, len(todo))
+    try:
+        _store_all(factory, store, todo, results, files, outcomes, stored, source_id=source_id, groups=groups,
+                   jurisdiction=juris, actor=actor, per_doc_process=per_doc_process)
+    finally:
+        if stored:
+            _reveal(factory, store, stored, outcomes.values())
+    for o in outcomes.values():
+        INGEST_DOCUMENTS.labels(status=o.status).inc()
+        if o.status in ("created", "updated"):
+            INGEST_CHUNKS.inc(o.chunks)
+            INGEST_SECONDS.observe(sum(o.timings_s.values()))
+    return [outcomes[i] for i in range(len(files))]
+
+
+def _unchanged_files(
+    factory: sessionmaker[Session], source_id: str, files: Sequence[FileInput]
+) -> tuple[dict[int, IngestOutcome], list[int], list[str]]:
+    """Outcomes of files whose bytes are the document's latest version, the indexes of the others, and the
+    versions to reveal: an upload that committed but failed step D is finished by its retry."""
     outcomes: dict[int, IngestOutcome] = {}
     todo: list[int] = []
+    heal: list[str] = []
     with factory() as session:
         for i, f in enumerate(files):
             doc_id = document_id_for(source_id, f.external_key)
@@ -131,27 +200,27 @@ def ingest_files(
             if latest is not None and latest.sha256 == hashlib.sha256(f.data).hexdigest():
                 outcomes[i] = IngestOutcome(f.external_key, "unchanged", doc_id, latest.version, latest.id,
                                             chunks=latest.chunk_count)
+                if not latest.vectors_synced:
+                    heal.extend(_unsynced(session, doc_id))
             else:
                 todo.append(i)
-    from ingest.pipeline import IngestItem  # heavy (unstructured): only when there is work
+    return outcomes, todo, heal
 
-    t0 = time.perf_counter()
-    items = [IngestItem(files[i].data, files[i].filename, floor) for i in todo]
-    results = processor.process_many(items) if items else []
-    per_doc_process = (time.perf_counter() - t0) / max(1, len(todo))
-    stored: list[str] = []
+
+def _reveal(
+    factory: sessionmaker[Session], store: VectorStore, version_ids: Sequence[str], outcomes: Iterable[IngestOutcome]
+) -> None:
+    """Step D for the batch. The versions have committed, so a failure here is reported on their outcomes
+    (`revealed=False`), not raised: an error would tell the client its upload failed, and its retry would
+    then be `unchanged`. They stay unsynced, so that retry (or repair()) reveals them."""
     try:
-        _store_all(factory, store, todo, results, files, outcomes, stored, source_id=source_id, groups=groups,
-                   jurisdiction=juris, actor=actor, per_doc_process=per_doc_process)
-    finally:
-        if stored:
-            _sync_versions(factory, store, stored)
-    for o in outcomes.values():
-        INGEST_DOCUMENTS.labels(status=o.status).inc()
-        if o.status in ("created", "updated"):
-            INGEST_CHUNKS.inc(o.chunks)
-            INGEST_SECONDS.observe(sum(o.timings_s.values()))
-    return [outcomes[i] for i in range(len(files))]
+        sync_versions(factory, store, version_ids)
+    except Exception:
+        log.warning("ingest.reveal_failed versions=%d", len(version_ids), exc_info=True)
+        failed = set(version_ids)
+        for o in outcomes:
+            if o.version_id in failed:
+                o.revealed = False
 
 
 def _store_all(
@@ -168,12 +237,14 @@ def _store_all(
             continue
         try:
             outcomes[i] = _store_document(
-                factory, store, source_id=source_id, source_groups=groups, jurisdiction=jurisdiction, file=f,
-                doc=res, actor=actor, to_sync=stored,
+                factory, store, source_id=source_id, written=_Access(groups, jurisdiction),
+                file=f, doc=res, actor=actor, to_sync=stored,
             )
             outcomes[i].timings_s.setdefault("process", per_doc_process)
         except ServiceError as exc:
-            outcomes[i] = IngestOutcome(f.external_key, "failed", error_code=exc.code, error=exc.message)
+            outcomes[i] = IngestOutcome(f.external_key, "failed", error_code=exc.code, error=exc.message,
+                                        exception=exc)
+            log.info("ingest.failed source=%s code=%s", source_id, exc.code)
 
 
 def _store_document(
@@ -181,32 +252,63 @@ def _store_document(
     store: VectorStore,
     *,
     source_id: str,
-    source_groups: tuple[str, ...],
-    jurisdiction: str,
+    written: _Access,
     file: FileInput,
     doc: ProcessedDocument,
     actor: str,
     to_sync: list[str],
 ) -> IngestOutcome:
+    """Steps A-C for one processed file; `written`: the access its points are upserted with."""
     doc_id = document_id_for(source_id, file.external_key)
     valid_from = time.time()
     t_store = time.perf_counter()
-    # A. reserve the version number as `pending`
+    vid = _reserve(factory, doc_id=doc_id, source_id=source_id, file=file, doc=doc, actor=actor,
+                   valid_from=valid_from)
+    points, chunk_rows = _rows(doc, source_id=source_id, doc_id=doc_id, vid=vid, written=written,
+                               valid_from=valid_from)
+    try:
+        if points:  # B. vectors, invisible
+            store.upsert(points)
+        embedded = _embedded_for_uploader(factory, source_id, doc)
+        with transaction(factory) as session:
+            done = _activate(session, store, source_id=source_id, doc_id=doc_id, vid=vid, written=written,
+                             doc=doc, chunk_rows=chunk_rows, actor=actor)
+    except BaseException:
+        abandon(factory, store, vid)
+        raise
+    to_sync.extend(done.to_sync)
+    if done.status == "unchanged":  # the same bytes were stored meanwhile (a retry, a second worker)
+        abandon(factory, store, vid)
+        log.info("ingest.duplicate_dropped version=%s kept=%s", vid, done.version_id)
+        return IngestOutcome(file.external_key, "unchanged", doc_id, done.version, done.version_id,
+                             chunks=done.chunks)
+    # D. reveal: done by the caller for the whole batch (one flush); a crash before is finished by repair()
+    return IngestOutcome(
+        file.external_key, done.status, doc_id, done.version, vid, chunks=done.chunks, embedded=embedded,
+        entity_counts=doc.entity_counts, timings_s={**doc.timings_s, "store": time.perf_counter() - t_store},
+        warnings=[{"code": w.code, "message": w.message, "attachment": w.attachment} for w in doc.warnings],
+    )
+
+
+def _reserve(
+    factory: sessionmaker[Session], *, doc_id: str, source_id: str, file: FileInput, doc: ProcessedDocument,
+    actor: str, valid_from: float,
+) -> str:
+    """A. reserve the next version number as `pending`; returns its id."""
     try:
         with transaction(factory) as session:
             if session.get(Document, doc_id) is None:
                 session.add(Document(id=doc_id, source_id=source_id, external_key=file.external_key,
                                      created_at=utcnow(), current_version=0))
                 session.flush()
-            _lock_document(session, doc_id)
+            lock_document(session, doc_id)
             latest_no = session.execute(
                 select(func.max(DocumentVersion.version)).where(DocumentVersion.document_id == doc_id)
             ).scalar_one_or_none() or 0
-            number = latest_no + 1
-            vid = version_id_for(doc_id, number)
+            vid = version_id_for(doc_id, latest_no + 1)
             v = doc.versions
             session.add(DocumentVersion(
-                id=vid, document_id=doc_id, version=number, status="pending", sha256=doc.sha256,
+                id=vid, document_id=doc_id, version=latest_no + 1, status="pending", sha256=doc.sha256,
                 size_bytes=doc.size_bytes, mime_type=doc.mime_type, filename=file.filename, uri=file.uri,
                 ingested_at=utcnow(), ingested_by=actor, valid_from=valid_from, valid_to=OPEN_END,
                 pipeline_version=v.pipeline, parser_version=v.parser, chunker_version=v.chunker,
@@ -214,8 +316,14 @@ def _store_document(
                 chunk_count=len(doc.chunks), text_length=doc.text_length, vectors_synced=False,
             ))
     except IntegrityError as exc:
-        raise ServiceError("document changed concurrently; retry", code="concurrent_update") from exc
-    # B. vectors, invisible
+        raise ConflictError("document changed concurrently; retry", code="concurrent_update") from exc
+    return vid
+
+
+def _rows(
+    doc: ProcessedDocument, *, source_id: str, doc_id: str, vid: str, written: _Access, valid_from: float
+) -> tuple[list[VectorPoint], list[Chunk]]:
+    """The version's points (uncommitted) and chunk rows."""
     points = []
     chunk_rows = []
     for pc in doc.chunks:
@@ -223,9 +331,9 @@ def _store_document(
         cid = chunk_id_for(vid, d.ordinal, d.sha256)
         pid = point_id_for(cid)
         points.append(VectorPoint(pid, pc.vector, ChunkPayload(
-            chunk_id=cid, source_id=source_id, document_id=doc_id, version_id=vid, read_groups=source_groups,
-            label=int(pc.label), jurisdiction=jurisdiction, personal=pc.has_personal_data,
-            entity_types=pc.entity_types, valid_from=valid_from, committed=False,
+            chunk_id=cid, source_id=source_id, document_id=doc_id, version_id=vid,
+            read_groups=written.read_groups, label=int(pc.label), jurisdiction=written.jurisdiction,
+            personal=pc.has_personal_data, entity_types=pc.entity_types, valid_from=valid_from, committed=False,
         )))
         chunk_rows.append(Chunk(
             id=cid, point_id=pid, version_id=vid, document_id=doc_id, source_id=source_id, ordinal=d.ordinal,
@@ -235,113 +343,81 @@ def _store_document(
             spans=[PiiSpan(entity_type=s.entity_type, start=s.start, end=s.end, score=s.score,
                            recognizer=s.recognizer) for s in pc.findings],
         ))
-    try:
-        if points:
-            store.upsert(points)
-        # C. make it the document's version of record. The document row is locked so concurrent
-        # ingests of one document activate strictly one after another (SQLite: BEGIN IMMEDIATE already).
-        with transaction(factory) as session:
-            _lock_document(session, doc_id)
-            version = session.get(DocumentVersion, vid)
-            assert version is not None
-            previous = _latest(session, doc_id)
-            if previous is not None and previous.version > version.version:
-                raise ServiceError("a newer version was stored concurrently; retry", code="concurrent_update")
-            # Validity is decided under the lock, so windows never overlap or run backwards.
-            valid_from = max(time.time(), previous.valid_from + 1e-6 if previous is not None else 0.0)
-            version.valid_from = valid_from
-            session.add_all(chunk_rows)
-            if chunk_rows:
-                withholdable.record_chunks(session, source_id=source_id, max_label=max(c.label for c in chunk_rows),
-                                           has_personal=any(c.personal for c in chunk_rows))
-            version.status = "active"
-            status = "created"
-            if previous is not None:
-                status = "updated"
-                previous.status = "superseded"
-                previous.valid_to = valid_from
-                previous.superseded_by = vid
-                previous.vectors_synced = False
-            document = session.get(Document, doc_id)
-            assert document is not None
-            document.current_version = version.version
-            audit.append(
-                session,
-                audit.Write(action="document.ingest", target=vid, details={
-                    "status": status, "version": version.version, "sha256": doc.sha256,
-                    "chunks": len(chunk_rows), "entity_counts": doc.entity_counts,
-                    "supersedes": previous.id if previous else None,
-                    "embedded": sum(1 for c in doc.chunks if not c.embedding_cached),
-                }),
-                principal_id=actor, source_id=source_id, document_id=doc_id,
-            )
-    except BaseException:
-        _abandon(factory, store, vid)
-        raise
-    to_sync.extend([vid] + ([previous.id] if previous is not None else []))
-    # D. reveal: done by the caller for the whole batch (one flush); a crash before is finished by repair()
-    return IngestOutcome(
-        file.external_key, status, doc_id, version.version, vid, chunks=len(chunk_rows),
-        embedded=sum(1 for c in doc.chunks if not c.embedding_cached), entity_counts=doc.entity_counts,
-        timings_s={**doc.timings_s, "store": time.perf_counter() - t_store},
-        warnings=[{"code": w.code, "message": w.message, "attachment": w.attachment} for w in doc.warnings],
+    return points, chunk_rows
+
+
+def _embedded_for_uploader(factory: sessionmaker[Session], source_id: str, doc: ProcessedDocument) -> int:
+    """Chunks whose text this source does not hold yet: what an upload reports as embedded. It depends only
+    on what the uploader can know (this file, this source), never on the content-addressed cache, which
+    other sources fill too."""
+    shas = sorted({c.draft.sha256 for c in doc.chunks})
+    held: set[str] = set()
+    with factory() as session:
+        for i in range(0, len(shas), _SHA_BATCH):
+            held.update(session.scalars(select(Chunk.sha256).distinct().where(
+                Chunk.source_id == source_id, Chunk.sha256.in_(shas[i:i + _SHA_BATCH]))))
+    return sum(1 for c in doc.chunks if c.draft.sha256 not in held)
+
+
+def _activate(
+    session: Session, store: VectorStore, *, source_id: str, doc_id: str, vid: str, written: _Access,
+    doc: ProcessedDocument, chunk_rows: list[Chunk], actor: str,
+) -> _Activation:
+    """C. make the version the document's version of record (the caller commits)."""
+    # The source row first (access changes lock it: none commits between the check below and our commit), then
+    # the document row, so concurrent ingests of one document activate strictly one after another (SQLite:
+    # BEGIN IMMEDIATE already serialises them).
+    src = sources_svc.get(session, source_id=source_id, for_update=True)
+    lock_document(session, doc_id)
+    version = session.get(DocumentVersion, vid, populate_existing=True)
+    if version is None or version.status != "pending":
+        # repair() on another replica took this ingest for dead and abandoned it: its points may be gone.
+        raise ConflictError("the version being stored was abandoned; retry", code="concurrent_update")
+    previous = _latest(session, doc_id)
+    if previous is not None and previous.version > version.version:
+        raise ConflictError("a newer version was stored concurrently; retry", code="concurrent_update")
+    if previous is not None and previous.sha256 == version.sha256:
+        heal = tuple(_unsynced(session, doc_id)) if not previous.vectors_synced else ()
+        return _Activation("unchanged", previous.version, previous.id, previous.chunk_count, heal)
+    _restamp_access(store, src, vid, written)
+    # Validity is decided under the lock, so windows never overlap or run backwards.
+    valid_from = max(time.time(), previous.valid_from + 1e-6 if previous is not None else 0.0)
+    version.valid_from = valid_from
+    session.add_all(chunk_rows)
+    if chunk_rows:
+        withholdable.record_chunks(session, source_id=source_id, max_label=max(c.label for c in chunk_rows),
+                                   has_personal=any(c.personal for c in chunk_rows))
+    version.status = "active"
+    if previous is not None:
+        previous.status = "superseded"
+        previous.valid_to = valid_from
+        previous.superseded_by = vid
+        previous.vectors_synced = False
+    document = session.get(Document, doc_id)
+    assert document is not None
+    document.current_version = version.version
+    status = "updated" if previous is not None else "created"
+    audit.append(
+        session,
+        audit.Write(action="document.ingest", target=vid, details={
+            "status": status, "version": version.version, "sha256": doc.sha256,
+            "chunks": len(chunk_rows), "entity_counts": doc.entity_counts,
+            "supersedes": previous.id if previous else None,
+            # The embedding work done (usage metering); auditors only, unlike the upload's response.
+            "embedded": sum(1 for c in doc.chunks if not c.embedding_cached),
+        }),
+        principal_id=actor, source_id=source_id, document_id=doc_id,
     )
+    return _Activation(status, version.version, vid, len(chunk_rows), (vid,) + ((previous.id,) if previous else ()))
 
 
-def _lock_document(session: Session, document_id: str) -> None:
-    session.execute(select(Document.id).where(Document.id == document_id).with_for_update()).first()
+def _restamp_access(store: VectorStore, src: Source, version_id: str, written: _Access) -> None:
+    """The version's points take the source's access as SQL holds it now (we hold its row lock), if it changed
+    since the points were written: a narrowing committed meanwhile re-stamped the source's points, but these
+    may have been upserted after it. Patched before our commit, so the vectors never admit more than SQL."""
+    now = sources_svc.access_payload(src)
+    if (now.read_groups, now.jurisdiction) != (tuple(sorted(written.read_groups)), written.jurisdiction):
+        store.patch(Selector(version_ids=(version_id,)), now)
+        log.info("ingest.access_restamped version=%s source=%s", version_id, src.id)
 
 
-def _abandon(factory: sessionmaker[Session], store: VectorStore, version_id: str) -> None:
-    """Undo a version that never became active: its invisible points and its pending row go."""
-    try:
-        store.delete(Selector(version_ids=(version_id,)))
-        with transaction(factory) as session:
-            v = session.get(DocumentVersion, version_id)
-            if v is not None and v.status == "pending":
-                session.delete(v)
-    except Exception:  # repair() will finish this on the next run
-        log.exception("ingest.abandon_failed version=%s", version_id)
-
-
-def _sync_versions(
-    factory: sessionmaker[Session], store: VectorStore, version_ids: Sequence[str], *, include_retracted: bool = False
-) -> None:
-    """Make the vector payload of these versions match SQL, then mark them synced.
-
-    The retracted flag belongs to retraction and restore, which patch it themselves; copying it here from
-    a row read earlier could undo a retraction that committed in between, so only `repair()` and restore
-    (`include_retracted=True`) copy it."""
-    with factory() as session:
-        rows = [session.get(DocumentVersion, vid) for vid in version_ids]
-    for v in rows:
-        if v is None:
-            continue
-        store.patch(Selector(version_ids=(v.id,)), PayloadPatch(
-            committed=True, valid_from=v.valid_from, valid_to=v.valid_to,
-            retracted=(v.retracted_at is not None) if include_retracted else None,
-        ), durable=False)
-    store.flush()  # once per batch; the WAL already holds every patch
-    with transaction(factory) as session:
-        for v in rows:
-            if v is not None:
-                row = session.get(DocumentVersion, v.id)
-                if row is not None:
-                    row.vectors_synced = True
-
-
-def repair(factory: sessionmaker[Session], store: VectorStore) -> dict[str, int]:
-    """Finish or undo whatever a crash interrupted. Safe to run at every start."""
-    with factory() as session:
-        pending = list(session.execute(
-            select(DocumentVersion.id).where(DocumentVersion.status == "pending")).scalars())
-        unsynced = list(session.execute(
-            select(DocumentVersion.id).where(DocumentVersion.status.in_(("active", "superseded")),
-                                             DocumentVersion.vectors_synced.is_(False))).scalars())
-    for vid in pending:
-        _abandon(factory, store, vid)
-    if unsynced:
-        _sync_versions(factory, store, unsynced, include_retracted=True)
-    if pending or unsynced:
-        log.warning("ingest.repaired pending=%d unsynced=%d", len(pending), len(unsynced))
-    return {"abandoned": len(pending), "synced": len(unsynced)}

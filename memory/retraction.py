@@ -8,7 +8,7 @@ retracting again (or `restore`) brings both back in line.
 
 Restore is the opposite case and therefore ordered the other way: SQL is changed and marked unsynced in
 the caller's transaction, and the vectors are revealed only after it commits (`reveal`, run by the caller;
-`ingestion.repair` finishes it after a crash). Revealing before the commit could serve a chunk SQL still
+`vector_sync.repair` finishes it after a crash). Revealing before the commit could serve a chunk SQL still
 calls retracted.
 """
 
@@ -21,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from memory import audit, ingestion, withholdable
+from memory import audit, vector_sync, withholdable
 from memory import sources as sources_svc
 from memory.clock import aware, utcnow
 from memory.errors import ConflictError, NotFoundError, ValidationFailedError
@@ -173,8 +173,9 @@ def restore(
 
 def reveal(factory: sessionmaker[Session], store: VectorStore, *, version_ids: list[str]) -> None:
     """After a restore committed: make the vector payload match SQL again (its own unit of work)."""
-    # The ingestion workflow owns the one routine that copies SQL state onto the vector payload.
-    ingestion._sync_versions(factory, store, version_ids, include_retracted=True)
+    # The ingestion workflow owns the one routine that copies SQL state onto the vector payload. It re-reads the
+    # row under its lock after patching, so a retraction that commits while it patches is copied again, not undone.
+    vector_sync.sync_versions(factory, store, version_ids, include_retracted=True)
 
 
 def version_id_for(session: Session, *, document_id: str, version: int | None) -> str:

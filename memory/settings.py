@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     search_wide_hnsw_ef: int = Field(
         800, ge=16, le=8192, description="Beam of the served search's second try after a detected miss (Beam.WIDE)."
     )
+    ingest_pending_grace_s: float = Field(
+        900.0, ge=0, description="Age after which repair() at startup abandons a version left `pending` (a crashed "
+        "ingest); a younger one may be another replica's live ingest.",
+    )
     log_level: str = Field("INFO", description="Root log level.")
     log_json: bool = Field(True, description="Structured JSON logs (False: plain text for people).")
     host: str = Field("127.0.0.1", description="Bind address of `memory serve`.")

@@ -144,7 +144,10 @@ class IngestOut(BaseModel):
     version: int | None
     version_id: str | None
     chunks: int
-    embedded: int = Field(description="Chunks embedded now (others came from the content-addressed cache)")
+    embedded: int = Field(description="Chunks whose text this source did not hold yet (whether another source's "
+                          "copy spared the work is not told here: admins see it in /v1/usage)")
+    revealed: bool = Field(True, description="False: stored and committed, but making it searchable failed, so "
+                           "the previous version is still served; upload the same file again (or restart) to finish")
     entity_counts: dict[str, int]
     error_code: str | None = None
     error: str | None = None

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from memory import ingestion, search, sources
+from memory import ingestion, search, sources, vector_sync
 from memory.db import transaction
 from memory.ingestion import FileInput
 from memory.models import Chunk, DocumentVersion, Source
@@ -129,7 +129,7 @@ def _check_world(c, world):
             v = s.execute(select(DocumentVersion).where(DocumentVersion.status == "active").limit(1)).scalar_one()
             v.retracted_at, v.retracted_by, v.retraction_reason = v.ingested_at, "steward", "test"
             vid = v.id
-        ingestion._sync_versions(c.sessions, c.store, [vid])
+        vector_sync.sync_versions(c.sessions, c.store, [vid])
 
     chunks = _oracle_chunks(c, world)
     callers = [(f"u{i}", None) for i in range(len(world["users"]))]

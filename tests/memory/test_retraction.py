@@ -8,7 +8,7 @@ from classifiers.types import Label
 from memory import retraction
 from memory import search as search_svc
 from memory.db import transaction
-from memory.ingestion import repair
+from memory.vector_sync import repair
 from memory.models import DocumentVersion
 from memory.policy import EffectivePrincipal
 from memory.principals import get_principal, resolve_effective

@@ -1,0 +1,145 @@
+"""Step D of ingestion and its repair: make the vector payload of document versions match SQL (reveal), undo
+versions that never became active, and finish at startup whatever a crash interrupted (memory.ingestion's
+docstring has the steps). Retraction's restore reveals through `sync_versions` too."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import NamedTuple
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from memory.clock import utcnow
+from memory.db import transaction
+from memory.models import Document, DocumentVersion
+from memory.stores.base import PayloadPatch, Selector, VectorStore
+
+log = logging.getLogger(__name__)
+# Step A runs after parsing and embedding, so a live ingest keeps a version pending only while it upserts (B)
+# and commits (C): seconds. Settings.ingest_pending_grace_s overrides this default.
+PENDING_GRACE_S = 15 * 60.0
+SYNC_ROUNDS = 5  # D re-copies rows that changed while it patched; more changes than this are left to repair()
+
+
+class _PayloadState(NamedTuple):
+    """The SQL fields a version's vector payload is copied from (retracted: None when not copied)."""
+
+    status: str
+    valid_from: float
+    valid_to: float
+    retracted: bool | None
+
+
+def lock_document(session: Session, document_id: str) -> None:
+    session.execute(select(Document.id).where(Document.id == document_id).with_for_update()).first()
+
+
+def abandon(factory: sessionmaker[Session], store: VectorStore, version_id: str) -> bool:
+    """Undo a version that never became active: its invisible points, its pending row, and its document if it
+    has no other version. False if there was nothing to undo (it became active meanwhile) or undoing failed."""
+    try:
+        with transaction(factory) as session:
+            doc_id = session.scalar(select(DocumentVersion.document_id).where(DocumentVersion.id == version_id))
+            v = None
+            if doc_id is not None:
+                # The lock step C takes: the ingest writing this version either activated it before (we leave
+                # it), or finds its row gone after our commit and fails, so no active version loses its points.
+                lock_document(session, doc_id)
+                v = session.get(DocumentVersion, version_id, with_for_update=True, populate_existing=True)
+                if v is not None and v.status != "pending":
+                    return False
+            store.delete(Selector(version_ids=(version_id,)))
+            if v is not None:
+                session.delete(v)
+                session.flush()
+                _drop_empty_document(session, v.document_id)
+        return True
+    except Exception:  # repair() will finish this on a later run
+        log.exception("ingest.abandon_failed version=%s", version_id)
+        return False
+
+
+def _drop_empty_document(session: Session, document_id: str) -> None:
+    """A document whose only version was abandoned never had content: it goes too, rather than being listed
+    with no versions."""
+    if session.scalar(select(DocumentVersion.id).where(DocumentVersion.document_id == document_id).limit(1)) is None:
+        doc = session.get(Document, document_id)
+        if doc is not None:
+            session.delete(doc)
+
+
+def sync_versions(
+    factory: sessionmaker[Session], store: VectorStore, version_ids: Sequence[str], *, include_retracted: bool = False
+) -> None:
+    """Make the vector payload of these versions match SQL, then mark them synced.
+
+    A row can change while its payload is patched (a newer ingest supersedes it, a retraction or restore
+    commits), and the patch would then carry the state read before: each row is re-read under its lock
+    after the patch and marked synced only if it still holds what was copied; those that changed are copied
+    again. A change after that check patches the vectors itself (retraction) or marks the row unsynced and
+    syncs it (ingest, restore), after this patch.
+
+    The retracted flag belongs to retraction and restore, which patch it themselves; an ingest copying it
+    would briefly show a version whose retraction is patched but not yet committed, so only `repair()` and
+    restore (`include_retracted=True`) copy it."""
+    todo = sorted(set(version_ids))  # one lock order for every caller (_mark_synced)
+    for _ in range(SYNC_ROUNDS):
+        with factory() as session:
+            copied = {vid: _state(v, include_retracted) for vid in todo
+                      if (v := session.get(DocumentVersion, vid)) is not None}
+        for vid, st in copied.items():
+            store.patch(Selector(version_ids=(vid,)), PayloadPatch(
+                committed=True, valid_from=st.valid_from, valid_to=st.valid_to, retracted=st.retracted,
+            ), durable=False)
+        store.flush()  # once per round; the WAL already holds every patch
+        todo = _mark_synced(factory, copied, include_retracted)
+        if not todo:
+            return
+        log.info("ingest.sync_retry versions=%d", len(todo))
+    log.warning("ingest.sync_unsettled versions=%d", len(todo))  # left unsynced: repair() copies them
+
+
+def _state(v: DocumentVersion, include_retracted: bool) -> _PayloadState:
+    return _PayloadState(v.status, v.valid_from, v.valid_to,
+                         (v.retracted_at is not None) if include_retracted else None)
+
+
+def _mark_synced(
+    factory: sessionmaker[Session], copied: dict[str, _PayloadState], include_retracted: bool
+) -> list[str]:
+    """Mark synced the rows that still hold what was copied; the ids of those that changed since."""
+    changed = []
+    with transaction(factory) as session:
+        for vid in sorted(copied):
+            row = session.get(DocumentVersion, vid, with_for_update=True, populate_existing=True)
+            if row is None:
+                continue
+            if _state(row, include_retracted) == copied[vid]:
+                row.vectors_synced = True
+            else:
+                changed.append(vid)
+    return changed
+
+
+def repair(
+    factory: sessionmaker[Session], store: VectorStore, *, pending_grace_s: float = PENDING_GRACE_S
+) -> dict[str, int]:
+    """Finish or undo whatever a crash interrupted. Safe to run at every start, on every replica: a version
+    pending for less than `pending_grace_s` may be another replica's live ingest, and is left to it."""
+    cutoff = utcnow() - timedelta(seconds=pending_grace_s)
+    with factory() as session:
+        pending = list(session.execute(
+            select(DocumentVersion.id).where(DocumentVersion.status == "pending",
+                                             DocumentVersion.ingested_at < cutoff)).scalars())
+        unsynced = list(session.execute(
+            select(DocumentVersion.id).where(DocumentVersion.status.in_(("active", "superseded")),
+                                             DocumentVersion.vectors_synced.is_(False))).scalars())
+    abandoned = sum(1 for vid in pending if abandon(factory, store, vid))
+    if unsynced:
+        sync_versions(factory, store, unsynced, include_retracted=True)
+    if abandoned or unsynced:
+        log.warning("ingest.repaired pending=%d unsynced=%d", abandoned, len(unsynced))
+    return {"abandoned": abandoned, "synced": len(unsynced)}

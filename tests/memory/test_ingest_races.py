@@ -1,0 +1,313 @@
+"""Races of the ingestion write path. Each test makes another request land at one exact point of an ingest
+(by wrapping the store or the processor and running the other request inline there), then checks what the
+vectors, and so every search, admit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from memory import retraction, sources
+from memory.db import transaction
+from memory.errors import ConflictError, VectorStoreError
+from memory.ingestion import FileInput, IngestOutcome, ingest_files
+from memory.models import Chunk, Document, DocumentVersion
+from memory.principals import NewPrincipal, create_principal, get_principal, resolve_effective
+from memory.stores.base import AccessFilter, JurisdictionGrant
+from memory.vector_sync import repair
+
+DIM = 384
+
+
+def policy(euros: int) -> str:
+    return f"# Policy\n\nHotels cost at most {euros} euros per night.\n"
+
+
+@pytest.fixture
+def src(container: Any) -> str:
+    with transaction(container.sessions) as s:
+        create_principal(s, spec=NewPrincipal("st", "user", ("eng",), "restricted", "EU", ("steward",)), actor="t")
+        sources.register(s, spec=sources.NewSource("s1", "S1", "st", "EU", ("eng", "sales"), floor="public"),
+                         actor="t")
+    return "s1"
+
+
+def ingest(container: Any, text: str, *, store: Any = None, processor: Any = None) -> IngestOutcome:
+    [out] = ingest_files(container.sessions, store or container.store, processor or container.pipeline,
+                         source_id="s1", actor="st", files=[FileInput(text.encode(), "p.md", "p.md", "test://p.md")])
+    return out
+
+
+def readable(group: str, jurisdiction: str = "EU") -> AccessFilter:
+    return AccessFilter(groups=frozenset({group}), max_label=3, grants=(JurisdictionGrant(jurisdiction, True),),
+                        as_of=time.time() + 1, latest=True)
+
+
+def served_versions(container: Any, group: str = "eng") -> set[int]:
+    hits = container.store.search([1.0] + [0.0] * (DIM - 1), readable(group), 50)
+    return {int(h.payload.version_id.rsplit("-v", 1)[1]) for h in hits}
+
+
+def count(container: Any, model: Any) -> int:
+    with container.sessions() as s:
+        return int(s.scalar(select(func.count()).select_from(model)) or 0)
+
+
+class AfterProcessing:
+    """The pipeline, running `hook` (another request) once, after the files are processed."""
+
+    def __init__(self, inner: Any, hook: Callable[[], object]) -> None:
+        self._inner, self._hook, self._fired = inner, hook, False
+
+    def process_many(self, items: Any) -> Any:
+        out = self._inner.process_many(items)
+        if not self._fired:
+            self._fired = True
+            self._hook()
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class Hooked:
+    """The store, running `hook` once: after an upsert, or before the first patch `when` accepts."""
+
+    def __init__(self, inner: Any, hook: Callable[[], object], *, on: str,
+                 when: Callable[[Any, bool], bool] = lambda patch, durable: True) -> None:
+        self._inner, self._hook, self._on, self._when, self._fired = inner, hook, on, when, False
+
+    def _fire(self) -> None:
+        if not self._fired:
+            self._fired = True
+            self._hook()
+
+    def upsert(self, points: Any) -> None:
+        self._inner.upsert(points)
+        if self._on == "upsert":
+            self._fire()
+
+    def patch(self, selector: Any, patch: Any, *, durable: bool = True) -> None:
+        if self._on == "patch" and self._when(patch, durable):
+            self._fire()
+        self._inner.patch(selector, patch, durable=durable)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class FailingReveal:
+    """The store, failing every step-D patch (non-durable) with a vector store error."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def patch(self, selector: Any, patch: Any, *, durable: bool = True) -> None:
+        if not durable:
+            raise VectorStoreError("store unavailable")
+        self._inner.patch(selector, patch, durable=durable)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+# 1. access changed while the file was processed
+
+
+def test_access_narrowed_while_processing_applies_to_the_new_version(container, src):
+    def narrow() -> None:
+        with transaction(container.sessions) as s:
+            sources.update(s, source_id="s1", patch=sources.SourcePatch(read_groups=("eng",), jurisdiction="US"),
+                           store=container.store, actor="st")
+        sources.publish_access(container.sessions, container.store, "s1")
+
+    out = ingest(container, policy(100), processor=AfterProcessing(container.pipeline, narrow))
+    assert out.status == "created"
+    with container.sessions() as s:
+        pids = list(s.scalars(select(Chunk.point_id)))
+    payloads = [p.payload for p in container.store.retrieve(pids)]
+    assert payloads and {(p.read_groups, p.jurisdiction) for p in payloads} == {(("eng",), "US")}
+    assert container.store.count(readable("sales", "US")) == 0
+    assert container.store.count(readable("eng", "US")) == out.chunks
+
+
+def test_a_group_removed_meanwhile_is_not_served_the_new_upload(api):
+    c = api.container
+    st = api.principal("st", roles=["steward", "reader"], groups=["eng"])
+    sales = api.principal("sal", groups=["sales"])
+    api.source("s1", read_groups=["eng", "sales"], steward="st")
+
+    def narrow() -> None:
+        assert api.client.patch("/v1/sources/s1", headers=st, json={"read_groups": ["eng"]}).status_code == 200
+
+    c.__dict__["pipeline"] = AfterProcessing(c.pipeline, narrow)
+    assert api.upload("s1", "plan.md", "# Plan\n\nThe merger with Initech closes in March.\n",
+                      headers=st).status_code == 201
+    assert api.search(sales, "merger Initech March").json()["hits"] == []
+    assert len(api.search(st, "merger Initech March").json()["hits"]) == 1
+
+
+# 2. step D overlapping another ingest or a retraction
+
+
+def test_overlapping_ingests_leave_only_the_newest_version_current(container, src):
+    assert ingest(container, policy(100)).version == 1
+    # v3's whole ingest runs while v2's reveal is between reading its rows and patching them.
+    newer = Hooked(container.store, lambda: ingest(container, policy(300)), on="patch",
+                   when=lambda patch, durable: not durable)
+    assert ingest(container, policy(200), store=newer).version == 2
+    assert served_versions(container) == {3}
+    with container.sessions() as s:
+        rows = s.execute(select(DocumentVersion.version, DocumentVersion.status, DocumentVersion.vectors_synced)
+                         .order_by(DocumentVersion.version)).all()
+    assert [tuple(r) for r in rows] == [(1, "superseded", True), (2, "superseded", True), (3, "active", True)]
+
+
+def test_reveal_keeps_a_retraction_committed_while_it_patches(container, src):
+    vid = ingest(container, policy(100)).version_id
+    assert vid is not None
+
+    def steward(s: Any) -> Any:
+        return resolve_effective(s, caller=get_principal(s, principal_id="st"), acting_for=None)
+
+    with transaction(container.sessions) as s:
+        retraction.retract(s, container.store, version_id=vid, reason="r", actor_effective=steward(s))
+    with transaction(container.sessions) as s:
+        retraction.restore(s, version_id=vid, reason="ok", actor_effective=steward(s))
+
+    def retract_again() -> None:
+        with transaction(container.sessions) as s:
+            retraction.retract(s, container.store, version_id=vid, reason="PII", actor_effective=steward(s))
+
+    hooked = Hooked(container.store, retract_again, on="patch", when=lambda patch, durable: patch.retracted is False)
+    retraction.reveal(container.sessions, hooked, version_ids=[vid])
+    assert served_versions(container) == set()
+    with container.sessions() as s:
+        v = s.get(DocumentVersion, vid)
+        assert v is not None and v.retracted_at is not None and v.vectors_synced
+
+
+# 3. repair on another replica while an ingest is live
+
+
+def test_repair_leaves_a_young_pending_version_to_its_ingest(container, src):
+    results: list[dict[str, int]] = []
+    hooked = Hooked(container.store, lambda: results.append(repair(container.sessions, container.store)), on="upsert")
+    out = ingest(container, policy(100), store=hooked)
+    assert results == [{"abandoned": 0, "synced": 0}]
+    assert out.status == "created" and served_versions(container) == {1}
+
+
+def test_a_version_abandoned_by_repair_fails_its_ingest_cleanly(container, src):
+    results: list[dict[str, int]] = []
+    hooked = Hooked(container.store, lambda: results.append(repair(container.sessions, container.store,
+                                                                   pending_grace_s=0)), on="upsert")
+    out = ingest(container, policy(100), store=hooked)
+    assert results == [{"abandoned": 1, "synced": 0}]
+    assert (out.status, out.error_code) == ("failed", "concurrent_update")
+    assert isinstance(out.exception, ConflictError)
+    assert count(container, DocumentVersion) == count(container, Document) == 0
+    assert container.store.count() == 0  # no active version without points, no orphan points
+
+
+def test_repair_abandons_a_stale_pending_version_and_its_empty_document(container, src, monkeypatch):
+    def crash(*a: Any, **k: Any) -> None:
+        raise RuntimeError("process died")
+
+    monkeypatch.setattr("memory.ingestion.audit.append", crash)  # fails step C
+    monkeypatch.setattr("memory.ingestion.abandon", lambda *a: False)  # and the process dies before undoing
+    with pytest.raises(RuntimeError):
+        ingest(container, policy(100))
+    monkeypatch.undo()
+    assert count(container, DocumentVersion) == count(container, Document) == 1
+    assert repair(container.sessions, container.store) == {"abandoned": 0, "synced": 0}  # within the grace period
+    assert repair(container.sessions, container.store, pending_grace_s=0) == {"abandoned": 1, "synced": 0}
+    assert count(container, DocumentVersion) == count(container, Document) == 0
+    assert container.store.count() == 0
+
+
+# 4. step D failing after step C committed
+
+
+def test_a_failed_reveal_is_reported_and_the_retry_reveals_it(container, src):
+    ingest(container, policy(100))
+    out = ingest(container, policy(200), store=FailingReveal(container.store))
+    assert (out.status, out.version, out.revealed) == ("updated", 2, False)
+    assert served_versions(container) == {1}  # never half-visible: the old version until revealed
+    again = ingest(container, policy(200))
+    assert (again.status, again.version, again.revealed) == ("unchanged", 2, True)
+    assert served_versions(container) == {2}
+    with container.sessions() as s:
+        assert all(s.scalars(select(DocumentVersion.vectors_synced)))
+
+
+# 5. the same bytes twice at once
+
+
+def test_the_same_bytes_stored_twice_at_once_make_one_version(container, src):
+    others: list[IngestOutcome] = []
+    twice = AfterProcessing(container.pipeline, lambda: others.append(ingest(container, policy(100))))
+    out = ingest(container, policy(100), processor=twice)
+    assert [(o.status, o.version) for o in others] == [("created", 1)]
+    assert (out.status, out.version, out.version_id) == ("unchanged", 1, others[0].version_id)
+    assert count(container, DocumentVersion) == 1
+    assert container.store.count() == out.chunks  # the dropped version's points are gone
+    assert served_versions(container) == {1}
+
+
+# 6. upload errors keep their status
+
+
+def test_a_vector_store_failure_is_503_and_leaves_no_document(api):
+    c = api.container
+    st = api.principal("st", roles=["steward", "reader"], groups=["g"])
+    api.source("s1", read_groups=["g"], steward="st")
+
+    class FailingUpsert(Hooked):
+        def upsert(self, points: Any) -> None:
+            raise VectorStoreError("store unavailable")
+
+    c.__dict__["store"] = FailingUpsert(c.store, lambda: None, on="never")
+    r = api.upload("s1", "p.md", policy(100), headers=st)
+    assert (r.status_code, r.json()["error"]["code"]) == (503, "vector_store_error")
+    assert count(c, Document) == count(c, DocumentVersion) == 0
+
+
+def test_a_newer_version_stored_meanwhile_is_409(api):
+    c = api.container
+    st = api.principal("st", roles=["steward", "reader"], groups=["g"])
+    api.source("s1", read_groups=["g"], steward="st")
+    assert api.upload("s1", "p.md", policy(100), headers=st).status_code == 201
+    real = c.store
+
+    def newer() -> None:
+        assert api.upload("s1", "p.md", policy(300), headers=st).json()["version"] == 3
+
+    c.__dict__["store"] = Hooked(real, newer, on="upsert")
+    r = api.upload("s1", "p.md", policy(200), headers=st)
+    c.__dict__["store"] = real
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "concurrent_update")
+    with c.sessions() as s:
+        assert list(s.scalars(select(DocumentVersion.version).order_by(DocumentVersion.version))) == [1, 3]
+
+
+# 7. the embedding cache is not an oracle
+
+
+def test_an_upload_does_not_tell_whether_its_text_is_cached_from_another_source(api):
+    secret = "# Board\n\nProject Falcon: we acquire Initech for 40 million on 3 March.\n"
+    sa = api.principal("sa", roles=["steward", "reader"], groups=["board"], clearance="restricted")
+    sb = api.principal("sb", roles=["steward", "reader"], groups=["sales"])
+    api.source("board", read_groups=["board"], steward="sa", floor="restricted")
+    api.source("sales", read_groups=["sales"], steward="sb")
+    assert api.upload("board", "minutes.md", secret, headers=sa).status_code == 201
+    guesses = [api.upload("sales", f"probe{i}.md", text, headers=sb).json()
+               for i, text in enumerate((secret.replace("40", "50"), secret))]
+    assert [g["embedded"] for g in guesses] == [g["chunks"] for g in guesses]  # both look new
+    # The real work is still metered: the sales copy reused the board's vector.
+    usage = api.client.get("/v1/usage", headers=api.admin).json()["by_source"]
+    assert usage["sales"]["chunks_embedded"] == guesses[0]["chunks"]
