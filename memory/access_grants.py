@@ -117,7 +117,7 @@ class Applied:
 
 
 def apply(session: Session, store: VectorStore, *, req: AccessRequest, src: Source, grant: Grant,
-          actor: str, admin: bool = False) -> Applied:
+          actor: str, admin: bool = False, acting_for: str | None = None) -> Applied:
     """Validate every change, then make them through their own audited services."""
     target = principals.get_principal(session, principal_id=beneficiary(req))
     current_read = set(sources_svc.read_groups(src))
@@ -131,11 +131,13 @@ def apply(session: Session, store: VectorStore, *, req: AccessRequest, src: Sour
     pending: list[sources_svc.SourceUpdate] = []
     if grant.add_groups:
         have = [g.group for g in target.groups]
-        principals.update_groups(session, principal_id=target.id, groups=_union(have, grant.add_groups), actor=actor)
+        principals.update_groups(session, principal_id=target.id, groups=_union(have, grant.add_groups), actor=actor,
+                                 acting_for=acting_for)
         changes["groups_added_to"] = {target.id: sorted(set(grant.add_groups) - set(have))}
     if level is not None:
         before = Label(target.clearance)
-        principals.set_clearance(session, principal_id=target.id, clearance=level, actor=actor)
+        principals.set_clearance(session, principal_id=target.id, clearance=level, actor=actor,
+                                 acting_for=acting_for)
         changes[CLEARANCE] = {"principal": target.id, "before": before.slug, "after": level.slug}
     if pair is not None:
         data_j, caller_j, before_mode, mode = pair

@@ -180,7 +180,7 @@ def decide(
                                  code="self_decision")
         access_grants.check_authority(who, reason=req.reason, grant=grant)
         applied = access_grants.apply(session, store, req=req, src=src, grant=grant, actor=who.principal_id,
-                                     admin="admin" in who.roles)
+                                     admin="admin" in who.roles, acting_for=who.acting_for)
         changes, pending = applied.changes, applied.pending
         resolution = access_grants.resolve(session, req=req, src=src, grant=grant)
     req.status = "granted" if decision == "grant" else "refused"

@@ -55,7 +55,7 @@ def _settings(data_dir: Path | None) -> Settings:
 
 
 def fail(code: str, message: str) -> None:
-    err.print(f"error: {code}: {message}", markup=False, highlight=False)
+    err.print(f"error: {code}: {message}", markup=False, highlight=False, soft_wrap=True)  # one line, unwrapped
     raise typer.Exit(2)
 
 
@@ -215,6 +215,43 @@ def principals_list(data_dir: DataDir = None) -> None:
     out.print(table)
 
 
+@principals_app.command("update")
+def principals_update(
+    principal_id: Annotated[str, typer.Argument(help="Principal id.")],
+    active: Annotated[bool | None, typer.Option("--active/--inactive", help="Reactivate or deactivate.",
+                                                show_default=False)] = None,
+    groups: Annotated[str | None, typer.Option(help="Comma-separated groups (replaces; '' = none).")] = None,
+    clearance: Annotated[str | None, typer.Option(help="public | internal | confidential | restricted")] = None,
+    roles: Annotated[str | None, typer.Option(help="Comma-separated roles (replaces; '' = none).")] = None,
+    may_act_for: Annotated[str | None, typer.Option(
+        help="Comma-separated user ids this agent/service may act for (replaces; '' = none).")] = None,
+    may_act_for_any: Annotated[bool | None, typer.Option(
+        "--may-act-for-any/--no-may-act-for-any", help="Agent/service may act for any user.",
+        show_default=False)] = None,
+    data_dir: DataDir = None,
+    actor: Actor = None,
+) -> None:
+    """Change a principal: active, groups, clearance, roles, delegations (each change audited; roles and
+    delegations apply from its next request)."""
+    from memory import principal_changes
+    from memory.api import presenters
+
+    change = principal_changes.PrincipalChange(
+        active=active, groups=None if groups is None else csv_list(groups), clearance=clearance,
+        roles=None if roles is None else csv_list(roles),
+        may_act_for=None if may_act_for is None else csv_list(may_act_for), may_act_for_any=may_act_for_any,
+    )
+    if change == principal_changes.PrincipalChange():
+        fail("nothing_to_change", "give at least one option to change (see --help)")
+
+    def _do(c: Container) -> dict[str, Any]:
+        with transaction(c.sessions) as s:
+            p = principal_changes.update_principal(s, principal_id=principal_id, change=change, actor=actor_id(actor))
+            return presenters.principal(p).model_dump(mode="json")
+
+    print_json(run(data_dir, _do))
+
+
 @principals_app.command("issue-key")
 def principals_issue_key(
     principal_id: str,
@@ -252,5 +289,5 @@ def main() -> None:
     try:
         app()
     except ServiceError as exc:
-        err.print(f"error: {exc.code}: {exc.message}", markup=False, highlight=False)
+        err.print(f"error: {exc.code}: {exc.message}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -1,5 +1,6 @@
 """Principals (users, services, agents), API keys and delegation. Keyword-only services over a
-session; they never commit.
+session; they never commit. Each write is audited with the admin who made it (`actor`) and, when that admin
+is an agent or service acting for a user, that user (`acting_for`).
 
 API keys look like `gm_<key id>_<secret>`. Only sha256(secret) is stored; the full key is returned once.
 """
@@ -71,17 +72,44 @@ def identity(p: Principal) -> Identity:
     )
 
 
-def create_principal(session: Session, *, spec: NewPrincipal, actor: str | None) -> Principal:
+def valid_roles(roles: Iterable[str]) -> tuple[str, ...]:
+    wanted = tuple(dict.fromkeys(roles))
+    bad_roles = set(wanted) - ROLES
+    if bad_roles:
+        raise ValidationFailedError(f"unknown roles {sorted(bad_roles)}", code="invalid_role")
+    return wanted
+
+
+def delegation_targets(
+    session: Session, *, agent_id: str, kind: str, user_ids: Iterable[str], any_user: bool
+) -> tuple[str, ...]:
+    """The users an agent/service may act for, deduplicated; or `invalid_delegation` (422) when the principal
+    is a user, or a target is itself, an agent or a service, and `principal_not_found` (404) when unknown."""
+    targets = tuple(dict.fromkeys(user_ids))
+    if (targets or any_user) and kind == "user":
+        raise ValidationFailedError("only agents and services may act for users", code="invalid_delegation")
+    for user_id in targets:
+        if user_id == agent_id:
+            raise ValidationFailedError(f"{agent_id!r} cannot act for itself", code="invalid_delegation")
+        target = session.get(Principal, user_id)
+        if target is None:
+            raise NotFoundError(f"user {user_id!r} not found", code="principal_not_found")
+        if target.kind != "user":
+            raise ValidationFailedError(f"{user_id!r} is not a user ({target.kind})", code="invalid_delegation")
+    return targets
+
+
+def create_principal(
+    session: Session, *, spec: NewPrincipal, actor: str | None, acting_for: str | None = None
+) -> Principal:
     validate_id(spec.id, "principal id")
     if spec.kind not in KINDS:
         raise ValidationFailedError(f"kind must be one of {sorted(KINDS)}", code="invalid_kind")
-    bad_roles = set(spec.roles) - ROLES
-    if bad_roles:
-        raise ValidationFailedError(f"unknown roles {sorted(bad_roles)}", code="invalid_role")
-    if (spec.may_act_for or spec.may_act_for_any) and spec.kind == "user":
-        raise ValidationFailedError("only agents and services may act for users", code="invalid_delegation")
+    roles = valid_roles(spec.roles)
     if session.get(Principal, spec.id) is not None:
         raise ConflictError(f"principal {spec.id!r} exists", code="principal_exists")
+    targets = delegation_targets(session, agent_id=spec.id, kind=spec.kind, user_ids=spec.may_act_for,
+                                  any_user=spec.may_act_for_any)
     clearance = Label.parse(spec.clearance)
     p = Principal(
         id=spec.id,
@@ -94,22 +122,19 @@ def create_principal(session: Session, *, spec: NewPrincipal, actor: str | None)
         created_at=utcnow(),
     )
     p.groups = [PrincipalGroup(group=validate_id(g, "group")) for g in dict.fromkeys(spec.groups)]
-    p.roles = [PrincipalRole(role=r) for r in dict.fromkeys(spec.roles)]
+    p.roles = [PrincipalRole(role=r) for r in roles]
     session.add(p)
     session.flush()
-    for user_id in dict.fromkeys(spec.may_act_for):
-        if session.get(Principal, user_id) is None:
-            raise NotFoundError(f"user {user_id!r} not found", code="principal_not_found")
-        session.add(Delegation(agent_id=p.id, user_id=user_id))
+    p.delegations = [Delegation(agent_id=p.id, user_id=user_id) for user_id in targets]
     session.flush()
     audit.append(
         session,
         audit.Write(action="principal.create", target=p.id, details={
             "kind": p.kind, "groups": sorted(g.group for g in p.groups), "clearance": clearance.slug,
             "jurisdiction": p.jurisdiction, "roles": sorted(r.role for r in p.roles),
-            "may_act_for": list(spec.may_act_for), "may_act_for_any": spec.may_act_for_any,
+            "may_act_for": list(targets), "may_act_for_any": spec.may_act_for_any,
         }),
-        principal_id=actor,
+        principal_id=actor, acting_for=acting_for,
     )
     return p
 
@@ -125,37 +150,45 @@ def list_principals(session: Session) -> list[Principal]:
     return list(session.execute(select(Principal).order_by(Principal.id)).scalars())
 
 
-def set_active(session: Session, *, principal_id: str, active: bool, actor: str | None) -> Principal:
+def set_active(
+    session: Session, *, principal_id: str, active: bool, actor: str | None, acting_for: str | None = None
+) -> Principal:
     p = get_principal(session, principal_id=principal_id)
     p.active = active
     audit.append(session, audit.Write(action="principal.activate" if active else "principal.deactivate",
-                                      target=p.id), principal_id=actor)
+                                      target=p.id), principal_id=actor, acting_for=acting_for)
     return p
 
 
-def update_groups(session: Session, *, principal_id: str, groups: Iterable[str], actor: str | None) -> Principal:
+def update_groups(
+    session: Session, *, principal_id: str, groups: Iterable[str], actor: str | None, acting_for: str | None = None
+) -> Principal:
     p = get_principal(session, principal_id=principal_id)
     p.groups = [PrincipalGroup(group=validate_id(g, "group")) for g in dict.fromkeys(groups)]
     session.flush()
     audit.append(session, audit.Write(action="principal.groups", target=p.id,
-                                      details={"groups": sorted(g.group for g in p.groups)}), principal_id=actor)
+                                      details={"groups": sorted(g.group for g in p.groups)}),
+                 principal_id=actor, acting_for=acting_for)
     return p
 
 
-def set_clearance(session: Session, *, principal_id: str, clearance: str | Label, actor: str | None) -> Principal:
+def set_clearance(
+    session: Session, *, principal_id: str, clearance: str | Label, actor: str | None, acting_for: str | None = None
+) -> Principal:
     """Set a principal's clearance (a global attribute: it applies to every source; callers check who may)."""
     p = get_principal(session, principal_id=principal_id)
     before, after = Label(p.clearance), Label.parse(clearance)
     p.clearance = int(after)
     session.flush()
     audit.append(session, audit.Write(action="principal.clearance", target=p.id,
-                                      details={"before": before.slug, "after": after.slug}), principal_id=actor)
+                                      details={"before": before.slug, "after": after.slug}),
+                 principal_id=actor, acting_for=acting_for)
     return p
 
 
 def issue_key(
     session: Session, *, principal_id: str, actor: str | None, expires_at: datetime | None = None,
-    description: str = "", token: str | None = None,
+    description: str = "", token: str | None = None, acting_for: str | None = None,
 ) -> IssuedKey:
     """Create an API key; the token is returned once and only its hash is stored."""
     get_principal(session, principal_id=principal_id)
@@ -174,21 +207,24 @@ def issue_key(
     ))
     session.flush()
     audit.append(session, audit.Write(action="key.issue", target=principal_id, details={"key_id": key_id}),
-                 principal_id=actor)
+                 principal_id=actor, acting_for=acting_for)
     return IssuedKey(key_id=key_id, token=token, expires_at=expires_at)
 
 
-def revoke_key(session: Session, *, key_id: str, actor: str | None, caller: Principal | None = None) -> ApiKey:
+def revoke_key(
+    session: Session, *, key_id: str, actor: str | None, caller: EffectivePrincipal | None = None,
+    acting_for: str | None = None,
+) -> ApiKey:
     """Revoke at once. With `caller`, only an admin or the key's own principal may revoke it."""
     key = session.get(ApiKey, key_id)
-    if caller is not None and (key is None or key.principal_id != caller.id):
+    if caller is not None and (key is None or key.principal_id != caller.principal_id):
         require_role(caller, "admin")
     if key is None:
         raise NotFoundError(f"key {key_id!r} not found", code="api_key_not_found")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
     audit.append(session, audit.Write(action="key.revoke", target=key.principal_id, details={"key_id": key_id}),
-                 principal_id=actor)
+                 principal_id=actor, acting_for=acting_for)
     return key
 
 
@@ -238,8 +274,10 @@ def resolve_effective(session: Session, *, caller: Principal, acting_for: str | 
 
 
 def _act_for(session: Session, caller: Identity, may_act_for_any: bool, acting_for: str | None) -> EffectivePrincipal:
-    if not acting_for:
+    if acting_for is None:
         return effective(caller)
+    if not acting_for.strip():  # fail closed: a blank header is a client bug, not "acting for nobody"
+        raise ValidationFailedError("X-Acting-For is blank: omit it or name a user", code="invalid_acting_for")
     if caller.kind == "user":
         raise ForbiddenError("users cannot act for other users", code="delegation_not_allowed")
     allowed = may_act_for_any or session.execute(

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memory import logging_setup
-from memory.api import exception_handlers
+from memory.api import deps, exception_handlers
 from memory.api.routes import (
     access,
     audit_routes,
@@ -27,6 +32,7 @@ from memory.api.routes import (
     usage_routes,
 )
 from memory.bootstrap import Container
+from memory.errors import AuthError, ServiceError
 from memory.metrics import REQUEST_LATENCY
 from memory.settings import Settings
 
@@ -63,12 +69,56 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     )
     app.state.container = container
     exception_handlers.install(app)
-    for module in (health, principals, sources, documents, search, policy, provenance, audit_routes, access,
-                   usage_routes):
-        app.include_router(module.router)
+    routers = [m.router for m in (health, principals, sources, documents, search, policy, provenance, audit_routes,
+                                  access, usage_routes)]
+    for router in routers:
+        app.include_router(router)
 
-    app.add_middleware(RequestContextMiddleware)
+    routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
+    app.add_middleware(BearerRequiredMiddleware, api=app, routes=[r for r in routes if _authenticates(r.dependant)])
+    app.add_middleware(RequestContextMiddleware)  # added last: outermost, so it times and tags every answer
     return app
+
+
+class BearerRequiredMiddleware:
+    """Refuses a request without a bearer key, 401 `missing_api_key`, before its body is read, on every route
+    that authenticates (its dependencies include deps.get_token): FastAPI parses a JSON body before it runs
+    dependencies, so a broken body would otherwise answer 422 before 401. The answer comes from the app's one
+    ServiceError handler. A key that is present is checked by the route, in the request's transaction; other
+    paths (health, metrics, docs, unknown routes) pass through untouched."""
+
+    def __init__(self, app: ASGIApp, *, api: FastAPI, routes: list[APIRoute]) -> None:
+        self.app = app
+        self.api = api  # its exception handlers
+        self.routes = routes  # the routes that authenticate (included as they are: no extra prefix)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _has_bearer(scope):  # the common path: one scan of the headers
+            await self.app(scope, receive, send)
+            return
+        route = next((r for r in self.routes if r.matches(scope)[0] is Match.FULL), None)
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = route  # the latency metric's route template
+        handler = self.api.exception_handlers[ServiceError]
+        response = handler(Request(scope, receive), AuthError("missing API key", code="missing_api_key"))
+        if inspect.isawaitable(response):
+            response = await response
+        await response(scope, receive, send)
+
+
+def _has_bearer(scope: Scope) -> bool:
+    """As fastapi.security.HTTPBearer reads it: the first Authorization header, scheme bearer, non-blank."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, credentials = get_authorization_scheme_param(value.decode("latin-1"))
+            return scheme.lower() == "bearer" and bool(credentials)
+    return False
+
+
+def _authenticates(dependant: Dependant) -> bool:
+    return any(d.call is deps.get_token or _authenticates(d) for d in dependant.dependencies)
 
 
 class RequestContextMiddleware:

@@ -1,4 +1,9 @@
-"""FastAPI dependencies: the container, a per-request transaction, the authenticated caller."""
+"""FastAPI dependencies: the container, a per-request transaction, the authenticated caller.
+
+Authentication order: a request without a bearer key is refused 401 `missing_api_key` before its body is read
+(memory.api.app.BearerRequiredMiddleware, on every route that depends on `get_token`). A key that is present
+is checked in the request's transaction, after FastAPI has parsed the body: a wrong key with an unparseable
+JSON body answers 422 `invalid_request`, with a well-formed body 401."""
 
 from __future__ import annotations
 
@@ -14,7 +19,6 @@ from memory import principals
 from memory.bootstrap import Container
 from memory.db import transaction
 from memory.errors import AuthError
-from memory.models import Principal
 from memory.policy import EffectivePrincipal
 
 T = TypeVar("T")
@@ -42,26 +46,22 @@ ContainerDep = Annotated[Container, Depends(get_container)]
 async def get_token(
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> str | None:
-    """The bearer token, refused at once (401, before the body is read) when absent. No I/O: the key itself
-    is checked where the request's transaction is."""
+    """The bearer token, or 401 `missing_api_key` when absent (BearerRequiredMiddleware already refused such a
+    request before its body was read; this is the same rule where FastAPI runs the route). No I/O: the key
+    itself is checked where the request's transaction is."""
     if creds is None or not creds.credentials:
         raise AuthError("missing API key", code="missing_api_key")
     return creds.credentials
 
 
 TokenDep = Annotated[str | None, Depends(get_token)]
-ActingForHeader = Annotated[str | None, Header(description="User id this agent/service acts for")]
-
-
-def get_caller(session: SessionDep, token: TokenDep) -> Principal:
-    return principals.authenticate(session, token=token)
-
-
-CallerDep = Annotated[Principal, Depends(get_caller)]
+ActingForHeader = Annotated[str | None, Header(
+    description="User id this agent/service acts for (blank: refused, 422 `invalid_acting_for`)")]
 
 
 def get_who(session: SessionDep, token: TokenDep, x_acting_for: ActingForHeader = None) -> EffectivePrincipal:
-    """Authenticate and apply X-Acting-For in one dependency (one thread-pool hop, not two)."""
+    """Authenticate and apply X-Acting-For in one dependency (one thread-pool hop, not two). A present but
+    blank header is refused (`invalid_acting_for`), never read as absent."""
     return principals.who_for_token(session, token=token, acting_for=x_acting_for)
 
 

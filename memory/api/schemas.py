@@ -84,10 +84,17 @@ class KeyCreate(Strict):
 
 
 class PrincipalPatch(Strict):
+    """Only the fields given change; each change is audited. Roles and delegations are read on every request,
+    so a withdrawn role or delegation is refused from the principal's next request on."""
+
     active: bool | None = None
     groups: list[str] | None = None
     clearance: LabelName | None = Field(None, description="Global: applies to every source (and, for an agent, "
                                         "caps every user it acts for)")
+    roles: list[RoleName] | None = Field(None, description="Replaces the roles ([] = none)")
+    may_act_for: list[str] | None = Field(None, description="Agent/service only: replaces the user ids it may act "
+                                          "for ([] = none)")
+    may_act_for_any: bool | None = Field(None, description="Agent/service only: may act for any active user")
 
 
 class SourceCreate(Strict):

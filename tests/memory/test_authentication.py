@@ -11,7 +11,7 @@ import pytest
 
 from memory import principals
 from memory.db import transaction
-from memory.errors import AuthError, ForbiddenError
+from memory.errors import AuthError, ForbiddenError, ValidationFailedError
 from memory.principals import NewPrincipal
 
 
@@ -56,7 +56,7 @@ def _outcome(container: Any, path: Any, token: str, acting_for: str | None) -> A
     with transaction(container.sessions) as s:
         try:
             return path(s, token, acting_for)
-        except (AuthError, ForbiddenError) as exc:
+        except (AuthError, ForbiddenError, ValidationFailedError) as exc:
             return type(exc).__name__, exc.code
 
 
@@ -65,6 +65,8 @@ CASES = [
     ("any-svc", "alice"), ("any-svc", "gone"), ("any-svc", "bot"), ("any-svc", "ghost"), ("alice", "bob"),
     ("gone", None), ("no-roles", None), ("expired", None), ("revoked", None), ("missing", None),
     ("malformed", None), ("wrong-secret", None),
+    # A present but blank X-Acting-For is refused (not read as absent); the key is checked first.
+    ("bot", ""), ("any-svc", " "), ("alice", ""), ("revoked", ""),
 ]
 
 
@@ -87,6 +89,9 @@ def test_who_for_token_decides_exactly_as_the_orm_path(container: Any) -> None:
         with pytest.raises(ForbiddenError) as forbidden:
             principals.who_for_token(s, token=keys["bot"], acting_for="bob")
         assert forbidden.value.code == "delegation_not_allowed"
+        with pytest.raises(ValidationFailedError) as blank:
+            principals.who_for_token(s, token=keys["any-svc"], acting_for="")
+        assert blank.value.code == "invalid_acting_for"
 
 
 def test_search_refuses_a_missing_key_before_reading_the_body(api: Any) -> None:
