@@ -196,7 +196,8 @@ def search(
     # classify the second (the source of truth; no vector payload is read on this path).
     candidates, floor = _candidates(request, points, could_read)
     rows = _rows(session, [p.id for p in points] + [p.id for p in candidates])
-    counts, missed = _classify(who, rules, candidates, floor, rows, blocked.sources, purpose)
+    reason_of = _Reasons(who, rules, blocked.sources, purpose)
+    counts, missed = _classify(reason_of, candidates, floor, rows)
     repaired, repair_ms = missed > 0, 0.0
     if repaired:
         # Recall repair. The count search found hits this caller may see that rank above the served search's
@@ -211,7 +212,7 @@ def search(
         unread = [p.id for p in [*points, *candidates] if p.id not in rows]
         if unread:
             rows.update(_rows(session, unread))
-        counts, missed = _classify(who, rules, candidates, floor, rows, blocked.sources, purpose)
+        counts, missed = _classify(reason_of, candidates, floor, rows)
         if missed:
             log.warning("search.recall_repair_incomplete missed=%d top_k=%d", missed, request.top_k)
     withheld = [
@@ -219,7 +220,7 @@ def search(
         for (sid, reason, steward), n in sorted(counts.items())
     ]
     t_render = time.perf_counter()
-    hits = _render(session, who, rules, points, rows, blocked.sources, purpose)
+    hits = _render(session, who, rules, points, rows, reason_of)
     t_audit = time.perf_counter()
     latency_ms = (time.perf_counter() - started) * 1000
     tokens = embedder.count_tokens(request.query)
@@ -283,9 +284,28 @@ def _candidates(
     return [p for p in readable if p.id not in served_ids and p.score >= floor], floor
 
 
+class _Reasons:
+    """The recourse reason that withholds a SQL row from this search's caller (None: none does): the policy's
+    clearance, jurisdiction and consent checks on the row's fields, memoised by those fields (a search's rows
+    share a few sources and labels)."""
+
+    def __init__(self, who: policy.EffectivePrincipal, rules: policy.TransferRules,
+                 consent_blocked: frozenset[str], purpose: str | None) -> None:
+        self._who, self._rules, self._blocked, self._purpose = who, rules, consent_blocked, purpose
+        self._seen: dict[tuple[str, int, bool, str], str | None] = {}
+
+    def __call__(self, r: Any) -> str | None:
+        key = (r.source_id, r.label, r.personal, r.source_jurisdiction)
+        if key not in self._seen:
+            self._seen[key] = policy.first_withheld_reason(policy.recourse_checks(
+                self._who, self._rules, label=r.label, jurisdiction=r.source_jurisdiction, personal=r.personal,
+                source_id=r.source_id, consent_blocked=self._blocked, purpose=self._purpose,
+            ))
+        return self._seen[key]
+
+
 def _classify(
-    who: policy.EffectivePrincipal, rules: policy.TransferRules, candidates: Sequence[Ranked], floor: float,
-    rows: dict[str, Any], consent_blocked: frozenset[str], purpose: str | None,
+    reason_of: _Reasons, candidates: Sequence[Ranked], floor: float, rows: dict[str, Any]
 ) -> tuple[dict[tuple[str, str, str], int], int]:
     """The withheld counts by (source, reason, steward), and how many hits the served search missed.
 
@@ -300,10 +320,7 @@ def _classify(
         r = rows.get(p.id)
         if r is None or r.retracted_at is not None:  # deleted or retracted since the search ranked it
             continue
-        reason = policy.first_withheld_reason(policy.recourse_checks(
-            who, rules, label=r.label, jurisdiction=r.source_jurisdiction, personal=r.personal,
-            source_id=r.source_id, consent_blocked=consent_blocked, purpose=purpose,
-        ))
+        reason = reason_of(r)
         if reason:
             key = (r.source_id, reason, r.steward_id or "")
             counts[key] = counts.get(key, 0) + 1
@@ -339,7 +356,7 @@ def _rows(session: Session, point_ids: Sequence[str]) -> dict[str, Any]:
 
 def _render(
     session: Session, who: policy.EffectivePrincipal, rules: policy.TransferRules, points: Sequence[Ranked],
-    by_point: dict[str, Any], consent_blocked: frozenset[str], purpose: str | None,
+    by_point: dict[str, Any], reason_of: _Reasons,
 ) -> list[Hit]:
     """Text and citation for each hit, in rank order, from its SQL row (`_rows`: no ORM entities, no vector
     payloads on the hot path); whether a hit is masked is decided on SQL's fields, the source of truth; PII
@@ -357,10 +374,7 @@ def _render(
         r = by_point.get(p.id)
         if r is None:  # vector without its SQL row: never serve what we cannot cite
             continue
-        if r.retracted_at is not None or policy.first_withheld_reason(policy.recourse_checks(
-            who, rules, label=r.label, jurisdiction=r.source_jurisdiction, personal=r.personal,
-            source_id=r.source_id, consent_blocked=consent_blocked, purpose=purpose,
-        )):
+        if r.retracted_at is not None or reason_of(r):
             # Never expected: retraction and source changes narrow the vectors before SQL commits. If SQL and
             # the vector payload ever disagree (a change caught mid-way, a failed commit), SQL wins for what it
             # holds (retraction, label, jurisdiction, personal data, consent): the hit is dropped, not served
