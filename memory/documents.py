@@ -38,7 +38,7 @@ def ingest_upload(
 ) -> IngestOutcome:
     """One uploaded file. A file the pipeline rejects raises its IngestError (-> 422 with its code); a service
     failure while storing it raises its ServiceError, which keeps its status (vector store down -> 503,
-    a concurrent change -> 409)."""
+    a concurrent change -> 409); anything unexpected is re-raised as it is (500)."""
     if len(data) > max_bytes:
         raise DocumentTooLargeError(f"{len(data)} bytes exceeds the limit of {max_bytes}")
     name = os.path.basename(filename) or "upload"

@@ -95,8 +95,9 @@ class IngestOutcome:
     # False: committed, but revealing its vectors (step D) failed, so the previous version is still served;
     # uploading the same bytes again, or repair(), finishes it.
     revealed: bool = True
-    # The service error behind a `failed` outcome, so a single upload can answer with its status (503, 409).
-    exception: ServiceError | None = field(default=None, repr=False, compare=False)
+    # The error behind a `failed` outcome, so a single upload can answer with its status (a ServiceError's 503 or
+    # 409; anything unexpected, 500).
+    exception: Exception | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,12 @@ def _store_all(
             outcomes[i] = IngestOutcome(f.external_key, "failed", error_code=exc.code, error=exc.message,
                                         exception=exc)
             log.info("ingest.failed source=%s code=%s", source_id, exc.code)
+        except Exception as exc:
+            # The message is not logged (it could quote stored values); the traceback only at DEBUG.
+            log.error("ingest.store_failed source=%s error=%s", source_id, type(exc).__name__)
+            log.debug("ingest.store_failed traceback", exc_info=True)
+            outcomes[i] = IngestOutcome(f.external_key, "failed", error_code="internal_error",
+                                        error="storing the document failed unexpectedly", exception=exc)
 
 
 def _store_document(

@@ -311,3 +311,23 @@ def test_an_upload_does_not_tell_whether_its_text_is_cached_from_another_source(
     # The real work is still metered: the sales copy reused the board's vector.
     usage = api.client.get("/v1/usage", headers=api.admin).json()["by_source"]
     assert usage["sales"]["chunks_embedded"] == guesses[0]["chunks"]
+
+
+def test_an_unexpected_failure_of_one_file_does_not_stop_the_batch(container, src, monkeypatch, caplog):
+    from memory import ingestion
+
+    real = ingestion._activate
+
+    def flaky(session, store, **kw):
+        if kw["doc_id"] == ingestion.document_id_for("s1", "a.md"):
+            raise RuntimeError("connection lost: Alice Smith")  # a message that could quote stored values
+        return real(session, store, **kw)
+
+    monkeypatch.setattr(ingestion, "_activate", flaky)
+    files = [FileInput(policy(n).encode(), f"{k}.md", f"{k}.md", f"test://{k}.md") for k, n in (("a", 1), ("b", 2))]
+    failed, stored = ingest_files(container.sessions, container.store, container.pipeline, source_id="s1",
+                                  actor="st", files=files)
+    assert (failed.status, failed.error_code, stored.status) == ("failed", "internal_error", "created")
+    assert isinstance(failed.exception, RuntimeError)
+    assert "Alice Smith" not in caplog.text
+    assert count(container, Document) == 1  # the failed file left nothing behind
