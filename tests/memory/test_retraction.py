@@ -8,11 +8,11 @@ from classifiers.types import Label
 from memory import retraction
 from memory import search as search_svc
 from memory.db import transaction
-from memory.vector_sync import repair
 from memory.models import DocumentVersion
 from memory.policy import EffectivePrincipal
 from memory.principals import get_principal, resolve_effective
 from memory.stores.base import PayloadPatch, Selector
+from memory.vector_sync import repair
 
 DOC = "# Expenses\n\nMeal expenses are reimbursed up to forty euros per day.\n"
 QUERY = "meal expenses reimbursed"
