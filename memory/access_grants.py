@@ -163,18 +163,17 @@ def apply(session: Session, store: VectorStore, *, req: AccessRequest, src: Sour
 def _check_groups_handed_out(
     session: Session, grant: Grant, current_read: set[str], *, actor: str, admin: bool
 ) -> None:
-    """A steward may hand out only the groups of their own source, never another team's: a group membership
-    reaches every source the group reads. A group this grant adds to the source may be handed out too, but only
-    if it reads no source another steward manages (admins may hand out any)."""
-    foreign = set(grant.add_groups) - current_read
-    new_here = foreign & set(grant.add_read_groups)
-    if foreign - new_here:
-        raise ValidationFailedError(f"groups {sorted(foreign - new_here)} do not read this source",
-                                    code="group_not_on_source")
-    if new_here and not admin:
+    """A steward may hand out only the groups of their own source (those reading it, or added to it by this
+    grant), and, since a membership reaches every source the group reads, only groups that read no source
+    another steward manages: a steward can put any group on their source, so that alone proves nothing.
+    Admins may hand out any."""
+    foreign = set(grant.add_groups) - current_read - set(grant.add_read_groups)
+    if foreign:
+        raise ValidationFailedError(f"groups {sorted(foreign)} do not read this source", code="group_not_on_source")
+    if not admin:
         elsewhere = sorted(set(session.execute(
             select(SourceReadGroup.group).join(Source, Source.id == SourceReadGroup.source_id)
-            .where(SourceReadGroup.group.in_(sorted(new_here)), Source.steward_id != actor)
+            .where(SourceReadGroup.group.in_(sorted(set(grant.add_groups))), Source.steward_id != actor)
         ).scalars()))
         if elsewhere:
             raise ValidationFailedError(f"groups {elsewhere} read sources another steward manages",

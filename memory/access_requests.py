@@ -154,7 +154,9 @@ def decide(
     # Locked: two deciders at once (steward and admin, two admins) must not both act on one open request;
     # the second waits for the first to commit, then sees its status and gets 409.
     req = get_request(session, request_id=request_id, for_update=True)
-    src = sources_svc.get(session, source_id=req.source_id)
+    # The source row next, before any audit append takes the audit head: the order every writer takes (source,
+    # then audit head), and a grant then reads the source's read groups as committed, not a stale copy.
+    src = sources_svc.get(session, source_id=req.source_id, for_update=True)
     sources_svc.ensure_steward(who, src)
     if req.status not in PENDING:
         raise ConflictError(f"access request is already {req.status}", code="request_closed")

@@ -105,11 +105,20 @@ def impact(session: Session, *, version_id: str) -> list[ServedRecord]:
 def _stewarded_version(
     session: Session, version_id: str, actor: EffectivePrincipal
 ) -> tuple[DocumentVersion, Document]:
-    """The version and its document, once `actor` is shown to steward the document's source."""
+    """The version and its document, once `actor` is shown to steward the document's source. Locks the source
+    row, then the version row: the order every writer takes (source, document, version, audit head), so a
+    retraction and an ingest of the same source queue instead of deadlocking on PostgreSQL."""
+    source_id = session.scalar(
+        select(Document.source_id).join(DocumentVersion, DocumentVersion.document_id == Document.id)
+        .where(DocumentVersion.id == version_id)
+    )
+    if source_id is None:
+        raise NotFoundError(f"version {version_id!r} not found", code="version_not_found")
+    src = sources_svc.get(session, source_id=source_id, for_update=True)
     v = _version(session, version_id)
     doc = session.get(Document, v.document_id)
     assert doc is not None
-    sources_svc.ensure_steward(actor, sources_svc.get(session, source_id=doc.source_id))
+    sources_svc.ensure_steward(actor, src)
     return v, doc
 
 

@@ -103,9 +103,12 @@ def describe(src: Source) -> dict[str, object]:
 
 def get(session: Session, *, source_id: str, for_update: bool = False) -> Source:
     """The source; `for_update`: row-locked until the transaction ends (PostgreSQL; a SQLite write transaction
-    already holds the database lock), which orders changes of its access with their vector patches."""
+    already holds the database lock), which orders changes of its access with their vector patches, and re-read
+    (populate_existing): a copy loaded earlier in the session may predate a change committed meanwhile."""
     src = (
-        session.execute(select(Source).where(Source.id == source_id).with_for_update()).scalar_one_or_none()
+        session.execute(
+            select(Source).where(Source.id == source_id).with_for_update().execution_options(populate_existing=True)
+        ).scalar_one_or_none()
         if for_update else session.get(Source, source_id)
     )
     if src is None:

@@ -333,3 +333,16 @@ def test_a_steward_cannot_hand_out_another_teams_group_nor_grant_themselves(api)
     r = api.client.post(f"/v1/access-requests/{own['id']}/decision", headers=api.admin,
                         json={"decision": "grant", "note": "ok", "add_groups": ["g"]})
     assert r.status_code == 200, r.text
+
+
+def test_putting_a_foreign_group_on_the_source_first_does_not_let_a_steward_hand_it_out(api):
+    steward, _ = _setup(api)
+    api.source("fin-src", read_groups=["finance"])  # the admin's
+    r1 = api.principal("r8", groups=["g"], clearance="confidential")
+    req = _file(api, r1).json()
+    patched = api.client.patch("/v1/sources/s1", headers=steward, json={"read_groups": ["g", "finance"]})
+    assert patched.status_code == 200, patched.text
+    r = api.client.post(f"/v1/access-requests/{req['id']}/decision", headers=steward,
+                        json={"decision": "grant", "add_groups": ["finance"]})
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "group_not_on_source")
+    assert api.client.get("/v1/principals/r8", headers=api.admin).json()["groups"] == ["g"]
