@@ -215,13 +215,13 @@ def _reveal(
     (`revealed=False`), not raised: an error would tell the client its upload failed, and its retry would
     then be `unchanged`. They stay unsynced, so that retry (or repair()) reveals them."""
     try:
-        sync_versions(factory, store, version_ids)
+        failed = set(sync_versions(factory, store, version_ids))  # rows still changing after every round
     except Exception:
         log.warning("ingest.reveal_failed versions=%d", len(version_ids), exc_info=True)
         failed = set(version_ids)
-        for o in outcomes:
-            if o.version_id in failed:
-                o.revealed = False
+    for o in outcomes:
+        if o.version_id in failed:
+            o.revealed = False
 
 
 def _store_all(

@@ -73,8 +73,9 @@ def _drop_empty_document(session: Session, document_id: str) -> None:
 
 def sync_versions(
     factory: sessionmaker[Session], store: VectorStore, version_ids: Sequence[str], *, include_retracted: bool = False
-) -> None:
-    """Make the vector payload of these versions match SQL, then mark them synced.
+) -> list[str]:
+    """Make the vector payload of these versions match SQL, then mark them synced. Returns the ids still changing
+    after SYNC_ROUNDS rounds (left unsynced for repair()).
 
     A row can change while its payload is patched (a newer ingest supersedes it, a retraction or restore
     commits), and the patch would then carry the state read before: each row is re-read under its lock
@@ -97,9 +98,10 @@ def sync_versions(
         store.flush()  # once per round; the WAL already holds every patch
         todo = _mark_synced(factory, copied, include_retracted)
         if not todo:
-            return
+            return []
         log.info("ingest.sync_retry versions=%d", len(todo))
     log.warning("ingest.sync_unsettled versions=%d", len(todo))  # left unsynced: repair() copies them
+    return todo
 
 
 def _state(v: DocumentVersion, include_retracted: bool) -> _PayloadState:
