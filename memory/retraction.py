@@ -25,7 +25,7 @@ from memory import audit, vector_sync, withholdable
 from memory import sources as sources_svc
 from memory.clock import aware, utcnow
 from memory.errors import ConflictError, NotFoundError, ValidationFailedError
-from memory.models import AuditChunk, AuditRecord, Chunk, Document, DocumentVersion
+from memory.models import AuditChunk, AuditRecord, Chunk, Document, DocumentVersion, Source
 from memory.policy import EffectivePrincipal
 from memory.stores.base import PayloadPatch, Selector, VectorStore
 
@@ -187,10 +187,18 @@ def reveal(factory: sessionmaker[Session], store: VectorStore, *, version_ids: l
     vector_sync.sync_versions(factory, store, version_ids, include_retracted=True)
 
 
-def version_id_for(session: Session, *, document_id: str, version: int | None) -> str:
-    """The id of `version` of a document, or of its current version when `version` is None."""
+def version_id_for(
+    session: Session, *, document_id: str, version: int | None, actor: EffectivePrincipal | None = None
+) -> str:
+    """The id of `version` of a document, or of its current version when `version` is None. With `actor`: a
+    document of a source they do not steward is `document_not_found` (as an unknown id: a steward of another
+    source learns nothing about which documents exist; admins see every one)."""
     doc = session.get(Document, document_id)
-    if doc is None:
+    stewarded = actor is None or "admin" in actor.roles or (
+        doc is not None and session.scalar(select(Source.steward_id).where(Source.id == doc.source_id))
+        == actor.principal_id
+    )
+    if doc is None or not stewarded:
         raise NotFoundError(f"document {document_id!r} not found", code="document_not_found")
     number = doc.current_version if version is None else version
     vid = session.execute(
@@ -207,5 +215,5 @@ def retract_document(
     actor_effective: EffectivePrincipal,
 ) -> ImpactReport:
     """Retract a version of a document (default: its current version)."""
-    vid = version_id_for(session, document_id=document_id, version=version)
+    vid = version_id_for(session, document_id=document_id, version=version, actor=actor_effective)
     return retract(session, store, version_id=vid, reason=reason, actor_effective=actor_effective)

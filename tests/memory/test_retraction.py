@@ -74,7 +74,7 @@ def test_retraction_errors_have_stable_codes(api):
     path = f"/v1/documents/{doc['document_id']}/retract"
     cases = [
         (reader, {"reason": "x"}, 403, "missing_role"),
-        (other_steward, {"reason": "x"}, 403, "not_source_steward"),
+        (other_steward, {"reason": "x"}, 404, "document_not_found"),  # not theirs: as if unknown
         (steward, {"reason": ""}, 422, "invalid_request"),
         (steward, {"reason": "   "}, 422, "reason_required"),
         (steward, {"reason": "x", "version": 9}, 404, "version_not_found"),
