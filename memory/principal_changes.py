@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from memory import audit, principals
+from memory.errors import ConflictError
 from memory.models import Delegation, Principal, PrincipalRole
 
 
@@ -79,6 +81,7 @@ def update_principal(
     """Apply each given attribute of `change`, one audit record each (the caller's transaction: all or none)."""
     by = {"actor": actor, "acting_for": acting_for}
     p = principals.get_principal(session, principal_id=principal_id)
+    was_admin = p.active and any(r.role == "admin" for r in p.roles)
     if change.active is not None:
         p = principals.set_active(session, principal_id=principal_id, active=change.active, **by)
     if change.groups is not None:
@@ -91,4 +94,20 @@ def update_principal(
         p = set_delegations(session, principal_id=principal_id, user_ids=change.may_act_for, **by)
     if change.may_act_for_any is not None:
         p = set_may_act_for_any(session, principal_id=principal_id, value=change.may_act_for_any, **by)
+    if was_admin and (change.active is False or change.roles is not None):
+        _keep_an_admin(session)
     return p
+
+
+def _keep_an_admin(session: Session) -> None:
+    """Refuse a change that takes away the last active admin (nobody could then manage principals through the
+    API; the CLI, run on the host, still can).
+    Counted after the change, in its transaction: every change appended an audit record first, which locks the
+    audit head, so two admins demoting each other at once are counted one after the other."""
+    session.flush()
+    admins = session.scalar(
+        select(func.count()).select_from(PrincipalRole).join(Principal, Principal.id == PrincipalRole.principal_id)
+        .where(PrincipalRole.role == "admin", Principal.active.is_(True))
+    )
+    if not admins:
+        raise ConflictError("this change would leave no active admin", code="last_admin")

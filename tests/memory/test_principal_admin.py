@@ -258,7 +258,7 @@ def invoke(*args: str) -> Any:
 def test_cli_changes_roles_and_delegations(env: Path) -> None:
     assert invoke("principals", "create", "alice", "--groups", "g").exit_code == 0
     assert invoke("principals", "create", "bot", "--kind", "agent", "--groups", "g", "--may-act-for", "alice",
-                  "--roles", "reader,admin").exit_code == 0
+                  "--roles", "reader,auditor").exit_code == 0
     assert invoke("search", "x", "--as", "bot", "--acting-for", "alice", "--json").exit_code == 0
 
     r = invoke("principals", "update", "bot", "--may-act-for", "", "--roles", "reader", "--actor", "ops")
@@ -295,3 +295,14 @@ def test_cli_refuses_invalid_changes_with_a_code(env: Path, args: tuple[str, ...
     invoke("principals", "create", "bot", "--kind", "agent")
     r = invoke("principals", "update", *args)
     assert r.exit_code == 2 and r.output.startswith(f"error: {expected}: ") and "Traceback" not in r.output
+
+
+def test_the_last_active_admin_cannot_be_demoted_or_deactivated(api: Any) -> None:
+    admins = [p["id"] for p in api.client.get("/v1/principals", headers=api.admin).json() if "admin" in p["roles"]]
+    assert admins == ["admin"]
+    for body in ({"roles": ["reader"]}, {"active": False}):
+        r = _patch(api, "admin", **body)
+        assert (r.status_code, code(r)) == (409, "last_admin"), body
+    assert "admin" in api.client.get("/v1/principals/admin", headers=api.admin).json()["roles"]
+    api.principal("admin2", roles=["admin"])
+    assert _patch(api, "admin", roles=["reader"]).status_code == 200  # another admin remains
