@@ -141,7 +141,8 @@ def apply(session: Session, store: VectorStore, *, req: AccessRequest, src: Sour
         changes[CLEARANCE] = {"principal": target.id, "before": before.slug, "after": level.slug}
     if pair is not None:
         data_j, caller_j, before_mode, mode = pair
-        rules = policy_store.set_transfer_rule(session, data=data_j, caller=caller_j, rule=mode.slug, actor=actor)
+        rules = policy_store.set_transfer_rule(session, data=data_j, caller=caller_j, rule=mode.slug, actor=actor,
+                                              acting_for=acting_for)
         changes[TRANSFER_RULE] = {"data": data_j, "caller": caller_j, "before": before_mode.slug,
                                   "after": mode.slug, "rules_version": rules.version}
     if purpose is not None:
@@ -149,13 +150,14 @@ def apply(session: Session, store: VectorStore, *, req: AccessRequest, src: Sour
         purposes = (*(src.consent_purposes or ()), purpose)
         pending.append(sources_svc.update(
             session, source_id=src.id, patch=sources_svc.SourcePatch(consent_purposes=purposes), store=store,
-            actor=actor))
+            actor=actor, acting_for=acting_for))
         changes[ADD_CONSENT_PURPOSE] = {"purpose": purpose, "consent_purposes": list(src.consent_purposes)}
     if grant.add_read_groups:
         # Last: it patches the vector payloads, which a later validation error could not roll back.
         groups = _union(sorted(current_read), grant.add_read_groups)
         pending.append(sources_svc.update(
-            session, source_id=src.id, patch=sources_svc.SourcePatch(read_groups=groups), store=store, actor=actor))
+            session, source_id=src.id, patch=sources_svc.SourcePatch(read_groups=groups), store=store, actor=actor,
+            acting_for=acting_for))
         changes["read_groups_added"] = sorted(set(grant.add_read_groups) - current_read)
     return Applied(changes, tuple(pending))
 

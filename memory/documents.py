@@ -35,6 +35,7 @@ def ingest_upload(
     external_key: str | None,
     actor: str,
     max_bytes: int,
+    acting_for: str | None = None,
 ) -> IngestOutcome:
     """One uploaded file. A file the pipeline rejects raises its IngestError (-> 422 with its code); a service
     failure while storing it raises its ServiceError, which keeps its status (vector store down -> 503,
@@ -46,7 +47,7 @@ def ingest_upload(
     if len(key) > 1024:
         raise ValidationFailedError("external_key is too long", code="invalid_external_key")
     [outcome] = ingest_files(
-        factory, store, processor, source_id=source_id, actor=actor,
+        factory, store, processor, source_id=source_id, actor=actor, acting_for=acting_for,
         files=[FileInput(data=data, filename=name, external_key=key, uri=f"upload://{source_id}/{key}")],
     )
     if outcome.status == "failed":

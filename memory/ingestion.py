@@ -159,6 +159,7 @@ def ingest_files(
     source_id: str,
     files: Sequence[FileInput],
     actor: str,
+    acting_for: str | None = None,
 ) -> list[IngestOutcome]:
     """Ingest a batch of files into one source; every file gets an outcome, failures never stop the batch."""
     with factory() as session:
@@ -174,7 +175,7 @@ def ingest_files(
     per_doc_process = (time.perf_counter() - t0) / max(1, len(todo))
     try:
         _store_all(factory, store, todo, results, files, outcomes, stored, source_id=source_id, groups=groups,
-                   jurisdiction=juris, actor=actor, per_doc_process=per_doc_process)
+                   jurisdiction=juris, actor=actor, acting_for=acting_for, per_doc_process=per_doc_process)
     finally:
         if stored:
             _reveal(factory, store, stored, outcomes.values())
@@ -228,6 +229,7 @@ def _store_all(
     factory: sessionmaker[Session], store: VectorStore, todo: Sequence[int],
     results: Sequence[ProcessedDocument | IngestError], files: Sequence[FileInput], outcomes: dict[int, IngestOutcome],
     stored: list[str], *, source_id: str, groups: tuple[str, ...], jurisdiction: str, actor: str,
+    acting_for: str | None,
     per_doc_process: float,
 ) -> None:
     for i, res in zip(todo, results, strict=True):
@@ -239,7 +241,7 @@ def _store_all(
         try:
             outcomes[i] = _store_document(
                 factory, store, source_id=source_id, written=_Access(groups, jurisdiction),
-                file=f, doc=res, actor=actor, to_sync=stored,
+                file=f, doc=res, actor=actor, acting_for=acting_for, to_sync=stored,
             )
             outcomes[i].timings_s.setdefault("process", per_doc_process)
         except ServiceError as exc:
@@ -264,6 +266,7 @@ def _store_document(
     doc: ProcessedDocument,
     actor: str,
     to_sync: list[str],
+    acting_for: str | None = None,
 ) -> IngestOutcome:
     """Steps A-C for one processed file; `written`: the access its points are upserted with."""
     doc_id = document_id_for(source_id, file.external_key)
@@ -279,7 +282,7 @@ def _store_document(
         embedded = _embedded_for_uploader(factory, source_id, doc)
         with transaction(factory) as session:
             done = _activate(session, store, source_id=source_id, doc_id=doc_id, vid=vid, written=written,
-                             doc=doc, chunk_rows=chunk_rows, actor=actor)
+                             doc=doc, chunk_rows=chunk_rows, actor=actor, acting_for=acting_for)
     except BaseException:
         abandon(factory, store, vid)
         raise
@@ -368,7 +371,7 @@ def _embedded_for_uploader(factory: sessionmaker[Session], source_id: str, doc: 
 
 def _activate(
     session: Session, store: VectorStore, *, source_id: str, doc_id: str, vid: str, written: _Access,
-    doc: ProcessedDocument, chunk_rows: list[Chunk], actor: str,
+    doc: ProcessedDocument, chunk_rows: list[Chunk], actor: str, acting_for: str | None,
 ) -> _Activation:
     """C. make the version the document's version of record (the caller commits)."""
     # The source row first (access changes lock it: none commits between the check below and our commit), then
@@ -413,7 +416,7 @@ def _activate(
             # The embedding work done (usage metering); auditors only, unlike the upload's response.
             "embedded": sum(1 for c in doc.chunks if not c.embedding_cached),
         }),
-        principal_id=actor, source_id=source_id, document_id=doc_id,
+        principal_id=actor, acting_for=acting_for, source_id=source_id, document_id=doc_id,
     )
     return _Activation(status, version.version, vid, len(chunk_rows), (vid,) + ((previous.id,) if previous else ()))
 

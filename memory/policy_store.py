@@ -69,7 +69,8 @@ def label_map(session: Session) -> tuple[LabelMap, int]:
 
 
 def _put(
-    session: Session, kind: str, body: dict[str, Any], actor: str, effective_from: float | None = None
+    session: Session, kind: str, body: dict[str, Any], actor: str, effective_from: float | None = None,
+    acting_for: str | None = None,
 ) -> PolicyVersion:
     current = _latest(session, kind, None)
     row = PolicyVersion(
@@ -79,31 +80,37 @@ def _put(
     session.add(row)
     session.flush()
     audit.append(session, audit.Write(action=f"policy.{kind}", target=f"{kind}@v{row.version}", details=body),
-                 principal_id=actor)
+                 principal_id=actor, acting_for=acting_for)
     return row
 
 
-def put_transfer_rules(session: Session, *, rules: list[dict[str, Any]], actor: str) -> TransferRules:
+def put_transfer_rules(
+    session: Session, *, rules: list[dict[str, Any]], actor: str, acting_for: str | None = None
+) -> TransferRules:
     parsed = TransferRules.from_json(rules)  # validates; raises PolicyError
-    row = _put(session, JURISDICTIONS, {"rules": parsed.to_json()}, actor)
+    row = _put(session, JURISDICTIONS, {"rules": parsed.to_json()}, actor, acting_for=acting_for)
     return TransferRules(rules=parsed.rules, version=row.version)
 
 
-def set_transfer_rule(session: Session, *, data: str, caller: str, rule: str, actor: str) -> TransferRules:
+def set_transfer_rule(
+    session: Session, *, data: str, caller: str, rule: str, actor: str, acting_for: str | None = None
+) -> TransferRules:
     """A new rules version equal to the one in force, except for the (data, caller) pair."""
     current = transfer_rules(session)
     pair = (normalise_jurisdiction(data), normalise_jurisdiction(caller))
     rules = [r for r in current.to_json() if (r["data"], r["caller"]) != pair]
     rules.append({"data": pair[0], "caller": pair[1], "rule": Transfer.parse(rule).slug})
-    return put_transfer_rules(session, rules=rules, actor=actor)
+    return put_transfer_rules(session, rules=rules, actor=actor, acting_for=acting_for)
 
 
-def put_label_map(session: Session, *, body: dict[str, Any], actor: str) -> tuple[LabelMap, int]:
+def put_label_map(
+    session: Session, *, body: dict[str, Any], actor: str, acting_for: str | None = None
+) -> tuple[LabelMap, int]:
     try:
         parsed = LabelMap.from_json(body)
     except InvalidLabelMapError as exc:
         raise PolicyError(str(exc), code="invalid_label_map") from exc
-    row = _put(session, LABELS, parsed.to_json(), actor)
+    row = _put(session, LABELS, parsed.to_json(), actor, acting_for=acting_for)
     return parsed, row.version
 
 

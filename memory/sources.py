@@ -57,7 +57,7 @@ def read_groups(source: Source) -> tuple[str, ...]:
     return tuple(sorted(g.group for g in source.read_groups))
 
 
-def register(session: Session, *, spec: NewSource, actor: str | None) -> Source:
+def register(session: Session, *, spec: NewSource, actor: str | None, acting_for: str | None = None) -> Source:
     validate_id(spec.id, "source id")
     if session.get(Source, spec.id) is not None:
         raise ConflictError(f"source {spec.id!r} exists", code="source_exists")
@@ -84,6 +84,7 @@ def register(session: Session, *, spec: NewSource, actor: str | None) -> Source:
         session,
         audit.Write(action="source.register", target=src.id, details=describe(src)),
         principal_id=actor,
+        acting_for=acting_for,
         source_id=src.id,
     )
     return src
@@ -163,7 +164,8 @@ class SourceUpdate:
 
 
 def update(
-    session: Session, *, source_id: str, patch: SourcePatch, store: VectorStore, actor: str | None
+    session: Session, *, source_id: str, patch: SourcePatch, store: VectorStore, actor: str | None,
+    acting_for: str | None = None,
 ) -> SourceUpdate:
     src = get(session, source_id=source_id, for_update=True)
     before = describe(src)
@@ -204,6 +206,7 @@ def update(
         session,
         audit.Write(action="source.update", target=src.id, details={"before": before, "after": describe(src)}),
         principal_id=actor,
+        acting_for=acting_for,
         source_id=src.id,
     )
     return SourceUpdate(src, access_changed)

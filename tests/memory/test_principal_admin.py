@@ -154,6 +154,26 @@ def test_admin_writes_by_an_agent_record_the_user_it_acts_for(api: Any) -> None:
     assert (_writes(api, "made")[-1]["principal_id"], _writes(api, "made")[-1]["acting_for"]) == ("admin", None)
 
 
+def test_source_policy_and_upload_writes_by_an_agent_record_the_user_it_acts_for(api: Any) -> None:
+    api.principal("alice", groups=["g"], roles=["reader", "steward", "admin"])
+    bot = api.principal("bot", kind="agent", groups=["g"], roles=["reader", "steward", "admin"],
+                        may_act_for=["alice"])
+    as_alice = {**bot, "X-Acting-For": "alice"}
+    r = api.client.post("/v1/sources", headers=as_alice, json={
+        "id": "kb", "name": "KB", "jurisdiction": "EU", "read_groups": ["g"], "floor": "internal"})
+    assert r.status_code == 201, r.text
+    assert api.client.patch("/v1/sources/kb", headers=as_alice, json={"read_groups": ["g", "h"]}).status_code == 200
+    assert api.upload("kb", "a.md", "# Note\n\nThe quarterly plan.\n", headers=as_alice).status_code == 201
+    rules = api.client.get("/v1/policy/jurisdictions", headers=api.admin).json()["rules"]
+    assert api.client.put("/v1/policy/jurisdictions", headers=as_alice, json={"rules": rules}).status_code == 200
+    r = api.client.get("/v1/audit", headers=api.admin, params={"event": "write"})
+    actions = {"source.register", "source.update", "document.ingest", "policy.jurisdictions"}
+    by_agent = [(w["body"]["action"], w["principal_id"], w["acting_for"]) for w in r.json()["records"]
+                if w["body"]["action"] in actions and w["principal_id"] == "bot"]
+    assert sorted(a for a, _, _ in by_agent) == sorted(actions)
+    assert {(p, u) for _, p, u in by_agent} == {("bot", "alice")}
+
+
 def test_an_agent_revoking_keys_is_capped_by_the_user_it_acts_for(api: Any) -> None:
     api.principal("alice")  # not an admin
     bot = api.principal("bot", kind="agent", roles=["reader", "admin"], may_act_for=["alice"])

@@ -25,7 +25,7 @@ def get_jurisdictions(session: SessionDep, who: AdminDep) -> schemas.TransferRul
 def put_jurisdictions(body: schemas.TransferRulesIn, session: SessionDep, who: AdminDep) -> schemas.TransferRulesOut:
     """Replace the rule set with a new version (unlisted pairs are denied). Applies to the next search."""
     rules = policy_store.put_transfer_rules(
-        session, rules=[r.model_dump() for r in body.rules], actor=who.principal_id
+        session, rules=[r.model_dump() for r in body.rules], actor=who.principal_id, acting_for=who.acting_for
     )
     return schemas.TransferRulesOut(version=rules.version, rules=rules.to_json())
 
@@ -48,5 +48,5 @@ def get_labels(session: SessionDep, who: AdminDep) -> schemas.LabelMapOut:
 def put_labels(body: schemas.LabelMapIn, session: SessionDep, who: AdminDep) -> schemas.LabelMapOut:
     """New entity->label map version; applies to documents ingested after it (re-ingest to relabel)."""
     payload = body.model_dump(exclude_none=True)
-    policy_store.put_label_map(session, body=payload, actor=who.principal_id)
+    policy_store.put_label_map(session, body=payload, actor=who.principal_id, acting_for=who.acting_for)
     return _label_out(session)

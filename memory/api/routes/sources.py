@@ -25,7 +25,7 @@ def register_source(body: schemas.SourceCreate, session: SessionDep, who: Stewar
         personal_data_requires_consent=body.personal_data_requires_consent,
         consent_purposes=tuple(body.consent_purposes),
     )
-    return presenters.source(sources.register(session, spec=spec, actor=who.principal_id))
+    return presenters.source(sources.register(session, spec=spec, actor=who.principal_id, acting_for=who.acting_for))
 
 
 @router.get("/sources", response_model=list[schemas.SourceOut])
@@ -53,7 +53,8 @@ def update_source(
         description=body.description, personal_data_requires_consent=body.personal_data_requires_consent,
         consent_purposes=tuple(body.consent_purposes) if body.consent_purposes is not None else None,
     )
-    update = sources.update(session, source_id=source_id, patch=patch, store=container.store, actor=who.principal_id)
+    update = sources.update(session, source_id=source_id, patch=patch, store=container.store, actor=who.principal_id,
+                            acting_for=who.acting_for)
     out = presenters.source(update.source)
     session.commit()  # the new access reaches the vectors only once SQL holds it (sources.update)
     if update.access_changed:
@@ -79,6 +80,6 @@ def upload_document(
     outcome = documents.ingest_upload(
         container.sessions, container.store, container.pipeline, source_id=source_id, data=data,
         filename=file.filename or "upload", external_key=external_key, actor=who.principal_id,
-        max_bytes=container.settings.max_upload_bytes,
+        acting_for=who.acting_for, max_bytes=container.settings.max_upload_bytes,
     )
     return presenters.ingest(outcome)
