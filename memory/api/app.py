@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
@@ -75,7 +74,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         app.include_router(router)
 
     routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
-    app.add_middleware(BearerRequiredMiddleware, api=app, routes=[r for r in routes if _authenticates(r.dependant)])
+    app.add_middleware(BearerRequiredMiddleware, api=app, routes=[r for r in routes if deps.authenticates(r.dependant)])
     app.add_middleware(RequestContextMiddleware)  # added last: outermost, so it times and tags every answer
     return app
 
@@ -117,8 +116,6 @@ def _has_bearer(scope: Scope) -> bool:
     return False
 
 
-def _authenticates(dependant: Dependant) -> bool:
-    return any(d.call is deps.get_token or _authenticates(d) for d in dependant.dependencies)
 
 
 class RequestContextMiddleware:

@@ -2,8 +2,8 @@
 
 Authentication order: a request without a bearer key is refused 401 `missing_api_key` before its body is read
 (memory.api.app.BearerRequiredMiddleware, on every route that depends on `get_token`). A key that is present
-is checked in the request's transaction, after FastAPI has parsed the body: a wrong key with an unparseable
-JSON body answers 422 `invalid_request`, with a well-formed body 401."""
+is checked in the request's transaction, after FastAPI has parsed the body; when the body cannot be parsed,
+the invalid-request handler checks the key first (`refused_key`), so a wrong key is 401 whatever the body."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -55,6 +56,21 @@ async def get_token(
 
 
 TokenDep = Annotated[str | None, Depends(get_token)]
+
+
+def authenticates(dependant: Dependant) -> bool:
+    """Whether a route checks a bearer key (its dependencies include get_token)."""
+    return any(d.call is get_token or authenticates(d) for d in dependant.dependencies)
+
+
+def refused_key(container: Container, token: str) -> AuthError | None:
+    """The refusal a bearer key gets (unknown, revoked, expired, inactive principal), or None for a valid one."""
+    with container.sessions() as session:
+        try:
+            principals.who_for_token(session, token=token, acting_for=None)
+        except AuthError as exc:
+            return exc
+    return None
 ActingForHeader = Annotated[str | None, Header(
     description="User id this agent/service acts for (blank: refused, 422 `invalid_acting_for`)")]
 

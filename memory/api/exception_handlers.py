@@ -7,10 +7,14 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from classifiers.errors import ClassifierError
 from ingest.errors import IngestError
+from memory.api import deps
 from memory.errors import ServiceError
 from memory.metrics import ERRORS
 
@@ -20,6 +24,18 @@ log = logging.getLogger(__name__)
 def _body(code: str, message: str, details: object | None = None) -> dict[str, object]:
     ERRORS.labels(code=code).inc()
     return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+async def _refused_key(request: Request) -> ServiceError | None:
+    """For a request whose body or parameters were invalid, on a route that checks a bearer key: the key's
+    refusal, if it has one. Only on this error path (a missing key never gets here: BearerRequiredMiddleware)."""
+    route = request.scope.get("route")
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    if not isinstance(route, APIRoute) or not deps.authenticates(route.dependant) or scheme.lower() != "bearer":
+        return None
+    if not token:
+        return None
+    return await run_in_threadpool(deps.refused_key, request.app.state.container, token)
 
 
 def install(app: FastAPI) -> None:
@@ -37,7 +53,10 @@ def install(app: FastAPI) -> None:
         return JSONResponse(_body(exc.code, str(exc)), status_code=422)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        refused = await _refused_key(request)
+        if refused is not None:  # a wrong key is 401 whatever the body (FastAPI parsed the body first)
+            return await _service(request, refused)
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]

@@ -229,15 +229,20 @@ def test_a_missing_key_is_refused_before_the_body_is_read(
     assert r.headers["WWW-Authenticate"] == "Bearer" and r.headers["X-Request-ID"]
 
 
-def test_a_present_key_is_checked_with_the_body(api: Any) -> None:
-    """What the middleware leaves to the route: a wrong key is checked in the request's transaction, after
-    FastAPI parsed the body (README: a wrong key with unparseable JSON is 422)."""
+def test_a_present_key_is_checked_before_the_body_is_refused(api: Any) -> None:
+    """A wrong key is 401 whatever the body, unparseable JSON included (FastAPI parses it before the route's
+    dependencies: the invalid-request handler checks the key first); a valid key with a broken body is 422."""
     wrong = {"Authorization": "Bearer gm_0123456789abcdef_wrongwrongwrongwrongwrong",
              "Content-Type": "application/json"}
-    r = api.client.post("/v1/principals", headers=wrong, content="{not json")
-    assert (r.status_code, code(r)) == (422, "invalid_request")
-    r = api.client.post("/v1/principals", headers=wrong, content='{"id": 1}')
+    for content in ("{not json", '{"id": 1}'):
+        r = api.client.post("/v1/principals", headers=wrong, content=content)
+        assert (r.status_code, code(r)) == (401, "invalid_api_key"), content
+        assert r.headers["www-authenticate"] == "Bearer"
+    r = api.client.post("/v1/search", headers=wrong, content="{not json")
     assert (r.status_code, code(r)) == (401, "invalid_api_key")
+    r = api.client.post("/v1/principals", headers={**api.admin, "Content-Type": "application/json"},
+                        content="{not json")
+    assert (r.status_code, code(r)) == (422, "invalid_request")
 
 
 def test_routes_without_authentication_are_untouched(api: Any) -> None:
