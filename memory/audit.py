@@ -138,14 +138,13 @@ def append(
     acting_for: str | None = None,
     source_id: str | None = None,
     document_id: str | None = None,
-    chunk_ids: Sequence[str] = (),
     now: datetime | None = None,
 ) -> Appended:
     """Append one record in the session's transaction (the caller commits).
 
     Core statements, not the unit of work: this runs on every search, and three statements (record,
     chunk rows, head) are all it needs. The head row is locked first, so appends are strictly ordered.
-    `chunk_ids` must be the event body's `chunk_ids` (verify holds the audit_chunks rows to them)."""
+    The audit_chunks rows are written from the body's `chunk_ids` (one source: verify holds the rows to it)."""
     head = session.execute(_READ_HEAD).one_or_none()
     if head is None:  # a database created without the migration's seed row
         session.execute(insert(_HEAD).values(id=1, seq=0, hash=GENESIS))
@@ -155,9 +154,6 @@ def append(
     ts = now or datetime.now(UTC)
     seq = prev_seq + 1
     body = json.loads(json.dumps(event.body()))  # canonical JSON types, as they will be read back
-    served = dict.fromkeys(chunk_ids)
-    if served.keys() != dict.fromkeys(served_chunk_ids(body)).keys():
-        raise ValueError(f"{event.name}: chunk_ids must equal the event body's chunk_ids (audit verify checks them)")
     digest = record_hash(
         seq=seq, ts=ts, event=event.name, principal_id=principal_id, acting_for=acting_for,
         source_id=source_id, document_id=document_id, body=body, prev_hash=prev_hash,
@@ -166,7 +162,7 @@ def append(
         "seq": seq, "ts": ts, "event": event.name, "principal_id": principal_id, "acting_for": acting_for,
         "source_id": source_id, "document_id": document_id, "body": body, "prev_hash": prev_hash, "hash": digest,
     })
-    rows = [{"seq": seq, "chunk_id": c} for c in served]
+    rows = [{"seq": seq, "chunk_id": c} for c in dict.fromkeys(served_chunk_ids(body))]
     if rows:
         session.execute(_INSERT_CHUNKS, rows)
     session.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from memory import audit, principals
+from memory import principals
 from memory.errors import ConflictError
 from memory.models import Delegation, Principal, PrincipalRole
 
@@ -23,10 +23,7 @@ def set_roles(
     wanted = principals.valid_roles(roles)
     before = sorted(r.role for r in p.roles)
     p.roles = [PrincipalRole(role=r) for r in wanted]
-    session.flush()
-    audit.append(session, audit.Write(action="principal.roles", target=p.id,
-                                      details={"before": before, "after": sorted(wanted)}),
-                 principal_id=actor, acting_for=acting_for)
+    principals.record_change(session, p, "principal.roles", before, sorted(wanted), actor=actor, acting_for=acting_for)
     return p
 
 
@@ -41,10 +38,8 @@ def set_delegations(
     kept = [d for d in p.delegations if d.user_id in targets]
     have = {d.user_id for d in kept}
     p.delegations = kept + [Delegation(agent_id=p.id, user_id=u) for u in targets if u not in have]
-    session.flush()
-    audit.append(session, audit.Write(action="principal.delegations", target=p.id,
-                                      details={"before": before, "after": sorted(targets)}),
-                 principal_id=actor, acting_for=acting_for)
+    principals.record_change(session, p, "principal.delegations", before, sorted(targets), actor=actor,
+                             acting_for=acting_for)
     return p
 
 
@@ -56,10 +51,8 @@ def set_may_act_for_any(
     principals.delegation_targets(session, agent_id=p.id, kind=p.kind, user_ids=(), any_user=value)
     before = p.may_act_for_any
     p.may_act_for_any = value
-    session.flush()
-    audit.append(session, audit.Write(action="principal.may_act_for_any", target=p.id,
-                                      details={"before": before, "after": value}),
-                 principal_id=actor, acting_for=acting_for)
+    principals.record_change(session, p, "principal.may_act_for_any", before, value, actor=actor,
+                             acting_for=acting_for)
     return p
 
 

@@ -179,11 +179,18 @@ def set_clearance(
     p = get_principal(session, principal_id=principal_id)
     before, after = Label(p.clearance), Label.parse(clearance)
     p.clearance = int(after)
-    session.flush()
-    audit.append(session, audit.Write(action="principal.clearance", target=p.id,
-                                      details={"before": before.slug, "after": after.slug}),
-                 principal_id=actor, acting_for=acting_for)
+    record_change(session, p, "principal.clearance", before.slug, after.slug, actor=actor, acting_for=acting_for)
     return p
+
+
+def record_change(
+    session: Session, p: Principal, action: str, before: object, after: object, *, actor: str | None,
+    acting_for: str | None,
+) -> None:
+    """Flush a change of one attribute of `p` and audit it with its before and after values."""
+    session.flush()
+    audit.append(session, audit.Write(action=action, target=p.id, details={"before": before, "after": after}),
+                 principal_id=actor, acting_for=acting_for)
 
 
 def issue_key(

@@ -21,11 +21,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from memory import audit, vector_sync, withholdable
+from memory import audit, documents, vector_sync, withholdable
 from memory import sources as sources_svc
 from memory.clock import aware, utcnow
 from memory.errors import ConflictError, NotFoundError, ValidationFailedError
-from memory.models import AuditChunk, AuditRecord, Chunk, Document, DocumentVersion, Source
+from memory.models import AuditChunk, AuditRecord, Chunk, Document, DocumentVersion
 from memory.policy import EffectivePrincipal
 from memory.stores.base import PayloadPatch, Selector, VectorStore
 
@@ -192,13 +192,13 @@ def version_id_for(
 ) -> str:
     """The id of `version` of a document, or of its current version when `version` is None. With `actor`: a
     document of a source they do not steward is `document_not_found` (as an unknown id: a steward of another
-    source learns nothing about which documents exist; admins see every one)."""
-    doc = session.get(Document, document_id)
-    stewarded = actor is None or "admin" in actor.roles or (
-        doc is not None and session.scalar(select(Source.steward_id).where(Source.id == doc.source_id))
-        == actor.principal_id
+    source learns nothing about which documents exist: documents.get_stewarded_document)."""
+    doc = (
+        session.get(Document, document_id) if actor is None
+        else documents.get_stewarded_document(session, document_id=document_id, principal_id=actor.principal_id,
+                                              roles=actor.roles)
     )
-    if doc is None or not stewarded:
+    if doc is None:
         raise NotFoundError(f"document {document_id!r} not found", code="document_not_found")
     number = doc.current_version if version is None else version
     vid = session.execute(

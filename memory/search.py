@@ -251,7 +251,7 @@ def search(
             withheld={f"{w.source_id}:{w.reason}": w.count for w in withheld},
             latency_ms=round(latency_ms, 3), embedding_tokens=tokens,
         ),
-        principal_id=who.principal_id, acting_for=who.acting_for, chunk_ids=[h.citation.chunk_id for h in hits],
+        principal_id=who.principal_id, acting_for=who.acting_for,
     )
     return SearchResult(
         hits=hits,

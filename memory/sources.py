@@ -222,6 +222,5 @@ def publish_access(factory: sessionmaker[Session], store: VectorStore, source_id
     patched under the source's row lock. So when two changes finish out of order, the later publish still
     writes the latest committed access, never the one its own change computed."""
     with transaction(factory) as session:
-        src = session.execute(select(Source).where(Source.id == source_id).with_for_update()).scalar_one_or_none()
-        if src is not None:
-            store.patch(Selector(source_id=src.id), access_payload(src))
+        src = get(session, source_id=source_id, for_update=True)
+        store.patch(Selector(source_id=src.id), access_payload(src))

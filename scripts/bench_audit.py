@@ -84,7 +84,7 @@ def append_records(factory: sessionmaker[Session], n: int, batch: int = 500) -> 
                     query_sha256=hashlib.sha256(str(i).encode()).hexdigest(), top_k=10, as_of=1.7e9 + i,
                     filter_summary={"groups": ["g"], "max_label": "internal", "caller_jurisdictions": ["EU"]},
                     chunk_ids=ids, masked_chunk_ids=[], withheld={}, latency_ms=12.5, embedding_tokens=7,
-                ), principal_id=f"p{i % 50}", acting_for=None, chunk_ids=ids)
+                ), principal_id=f"p{i % 50}", acting_for=None)
         done = min(n, done + batch)
     return time.perf_counter() - t0
 

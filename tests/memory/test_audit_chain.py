@@ -227,8 +227,12 @@ def test_an_audit_chunks_row_without_a_record_is_found(container):
     assert not report.valid and report.first_broken_seq == head + 7 and "no record" in (report.reason or ""), report
 
 
-def test_an_append_whose_chunk_rows_differ_from_its_body_is_refused(container):
-    event = audit.SearchPerformed(query_sha256="0" * 64, top_k=1, as_of=0.0, filter_summary={}, chunk_ids=["a"],
-                                  masked_chunk_ids=[], withheld={}, latency_ms=0.0, embedding_tokens=0)
-    with container.sessions() as s, pytest.raises(ValueError, match="chunk_ids"):
-        audit.append(s, event, principal_id="t", chunk_ids=["b"])
+def test_an_appends_chunk_rows_are_its_bodys_chunk_ids(container):
+    event = audit.SearchPerformed(query_sha256="0" * 64, top_k=1, as_of=0.0, filter_summary={},
+                                  chunk_ids=["a", "b", "a"], masked_chunk_ids=[], withheld={}, latency_ms=0.0,
+                                  embedding_tokens=0)
+    with transaction(container.sessions) as s:
+        seq = audit.append(s, event, principal_id="t").seq
+    with container.sessions() as s:
+        assert sorted(s.scalars(select(AuditChunk.chunk_id).where(AuditChunk.seq == seq))) == ["a", "b"]
+        assert audit.verify_chain(s).valid
