@@ -227,6 +227,28 @@ def optimize_cmd(data_dir: DataDir = None) -> None:
     out.print("vector index optimised")
 
 
+@app.command("repair")
+def repair_cmd(
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Finish what a crash or a failed vector-store call left half done (the API runs this at every start):
+    ingests left pending are undone, versions left unsynced are copied to the vectors, and sources whose
+    access change was left narrowed get the access SQL holds. Safe while the API runs on PostgreSQL + Qdrant
+    server; on the embedded store, stop the API first (one process owns it)."""
+    from memory.vector_sync import repair
+
+    def _do(c: Container) -> dict[str, int]:
+        return repair(c.sessions, c.store, pending_grace_s=c.settings.ingest_pending_grace_s)
+
+    counts = run(data_dir, _do)
+    if as_json:
+        print_json(counts)
+        return
+    out.print(f"repaired: {counts['abandoned']} pending ingests undone, {counts['synced']} versions synced, "
+              f"{counts['republished']} sources' access republished", markup=False, soft_wrap=True)
+
+
 @app.command("rebuild-index")
 def rebuild_index_cmd(
     data_dir: DataDir = None,

@@ -9,10 +9,11 @@ them re-stamps nothing and applies to the next search.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from classifiers.types import Label
@@ -21,10 +22,12 @@ from memory.clock import utcnow
 from memory.consent import normalise_purposes
 from memory.db import transaction
 from memory.errors import ConflictError, ForbiddenError, NotFoundError
-from memory.models import Principal, Source, SourceReadGroup
+from memory.models import Chunk, DocumentVersion, Principal, Source, SourceReadGroup
 from memory.policy import EffectivePrincipal, normalise_jurisdiction
 from memory.principals import validate_id
 from memory.stores.base import PayloadPatch, Selector, VectorStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -224,3 +227,33 @@ def publish_access(factory: sessionmaker[Session], store: VectorStore, source_id
     with transaction(factory) as session:
         src = get(session, source_id=source_id, for_update=True)
         store.patch(Selector(source_id=src.id), access_payload(src))
+
+
+# Two stored points of each source whose chunks a search can still reach (its first and last point ids).
+_ACCESS_SAMPLES = (
+    select(Chunk.source_id, func.min(Chunk.point_id), func.max(Chunk.point_id))
+    .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
+    .where(DocumentVersion.status.in_(("active", "superseded")))
+    .group_by(Chunk.source_id)
+)
+
+
+def settle_access(factory: sessionmaker[Session], store: VectorStore) -> list[str]:
+    """Republish (`publish_access`) every source whose vectors do not carry the access SQL holds: a change that
+    narrowed them and whose publish never ran (the process died after the commit, or the vector store failed
+    then), or whose commit failed (the vectors stay narrowed until then). Returns their ids.
+
+    Each narrowing and each publish is one vector-store operation over the whole source, so two points per
+    source tell. Runs in `vector_sync.repair` (every start, `memory repair`); safe beside live changes: a publish
+    reads SQL under the source's row lock, so it writes the latest committed access, as the change's own does."""
+    with factory() as session:
+        expected = {s.id: (frozenset(read_groups(s)), s.jurisdiction) for s in list_all(session)}
+        samples = [p for _, first, last in session.execute(_ACCESS_SAMPLES) for p in dict.fromkeys((first, last))]
+    carried = [(p.payload.source_id, (frozenset(p.payload.read_groups), p.payload.jurisdiction))
+               for p in store.retrieve(samples)]
+    stale = sorted({sid for sid, access in carried if sid in expected and access != expected[sid]})
+    for source_id in stale:
+        publish_access(factory, store, source_id)
+    if stale:
+        log.warning("sources.access_republished sources=%d", len(stale))
+    return stale

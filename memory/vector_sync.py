@@ -12,6 +12,7 @@ from typing import NamedTuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from memory import sources
 from memory.clock import utcnow
 from memory.db import transaction
 from memory.models import Document, DocumentVersion
@@ -129,8 +130,10 @@ def _mark_synced(
 def repair(
     factory: sessionmaker[Session], store: VectorStore, *, pending_grace_s: float = PENDING_GRACE_S
 ) -> dict[str, int]:
-    """Finish or undo whatever a crash interrupted. Safe to run at every start, on every replica: a version
-    pending for less than `pending_grace_s` may be another replica's live ingest, and is left to it."""
+    """Finish or undo whatever a crash interrupted: versions left pending (abandoned) or unsynced (their SQL
+    state copied onto the vectors), and source access changes left narrowed (`sources.settle_access`). Safe to
+    run at every start, on every replica: a version pending for less than `pending_grace_s` may be another
+    replica's live ingest, and is left to it."""
     cutoff = utcnow() - timedelta(seconds=pending_grace_s)
     with factory() as session:
         pending = list(session.execute(
@@ -144,4 +147,5 @@ def repair(
         sync_versions(factory, store, unsynced, include_retracted=True)
     if abandoned or unsynced:
         log.warning("ingest.repaired pending=%d unsynced=%d", abandoned, len(unsynced))
-    return {"abandoned": abandoned, "synced": len(unsynced)}
+    republished = sources.settle_access(factory, store)  # source access changes left narrowed
+    return {"abandoned": abandoned, "synced": len(unsynced), "republished": len(republished)}

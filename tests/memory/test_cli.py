@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from memory import cli, cli_access, cli_commands  # noqa: F401  (registers commands)
 from memory.bootstrap import Container
+from memory.db import transaction
 
 runner = CliRunner()
 
@@ -160,6 +161,29 @@ def test_rebuild_index_refuses_the_server_backend(env: Path, monkeypatch):
     monkeypatch.setenv("MEMORY_QDRANT_URL", "http://127.0.0.1:9")  # never contacted
     r = invoke("rebuild-index")
     assert r.exit_code == 2 and "not_embedded" in r.output
+
+
+def test_repair_republishes_a_source_access_change_left_narrowed(env: Path):
+    from memory import sources
+    from memory.settings import Settings
+
+    invoke("principals", "create", "st", "--groups", "hr", "--roles", "steward,reader")
+    invoke("sources", "add", "hr", "--name", "HR", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "hr")
+    (env / "docs").mkdir()
+    (env / "docs" / "a.md").write_text("# Leave\n\nParental leave is twelve weeks at full pay.\n")
+    assert invoke("ingest", "hr", str(env / "docs"), "--no-optimize").exit_code == 0
+    c = Container(Settings())  # type: ignore[call-arg]
+    try:  # a change committed, then the process died before its publish
+        with transaction(c.sessions) as s:
+            sources.update(s, source_id="hr", store=c.store, actor="admin",
+                           patch=sources.SourcePatch(read_groups=("hr", "ops")))
+    finally:
+        c.close()
+    r = invoke("repair", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == {"abandoned": 0, "synced": 0, "republished": 1}
+    r = invoke("repair")
+    assert r.exit_code == 0 and "0 sources' access republished" in r.output
 
 
 def test_keygen_prints_a_valid_key(env: Path):

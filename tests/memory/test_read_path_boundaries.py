@@ -15,6 +15,7 @@ from memory.db import transaction
 from memory.errors import PolicyError
 from memory.policy import JURISDICTION_IN_TRANSIT, normalise_jurisdiction
 from memory.stores.base import PayloadPatch, Selector
+from memory.vector_sync import repair
 
 EMAIL_DOC = "Payroll note: contact Ms Alice Smith at alice.smith@example.com about the payroll bonus."
 
@@ -128,6 +129,41 @@ def test_a_source_access_change_narrows_the_vectors_before_sql_commits(api: Any)
     assert _access(api, ids) == {(("h", "k"), "EU")}
     eu = api.principal("kai", groups=["k"], clearance="restricted", jurisdiction="EU")
     assert _hits(api.search(eu, "payroll bonus"))
+
+
+def test_repair_gives_a_source_left_narrowed_by_a_failed_commit_its_access_back(api: Any) -> None:
+    api.source("hr", jurisdiction="IN", read_groups=["g", "h"])
+    assert api.upload("hr", "note.txt", "Quarterly payroll bonus plan for the hr team.").status_code == 201
+    api.source("other", jurisdiction="EU", read_groups=["g"])
+    assert api.upload("other", "memo.txt", "The canteen closes early on Fridays.").status_code == 201
+    ids = _point_ids(api, "hr")
+    with pytest.raises(RuntimeError), transaction(api.container.sessions) as s:
+        sources.update(s, source_id="hr", store=api.container.store, actor="admin",
+                       patch=sources.SourcePatch(read_groups=("h", "k"), jurisdiction="EU"))
+        raise RuntimeError("the commit fails")
+    reader = api.principal("gil", groups=["g"], clearance="restricted", jurisdiction="IN")
+    assert _hits(api.search(reader, "payroll bonus plan", top_k=1))[0]["citation"]["source_id"] == "other"
+    assert repair(api.container.sessions, api.container.store)["republished"] == 1
+    assert _access(api, ids) == {(("g", "h"), "IN")}  # what SQL kept
+    assert _hits(api.search(reader, "payroll bonus plan", top_k=1))[0]["citation"]["source_id"] == "hr"
+    assert repair(api.container.sessions, api.container.store)["republished"] == 0  # settled: nothing to do
+
+
+def test_repair_publishes_a_committed_access_change_whose_publish_never_ran(api: Any) -> None:
+    """The process died (or the vector store failed) between the commit and publish_access: the source stays
+    narrowed until repair, which runs at every start and as `memory repair`, writes what SQL holds."""
+    api.source("s1", read_groups=["eng"])
+    assert api.upload("s1", "plan.md", "# Plan\n\nThe merger closes in March.").status_code == 201
+    ids = _point_ids(api, "s1")
+    with transaction(api.container.sessions) as s:
+        assert sources.update(s, source_id="s1", store=api.container.store, actor="admin",
+                              patch=sources.SourcePatch(read_groups=("eng", "sales"), jurisdiction="UK")).access_changed
+    assert _access(api, ids) == {(("eng",), JURISDICTION_IN_TRANSIT)}
+    sales = api.principal("sam", groups=["sales"], clearance="restricted", jurisdiction="UK")
+    assert _hits(api.search(sales, "merger")) == []
+    assert repair(api.container.sessions, api.container.store) == {"abandoned": 0, "synced": 0, "republished": 1}
+    assert _access(api, ids) == {(("eng", "sales"), "UK")}
+    assert _hits(api.search(sales, "merger"))
 
 
 def test_the_in_transit_jurisdiction_is_reserved() -> None:
