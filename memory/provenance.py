@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from memory.clock import aware
@@ -22,8 +22,10 @@ class Citation:
     source_id: str
     source_uri: str
     document_uri: str
-    start: int
-    end: int
+    # None where the hashes are: the clear text's offsets measure it, so the length of the masked values would
+    # follow from the masked text's length.
+    start: int | None
+    end: int | None
     page_number: int | None
     attachment: str | None  # the email attachment the chunk was parsed from; None: the document itself
     ingested_at: str
@@ -37,6 +39,15 @@ class Citation:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def masked(self) -> Citation:
+        """This citation for a caller who gets the chunk masked: without its CLEAR_TEXT_FIELDS."""
+        return replace(self, **dict.fromkeys(CLEAR_TEXT_FIELDS))
+
+
+# What a citation holds of the chunk's clear text (hashes, offsets): never shown to a caller who gets the chunk
+# masked, nor compared when such a caller verifies one (a mismatch would answer a guess).
+CLEAR_TEXT_FIELDS = ("chunk_sha256", "version_sha256", "start", "end")
 
 
 def citation(chunk: Chunk, version: DocumentVersion, source: Source) -> Citation:

@@ -382,22 +382,22 @@ def _render(
             log.warning("search.payload_disagrees chunk=%s version=%s", r.id, r.version_id)
             continue
         masked = r.id in masked_set
+        cited = Citation(
+            chunk_id=r.id, document_id=r.document_id, version=r.version, version_id=r.version_id,
+            chunk_sha256=r.sha256, version_sha256=r.version_sha256, source_id=r.source_id,
+            source_uri=r.source_uri, document_uri=r.uri, start=r.start, end=r.end, page_number=r.page_number,
+            attachment=r.attachment,
+            ingested_at=aware(r.ingested_at).isoformat(), ingested_by=r.ingested_by,
+            pipeline_version=r.pipeline_version, parser_version=r.parser_version,
+            chunker_version=r.chunker_version, classifier_version=r.classifier_version,
+            label_map_version=r.label_map_version, embedding_model=r.embedding_model,
+        )
         hits.append(Hit(
             score=p.score,
             text=mask(r.text, spans.get(r.id, [])) if masked else r.text,
             label=Label(r.label).slug,
             entity_types=list(r.entity_types),
             masked=masked,
-            citation=Citation(
-                chunk_id=r.id, document_id=r.document_id, version=r.version, version_id=r.version_id,
-                chunk_sha256=None if masked else r.sha256, version_sha256=None if masked else r.version_sha256,
-                source_id=r.source_id,
-                source_uri=r.source_uri, document_uri=r.uri, start=r.start, end=r.end, page_number=r.page_number,
-                attachment=r.attachment,
-                ingested_at=aware(r.ingested_at).isoformat(), ingested_by=r.ingested_by,
-                pipeline_version=r.pipeline_version, parser_version=r.parser_version,
-                chunker_version=r.chunker_version, classifier_version=r.classifier_version,
-                label_map_version=r.label_map_version, embedding_model=r.embedding_model,
-            ),
+            citation=cited.masked() if masked else cited,
         ))
     return hits

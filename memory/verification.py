@@ -10,7 +10,7 @@ codes; nothing here ever reports an unverifiable citation as valid.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from memory.clock import aware, from_epoch
 from memory.errors import NotFoundError
 from memory.models import AuditChunk, AuditRecord, Chunk, Document, DocumentVersion, Source
-from memory.provenance import Citation, citation
+from memory.provenance import CLEAR_TEXT_FIELDS, Citation, citation
 from memory.stores.base import OPEN_END
 
 SERVED_LIMIT = 1000
@@ -168,20 +168,20 @@ def get_citation(session: Session, *, chunk_id: str, visible_to: Viewer | None =
     clear = sees_clear_text(session, chunk_id=chunk_id, viewer=visible_to)
     cited = citation(chunk, version, source)
     return Provenance(
-        citation=cited if clear else replace(cited, chunk_sha256=None, version_sha256=None),
+        citation=cited if clear else cited.masked(),
         source={"id": source.id, "name": source.name, "uri": source.uri, "jurisdiction": source.jurisdiction,
                 "steward": source.steward_id},
         document={"id": document.id, "external_key": document.external_key,
                   "current_version": document.current_version},
         version={"id": version.id, "version": version.version, "status": version.status,
                  "sha256": version.sha256 if clear else None,
-                 "size_bytes": version.size_bytes, "mime_type": version.mime_type, "filename": version.filename,
+                 "size_bytes": version.size_bytes if clear else None, "mime_type": version.mime_type, "filename": version.filename,
                  "valid_from": version.valid_from,
                  "valid_to": None if version.valid_to >= OPEN_END else version.valid_to},
         chunk={"id": chunk.id, "ordinal": chunk.ordinal, "sha256": chunk.sha256 if clear else None,
-               "start": chunk.start,
-               "end": chunk.end, "page_number": chunk.page_number, "attachment": chunk.attachment,
-               "token_count": chunk.token_count, "label": chunk.label, "entity_types": list(chunk.entity_types),
+               "start": chunk.start if clear else None, "end": chunk.end if clear else None,
+               "page_number": chunk.page_number, "attachment": chunk.attachment,
+               "token_count": chunk.token_count if clear else None, "label": chunk.label, "entity_types": list(chunk.entity_types),
                "text_sha256_matches": sha256_text(chunk.text) == chunk.sha256},
         status=status_of(session, version),
         served_by=served,
@@ -225,7 +225,8 @@ def verify_citation(
                             unknown)
     # A caller only ever served this chunk masked neither presents nor learns hashes of its clear text.
     clear = sees_clear_text(session, chunk_id=chunk_id, viewer=visible_to)
-    required = REQUIRED if clear else tuple(f for f in REQUIRED if f not in HASHES)
+    hidden = () if clear else CLEAR_TEXT_FIELDS  # neither presented nor compared: a mismatch answers a guess
+    required = tuple(f for f in REQUIRED if f not in hidden)
     problems = [Problem("missing_field", f, f"citation has no {f}") for f in required if f not in presented]
     found = _load(session, chunk_id)
     if found is None:
@@ -248,7 +249,7 @@ def verify_citation(
                                 "recorded version hash differs from the hash-chained ingest record"))
     stored = citation(chunk, version, source).to_dict()
     for name, value in stored.items():
-        if name in HASHES or name not in presented:
+        if name in HASHES or name in hidden or name not in presented:
             continue
         if not _same(name, presented[name], value):
             problems.append(Problem("field_mismatch", name, f"citation's {name} differs from the stored value"))

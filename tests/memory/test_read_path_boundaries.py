@@ -192,7 +192,8 @@ def test_access_changes_that_finish_out_of_order_publish_the_latest(api: Any) ->
 
 
 def test_a_caller_served_a_chunk_masked_never_gets_a_hash_of_its_clear_text(api: Any) -> None:
-    """The masked hit, its lookup and its verify carry no clear-text hash: one would confirm guessed values."""
+    """The masked hit, its lookup and its verify carry no clear-text hash (one would confirm guessed values) and
+    no measure of the clear text (offsets, token count, file size)."""
     import hashlib
 
     api.source("hr", jurisdiction="EU", read_groups=["g"])
@@ -213,13 +214,29 @@ def test_a_caller_served_a_chunk_masked_never_gets_a_hash_of_its_clear_text(api:
     wrong = api.client.post("/v1/citations/verify", headers=us, json={
         "citation": {**cited, "chunk_sha256": "0" * 64}}).json()
     assert guessed["valid"] == wrong["valid"] and guessed["problems"] == wrong["problems"]  # no oracle
-    # A caller served it in clear, and an auditor, get the hashes.
+    # Nor the clear text's offsets, token count or file size: with the masked text's length they would give the
+    # length of the masked values; a guessed offset is not compared either.
+    assert (cited["start"], cited["end"]) == (None, None)
+    assert (looked_up["citation"]["start"], looked_up["citation"]["end"]) == (None, None)
+    assert (looked_up["chunk"]["start"], looked_up["chunk"]["end"], looked_up["chunk"]["token_count"]) == (None,) * 3
+    assert looked_up["version"]["size_bytes"] is None
+    right_end = api.client.post("/v1/citations/verify", headers=us, json={
+        "citation": {**cited, "start": 0, "end": len(EMAIL_DOC)}}).json()
+    wrong_end = api.client.post("/v1/citations/verify", headers=us, json={
+        "citation": {**cited, "start": 0, "end": 3}}).json()
+    assert right_end["valid"] == wrong_end["valid"] and right_end["problems"] == wrong_end["problems"]
+    # A caller served it in clear, and an auditor, get the hashes and offsets.
     eu = api.principal("eve", groups=["g"], clearance="restricted", jurisdiction="EU")
     [clear] = _hits(api.search(eu, "payroll bonus"))
     assert not clear["masked"] and clear["citation"]["chunk_sha256"] == hashlib.sha256(EMAIL_DOC.encode()).hexdigest()
+    assert (clear["citation"]["start"], clear["citation"]["end"]) == (0, len(EMAIL_DOC))
     assert api.client.post("/v1/citations/verify", headers=eu, json={"citation": clear["citation"]}).json()["valid"]
+    wrong_offset = api.client.post("/v1/citations/verify", headers=eu,
+                                   json={"citation": {**clear["citation"], "end": 3}}).json()
+    assert [p["field"] for p in wrong_offset["problems"]] == ["end"]
     auditor = api.principal("aud", roles=["auditor"])
-    assert api.client.get(f"/v1/citations/{cited['chunk_id']}", headers=auditor).json()["chunk"]["sha256"]
+    audited = api.client.get(f"/v1/citations/{cited['chunk_id']}", headers=auditor).json()
+    assert audited["chunk"]["sha256"] and audited["chunk"]["end"] == len(EMAIL_DOC) and audited["chunk"]["token_count"]
 
 
 def test_stewards_see_the_sources_they_steward_or_read_only(api: Any) -> None:
