@@ -41,8 +41,8 @@ class Citation:
         return asdict(self)
 
     def masked(self) -> Citation:
-        """This citation for a caller who gets the chunk masked: without its CLEAR_TEXT_FIELDS."""
-        return replace(self, **dict.fromkeys(CLEAR_TEXT_FIELDS))
+        """This citation for a caller who gets the chunk masked: without its CLEAR_TEXT_FIELDS (all of them)."""
+        return replace(self, chunk_sha256=None, version_sha256=None, start=None, end=None)
 
 
 # What a citation holds of the chunk's clear text (hashes, offsets): never shown to a caller who gets the chunk
