@@ -161,3 +161,17 @@ def test_a_hit_from_an_email_attachment_cites_the_attachment(api):
     assert [(p["code"], p["field"]) for p in forged["problems"]] == [("field_mismatch", "attachment")]
     chain = api.client.get(f"/v1/citations/{cit['chunk_id']}", headers=reader).json()
     assert chain["chunk"]["attachment"] == "minutes.md"
+
+
+def test_a_masked_citation_drops_every_clear_text_field():
+    from memory.provenance import CLEAR_TEXT_FIELDS, Citation
+
+    c = Citation(chunk_id="c", document_id="d", version=1, version_id="v", chunk_sha256="a" * 64,
+                 version_sha256="b" * 64, source_id="s", source_uri="u", document_uri="f", start=3, end=9,
+                 page_number=None, attachment=None, ingested_at="2026-01-01T00:00:00+00:00", ingested_by="x",
+                 pipeline_version="p", parser_version="p", chunker_version="p", classifier_version="p",
+                 label_map_version="1", embedding_model="m")
+    masked = c.masked().to_dict()
+    assert {f for f, v in masked.items() if v is None} - {"page_number", "attachment"} == set(CLEAR_TEXT_FIELDS)
+    assert {f: v for f, v in masked.items() if f not in CLEAR_TEXT_FIELDS} == {
+        f: v for f, v in c.to_dict().items() if f not in CLEAR_TEXT_FIELDS}
