@@ -46,7 +46,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # On the driver's connection: every transaction begins here (two per search), and the statement path
+        # of SQLAlchemy's Connection costs ~0.1 ms more for a statement that has no parameters and no result.
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
 
 def _enable_wal(cur: Any, attempts: int = 50) -> None:
