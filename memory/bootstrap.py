@@ -163,9 +163,9 @@ class Container:
         _ = self.query_embedder
         _ = self.pipeline
         self.pipeline.wait_ready()  # a parse worker has loaded its libraries (and no longer competes for CPU)
-        from memory.vector_sync import repair
+        from memory.maintenance import run_repair
 
-        repair(self.sessions, self.store, pending_grace_s=self.settings.ingest_pending_grace_s)
+        run_repair(self.sessions, self.store, pending_grace_s=self.settings.ingest_pending_grace_s, actor="system")
 
     def close(self) -> None:
         batcher = self.__dict__.get("query_embedder")

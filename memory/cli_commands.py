@@ -230,16 +230,19 @@ def optimize_cmd(data_dir: DataDir = None) -> None:
 @app.command("repair")
 def repair_cmd(
     data_dir: DataDir = None,
+    actor: Actor = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
     """Finish what a crash or a failed vector-store call left half done (the API runs this at every start):
     ingests left pending are undone, versions left unsynced are copied to the vectors, and sources whose
-    access change was left narrowed get the access SQL holds. Safe while the API runs on PostgreSQL + Qdrant
-    server; on the embedded store, stop the API first (one process owns it)."""
-    from memory.vector_sync import repair
+    access change was left narrowed get the access SQL holds (audited when anything was fixed). Safe while the
+    API runs on PostgreSQL + Qdrant server; on the embedded store, stop the API first (one process owns it) or
+    call `POST /v1/admin/repair`."""
+    from memory.maintenance import run_repair
 
     def _do(c: Container) -> dict[str, int]:
-        return repair(c.sessions, c.store, pending_grace_s=c.settings.ingest_pending_grace_s)
+        return run_repair(c.sessions, c.store, pending_grace_s=c.settings.ingest_pending_grace_s,
+                          actor=actor_id(actor))
 
     counts = run(data_dir, _do)
     if as_json:

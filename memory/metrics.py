@@ -23,3 +23,9 @@ INGEST_DOCUMENTS = Counter("memory_ingest_documents_total", "Documents ingested,
 INGEST_CHUNKS = Counter("memory_ingest_chunks_total", "Chunks stored by ingestion")
 INGEST_SECONDS = Histogram("memory_ingest_seconds", "Wall time per ingested document",
                            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
+REPAIRED = Counter(
+    "memory_repaired_total",
+    "What repair fixed (memory.maintenance), by kind: abandoned (ingests left pending), synced (versions' vectors "
+    "copied from SQL), republished (sources' access changes left narrowed)",
+    ["kind"],
+)

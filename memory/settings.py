@@ -65,6 +65,10 @@ class Settings(BaseSettings):
         900.0, ge=0, description="Age after which repair() at startup abandons a version left `pending` (a crashed "
         "ingest); a younger one may be another replica's live ingest.",
     )
+    repair_interval_s: float = Field(
+        300.0, ge=0, description="Seconds between the API's repair runs (memory.maintenance: ingests left pending, "
+        "vectors left unsynced, source access changes left narrowed); 0: only at start and on request.",
+    )
     log_level: str = Field("INFO", description="Root log level.")
     log_json: bool = Field(True, description="Structured JSON logs (False: plain text for people).")
     host: str = Field("127.0.0.1", description="Bind address of `memory serve`.")

@@ -23,6 +23,7 @@ from memory.api.routes import (
     audit_routes,
     documents,
     health,
+    maintenance,
     policy,
     principals,
     provenance,
@@ -52,11 +53,20 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             from memory.demo import seed_demo
 
             await run_in_threadpool(seed_demo, container)
+        loop = None
+        if warm and settings.repair_interval_s > 0:
+            from memory.maintenance import RepairLoop
+
+            loop = RepairLoop(container.sessions, container.store, interval_s=settings.repair_interval_s,
+                              pending_grace_s=settings.ingest_pending_grace_s)
+            loop.start()
         log.info("api.ready backend=%s", "edge" if settings.is_embedded_vectors else "server")
         try:
             yield
         finally:
             log.info("api.shutdown")
+            if loop is not None:
+                await run_in_threadpool(loop.stop)
             await run_in_threadpool(container.close)
 
     app = FastAPI(
@@ -69,7 +79,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.state.container = container
     exception_handlers.install(app)
     routers = [m.router for m in (health, principals, sources, documents, search, policy, provenance, audit_routes,
-                                  access, usage_routes)]
+                                  access, usage_routes, maintenance)]
     for router in routers:
         app.include_router(router)
 

@@ -144,6 +144,14 @@ class IngestWarningOut(BaseModel):
     attachment: str | None = Field(None, description="The email attachment concerned (nested: a/b.pdf)")
 
 
+class RepairOut(BaseModel):
+    """What one repair run fixed (memory.maintenance)."""
+
+    abandoned: int = Field(description="Ingests left pending past the grace period, undone")
+    synced: int = Field(description="Versions whose vectors were copied from SQL (a reveal or restore left unsynced)")
+    republished: int = Field(description="Sources whose access change was left narrowed, given SQL's access")
+
+
 class IngestOut(BaseModel):
     external_key: str
     status: Literal["created", "updated", "unchanged", "failed"]

@@ -166,6 +166,66 @@ def test_repair_publishes_a_committed_access_change_whose_publish_never_ran(api:
     assert _hits(api.search(sales, "merger"))
 
 
+def test_an_admin_runs_repair_through_the_api_and_it_is_audited(api: Any) -> None:
+    from sqlalchemy import select
+
+    from memory.models import AuditRecord
+
+    api.source("s1", read_groups=["eng"])
+    assert api.upload("s1", "plan.md", "# Plan\n\nThe merger closes in March.").status_code == 201
+    with transaction(api.container.sessions) as s:  # committed; the publish never ran (vector store down)
+        sources.update(s, source_id="s1", store=api.container.store, actor="admin",
+                       patch=sources.SourcePatch(read_groups=("eng", "sales")))
+    steward = api.principal("st", roles=["steward"])
+    r = api.client.post("/v1/admin/repair", headers=steward)
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "missing_role")
+    r = api.client.post("/v1/admin/repair", headers=api.admin)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"abandoned": 0, "synced": 0, "republished": 1}
+    assert _access(api, _point_ids(api, "s1")) == {(("eng", "sales"), "EU")}
+    assert api.client.post("/v1/admin/repair", headers=api.admin).json()["republished"] == 0
+    with api.container.sessions() as s:
+        bodies = [b for b in s.scalars(select(AuditRecord.body)) if b.get("action") == "maintenance.repair"]
+    assert bodies == [{"action": "maintenance.repair", "target": "vectors",
+                       "details": {"abandoned": 0, "synced": 0, "republished": 1}}]  # a run that fixed nothing: none
+
+
+def test_the_repair_loop_settles_a_narrowed_source_while_the_api_runs(api: Any) -> None:
+    from memory.maintenance import RepairLoop
+
+    api.source("s1", read_groups=["eng"])
+    assert api.upload("s1", "plan.md", "# Plan\n\nThe merger closes in March.").status_code == 201
+    ids = _point_ids(api, "s1")
+    with transaction(api.container.sessions) as s:
+        sources.update(s, source_id="s1", store=api.container.store, actor="admin",
+                       patch=sources.SourcePatch(read_groups=("eng", "sales")))
+    loop = RepairLoop(api.container.sessions, api.container.store, interval_s=0.05, pending_grace_s=900)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 20
+        while _access(api, ids) != {(("eng", "sales"), "EU")} and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+    assert _access(api, ids) == {(("eng", "sales"), "EU")}
+
+
+def test_a_failed_repair_run_is_logged_and_the_loop_goes_on(api: Any, caplog: Any) -> None:
+    from memory.maintenance import RepairLoop
+
+    class Down:
+        def __getattr__(self, name: str) -> Any:
+            raise RuntimeError("vector store down")
+
+    loop = RepairLoop(api.container.sessions, Down(), interval_s=60, pending_grace_s=900)  # type: ignore[arg-type]
+    assert loop.run_once() is None
+    assert "maintenance.repair_failed error=RuntimeError" in caplog.text
+    assert RepairLoop(api.container.sessions, api.container.store, interval_s=60, pending_grace_s=900).run_once() == {
+        "abandoned": 0, "synced": 0, "republished": 0}
+    with pytest.raises(ValueError):
+        RepairLoop(api.container.sessions, api.container.store, interval_s=0, pending_grace_s=900)
+
+
 def test_the_in_transit_jurisdiction_is_reserved() -> None:
     with pytest.raises(PolicyError):
         normalise_jurisdiction(JURISDICTION_IN_TRANSIT.lower())

@@ -1,0 +1,75 @@
+"""Self-repair while the service runs: `vector_sync.repair` at start, on a timer, and on an admin's request.
+
+A crash, or a vector-store call that fails after SQL committed, can leave an ingest pending, a version's vectors
+unsynced, or a source's access change narrowed (fail closed: nothing is served that SQL would not serve, but
+something is not served that should be). Repair finishes or undoes each. It used to run only at start, so a
+vector-store hiccup at run time left the affected source narrowed until a restart; the API now also runs it
+every `repair_interval_s` (a daemon thread) and on `POST /v1/admin/repair`, and `memory repair` runs it from
+the CLI. Each run that fixed anything is audited (`maintenance.repair`, with its counts).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from memory import audit
+from memory.db import transaction
+from memory.metrics import REPAIRED
+from memory.stores.base import VectorStore
+from memory.vector_sync import repair
+
+log = logging.getLogger(__name__)
+
+
+def run_repair(
+    factory: sessionmaker[Session], store: VectorStore, *, pending_grace_s: float, actor: str,
+    acting_for: str | None = None,
+) -> dict[str, int]:
+    """One repair; counts of what it fixed (abandoned, synced, republished), audited when any is non-zero."""
+    counts = repair(factory, store, pending_grace_s=pending_grace_s)
+    for kind, n in counts.items():
+        if n:
+            REPAIRED.labels(kind=kind).inc(n)
+    if any(counts.values()):
+        with transaction(factory) as session:
+            audit.append(session, audit.Write(action="maintenance.repair", target="vectors", details=dict(counts)),
+                         principal_id=actor, acting_for=acting_for)
+    return counts
+
+
+class RepairLoop:
+    """Runs `run_repair` every `interval_s` on a daemon thread until `stop()`; a failed run is logged and the
+    next one tries again (repair is idempotent and safe beside live requests)."""
+
+    def __init__(self, factory: sessionmaker[Session], store: VectorStore, *, interval_s: float,
+                 pending_grace_s: float) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        self._factory, self._store = factory, store
+        self._interval_s, self._grace_s = interval_s, pending_grace_s
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-repair", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop after the run in progress, if any (waits up to `timeout_s` for it)."""
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def run_once(self) -> dict[str, int] | None:
+        """One run; None if it failed (logged)."""
+        try:
+            return run_repair(self._factory, self._store, pending_grace_s=self._grace_s, actor="system")
+        except Exception as exc:
+            log.error("maintenance.repair_failed error=%s", type(exc).__name__)
+            return None
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval_s):
+            self.run_once()
