@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from classifiers.types import Label
@@ -229,12 +229,13 @@ def publish_access(factory: sessionmaker[Session], store: VectorStore, source_id
         store.patch(Selector(source_id=src.id), access_payload(src))
 
 
-# Two stored points of each source whose chunks a search can still reach (its first and last point ids).
+# Two stored points of a source whose chunks a search can still reach: an index seek per source, never a scan
+# of every chunk (repair runs every few minutes, and on SQLite its reads hold the write lock).
 _ACCESS_SAMPLES = (
-    select(Chunk.source_id, func.min(Chunk.point_id), func.max(Chunk.point_id))
+    select(Chunk.point_id)
     .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
-    .where(DocumentVersion.status.in_(("active", "superseded")))
-    .group_by(Chunk.source_id)
+    .where(Chunk.source_id == bindparam("source_id"), DocumentVersion.status.in_(("active", "superseded")))
+    .limit(2)
 )
 
 
@@ -243,12 +244,14 @@ def settle_access(factory: sessionmaker[Session], store: VectorStore) -> list[st
     narrowed them and whose publish never ran (the process died after the commit, or the vector store failed
     then), or whose commit failed (the vectors stay narrowed until then). Returns their ids.
 
-    Each narrowing and each publish is one vector-store operation over the whole source, so two points per
-    source tell. Runs in `vector_sync.repair` (every start, `memory repair`); safe beside live changes: a publish
-    reads SQL under the source's row lock, so it writes the latest committed access, as the change's own does."""
+    Each narrowing and each publish is one vector-store operation over the whole source, so two points of it
+    tell (on a Qdrant cluster an operation can fail on some shards only: docs/operations.md). Runs in
+    `vector_sync.repair` (memory.maintenance: at start, on a timer, on request); safe beside live changes: a
+    publish reads SQL under the source's row lock, so it writes the latest committed access, as the change's
+    own does."""
     with factory() as session:
         expected = {s.id: (frozenset(read_groups(s)), s.jurisdiction) for s in list_all(session)}
-        samples = [p for _, first, last in session.execute(_ACCESS_SAMPLES) for p in dict.fromkeys((first, last))]
+        samples = [p for sid in expected for p in session.scalars(_ACCESS_SAMPLES, {"source_id": sid})]
     carried = [(p.payload.source_id, (frozenset(p.payload.read_groups), p.payload.jurisdiction))
                for p in store.retrieve(samples)]
     stale = sorted({sid for sid, access in carried if sid in expected and access != expected[sid]})
