@@ -109,6 +109,26 @@ class _Activation:
     version_id: str
     chunks: int
     to_sync: tuple[str, ...]
+    to_heal: tuple[str, ...] = ()  # left unsynced before this ingest (_ToReveal.heal)
+
+
+@dataclass
+class _ToReveal:
+    """The versions a batch's step D syncs. `own`: those this ingest changed (its new version, the one it
+    superseded); their `retracted` flag is not copied (vector_sync.sync_versions). `heal`: versions found
+    unsynced that something else left so (a restore whose reveal never ran, an earlier failed step D): they
+    are synced as repair() syncs them, the flag included, or marking them synced would leave a restored
+    version hidden for good."""
+
+    own: list[str] = field(default_factory=list)
+    heal: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.own or self.heal)
+
+    def add(self, done: _Activation) -> None:
+        self.own.extend(done.to_sync)
+        self.heal.extend(done.to_heal)
 
 
 class _Access(NamedTuple):
@@ -166,7 +186,8 @@ def ingest_files(
         src = sources_svc.get(session, source_id=source_id)
         # Read now for the points of step B; step C re-reads them under the source lock (they may change meanwhile).
         floor, groups, juris = Label(src.floor), sources_svc.read_groups(src), src.jurisdiction
-    outcomes, todo, stored = _unchanged_files(factory, source_id, files)
+    outcomes, todo, heal = _unchanged_files(factory, source_id, files)
+    stored = _ToReveal(heal=heal)
     from ingest.pipeline import IngestItem  # heavy (unstructured): only when there is work
 
     t0 = time.perf_counter()
@@ -210,16 +231,20 @@ def _unchanged_files(
 
 
 def _reveal(
-    factory: sessionmaker[Session], store: VectorStore, version_ids: Sequence[str], outcomes: Iterable[IngestOutcome]
+    factory: sessionmaker[Session], store: VectorStore, versions: _ToReveal, outcomes: Iterable[IngestOutcome]
 ) -> None:
     """Step D for the batch. The versions have committed, so a failure here is reported on their outcomes
     (`revealed=False`), not raised: an error would tell the client its upload failed, and its retry would
     then be `unchanged`. They stay unsynced, so that retry (or repair()) reveals them."""
     try:
-        failed = set(sync_versions(factory, store, version_ids))  # rows still changing after every round
+        heal = set(versions.heal)
+        own = [v for v in versions.own if v not in heal]
+        failed = set(sync_versions(factory, store, own))  # rows still changing after every round
+        if heal:
+            failed |= set(sync_versions(factory, store, sorted(heal), include_retracted=True))
     except Exception:
-        log.warning("ingest.reveal_failed versions=%d", len(version_ids), exc_info=True)
-        failed = set(version_ids)
+        log.warning("ingest.reveal_failed versions=%d", len(versions.own) + len(versions.heal), exc_info=True)
+        failed = set(versions.own) | set(versions.heal)
     for o in outcomes:
         if o.version_id in failed:
             o.revealed = False
@@ -228,7 +253,7 @@ def _reveal(
 def _store_all(
     factory: sessionmaker[Session], store: VectorStore, todo: Sequence[int],
     results: Sequence[ProcessedDocument | IngestError], files: Sequence[FileInput], outcomes: dict[int, IngestOutcome],
-    stored: list[str], *, source_id: str, groups: tuple[str, ...], jurisdiction: str, actor: str,
+    stored: _ToReveal, *, source_id: str, groups: tuple[str, ...], jurisdiction: str, actor: str,
     acting_for: str | None,
     per_doc_process: float,
 ) -> None:
@@ -265,7 +290,7 @@ def _store_document(
     file: FileInput,
     doc: ProcessedDocument,
     actor: str,
-    to_sync: list[str],
+    to_sync: _ToReveal,
     acting_for: str | None = None,
 ) -> IngestOutcome:
     """Steps A-C for one processed file; `written`: the access its points are upserted with."""
@@ -286,7 +311,7 @@ def _store_document(
     except BaseException:
         abandon(factory, store, vid)
         raise
-    to_sync.extend(done.to_sync)
+    to_sync.add(done)
     if done.status == "unchanged":  # the same bytes were stored meanwhile (a retry, a second worker)
         abandon(factory, store, vid)
         log.info("ingest.duplicate_dropped version=%s kept=%s", vid, done.version_id)
@@ -388,7 +413,7 @@ def _activate(
         raise ConflictError("a newer version was stored concurrently; retry", code="concurrent_update")
     if previous is not None and previous.sha256 == version.sha256:
         heal = tuple(_unsynced(session, doc_id)) if not previous.vectors_synced else ()
-        return _Activation("unchanged", previous.version, previous.id, previous.chunk_count, heal)
+        return _Activation("unchanged", previous.version, previous.id, previous.chunk_count, (), heal)
     _restamp_access(store, src, vid, written)
     # Validity is decided under the lock, so windows never overlap or run backwards.
     valid_from = max(time.time(), previous.valid_from + 1e-6 if previous is not None else 0.0)
@@ -398,6 +423,7 @@ def _activate(
         withholdable.record_chunks(session, source_id=source_id, max_label=max(c.label for c in chunk_rows),
                                    has_personal=any(c.personal for c in chunk_rows))
     version.status = "active"
+    left_unsynced = previous is not None and not previous.vectors_synced  # by a restore, or a failed step D
     if previous is not None:
         previous.status = "superseded"
         previous.valid_to = valid_from
@@ -418,7 +444,9 @@ def _activate(
         }),
         principal_id=actor, acting_for=acting_for, source_id=source_id, document_id=doc_id,
     )
-    return _Activation(status, version.version, vid, len(chunk_rows), (vid,) + ((previous.id,) if previous else ()))
+    mine = (vid,) + ((previous.id,) if previous is not None and not left_unsynced else ())
+    return _Activation(status, version.version, vid, len(chunk_rows), mine,
+                       (previous.id,) if previous is not None and left_unsynced else ())
 
 
 def _restamp_access(store: VectorStore, src: Source, version_id: str, written: _Access) -> None:

@@ -85,8 +85,8 @@ def sync_versions(
     syncs it (ingest, restore), after this patch.
 
     The retracted flag belongs to retraction and restore, which patch it themselves; an ingest copying it
-    would briefly show a version whose retraction is patched but not yet committed, so only `repair()` and
-    restore (`include_retracted=True`) copy it."""
+    would briefly show a version whose retraction is patched but not yet committed, so only `repair()`,
+    restore, and an ingest for the versions it found left unsynced by them (`include_retracted=True`) copy it."""
     todo = sorted(set(version_ids))  # one lock order for every caller (_mark_synced)
     for _ in range(SYNC_ROUNDS):
         with factory() as session:

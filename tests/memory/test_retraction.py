@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 
+from sqlalchemy import select
+
 from classifiers.types import Label
 from memory import retraction
 from memory import search as search_svc
 from memory.db import transaction
-from memory.models import DocumentVersion
+from memory.models import Chunk, DocumentVersion
 from memory.policy import EffectivePrincipal
 from memory.principals import get_principal, resolve_effective
 from memory.stores.base import PayloadPatch, Selector
@@ -141,3 +143,40 @@ def test_no_search_after_the_retraction_commits_returns_the_chunk(api):
     assert not errors, errors
     assert not leaks, leaks
     assert counts["after"] >= 6
+
+
+def test_a_restore_whose_reveal_never_ran_is_revealed_by_the_next_ingest_of_its_document(api):
+    """The restore commits, the process dies before its reveal, then a new version of the document is uploaded:
+    that ingest's step D finds the restored version left unsynced and copies its `retracted` flag too (as
+    repair does), instead of marking it synced with its points still retracted (hidden for good)."""
+    steward, _, doc = _setup(api)
+    c = api.container
+    vid = doc["version_id"]
+    assert api.client.post(f"/v1/documents/{doc['document_id']}/retract", headers=steward,
+                           json={"reason": "x"}).status_code == 200
+    with transaction(c.sessions) as s:  # the restore, without its reveal
+        who = resolve_effective(s, caller=get_principal(s, principal_id="st"), acting_for=None)
+        retraction.restore(s, version_id=vid, reason="back", actor_effective=who)
+    up = api.upload("s1", "exp.md", DOC + "\nTaxi fares are reimbursed in full.\n", headers=steward)
+    assert up.status_code == 201 and up.json()["status"] == "updated", up.text
+    with c.sessions() as s:
+        row = s.get(DocumentVersion, vid)
+        assert row.retracted_at is None and row.vectors_synced
+        point_ids = list(s.scalars(select(Chunk.point_id).where(Chunk.version_id == vid)))
+    assert {p.payload.retracted for p in c.store.retrieve(point_ids)} == {False}
+    assert repair(c.sessions, c.store)["synced"] == 0
+
+
+def test_a_restore_whose_reveal_never_ran_is_revealed_by_uploading_the_same_bytes_again(api):
+    steward, reader, doc = _setup(api)
+    c = api.container
+    assert api.client.post(f"/v1/documents/{doc['document_id']}/retract", headers=steward,
+                           json={"reason": "x"}).status_code == 200
+    with transaction(c.sessions) as s:  # the restore, without its reveal
+        who = resolve_effective(s, caller=get_principal(s, principal_id="st"), acting_for=None)
+        retraction.restore(s, version_id=doc["version_id"], reason="back", actor_effective=who)
+    assert _hit_ids(api, reader) == []
+    up = api.upload("s1", "exp.md", DOC, headers=steward)
+    assert up.json()["status"] == "unchanged" and up.json()["revealed"], up.text
+    assert _hit_ids(api, reader)  # the retry finished the restore's reveal, the retracted flag included
+    assert repair(c.sessions, c.store)["synced"] == 0
