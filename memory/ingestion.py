@@ -43,7 +43,7 @@ from memory.errors import ConflictError, ServiceError
 from memory.metrics import INGEST_CHUNKS, INGEST_DOCUMENTS, INGEST_SECONDS
 from memory.models import Chunk, Document, DocumentVersion, PiiSpan, Source
 from memory.stores.base import OPEN_END, ChunkPayload, Selector, VectorPoint, VectorStore
-from memory.vector_sync import abandon, lock_document, sync_versions
+from memory.vector_sync import REVEALING, abandon, lock_document, sync_versions
 
 if TYPE_CHECKING:
     from ingest.pipeline import IngestItem
@@ -126,9 +126,13 @@ class _ToReveal:
     def __bool__(self) -> bool:
         return bool(self.own or self.heal)
 
-    def add(self, done: _Activation) -> None:
-        self.own.extend(done.to_sync)
-        self.heal.extend(done.to_heal)
+    def add(self, own: Sequence[str] = (), heal: Sequence[str] = ()) -> None:
+        REVEALING.claim([*own, *heal])  # repair() leaves them to this ingest's step D (release() after it)
+        self.own.extend(own)
+        self.heal.extend(heal)
+
+    def release(self) -> None:
+        REVEALING.release([*self.own, *self.heal])
 
 
 class _Access(NamedTuple):
@@ -187,19 +191,23 @@ def ingest_files(
         # Read now for the points of step B; step C re-reads them under the source lock (they may change meanwhile).
         floor, groups, juris = Label(src.floor), sources_svc.read_groups(src), src.jurisdiction
     outcomes, todo, heal = _unchanged_files(factory, source_id, files)
-    stored = _ToReveal(heal=heal)
-    from ingest.pipeline import IngestItem  # heavy (unstructured): only when there is work
-
-    t0 = time.perf_counter()
-    items = [IngestItem(files[i].data, files[i].filename, floor) for i in todo]
-    results = processor.process_many(items) if items else []
-    per_doc_process = (time.perf_counter() - t0) / max(1, len(todo))
+    stored = _ToReveal()
     try:
+        stored.add(heal=heal)
+        from ingest.pipeline import IngestItem  # heavy (unstructured): only when there is work
+
+        t0 = time.perf_counter()
+        items = [IngestItem(files[i].data, files[i].filename, floor) for i in todo]
+        results = processor.process_many(items) if items else []
+        per_doc_process = (time.perf_counter() - t0) / max(1, len(todo))
         _store_all(factory, store, todo, results, files, outcomes, stored, source_id=source_id, groups=groups,
                    jurisdiction=juris, actor=actor, acting_for=acting_for, per_doc_process=per_doc_process)
     finally:
-        if stored:
-            _reveal(factory, store, stored, outcomes.values())
+        try:
+            if stored:
+                _reveal(factory, store, stored, outcomes.values())
+        finally:
+            stored.release()
     for o in outcomes.values():
         INGEST_DOCUMENTS.labels(status=o.status).inc()
         if o.status in ("created", "updated"):
@@ -311,7 +319,7 @@ def _store_document(
     except BaseException:
         abandon(factory, store, vid)
         raise
-    to_sync.add(done)
+    to_sync.add(done.to_sync, done.to_heal)
     if done.status == "unchanged":  # the same bytes were stored meanwhile (a retry, a second worker)
         abandon(factory, store, vid)
         log.info("ingest.duplicate_dropped version=%s kept=%s", vid, done.version_id)

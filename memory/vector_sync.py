@@ -5,6 +5,8 @@ docstring has the steps). Retraction's restore reveals through `sync_versions` t
 from __future__ import annotations
 
 import logging
+import threading
+from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import NamedTuple
@@ -32,6 +34,33 @@ class _PayloadState(NamedTuple):
     valid_from: float
     valid_to: float
     retracted: bool | None
+
+
+class _Revealing:
+    """Versions this process's ingests have committed and are about to reveal (step D). `repair()` leaves them
+    to their ingest: it runs on a timer while the API ingests, and syncing a batch's versions ahead of its own
+    step D would be redundant work, reported and audited as a repair although nothing was broken. (Another
+    replica's in-flight versions are not known here; syncing them early is harmless, only reported.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: Counter[str] = Counter()
+
+    def claim(self, version_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._ids.update(version_ids)
+
+    def release(self, version_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._ids.subtract(version_ids)
+            self._ids = +self._ids  # drop zero counts
+
+    def __contains__(self, version_id: object) -> bool:
+        with self._lock:
+            return self._ids[version_id] > 0 if isinstance(version_id, str) else False
+
+
+REVEALING = _Revealing()
 
 
 def lock_document(session: Session, document_id: str) -> None:
@@ -139,9 +168,10 @@ def repair(
         pending = list(session.execute(
             select(DocumentVersion.id).where(DocumentVersion.status == "pending",
                                              DocumentVersion.ingested_at < cutoff)).scalars())
-        unsynced = list(session.execute(
+        unsynced = [vid for vid in session.execute(
             select(DocumentVersion.id).where(DocumentVersion.status.in_(("active", "superseded")),
-                                             DocumentVersion.vectors_synced.is_(False))).scalars())
+                                             DocumentVersion.vectors_synced.is_(False))).scalars()
+                    if vid not in REVEALING]
     abandoned = sum(1 for vid in pending if abandon(factory, store, vid))
     if unsynced:
         sync_versions(factory, store, unsynced, include_retracted=True)

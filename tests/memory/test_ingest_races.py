@@ -332,3 +332,41 @@ def test_an_unexpected_failure_of_one_file_does_not_stop_the_batch(container, sr
     assert isinstance(failed.exception, RuntimeError)
     assert "Alice Smith" not in caplog.text
     assert count(container, Document) == 1  # the failed file left nothing behind
+
+
+def test_repair_leaves_a_committed_version_to_its_ingests_reveal(container, src):
+    """The API runs repair on a timer: between an ingest's commit (step C) and its reveal (step D) it must not
+    sync that version itself (redundant, and reported and audited as a repair although nothing was broken)."""
+    results: list[dict[str, int]] = []
+    hooked = Hooked(container.store, lambda: results.append(repair(container.sessions, container.store)),
+                    on="patch", when=lambda patch, durable: patch.committed is True)
+    out = ingest(container, policy(100), store=hooked)
+    assert results == [{"abandoned": 0, "synced": 0, "republished": 0}]
+    assert out.status == "created" and out.revealed and served_versions(container) == {1}
+    from memory.vector_sync import REVEALING
+
+    assert out.version_id not in REVEALING  # released once its step D ran
+
+
+def test_versions_are_released_to_repair_when_their_ingest_fails_before_the_reveal(container, src):
+    """A batch with an unchanged file (whose version was left unsynced: it heals it) and a file whose parsing
+    raises: the healed version is still revealed, and nothing stays claimed from repair."""
+    from memory.vector_sync import REVEALING
+
+    class Broken:
+        def process_many(self, items: Any) -> Any:
+            raise RuntimeError("the parse worker died")
+
+    ingest(container, policy(100))
+    with transaction(container.sessions) as s:  # left unsynced (an earlier step D failed)
+        v = s.scalars(select(DocumentVersion)).one()
+        v.vectors_synced = False
+        vid = v.id
+    files = [FileInput(policy(100).encode(), "p.md", "p.md", "test://p.md"),
+             FileInput(b"# Other\n\nTrains only.\n", "q.md", "q.md", "test://q.md")]
+    with pytest.raises(RuntimeError):
+        ingest_files(container.sessions, container.store, Broken(), source_id="s1", actor="st", files=files)
+    assert vid not in REVEALING
+    with container.sessions() as s:
+        assert s.get(DocumentVersion, vid).vectors_synced  # healed by the batch's step D despite the failure
+    assert repair(container.sessions, container.store)["synced"] == 0
