@@ -43,7 +43,7 @@ from memory.errors import ConflictError, ServiceError
 from memory.metrics import INGEST_CHUNKS, INGEST_DOCUMENTS, INGEST_SECONDS
 from memory.models import Chunk, Document, DocumentVersion, PiiSpan, Source
 from memory.stores.base import OPEN_END, ChunkPayload, Selector, VectorPoint, VectorStore
-from memory.vector_sync import REVEALING, abandon, lock_document, sync_versions
+from memory.vector_sync import REVEALING, abandon, lock_document, sync_versions, unsynced_versions
 
 if TYPE_CHECKING:
     from ingest.pipeline import IngestItem
@@ -168,13 +168,6 @@ def _latest(session: Session, document_id: str) -> DocumentVersion | None:
     ).scalar_one_or_none()
 
 
-def _unsynced(session: Session, document_id: str) -> list[str]:
-    return list(session.scalars(
-        select(DocumentVersion.id).where(DocumentVersion.document_id == document_id,
-                                         DocumentVersion.status.in_(("active", "superseded")),
-                                         DocumentVersion.vectors_synced.is_(False))))
-
-
 def ingest_files(
     factory: sessionmaker[Session],
     store: VectorStore,
@@ -232,7 +225,7 @@ def _unchanged_files(
                 outcomes[i] = IngestOutcome(f.external_key, "unchanged", doc_id, latest.version, latest.id,
                                             chunks=latest.chunk_count)
                 if not latest.vectors_synced:
-                    heal.extend(_unsynced(session, doc_id))
+                    heal.extend(unsynced_versions(session, doc_id))
             else:
                 todo.append(i)
     return outcomes, todo, heal
@@ -420,7 +413,7 @@ def _activate(
     if previous is not None and previous.version > version.version:
         raise ConflictError("a newer version was stored concurrently; retry", code="concurrent_update")
     if previous is not None and previous.sha256 == version.sha256:
-        heal = tuple(_unsynced(session, doc_id)) if not previous.vectors_synced else ()
+        heal = tuple(unsynced_versions(session, doc_id)) if not previous.vectors_synced else ()
         return _Activation("unchanged", previous.version, previous.id, previous.chunk_count, (), heal)
     _restamp_access(store, src, vid, written)
     # Validity is decided under the lock, so windows never overlap or run backwards.

@@ -63,6 +63,16 @@ class _Revealing:
 REVEALING = _Revealing()
 
 
+def unsynced_versions(session: Session, document_id: str | None = None) -> list[str]:
+    """Versions a search can reach (active, superseded) whose vector payload is not marked in sync with SQL,
+    of one document or of all."""
+    q = select(DocumentVersion.id).where(DocumentVersion.status.in_(("active", "superseded")),
+                                         DocumentVersion.vectors_synced.is_(False))
+    if document_id is not None:
+        q = q.where(DocumentVersion.document_id == document_id)
+    return list(session.scalars(q))
+
+
 def lock_document(session: Session, document_id: str) -> None:
     session.execute(select(Document.id).where(Document.id == document_id).with_for_update()).first()
 
@@ -168,10 +178,7 @@ def repair(
         pending = list(session.execute(
             select(DocumentVersion.id).where(DocumentVersion.status == "pending",
                                              DocumentVersion.ingested_at < cutoff)).scalars())
-        unsynced = [vid for vid in session.execute(
-            select(DocumentVersion.id).where(DocumentVersion.status.in_(("active", "superseded")),
-                                             DocumentVersion.vectors_synced.is_(False))).scalars()
-                    if vid not in REVEALING]
+        unsynced = [vid for vid in unsynced_versions(session) if vid not in REVEALING]
     abandoned = sum(1 for vid in pending if abandon(factory, store, vid))
     if unsynced:
         sync_versions(factory, store, unsynced, include_retracted=True)

@@ -132,40 +132,41 @@ def _serving(chunk_id: str, viewer: Viewer | None, *columns: Any) -> Any:
     return q
 
 
-def served_by(session: Session, chunk_id: str, *, viewer: Viewer | None = None) -> tuple[list[ServedBy], int]:
-    """Audit records that served this chunk (newest first, capped), optionally only those `viewer` may see
-    (Viewer), and their total count."""
+@dataclass(frozen=True)
+class Serving:
+    """The audit records that served a chunk, as far as one viewer may see them (Viewer; None: an auditor)."""
+
+    records: list[ServedBy]  # newest first, at most SERVED_LIMIT
+    total: int
+    # Whether what measures the chunk's clear text (CLEAR_TEXT_FIELDS: hashes, offsets) may be shown: to auditors
+    # always; to anyone else only if a record they may see served it unmasked. A caller only ever served it
+    # masked gets none from a lookup or a verify: they would confirm guesses of the masked values.
+    clear_text: bool
+
+
+def serving(session: Session, chunk_id: str, *, viewer: Viewer | None = None) -> Serving:
     q = _serving(chunk_id, viewer, AuditRecord)
     total = session.execute(select(func.count()).select_from(q.subquery())).scalar_one()
-    rows = session.execute(q.order_by(AuditRecord.seq.desc()).limit(SERVED_LIMIT)).scalars()
-    return [ServedBy(r.seq, aware(r.ts), r.event, r.principal_id, r.acting_for) for r in rows], int(total)
-
-
-def sees_clear_text(session: Session, *, chunk_id: str, viewer: Viewer | None) -> bool:
-    """Whether hashes of the chunk's clear text may be shown: to auditors (viewer None) always; to anyone else
-    only if a record they may see served it unmasked. A caller only ever served the chunk masked gets no clear
-    text hash from a lookup or a verify: it would confirm guesses of the masked values."""
-    if viewer is None:
-        return True
-    bodies = session.execute(
-        _serving(chunk_id, viewer, AuditRecord.body).order_by(AuditRecord.seq.desc()).limit(SERVED_LIMIT)
-    ).scalars()
-    return any(chunk_id not in (body.get("masked_chunk_ids") or ()) for body in bodies)
+    rows = list(session.execute(q.order_by(AuditRecord.seq.desc()).limit(SERVED_LIMIT)).scalars())
+    clear = viewer is None or any(chunk_id not in (r.body.get("masked_chunk_ids") or ()) for r in rows)
+    return Serving([ServedBy(r.seq, aware(r.ts), r.event, r.principal_id, r.acting_for) for r in rows], int(total),
+                   clear)
 
 
 def was_served_to(session: Session, *, chunk_id: str, viewer: Viewer) -> bool:
     """True when an audit record `viewer` may see shows this chunk served (Viewer)."""
-    return served_by(session, chunk_id, viewer=viewer)[1] > 0
+    return session.execute(_serving(chunk_id, viewer, AuditRecord.seq).limit(1)).first() is not None
 
 
 def get_citation(session: Session, *, chunk_id: str, visible_to: Viewer | None = None) -> Provenance:
-    """The provenance chain of one chunk. `visible_to` limits `served_by` to that caller's own records."""
+    """The provenance chain of one chunk. `visible_to` limits `served_by` to that caller's own records
+    (`serving`)."""
     found = _load(session, chunk_id)
     if found is None:
         raise NotFoundError(f"chunk {chunk_id!r} not found", code="chunk_not_found")
     chunk, version, source, document = found
-    served, total = served_by(session, chunk_id, viewer=visible_to)
-    clear = sees_clear_text(session, chunk_id=chunk_id, viewer=visible_to)
+    served = serving(session, chunk_id, viewer=visible_to)
+    clear = served.clear_text
     cited = citation(chunk, version, source)
     return Provenance(
         citation=cited if clear else cited.masked(),
@@ -186,8 +187,8 @@ def get_citation(session: Session, *, chunk_id: str, visible_to: Viewer | None =
                "entity_types": list(chunk.entity_types),
                "text_sha256_matches": sha256_text(chunk.text) == chunk.sha256},
         status=status_of(session, version),
-        served_by=served,
-        served_total=total,
+        served_by=served.records,
+        served_total=served.total,
     )
 
 
@@ -226,7 +227,8 @@ def verify_citation(
         return Verification(False, None, [Problem("malformed_citation", "chunk_id", "citation has no chunk_id")],
                             unknown)
     # A caller only ever served this chunk masked neither presents nor learns hashes of its clear text.
-    clear = sees_clear_text(session, chunk_id=chunk_id, viewer=visible_to)
+    served = serving(session, chunk_id, viewer=visible_to)
+    clear = served.clear_text
     hidden = () if clear else CLEAR_TEXT_FIELDS  # neither presented nor compared: a mismatch answers a guess
     required = tuple(f for f in REQUIRED if f not in hidden)
     problems = [Problem("missing_field", f, f"citation has no {f}") for f in required if f not in presented]
@@ -255,8 +257,7 @@ def verify_citation(
             continue
         if not _same(name, presented[name], value):
             problems.append(Problem("field_mismatch", name, f"citation's {name} differs from the stored value"))
-    served, total = served_by(session, chunk_id, viewer=visible_to)
     return Verification(
         valid=not problems, chunk_id=chunk_id, problems=problems, status=status_of(session, version),
-        recomputed_chunk_sha256=recomputed if clear else None, served_by=served, served_total=total,
+        recomputed_chunk_sha256=recomputed if clear else None, served_by=served.records, served_total=served.total,
     )

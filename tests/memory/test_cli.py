@@ -125,17 +125,21 @@ def test_serve_refuses_workers_on_the_embedded_store(env: Path):
     assert r.exit_code == 2 and "embedded_single_process" in r.output
 
 
+def _hr_source_with_one_document(env: Path) -> None:
+    invoke("principals", "create", "st", "--groups", "hr", "--roles", "steward,reader")
+    invoke("sources", "add", "hr", "--name", "HR", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "hr")
+    (env / "docs").mkdir()
+    (env / "docs" / "a.md").write_text("# Leave\n\nParental leave is twelve weeks at full pay.\n")
+    assert invoke("ingest", "hr", str(env / "docs"), "--no-optimize").exit_code == 0
+
+
 def test_rebuild_index_swaps_in_a_rebuilt_store_and_audits_it(env: Path):
     from sqlalchemy import select
 
     from memory.models import AuditRecord
     from memory.settings import Settings
 
-    invoke("principals", "create", "st", "--groups", "hr", "--roles", "steward,reader")
-    invoke("sources", "add", "hr", "--name", "HR", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "hr")
-    (env / "docs").mkdir()
-    (env / "docs" / "a.md").write_text("# Leave\n\nParental leave is twelve weeks at full pay.\n")
-    assert invoke("ingest", "hr", str(env / "docs"), "--no-optimize").exit_code == 0
+    _hr_source_with_one_document(env)
 
     r = invoke("rebuild-index", "--actor", "ops")
     assert r.exit_code == 0, r.output
@@ -167,11 +171,7 @@ def test_repair_republishes_a_source_access_change_left_narrowed(env: Path):
     from memory import sources
     from memory.settings import Settings
 
-    invoke("principals", "create", "st", "--groups", "hr", "--roles", "steward,reader")
-    invoke("sources", "add", "hr", "--name", "HR", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "hr")
-    (env / "docs").mkdir()
-    (env / "docs" / "a.md").write_text("# Leave\n\nParental leave is twelve weeks at full pay.\n")
-    assert invoke("ingest", "hr", str(env / "docs"), "--no-optimize").exit_code == 0
+    _hr_source_with_one_document(env)
     c = Container(Settings())  # type: ignore[call-arg]
     try:  # a change committed, then the process died before its publish
         with transaction(c.sessions) as s:
