@@ -6,9 +6,9 @@ a source is served only to a search whose `purpose` is one of them: no purpose, 
 withheld (reason `consent`, counted and the steward named, never hidden). Chunks without personal data and
 sources without the flag are unaffected; purposes recorded on a source without the flag change nothing.
 
-Enforced inside the vector search, never after it: search() asks `blocked_sources` for the sources the
-request's purpose may not see (one query over the indexed flag) and the filter excludes their chunks with
-personal data. Consent is read at query time from SQL, so a steward's change applies to the next search
+Enforced inside the vector search, never after it: search() finds the sources the request's purpose may not
+see (from the readable sources it reads anyway, memory.readable_sources, or with `blocked_sources`, one query
+over the indexed flag) and the filter excludes their chunks with personal data. Consent is read at query time from SQL, so a steward's change applies to the next search
 with nothing to re-stamp on the vectors; like read groups, it is the current state even for an `as_of`
 search.
 """
@@ -55,10 +55,12 @@ def blocks(src: Source, purpose: str | None) -> bool:
 class ConsentBlock:
     """The sources a search's purpose may not see the personal data of.
 
-    `sources` goes into the filter (all of them, readable by the caller or not: a read-group change reaches
-    the vectors before SQL commits, so narrowing the set to SQL's read groups could serve a chunk while the
-    two disagree). `readable` is the part the caller's groups can read: the only part a response or an audit
-    summary may name, since sources outside the caller's groups are never hinted at.
+    `sources` goes into the filter. Read here (`blocked_sources`, for a search filtered on the vectors' read
+    groups) it holds every gated source, readable by the caller or not: a read-group change reaches the vectors
+    before SQL commits, so narrowing the set to SQL's read groups could serve a chunk while the two disagree.
+    Read from the readable sources (memory.readable_sources, for a search scoped to SQL's sources) it holds only
+    those: the scope admits nothing else. `readable` is the part the caller's groups can read: the only part a
+    response or an audit summary may name, since sources outside the caller's groups are never hinted at.
     """
 
     sources: frozenset[str]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from classifiers.types import Label
 from memory.errors import PolicyError
-from memory.stores.base import AccessFilter, ChunkPayload, JurisdictionGrant
+from memory.stores.base import AccessFilter, ChunkPayload, JurisdictionGrant, SourceScope
 
 ROLES = frozenset({"reader", "steward", "auditor", "admin"})
 KINDS = frozenset({"user", "service", "agent"})
@@ -179,11 +179,14 @@ def build_filter(
     source_ids: Iterable[str] | None = None,
     latest: bool = False,
     consent_blocked: Iterable[str] = (),
+    readable: Mapping[str, str] | None = None,
 ) -> AccessFilter:
     """The one filter the vector search runs with. `latest`: the search has no as_of (as_of is now), so
     the version clause is "current version" (same points, cheaper for the engine). `consent_blocked`: the
     sources whose personal data this search's purpose may not see (memory.consent reads them from SQL);
-    their chunks with personal data are excluded, others are not."""
+    their chunks with personal data are excluded, others are not. `readable`: the sources `who`'s groups can
+    read, by id, with their jurisdiction (SQL's rows, read with the plan): the filter then carries its
+    group, jurisdiction, consent and source clauses resolved per source (`SourceScope`)."""
     grants = []
     for data_j in sorted(rules.data_jurisdictions):
         mode = rules.mode_for(data_j, who.jurisdictions)
@@ -191,6 +194,9 @@ def build_filter(
             grants.append(JurisdictionGrant(data_j, personal_ok=True))
         elif mode == Transfer.DENY_PERSONAL:
             grants.append(JurisdictionGrant(data_j, personal_ok=False))
+    scope = None
+    if readable is not None:
+        scope = _scope(who, rules, readable, source_ids=source_ids, consent_blocked=frozenset(consent_blocked))
     return AccessFilter(
         groups=who.groups,
         max_label=int(who.clearance),
@@ -199,14 +205,44 @@ def build_filter(
         source_ids=frozenset(source_ids) if source_ids is not None else None,
         latest=latest,
         consent_blocked_sources=frozenset(consent_blocked),
+        scope=scope,
     )
 
 
+def _scope(
+    who: EffectivePrincipal, rules: TransferRules, readable: Mapping[str, str], *,
+    source_ids: Iterable[str] | None, consent_blocked: frozenset[str],
+) -> SourceScope:
+    """Each readable source (within `source_ids`) admitted in full, for its chunks without personal data
+    only (deny_personal, or its personal data consent-blocked), or not at all (deny, or no rule)."""
+    wanted = frozenset(source_ids) if source_ids is not None else None
+    if not who.groups:
+        return SourceScope(frozenset())
+    full, non_personal = set(), set()
+    for sid, jurisdiction in readable.items():
+        if wanted is not None and sid not in wanted:
+            continue
+        mode = rules.mode_for(jurisdiction, who.jurisdictions)
+        if mode >= Transfer.ALLOW_MASKED and sid not in consent_blocked:
+            full.add(sid)
+        elif mode >= Transfer.DENY_PERSONAL:
+            non_personal.add(sid)
+    return SourceScope(frozenset(full), frozenset(non_personal))
+
+
 def readable_filter(
-    who: EffectivePrincipal, *, as_of: float, source_ids: Iterable[str] | None = None, latest: bool = False
+    who: EffectivePrincipal, *, as_of: float, source_ids: Iterable[str] | None = None, latest: bool = False,
+    readable: Iterable[str] | None = None,
 ) -> AccessFilter:
     """Only the group/version/retraction clauses: what the caller's groups could read. Used to count
-    hits withheld for clearance, jurisdiction or consent (the recourse path), never to serve text."""
+    hits withheld for clearance, jurisdiction or consent (the recourse path), never to serve text.
+    `readable`: the ids of the sources `who`'s groups can read (SQL's, read with the plan), as in
+    `build_filter`."""
+    scope = None
+    if readable is not None:
+        wanted = frozenset(source_ids) if source_ids is not None else None
+        scope = SourceScope(frozenset(s for s in readable if wanted is None or s in wanted) if who.groups
+                            else frozenset())
     return AccessFilter(
         groups=who.groups,
         max_label=None,
@@ -214,6 +250,7 @@ def readable_filter(
         as_of=as_of,
         source_ids=frozenset(source_ids) if source_ids is not None else None,
         latest=latest,
+        scope=scope,
     )
 
 

@@ -1,6 +1,12 @@
 """The governed read path: one filter, applied inside the vector search, then per-caller rendering,
 citations, a policy explanation, and an audit record in the caller's transaction.
 
+The plan reads the sources the caller's groups can read from SQL (memory.readable_sources) and resolves the
+read-group, jurisdiction and consent rules per source: the filter then checks one indexed field per visited
+point, the source id, with the label and version clauses (policy.build_filter, `SourceScope`). A source change
+committed between the plan and the hits' SQL read is caught on those rows (the hit is dropped). A caller who can
+read more sources than SCOPED_SOURCES_LIMIT is filtered on the read groups and jurisdiction the vectors carry.
+
 The request's `purpose` decides consent (memory.consent): personal data of a source that requires consent
 is served only when the purpose is one its data subjects consented to; otherwise it is withheld with reason
 `consent`, inside the filter like every other rule.
@@ -20,19 +26,22 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import numpy as np
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from classifiers.types import Label
-from memory import audit, consent, policy, policy_store, withholdable
+from memory import audit, consent, policy, policy_store, readable_sources, withholdable
 from memory.clock import aware
 from memory.errors import ValidationFailedError
-from memory.models import Chunk, DocumentVersion, PiiSpan, Source
+from memory.models import Chunk, DocumentVersion, PiiSpan, Source, SourceReadGroup
 from memory.provenance import Citation
 from memory.rendering import mask
 from memory.stores.base import AccessFilter, Beam, Ranked, VectorStore
 
 log = logging.getLogger(__name__)
+
+# A caller who can read more sources than this is filtered on read groups (memory.readable_sources).
+SCOPED_SOURCES_LIMIT = readable_sources.DEFAULT_LIMIT
 
 
 class QueryEmbedder(Protocol):
@@ -139,19 +148,33 @@ def _read_policy(
     # The rules in force now, whatever as_of: time travel chooses document versions, never older (possibly
     # looser) policy, like the caller's groups and clearance, which are always the current ones.
     rules = policy_store.transfer_rules(session)
-    blocked = consent.blocked_sources(session, purpose=purpose, groups=who.groups, source_ids=request.source_ids)
     latest = request.as_of is None
-    flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids, latest=latest,
-                              consent_blocked=blocked.sources)
-    # No readable source holds anything the policy could withhold from this caller: nothing to count, so no
-    # count search (what is served never depends on this).
-    counting = withholdable.could_withhold(session, who=who, rules=rules, source_ids=request.source_ids,
-                                           consent=blocked)
-    readable = (
-        policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest) if counting else None
-    )
+    # One read of the sources the caller's groups can read: the filter's scope, the consent gate and whether
+    # anything could be withheld (memory.readable_sources). Past its limit, the read-group filter instead.
+    readable = readable_sources.read(session, groups=who.groups, source_ids=request.source_ids,
+                                     limit=SCOPED_SOURCES_LIMIT)
+    if readable is not None:
+        blocked = readable_sources.consent_block(readable, purpose)
+        jurisdiction_of = {s.id: s.jurisdiction for s in readable}
+        flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids, latest=latest,
+                                  consent_blocked=blocked.sources, readable=jurisdiction_of)
+        # No readable source holds anything the policy could withhold from this caller: nothing to count, so no
+        # count search (what is served never depends on this).
+        counting = withholdable.could_withhold_among(who, rules, readable, blocked)
+        count_flt = policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest,
+                                           readable=jurisdiction_of) if counting else None
+    else:
+        blocked = consent.blocked_sources(session, purpose=purpose, groups=who.groups, source_ids=request.source_ids)
+        flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids, latest=latest,
+                                  consent_blocked=blocked.sources)
+        counting = withholdable.could_withhold(session, who=who, rules=rules, source_ids=request.source_ids,
+                                               consent=blocked)
+        count_flt = (
+            policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest) if counting
+            else None
+        )
     return SearchPlan(request=request, who=who, as_of=as_of, purpose=purpose, rules=rules, blocked=blocked,
-                      flt=flt, readable=readable, started=started, policy_ms=(time.perf_counter() - t) * 1000)
+                      flt=flt, readable=count_flt, started=started, policy_ms=(time.perf_counter() - t) * 1000)
 
 
 def search(
@@ -195,7 +218,7 @@ def search(
     # One SQL statement reads the served hits and the withheld candidates: SQL's fields render the first and
     # classify the second (the source of truth; no vector payload is read on this path).
     candidates, floor = _candidates(request, points, could_read)
-    rows = _rows(session, [p.id for p in points] + [p.id for p in candidates])
+    rows = _rows(session, [p.id for p in points] + [p.id for p in candidates], who.groups)
     reason_of = _Reasons(who, rules, blocked.sources, purpose)
     counts, missed = _classify(reason_of, candidates, floor, rows)
     repaired, repair_ms = missed > 0, 0.0
@@ -211,7 +234,7 @@ def search(
         candidates, floor = _candidates(request, points, could_read)
         unread = [p.id for p in [*points, *candidates] if p.id not in rows]
         if unread:
-            rows.update(_rows(session, unread))
+            rows.update(_rows(session, unread, who.groups))
         counts, missed = _classify(reason_of, candidates, floor, rows)
         if missed:
             log.warning("search.recall_repair_incomplete missed=%d top_k=%d", missed, request.top_k)
@@ -318,7 +341,7 @@ def _classify(
     missed = 0
     for p in candidates:
         r = rows.get(p.id)
-        if r is None or r.retracted_at is not None:  # deleted or retracted since the search ranked it
+        if r is None or r.retracted_at is not None or not r.readable:  # deleted, retracted or unshared since
             continue
         reason = reason_of(r)
         if reason:
@@ -331,7 +354,7 @@ def _classify(
 
 # Hot-path statements, built once on the tables (Core: no ORM compile step per search); the id lists are
 # expanding bind parameters, so SQLAlchemy's compiled cache serves every call.
-_C, _V, _S = (cast(Table, m.__table__) for m in (Chunk, DocumentVersion, Source))
+_C, _V, _S, _G = (cast(Table, m.__table__) for m in (Chunk, DocumentVersion, Source, SourceReadGroup))
 _ROWS = (
     select(
         _C.c.id, _C.c.text, _C.c.sha256, _C.c.start, _C.c.end, _C.c.page_number, _C.c.attachment, _C.c.label,
@@ -341,17 +364,23 @@ _ROWS = (
         _V.c.classifier_version, _V.c.label_map_version, _V.c.embedding_model, _V.c.retracted_at,
         _S.c.id.label("source_id"), _S.c.uri.label("source_uri"), _C.c.point_id, _C.c.personal,
         _S.c.jurisdiction.label("source_jurisdiction"), _S.c.steward_id,
+        # Whether the caller's groups can read the source now: a read-group change committed after the plan
+        # read the sources is caught here (the hit is dropped, never served or counted).
+        exists().where(_G.c.source_id == _C.c.source_id, _G.c.group.in_(bindparam("groups", expanding=True)))
+        .label("readable"),
     )
     .select_from(_C.join(_V, _V.c.id == _C.c.version_id).join(_S, _S.c.id == _C.c.source_id))
     .where(_C.c.point_id.in_(bindparam("point_ids", expanding=True)))
 )
 
 
-def _rows(session: Session, point_ids: Sequence[str]) -> dict[str, Any]:
-    """SQL's row (chunk, version, source: text, citation, policy fields) for each point id found."""
+def _rows(session: Session, point_ids: Sequence[str], groups: frozenset[str]) -> dict[str, Any]:
+    """SQL's row (chunk, version, source: text, citation, policy fields, whether `groups` can read its
+    source) for each point id found."""
     if not point_ids:
         return {}
-    return {r.point_id: r for r in session.execute(_ROWS, {"point_ids": list(dict.fromkeys(point_ids))})}
+    params = {"point_ids": list(dict.fromkeys(point_ids)), "groups": sorted(groups) or [""]}
+    return {r.point_id: r for r in session.execute(_ROWS, params)}
 
 
 def _render(
@@ -374,11 +403,11 @@ def _render(
         r = by_point.get(p.id)
         if r is None:  # vector without its SQL row: never serve what we cannot cite
             continue
-        if r.retracted_at is not None or reason_of(r):
-            # Never expected: retraction and source changes narrow the vectors before SQL commits. If SQL and
-            # the vector payload ever disagree (a change caught mid-way, a failed commit), SQL wins for what it
-            # holds (retraction, label, jurisdiction, personal data, consent): the hit is dropped, not served
-            # under a mix of the two, and the disagreement is logged for repair.
+        if r.retracted_at is not None or not r.readable or reason_of(r):
+            # Rare: a source's read groups, jurisdiction or consent changed after the plan read them, or a
+            # retraction was caught mid-way (it narrows the vectors before SQL commits). SQL wins for what it
+            # holds (retraction, read groups, label, jurisdiction, personal data, consent): the hit is dropped,
+            # not served under a mix of the two, and the disagreement is logged.
             log.warning("search.payload_disagrees chunk=%s version=%s", r.id, r.version_id)
             continue
         masked = r.id in masked_set

@@ -16,7 +16,7 @@ count short, never serve a chunk.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import cast
 
 from sqlalchemy import Table, bindparam, case, exists, func, select, update
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from memory import policy
 from memory.consent import ConsentBlock
 from memory.models import Chunk, DocumentVersion, Source, SourceReadGroup
+from memory.readable_sources import ReadableSource
 
 _S, _G, _C, _V = (cast(Table, m.__table__) for m in (Source, SourceReadGroup, Chunk, DocumentVersion))
 # The worst case per jurisdiction over the sources the caller's groups can read (one row per jurisdiction).
@@ -56,6 +57,27 @@ def could_withhold(
     worst = [policy.WorstCase(jurisdiction=j, max_label=int(label), has_personal=bool(personal))
              for j, label, personal in rows]
     return policy.may_withhold(who, rules, worst)
+
+
+def could_withhold_among(
+    who: policy.EffectivePrincipal, rules: policy.TransferRules, sources: Sequence[ReadableSource],
+    consent: ConsentBlock,
+) -> bool:
+    """`could_withhold` on the caller's readable sources already read (memory.readable_sources): no statement."""
+    if not who.groups or not sources:
+        return False
+    if consent.readable_with_personal:
+        return True
+    worst: dict[str, tuple[int, bool]] = {}
+    for s in sources:
+        if s.max_label is None:
+            continue
+        label, personal = worst.get(s.jurisdiction, (s.max_label, s.has_personal))
+        worst[s.jurisdiction] = (max(label, s.max_label), personal or s.has_personal)
+    return policy.may_withhold(who, rules, [
+        policy.WorstCase(jurisdiction=j, max_label=label, has_personal=personal)
+        for j, (label, personal) in sorted(worst.items())
+    ])
 
 
 def record_chunks(session: Session, *, source_id: str, max_label: int, has_personal: bool) -> None:

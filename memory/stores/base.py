@@ -113,6 +113,21 @@ class JurisdictionGrant:
     personal_ok: bool
 
 
+@dataclass(frozen=True, slots=True)
+class SourceScope:
+    """The group, jurisdiction, consent and source-restriction clauses of an `AccessFilter`, resolved against
+    SQL's sources when the search was planned: a point of a source in `full` matches, and one of a source in
+    `non_personal` matches when it holds no personal data (the deny_personal rule, or a consent gate). Checked
+    on one indexed field (the point's immutable source id) instead of read groups, jurisdiction and consent
+    clauses per visited point: the filtered graph search then costs about what an unfiltered one does."""
+
+    full: frozenset[str]
+    non_personal: frozenset[str] = frozenset()
+
+    def admits(self, source_id: str, personal: bool) -> bool:
+        return source_id in self.full or (not personal and source_id in self.non_personal)
+
+
 @dataclass(frozen=True)
 class AccessFilter:
     """What a caller may see, as data. The policy module builds it; each backend translates it.
@@ -125,6 +140,11 @@ class AccessFilter:
     (the search's purpose is not one its data subjects consented to) never matches; empty = no such clause.
     Empty `groups` or empty `grants` match nothing (fail closed). `max_label=None` and `grants=None` switch off
     those two clauses: used only to count *withheld* hits.
+
+    `scope` set: the read-group, jurisdiction and consent clauses are replaced by the scope (`SourceScope`:
+    those same rules, already applied to each readable source's SQL row); `groups` (empty: nothing) and
+    `grants` then only describe the filter, and `consent_blocked_sources` is not read. An empty scope matches
+    nothing.
     """
 
     groups: frozenset[str]
@@ -134,6 +154,7 @@ class AccessFilter:
     source_ids: frozenset[str] | None = None
     latest: bool = False
     consent_blocked_sources: frozenset[str] = frozenset()
+    scope: SourceScope | None = None
 
     def matches(self, p: ChunkPayload) -> bool:
         """Reference semantics in Python (used by tests and the explain endpoint, never after search)."""
@@ -141,6 +162,13 @@ class AccessFilter:
             return False
         if self.latest and not p.current:
             return False
+        if self.scope is not None:
+            return (
+                bool(self.groups) and self.scope.admits(p.source_id, p.personal)
+                and (self.source_ids is None or p.source_id in self.source_ids)
+                and (self.max_label is None or p.label <= self.max_label)
+                and (self.latest or p.valid_from <= self.as_of < p.valid_to)
+            )
         if not (set(p.read_groups) & self.groups):
             return False
         if self.max_label is not None and p.label > self.max_label:

@@ -25,6 +25,7 @@ from memory.stores.base import (
     LABEL_MIN,
     AccessFilter,
     Selector,
+    SourceScope,
 )
 
 
@@ -100,16 +101,16 @@ def access_plan(flt: AccessFilter) -> AllOf | None:
         [IntEquals(F_CURRENT, 1)] if flt.latest
         else [IntEquals(F_COMMITTED, 1), InRange(F_VALID_FROM, lte=flt.as_of), InRange(F_VALID_TO, gt=flt.as_of)]
     )
-    clauses: list[Clause] = [
-        *version,
-        IntEquals(F_RETRACTED, 0),
-        AnyValue(F_READ_GROUPS, tuple(sorted(flt.groups))),
-    ]
+    clauses: list[Clause] = [*version, IntEquals(F_RETRACTED, 0)]
     if flt.max_label is not None:
         if flt.max_label < LABEL_MIN:
             return None
         # Labels are the integers LABEL_MIN..; "label <= max" as the set of admitted labels.
         clauses.append(IntIn(F_LABEL, tuple(range(LABEL_MIN, flt.max_label + 1))))
+    if flt.scope is not None:
+        scoped = _scope_clause(flt.scope, flt.source_ids)
+        return None if scoped is None else AllOf((*clauses, scoped))
+    clauses.append(AnyValue(F_READ_GROUPS, tuple(sorted(flt.groups))))
     if flt.source_ids is not None:
         clauses.append(AnyValue(F_SOURCE_ID, tuple(sorted(flt.source_ids))))
     consent = _consent_clause(flt)
@@ -121,6 +122,22 @@ def access_plan(flt: AccessFilter) -> AllOf | None:
             return None
         clauses.append(grant_clause)
     return AllOf(tuple(clauses))
+
+
+def _scope_clause(scope: SourceScope, source_ids: frozenset[str] | None) -> Clause | None:
+    """source_id in full, OR (source_id in non_personal AND personal == 0), within `source_ids` when set; None
+    when no source is admitted."""
+    full, non_personal = scope.full, scope.non_personal - scope.full
+    if source_ids is not None:
+        full, non_personal = full & source_ids, non_personal & source_ids
+    options: list[Clause] = []
+    if full:
+        options.append(AnyValue(F_SOURCE_ID, tuple(sorted(full))))
+    if non_personal:
+        options.append(AllOf((AnyValue(F_SOURCE_ID, tuple(sorted(non_personal))), IntEquals(F_PERSONAL, 0))))
+    if not options:
+        return None
+    return options[0] if len(options) == 1 else OneOf(tuple(options))
 
 
 def _consent_clause(flt: AccessFilter) -> Clause | None:

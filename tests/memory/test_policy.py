@@ -223,3 +223,52 @@ def test_recourse_checks_on_fields_agree_with_explain(caller_j, clearance, chunk
     ))
     assert reason == decision.withheld_reason
     assert (reason is None) is decision.visible
+
+
+# -- the source scope: the same filter, resolved against SQL's sources ------------------------------------------
+
+SOURCES = ("s1", "s2", "s3")
+_SOURCE_FACTS = st.fixed_dictionaries({
+    s: st.tuples(st.frozensets(st.sampled_from(["g", "h", "x"]), max_size=2), st.sampled_from(["EU", "US", "CN"]))
+    for s in SOURCES
+})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    facts=_SOURCE_FACTS,
+    groups=st.frozensets(st.sampled_from(["g", "h", "x"]), max_size=2),
+    caller_js=st.lists(st.sampled_from(["EU", "US", "IN"]), min_size=1, max_size=2),
+    clearance=st.sampled_from(list(Label)),
+    blocked=st.frozensets(st.sampled_from(SOURCES)),
+    source_ids=st.one_of(st.none(), st.frozensets(st.sampled_from(SOURCES))),
+    latest=st.booleans(),
+    points=st.lists(st.tuples(st.sampled_from(SOURCES), st.sampled_from(list(Label)), st.booleans(),
+                              st.sampled_from([50.0, 100.0, 300.0]), st.booleans()), min_size=1, max_size=8),
+)
+def test_scoped_filter_admits_what_the_group_filter_admits(
+    facts, groups, caller_js, clearance, blocked, source_ids, latest, points
+):
+    """Where the vectors' read groups and jurisdiction agree with SQL's sources, the scoped filter
+    (build_filter / readable_filter with `readable`) matches exactly the points the group-based one does."""
+    agent = ident("agent", kind="agent", groups=groups, clearance=clearance, j=caller_js[-1])
+    user = ident("alice", groups=groups, clearance=clearance, j=caller_js[0])
+    who = effective(agent, user)
+    readable = {s: j for s, (gs, j) in facts.items() if gs & who.groups}
+    kw = dict(as_of=200.0, source_ids=source_ids, latest=latest)
+    plain = build_filter(who, RULES, consent_blocked=blocked, **kw)
+    scoped = build_filter(who, RULES, consent_blocked=blocked, readable=readable, **kw)
+    assert scoped.scope is not None
+    count_plain, count_scoped = readable_filter(who, **kw), readable_filter(who, readable=readable, **kw)
+    for sid, label, personal, valid_from, current in points:
+        gs, j = facts[sid]
+        p = payload(source_id=sid, read_groups=tuple(sorted(gs)), jurisdiction=j, label=int(label),
+                    personal=personal, valid_from=valid_from, valid_to=OPEN_END if current else 250.0)
+        assert scoped.matches(p) is plain.matches(p)
+        assert count_scoped.matches(p) is count_plain.matches(p)
+
+
+def test_scope_of_a_caller_without_groups_admits_nothing():
+    who = effective(ident(groups=()))
+    assert build_filter(who, RULES, as_of=200.0, readable={"s": "EU"}).scope.full == frozenset()
+    assert not readable_filter(who, as_of=200.0, readable=["s"]).matches(payload())

@@ -38,6 +38,17 @@ def _access(api: Any, ids: list[str]) -> set[tuple[tuple[str, ...], str]]:
     return {(p.payload.read_groups, p.payload.jurisdiction) for p in api.container.store.retrieve(ids)}
 
 
+def _group_filtered(api: Any, monkeypatch: pytest.MonkeyPatch, headers: dict[str, str], query: str,
+                    **kw: Any) -> list[dict[str, Any]]:
+    """A search as a caller who can read more sources than the scoped limit makes it: filtered on the read groups
+    and jurisdiction the vectors carry (memory.readable_sources), not on SQL's sources."""
+    import memory.search
+
+    with monkeypatch.context() as m:
+        m.setattr(memory.search, "SCOPED_SOURCES_LIMIT", 0)
+        return _hits(api.search(headers, query, **kw))
+
+
 def test_time_travel_runs_under_the_rules_in_force_now(api: Any) -> None:
     """An admin denies EU->US; a search with as_of before the change does not get the old allow_masked."""
     api.source("hr", jurisdiction="EU", read_groups=["g"])
@@ -109,7 +120,9 @@ def test_a_hit_sql_would_withhold_is_dropped_not_served_unmasked(api: Any) -> No
     assert _hits(api.search(us, "payroll bonus")) == []
 
 
-def test_a_source_access_change_narrows_the_vectors_before_sql_commits(api: Any) -> None:
+def test_a_source_access_change_narrows_the_vectors_before_sql_commits(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     api.source("hr", jurisdiction="IN", read_groups=["g", "h"])
     assert api.upload("hr", "note.txt", "Quarterly payroll bonus plan for the hr team.").status_code == 201
     ids = _point_ids(api, "hr")
@@ -119,11 +132,13 @@ def test_a_source_access_change_narrows_the_vectors_before_sql_commits(api: Any)
         # Before the commit: the groups in both, and a jurisdiction no rule admits.
         assert _access(api, ids) == {(("h",), JURISDICTION_IN_TRANSIT)}
         raise RuntimeError("the commit fails")
-    # SQL kept the old access; the vectors stay narrowed (fail closed) until the change is applied again.
+    # SQL kept the old access, and a search follows SQL's sources: the change never happened. The vectors stay
+    # narrowed (fail closed for a search filtered on their read groups) until repair or the change again.
     src = api.client.get("/v1/sources/hr", headers=api.admin).json()
     assert (sorted(src["read_groups"]), src["jurisdiction"]) == (["g", "h"], "IN")
     reader = api.principal("kim", groups=["h"], clearance="restricted", jurisdiction="IN")
-    assert _hits(api.search(reader, "payroll bonus")) == []
+    assert _hits(api.search(reader, "payroll bonus"))
+    assert _group_filtered(api, monkeypatch, reader, "payroll bonus") == []
     r = api.client.patch("/v1/sources/hr", headers=api.admin, json={"read_groups": ["h", "k"], "jurisdiction": "EU"})
     assert r.status_code == 200, r.text
     assert _access(api, ids) == {(("h", "k"), "EU")}
@@ -131,7 +146,9 @@ def test_a_source_access_change_narrows_the_vectors_before_sql_commits(api: Any)
     assert _hits(api.search(eu, "payroll bonus"))
 
 
-def test_repair_gives_a_source_left_narrowed_by_a_failed_commit_its_access_back(api: Any) -> None:
+def test_repair_gives_a_source_left_narrowed_by_a_failed_commit_its_access_back(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     api.source("hr", jurisdiction="IN", read_groups=["g", "h"])
     assert api.upload("hr", "note.txt", "Quarterly payroll bonus plan for the hr team.").status_code == 201
     api.source("other", jurisdiction="EU", read_groups=["g"])
@@ -142,16 +159,22 @@ def test_repair_gives_a_source_left_narrowed_by_a_failed_commit_its_access_back(
                        patch=sources.SourcePatch(read_groups=("h", "k"), jurisdiction="EU"))
         raise RuntimeError("the commit fails")
     reader = api.principal("gil", groups=["g"], clearance="restricted", jurisdiction="IN")
-    assert _hits(api.search(reader, "payroll bonus plan", top_k=1))[0]["citation"]["source_id"] == "other"
+    assert _hits(api.search(reader, "payroll bonus plan", top_k=1))[0]["citation"]["source_id"] == "hr"  # SQL's
+    assert _group_filtered(api, monkeypatch, reader, "payroll bonus plan", top_k=1)[0]["citation"]["source_id"] \
+        == "other"
     assert repair(api.container.sessions, api.container.store)["republished"] == 1
     assert _access(api, ids) == {(("g", "h"), "IN")}  # what SQL kept
-    assert _hits(api.search(reader, "payroll bonus plan", top_k=1))[0]["citation"]["source_id"] == "hr"
+    assert _group_filtered(api, monkeypatch, reader, "payroll bonus plan", top_k=1)[0]["citation"]["source_id"] \
+        == "hr"
     assert repair(api.container.sessions, api.container.store)["republished"] == 0  # settled: nothing to do
 
 
-def test_repair_publishes_a_committed_access_change_whose_publish_never_ran(api: Any) -> None:
-    """The process died (or the vector store failed) between the commit and publish_access: the source stays
-    narrowed until repair, which runs at every start and as `memory repair`, writes what SQL holds."""
+def test_repair_publishes_a_committed_access_change_whose_publish_never_ran(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process died (or the vector store failed) between the commit and publish_access: a search follows
+    SQL's sources at once, while the vectors' copy of the access stays narrowed until repair, which runs at every
+    start and as `memory repair`, writes what SQL holds."""
     api.source("s1", read_groups=["eng"])
     assert api.upload("s1", "plan.md", "# Plan\n\nThe merger closes in March.").status_code == 201
     ids = _point_ids(api, "s1")
@@ -160,10 +183,11 @@ def test_repair_publishes_a_committed_access_change_whose_publish_never_ran(api:
                               patch=sources.SourcePatch(read_groups=("eng", "sales"), jurisdiction="UK")).access_changed
     assert _access(api, ids) == {(("eng",), JURISDICTION_IN_TRANSIT)}
     sales = api.principal("sam", groups=["sales"], clearance="restricted", jurisdiction="UK")
-    assert _hits(api.search(sales, "merger")) == []
+    assert _hits(api.search(sales, "merger"))
+    assert _group_filtered(api, monkeypatch, sales, "merger") == []
     assert repair(api.container.sessions, api.container.store) == {"abandoned": 0, "synced": 0, "republished": 1}
     assert _access(api, ids) == {(("eng", "sales"), "UK")}
-    assert _hits(api.search(sales, "merger"))
+    assert _group_filtered(api, monkeypatch, sales, "merger")
 
 
 def test_an_admin_runs_repair_through_the_api_and_it_is_audited(api: Any) -> None:
@@ -311,3 +335,32 @@ def test_stewards_see_the_sources_they_steward_or_read_only(api: Any) -> None:
     assert hidden.json()["error"]["code"] == unknown.json()["error"]["code"]
     assert api.client.get("/v1/sources/wiki", headers=st).status_code == 200
     assert {s["id"] for s in api.client.get("/v1/sources", headers=api.admin).json()} >= {"hr", "mkt", "wiki"}
+
+
+def test_a_read_group_removed_after_the_plan_is_not_served_by_that_search(api: Any) -> None:
+    """A search plans from SQL's sources, then embeds and searches the vectors; a change committed in between
+    is checked again on the hits' SQL rows: the hit of a source its caller can no longer read is dropped."""
+    from memory import principals
+    from memory import search as search_svc
+    from memory.models import Principal
+
+    api.source("hr", jurisdiction="EU", read_groups=["g", "h"])
+    assert api.upload("hr", "note.txt", "Quarterly payroll bonus plan for the hr team.").status_code == 201
+    api.principal("kim", groups=["g"], clearance="restricted", jurisdiction="EU")
+    request = search_svc.SearchRequest(query="payroll bonus", top_k=5)
+    c = api.container
+    with transaction(c.sessions) as s:
+        who = principals.resolve_effective(s, caller=s.get(Principal, "kim"), acting_for=None)
+    with c.sessions() as s:
+        planned = search_svc.plan(s, who=who, request=request)
+        s.commit()
+        assert planned.flt.scope is not None and "hr" in planned.flt.scope.full
+        with transaction(c.sessions) as other:  # committed between the plan and the vector search
+            sources.update(other, source_id="hr", store=c.store, actor="admin",
+                           patch=sources.SourcePatch(read_groups=("h",)))
+        result = search_svc.search(s, store=c.store, embedder=c.query_embedder, who=who, request=request,
+                                   planned=planned)
+        s.commit()
+    assert result.hits == [] and result.withheld == []
+    with c.sessions() as s:  # the next search plans without the source
+        assert search_svc.plan(s, who=who, request=request).flt.scope.full == frozenset()

@@ -27,6 +27,7 @@ from memory.stores.base import (
     PayloadPatch,
     Ranked,
     Selector,
+    SourceScope,
     VectorPoint,
     VectorStore,
 )
@@ -431,6 +432,10 @@ FILTERS = st.builds(
     source_ids=st.one_of(st.none(), st.frozensets(st.sampled_from(["s1", "s2"]), max_size=2)),
     latest=st.booleans(),
     consent_blocked_sources=st.frozensets(st.sampled_from(["s1", "s2", "s3"]), max_size=3),
+    scope=st.one_of(st.none(), st.builds(
+        SourceScope, st.frozensets(st.sampled_from(["s1", "s2", "s3"]), max_size=3),
+        st.frozensets(st.sampled_from(["s1", "s2", "s3"]), max_size=3),
+    )),
 )
 
 
