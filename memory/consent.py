@@ -8,9 +8,9 @@ sources without the flag are unaffected; purposes recorded on a source without t
 
 Enforced inside the vector search, never after it: search() finds the sources the request's purpose may not
 see (from the readable sources it reads anyway, memory.readable_sources, or with `blocked_sources`, one query
-over the indexed flag) and the filter excludes their chunks with personal data. Consent is read at query time from SQL, so a steward's change applies to the next search
-with nothing to re-stamp on the vectors; like read groups, it is the current state even for an `as_of`
-search.
+over the indexed flag) and the filter excludes their chunks with personal data. Consent is read at query
+time from SQL, so a steward's change applies to the next search with nothing to re-stamp on the vectors; like
+read groups, it is the current state even for an `as_of` search.
 """
 
 from __future__ import annotations
