@@ -194,9 +194,7 @@ def build_filter(
             grants.append(JurisdictionGrant(data_j, personal_ok=True))
         elif mode == Transfer.DENY_PERSONAL:
             grants.append(JurisdictionGrant(data_j, personal_ok=False))
-    scope = None
-    if readable is not None:
-        scope = _scope(who, rules, readable, source_ids=source_ids, consent_blocked=frozenset(consent_blocked))
+    scope = _scope(who, rules, readable, frozenset(consent_blocked)) if readable is not None else None
     return AccessFilter(
         groups=who.groups,
         max_label=int(who.clearance),
@@ -210,18 +208,14 @@ def build_filter(
 
 
 def _scope(
-    who: EffectivePrincipal, rules: TransferRules, readable: Mapping[str, str], *,
-    source_ids: Iterable[str] | None, consent_blocked: frozenset[str],
+    who: EffectivePrincipal, rules: TransferRules, readable: Mapping[str, str], consent_blocked: frozenset[str]
 ) -> SourceScope:
-    """Each readable source (within `source_ids`) admitted in full, for its chunks without personal data
-    only (deny_personal, or its personal data consent-blocked), or not at all (deny, or no rule)."""
-    wanted = frozenset(source_ids) if source_ids is not None else None
+    """Each readable source admitted in full, for its chunks without personal data only (deny_personal, or its
+    personal data consent-blocked), or not at all (deny, or no rule). `source_ids` is applied by the filter."""
     if not who.groups:
         return SourceScope(frozenset())
     full, non_personal = set(), set()
     for sid, jurisdiction in readable.items():
-        if wanted is not None and sid not in wanted:
-            continue
         mode = rules.mode_for(jurisdiction, who.jurisdictions)
         if mode >= Transfer.ALLOW_MASKED and sid not in consent_blocked:
             full.add(sid)
@@ -238,11 +232,7 @@ def readable_filter(
     hits withheld for clearance, jurisdiction or consent (the recourse path), never to serve text.
     `readable`: the ids of the sources `who`'s groups can read (SQL's, read with the plan), as in
     `build_filter`."""
-    scope = None
-    if readable is not None:
-        wanted = frozenset(source_ids) if source_ids is not None else None
-        scope = SourceScope(frozenset(s for s in readable if wanted is None or s in wanted) if who.groups
-                            else frozenset())
+    scope = SourceScope(frozenset(readable)) if readable is not None else None
     return AccessFilter(
         groups=who.groups,
         max_label=None,

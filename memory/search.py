@@ -155,24 +155,19 @@ def _read_policy(
                                      limit=SCOPED_SOURCES_LIMIT)
     if readable is not None:
         blocked = readable_sources.consent_block(readable, purpose)
-        jurisdiction_of = {s.id: s.jurisdiction for s in readable}
-        flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids, latest=latest,
-                                  consent_blocked=blocked.sources, readable=jurisdiction_of)
-        # No readable source holds anything the policy could withhold from this caller: nothing to count, so no
-        # count search (what is served never depends on this).
         counting = withholdable.could_withhold_among(who, rules, readable, blocked)
-        count_flt = policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest,
-                                           readable=jurisdiction_of) if counting else None
+        scope: dict[str, str] | None = {s.id: s.jurisdiction for s in readable}
     else:
         blocked = consent.blocked_sources(session, purpose=purpose, groups=who.groups, source_ids=request.source_ids)
-        flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids, latest=latest,
-                                  consent_blocked=blocked.sources)
         counting = withholdable.could_withhold(session, who=who, rules=rules, source_ids=request.source_ids,
                                                consent=blocked)
-        count_flt = (
-            policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest) if counting
-            else None
-        )
+        scope = None
+    flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids, latest=latest,
+                              consent_blocked=blocked.sources, readable=scope)
+    # No readable source holds anything the policy could withhold from this caller: nothing to count, so no
+    # count search (what is served never depends on this).
+    count_flt = policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest,
+                                       readable=scope) if counting else None
     return SearchPlan(request=request, who=who, as_of=as_of, purpose=purpose, rules=rules, blocked=blocked,
                       flt=flt, readable=count_flt, started=started, policy_ms=(time.perf_counter() - t) * 1000)
 

@@ -130,11 +130,17 @@ def _scope_clause(scope: SourceScope, source_ids: frozenset[str] | None) -> Clau
     full, non_personal = scope.full, scope.non_personal - scope.full
     if source_ids is not None:
         full, non_personal = full & source_ids, non_personal & source_ids
+    return _full_or_non_personal(F_SOURCE_ID, full, non_personal)
+
+
+def _full_or_non_personal(key: str, full: set[str] | frozenset[str], non_personal: set[str] | frozenset[str]
+                          ) -> Clause | None:
+    """`key` in full, OR (`key` in non_personal AND personal == 0); None when both are empty."""
     options: list[Clause] = []
     if full:
-        options.append(AnyValue(F_SOURCE_ID, tuple(sorted(full))))
+        options.append(AnyValue(key, tuple(sorted(full))))
     if non_personal:
-        options.append(AllOf((AnyValue(F_SOURCE_ID, tuple(sorted(non_personal))), IntEquals(F_PERSONAL, 0))))
+        options.append(AllOf((AnyValue(key, tuple(sorted(non_personal))), IntEquals(F_PERSONAL, 0))))
     if not options:
         return None
     return options[0] if len(options) == 1 else OneOf(tuple(options))
@@ -158,14 +164,7 @@ def _grants_clause(flt: AccessFilter) -> Clause | None:
     allow = {g.data_jurisdiction for g in grants if g.personal_ok}
     # A jurisdiction granted in full needs no personal==0 branch: `matches()` takes any admitting grant.
     non_personal_only = {g.data_jurisdiction for g in grants if not g.personal_ok} - allow
-    options: list[Clause] = []
-    if allow:
-        options.append(AnyValue(F_JURISDICTION, tuple(sorted(allow))))
-    if non_personal_only:
-        options.append(AllOf((AnyValue(F_JURISDICTION, tuple(sorted(non_personal_only))), IntEquals(F_PERSONAL, 0))))
-    if not options:
-        return None
-    return options[0] if len(options) == 1 else OneOf(tuple(options))
+    return _full_or_non_personal(F_JURISDICTION, allow, non_personal_only)
 
 
 def selector_plan(selector: Selector) -> Clause:
