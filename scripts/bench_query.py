@@ -36,7 +36,9 @@ server and dropped afterwards), the script:
    -> overhead_ratio_unrestricted per run (not part of the goal's mix).
 4. (c) recall@10 of the filtered store search vs exact search: brute-force numpy over the vectors (from the
    SQL embedding cache, by chunk sha256) of the points whose payload (store.retrieve) satisfies
-   AccessFilter.matches; the filters are the ones policy.build_filter makes for the tier principals.
+   AccessFilter.matches; the filters are the ones the service's plan (memory.search.plan) makes for the tier
+   principals (`tier:*`, the readable sources by id; `tier:*@as_of`, time travel), and the read-group form
+   (`tier:*:read-groups`) that callers who can read more sources than the plan's limit get.
    Ties (replicas share vectors) are handled by score: a returned point counts if its exact score is >= the
    exact 10th score - 1e-5. Also reports leaks (returned points the filter does not admit; must be 0).
    `withheld-candidates:*`: the same recall for the search behind the withheld counts (each realistic
@@ -451,7 +453,7 @@ def governance_overhead(
 def filtered_recall(container: Any, queries: list[str], n_queries: int) -> dict[str, Any]:
     from sqlalchemy import select
 
-    from memory import policy, policy_store, principals
+    from memory import policy, policy_store, principals, readable_sources
     from memory import search as search_svc
     from memory.db import transaction
     from memory.embedding_cache import SqlEmbeddingCache
@@ -464,22 +466,35 @@ def filtered_recall(container: Any, queries: list[str], n_queries: int) -> dict[
         point_of_chunk = dict(s.execute(select(Chunk.id, Chunk.point_id)).all())
         now = time.time()
         rules = policy_store.transfer_rules(s, as_of=now)
-        # The filters a search without as_of runs (latest: the `current` clause), and, for the tiers, the
-        # time-travel form (as_of: committed + validity ranges) too.
+        # The filters the service's plan builds (memory.search.plan: the readable sources by id) for a search
+        # without as_of (latest: the `current` clause), and, for the tiers, the time-travel form (as_of:
+        # committed + validity ranges) and the read-group form a caller past the plan's source limit gets.
         filters: dict[str, Any] = {}
         count_filters: dict[str, Any] = {}
         service_callers: dict[str, Any] = {}  # the same callers through memory.search (recall repair included)
+
+        def planned(who: Any, as_of: float | None = None) -> Any:
+            return search_svc.plan(s, who=who, request=search_svc.SearchRequest(query="x", top_k=TOP_K, as_of=as_of),
+                                   now=now)
+
         for t in TIERS:
             who = principals.resolve_effective(s, caller=s.get(Principal, f"tier-reader-{t}"), acting_for=None)
-            filters[f"tier:{t}"] = policy.build_filter(who, rules, as_of=now, latest=True)
-            filters[f"tier:{t}@as_of"] = policy.build_filter(who, rules, as_of=now)
+            filters[f"tier:{t}"] = planned(who).flt
+            filters[f"tier:{t}@as_of"] = planned(who, now).flt
+            filters[f"tier:{t}:read-groups"] = policy.build_filter(who, rules, as_of=now, latest=True)
         for pid, acting in CALLERS:
             who = principals.resolve_effective(s, caller=s.get(Principal, pid), acting_for=acting)
             name = pid + (f">{acting}" if acting else "")
-            filters[f"caller:{name}"] = policy.build_filter(who, rules, as_of=now, latest=True)
-            service_callers[f"service:{name}"] = (filters[f"caller:{name}"], who)
-            # The search behind the withheld counts: the caller's readable set, at the narrower COUNT beam.
-            count_filters[f"withheld-candidates:{name}"] = policy.readable_filter(who, as_of=now, latest=True)
+            plan = planned(who)
+            filters[f"caller:{name}"] = plan.flt
+            service_callers[f"service:{name}"] = (plan.flt, who)
+            # The search behind the withheld counts: the caller's readable set, at the narrower COUNT beam
+            # (planned even for a caller whose searches skip it: nothing could be withheld from them).
+            if plan.readable is None:
+                rs = readable_sources.read(s, groups=who.groups)
+                ids = [r.id for r in rs] if rs is not None else None
+            count_filters[f"withheld-candidates:{name}"] = plan.readable or policy.readable_filter(
+                who, as_of=now, latest=True, readable=ids)
     point_ids = [p for p, _ in rows]
     payloads = []
     for b in range(0, len(point_ids), 1000):
