@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -49,7 +50,13 @@ Actor = Annotated[str | None, typer.Option("--actor", help="Principal id recorde
 def _settings(data_dir: Path | None) -> Settings:
     try:
         return Settings(data_dir=data_dir) if data_dir else Settings()  # type: ignore[call-arg]
-    except Exception as exc:  # pydantic ValidationError: one line, no traceback
+    except ValidationError as exc:  # one line naming each bad setting's variable; never the value (secrets)
+        fail("invalid_settings", "; ".join(
+            (f"MEMORY_{'_'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "") + e["msg"]
+            for e in exc.errors()
+        ))
+        raise
+    except Exception as exc:
         fail("invalid_settings", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
 
@@ -139,11 +146,12 @@ def serve(
         os.environ["MEMORY_DATA_DIR"] = str(data_dir)
     if settings.workers > 1:
         uvicorn.run("memory.api.asgi:app", host=settings.host, port=settings.port, workers=settings.workers,
-                    factory=False, timeout_graceful_shutdown=20)
+                    factory=False, http=settings.http_impl, loop=settings.event_loop, timeout_graceful_shutdown=20)
     else:
         from memory.api.app import create_app
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, timeout_graceful_shutdown=20)
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, http=settings.http_impl,
+                    loop=settings.event_loop, timeout_graceful_shutdown=20)
 
 
 @app.command()

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Bind address of `memory serve`.")
     port: int = Field(8080, ge=1, le=65535, description="Port of `memory serve`.")
     workers: int = Field(1, ge=1, description="API worker processes (server backends only).")
+    http_impl: Literal["auto", "httptools", "h11"] = Field(
+        "auto", description="uvicorn's HTTP parser for `memory serve` (auto: httptools, installed with the service).",
+    )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="uvicorn's event loop for `memory serve` (auto: uvloop where installed, else asyncio).",
+    )
     seed_demo: bool = Field(False, description="Load the shipped demo corpus at startup if the store is empty.")
 
     @field_validator("data_dir")

@@ -276,7 +276,9 @@ logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 sys.path.insert(0, {repo!r})
 from memory.api.app import create_app
 from memory.settings import Settings
-uvicorn.run(create_app(Settings()), host="127.0.0.1", port={port}, log_level="warning", access_log=False)
+settings = Settings()
+uvicorn.run(create_app(settings), host="127.0.0.1", port={port}, log_level="warning", access_log=False,
+            http=settings.http_impl, loop=settings.event_loop)
 """
 
 

@@ -125,6 +125,32 @@ def test_serve_refuses_workers_on_the_embedded_store(env: Path):
     assert r.exit_code == 2 and "embedded_single_process" in r.output
 
 
+def test_serve_runs_uvicorn_with_the_configured_http_parser_and_loop(env: Path, monkeypatch):
+    import uvicorn
+
+    from memory.api import app as api_app
+
+    ran: list[dict] = []
+    monkeypatch.setattr(api_app, "create_app", lambda settings: "the-app")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.append({"app": app, **kw}))
+    monkeypatch.setattr("memory.logging_setup.configure", lambda *a, **k: None)
+    assert invoke("serve", "--port", "9123").exit_code == 0
+    assert ran[-1]["app"] == "the-app" and ran[-1]["port"] == 9123
+    assert (ran[-1]["http"], ran[-1]["loop"]) == ("auto", "auto")  # uvicorn picks httptools and uvloop
+    monkeypatch.setenv("MEMORY_HTTP_IMPL", "h11")
+    monkeypatch.setenv("MEMORY_EVENT_LOOP", "asyncio")
+    assert invoke("serve").exit_code == 0
+    assert (ran[-1]["http"], ran[-1]["loop"]) == ("h11", "asyncio")
+
+
+def test_serve_refuses_an_unknown_http_parser(env: Path, monkeypatch):
+    monkeypatch.setenv("MEMORY_HTTP_IMPL", "nginx")
+    r = invoke("serve")
+    assert r.exit_code == 2
+    assert "invalid_settings: MEMORY_HTTP_IMPL: Input should be 'auto', 'httptools' or 'h11'" in r.output
+    assert "nginx" not in r.output  # a bad setting's value is never echoed (it could be a secret)
+
+
 def _hr_source_with_one_document(env: Path) -> None:
     invoke("principals", "create", "st", "--groups", "hr", "--roles", "steward,reader")
     invoke("sources", "add", "hr", "--name", "HR", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "hr")
