@@ -277,8 +277,9 @@ sys.path.insert(0, {repo!r})
 from memory.api.app import create_app
 from memory.settings import Settings
 settings = Settings()
+# As `memory serve` runs it (getattr: a --baseline-repo checkout may predate these settings).
 uvicorn.run(create_app(settings), host="127.0.0.1", port={port}, log_level="warning", access_log=False,
-            http=settings.http_impl, loop=settings.event_loop)
+            http=getattr(settings, "http_impl", "auto"), loop=getattr(settings, "event_loop", "auto"))
 """
 
 
