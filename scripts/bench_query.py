@@ -48,6 +48,9 @@ server and dropped afterwards), the script:
    `service:*`: the realistic callers' recall through memory.search itself (served search, withheld-count
    search, recall repair with Beam.WIDE when the first missed a visible hit, render, audit) ->
    service_recall_at_10_min, and recall_repairs (how many of those searches were repaired).
+   The p50 printed next to each recall is not a latency figure: every search there follows an exact scan
+   over the admitted vectors (up to 150 MB), which evicts the CPU caches (an ad-hoc test at 100k: a service
+   search's median 46.8 ms right after such a scan, 23.2 ms in a loop without scans). Latency is (a) and (b).
 
 The last stdout line is ONE JSON object: per-N results in "runs", top-level keys for the largest N.
 """
