@@ -498,11 +498,12 @@ def filtered_recall(container: Any, queries: list[str], n_queries: int) -> dict[
             service_callers[f"service:{name}"] = (plan.flt, who)
             # The search behind the withheld counts: the caller's readable set, at the narrower COUNT beam
             # (planned even for a caller whose searches skip it: nothing could be withheld from them).
-            if plan.readable is None:
+            count_flt = plan.readable
+            if count_flt is None:
                 rs = readable_sources.read(s, groups=who.groups)
-                ids = [r.id for r in rs] if rs is not None else None
-            count_filters[f"withheld-candidates:{name}"] = plan.readable or policy.readable_filter(
-                who, as_of=now, latest=True, readable=ids)
+                count_flt = policy.readable_filter(who, as_of=now, latest=True,
+                                                   readable=[r.id for r in rs] if rs is not None else None)
+            count_filters[f"withheld-candidates:{name}"] = count_flt
     point_ids = [p for p, _ in rows]
     payloads = []
     for b in range(0, len(point_ids), 1000):
