@@ -164,6 +164,29 @@ def percentile(values: Sequence[float], p: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def paired_ci95(
+    a: Sequence[float], b: Sequence[float] | None = None, *, seed: int = 0, resamples: int = 2000
+) -> list[float]:
+    """95% percentile-bootstrap interval (scipy.stats.bootstrap) of median(a) / median(b) over paired samples
+    (pairs resampled together), or of median(a) alone when `b` is None. [nan, nan] below 10 samples."""
+    if len(a) < 10 or (b is not None and len(b) != len(a)):
+        return [float("nan"), float("nan")]
+    import numpy as np
+    from scipy import stats
+
+    def ratio(x: Any, y: Any, axis: int = -1) -> Any:
+        return np.median(x, axis=axis) / np.median(y, axis=axis)
+
+    def median(x: Any, axis: int = -1) -> Any:
+        return np.median(x, axis=axis)
+
+    data = (np.asarray(a, dtype=float),) if b is None else (np.asarray(a, dtype=float), np.asarray(b, dtype=float))
+    ci = stats.bootstrap(data, median if b is None else ratio, paired=b is not None, vectorized=True,
+                         n_resamples=resamples, confidence_level=0.95, method="percentile",
+                         random_state=np.random.default_rng(seed)).confidence_interval
+    return [r(ci.low), r(ci.high)]
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

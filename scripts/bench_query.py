@@ -33,9 +33,10 @@ server and dropped afterwards), the script:
    withheld-count search, SQL render, audit append, commit) vs bare embed + store.search_unfiltered,
    interleaved query by query -> overhead_ratio = p50(service) / p50(bare) (goal <= 1.3), and
    governance_ms_p50 = the median over the pairs of service - bare (the governance's own cost; the ratio
-   also moves with how fast the host embeds, which both sides pay). The same,
-   apart, for a caller the policy can withhold nothing from (its searches skip the withheld-count search)
-   -> overhead_ratio_unrestricted per run (not part of the goal's mix).
+   also moves with how fast the host embeds, which both sides pay); each with a 95% bootstrap interval
+   over the pairs (overhead_ratio_ci95, governance_ms_ci95: this sample's spread, not the host's drift
+   between runs). The same, apart, for a caller the policy can withhold nothing from (its searches skip
+   the withheld-count search) -> overhead_ratio_unrestricted per run (not part of the goal's mix).
 4. (c) recall@10 of the filtered store search vs exact search: brute-force numpy over the vectors (from the
    SQL embedding cache, by chunk sha256) of the points whose payload (store.retrieve) satisfies
    AccessFilter.matches; the filters are the ones the service's plan (memory.search.plan) makes for the tier
@@ -448,11 +449,15 @@ def governance_overhead(
             svc.append(times[run_service])
             bare.append(times[run_bare])
     p50s, p50b = bc.percentile(svc, 50), bc.percentile(bare, 50)
+    gov = [s - b for s, b in zip(svc, bare, strict=True)]
     return {"overhead_ratio": bc.r(p50s / p50b),
+            # How far the ratio and the governance cost can move on this sample alone (bootstrap over the pairs):
+            # the host's own drift between runs comes on top.
+            "overhead_ratio_ci95": bc.paired_ci95(svc, bare),
             "overhead_ratio_mean": bc.r(statistics.fmean(svc) / statistics.fmean(bare)),
             # The governance's own cost in ms, per interleaved pair (the ratio also moves with the host's
             # embedding speed, which both sides pay).
-            "governance_ms_p50": bc.r(statistics.median(s - b for s, b in zip(svc, bare, strict=True))),
+            "governance_ms_p50": bc.r(statistics.median(gov)), "governance_ms_ci95": bc.paired_ci95(gov),
             "service_p50_ms": bc.r(p50s), "service_p95_ms": bc.r(bc.percentile(svc, 95)),
             "bare_p50_ms": bc.r(p50b), "bare_p95_ms": bc.r(bc.percentile(bare, 95)),
             "service_parts_p50_ms": {k: bc.r(bc.percentile(v, 50)) for k, v in parts.items()}, "queries": len(svc)}
@@ -679,8 +684,9 @@ def print_run(res: dict[str, Any]) -> None:
           f"{h['mean_hits']} hits avg, errors {h['errors']})")
     o = res["overhead"]
     print(f"  governance        service p50 {o['service_p50_ms']} ms vs bare p50 {o['bare_p50_ms']} ms -> "
-          f"overhead_ratio {o['overhead_ratio']} (goal <= 1.3); governance {o['governance_ms_p50']} ms a search "
-          f"(median of pairs); parts {o['service_parts_p50_ms']}")
+          f"overhead_ratio {o['overhead_ratio']} (95% CI {o['overhead_ratio_ci95']}; goal <= 1.3); governance "
+          f"{o['governance_ms_p50']} ms a search (median of pairs, 95% CI {o['governance_ms_ci95']}); "
+          f"parts {o['service_parts_p50_ms']}")
     u = res["overhead_unrestricted"]
     print(f"  unrestricted      {UNRESTRICTED[0][0]} (nothing to withhold, no count search): service p50 "
           f"{u['service_p50_ms']} ms vs bare p50 {u['bare_p50_ms']} ms -> {u['overhead_ratio']}; "
