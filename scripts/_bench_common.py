@@ -5,7 +5,8 @@ repository root on sys.path (so the scripts run from a checkout), and offers:
 
 - retrieval metrics with the BEIR / pytrec_eval (trec_eval) definitions: `ndcg_at_k`, `recall_at_k`,
   `fold_to_documents`, `evaluate_run`, `read_qrels`, `read_trec_run`;
-- process helpers: `peak_rss_mib`, `current_rss_mib`, `proc_rss_mib`, `percentile`, `free_port`, `emit_json`;
+- process helpers: `peak_rss_mib`, `current_rss_mib`, `proc_rss_mib`, `percentile`, `median_ci95`,
+  `median_ratio_ci95`, `free_port`, `emit_json`;
 - service helpers: `bench_settings`, `data_dir_for`, `make_principal`, `make_source`, `bench_token`,
   `ServerProcess` (the real API under uvicorn in a subprocess, on 127.0.0.1 and a free port).
 
@@ -164,26 +165,34 @@ def percentile(values: Sequence[float], p: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def paired_ci95(
-    a: Sequence[float], b: Sequence[float] | None = None, *, seed: int = 0, resamples: int = 2000
-) -> list[float]:
-    """95% percentile-bootstrap interval (scipy.stats.bootstrap) of median(a) / median(b) over paired samples
-    (pairs resampled together), or of median(a) alone when `b` is None. [nan, nan] below 10 samples."""
-    if len(a) < 10 or (b is not None and len(b) != len(a)):
+def median_ci95(values: Sequence[float]) -> list[float]:
+    """95% percentile-bootstrap interval of the median of `values`; [nan, nan] below 10 samples."""
+    import numpy as np
+
+    return _bootstrap_ci95((values,), lambda x, axis=-1: np.median(x, axis=axis))
+
+
+def median_ratio_ci95(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """95% percentile-bootstrap interval of median(a) / median(b), the pairs (a[i], b[i]) resampled together;
+    [nan, nan] below 10 pairs or when a and b are not pairs."""
+    import numpy as np
+
+    if len(a) != len(b):
+        return [float("nan"), float("nan")]
+    return _bootstrap_ci95((a, b), lambda x, y, axis=-1: np.median(x, axis=axis) / np.median(y, axis=axis))
+
+
+def _bootstrap_ci95(samples: tuple[Sequence[float], ...], statistic: Any) -> list[float]:
+    """scipy.stats.bootstrap (percentile method, 2000 resamples, fixed seed) of a vectorised `statistic`;
+    several samples are resampled as pairs."""
+    if len(samples[0]) < 10:
         return [float("nan"), float("nan")]
     import numpy as np
     from scipy import stats
 
-    def ratio(x: Any, y: Any, axis: int = -1) -> Any:
-        return np.median(x, axis=axis) / np.median(y, axis=axis)
-
-    def median(x: Any, axis: int = -1) -> Any:
-        return np.median(x, axis=axis)
-
-    data = (np.asarray(a, dtype=float),) if b is None else (np.asarray(a, dtype=float), np.asarray(b, dtype=float))
-    ci = stats.bootstrap(data, median if b is None else ratio, paired=b is not None, vectorized=True,
-                         n_resamples=resamples, confidence_level=0.95, method="percentile",
-                         random_state=np.random.default_rng(seed)).confidence_interval
+    ci = stats.bootstrap(tuple(np.asarray(x, dtype=float) for x in samples), statistic, paired=len(samples) > 1,
+                         vectorized=True, n_resamples=2000, confidence_level=0.95, method="percentile",
+                         random_state=np.random.default_rng(0)).confidence_interval
     return [r(ci.low), r(ci.high)]
 
 

@@ -453,11 +453,11 @@ def governance_overhead(
     return {"overhead_ratio": bc.r(p50s / p50b),
             # How far the ratio and the governance cost can move on this sample alone (bootstrap over the pairs):
             # the host's own drift between runs comes on top.
-            "overhead_ratio_ci95": bc.paired_ci95(svc, bare),
+            "overhead_ratio_ci95": bc.median_ratio_ci95(svc, bare),
             "overhead_ratio_mean": bc.r(statistics.fmean(svc) / statistics.fmean(bare)),
             # The governance's own cost in ms, per interleaved pair (the ratio also moves with the host's
             # embedding speed, which both sides pay).
-            "governance_ms_p50": bc.r(statistics.median(gov)), "governance_ms_ci95": bc.paired_ci95(gov),
+            "governance_ms_p50": bc.r(statistics.median(gov)), "governance_ms_ci95": bc.median_ci95(gov),
             "service_p50_ms": bc.r(p50s), "service_p95_ms": bc.r(bc.percentile(svc, 95)),
             "bare_p50_ms": bc.r(p50b), "bare_p95_ms": bc.r(bc.percentile(bare, 95)),
             "service_parts_p50_ms": {k: bc.r(bc.percentile(v, 50)) for k, v in parts.items()}, "queries": len(svc)}

@@ -88,16 +88,16 @@ def test_percentile_matches_numpy_linear() -> None:
     assert math.isnan(bc.percentile([], 50))
 
 
-def test_paired_ci95_brackets_the_ratio_of_medians() -> None:
+def test_bootstrap_intervals_bracket_the_medians() -> None:
     bare = [10.0 + (i % 7) * 0.5 for i in range(200)]
     service = [b * 1.3 for b in bare]  # every pair exactly 1.3x
-    assert bc.paired_ci95(service, bare) == [1.3, 1.3]
-    lo, hi = bc.paired_ci95([b + (i % 5) for i, b in enumerate(bare)], bare)
+    assert bc.median_ratio_ci95(service, bare) == [1.3, 1.3]
+    lo, hi = bc.median_ratio_ci95([b + (i % 5) for i, b in enumerate(bare)], bare)
     assert lo <= (statistics.median([b + (i % 5) for i, b in enumerate(bare)]) / statistics.median(bare)) <= hi
-    lo, hi = bc.paired_ci95([float(i % 11) for i in range(200)])  # one sample: the median's interval
+    lo, hi = bc.median_ci95([float(i % 11) for i in range(200)])  # one sample: the median's interval
     assert lo <= 5.0 <= hi
-    assert all(math.isnan(x) for x in bc.paired_ci95([1.0] * 9, [1.0] * 9))  # too few pairs to say
-    assert all(math.isnan(x) for x in bc.paired_ci95([1.0] * 20, [1.0] * 19))  # not pairs
+    assert all(math.isnan(x) for x in bc.median_ratio_ci95([1.0] * 9, [1.0] * 9))  # too few pairs to say
+    assert all(math.isnan(x) for x in bc.median_ratio_ci95([1.0] * 20, [1.0] * 19))  # not pairs
 
 
 def test_bench_token_is_a_valid_api_key() -> None:
