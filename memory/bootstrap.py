@@ -51,7 +51,7 @@ class Container:
         if self._engine_override is not None:
             return self._engine_override
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return make_engine(self.settings.sqlalchemy_url)
+        return make_engine(self.settings.sqlalchemy_url, lock_timeout_s=self.settings.db_lock_timeout_s)
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
@@ -142,7 +142,11 @@ class Container:
         postgres = self.engine.dialect.name == "postgresql"
         with self.engine.connect() as lock:
             if postgres:
+                # Replicas queue behind the one migrating however long it takes: db_lock_timeout_s bounds the
+                # lock waits of requests, not this one.
+                lock.execute(text("SET lock_timeout = 0"))
                 lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PREPARE_LOCK_KEY})
+                lock.execute(text("RESET lock_timeout"))
                 lock.commit()
             try:
                 migrate.upgrade(self.engine)

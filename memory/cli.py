@@ -21,9 +21,12 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from classifiers.errors import ClassifierError
 from ingest.errors import IngestError
+from memory import db_errors
 from memory.bootstrap import Container
 from memory.db import transaction
 from memory.errors import ServiceError
@@ -76,6 +79,11 @@ def container_for(data_dir: Path | None, **overrides: Any) -> Iterator[Container
         fail(exc.code, exc.message)
     except (ClassifierError, IngestError) as exc:
         fail(exc.code, str(exc))
+    except (DBAPIError, PoolTimeoutError) as exc:
+        mapped = db_errors.retryable(exc)
+        if mapped is None:
+            raise
+        fail(mapped.code, mapped.message)
     finally:
         c.close()
 

@@ -16,23 +16,38 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from memory.errors import DatabaseUnavailableError
 
-def make_engine(url: str) -> Engine:
+
+def make_engine(url: str, *, lock_timeout_s: float = 60.0) -> Engine:
     """Build an engine for `url`, creating the SQLite file's directory if needed. `hide_parameters`: a database
-    error's message, which is logged, never carries bound values (document text, PII, key hashes)."""
+    error's message, which is logged, never carries bound values (document text, PII, key hashes).
+    `lock_timeout_s`: the longest a statement waits for a lock (SQLite's busy timeout, PostgreSQL's
+    lock_timeout); past it the statement fails and memory.db_errors reports `database_busy`."""
     parsed = make_url(url)
+    ms = max(1, round(lock_timeout_s * 1000))
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, hide_parameters=True)
-        _configure_sqlite(engine)
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # read-only, permission, a file where the directory should be
+                raise DatabaseUnavailableError(
+                    f"cannot create the SQLite database's directory: {exc.strerror or type(exc).__name__}"
+                ) from exc
+        engine = create_engine(url, connect_args={"timeout": ms / 1000, "check_same_thread": False},
+                               hide_parameters=True)
+        _configure_sqlite(engine, busy_timeout_ms=ms)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
+    # Appended to options the URL may already carry (e.g. a search_path), which connect_args would replace.
+    options = " ".join(filter(None, (str(parsed.query.get("options") or ""), f"-c lock_timeout={ms}")))
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True,
+                         connect_args={"options": options})
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control from pysqlite so we can emit BEGIN IMMEDIATE ourselves.
@@ -40,7 +55,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         _enable_wal(cur)
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
@@ -48,7 +63,10 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         # On the driver's connection: every transaction begins here (two per search), and the statement path
         # of SQLAlchemy's Connection costs ~0.1 ms more for a statement that has no parameters and no result.
-        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+        try:
+            conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:  # as SQLAlchemy wraps every other statement's (memory.db_errors reads it)
+            raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
 
 
 def _enable_wal(cur: Any, attempts: int = 50) -> None:

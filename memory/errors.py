@@ -9,7 +9,11 @@ ServiceError
  ├── ValidationFailedError (422)     well-formed request with invalid values
  ├── PolicyError (422)               malformed policy rules
  ├── VectorStoreError (503)          vector backend failed or schema mismatch
- └── StoreLockedError (503)          the embedded store is owned by another process
+ ├── StoreLockedError (503)          the embedded store is owned by another process
+ ├── DatabaseBusyError (503)         a lock wait timed out, or a deadlock / serialization conflict: retry
+ └── DatabaseUnavailableError (503)  the SQL database cannot be reached or used: retry later
+
+`retry_after_s`: the API's Retry-After header for errors worth retrying as they are (memory.db_errors).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 class ServiceError(Exception):
     code = "service_error"
     status = 500
+    retry_after_s: int | None = None
 
     def __init__(self, message: str, *, code: str | None = None, details: dict[str, object] | None = None) -> None:
         super().__init__(message)
@@ -65,3 +70,15 @@ class VectorStoreError(ServiceError):
 class StoreLockedError(ServiceError):
     code = "store_locked"
     status = 503
+
+
+class DatabaseBusyError(ServiceError):
+    code = "database_busy"
+    status = 503
+    retry_after_s = 1
+
+
+class DatabaseUnavailableError(ServiceError):
+    code = "database_unavailable"
+    status = 503
+    retry_after_s = 5

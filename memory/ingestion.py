@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from classifiers.types import Label
 from ingest.errors import IngestError
 from ingest.types import ProcessedDocument
-from memory import audit, withholdable
+from memory import audit, db_errors, withholdable
 from memory import sources as sources_svc
 from memory.clock import utcnow
 from memory.db import transaction
@@ -275,6 +275,12 @@ def _store_all(
                                         exception=exc)
             log.info("ingest.failed source=%s code=%s", source_id, exc.code)
         except Exception as exc:
+            busy = db_errors.retryable(exc)  # the database was busy or unreachable: this file may be sent again
+            if busy is not None:
+                log.warning("ingest.failed source=%s code=%s", source_id, busy.code)
+                outcomes[i] = IngestOutcome(f.external_key, "failed", error_code=busy.code, error=busy.message,
+                                            exception=exc)
+                continue
             # The message is not logged (it could quote stored values); the traceback only at DEBUG.
             log.error("ingest.store_failed source=%s error=%s", source_id, type(exc).__name__)
             log.debug("ingest.store_failed traceback", exc_info=True)

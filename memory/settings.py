@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     env: Literal["dev", "test", "prod"] = Field("dev", description="Deployment environment; prod refuses dev secrets.")
     data_dir: Path = Field(Path("./.memory-data"), description="Where the embedded default writes everything.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite file in data_dir.")
+    db_lock_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Longest a statement waits for a database lock (SQLite busy timeout, "
+        "PostgreSQL lock_timeout); past it the request fails with 503 database_busy and may be retried.",
+    )
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded Qdrant Edge in data_dir.")
     qdrant_api_key: SecretStr | None = Field(None, description="API key for the Qdrant server.")
     qdrant_collection: str = Field("memory_chunks", description="Collection name on the Qdrant server.")

@@ -9,11 +9,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security.utils import get_authorization_scheme_param
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from classifiers.errors import ClassifierError
 from ingest.errors import IngestError
+from memory import db_errors
 from memory.api import deps
 from memory.errors import ServiceError
 from memory.metrics import ERRORS
@@ -38,11 +41,19 @@ async def _refused_key(request: Request) -> ServiceError | None:
     return await run_in_threadpool(deps.refused_key, request.app.state.container, token)
 
 
+def _service_response(exc: ServiceError) -> JSONResponse:
+    headers = {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=headers or None)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service(_: Request, exc: ServiceError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=headers)
+        return _service_response(exc)
 
     @app.exception_handler(IngestError)
     async def _ingest(_: Request, exc: IngestError) -> JSONResponse:
@@ -72,3 +83,15 @@ def install(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("api.unhandled error=%s", type(exc).__name__)
         return JSONResponse(_body("internal_error", "internal error"), status_code=500)
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeoutError)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        mapped = db_errors.retryable(exc)
+        if mapped is None:
+            return await _unexpected(request, exc)
+        # The driver's error class only: a database error's text carries SQL, never worth a log line here.
+        orig = getattr(exc, "orig", None) or exc
+        log.warning("api.database_error code=%s reason=%s error=%s", mapped.code, mapped.details.get("reason"),
+                    type(orig).__name__)
+        return _service_response(mapped)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from memory import documents, sources
 from memory.db import transaction
@@ -109,6 +111,22 @@ def test_paths_report_missing_files_and_walk_folders(container, src, tmp_path):
                                  max_bytes=10_000)
     assert sorted((o.external_key, o.status) for o in out) == sorted([
         ("a.md", "created"), (str(tmp_path / "missing.pdf"), "failed"), ("sub/b.txt", "created")])
+
+
+def test_a_busy_database_while_storing_fails_the_file_with_database_busy(container, src, monkeypatch):
+    locked = sqlite3.OperationalError("database is locked")
+    locked.sqlite_errorcode = sqlite3.SQLITE_BUSY
+
+    def busy(*a, **k):
+        raise OperationalError("INSERT INTO audit_records", None, locked)
+
+    monkeypatch.setattr("memory.ingestion.audit.append", busy)
+    [failed] = ingest(container, ("a.md", DOC_V1))
+    assert (failed.status, failed.error_code) == ("failed", "database_busy")  # the file may be sent again
+    monkeypatch.undo()
+    assert visible(container) == 0
+    [stored] = ingest(container, ("a.md", DOC_V1))
+    assert stored.status == "created"
 
 
 def test_failure_while_storing_leaves_nothing_visible_and_repair_cleans_up(container, src, monkeypatch):
