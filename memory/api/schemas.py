@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -202,13 +202,21 @@ class DocumentVersionsOut(BaseModel):
     versions: list[VersionOut]
 
 
+# The most sources one search may name: each is recorded in its audit record, and no caller needs more (a
+# wider search names none).
+MAX_SEARCH_SOURCE_IDS = 1000
+
+
 class SearchIn(Strict):
     query: str = Field(min_length=1, max_length=4000)
     top_k: int = Field(10, ge=1, le=1000)
     as_of: datetime | None = Field(
         None, description="Time travel: what the memory held at this instant, read under the access rules in force now"
     )
-    source_ids: list[str] | None = None
+    source_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        None, max_length=MAX_SEARCH_SOURCE_IDS, description="Search only these sources (at most "
+        f"{MAX_SEARCH_SOURCE_IDS}; each is recorded in the search's audit record). Sources the caller cannot read "
+        "are simply not searched.")
     purpose: str | None = Field(
         None, max_length=64, description="Why you search (a lowercase slug, e.g. support). Personal data of a "
         "source that requires consent is served only when its data subjects consented to this purpose")

@@ -80,6 +80,9 @@ def test_acting_for_unknown_user_is_403(api):
     {"query": "x", "top_k": 0},
     {"query": "x", "top_k": "many"},
     {"query": "x", "unexpected": 1},
+    {"query": "x", "source_ids": [f"s{i}" for i in range(1001)]},  # more than one search may name
+    {"query": "x", "source_ids": [""]},
+    {"query": "x", "source_ids": ["s" * 129]},
 ])
 def test_malformed_search_body_is_422(api, body):
     h = api.principal("r", groups=["g"])
