@@ -9,6 +9,7 @@ ServiceError
  ├── ValidationFailedError (422)     well-formed request with invalid values
  ├── PolicyError (422)               malformed policy rules
  ├── VectorStoreError (503)          vector backend failed or schema mismatch
+ │    └── VectorStoreUnavailableError (503)  the Qdrant server cannot be reached or is overloaded: retry later
  ├── StoreLockedError (503)          the embedded store is owned by another process
  ├── DatabaseBusyError (503)         a lock wait timed out, or a deadlock / serialization conflict: retry
  └── DatabaseUnavailableError (503)  the SQL database cannot be reached or used: retry later
@@ -65,6 +66,11 @@ class PolicyError(ServiceError):
 class VectorStoreError(ServiceError):
     code = "vector_store_error"
     status = 503
+
+
+class VectorStoreUnavailableError(VectorStoreError):
+    code = "vector_store_unavailable"
+    retry_after_s = 5
 
 
 class StoreLockedError(ServiceError):

@@ -36,8 +36,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "Conflict with existing state"},
     422: {"model": ErrorResponse, "description": "Malformed or invalid request"},
     503: {"model": ErrorResponse, "description": "A backend is busy or unavailable; nothing of the request was kept. "
-          "database_busy (retry) and database_unavailable come with a Retry-After header; vector_store_error, "
-          "store_locked"},
+          "database_busy, database_unavailable and vector_store_unavailable come with a Retry-After header; "
+          "vector_store_error, store_locked"},
 }
 
 

@@ -19,9 +19,9 @@ from typing import TypeVar
 
 import numpy as np
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import UnexpectedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from memory.errors import ServiceError, VectorStoreError
+from memory.errors import ServiceError, VectorStoreError, VectorStoreUnavailableError
 from memory.stores.base import (
     F_COMMITTED,
     F_CURRENT,
@@ -54,6 +54,9 @@ _STRONG = models.WriteOrdering.STRONG
 
 
 ReadConsistency = models.ReadConsistencyType | int
+
+
+_UNAVAILABLE_STATUS = frozenset({429, 502, 503, 504})
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +332,14 @@ class ServerVectorStore(BatchSearches):
         except ServiceError:
             raise
         except Exception as exc:
+            # No answer (refused, reset, timed out) or the server's own "not now": the caller may retry.
+            if isinstance(exc, ResponseHandlingException) or (
+                isinstance(exc, UnexpectedResponse) and exc.status_code in _UNAVAILABLE_STATUS
+            ):
+                logger.warning("qdrant %s unavailable collection=%s error=%s", op, self._collection, type(exc).__name__)
+                raise VectorStoreUnavailableError(
+                    f"the vector store is unavailable ({op}); retry later", details={"op": op}
+                ) from exc
             missing = (isinstance(exc, UnexpectedResponse) and exc.status_code == 404) or (
                 isinstance(exc, ValueError) and "not found" in str(exc)
             )

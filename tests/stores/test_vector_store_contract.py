@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qdrant_client import QdrantClient
 
-from memory.errors import StoreLockedError, ValidationFailedError, VectorStoreError
+from memory.errors import StoreLockedError, ValidationFailedError, VectorStoreError, VectorStoreUnavailableError
 from memory.stores.base import (
     OPEN_END,
     AccessFilter,
@@ -549,6 +549,17 @@ def test_server_ensure_collection_is_idempotent_and_checks_schema() -> None:
         ServerVectorStore(client, "chunks", DIM * 2).ensure_collection()
     assert err.value.code == "vector_schema_mismatch"
     client.close()
+
+
+def test_an_unreachable_server_is_vector_store_unavailable_with_a_retry_after() -> None:
+    client = QdrantClient(url="http://127.0.0.1:1", timeout=2, check_compatibility=False)  # nothing listens there
+    store = ServerVectorStore(client, "chunks", DIM, owns_client=True)
+    for call in (store.ensure_collection, lambda: store.search(unit(0), access(), 5), lambda: store.count()):
+        with pytest.raises(VectorStoreUnavailableError) as err:
+            call()
+        assert (err.value.code, err.value.status, err.value.retry_after_s) == ("vector_store_unavailable", 503, 5)
+        assert "127.0.0.1" not in err.value.message  # the backend's address is for the log, not the caller
+    store.close()
 
 
 def test_server_ensure_collection_backfills_current() -> None:
