@@ -7,12 +7,15 @@ the invalid-request handler checks the key first (`refused_key`), so a wrong key
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -77,8 +80,11 @@ ActingForHeader = Annotated[str | None, Header(
 
 def get_who(session: SessionDep, token: TokenDep, x_acting_for: ActingForHeader = None) -> EffectivePrincipal:
     """Authenticate and apply X-Acting-For in one dependency (one thread-pool hop, not two). A present but
-    blank header is refused (`invalid_acting_for`), never read as absent."""
-    return principals.who_for_token(session, token=token, acting_for=x_acting_for)
+    blank header is refused (`invalid_acting_for`), never read as absent. The authentication's transaction
+    ends in this hop (TransactionPerHop says why)."""
+    who = principals.who_for_token(session, token=token, acting_for=x_acting_for)
+    session.commit()
+    return who
 
 
 WhoDep = Annotated[EffectivePrincipal, Depends(get_who)]
@@ -110,3 +116,39 @@ def governed(
         prepared = prepare(session, who)
         session.commit()
         yield session, who, prepared
+
+
+class TransactionPerHop(APIRoute):
+    """A route whose sync endpoint ends its request transaction (`session`) before it returns: committed, or
+    rolled back when it raises.
+
+    FastAPI runs each sync dependency, the endpoint and the session's teardown in separate thread-pool hops.
+    A transaction left open from one hop to the next holds a pooled connection (and on SQLite the write lock:
+    every transaction begins IMMEDIATE) while its request waits for a free thread; under a burst, every
+    thread then waits for that lock or a connection, and nothing moves until the pool's 30 s timeout (45
+    concurrent requests did it). So no transaction crosses a hop: authentication commits in get_who, the
+    endpoint's work commits here, and the teardown has nothing left to commit. (The search endpoint does all
+    of its work in one hop: memory.api.routes.search.)"""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, _ending_its_transaction(endpoint), **kwargs)
+
+
+def _ending_its_transaction(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(endpoint) or "session" not in inspect.signature(endpoint).parameters:
+        return endpoint
+
+    @functools.wraps(endpoint)  # FastAPI reads the parameters and their annotations through __wrapped__
+    def run(*args: Any, **kwargs: Any) -> Any:
+        session = kwargs.get("session")
+        try:
+            result = endpoint(*args, **kwargs)
+        except BaseException:
+            if isinstance(session, Session):
+                session.rollback()
+            raise
+        if isinstance(session, Session):
+            session.commit()
+        return result
+
+    return run

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query
 from memory import access_grants, access_requests, retraction
 from memory.api import presenters_audit as present
 from memory.api import schemas, schemas_audit
-from memory.api.deps import ContainerDep, SessionDep, WhoDep, role
+from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, WhoDep, role
 from memory.policy import EffectivePrincipal
 
-router = APIRouter(prefix="/v1", responses=schemas.ERRORS)
+router = APIRouter(prefix="/v1", responses=schemas.ERRORS, route_class=TransactionPerHop)
 StewardDep = Annotated[EffectivePrincipal, role("steward")]
 
 

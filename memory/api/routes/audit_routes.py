@@ -11,10 +11,10 @@ from fastapi.responses import StreamingResponse
 from memory import audit, audit_trail
 from memory.api import presenters_audit as present
 from memory.api import schemas, schemas_audit
-from memory.api.deps import ContainerDep, SessionDep, role
+from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, role
 from memory.policy import EffectivePrincipal
 
-router = APIRouter(prefix="/v1", tags=["audit"], responses=schemas.ERRORS)
+router = APIRouter(prefix="/v1", tags=["audit"], responses=schemas.ERRORS, route_class=TransactionPerHop)
 AuditorDep = Annotated[EffectivePrincipal, role("auditor")]
 
 

@@ -6,10 +6,10 @@ from fastapi import APIRouter
 
 from memory import documents
 from memory.api import presenters, schemas
-from memory.api.deps import SessionDep, WhoDep
+from memory.api.deps import SessionDep, TransactionPerHop, WhoDep
 from memory.errors import ForbiddenError
 
-router = APIRouter(prefix="/v1", tags=["documents"], responses=schemas.ERRORS)
+router = APIRouter(prefix="/v1", tags=["documents"], responses=schemas.ERRORS, route_class=TransactionPerHop)
 
 
 @router.get("/documents/{document_id}/versions", response_model=schemas.DocumentVersionsOut)

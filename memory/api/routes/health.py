@@ -7,9 +7,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from memory.api.deps import ContainerDep
+from memory.api.deps import ContainerDep, TransactionPerHop
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=TransactionPerHop)
 
 
 @router.get("/healthz")

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter
 
 from memory.api import schemas
-from memory.api.deps import ContainerDep, SessionDep, role
+from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, role
 from memory.maintenance import run_repair
 from memory.policy import EffectivePrincipal
 
-router = APIRouter(prefix="/v1/admin", tags=["operations"], responses=schemas.ERRORS)
+router = APIRouter(prefix="/v1/admin", tags=["operations"], responses=schemas.ERRORS, route_class=TransactionPerHop)
 
 
 @router.post("/repair", response_model=schemas.RepairOut)

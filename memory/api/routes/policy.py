@@ -8,10 +8,10 @@ from fastapi import APIRouter
 
 from memory import policy_store
 from memory.api import schemas
-from memory.api.deps import SessionDep, role
+from memory.api.deps import SessionDep, TransactionPerHop, role
 from memory.policy import EffectivePrincipal
 
-router = APIRouter(prefix="/v1/policy", tags=["policy"], responses=schemas.ERRORS)
+router = APIRouter(prefix="/v1/policy", tags=["policy"], responses=schemas.ERRORS, route_class=TransactionPerHop)
 AdminDep = Annotated[EffectivePrincipal, role("admin")]
 
 

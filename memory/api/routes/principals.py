@@ -9,10 +9,10 @@ from fastapi import APIRouter
 
 from memory import principal_changes, principals
 from memory.api import presenters, schemas
-from memory.api.deps import SessionDep, WhoDep, role
+from memory.api.deps import SessionDep, TransactionPerHop, WhoDep, role
 from memory.policy import EffectivePrincipal
 
-router = APIRouter(prefix="/v1", tags=["principals"], responses=schemas.ERRORS)
+router = APIRouter(prefix="/v1", tags=["principals"], responses=schemas.ERRORS, route_class=TransactionPerHop)
 # The admin as a parameter (not `dependencies=[role("admin")]` plus the caller): one authentication per request.
 AdminDep = Annotated[EffectivePrincipal, role("admin")]
 

@@ -17,12 +17,12 @@ from memory import audit, verification
 from memory import explain as explain_svc
 from memory.api import presenters_audit as present
 from memory.api import schemas, schemas_audit
-from memory.api.deps import ContainerDep, SessionDep, WhoDep, role
+from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, WhoDep, role
 from memory.clock import to_epoch
 from memory.errors import ForbiddenError
 from memory.policy import EffectivePrincipal
 
-router = APIRouter(prefix="/v1", tags=["provenance"], responses=schemas.ERRORS)
+router = APIRouter(prefix="/v1", tags=["provenance"], responses=schemas.ERRORS, route_class=TransactionPerHop)
 AuditorDep = Annotated[EffectivePrincipal, role("auditor")]
 
 

@@ -8,13 +8,13 @@ from starlette.concurrency import run_in_threadpool
 
 from memory import search as search_svc
 from memory.api import presenters, schemas
-from memory.api.deps import ActingForHeader, ContainerDep, TokenDep, governed
+from memory.api.deps import ActingForHeader, ContainerDep, TokenDep, TransactionPerHop, governed
 from memory.bootstrap import Container
 from memory.clock import to_epoch
 from memory.metrics import SEARCH_HITS, SEARCH_RECALL_REPAIRS, SEARCH_WITHHELD
 from memory.policy import EffectivePrincipal
 
-router = APIRouter(prefix="/v1", tags=["search"], responses=schemas.ERRORS)
+router = APIRouter(prefix="/v1", tags=["search"], responses=schemas.ERRORS, route_class=TransactionPerHop)
 
 
 @router.post("/search", response_model=schemas.SearchOut)

@@ -8,10 +8,10 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from memory import documents, sources
 from memory.api import presenters, schemas
-from memory.api.deps import ContainerDep, SessionDep, role
+from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, role
 from memory.policy import EffectivePrincipal
 
-router = APIRouter(prefix="/v1", tags=["sources"], responses=schemas.ERRORS)
+router = APIRouter(prefix="/v1", tags=["sources"], responses=schemas.ERRORS, route_class=TransactionPerHop)
 StewardDep = Annotated[EffectivePrincipal, role("steward")]
 
 

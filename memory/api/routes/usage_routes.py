@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query
 
 from memory import usage
 from memory.api import schemas
-from memory.api.deps import SessionDep, role
+from memory.api.deps import SessionDep, TransactionPerHop, role
 from memory.policy import EffectivePrincipal
 
-router = APIRouter(prefix="/v1", tags=["usage"], responses=schemas.ERRORS)
+router = APIRouter(prefix="/v1", tags=["usage"], responses=schemas.ERRORS, route_class=TransactionPerHop)
 
 
 @router.get("/usage")
