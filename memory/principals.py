@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from classifiers.types import Label
 from memory import audit
-from memory.clock import aware, utcnow
+from memory.clock import aware, utc, utcnow
 from memory.errors import AuthError, ConflictError, ForbiddenError, NotFoundError, ValidationFailedError
 from memory.models import ApiKey, Delegation, Principal, PrincipalGroup, PrincipalRole
 from memory.policy import KINDS, ROLES, EffectivePrincipal, Identity, effective, normalise_jurisdiction
@@ -197,7 +197,10 @@ def issue_key(
     session: Session, *, principal_id: str, actor: str | None, expires_at: datetime | None = None,
     description: str = "", token: str | None = None, acting_for: str | None = None,
 ) -> IssuedKey:
-    """Create an API key; the token is returned once and only its hash is stored."""
+    """Create an API key; the token is returned once and only its hash is stored. An expiry must lie in the
+    future: a key dead on arrival is a caller's mistake (often a time zone), refused `expiry_in_past`."""
+    if expires_at is not None and utc(expires_at) <= utcnow():
+        raise ValidationFailedError("expires_at must be in the future", code="expiry_in_past")
     get_principal(session, principal_id=principal_id)
     if token is None:
         key_id = secrets.token_hex(8)

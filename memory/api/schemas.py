@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from memory.clock import utc
 from memory.provenance import Citation as CitationOut  # one definition: the dataclass is the schema
 
 LabelName = Literal["public", "internal", "confidential", "restricted"]
@@ -14,6 +15,20 @@ LabelName = Literal["public", "internal", "confidential", "restricted"]
 WithheldReason = Literal["clearance", "jurisdiction", "consent"]
 RoleName = Literal["reader", "steward", "auditor", "admin"]
 
+
+
+def _representable_in_utc(value: datetime) -> datetime:
+    """An input instant the service can store and compare: in UTC between years 1 and 9999 (an offset can
+    push 0001-01-01 or 9999-12-31 out of that range)."""
+    try:
+        utc(value)
+    except OverflowError:
+        raise ValueError("the instant is outside years 1-9999 in UTC") from None
+    return value
+
+
+# Every instant a caller sends (bodies and query parameters): out of range is 422 invalid_request, not a 500.
+Instant = Annotated[datetime, AfterValidator(_representable_in_utc)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -51,7 +66,7 @@ class PrincipalCreate(Strict):
     display_name: str = Field("", max_length=256)
     may_act_for: list[str] = Field(default_factory=list, description="User ids an agent/service may act for")
     may_act_for_any: bool = Field(False, description="Agent/service may act for any active user")
-    key_expires_at: datetime | None = Field(None, description="Expiry of the first API key")
+    key_expires_at: Instant | None = Field(None, description="Expiry of the first API key (in the future)")
 
 
 class PrincipalOut(BaseModel):
@@ -82,7 +97,7 @@ class PrincipalCreated(BaseModel):
 
 
 class KeyCreate(Strict):
-    expires_at: datetime | None = None
+    expires_at: Instant | None = Field(None, description="Expiry of the key (in the future)")
     description: str = Field("", max_length=256)
 
 
@@ -210,7 +225,7 @@ MAX_SEARCH_SOURCE_IDS = 1000
 class SearchIn(Strict):
     query: str = Field(min_length=1, max_length=4000)
     top_k: int = Field(10, ge=1, le=1000)
-    as_of: datetime | None = Field(
+    as_of: Instant | None = Field(
         None, description="Time travel: what the memory held at this instant, read under the access rules in force now"
     )
     source_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(

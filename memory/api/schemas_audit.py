@@ -7,7 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from memory.api.schemas import CitationOut, LabelName, Strict, WithheldReason
+from memory.api.schemas import CitationOut, Instant, LabelName, Strict, WithheldReason
+
+# Version numbers are 32-bit columns, audit seqs 64-bit (PostgreSQL INTEGER / BIGINT; SQLite's INTEGER): a
+# larger number cannot name a row, and the drivers would refuse to bind it (500) instead of saying so (422).
+MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
 
 
 class ServedByOut(BaseModel):
@@ -65,7 +70,7 @@ class ExplainIn(Strict):
     principal_id: str
     chunk_id: str
     acting_for: str | None = Field(None, description="User the principal acts for")
-    as_of: datetime | None = Field(None, description="Decide as of this instant (default now)")
+    as_of: Instant | None = Field(None, description="Decide as of this instant (default now)")
     purpose: str | None = Field(None, max_length=64, description="The purpose a search would state (decides the "
                                 "consent check for personal data of a source that requires consent)")
 
@@ -97,12 +102,12 @@ class ExplainOut(BaseModel):
 
 class RetractIn(Strict):
     reason: str = Field(min_length=1, max_length=2000)
-    version: int | None = Field(None, ge=1, description="Version number (default: the current version)")
+    version: int | None = Field(None, ge=1, le=MAX_INT32, description="Version number (default: the current version)")
 
 
 class RestoreIn(Strict):
     reason: str = Field(min_length=1, max_length=2000)
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_INT32)
 
 
 class ServedRecordOut(ServedByOut):

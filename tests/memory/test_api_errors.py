@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
+
+from memory.models import ApiKey
 
 
 def code(r):
@@ -33,10 +36,40 @@ def test_revoked_key_is_401(api):
 
 
 def test_expired_key_is_401(api):
-    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
-    h = api.principal("r", groups=["g"], key_expires_at=past)
+    soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    h = api.principal("r", groups=["g"], key_expires_at=soon)
+    with api.container.sessions() as s:  # the hour passes
+        s.execute(update(ApiKey).where(ApiKey.principal_id == "r").values(
+            expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        s.commit()
     r = api.search(h, "x")
     assert r.status_code == 401 and code(r) == "expired_api_key"
+
+
+def test_a_key_that_would_be_born_expired_is_refused(api):
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    r = api.client.post("/v1/principals", headers=api.admin, json={
+        "id": "r", "kind": "user", "clearance": "internal", "jurisdiction": "EU", "key_expires_at": past})
+    assert r.status_code == 422 and code(r) == "expiry_in_past"
+    assert api.client.get("/v1/principals/r", headers=api.admin).status_code == 404  # nothing half-created
+    api.principal("r", groups=["g"])
+    r = api.client.post("/v1/principals/r/keys", headers=api.admin, json={"expires_at": past})
+    assert r.status_code == 422 and code(r) == "expiry_in_past"
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("post", "/v1/principals", {"id": "u9", "kind": "user", "clearance": "internal", "jurisdiction": "US",
+                                "key_expires_at": "0001-01-01T00:00:00+05:00"}),
+    ("post", "/v1/principals/admin/keys", {"expires_at": "9999-12-31T23:59:59-05:00"}),
+    ("get", "/v1/audit?since=0001-01-01T00:00:00%2B05:00", None),
+    ("get", "/v1/audit?until=9999-12-31T23:59:59-05:00", None),
+    ("get", "/v1/audit/export?since=9999-12-31T23:59:59-05:00", None),
+    ("get", "/v1/usage?since=0001-01-01T00:00:00%2B05:00", None),
+    ("get", "/v1/usage?until=9999-12-31T23:59:59-05:00", None),
+])
+def test_an_instant_outside_years_1_to_9999_in_utc_is_422(api, method, path, body):
+    r = api.client.request(method.upper(), path, headers=api.admin, json=body)
+    assert r.status_code == 422 and code(r) == "invalid_request", r.text
 
 
 def test_deactivated_principal_is_401(api):
@@ -136,3 +169,14 @@ def test_openapi_documents_every_endpoint_and_error(api):
     for status in ("401", "403", "422"):
         assert status in search["responses"]
     assert "ErrorResponse" in spec["components"]["schemas"]
+
+
+def test_numbers_too_large_for_their_columns_are_422(api):
+    r = api.client.get("/v1/audit", headers=api.admin, params={"after_seq": 2**63})
+    assert r.status_code == 422 and code(r) == "invalid_request"
+    api.source("s1")
+    doc = api.upload("s1", "a.md", "# A\n\nParental leave is twelve weeks.\n").json()["document_id"]
+    for action in ("retract", "restore"):
+        r = api.client.post(f"/v1/documents/{doc}/{action}", headers=api.admin,
+                            json={"reason": "x", "version": 99999999999999999999})
+        assert r.status_code == 422 and code(r) == "invalid_request", r.text

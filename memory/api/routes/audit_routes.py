@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -26,8 +25,8 @@ def audit_filter(
     chunk_id: Annotated[str | None, Query(description="Records that served this chunk")] = None,
     event: Annotated[str | None, Query(description="search | write | read")] = None,
     action: Annotated[str | None, Query(description="Action of a write/read, e.g. version.retract")] = None,
-    since: Annotated[datetime | None, Query(description="From this instant (inclusive)")] = None,
-    until: Annotated[datetime | None, Query(description="Until this instant (exclusive)")] = None,
+    since: Annotated[schemas.Instant | None, Query(description="From this instant (inclusive)")] = None,
+    until: Annotated[schemas.Instant | None, Query(description="Until this instant (exclusive)")] = None,
 ) -> audit_trail.AuditFilter:
     return audit_trail.AuditFilter(
         principal_id=principal, acting_for=acting_for, source_id=source_id, document_id=document_id,
@@ -43,7 +42,8 @@ def list_audit(
     session: SessionDep,
     who: AuditorDep,
     flt: FilterDep,
-    after_seq: Annotated[int, Query(ge=0, description="Return records after this seq (keyset pagination)")] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=schemas_audit.MAX_INT64,
+                                    description="Return records after this seq (keyset pagination)")] = 0,
     limit: Annotated[int, Query(ge=1, le=audit_trail.MAX_LIMIT)] = 100,
 ) -> schemas_audit.AuditPageOut:
     """Audit records matching every given filter, oldest first, `limit` per page."""

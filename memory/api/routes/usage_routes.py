@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -19,8 +18,8 @@ router = APIRouter(prefix="/v1", tags=["usage"], responses=schemas.ERRORS, route
 def get_usage(
     session: SessionDep,
     who: Annotated[EffectivePrincipal, role("admin")],
-    since: Annotated[datetime | None, Query(description="Start of the window (inclusive)")] = None,
-    until: Annotated[datetime | None, Query(description="End of the window (exclusive)")] = None,
+    since: Annotated[schemas.Instant | None, Query(description="Start of the window (inclusive)")] = None,
+    until: Annotated[schemas.Instant | None, Query(description="End of the window (exclusive)")] = None,
 ) -> dict[str, Any]:
     """Queries, chunks served, embedding tokens per principal, team and source; storage per source;
     content shared across sources and the embedding work computing it once saved."""
