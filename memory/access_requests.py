@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from memory import access_grants, audit, consent
@@ -118,12 +118,17 @@ def list_requests(
     session: Session, *, who: EffectivePrincipal, status: str | None = None, source_id: str | None = None
 ) -> list[AccessRequest]:
     """Admins: all (escalated ones are theirs to decide). Stewards: requests for sources they steward.
-    Everyone: the requests they filed."""
+    Everyone: the requests they filed, and those filed on their behalf. An agent acting for a user: only the
+    requests it filed for that same user (as memory.verification.Viewer does for serving records), never
+    those it filed for someone else, nor the user's own."""
     if status is not None and status not in STATUSES:
         raise ValidationFailedError(f"status must be one of {sorted(STATUSES)}", code="invalid_status")
     q = select(AccessRequest)
     if "admin" not in who.roles:
-        mine = or_(AccessRequest.requester_id == who.principal_id, AccessRequest.acting_for == who.principal_id)
+        if who.acting_for is None:
+            mine = or_(AccessRequest.requester_id == who.principal_id, AccessRequest.acting_for == who.principal_id)
+        else:
+            mine = and_(AccessRequest.requester_id == who.principal_id, AccessRequest.acting_for == who.acting_for)
         if "steward" in who.roles:
             stewarded = select(Source.id).where(Source.steward_id == who.principal_id)
             mine = or_(mine, AccessRequest.source_id.in_(stewarded))

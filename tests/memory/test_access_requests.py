@@ -114,6 +114,26 @@ def test_an_agent_files_for_its_user_and_the_user_benefits(api):
     assert api.client.get("/v1/principals/bot", headers=api.admin).json()["groups"] == ["g"]
 
 
+def test_an_agent_acting_for_one_user_lists_only_that_users_requests(api):
+    _setup(api)
+    for user in ("u", "v"):
+        api.principal(user, groups=["g"], clearance="internal")
+    bot = api.principal("bot", kind="agent", groups=["g"], clearance="confidential", may_act_for=["u", "v"])
+    for_u = _file(api, {**bot, "X-Acting-For": "u"}, justification="u's invoice").json()
+    for_v = _file(api, {**bot, "X-Acting-For": "v"}, justification="v's private matter").json()
+    own = _file(api, api.principal("w", groups=["g"]), justification="w's own").json()
+
+    def listed(headers):
+        r = api.client.get("/v1/access-requests", headers=headers)
+        assert r.status_code == 200, r.text
+        return sorted(x["id"] for x in r.json())
+
+    assert listed({**bot, "X-Acting-For": "u"}) == [for_u["id"]]  # never v's request, nor its justification
+    assert listed({**bot, "X-Acting-For": "v"}) == [for_v["id"]]
+    assert listed(bot) == sorted([for_u["id"], for_v["id"]])  # on its own: every request it filed
+    assert own["id"] not in listed(bot)
+
+
 def _decide(api, headers, req_id, **body):
     return api.client.post(f"/v1/access-requests/{req_id}/decision", headers=headers, json=body)
 
