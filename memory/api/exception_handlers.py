@@ -75,7 +75,16 @@ def install(app: FastAPI) -> None:
                             status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # A body FastAPI could not even parse (bytes that are not UTF-8, broken multipart): like any other
+            # invalid body, a wrong key is 401 first, then 422 invalid_request.
+            refused = await _refused_key(request)
+            if refused is not None:
+                return _service_response(refused)
+            errors = [{"loc": ["body"], "msg": str(exc.detail), "type": "body_unparsable"}]
+            return JSONResponse(_body("invalid_request", "the request body could not be parsed", {"errors": errors}),
+                                status_code=422)
         code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
         return JSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code)
 

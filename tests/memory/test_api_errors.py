@@ -180,3 +180,17 @@ def test_numbers_too_large_for_their_columns_are_422(api):
         r = api.client.post(f"/v1/documents/{doc}/{action}", headers=api.admin,
                             json={"reason": "x", "version": 99999999999999999999})
         assert r.status_code == 422 and code(r) == "invalid_request", r.text
+
+
+def test_a_body_that_cannot_be_parsed_is_422_and_a_wrong_key_still_401(api):
+    h = api.principal("r", groups=["g"])
+    raw = b'{"query":"\xff\xfe"}'
+    r = api.client.post("/v1/search", headers={**h, "Content-Type": "application/json"}, content=raw)
+    assert r.status_code == 422 and code(r) == "invalid_request", r.text
+    wrong = {"Authorization": "Bearer gm_0123456789abcdef_wrongwrongwrongwrongwrong"}
+    r = api.client.post("/v1/search", headers={**wrong, "Content-Type": "application/json"}, content=raw)
+    assert r.status_code == 401 and code(r) == "invalid_api_key"
+    api.source("s1")
+    r = api.client.post("/v1/sources/s1/documents", headers={**api.admin, "Content-Type": "multipart/form-data"},
+                        content=b"--x\r\n")
+    assert r.status_code == 422 and code(r) == "invalid_request", r.text
