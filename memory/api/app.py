@@ -32,7 +32,7 @@ from memory.api.routes import (
     usage_routes,
 )
 from memory.bootstrap import Container
-from memory.errors import AuthError, ServiceError
+from memory.errors import AuthError, ServiceError, ValidationFailedError
 from memory.metrics import REQUEST_LATENCY
 from memory.settings import Settings
 
@@ -102,7 +102,11 @@ class BearerRequiredMiddleware:
         self.routes = routes  # the routes that authenticate (included as they are: no extra prefix)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _has_bearer(scope):  # the common path: one scan of the headers
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        bearer, repeated = _identity_headers(scope)
+        if bearer and not repeated:  # the common path: one scan of the headers
             await self.app(scope, receive, send)
             return
         route = next((r for r in self.routes if r.matches(scope)[0] is Match.FULL), None)
@@ -110,20 +114,37 @@ class BearerRequiredMiddleware:
             await self.app(scope, receive, send)
             return
         scope["route"] = route  # the latency metric's route template
+        if repeated:  # two keys or two users: which one a proxy or a log would read is anybody's guess
+            error: ServiceError = ValidationFailedError(
+                f"the {repeated} header is repeated: send it once", code="duplicate_header")
+        else:
+            error = AuthError("missing API key", code="missing_api_key")
         handler = self.api.exception_handlers[ServiceError]
-        response = handler(Request(scope, receive), AuthError("missing API key", code="missing_api_key"))
+        response = handler(Request(scope, receive), error)
         if inspect.isawaitable(response):
             response = await response
         await response(scope, receive, send)
 
 
-def _has_bearer(scope: Scope) -> bool:
-    """As fastapi.security.HTTPBearer reads it: the first Authorization header, scheme bearer, non-blank."""
+def _identity_headers(scope: Scope) -> tuple[bool, str | None]:
+    """Whether the request carries a bearer key (as fastapi.security.HTTPBearer reads it: the first
+    Authorization header, scheme bearer, non-blank), and the name of an identity header it repeats
+    (Authorization, X-Acting-For), if any."""
+    bearer, seen, repeated = False, set[bytes](), None
     for name, value in scope["headers"]:
+        if name not in _IDENTITY_HEADERS:
+            continue
+        if name in seen:
+            repeated = repeated or _IDENTITY_HEADERS[name]
+            continue
+        seen.add(name)
         if name == b"authorization":
             scheme, credentials = get_authorization_scheme_param(value.decode("latin-1"))
-            return scheme.lower() == "bearer" and bool(credentials)
-    return False
+            bearer = scheme.lower() == "bearer" and bool(credentials)
+    return bearer, repeated
+
+
+_IDENTITY_HEADERS = {b"authorization": "Authorization", b"x-acting-for": "X-Acting-For"}
 
 
 

@@ -194,3 +194,16 @@ def test_a_body_that_cannot_be_parsed_is_422_and_a_wrong_key_still_401(api):
     r = api.client.post("/v1/sources/s1/documents", headers={**api.admin, "Content-Type": "multipart/form-data"},
                         content=b"--x\r\n")
     assert r.status_code == 422 and code(r) == "invalid_request", r.text
+
+
+def test_a_repeated_identity_header_is_refused(api):
+    bob = api.principal("bob", groups=["g"])
+    alice = api.principal("alice", groups=["g"])
+    bot = api.principal("bot", kind="agent", groups=["g"], may_act_for_any=True)
+    twice = [("Authorization", bot["Authorization"]), ("X-Acting-For", "bob"), ("X-Acting-For", "alice")]
+    r = api.client.post("/v1/search", headers=twice, json={"query": "x"})
+    assert r.status_code == 422 and code(r) == "duplicate_header", r.text
+    keys = [("Authorization", bob["Authorization"]), ("Authorization", alice["Authorization"])]
+    r = api.client.get("/v1/principals/bob", headers=keys)
+    assert r.status_code == 422 and code(r) == "duplicate_header"
+    assert api.client.get("/healthz", headers=keys).status_code == 200  # routes without a key: untouched
