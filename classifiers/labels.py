@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -84,14 +85,26 @@ class LabelMap:
             raw = data["mapping"]
             if not isinstance(raw, Mapping):
                 raise InvalidLabelMapError("'mapping' must be an object of entity type -> label")
-            mapping = {str(k).upper(): Label.parse(str(v)) for k, v in raw.items()}
+            mapping = {_entity_type(k): Label.parse(str(v)) for k, v in raw.items()}
             unmapped = Label.parse(str(data.get("unmapped", "internal")))
             personal_raw = data.get("personal_types", sorted(DEFAULT_PERSONAL_TYPES))
             if not isinstance(personal_raw, list):
                 raise InvalidLabelMapError("'personal_types' must be a list of entity types")
-            personal = frozenset(str(p).upper() for p in personal_raw)
+            personal = frozenset(_entity_type(p) for p in personal_raw)
         except KeyError as exc:
             raise InvalidLabelMapError(f"missing field {exc}") from exc
         except UnknownLabelError as exc:
             raise InvalidLabelMapError(str(exc)) from exc
         return cls(mapping=mapping, unmapped=unmapped, personal_types=personal)
+
+
+_ENTITY_TYPE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+
+
+def _entity_type(name: object) -> str:
+    """An entity type name as Presidio's recognizers spell them (PERSON, IBAN_CODE, a custom MY_ID): upper case
+    letters, digits and underscores, starting with a letter, at most 64 characters."""
+    text = str(name).upper()
+    if not _ENTITY_TYPE.fullmatch(text):
+        raise InvalidLabelMapError(f"{str(name)[:64]!r} is not an entity type name (A-Z, 0-9, _; a letter first)")
+    return text

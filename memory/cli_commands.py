@@ -118,6 +118,9 @@ def ingest(
     actor: Actor = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print outcomes as JSON.")] = False,
     optimize: Annotated[bool, typer.Option(help="Build the vector index afterwards (embedded store).")] = True,
+    uri_base: Annotated[str | None, typer.Option(
+        "--uri-base", help="Where readers find the originals: each document's URI becomes this + its path "
+        "relative to the folder given (default: its file:// URI on this host).")] = None,
 ) -> None:
     """Ingest files into a source: parse, chunk, classify, version, embed, store. Exit 1 if any file failed."""
     from memory import documents, sources
@@ -132,6 +135,7 @@ def ingest(
             outcomes = documents.ingest_paths(
                 c.sessions, c.store, c.pipeline, source_id=source_id, paths=paths, actor=actor_id(actor),
                 max_bytes=c.settings.max_upload_bytes, on_progress=lambda n: progress.advance(task, n),
+                uri_base=uri_base,
             )
         c.store.flush()
         if optimize and hasattr(c.store, "optimize"):

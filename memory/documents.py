@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -86,8 +87,11 @@ def ingest_paths(
     max_bytes: int,
     batch_files: int = 16,
     on_progress: object = None,
+    uri_base: str | None = None,
 ) -> list[IngestOutcome]:
-    """Files and folders into one source; document identity = path relative to the folder given."""
+    """Files and folders into one source; document identity = path relative to the folder given. Each
+    document's URI (in every citation) is `uri_base` + that path when given (where readers find the original,
+    e.g. the intranet folder the files were exported from), else the file's own file:// URI on this host."""
     outcomes: list[IngestOutcome] = []
     batch: list[FileInput] = []
 
@@ -116,7 +120,8 @@ def ingest_paths(
         except OSError as exc:
             outcomes.append(IngestOutcome(key, "failed", error_code="unreadable_file", error=exc.strerror or str(exc)))
             continue
-        batch.append(FileInput(data=data, filename=f.name, external_key=key, uri=f.resolve().as_uri()))
+        uri = f"{uri_base.rstrip('/')}/{quote(key)}" if uri_base else f.resolve().as_uri()
+        batch.append(FileInput(data=data, filename=f.name, external_key=key, uri=uri))
         if len(batch) >= batch_files:
             flush()
     flush()

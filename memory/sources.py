@@ -21,7 +21,7 @@ from memory import audit, policy
 from memory.clock import utcnow
 from memory.consent import normalise_purposes
 from memory.db import transaction
-from memory.errors import ConflictError, ForbiddenError, NotFoundError
+from memory.errors import ConflictError, ForbiddenError, NotFoundError, ValidationFailedError
 from memory.models import Chunk, DocumentVersion, Principal, Source, SourceReadGroup
 from memory.policy import EffectivePrincipal, normalise_jurisdiction
 from memory.principals import validate_id
@@ -56,6 +56,18 @@ class SourcePatch:
     consent_purposes: tuple[str, ...] | None = None  # replaces the list
 
 
+def _check_steward(session: Session, principal_id: str) -> None:
+    """A source's steward must be able to manage it (ensure_steward): an active principal with the steward role
+    (or an admin). Handing a source to a reader or an agent would leave it to admins alone."""
+    p = session.get(Principal, principal_id)
+    if p is None:
+        raise NotFoundError(f"steward {principal_id!r} is not a principal", code="principal_not_found")
+    roles = {r.role for r in p.roles}
+    if not p.active or not roles & {"steward", "admin"}:
+        raise ValidationFailedError(f"{principal_id!r} cannot steward a source: it needs to be an active principal "
+                                    "with the steward role", code="invalid_steward")
+
+
 def read_groups(source: Source) -> tuple[str, ...]:
     return tuple(sorted(g.group for g in source.read_groups))
 
@@ -64,8 +76,7 @@ def register(session: Session, *, spec: NewSource, actor: str | None, acting_for
     validate_id(spec.id, "source id")
     if session.get(Source, spec.id) is not None:
         raise ConflictError(f"source {spec.id!r} exists", code="source_exists")
-    if session.get(Principal, spec.steward) is None:
-        raise NotFoundError(f"steward {spec.steward!r} is not a principal", code="principal_not_found")
+    _check_steward(session, spec.steward)
     now = utcnow()
     src = Source(
         id=spec.id,
@@ -184,8 +195,7 @@ def update(
     if patch.consent_purposes is not None:
         src.consent_purposes = normalise_purposes(patch.consent_purposes)
     if patch.steward is not None:
-        if session.get(Principal, patch.steward) is None:
-            raise NotFoundError(f"steward {patch.steward!r} is not a principal", code="principal_not_found")
+        _check_steward(session, patch.steward)
         src.steward_id = patch.steward
     old_groups, old_jurisdiction = set(read_groups(src)), src.jurisdiction
     if patch.read_groups is not None:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from memory import principals
 from memory.bootstrap import Container
 from memory.db import transaction
-from memory.errors import AuthError
+from memory.errors import AuthError, ForbiddenError
 from memory.policy import EffectivePrincipal
 
 T = TypeVar("T")
@@ -88,6 +88,17 @@ def get_who(session: SessionDep, token: TokenDep, x_acting_for: ActingForHeader 
 
 
 WhoDep = Annotated[EffectivePrincipal, Depends(get_who)]
+
+
+def any_role(*names: str):  # type: ignore[no-untyped-def]
+    """Dependency factory: the effective principal, required to hold one of `names` (admin holds every role)."""
+
+    async def _dep(who: WhoDep) -> EffectivePrincipal:  # no I/O: runs on the event loop
+        if not (set(names) | {"admin"}) & set(who.roles):
+            raise ForbiddenError(f"requires one of the roles {', '.join(map(repr, names))}", code="missing_role")
+        return who
+
+    return Depends(_dep)
 
 
 def role(name: str):  # type: ignore[no-untyped-def]

@@ -84,6 +84,7 @@ def seed_demo(container: Container) -> DemoSummary:
         outcomes = documents.ingest_paths(
             container.sessions, container.store, container.pipeline, source_id=src.id,
             paths=[str(CORPUS / src.id)], actor="steward-hr", max_bytes=container.settings.max_upload_bytes,
+            uri_base=src.uri,  # citations name the source's (fictional) home, not this host's install path
         )
         for o in outcomes:
             summary.created[o.status] = summary.created.get(o.status, 0) + 1

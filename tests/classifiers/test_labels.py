@@ -74,6 +74,11 @@ def test_from_json_upper_cases_entity_types() -> None:
         {"mapping": {"PERSON": "top-secret"}},
         {"mapping": {"PERSON": "confidential"}, "unmapped": "nope"},
         {"mapping": {}, "personal_types": "PERSON"},
+        {"mapping": {"": "public"}},  # not an entity type name
+        {"mapping": {"PER\x00SON": "restricted"}},
+        {"mapping": {"1PASSPORT": "restricted"}},
+        {"mapping": {}, "personal_types": ["PERSON", "EMAIL ADDRESS"]},
+        {"mapping": {"X" * 65: "public"}},
     ],
 )
 def test_invalid_map_raises(data: dict[str, object]) -> None:
@@ -91,3 +96,8 @@ def test_invalid_map_raises(data: dict[str, object]) -> None:
 )
 def test_is_personal(entity_types: list[str], personal: bool) -> None:
     assert LabelMap().is_personal(entity_types) is personal
+
+
+def test_custom_entity_types_are_accepted_and_upper_cased() -> None:
+    lm = LabelMap.from_json({"mapping": {"employee_id": "confidential"}, "personal_types": ["employee_id"]})
+    assert lm.mapping == {"EMPLOYEE_ID": Label.CONFIDENTIAL} and lm.personal_types == {"EMPLOYEE_ID"}

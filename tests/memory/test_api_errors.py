@@ -207,3 +207,25 @@ def test_a_repeated_identity_header_is_refused(api):
     r = api.client.get("/v1/principals/bob", headers=keys)
     assert r.status_code == 422 and code(r) == "duplicate_header"
     assert api.client.get("/healthz", headers=keys).status_code == 200  # routes without a key: untouched
+
+
+def test_a_source_is_stewarded_only_by_an_active_steward(api):
+    api.principal("bob", groups=["g"])  # a reader
+    st = api.principal("st", groups=["g"], roles=["steward"])
+    body = {"id": "s1", "name": "S", "steward": "bob", "jurisdiction": "EU", "read_groups": ["g"]}
+    r = api.client.post("/v1/sources", headers=api.admin, json=body)
+    assert r.status_code == 422 and code(r) == "invalid_steward"
+    assert api.client.post("/v1/sources", headers=api.admin, json={**body, "steward": "st"}).status_code == 201
+    r = api.client.patch("/v1/sources/s1", headers=st, json={"steward": "bob"})  # handing it to a reader
+    assert r.status_code == 422 and code(r) == "invalid_steward"
+    assert api.client.get("/v1/sources/s1", headers=st).json()["steward"] == "st"  # nothing changed
+
+
+def test_auditors_read_every_source_and_readers_none(api):
+    api.source("s1", read_groups=["other"])
+    auditor = api.principal("aud", roles=["auditor"])
+    assert [s["id"] for s in api.client.get("/v1/sources", headers=auditor).json()] == ["s1"]
+    assert api.client.get("/v1/sources/s1", headers=auditor).status_code == 200
+    reader = api.principal("r", groups=["other"])
+    r = api.client.get("/v1/sources", headers=reader)
+    assert r.status_code == 403 and code(r) == "missing_role"

@@ -70,7 +70,8 @@ def test_chain_stays_valid_with_concurrent_appenders(container):
 def test_chain_stays_valid_with_concurrent_searches_and_writes(container, fake_embedder):
     with transaction(container.sessions) as s:
         principals.create_principal(s, spec=principals.NewPrincipal(
-            id="r1", kind="user", groups=("g",), clearance="internal", jurisdiction="EU"), actor="t")
+            id="r1", kind="user", groups=("g",), clearance="internal", jurisdiction="EU",
+            roles=("reader", "steward")), actor="t")
 
     def searcher() -> None:
         for _ in range(15):

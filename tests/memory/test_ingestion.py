@@ -113,6 +113,17 @@ def test_paths_report_missing_files_and_walk_folders(container, src, tmp_path):
         ("a.md", "created"), (str(tmp_path / "missing.pdf"), "failed"), ("sub/b.txt", "created")])
 
 
+def test_a_uri_base_names_where_readers_find_the_originals(container, src, tmp_path):
+    (tmp_path / "dir" / "sub dir").mkdir(parents=True)
+    (tmp_path / "dir" / "sub dir" / "a.md").write_text(DOC_V1)
+    [out] = documents.ingest_paths(container.sessions, container.store, container.pipeline, source_id="s1",
+                                   paths=[str(tmp_path / "dir")], actor="st", max_bytes=10_000,
+                                   uri_base="https://intranet.example.com/policies/")
+    with container.sessions() as s:
+        uri = s.get(DocumentVersion, f"{out.document_id}-v{out.version}").uri
+    assert uri == "https://intranet.example.com/policies/sub%20dir/a.md"  # never this host's file path
+
+
 def test_a_busy_database_while_storing_fails_the_file_with_database_busy(container, src, monkeypatch):
     locked = sqlite3.OperationalError("database is locked")
     locked.sqlite_errorcode = sqlite3.SQLITE_BUSY

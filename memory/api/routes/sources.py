@@ -8,11 +8,13 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from memory import documents, sources
 from memory.api import presenters, schemas
-from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, role
+from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, any_role, role
 from memory.policy import EffectivePrincipal
 
 router = APIRouter(prefix="/v1", tags=["sources"], responses=schemas.ERRORS, route_class=TransactionPerHop)
 StewardDep = Annotated[EffectivePrincipal, role("steward")]
+# Reading sources: their stewards and readers, and auditors (who see every source, memory.sources).
+SourceReaderDep = Annotated[EffectivePrincipal, any_role("steward", "auditor")]
 
 
 @router.post("/sources", status_code=201, response_model=schemas.SourceOut)
@@ -29,13 +31,13 @@ def register_source(body: schemas.SourceCreate, session: SessionDep, who: Stewar
 
 
 @router.get("/sources", response_model=list[schemas.SourceOut])
-def list_sources(session: SessionDep, who: StewardDep) -> list[schemas.SourceOut]:
+def list_sources(session: SessionDep, who: SourceReaderDep) -> list[schemas.SourceOut]:
     """The sources the caller stewards or whose read groups they hold (admins and auditors: all)."""
     return [presenters.source(s) for s in sources.list_visible(session, who=who)]
 
 
 @router.get("/sources/{source_id}", response_model=schemas.SourceOut)
-def get_source(source_id: str, session: SessionDep, who: StewardDep) -> schemas.SourceOut:
+def get_source(source_id: str, session: SessionDep, who: SourceReaderDep) -> schemas.SourceOut:
     """One source, if the caller stewards it or reads it (admins and auditors: any); else 404 `source_not_found`."""
     return presenters.source(sources.get_visible(session, who=who, source_id=source_id))
 
