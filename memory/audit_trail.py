@@ -100,13 +100,22 @@ def page(session: Session, *, flt: AuditFilter, after_seq: int = 0, limit: int =
 
 def export_lines(factory: sessionmaker[Session], *, flt: AuditFilter, batch: int = 1000) -> Iterator[str]:
     """JSON lines of every matching record. One short session per batch, so a long export never holds the
-    database (SQLite's write lock in particular) while the client reads slowly."""
-    after = 0
+    database (SQLite's write lock in particular) while the client reads slowly. The first batch is read before
+    this returns: a failure there is the request's own error (a status the client sees), not a stream of
+    200 that ends after zero lines."""
+    first = _batch(factory, flt, 0, batch)
+    return _lines(factory, flt, batch, first)
+
+
+def _batch(factory: sessionmaker[Session], flt: AuditFilter, after: int, batch: int) -> Page:
+    with factory() as session:
+        return page(session, flt=flt, after_seq=after, limit=min(batch, MAX_LIMIT))
+
+
+def _lines(factory: sessionmaker[Session], flt: AuditFilter, batch: int, result: Page) -> Iterator[str]:
     while True:
-        with factory() as session:
-            result = page(session, flt=flt, after_seq=after, limit=min(batch, MAX_LIMIT))
         for rec in result.records:
             yield json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n"
         if result.next_after_seq is None:
             return
-        after = result.next_after_seq
+        result = _batch(factory, flt, result.next_after_seq, batch)

@@ -75,6 +75,24 @@ def test_pages_follow_after_seq(api):
     assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request")
 
 
+def test_an_export_that_cannot_read_its_first_batch_fails_with_a_status_not_an_empty_200(api, monkeypatch):
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from memory import audit_trail
+
+    locked = sqlite3.OperationalError("database is locked")
+    locked.sqlite_errorcode = sqlite3.SQLITE_BUSY
+
+    def busy(*a, **k):
+        raise OperationalError("SELECT audit_log", None, locked)
+
+    monkeypatch.setattr(audit_trail, "page", busy)
+    r = api.client.get("/v1/audit/export", headers=api.admin)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "database_busy"
+
+
 def test_export_streams_json_lines_that_verify_offline(api):
     _searches(api)
     r = api.client.get("/v1/audit/export", headers=api.admin)
