@@ -38,7 +38,9 @@ async def get_container(request: Request) -> Container:
 
 
 def get_session(container: Annotated[Container, Depends(get_container)]) -> Iterator[Session]:
-    """One transaction per request, committed before the response is sent (scope="function")."""
+    """The request's session. Its transactions end in the thread-pool hop that began them (authentication in
+    get_who, the endpoint's work in TransactionPerHop); this teardown commits whatever is left (nothing, on
+    routes of that class) or rolls back on an error (scope="function": before the response is sent)."""
     with transaction(container.sessions) as session:
         yield session
 
