@@ -30,6 +30,11 @@ def _representable_in_utc(value: datetime) -> datetime:
 # Every instant a caller sends (bodies and query parameters): out of range is 422 invalid_request, not a 500.
 Instant = Annotated[datetime, AfterValidator(_representable_in_utc)]
 
+
+# The most names (groups, read groups, users an agent may act for, purposes) one request may set: far above
+# any real team's, low enough that one request cannot write an unbounded list into the audit log.
+MAX_NAMES = 1000
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -59,12 +64,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 class PrincipalCreate(Strict):
     id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:-]*$")
     kind: Literal["user", "service", "agent"]
-    groups: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list, max_length=MAX_NAMES)
     clearance: LabelName
     jurisdiction: str = Field(min_length=2, max_length=16)
     roles: list[RoleName] = Field(default=["reader"])
     display_name: str = Field("", max_length=256)
-    may_act_for: list[str] = Field(default_factory=list, description="User ids an agent/service may act for")
+    may_act_for: list[str] = Field(default_factory=list, max_length=MAX_NAMES,
+                                   description="User ids an agent/service may act for")
     may_act_for_any: bool = Field(False, description="Agent/service may act for any active user")
     key_expires_at: Instant | None = Field(None, description="Expiry of the first API key (in the future)")
 
@@ -106,11 +112,12 @@ class PrincipalPatch(Strict):
     so a withdrawn role or delegation is refused from the principal's next request on."""
 
     active: bool | None = None
-    groups: list[str] | None = None
+    groups: list[str] | None = Field(None, max_length=MAX_NAMES)
     clearance: LabelName | None = Field(None, description="Global: applies to every source (and, for an agent, "
                                         "caps every user it acts for)")
     roles: list[RoleName] | None = Field(None, description="Replaces the roles ([] = none)")
-    may_act_for: list[str] | None = Field(None, description="Agent/service only: replaces the user ids it may act "
+    may_act_for: list[str] | None = Field(None, max_length=MAX_NAMES,
+                                          description="Agent/service only: replaces the user ids it may act "
                                           "for ([] = none)")
     may_act_for_any: bool | None = Field(None, description="Agent/service only: may act for any active user")
 
@@ -120,25 +127,28 @@ class SourceCreate(Strict):
     name: str = Field(min_length=1, max_length=256)
     steward: str | None = Field(None, description="Steward principal id (default: the caller)")
     jurisdiction: str = Field(min_length=2, max_length=16)
-    read_groups: list[str] = Field(default_factory=list, description="Empty = nobody reads (never everyone)")
+    read_groups: list[str] = Field(default_factory=list, max_length=MAX_NAMES,
+                                   description="Empty = nobody reads (never everyone)")
     floor: LabelName = "internal"
     uri: str = Field("", max_length=1024)
     description: str = ""
     personal_data_requires_consent: bool = Field(
         False, description="Personal data is served only to searches stating a purpose in consent_purposes")
     consent_purposes: list[str] = Field(
-        default_factory=list, description="Purposes the data subjects consented to (lowercase slugs, e.g. support)")
+        default_factory=list, max_length=MAX_NAMES,
+        description="Purposes the data subjects consented to (lowercase slugs, e.g. support)")
 
 
 class SourcePatchIn(Strict):
     name: str | None = Field(None, min_length=1, max_length=256)
     steward: str | None = None
     jurisdiction: str | None = None
-    read_groups: list[str] | None = None
+    read_groups: list[str] | None = Field(None, max_length=MAX_NAMES)
     floor: LabelName | None = None
     description: str | None = None
     personal_data_requires_consent: bool | None = None
-    consent_purposes: list[str] | None = Field(None, description="Replaces the list (applies to the next search)")
+    consent_purposes: list[str] | None = Field(None, max_length=MAX_NAMES,
+                                               description="Replaces the list (applies to the next search)")
 
 
 class SourceOut(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from memory.api.schemas import CitationOut, Instant, LabelName, Strict, WithheldReason
+from memory.api.schemas import MAX_NAMES, CitationOut, Instant, LabelName, Strict, WithheldReason
 
 # Version numbers are 32-bit columns, audit seqs 64-bit (PostgreSQL INTEGER / BIGINT; SQLite's INTEGER): a
 # larger number cannot name a row, and the drivers would refuse to bind it (500) instead of saying so (422).
@@ -151,9 +151,11 @@ class DecisionIn(Strict):
         description="escalate: hand the request to admins (the steward agrees, but the change that lifts the "
         "reason is admin-only); admins then grant or refuse it")
     note: str = Field("", max_length=4000, description="Required when refusing or escalating")
-    add_groups: list[str] = Field(default_factory=list, description="Groups to add to the requester "
+    add_groups: list[str] = Field(default_factory=list, max_length=MAX_NAMES,
+                                  description="Groups to add to the requester "
                                   "(or the user it acted for); must read this source")
-    add_read_groups: list[str] = Field(default_factory=list, description="Groups to add to the source's read groups")
+    add_read_groups: list[str] = Field(default_factory=list, max_length=MAX_NAMES,
+                                       description="Groups to add to the source's read groups")
     clearance: LabelName | None = Field(
         None, description="Admin only, clearance requests: raise the beneficiary's clearance to this level "
         "(above its current one). Clearance is global: it applies to every source")

@@ -229,3 +229,16 @@ def test_auditors_read_every_source_and_readers_none(api):
     reader = api.principal("r", groups=["other"])
     r = api.client.get("/v1/sources", headers=reader)
     assert r.status_code == 403 and code(r) == "missing_role"
+
+
+def test_lists_of_names_are_bounded(api):
+    many = [f"g{i}" for i in range(1001)]
+    r = api.client.post("/v1/principals", headers=api.admin, json={
+        "id": "u", "kind": "user", "clearance": "internal", "jurisdiction": "EU", "groups": many})
+    assert r.status_code == 422 and code(r) == "invalid_request"
+    r = api.client.post("/v1/sources", headers=api.admin, json={
+        "id": "s", "name": "S", "jurisdiction": "EU", "read_groups": many})
+    assert r.status_code == 422 and code(r) == "invalid_request"
+    api.source("s1")
+    r = api.client.patch("/v1/sources/s1", headers=api.admin, json={"consent_purposes": many})
+    assert r.status_code == 422 and code(r) == "invalid_request"
