@@ -336,7 +336,9 @@ _PRINCIPAL_WITH_ACCESS = (
 )
 
 
-def require_role(who: EffectivePrincipal | Principal, role: str) -> None:
+def require_role(who: EffectivePrincipal | Principal, role: str, *alternatives: str) -> None:
+    """`role` (or one of `alternatives`) held, else 403 `missing_role`; admin holds every role."""
     roles = who.roles if isinstance(who, EffectivePrincipal) else {r.role for r in who.roles}
-    if role not in roles and "admin" not in roles:
-        raise ForbiddenError(f"requires role {role!r}", code="missing_role")
+    wanted = (role, *alternatives)
+    if not (set(wanted) | {"admin"}) & set(roles):
+        raise ForbiddenError(f"requires role {' or '.join(map(repr, wanted))}", code="missing_role")

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from memory import principals
 from memory.bootstrap import Container
 from memory.db import transaction
-from memory.errors import AuthError, ForbiddenError
+from memory.errors import AuthError
 from memory.policy import EffectivePrincipal
 
 T = TypeVar("T")
@@ -92,22 +92,12 @@ def get_who(session: SessionDep, token: TokenDep, x_acting_for: ActingForHeader 
 WhoDep = Annotated[EffectivePrincipal, Depends(get_who)]
 
 
-def any_role(*names: str):  # type: ignore[no-untyped-def]
-    """Dependency factory: the effective principal, required to hold one of `names` (admin holds every role)."""
+def role(name: str, *alternatives: str):  # type: ignore[no-untyped-def]
+    """Dependency factory: the effective principal, required to hold `name` or one of `alternatives` (admin
+    holds every role)."""
 
     async def _dep(who: WhoDep) -> EffectivePrincipal:  # no I/O: runs on the event loop
-        if not (set(names) | {"admin"}) & set(who.roles):
-            raise ForbiddenError(f"requires one of the roles {', '.join(map(repr, names))}", code="missing_role")
-        return who
-
-    return Depends(_dep)
-
-
-def role(name: str):  # type: ignore[no-untyped-def]
-    """Dependency factory: the effective principal, required to hold `name` (admin holds every role)."""
-
-    async def _dep(who: WhoDep) -> EffectivePrincipal:  # no I/O: runs on the event loop
-        principals.require_role(who, name)
+        principals.require_role(who, name, *alternatives)
         return who
 
     return Depends(_dep)

@@ -8,13 +8,13 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from memory import documents, sources
 from memory.api import presenters, schemas
-from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, any_role, role
+from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, role
 from memory.policy import EffectivePrincipal
 
 router = APIRouter(prefix="/v1", tags=["sources"], responses=schemas.ERRORS, route_class=TransactionPerHop)
 StewardDep = Annotated[EffectivePrincipal, role("steward")]
 # Reading sources: their stewards and readers, and auditors (who see every source, memory.sources).
-SourceReaderDep = Annotated[EffectivePrincipal, any_role("steward", "auditor")]
+SourceReaderDep = Annotated[EffectivePrincipal, role("steward", "auditor")]
 
 
 @router.post("/sources", status_code=201, response_model=schemas.SourceOut)
