@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -50,6 +51,15 @@ def _service_response(exc: ServiceError) -> JSONResponse:
     return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=headers or None)
 
 
+async def _invalid_request(request: Request, message: str, errors: Sequence[Mapping[str, object]]) -> JSONResponse:
+    """422 invalid_request, unless the request's key is refused: a wrong key is 401 whatever the body
+    (FastAPI parsed the body before the route could check the key)."""
+    refused = await _refused_key(request)
+    if refused is not None:
+        return _service_response(refused)
+    return JSONResponse(_body("invalid_request", message, {"errors": errors}), status_code=422)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service(_: Request, exc: ServiceError) -> JSONResponse:
@@ -65,26 +75,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        refused = await _refused_key(request)
-        if refused is not None:  # a wrong key is 401 whatever the body (FastAPI parsed the body first)
-            return await _service(request, refused)
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
-        return JSONResponse(_body("invalid_request", "request body or parameters are invalid", {"errors": errors}),
-                            status_code=422)
+        return await _invalid_request(request, "request body or parameters are invalid", errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400:
-            # A body FastAPI could not even parse (bytes that are not UTF-8, broken multipart): like any other
-            # invalid body, a wrong key is 401 first, then 422 invalid_request.
-            refused = await _refused_key(request)
-            if refused is not None:
-                return _service_response(refused)
+        if exc.status_code == 400:  # a body FastAPI could not even parse (not UTF-8, broken multipart)
             errors = [{"loc": ["body"], "msg": str(exc.detail), "type": "body_unparsable"}]
-            return JSONResponse(_body("invalid_request", "the request body could not be parsed", {"errors": errors}),
-                                status_code=422)
+            return await _invalid_request(request, "the request body could not be parsed", errors)
         code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
         return JSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code)
 

@@ -31,8 +31,9 @@ def _representable_in_utc(value: datetime) -> datetime:
 Instant = Annotated[datetime, AfterValidator(_representable_in_utc)]
 
 
-# The most names (groups, read groups, users an agent may act for, purposes) one request may set: far above
-# any real team's, low enough that one request cannot write an unbounded list into the audit log.
+# The most names (groups, read groups, users an agent may act for, purposes, the sources a search names) one
+# request may carry: far above any real team's, low enough that one request cannot write an unbounded list
+# into the audit log.
 MAX_NAMES = 1000
 
 class Strict(BaseModel):
@@ -227,11 +228,6 @@ class DocumentVersionsOut(BaseModel):
     versions: list[VersionOut]
 
 
-# The most sources one search may name: each is recorded in its audit record, and no caller needs more (a
-# wider search names none).
-MAX_SEARCH_SOURCE_IDS = 1000
-
-
 class SearchIn(Strict):
     query: str = Field(min_length=1, max_length=4000)
     top_k: int = Field(10, ge=1, le=1000)
@@ -239,8 +235,8 @@ class SearchIn(Strict):
         None, description="Time travel: what the memory held at this instant, read under the access rules in force now"
     )
     source_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
-        None, max_length=MAX_SEARCH_SOURCE_IDS, description="Search only these sources (at most "
-        f"{MAX_SEARCH_SOURCE_IDS}; each is recorded in the search's audit record). Sources the caller cannot read "
+        None, max_length=MAX_NAMES, description="Search only these sources (at most "
+        f"{MAX_NAMES}; each is recorded in the search's audit record). Sources the caller cannot read "
         "are simply not searched.")
     purpose: str | None = Field(
         None, max_length=64, description="Why you search (a lowercase slug, e.g. support). Personal data of a "
