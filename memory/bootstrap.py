@@ -19,6 +19,7 @@ from memory.settings import Settings
 if TYPE_CHECKING:
     from ingest.embedders import Embedder
     from memory.ingestion import DocumentProcessor
+    from memory.policy_cache import PolicyReads
     from memory.search import QueryEmbedder
     from memory.stores.base import VectorStore
     from memory.stores.edge_config import EdgeTuning
@@ -111,6 +112,13 @@ class Container:
 
         return QueryBatcher(self.embedder, max_batch=self.settings.search_embed_batch_max,
                             max_passes=self.settings.search_embed_passes)
+
+    @cached_property
+    def policy_reads(self) -> PolicyReads:
+        """The search plans' policy reads, kept while the policy epoch holds (one per process and database)."""
+        from memory.policy_cache import PolicyReads
+
+        return PolicyReads(maxsize=self.settings.search_policy_cache_size)
 
     @cached_property
     def classifier(self) -> Any:

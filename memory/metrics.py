@@ -15,6 +15,12 @@ SEARCH_RECALL_REPAIRS = Counter(
     "memory_search_recall_repairs_total",
     "Searches whose served search missed a hit the caller may see and was run again with a wider beam",
 )
+POLICY_READS = Counter(
+    "memory_search_policy_reads_total",
+    "Search plans by where their policy reads came from: cache (the policy epoch unchanged) or sql "
+    "(memory.policy_cache)",
+    ["source"],
+)
 QUERY_EMBED_BATCH = Histogram(
     "memory_query_embed_batch_size", "Search queries embedded together in one forward pass (memory.query_batching)",
     buckets=(1, 2, 4, 8, 16, 32, 64),

@@ -269,6 +269,16 @@ class PolicyVersion(Base):
     effective_from: Mapped[float] = mapped_column(Float)
 
 
+class PolicyEpoch(Base):
+    """One row whose counter moves with every committed change to what a search plan reads (sources, their read
+    groups, policy versions): database triggers bump it (migration 9d2e6f1a4c83), so a process may keep those
+    reads while the counter it read stays the same (memory.policy_cache)."""
+
+    __tablename__ = "policy_epoch"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class AccessRequest(Base):
     __tablename__ = "access_requests"
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

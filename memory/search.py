@@ -34,6 +34,7 @@ from memory import audit, consent, policy, policy_store, readable_sources, withh
 from memory.clock import aware
 from memory.errors import ValidationFailedError
 from memory.models import Chunk, DocumentVersion, PiiSpan, Source, SourceReadGroup
+from memory.policy_cache import PolicyReads
 from memory.provenance import Citation
 from memory.rendering import mask
 from memory.stores.base import AccessFilter, Beam, Ranked, VectorStore
@@ -120,12 +121,13 @@ class SearchPlan:
 
 def plan(
     session: Session, *, who: policy.EffectivePrincipal, request: SearchRequest, max_top_k: int = 100,
-    now: float | None = None,
+    now: float | None = None, reads: PolicyReads | None = None,
 ) -> SearchPlan:
-    """Validate the request and read the policy it runs under (see SearchPlan)."""
+    """Validate the request and read the policy it runs under (see SearchPlan). `reads`: the process's policy
+    reads (memory.policy_cache), kept while the policy epoch holds; None reads them from SQL."""
     started = time.perf_counter()
     as_of, purpose = _validated(request, max_top_k, now)
-    return _read_policy(session, who, request, as_of, purpose, started)
+    return _read_policy(session, who, request, as_of, purpose, started, reads)
 
 
 def _validated(request: SearchRequest, max_top_k: int, now: float | None) -> tuple[float, str | None]:
@@ -142,17 +144,21 @@ def _validated(request: SearchRequest, max_top_k: int, now: float | None) -> tup
 
 def _read_policy(
     session: Session, who: policy.EffectivePrincipal, request: SearchRequest, as_of: float, purpose: str | None,
-    started: float,
+    started: float, reads: PolicyReads | None = None,
 ) -> SearchPlan:
     t = time.perf_counter()
-    # The rules in force now, whatever as_of: time travel chooses document versions, never older (possibly
-    # looser) policy, like the caller's groups and clearance, which are always the current ones.
-    rules = policy_store.transfer_rules(session)
     latest = request.as_of is None
-    # One read of the sources the caller's groups can read: the filter's scope, the consent gate and whether
-    # anything could be withheld (memory.readable_sources). Past its limit, the read-group filter instead.
-    readable = readable_sources.read(session, groups=who.groups, source_ids=request.source_ids,
+    # The rules in force now, whatever as_of: time travel chooses document versions, never older (possibly
+    # looser) policy, like the caller's groups and clearance, which are always the current ones. And one read
+    # of the sources the caller's groups can read: the filter's scope, the consent gate and whether anything
+    # could be withheld (memory.readable_sources); past its limit, the read-group filter instead.
+    if reads is not None:
+        rules, readable = reads.read(session, groups=who.groups, source_ids=request.source_ids,
                                      limit=SCOPED_SOURCES_LIMIT)
+    else:
+        rules = policy_store.transfer_rules(session)
+        readable = readable_sources.read(session, groups=who.groups, source_ids=request.source_ids,
+                                         limit=SCOPED_SOURCES_LIMIT)
     if readable is not None:
         blocked = readable_sources.consent_block(readable, purpose)
         counting = withholdable.could_withhold_among(who, rules, readable, blocked)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import cast
 
-from sqlalchemy import Table, bindparam, case, exists, func, select, update
+from sqlalchemy import Table, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from memory import policy
@@ -81,15 +81,19 @@ def could_withhold_among(
 
 
 def record_chunks(session: Session, *, source_id: str, max_label: int, has_personal: bool) -> None:
-    """Raise the source's summary to cover chunks being stored (call in the transaction that stores them)."""
+    """Raise the source's summary to cover chunks being stored (call in the transaction that stores them).
+    A summary that already covers them is left alone: no row is written, so the policy epoch, which every
+    change to a source moves (memory.policy_cache), stays where it is for the usual ingest."""
     values: dict[str, object] = {
         "max_label": case(
             (_S.c.max_label.is_(None), max_label), (_S.c.max_label < max_label, max_label), else_=_S.c.max_label
         )
     }
+    raises = [_S.c.max_label.is_(None), _S.c.max_label < max_label]
     if has_personal:
         values["has_personal"] = True
-    session.execute(update(_S).where(_S.c.id == source_id).values(**values))
+        raises.append(_S.c.has_personal.is_(False))
+    session.execute(update(_S).where(_S.c.id == source_id, or_(*raises)).values(**values))
 
 
 def recount_source(session: Session, *, source_id: str) -> None:

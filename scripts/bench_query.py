@@ -427,7 +427,8 @@ def governance_overhead(
             t = time.perf_counter()
             request = search_svc.SearchRequest(query=q, top_k=TOP_K)
             with container.sessions() as s:
-                planned = search_svc.plan(s, who=who, request=request, max_top_k=container.settings.search_max_top_k)
+                planned = search_svc.plan(s, who=who, request=request, max_top_k=container.settings.search_max_top_k,
+                                          reads=container.policy_reads)
                 s.commit()
                 res = search_svc.search(s, store=store, embedder=emb, who=who, request=request,
                                         max_top_k=container.settings.search_max_top_k, planned=planned)

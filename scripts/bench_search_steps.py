@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         request = search_svc.SearchRequest(query=q, top_k=TOP_K)
         t0 = time.perf_counter()
         with c.sessions() as s:
-            planned = search_svc.plan(s, who=who, request=request, max_top_k=c.settings.search_max_top_k)
+            planned = search_svc.plan(s, who=who, request=request, max_top_k=c.settings.search_max_top_k,
+                                      reads=c.policy_reads)
             t_plan_commit = time.perf_counter()
             s.commit()
             t_embed = time.perf_counter()

@@ -144,9 +144,11 @@ def _check_world(c, world):
                    if oracle_visible(caller, user, ch, world["rules"], world["purpose"])}
         with transaction(c.sessions) as s:
             who = resolve_effective(s, caller=get_principal(s, principal_id=caller_id), acting_for=user_id)
-            res = search.search(s, store=c.store, embedder=c.embedder, who=who,
-                                request=search.SearchRequest(query=world["query"], top_k=world["top_k"],
-                                                             purpose=world["purpose"]))
+            # As the API runs it: planned through the process's policy reads (memory.policy_cache), which
+            # earlier worlds' searches on this container filled.
+            request = search.SearchRequest(query=world["query"], top_k=world["top_k"], purpose=world["purpose"])
+            planned = search.plan(s, who=who, request=request, reads=c.policy_reads)
+            res = search.search(s, store=c.store, embedder=c.embedder, who=who, request=request, planned=planned)
         got = [h.citation.chunk_id for h in res.hits]
         violations = set(got) - allowed
         assert not violations, f"{caller_id}->{user_id} got forbidden chunks {violations}"

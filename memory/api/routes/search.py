@@ -40,7 +40,8 @@ def _search(
     max_top_k = container.settings.search_max_top_k
 
     def plan(session: Session, who: EffectivePrincipal) -> search_svc.SearchPlan:
-        return search_svc.plan(session, who=who, request=request, max_top_k=max_top_k)
+        return search_svc.plan(session, who=who, request=request, max_top_k=max_top_k,
+                               reads=container.policy_reads)
 
     with governed(container, token=token, acting_for=acting_for, role="reader", prepare=plan) as (
         session, who, planned
