@@ -7,6 +7,7 @@ and the reads that served their chunks (through audit_chunks), so "who saw docum
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,9 +17,11 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from memory.clock import aware, utc
-from memory.errors import ValidationFailedError
+from memory.db_errors import retryable
+from memory.errors import ServiceError, ValidationFailedError
 from memory.models import AuditChunk, AuditRecord, Chunk
 
+log = logging.getLogger(__name__)
 MAX_LIMIT = 1000
 
 
@@ -98,13 +101,28 @@ def page(session: Session, *, flt: AuditFilter, after_seq: int = 0, limit: int =
     return Page([as_dict(r) for r in rows], rows[-1].seq if more and rows else None)
 
 
-def export_lines(factory: sessionmaker[Session], *, flt: AuditFilter, batch: int = 1000) -> Iterator[str]:
-    """JSON lines of every matching record. One short session per batch, so a long export never holds the
-    database (SQLite's write lock in particular) while the client reads slowly. The first batch is read before
-    this returns: a failure there is the request's own error (a status the client sees), not a stream of
-    200 that ends after zero lines."""
-    first = _batch(factory, flt, 0, batch)
-    return _lines(factory, flt, batch, first)
+class ExportInterruptedError(ServiceError):
+    """A batch after the first could not be read: the lines already written stand, the export is incomplete."""
+
+    code = "export_interrupted"
+    status = 503
+
+
+def export_lines(
+    factory: sessionmaker[Session], *, flt: AuditFilter, batch: int = 1000, after_seq: int = 0
+) -> Iterator[str]:
+    """JSON lines of every matching record after `after_seq`. One short session per batch, so a long export
+    never holds the database (SQLite's write lock in particular) while the client reads slowly. The first batch
+    is read before this returns: a failure there is the request's own error (a status the client sees), not a
+    stream of 200 that ends after zero lines.
+
+    A later batch that fails ends the lines with one error line, `{"error": {"code", "message",
+    "resume_after_seq"}}` (the code is the database's `database_busy` / `database_unavailable` when it says so,
+    else `internal_error`), then raises ExportInterruptedError: an HTTP stream is cut without its last chunk and
+    the CLI exits non-zero, so nobody takes a partial export for a whole one; `after_seq=resume_after_seq`
+    fetches the rest."""
+    first = _batch(factory, flt, after_seq, batch)
+    return _lines(factory, flt, batch, first, after_seq)
 
 
 def _batch(factory: sessionmaker[Session], flt: AuditFilter, after: int, batch: int) -> Page:
@@ -112,10 +130,24 @@ def _batch(factory: sessionmaker[Session], flt: AuditFilter, after: int, batch: 
         return page(session, flt=flt, after_seq=after, limit=min(batch, MAX_LIMIT))
 
 
-def _lines(factory: sessionmaker[Session], flt: AuditFilter, batch: int, result: Page) -> Iterator[str]:
+def _lines(factory: sessionmaker[Session], flt: AuditFilter, batch: int, result: Page, last: int) -> Iterator[str]:
     while True:
         for rec in result.records:
             yield json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n"
+            last = rec["seq"]
         if result.next_after_seq is None:
             return
-        result = _batch(factory, flt, result.next_after_seq, batch)
+        try:
+            result = _batch(factory, flt, result.next_after_seq, batch)
+        except Exception as exc:
+            mapped = retryable(exc)
+            code = mapped.code if mapped is not None else "internal_error"
+            log.warning("audit.export_interrupted code=%s resume_after_seq=%d error=%s", code, last, type(exc).__name__)
+            yield json.dumps({"error": {
+                "code": code, "message": "the export stopped before its end; resume after the seq given",
+                "resume_after_seq": last,
+            }}) + "\n"
+            raise ExportInterruptedError(
+                f"the export stopped after seq {last} ({code}); resume with after_seq={last}",
+                details={"resume_after_seq": last, "cause": code},
+            ) from exc

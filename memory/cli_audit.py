@@ -108,17 +108,24 @@ def audit_export(
     since: Since = None, until: Until = None, principal: PrincipalOpt = None, acting_for: ActingFor = None,
     source: SourceOpt = None, document: DocumentOpt = None, chunk: ChunkOpt = None, event: EventOpt = None,
     action: ActionOpt = None, data_dir: DataDir = None, actor: Actor = None,
+    after_seq: Annotated[int, typer.Option("--after-seq", min=0, help="Records after this seq (resume an "
+                                           "interrupted export)")] = 0,
 ) -> None:
-    """Matching records as JSON lines on stdout, with their hashes (`> audit.jsonl`)."""
+    """Matching records as JSON lines on stdout, with their hashes (`> audit.jsonl`). If the database fails
+    midway, the last line is `{"error": {..., "resume_after_seq": N}}` and the exit status is non-zero: run
+    again with `--after-seq N` for the rest."""
     flt = _filter(principal_id=principal, acting_for=acting_for, source_id=source, document_id=document,
                   chunk_id=chunk, event=event, action=action, since=since, until=until)
 
     def _do(c: Container) -> int:
+        details: dict[str, object] = {"filter": flt.to_dict()}
+        if after_seq:
+            details["after_seq"] = after_seq
         with transaction(c.sessions) as s:
-            audit.append(s, audit.Read(action="audit.export", target="audit_log", details={"filter": flt.to_dict()}),
+            audit.append(s, audit.Read(action="audit.export", target="audit_log", details=details),
                          principal_id=actor_id(actor))
         n = 0
-        for line in audit_trail.export_lines(c.sessions, flt=flt):
+        for line in audit_trail.export_lines(c.sessions, flt=flt, after_seq=after_seq):
             sys.stdout.write(line)
             n += 1
         sys.stdout.flush()

@@ -93,6 +93,46 @@ def test_an_export_that_cannot_read_its_first_batch_fails_with_a_status_not_an_e
     assert r.status_code == 503 and r.json()["error"]["code"] == "database_busy"
 
 
+def test_an_export_cut_after_its_first_batch_ends_with_an_error_line_and_resumes_after_it(api, monkeypatch):
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from memory import audit_trail
+
+    _searches(api)
+    real, calls = audit_trail.page, []
+    locked = sqlite3.OperationalError("database is locked")
+    locked.sqlite_errorcode = sqlite3.SQLITE_BUSY
+
+    def second_batch_busy(session, *, flt, after_seq, limit):
+        calls.append(after_seq)
+        if len(calls) > 1:
+            raise OperationalError("SELECT audit_log", None, locked)
+        return real(session, flt=flt, after_seq=after_seq, limit=3)  # a short first batch: a second one follows
+
+    monkeypatch.setattr(audit_trail, "page", second_batch_busy)
+    lines = []
+    # The server cuts the stream (Starlette: the error came after the response started): no clean end.
+    with pytest.raises(RuntimeError, match="response already started") as cut:
+        with api.client.stream("GET", "/v1/audit/export", headers=api.admin) as r:
+            assert r.status_code == 200
+            lines.extend(json.loads(x) for x in r.iter_lines() if x)
+    assert isinstance(cut.value.__cause__, audit_trail.ExportInterruptedError)
+    *records, error = lines
+    assert [x["seq"] for x in records] == [1, 2, 3]
+    assert error == {"error": {"code": "database_busy", "resume_after_seq": 3,
+                               "message": "the export stopped before its end; resume after the seq given"}}
+    monkeypatch.undo()
+    rest = api.client.get("/v1/audit/export", headers=api.admin, params={"after_seq": 3})
+    assert rest.status_code == 200
+    seqs = [x["seq"] for x in records] + [json.loads(x)["seq"] for x in rest.text.splitlines()]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert json.loads(rest.text.splitlines()[-1])["body"]["details"]["after_seq"] == 3  # the resume is recorded
+    r = api.client.get("/v1/audit/export", headers=api.admin, params={"after_seq": -1})
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request")
+
+
 def test_export_streams_json_lines_that_verify_offline(api):
     _searches(api)
     r = api.client.get("/v1/audit/export", headers=api.admin)
@@ -143,6 +183,8 @@ def test_cli_audit_verify_export_show_and_errors(tmp_path: Path, monkeypatch: py
     r = runner.invoke(cli.app, ["audit", "export", "--action", "policy.jurisdictions"])
     assert r.exit_code == 0, r.output
     assert [json.loads(x)["action"] for x in r.stdout.splitlines() if x.startswith("{")] == ["policy.jurisdictions"]
+    r = runner.invoke(cli.app, ["audit", "export", "--after-seq", "2"])
+    assert r.exit_code == 0 and json.loads(r.stdout.splitlines()[0])["seq"] == 3, r.output
     r = runner.invoke(cli.app, ["audit", "show", "--json", "--event", "read"])
     assert r.exit_code == 0 and "audit.export" in r.output, r.output
     r = runner.invoke(cli.app, ["verify", "nope"])
@@ -176,3 +218,32 @@ def test_real_stack_citation_verify_retract_and_audit(real_api):
     body = api.client.post("/v1/citations/verify", headers=auditor, json={"citation": cit}).json()
     assert body["valid"] is True and body["status"]["state"] == "retracted"
     assert api.client.get("/v1/audit/verify", headers=auditor).json()["valid"] is True
+
+
+def test_cli_export_cut_midway_prints_an_error_line_and_exits_non_zero(tmp_path: Path, monkeypatch):
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from memory import audit_trail, cli, cli_audit  # noqa: F401  (registers the commands)
+
+    monkeypatch.setenv("MEMORY_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("MEMORY_ENV", "test")
+    runner = CliRunner()
+    assert runner.invoke(cli.app, ["audit", "verify"]).exit_code == 0  # a few records to export
+    real, calls = audit_trail.page, []
+    gone = sqlite3.OperationalError("disk I/O error")
+    gone.sqlite_errorcode = sqlite3.SQLITE_IOERR
+
+    def second_batch_fails(session, *, flt, after_seq, limit):
+        calls.append(after_seq)
+        if len(calls) > 1:
+            raise OperationalError("SELECT audit_log", None, gone)
+        return real(session, flt=flt, after_seq=after_seq, limit=1)
+
+    monkeypatch.setattr(audit_trail, "page", second_batch_fails)
+    r = runner.invoke(cli.app, ["audit", "export"])
+    assert r.exit_code == 2 and "export_interrupted" in r.stderr, r.output
+    first, error = (json.loads(x) for x in r.stdout.splitlines())
+    assert first["seq"] == 1
+    assert error["error"]["code"] == "database_unavailable" and error["error"]["resume_after_seq"] == 1

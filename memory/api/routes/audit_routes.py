@@ -73,12 +73,23 @@ def verify_audit(session: SessionDep, who: AuditorDep) -> schemas_audit.ChainOut
     responses={200: {"content": {"application/x-ndjson": {}},
                      "description": "One audit record per line (JSON), oldest first, with its hashes"}},
 )
-def export_audit(session: SessionDep, container: ContainerDep, who: AuditorDep, flt: FilterDep) -> StreamingResponse:
-    """Every matching record as JSON lines, streamed (`memory audit export` is the CLI twin)."""
-    audit.append(session, audit.Read(action="audit.export", target="audit_log", details={"filter": flt.to_dict()}),
+def export_audit(
+    session: SessionDep, container: ContainerDep, who: AuditorDep, flt: FilterDep,
+    after_seq: Annotated[int, Query(ge=0, le=schemas_audit.MAX_INT64,
+                                    description="Export records after this seq (resume an interrupted export)")] = 0,
+) -> StreamingResponse:
+    """Every matching record after `after_seq` as JSON lines, streamed (`memory audit export` is the CLI twin).
+
+    If the database fails after streaming began, the last line is `{"error": {"code", "message",
+    "resume_after_seq"}}` and the stream is cut without its final chunk (an incomplete transfer, never a clean
+    end): export again with `after_seq` set to `resume_after_seq`."""
+    details: dict[str, object] = {"filter": flt.to_dict()}
+    if after_seq:
+        details["after_seq"] = after_seq
+    audit.append(session, audit.Read(action="audit.export", target="audit_log", details=details),
                  principal_id=who.principal_id, acting_for=who.acting_for)
     # The export record commits with this request; the stream reads in its own short sessions.
     session.commit()
-    return StreamingResponse(audit_trail.export_lines(container.sessions, flt=flt),
+    return StreamingResponse(audit_trail.export_lines(container.sessions, flt=flt, after_seq=after_seq),
                              media_type="application/x-ndjson",
                              headers={"Content-Disposition": "attachment; filename=audit.jsonl"})
