@@ -118,7 +118,7 @@ class Container:
         """The search plans' policy reads, kept while the policy epoch holds (one per process and database)."""
         from memory.policy_cache import PolicyReads
 
-        return PolicyReads(maxsize=self.settings.search_policy_cache_size)
+        return PolicyReads(self.settings.search_policy_cache_size, postgresql=self.engine.dialect.name == "postgresql")
 
     @cached_property
     def classifier(self) -> Any:

@@ -270,13 +270,14 @@ class PolicyVersion(Base):
 
 
 class PolicyEpoch(Base):
-    """One row whose counter moves with every committed change to what a search plan reads (sources, their read
-    groups, policy versions): database triggers bump it (migration 9d2e6f1a4c83), so a process may keep those
-    reads while the counter it read stays the same (memory.policy_cache)."""
+    """One row that every committed change to what a search plan reads (sources, their read groups, policy
+    versions) gives a new random token: database triggers write it (migration 9d2e6f1a4c83), so a process may
+    keep those reads while the token it read stays the same (memory.policy_cache). `n` counts the changes."""
 
     __tablename__ = "policy_epoch"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     n: Mapped[int] = mapped_column(BigInteger, default=0)
+    token: Mapped[str] = mapped_column(String(32))
 
 
 class AccessRequest(Base):

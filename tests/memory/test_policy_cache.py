@@ -15,16 +15,17 @@ from prometheus_client import REGISTRY
 from sqlalchemy import event, text
 
 from memory import search as search_svc
-from memory.policy_cache import PolicyReads
+from memory.policy_cache import PolicyReads, epoch_triggers_missing
 from memory.principals import get_principal, resolve_effective
 
 PUBLIC = "# Leave\n\nParental leave is twelve weeks at full pay.\n"
 IBAN = "# Payroll\n\nParental leave pay goes to DE89 3704 0044 0532 0130 00 each month.\n"
 
 
-def _epoch(c: Any) -> int:
+def _epoch(c: Any) -> tuple[int, str]:
     with c.engine.connect() as con:
-        return int(con.execute(text("SELECT n FROM policy_epoch WHERE id = 1")).scalar_one())
+        n, token = con.execute(text("SELECT n, token FROM policy_epoch WHERE id = 1")).one()
+    return int(n), str(token)
 
 
 def _from_cache() -> float:
@@ -45,10 +46,13 @@ def _statements(c: Any) -> Iterator[list[str]]:
         event.remove(c.engine, "before_cursor_execute", record)
 
 
-def _plan(c: Any, reads: PolicyReads, pid: str = "r") -> search_svc.SearchPlan:
+def _plan(
+    c: Any, reads: PolicyReads, pid: str = "r", source_ids: tuple[str, ...] | None = None
+) -> search_svc.SearchPlan:
     with c.sessions() as s:
         who = resolve_effective(s, caller=get_principal(s, principal_id=pid), acting_for=None)
-        planned = search_svc.plan(s, who=who, request=search_svc.SearchRequest(query="leave"), reads=reads)
+        request = search_svc.SearchRequest(query="leave", source_ids=source_ids)
+        planned = search_svc.plan(s, who=who, request=request, reads=reads)
         s.commit()
     return planned
 
@@ -64,7 +68,7 @@ def world(api: Any) -> tuple[Any, dict[str, str]]:
 def test_a_repeated_plan_reads_the_epoch_and_nothing_else_of_the_policy(world) -> None:
     api, _ = world
     c = api.container
-    reads = PolicyReads()
+    reads = PolicyReads(postgresql=c.engine.dialect.name == "postgresql")
     first = _plan(c, reads)
     with _statements(c) as seen:
         again = _plan(c, reads)
@@ -122,12 +126,13 @@ def test_any_write_to_the_governed_tables_moves_the_epoch_when_it_commits(world,
     assert _epoch(c) == before  # a rolled-back change leaves it
     with c.engine.begin() as con:
         con.execute(text(statement))
-    assert _epoch(c) > before
+    after = _epoch(c)
+    assert after[0] > before[0] and after[1] != before[1]
 
 
 def test_a_raw_sql_change_reaches_the_next_plan(world) -> None:
     c = world[0].container
-    reads = PolicyReads()
+    reads = PolicyReads(postgresql=c.engine.dialect.name == "postgresql")
     assert "s1" in (_plan(c, reads).flt.scope.full | _plan(c, reads).flt.scope.non_personal)
     with c.engine.begin() as con:
         con.execute(text("DELETE FROM source_read_groups WHERE source_id = 's1'"))
@@ -141,16 +146,130 @@ def test_an_ingest_that_raises_nothing_leaves_the_epoch(world) -> None:
     assert api.upload("s1", "more.md", "# More\n\nLeave can be split in two blocks.\n").status_code == 201
     assert _epoch(c) == before
     assert api.upload("s1", "pay.md", IBAN).status_code == 201
-    assert _epoch(c) > before
+    assert _epoch(c)[1] != before[1]
+
+
+def _scope(p: search_svc.SearchPlan) -> frozenset[str]:
+    return p.flt.scope.full | p.flt.scope.non_personal
+
+
+def _reads_sql(c: Any, reads: PolicyReads, **plan: Any) -> bool:
+    """Whether two plans in a row both read the sources from SQL (nothing was kept or served from the cache)."""
+    for _ in range(2):
+        with _statements(c) as seen:
+            _plan(c, reads, **plan)
+        if not any("from sources" in q for q in seen):
+            return False
+    return True
 
 
 def test_without_an_epoch_row_or_with_the_cache_off_every_plan_reads_sql(world) -> None:
     c = world[0].container
-    for reads in (PolicyReads(maxsize=0), PolicyReads()):
-        if reads._enabled:
-            with c.engine.begin() as con:
-                con.execute(text("DELETE FROM policy_epoch"))
-        for _ in range(2):
-            with _statements(c) as seen:
-                _plan(c, reads)
-            assert any("from sources" in q for q in seen)
+    assert _reads_sql(c, PolicyReads(maxsize=0))
+    with c.engine.begin() as con:
+        con.execute(text("DELETE FROM policy_epoch"))
+    assert _reads_sql(c, PolicyReads(postgresql=c.engine.dialect.name == "postgresql"))
+
+
+def test_a_search_limited_to_named_sources_is_never_kept(world) -> None:
+    """The request names them: were they a key, any caller could fill the process's memory."""
+    assert _reads_sql(world[0].container, world[0].container.policy_reads, source_ids=("s1",))
+
+
+def test_missing_epoch_triggers_switch_the_cache_off_at_start(world, caplog) -> None:
+    c = world[0].container
+    assert epoch_triggers_missing_now(c) == frozenset()
+    name = "policy_epoch_policy_versions_insert" if c.engine.dialect.name == "sqlite" else None
+    with c.engine.begin() as con:
+        if name:  # what a SQLite table rebuild (an Alembic batch migration) does to a table's triggers
+            con.execute(text(f"DROP TRIGGER {name}"))
+        else:  # an operator disabling one
+            name = "policy_epoch_policy_versions"
+            con.execute(text(f"ALTER TABLE policy_versions DISABLE TRIGGER {name}"))
+    assert epoch_triggers_missing_now(c) == {name}
+    reads = PolicyReads(16, postgresql=c.engine.dialect.name == "postgresql")
+    assert reads.enabled
+    assert _reads_sql(c, reads)
+    assert not reads.enabled and "epoch_triggers_missing" in caplog.text
+
+
+def epoch_triggers_missing_now(c: Any) -> frozenset[str]:
+    with c.sessions() as s:
+        return epoch_triggers_missing(s)
+
+
+def test_a_token_that_history_rolled_back_is_never_seen_again(world) -> None:
+    """A failover to a replica that lost the last commit, or a point-in-time recovery, sets the epoch back; the
+    next change moves it forward again. A count would come back to a value a process kept another state under;
+    a random token does not."""
+    api, _ = world
+    c = api.container
+    reads = PolicyReads(postgresql=c.engine.dialect.name == "postgresql")
+    with c.engine.connect() as con:  # the replica's epoch row, as it will be after the failover
+        saved = con.execute(text("SELECT n, token FROM policy_epoch WHERE id = 1")).one()
+    with c.engine.begin() as con:  # the commit the replica never got
+        con.execute(text("UPDATE sources SET description = 'lost' WHERE id = 's1'"))
+    assert _scope(_plan(c, reads)) == {"s1"}  # kept under the lost commit's token
+    with c.engine.begin() as con:  # the failover: the epoch as the replica had it ...
+        con.execute(text("UPDATE policy_epoch SET n = :n, token = :t WHERE id = 1"), {"n": saved[0], "t": saved[1]})
+        # ... then the new primary's first change: the reader's group loses the source
+        con.execute(text("DELETE FROM source_read_groups WHERE source_id = 's1'"))
+    assert _epoch(c)[0] == saved[0] + 1  # the count is back where the process kept its state ...
+    assert _scope(_plan(c, reads)) == frozenset()  # ... the token is not
+
+
+def test_a_plan_in_a_transaction_that_wrote_is_not_kept(world) -> None:
+    api, _ = world
+    c = api.container
+    api.source("s2", read_groups=["h"])
+    reads = PolicyReads(postgresql=c.engine.dialect.name == "postgresql")
+    assert _scope(_plan(c, reads)) == {"s1"}
+    with c.sessions() as s:
+        s.execute(text("INSERT INTO source_read_groups (source_id, \"group\") VALUES ('s2', 'g')"))
+        who = resolve_effective(s, caller=get_principal(s, principal_id="r"), acting_for=None)
+        planned = search_svc.plan(s, who=who, request=search_svc.SearchRequest(query="leave"), reads=reads)
+        assert _scope(planned) == {"s1", "s2"}  # its own write, read from SQL
+        s.rollback()
+    with c.engine.begin() as con:  # an unrelated change after the rollback
+        con.execute(text("UPDATE sources SET description = 'later' WHERE id = 's1'"))
+    assert _scope(_plan(c, reads)) == {"s1"}  # never the rolled-back state
+
+
+def test_an_operators_own_client_moves_the_deployments_epoch(db_url: str) -> None:
+    """An operator's shell, not the service's engine: on SQLite the sqlite3 module; on PostgreSQL a session whose
+    search_path does not name the deployment's schema (the trigger function keeps the search_path of the
+    migration that made it, so it still moves that schema's epoch)."""
+    from sqlalchemy import create_engine
+
+    from memory import migrate
+    from memory.db import make_engine
+
+    insert = ("INSERT INTO {s}policy_versions (kind, version, body, created_at, created_by, effective_from) "
+              "VALUES ('labels', 99, '{{}}', CURRENT_TIMESTAMP, 'operator', 0)")
+    if db_url.startswith("sqlite"):
+        import sqlite3
+
+        app = make_engine(db_url)
+        migrate.upgrade(app)
+        app.dispose()
+        path = db_url.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as shell:
+            before = shell.execute("SELECT token FROM policy_epoch").fetchone()[0]
+            shell.execute(insert.format(s=""))
+        with sqlite3.connect(path) as shell:
+            assert shell.execute("SELECT token FROM policy_epoch").fetchone()[0] != before
+        return
+    plain = create_engine(db_url)  # an operator's psql: search_path "$user", public
+    with plain.begin() as con:
+        con.execute(text("CREATE SCHEMA m"))
+    app = make_engine(f"{db_url}?options=-csearch_path%3Dm")
+    try:
+        migrate.upgrade(app)
+        with plain.begin() as con:
+            before = con.execute(text("SELECT token FROM m.policy_epoch")).scalar_one()
+            con.execute(text(insert.format(s="m.")))
+        with plain.connect() as con:
+            assert con.execute(text("SELECT token FROM m.policy_epoch")).scalar_one() != before
+    finally:
+        app.dispose()
+        plain.dispose()

@@ -75,3 +75,20 @@ def test_every_migration_upgrades_a_database_that_holds_data(db_url):
             assert (row[0], bool(row[1])) == (3, True)
     finally:
         engine.dispose()
+
+
+def test_the_head_revision_has_every_policy_epoch_trigger(db_url):
+    """A migration that rebuilds sources, source_read_groups or policy_versions (an Alembic batch operation on
+    SQLite) drops that table's triggers: it must create them again, or the plan's cache would miss changes
+    (memory.policy_cache switches itself off then; this test says so first)."""
+    from sqlalchemy.orm import Session
+
+    from memory.policy_cache import epoch_triggers_missing
+
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(engine)
+        with Session(engine) as session:
+            assert epoch_triggers_missing(session) == frozenset()
+    finally:
+        engine.dispose()

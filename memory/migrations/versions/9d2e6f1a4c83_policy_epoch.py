@@ -1,15 +1,20 @@
-"""policy epoch: a counter every committed change to what a search plan reads moves
+"""policy epoch: a token every committed change to what a search plan reads replaces
 
 Revision ID: 9d2e6f1a4c83
 Revises: f3b8d21c6a47
 Create Date: 2026-11-27 10:00:00.000000
 
-`policy_epoch` holds one row. Triggers on `sources`, `source_read_groups` and `policy_versions` add one to it for
-every row inserted, updated or deleted, whatever writes it (the services, a migration, an operator's SQL), so a
-process may keep what a search plan read from those tables while the counter stays the same
-(memory.policy_cache). On PostgreSQL the triggers are deferred to commit: every writer then takes the epoch row
-last, after the source rows and the audit head it locks while it runs (tests/memory/test_lock_order.py), so
-the new lock adds no deadlock. SQLite runs one write transaction at a time; its triggers fire at once.
+`policy_epoch` holds one row. Triggers on `sources`, `source_read_groups` and `policy_versions` give it a new
+random `token` (and add one to `n`, for people) for every row inserted, updated or deleted, whatever writes it
+(the services, a migration, an operator's SQL), so a process may keep what a search plan read from those tables
+while the token stays the same (memory.policy_cache). A token is random, not a count, so history that rolls
+back and moves forward again (a failover to a replica that lost commits, a point-in-time recovery) can never
+bring back a token a process saw with another state.
+
+On PostgreSQL the row triggers are deferred to commit: every writer then takes the epoch row last, after the
+source rows and the audit head it locks while it runs (tests/memory/test_lock_order.py), so the new lock adds
+no deadlock. The function keeps the search_path it was created with: a writer whose own search_path differs
+still moves this schema's epoch. SQLite runs one write transaction at a time; its triggers fire at once.
 """
 from collections.abc import Sequence
 
@@ -24,7 +29,8 @@ depends_on: str | Sequence[str] | None = None
 
 TABLES = ("sources", "source_read_groups", "policy_versions")
 OPERATIONS = ("INSERT", "UPDATE", "DELETE")
-BUMP = "UPDATE policy_epoch SET n = n + 1 WHERE id = 1"
+PG_TOKEN = "replace(gen_random_uuid()::text, '-', '')"
+SQLITE_TOKEN = "lower(hex(randomblob(16)))"
 
 
 def upgrade() -> None:
@@ -33,20 +39,25 @@ def upgrade() -> None:
         'policy_epoch',
         sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
         sa.Column('n', sa.BigInteger(), nullable=False),
+        sa.Column('token', sa.String(length=32), nullable=False),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_policy_epoch')),
     )
-    op.execute("INSERT INTO policy_epoch (id, n) VALUES (1, 0)")
-    if op.get_bind().dialect.name == "postgresql":
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    token = PG_TOKEN if postgresql else SQLITE_TOKEN
+    op.execute(f"INSERT INTO policy_epoch (id, n, token) VALUES (1, 0, {token})")
+    bump = f"UPDATE policy_epoch SET n = n + 1, token = {token} WHERE id = 1"
+    if postgresql:
         op.execute(
-            "CREATE FUNCTION policy_epoch_bump() RETURNS trigger LANGUAGE plpgsql AS "
-            f"$$ BEGIN {BUMP}; RETURN NULL; END $$"
+            "CREATE FUNCTION policy_epoch_bump() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS "
+            f"$$ BEGIN {bump}; RETURN NULL; END $$"
         )
         for table in TABLES:
             op.execute(
                 f"CREATE CONSTRAINT TRIGGER policy_epoch_{table} AFTER INSERT OR UPDATE OR DELETE ON {table} "
                 "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION policy_epoch_bump()"
             )
-            # TRUNCATE has no row triggers; it already holds the table exclusively.
+            # TRUNCATE has no row (so no deferred) triggers: this one takes the epoch row at once, in a
+            # statement that already holds the table exclusively (an operator's, never the service's).
             op.execute(
                 f"CREATE TRIGGER policy_epoch_{table}_truncate AFTER TRUNCATE ON {table} "
                 "FOR EACH STATEMENT EXECUTE FUNCTION policy_epoch_bump()"
@@ -56,7 +67,7 @@ def upgrade() -> None:
         for operation in OPERATIONS:
             op.execute(
                 f"CREATE TRIGGER policy_epoch_{table}_{operation.lower()} AFTER {operation} ON {table} "
-                f"BEGIN {BUMP}; END"
+                f"BEGIN {bump}; END"
             )
 
 
