@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from memory import audit
 from memory.clock import aware, utc
 from memory.db_errors import retryable
 from memory.errors import ServiceError, ValidationFailedError
@@ -106,6 +107,14 @@ class ExportInterruptedError(ServiceError):
 
     code = "export_interrupted"
     status = 503
+
+
+def export_event(flt: AuditFilter, after_seq: int = 0) -> audit.Read:
+    """The audit record of an export (the API's and the CLI's): its filter, and where a resumed one starts."""
+    details: dict[str, object] = {"filter": flt.to_dict()}
+    if after_seq:
+        details["after_seq"] = after_seq
+    return audit.Read(action="audit.export", target="audit_log", details=details)
 
 
 def export_lines(

@@ -118,12 +118,8 @@ def audit_export(
                   chunk_id=chunk, event=event, action=action, since=since, until=until)
 
     def _do(c: Container) -> int:
-        details: dict[str, object] = {"filter": flt.to_dict()}
-        if after_seq:
-            details["after_seq"] = after_seq
         with transaction(c.sessions) as s:
-            audit.append(s, audit.Read(action="audit.export", target="audit_log", details=details),
-                         principal_id=actor_id(actor))
+            audit.append(s, audit_trail.export_event(flt, after_seq), principal_id=actor_id(actor))
         n = 0
         for line in audit_trail.export_lines(c.sessions, flt=flt, after_seq=after_seq):
             sys.stdout.write(line)

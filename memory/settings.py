@@ -59,8 +59,8 @@ class Settings(BaseSettings):
     search_max_top_k: int = Field(100, ge=1, le=1000, description="Largest top_k a caller may ask for.")
     search_policy_cache_size: int = Field(
         4096, ge=0, le=1_000_000,
-        description="Distinct (groups, source ids) scopes whose policy reads a process keeps while the policy "
-        "epoch is unchanged (memory.policy_cache); 0 reads SQL on every search.",
+        description="Distinct caller groups whose policy reads a process keeps while the policy epoch is "
+        "unchanged (memory.policy_cache); 0 reads SQL on every search.",
     )
     # HNSW beams at query time (no reindex needed). Defaults measured by scripts/bench_query.py at 100k chunks.
     search_hnsw_ef: int = Field(200, ge=16, le=4096, description="Beam of the served search (Beam.SERVE).")

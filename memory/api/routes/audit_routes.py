@@ -83,11 +83,8 @@ def export_audit(
     If the database fails after streaming began, the last line is `{"error": {"code", "message",
     "resume_after_seq"}}` and the stream is cut without its final chunk (an incomplete transfer, never a clean
     end): export again with `after_seq` set to `resume_after_seq`."""
-    details: dict[str, object] = {"filter": flt.to_dict()}
-    if after_seq:
-        details["after_seq"] = after_seq
-    audit.append(session, audit.Read(action="audit.export", target="audit_log", details=details),
-                 principal_id=who.principal_id, acting_for=who.acting_for)
+    audit.append(session, audit_trail.export_event(flt, after_seq), principal_id=who.principal_id,
+                 acting_for=who.acting_for)
     # The export record commits with this request; the stream reads in its own short sessions.
     session.commit()
     return StreamingResponse(audit_trail.export_lines(container.sessions, flt=flt, after_seq=after_seq),
