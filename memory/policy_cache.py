@@ -49,7 +49,8 @@ _TRIGGERS_SQL = {
     "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger'",
     # Enabled triggers on this schema's tables (an operator may disable one: then nothing is kept).
     "postgresql": "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-                  "WHERE c.relnamespace = current_schema()::regnamespace AND t.tgenabled <> 'D'",
+                  "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                  "WHERE n.nspname = current_schema() AND t.tgenabled <> 'D'",
 }
 _MISSING = object()
 
