@@ -6,6 +6,7 @@ plans from what SQL holds. Real SQL (SQLite and PostgreSQL) + Qdrant Edge."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import event, text
 
+from memory import readable_sources
 from memory import search as search_svc
 from memory.policy_cache import PolicyReads, epoch_triggers_missing
 from memory.principals import get_principal, resolve_effective
@@ -273,3 +275,74 @@ def test_an_operators_own_client_moves_the_deployments_epoch(db_url: str) -> Non
     finally:
         app.dispose()
         plain.dispose()
+
+
+def _postgresql_only(c: Any) -> None:
+    if c.engine.dialect.name != "postgresql":
+        # SQLite: a plan's transaction holds the write lock (BEGIN IMMEDIATE), so no change can commit between
+        # its token read and its reads: these interleavings cannot happen there.
+        pytest.skip("interleaving only PostgreSQL allows")
+
+
+def test_a_plan_that_read_before_a_change_never_keeps_what_it_read_after_it(world, monkeypatch) -> None:
+    """Thread A reads the token and the old sources, then stalls before keeping them; a change commits and
+    another plan sees it; A resumes. A's plan may be the old one (it began first), no later plan is."""
+    api, _ = world
+    c = api.container
+    _postgresql_only(c)
+    reads = c.policy_reads
+    real = readable_sources.read
+    a_read, go = threading.Event(), threading.Event()
+
+    def stalls_in_a(session: Any, **kw: Any) -> Any:
+        out = real(session, **kw)
+        if threading.current_thread().name == "A":
+            a_read.set()
+            go.wait(10)
+        return out
+
+    monkeypatch.setattr("memory.policy_cache.readable_sources.read", stalls_in_a)
+    got: dict[str, frozenset[str]] = {}
+    a = threading.Thread(target=lambda: got.setdefault("a", _scope(_plan(c, reads))), name="A")
+    a.start()
+    assert a_read.wait(10)
+    with c.engine.begin() as con:
+        con.execute(text("DELETE FROM source_read_groups WHERE source_id = 's1'"))
+    assert _scope(_plan(c, reads)) == frozenset()
+    go.set()
+    a.join(10)
+    assert got["a"] == {"s1"} and _scope(_plan(c, reads)) == frozenset()
+
+
+def test_a_plan_that_read_an_older_token_cannot_bring_back_its_state(world) -> None:
+    """Thread A reads the token, then stalls before it takes the cache's lock; a change commits and another plan
+    keeps the new state; A resumes with the older token (it resets the cache to it and reads SQL again). No
+    later plan sees the state before the change."""
+    api, _ = world
+    c = api.container
+    _postgresql_only(c)
+    reads = c.policy_reads
+    _plan(c, reads)
+    real_lock = reads._lock
+    entered, go = threading.Event(), threading.Event()
+
+    class StallsA:
+        def __enter__(self) -> Any:
+            if threading.current_thread().name == "A" and not entered.is_set():
+                entered.set()
+                go.wait(10)
+            return real_lock.__enter__()
+
+        def __exit__(self, *exc: Any) -> Any:
+            return real_lock.__exit__(*exc)
+
+    reads._lock = StallsA()  # type: ignore[assignment]
+    a = threading.Thread(target=lambda: _plan(c, reads), name="A")
+    a.start()
+    assert entered.wait(10)
+    with c.engine.begin() as con:
+        con.execute(text("DELETE FROM source_read_groups WHERE source_id = 's1'"))
+    assert _scope(_plan(c, reads)) == frozenset()
+    go.set()
+    a.join(10)
+    assert _scope(_plan(c, reads)) == frozenset()
