@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import update
+from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
-from memory import audit
+from memory import audit, audit_trail
 from memory.db import transaction
 from memory.models import AuditRecord
 
@@ -75,43 +77,36 @@ def test_pages_follow_after_seq(api):
     assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request")
 
 
+def _sqlite_error(message: str, code: int) -> OperationalError:
+    """What SQLAlchemy raises when SQLite answers a read with `code` (memory.db_errors decides on the code)."""
+    cause = sqlite3.OperationalError(message)
+    cause.sqlite_errorcode = code
+    return OperationalError("SELECT audit_log", None, cause)
+
+
+def _batches_fail_after(monkeypatch, batches: int, error: Exception, limit: int = 1000) -> None:
+    """The export's pages of at most `limit` records read normally `batches` times, then raise `error`."""
+    real, calls = audit_trail.page, []
+
+    def page(session, *, flt, after_seq, **_):
+        calls.append(after_seq)
+        if len(calls) > batches:
+            raise error
+        return real(session, flt=flt, after_seq=after_seq, limit=limit)
+
+    monkeypatch.setattr(audit_trail, "page", page)
+
+
 def test_an_export_that_cannot_read_its_first_batch_fails_with_a_status_not_an_empty_200(api, monkeypatch):
-    import sqlite3
-
-    from sqlalchemy.exc import OperationalError
-
-    from memory import audit_trail
-
-    locked = sqlite3.OperationalError("database is locked")
-    locked.sqlite_errorcode = sqlite3.SQLITE_BUSY
-
-    def busy(*a, **k):
-        raise OperationalError("SELECT audit_log", None, locked)
-
-    monkeypatch.setattr(audit_trail, "page", busy)
+    _batches_fail_after(monkeypatch, 0, _sqlite_error("database is locked", sqlite3.SQLITE_BUSY))
     r = api.client.get("/v1/audit/export", headers=api.admin)
     assert r.status_code == 503 and r.json()["error"]["code"] == "database_busy"
 
 
 def test_an_export_cut_after_its_first_batch_ends_with_an_error_line_and_resumes_after_it(api, monkeypatch):
-    import sqlite3
-
-    from sqlalchemy.exc import OperationalError
-
-    from memory import audit_trail
-
     _searches(api)
-    real, calls = audit_trail.page, []
-    locked = sqlite3.OperationalError("database is locked")
-    locked.sqlite_errorcode = sqlite3.SQLITE_BUSY
-
-    def second_batch_busy(session, *, flt, after_seq, limit):
-        calls.append(after_seq)
-        if len(calls) > 1:
-            raise OperationalError("SELECT audit_log", None, locked)
-        return real(session, flt=flt, after_seq=after_seq, limit=3)  # a short first batch: a second one follows
-
-    monkeypatch.setattr(audit_trail, "page", second_batch_busy)
+    # A short first batch, so a second one follows, and that one finds the database locked.
+    _batches_fail_after(monkeypatch, 1, _sqlite_error("database is locked", sqlite3.SQLITE_BUSY), limit=3)
     lines = []
     # The server cuts the stream (Starlette: the error came after the response started): no clean end.
     with pytest.raises(RuntimeError, match="response already started") as cut:
@@ -221,27 +216,13 @@ def test_real_stack_citation_verify_retract_and_audit(real_api):
 
 
 def test_cli_export_cut_midway_prints_an_error_line_and_exits_non_zero(tmp_path: Path, monkeypatch):
-    import sqlite3
-
-    from sqlalchemy.exc import OperationalError
-
-    from memory import audit_trail, cli, cli_audit  # noqa: F401  (registers the commands)
+    from memory import cli, cli_audit  # noqa: F401  (registers the commands)
 
     monkeypatch.setenv("MEMORY_DATA_DIR", str(tmp_path / "d"))
     monkeypatch.setenv("MEMORY_ENV", "test")
     runner = CliRunner()
     assert runner.invoke(cli.app, ["audit", "verify"]).exit_code == 0  # a few records to export
-    real, calls = audit_trail.page, []
-    gone = sqlite3.OperationalError("disk I/O error")
-    gone.sqlite_errorcode = sqlite3.SQLITE_IOERR
-
-    def second_batch_fails(session, *, flt, after_seq, limit):
-        calls.append(after_seq)
-        if len(calls) > 1:
-            raise OperationalError("SELECT audit_log", None, gone)
-        return real(session, flt=flt, after_seq=after_seq, limit=1)
-
-    monkeypatch.setattr(audit_trail, "page", second_batch_fails)
+    _batches_fail_after(monkeypatch, 1, _sqlite_error("disk I/O error", sqlite3.SQLITE_IOERR), limit=1)
     r = runner.invoke(cli.app, ["audit", "export"])
     assert r.exit_code == 2 and "export_interrupted" in r.stderr, r.output
     first, error = (json.loads(x) for x in r.stdout.splitlines())

@@ -284,6 +284,23 @@ def _postgresql_only(c: Any) -> None:
         pytest.skip("interleaving only PostgreSQL allows")
 
 
+def _revoke_while_a_stalls(
+    c: Any, reads: PolicyReads, stalled: threading.Event, go: threading.Event
+) -> frozenset[str]:
+    """Thread A plans until it signals `stalled`; s1 is then taken from the reader's group, a plan in this
+    thread must see that, and A resumes (`go`). Returns A's plan scope."""
+    got: dict[str, frozenset[str]] = {}
+    a = threading.Thread(target=lambda: got.setdefault("a", _scope(_plan(c, reads))), name="A")
+    a.start()
+    assert stalled.wait(10)
+    with c.engine.begin() as con:
+        con.execute(text("DELETE FROM source_read_groups WHERE source_id = 's1'"))
+    assert _scope(_plan(c, reads)) == frozenset()
+    go.set()
+    a.join(10)
+    return got["a"]
+
+
 def test_a_plan_that_read_before_a_change_never_keeps_what_it_read_after_it(world, monkeypatch) -> None:
     """Thread A reads the token and the old sources, then stalls before keeping them; a change commits and
     another plan sees it; A resumes. A's plan may be the old one (it began first), no later plan is."""
@@ -302,16 +319,8 @@ def test_a_plan_that_read_before_a_change_never_keeps_what_it_read_after_it(worl
         return out
 
     monkeypatch.setattr("memory.policy_cache.readable_sources.read", stalls_in_a)
-    got: dict[str, frozenset[str]] = {}
-    a = threading.Thread(target=lambda: got.setdefault("a", _scope(_plan(c, reads))), name="A")
-    a.start()
-    assert a_read.wait(10)
-    with c.engine.begin() as con:
-        con.execute(text("DELETE FROM source_read_groups WHERE source_id = 's1'"))
-    assert _scope(_plan(c, reads)) == frozenset()
-    go.set()
-    a.join(10)
-    assert got["a"] == {"s1"} and _scope(_plan(c, reads)) == frozenset()
+    a_planned = _revoke_while_a_stalls(c, reads, a_read, go)
+    assert a_planned == {"s1"} and _scope(_plan(c, reads)) == frozenset()
 
 
 def test_a_plan_that_read_an_older_token_cannot_bring_back_its_state(world) -> None:
@@ -337,12 +346,5 @@ def test_a_plan_that_read_an_older_token_cannot_bring_back_its_state(world) -> N
             return real_lock.__exit__(*exc)
 
     reads._lock = StallsA()  # type: ignore[assignment]
-    a = threading.Thread(target=lambda: _plan(c, reads), name="A")
-    a.start()
-    assert entered.wait(10)
-    with c.engine.begin() as con:
-        con.execute(text("DELETE FROM source_read_groups WHERE source_id = 's1'"))
-    assert _scope(_plan(c, reads)) == frozenset()
-    go.set()
-    a.join(10)
+    _revoke_while_a_stalls(c, reads, entered, go)
     assert _scope(_plan(c, reads)) == frozenset()
