@@ -30,7 +30,7 @@ from sqlalchemy import Table, bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from classifiers.types import Label
-from memory import audit, consent, policy, policy_store, readable_sources, withholdable
+from memory import audit, consent, policy, readable_sources, withholdable
 from memory.clock import aware
 from memory.errors import ValidationFailedError
 from memory.models import Chunk, DocumentVersion, PiiSpan, Source, SourceReadGroup
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # A caller who can read more sources than this is filtered on read groups (memory.readable_sources).
 SCOPED_SOURCES_LIMIT = readable_sources.DEFAULT_LIMIT
+# The plan's policy reads when no process cache is given (the CLI's one-off search): straight from SQL.
+_FROM_SQL = PolicyReads(maxsize=0)
 
 
 class QueryEmbedder(Protocol):
@@ -152,13 +154,8 @@ def _read_policy(
     # looser) policy, like the caller's groups and clearance, which are always the current ones. And one read
     # of the sources the caller's groups can read: the filter's scope, the consent gate and whether anything
     # could be withheld (memory.readable_sources); past its limit, the read-group filter instead.
-    if reads is not None:
-        rules, readable = reads.read(session, groups=who.groups, source_ids=request.source_ids,
-                                     limit=SCOPED_SOURCES_LIMIT)
-    else:
-        rules = policy_store.transfer_rules(session)
-        readable = readable_sources.read(session, groups=who.groups, source_ids=request.source_ids,
-                                         limit=SCOPED_SOURCES_LIMIT)
+    rules, readable = (reads or _FROM_SQL).read(session, groups=who.groups, source_ids=request.source_ids,
+                                                limit=SCOPED_SOURCES_LIMIT)
     if readable is not None:
         blocked = readable_sources.consent_block(readable, purpose)
         counting = withholdable.could_withhold_among(who, rules, readable, blocked)
