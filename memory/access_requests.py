@@ -152,7 +152,8 @@ def decide(
 ) -> Decided:
     """Grant, refuse (with a note) or escalate (with a note) a pending request: the steward of its source or an
     admin; an escalated request, admins only; a grant to the steward themselves, admins only. Errors: 403
-    `not_source_steward` / `admin_required` / `self_decision`, 409
+    `not_source_steward` / `admin_required` / `self_decision`, 404 `access_request_not_found` (unknown, or its
+    source hidden from the caller: sources.ensure_steward), 409
     `request_closed` / `already_escalated`, 422 for bad input (see memory.access_grants for grants)."""
     if decision not in DECISIONS:
         raise ValidationFailedError(f"decision must be one of {list(DECISIONS)}", code="invalid_decision")
@@ -162,7 +163,9 @@ def decide(
     # The source row next, before any audit append takes the audit head: the order every writer takes (source,
     # then audit head), and a grant then reads the source's read groups as committed, not a stale copy.
     src = sources_svc.get(session, source_id=req.source_id, for_update=True)
-    sources_svc.ensure_steward(who, src)
+    # A decider who may not see the source gets the 404 of an unknown request: nothing names the source.
+    sources_svc.ensure_steward(who, src, unseen=NotFoundError(f"access request {request_id!r} not found",
+                                                              code="access_request_not_found"))
     if req.status not in PENDING:
         raise ConflictError(f"access request is already {req.status}", code="request_closed")
     if decision == "escalate" and req.status == "escalated":

@@ -150,21 +150,33 @@ def list_visible(session: Session, *, who: EffectivePrincipal) -> list[Source]:
     ).scalars())
 
 
+def may_see(who: EffectivePrincipal, src: Source) -> bool:
+    """Whether `who` may know that `src` exists (`list_visible`): admins and auditors, its steward, its readers."""
+    return _sees_every_source(who) or src.steward_id == who.principal_id or bool(who.groups & set(read_groups(src)))
+
+
 def get_visible(session: Session, *, who: EffectivePrincipal, source_id: str) -> Source:
-    """The source, if `who` may see it (`list_visible`); otherwise the same `source_not_found` as an unknown id."""
+    """The source, if `who` may see it (`may_see`); otherwise the same `source_not_found` as an unknown id."""
     src = get(session, source_id=source_id)
-    if _sees_every_source(who) or src.steward_id == who.principal_id or who.groups & set(read_groups(src)):
+    if may_see(who, src):
         return src
     raise NotFoundError(f"source {source_id!r} not found", code="source_not_found")
 
 
-def ensure_steward(who: EffectivePrincipal | str, src: Source, roles: Iterable[str] = ()) -> None:
-    """Only the source's steward (or an admin) manages it."""
+def ensure_steward(
+    who: EffectivePrincipal | str, src: Source, roles: Iterable[str] = (), *, unseen: NotFoundError | None = None
+) -> None:
+    """Only the source's steward (or an admin) manages it. Anyone else gets 403 `not_source_steward` if they may
+    see the source (`may_see`), else the 404 of an unknown id (`unseen`, by default `source_not_found`): a write
+    route answers another team's source as it answers a missing one. (A bare principal id, the CLI's operator,
+    carries no groups: 403.)"""
     pid = who.principal_id if isinstance(who, EffectivePrincipal) else who
     role_set = set(who.roles) if isinstance(who, EffectivePrincipal) else set(roles)
     if "admin" in role_set:
         return
     if pid != src.steward_id or "steward" not in role_set:
+        if isinstance(who, EffectivePrincipal) and not may_see(who, src):
+            raise unseen or NotFoundError(f"source {src.id!r} not found", code="source_not_found")
         raise ForbiddenError(f"only the steward of {src.id!r} may do this", code="not_source_steward")
 
 

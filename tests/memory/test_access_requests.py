@@ -101,6 +101,19 @@ def test_request_rules_and_roles(api):
     assert (r.status_code, r.json()["error"]["code"]) == (404, "access_request_not_found")
 
 
+def test_a_decider_who_may_not_see_the_source_gets_the_404_of_an_unknown_request(api):
+    steward, reader = _setup(api)
+    req = _file(api, reader).json()
+    outsider = api.principal("st-out", roles=["steward"], groups=["elsewhere"])
+    r = api.client.post(f"/v1/access-requests/{req['id']}/decision", headers=outsider,
+                        json={"decision": "refuse", "note": "no"})
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "access_request_not_found")
+    assert req["source_id"] not in r.text
+    r = api.client.post(f"/v1/access-requests/{req['id']}/decision", headers=steward,
+                        json={"decision": "refuse", "note": "no"})
+    assert r.status_code == 200, r.text
+
+
 def test_an_agent_files_for_its_user_and_the_user_benefits(api):
     steward, _ = _setup(api)
     api.principal("u", groups=["g"], clearance="confidential")

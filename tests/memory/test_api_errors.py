@@ -157,6 +157,19 @@ def test_only_the_steward_uploads(api):
     assert r.status_code == 403 and code(r) == "not_source_steward"
 
 
+def test_a_steward_of_another_team_gets_a_sources_write_routes_as_for_an_unknown_id(api):
+    """A steward whose groups do not read a source (and who does not steward it) learns nothing of it from the
+    write routes: the same 404 `source_not_found` as for an id that does not exist, not a 403."""
+    api.source("s", read_groups=["hr"])
+    outsider = api.principal("st-other", groups=["eng"], roles=["steward"])
+    for sid in ("s", "ghost"):
+        r = api.upload(sid, "a.txt", "hello world", headers=outsider)
+        assert (r.status_code, code(r)) == (404, "source_not_found"), r.text
+        r = api.client.patch(f"/v1/sources/{sid}", headers=outsider, json={"name": "x"})
+        assert (r.status_code, code(r)) == (404, "source_not_found"), r.text
+    assert api.container.store.count() == 0
+
+
 def test_unknown_route_has_a_stable_code(api):
     r = api.client.get("/v1/nothing-here")
     assert r.status_code == 404 and code(r) == "route_not_found"

@@ -46,8 +46,10 @@ def get_source(source_id: str, session: SessionDep, who: SourceReaderDep) -> sch
 def update_source(
     source_id: str, body: schemas.SourcePatchIn, session: SessionDep, who: StewardDep, container: ContainerDep
 ) -> schemas.SourceOut:
-    """Change a source. New read groups or jurisdiction reach the vectors before this returns; consent (the flag
-    and purposes) is read at query time, so it applies to the next search."""
+    """Change a source (its steward or an admin; 403 `not_source_steward` for another steward who reads it, 404
+    `source_not_found` for one who does not, as for an unknown id). New read groups or jurisdiction reach the
+    vectors before this returns; consent (the flag and purposes) is read at query time, so it applies to the next
+    search."""
     sources.ensure_steward(who, sources.get(session, source_id=source_id))
     patch = sources.SourcePatch(
         name=body.name, steward=body.steward, jurisdiction=body.jurisdiction,
@@ -73,7 +75,9 @@ def upload_document(
     container: ContainerDep,
     external_key: Annotated[str | None, Form(description="Document identity in the source (default: filename)")] = None,
 ) -> schemas.IngestOut:
-    """Upload one file: created / unchanged / updated, with chunk and PII summary. Bad files -> 422 + code."""
+    """Upload one file: created / unchanged / updated, with chunk and PII summary. Bad files -> 422 + code. Only
+    the source's steward (or an admin): another steward gets 403 `not_source_steward` if they read the source,
+    else 404 `source_not_found`, as for an unknown id."""
     sources.ensure_steward(who, sources.get(session, source_id=source_id))
     data = file.file.read(container.settings.max_upload_bytes + 1)
     # Ingestion runs its own units of work (no half-visible version); end this request's transaction first
