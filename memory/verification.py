@@ -31,7 +31,7 @@ class Problem:
     """One reason a citation is not valid: a stable code, the field concerned, a human message."""
 
     code: str  # malformed_citation | missing_field | unknown_chunk | stored_text_tampered | chunk_hash_mismatch
-    #            | version_hash_mismatch | version_hash_tampered | field_mismatch
+    #            | version_hash_mismatch | version_hash_tampered | field_mismatch | unverifiable_field
     field: str | None
     message: str
 
@@ -232,6 +232,10 @@ def verify_citation(
     hidden = () if clear else CLEAR_TEXT_FIELDS  # neither presented nor compared: a mismatch answers a guess
     required = tuple(f for f in REQUIRED if f not in hidden)
     problems = [Problem("missing_field", f, f"citation has no {f}") for f in required if f not in presented]
+    # Presented anyway (the masked citation carries them as null): not compared, so never reported valid. The
+    # problem is the same whatever the value, right or wrong: no oracle.
+    problems += [Problem("unverifiable_field", f, f"{f} measures clear text this caller was only served masked; "
+                         "it is not verified for them") for f in hidden if presented.get(f) is not None]
     found = _load(session, chunk_id)
     if found is None:
         return Verification(False, chunk_id, [*problems, Problem("unknown_chunk", "chunk_id", "no such chunk")],

@@ -51,7 +51,8 @@ class VerifyIn(Strict):
 
 class ProblemOut(BaseModel):
     code: str = Field(description="Stable reason code, e.g. chunk_hash_mismatch, stored_text_tampered, "
-                      "unknown_chunk, field_mismatch")
+                      "unknown_chunk, field_mismatch, unverifiable_field (a clear-text hash or offset presented by a "
+                      "caller only ever served the chunk masked: not compared, never valid)")
     field: str | None
     message: str
 

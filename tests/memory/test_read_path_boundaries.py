@@ -298,6 +298,8 @@ def test_a_caller_served_a_chunk_masked_never_gets_a_hash_of_its_clear_text(api:
     wrong = api.client.post("/v1/citations/verify", headers=us, json={
         "citation": {**cited, "chunk_sha256": "0" * 64}}).json()
     assert guessed["valid"] == wrong["valid"] and guessed["problems"] == wrong["problems"]  # no oracle
+    # ... and a hash it did not compare never makes the citation valid (a forged one would pass otherwise)
+    assert wrong["valid"] is False and [p["code"] for p in wrong["problems"]] == ["unverifiable_field"]
     # Nor the clear text's offsets, token count or file size: with the masked text's length they would give the
     # length of the masked values; a guessed offset is not compared either.
     assert (cited["start"], cited["end"]) == (None, None)
@@ -309,6 +311,7 @@ def test_a_caller_served_a_chunk_masked_never_gets_a_hash_of_its_clear_text(api:
     wrong_end = api.client.post("/v1/citations/verify", headers=us, json={
         "citation": {**cited, "start": 0, "end": 3}}).json()
     assert right_end["valid"] == wrong_end["valid"] and right_end["problems"] == wrong_end["problems"]
+    assert right_end["valid"] is False and {p["field"] for p in right_end["problems"]} == {"start", "end"}
     # A caller served it in clear, and an auditor, get the hashes and offsets.
     eu = api.principal("eve", groups=["g"], clearance="restricted", jurisdiction="EU")
     [clear] = _hits(api.search(eu, "payroll bonus"))
