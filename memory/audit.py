@@ -56,6 +56,10 @@ class SearchPerformed(AuditEvent):
     withheld: dict[str, int]
     latency_ms: float
     embedding_tokens: int
+    # Served in clear from a version this caller could not see whole (another chunk of it masked or withheld):
+    # their citations carried no measure of the version's clear text (provenance.VERSION_MEASURE_FIELDS), and
+    # a later lookup or verify by the same caller shows or compares none either (memory.verification).
+    partial_chunk_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -356,6 +356,8 @@ def _reserve(
                 pipeline_version=v.pipeline, parser_version=v.parser, chunker_version=v.chunker,
                 classifier_version=v.classifier, label_map_version=v.label_map, embedding_model=v.embedding_model,
                 chunk_count=len(doc.chunks), text_length=doc.text_length, vectors_synced=False,
+                max_label=max((int(c.label) for c in doc.chunks), default=None),
+                has_personal=any(c.has_personal_data for c in doc.chunks),
             ))
     except IntegrityError as exc:
         raise ConflictError("document changed concurrently; retry", code="concurrent_update") from exc

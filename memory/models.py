@@ -175,6 +175,11 @@ class DocumentVersion(Base):
     restored_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
     restored_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     text_length: Mapped[int] = mapped_column(Integer, default=0)
+    # The highest label of the version's chunks (None: no chunk) and whether any holds personal data: fixed
+    # when the version is stored. A caller the policy would not show every chunk of it in clear gets no measure
+    # of its whole clear text (version hash, offsets: memory.provenance.VERSION_MEASURE_FIELDS).
+    max_label: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    has_personal: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class Chunk(Base):

@@ -18,12 +18,13 @@ class Citation:
     # None on a masked hit (and for a caller only ever served the chunk masked): a hash of the clear text
     # would let the caller confirm guesses of the masked values offline. Auditors verify by chunk id.
     chunk_sha256: str | None
+    # Also None when another chunk of the version is masked or withheld for this caller (`partial`).
     version_sha256: str | None
     source_id: str
     source_uri: str
     document_uri: str
-    # None where the hashes are: the clear text's offsets measure it, so the length of the masked values would
-    # follow from the masked text's length.
+    # None where version_sha256 is: the clear text's offsets measure it, so the length of the masked (or
+    # withheld) text would follow.
     start: int | None
     end: int | None
     page_number: int | None
@@ -44,10 +45,19 @@ class Citation:
         """This citation for a caller who gets the chunk masked: without its CLEAR_TEXT_FIELDS (all of them)."""
         return replace(self, chunk_sha256=None, version_sha256=None, start=None, end=None)
 
+    def partial(self) -> Citation:
+        """This citation for a caller served the chunk in clear from a version they may not see whole (another
+        chunk of it masked or withheld): without its VERSION_MEASURE_FIELDS."""
+        return replace(self, version_sha256=None, start=None, end=None)
+
 
 # What a citation holds of the chunk's clear text (hashes, offsets): never shown to a caller who gets the chunk
 # masked, nor compared when such a caller verifies one (a mismatch would answer a guess).
 CLEAR_TEXT_FIELDS = ("chunk_sha256", "version_sha256", "start", "end")
+# What measures the whole version's clear text: its hash (with the served texts, a guess of a neighbour's
+# masked values could be confirmed offline) and the chunks' offsets (they give a masked or withheld
+# neighbour's clear length). Shown only to a caller who may see every chunk of the version in clear.
+VERSION_MEASURE_FIELDS = ("version_sha256", "start", "end")
 
 
 def citation(chunk: Chunk, version: DocumentVersion, source: Source) -> Citation:

@@ -73,6 +73,9 @@ class Hit:
     entity_types: list[str]
     masked: bool
     citation: Citation
+    # False: masked, or served in clear from a version this caller may not see whole, so the citation carries
+    # no measure of the version's clear text (provenance.VERSION_MEASURE_FIELDS).
+    whole_version: bool = True
 
 
 @dataclass(frozen=True)
@@ -269,6 +272,7 @@ def search(
             query_sha256=query_sha256(request.query), top_k=request.top_k, as_of=as_of,
             filter_summary=rules_applied, chunk_ids=[h.citation.chunk_id for h in hits],
             masked_chunk_ids=[h.citation.chunk_id for h in hits if h.masked],
+            partial_chunk_ids=[h.citation.chunk_id for h in hits if not h.masked and not h.whole_version],
             withheld={f"{w.source_id}:{w.reason}": w.count for w in withheld},
             latency_ms=round(latency_ms, 3), embedding_tokens=tokens,
         ),
@@ -316,13 +320,27 @@ class _Reasons:
         self._seen: dict[tuple[str, int, bool, str], str | None] = {}
 
     def __call__(self, r: Any) -> str | None:
-        key = (r.source_id, r.label, r.personal, r.source_jurisdiction)
+        return self.of(r.source_id, r.label, r.personal, r.source_jurisdiction)
+
+    def of(self, source_id: str, label: int, personal: bool, jurisdiction: str) -> str | None:
+        key = (source_id, label, personal, jurisdiction)
         if key not in self._seen:
             self._seen[key] = policy.first_withheld_reason(policy.recourse_checks(
-                self._who, self._rules, label=r.label, jurisdiction=r.source_jurisdiction, personal=r.personal,
-                source_id=r.source_id, consent_blocked=self._blocked, purpose=self._purpose,
+                self._who, self._rules, label=label, jurisdiction=jurisdiction, personal=personal,
+                source_id=source_id, consent_blocked=self._blocked, purpose=self._purpose,
             ))
         return self._seen[key]
+
+    def whole_version(self, r: Any, masks: bool) -> bool:
+        """Whether this caller may see every chunk of the row's version in clear: its worst chunk (highest
+        label, personal data if any has it: `document_versions.max_label`, `has_personal`) is neither withheld
+        nor masked. `masks`: whether the rule for the source's jurisdiction masks personal data for the caller.
+        A version without its summary is not whole (fail closed)."""
+        if r.version_max_label is None:
+            return False
+        personal = bool(r.version_personal)
+        return not (personal and masks) and self.of(
+            r.source_id, r.version_max_label, personal, r.source_jurisdiction) is None
 
 
 def _classify(
@@ -362,6 +380,7 @@ _ROWS = (
         _V.c.classifier_version, _V.c.label_map_version, _V.c.embedding_model, _V.c.retracted_at,
         _S.c.id.label("source_id"), _S.c.uri.label("source_uri"), _C.c.point_id, _C.c.personal,
         _S.c.jurisdiction.label("source_jurisdiction"), _S.c.steward_id,
+        _V.c.max_label.label("version_max_label"), _V.c.has_personal.label("version_personal"),
         # Whether the caller's groups can read the source now: a read-group change committed after the plan
         # read the sources is caught here (the hit is dropped, never served or counted).
         exists().where(_G.c.source_id == _C.c.source_id, _G.c.group.in_(bindparam("groups", expanding=True)))
@@ -389,9 +408,10 @@ def _render(
     payloads on the hot path); whether a hit is masked is decided on SQL's fields, the source of truth; PII
     spans are read only for the hits this caller gets masked."""
     rows = [by_point[p.id] for p in points if p.id in by_point]
-    masked_set = {
-        r.id for r in rows if policy.masks(who, rules, jurisdiction=r.source_jurisdiction, personal=r.personal)
-    }
+    # Whether the rule for a jurisdiction masks this caller's personal data, per jurisdiction.
+    masking = {j: policy.masks(who, rules, jurisdiction=j, personal=True) for j in {r.source_jurisdiction
+                                                                                     for r in rows}}
+    masked_set = {r.id for r in rows if r.personal and masking[r.source_jurisdiction]}
     spans: dict[str, list[PiiSpan]] = {}
     if masked_set:
         for span in session.scalars(select(PiiSpan).where(PiiSpan.chunk_id.in_(sorted(masked_set)))):
@@ -409,6 +429,7 @@ def _render(
             log.warning("search.payload_disagrees chunk=%s version=%s", r.id, r.version_id)
             continue
         masked = r.id in masked_set
+        whole = not masked and reason_of.whole_version(r, masking[r.source_jurisdiction])
         cited = Citation(
             chunk_id=r.id, document_id=r.document_id, version=r.version, version_id=r.version_id,
             chunk_sha256=r.sha256, version_sha256=r.version_sha256, source_id=r.source_id,
@@ -425,6 +446,7 @@ def _render(
             label=Label(r.label).slug,
             entity_types=list(r.entity_types),
             masked=masked,
-            citation=cited.masked() if masked else cited,
+            citation=cited.masked() if masked else cited if whole else cited.partial(),
+            whole_version=whole,
         ))
     return hits

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from memory.clock import aware, from_epoch
 from memory.errors import NotFoundError
 from memory.models import AuditChunk, AuditRecord, Chunk, Document, DocumentVersion, Source
-from memory.provenance import CLEAR_TEXT_FIELDS, Citation, citation
+from memory.provenance import CLEAR_TEXT_FIELDS, VERSION_MEASURE_FIELDS, Citation, citation
 from memory.stores.base import OPEN_END
 
 SERVED_LIMIT = 1000
@@ -142,15 +142,20 @@ class Serving:
     # always; to anyone else only if a record they may see served it unmasked. A caller only ever served it
     # masked gets none from a lookup or a verify: they would confirm guesses of the masked values.
     clear_text: bool
+    # Whether what measures the whole version's clear text (VERSION_MEASURE_FIELDS: its hash, the chunk's
+    # offsets) may be shown: to auditors always; to anyone else only if a record they may see served the chunk
+    # in clear from a version they could see whole (not among the record's `partial_chunk_ids`).
+    whole_version: bool
 
 
 def serving(session: Session, chunk_id: str, *, viewer: Viewer | None = None) -> Serving:
     q = _serving(chunk_id, viewer, AuditRecord)
     total = session.execute(select(func.count()).select_from(q.subquery())).scalar_one()
     rows = list(session.execute(q.order_by(AuditRecord.seq.desc()).limit(SERVED_LIMIT)).scalars())
-    clear = viewer is None or any(chunk_id not in (r.body.get("masked_chunk_ids") or ()) for r in rows)
+    clear = [r for r in rows if chunk_id not in (r.body.get("masked_chunk_ids") or ())]
+    whole = [r for r in clear if chunk_id not in (r.body.get("partial_chunk_ids") or ())]
     return Serving([ServedBy(r.seq, aware(r.ts), r.event, r.principal_id, r.acting_for) for r in rows], int(total),
-                   clear)
+                   clear_text=viewer is None or bool(clear), whole_version=viewer is None or bool(whole))
 
 
 def was_served_to(session: Session, *, chunk_id: str, viewer: Viewer) -> bool:
@@ -166,22 +171,22 @@ def get_citation(session: Session, *, chunk_id: str, visible_to: Viewer | None =
         raise NotFoundError(f"chunk {chunk_id!r} not found", code="chunk_not_found")
     chunk, version, source, document = found
     served = serving(session, chunk_id, viewer=visible_to)
-    clear = served.clear_text
+    clear, whole = served.clear_text, served.whole_version
     cited = citation(chunk, version, source)
     return Provenance(
-        citation=cited if clear else cited.masked(),
+        citation=cited.masked() if not clear else cited if whole else cited.partial(),
         source={"id": source.id, "name": source.name, "uri": source.uri, "jurisdiction": source.jurisdiction,
                 "steward": source.steward_id},
         document={"id": document.id, "external_key": document.external_key,
                   "current_version": document.current_version},
         version={"id": version.id, "version": version.version, "status": version.status,
-                 "sha256": version.sha256 if clear else None,
-                 "size_bytes": version.size_bytes if clear else None, "mime_type": version.mime_type,
+                 "sha256": version.sha256 if whole else None,
+                 "size_bytes": version.size_bytes if whole else None, "mime_type": version.mime_type,
                  "filename": version.filename,
                  "valid_from": version.valid_from,
                  "valid_to": None if version.valid_to >= OPEN_END else version.valid_to},
         chunk={"id": chunk.id, "ordinal": chunk.ordinal, "sha256": chunk.sha256 if clear else None,
-               "start": chunk.start if clear else None, "end": chunk.end if clear else None,
+               "start": chunk.start if whole else None, "end": chunk.end if whole else None,
                "page_number": chunk.page_number, "attachment": chunk.attachment,
                "token_count": chunk.token_count if clear else None, "label": chunk.label,
                "entity_types": list(chunk.entity_types),
@@ -229,13 +234,15 @@ def verify_citation(
     # A caller only ever served this chunk masked neither presents nor learns hashes of its clear text.
     served = serving(session, chunk_id, viewer=visible_to)
     clear = served.clear_text
-    hidden = () if clear else CLEAR_TEXT_FIELDS  # neither presented nor compared: a mismatch answers a guess
+    # Neither presented nor compared: a mismatch would answer a guess.
+    hidden = CLEAR_TEXT_FIELDS if not clear else () if served.whole_version else VERSION_MEASURE_FIELDS
     required = tuple(f for f in REQUIRED if f not in hidden)
     problems = [Problem("missing_field", f, f"citation has no {f}") for f in required if f not in presented]
     # Presented anyway (the masked citation carries them as null): not compared, so never reported valid. The
     # problem is the same whatever the value, right or wrong: no oracle.
-    problems += [Problem("unverifiable_field", f, f"{f} measures clear text this caller was only served masked; "
-                         "it is not verified for them") for f in hidden if presented.get(f) is not None]
+    problems += [Problem("unverifiable_field", f, f"{f} measures clear text this caller was not served (the chunk "
+                         "masked, or a neighbour in its version); it is not verified for them")
+                 for f in hidden if presented.get(f) is not None]
     found = _load(session, chunk_id)
     if found is None:
         return Verification(False, chunk_id, [*problems, Problem("unknown_chunk", "chunk_id", "no such chunk")],
@@ -248,7 +255,8 @@ def verify_citation(
     if clear and "chunk_sha256" in presented and presented["chunk_sha256"] != recomputed:
         problems.append(Problem("chunk_hash_mismatch", "chunk_sha256",
                                 "citation's chunk hash differs from the hash of the stored text"))
-    if clear and "version_sha256" in presented and presented["version_sha256"] != version.sha256:
+    if "version_sha256" not in hidden and "version_sha256" in presented \
+            and presented["version_sha256"] != version.sha256:
         problems.append(Problem("version_hash_mismatch", "version_sha256",
                                 "citation's version hash differs from the recorded version hash"))
     attested = _attested_version_hash(session, version)

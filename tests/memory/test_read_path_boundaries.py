@@ -326,6 +326,65 @@ def test_a_caller_served_a_chunk_masked_never_gets_a_hash_of_its_clear_text(api:
     assert audited["chunk"]["sha256"] and audited["chunk"]["end"] == len(EMAIL_DOC) and audited["chunk"]["token_count"]
 
 
+CONTACTS_DOC = (
+    "# Vendor escalation contacts\n\n## Primary contact\n\nFor escalations about the Acme payroll integration call "
+    "Margaret Thornbury at +44 20 7946 0958 or write to margaret.thornbury@acme-payroll.example.com.\n\n"
+    "## Escalation procedure\n\nOpen a ticket in the vendor portal first. If the vendor does not answer within two "
+    "business days, escalate to the account manager and copy the procurement team on every message.\n"
+)
+
+
+def test_a_clear_hit_from_a_version_with_a_masked_or_withheld_neighbour_carries_no_measure_of_the_version(
+    api: Any,
+) -> None:
+    """Served in clear, a chunk whose version holds another chunk this caller gets masked (or is withheld from)
+    comes without the version's hash and its offsets: with the served texts, the hash would confirm a guess of
+    the masked values offline, and the offsets would give their length. Lookup and verify agree; a caller who may
+    see the whole version, and an auditor, get them."""
+    import hashlib
+
+    from memory.models import AuditRecord
+
+    api.source("vendors", jurisdiction="EU", read_groups=["g"])
+    assert api.upload("vendors", "contacts.md", CONTACTS_DOC).status_code == 201
+    query = "vendor escalation procedure ticket portal"
+    us = api.principal("bob", groups=["g"], clearance="restricted", jurisdiction="US")  # EU->US: allow_masked
+    hits = _hits(api.search(us, query, top_k=5))
+    masked = [h for h in hits if h["masked"]]
+    [clear] = [h for h in hits if not h["masked"] and "vendor portal" in h["text"]]
+    assert masked and "margaret.thornbury@" not in masked[0]["text"]
+    cited = clear["citation"]
+    assert cited["chunk_sha256"] == hashlib.sha256(clear["text"].encode()).hexdigest()
+    assert (cited["version_sha256"], cited["start"], cited["end"]) == (None, None, None)
+    with transaction(api.container.sessions) as s:
+        body = s.query(AuditRecord).filter(AuditRecord.event == "search").order_by(AuditRecord.seq.desc()).first().body
+    assert body["partial_chunk_ids"] == [cited["chunk_id"]]
+    looked_up = api.client.get(f"/v1/citations/{cited['chunk_id']}", headers=us).json()
+    assert looked_up["citation"]["version_sha256"] is None and looked_up["citation"]["chunk_sha256"]
+    assert (looked_up["version"]["sha256"], looked_up["version"]["size_bytes"]) == (None, None)
+    assert (looked_up["chunk"]["start"], looked_up["chunk"]["end"]) == (None, None) and looked_up["chunk"]["sha256"]
+    assert api.client.post("/v1/citations/verify", headers=us, json={"citation": cited}).json()["valid"]
+    real = hashlib.sha256(CONTACTS_DOC.encode()).hexdigest()
+    right, wrong = (api.client.post("/v1/citations/verify", headers=us, json={
+        "citation": {**cited, "version_sha256": h}}).json() for h in (real, "0" * 64))
+    assert right["valid"] is False and right["problems"] == wrong["problems"]  # no oracle
+    assert [p["code"] for p in right["problems"]] == ["unverifiable_field"]
+    # A caller who may see the whole version in clear gets its hash and the offsets.
+    eu = api.principal("eve", groups=["g"], clearance="restricted", jurisdiction="EU")
+    whole = [h for h in _hits(api.search(eu, query, top_k=5)) if "vendor portal" in h["text"]]
+    assert whole[0]["citation"]["version_sha256"] == real and whole[0]["citation"]["end"]
+    # Withheld, not masked: a neighbour above the caller's clearance hides the version's measures too.
+    assert {h["label"] for h in hits} == {"confidential", "public"}
+    low = api.principal("lou", groups=["g"], clearance="public", jurisdiction="EU")
+    r = api.search(low, query, top_k=5).json()
+    assert [w["reason"] for w in r["policy"]["withheld"]] == ["clearance"]
+    assert r["hits"] and all(h["citation"]["version_sha256"] is None and h["citation"]["end"] is None
+                             and h["citation"]["chunk_sha256"] for h in r["hits"])
+    auditor = api.principal("aud", roles=["auditor"])
+    audited = api.client.get(f"/v1/citations/{cited['chunk_id']}", headers=auditor).json()
+    assert audited["version"]["sha256"] == real and audited["chunk"]["end"]
+
+
 def test_stewards_see_the_sources_they_steward_or_read_only(api: Any) -> None:
     api.source("hr", read_groups=["hr"])
     api.source("wiki", read_groups=["all-staff"])

@@ -73,6 +73,9 @@ def test_every_migration_upgrades_a_database_that_holds_data(db_url):
             # f3b8d21c6a47 fills each source's chunk summary from the chunks it already holds.
             row = conn.execute(text("SELECT max_label, has_personal FROM sources WHERE id = 'crm'")).one()
             assert (row[0], bool(row[1])) == (3, True)
+            # b7c3e5a9d214 fills each version's chunk summary the same way.
+            row = conn.execute(text("SELECT max_label, has_personal FROM document_versions WHERE id = 'v1'")).one()
+            assert (row[0], bool(row[1])) == (3, True)
     finally:
         engine.dispose()
 
