@@ -79,6 +79,10 @@ class Verification:
     recomputed_chunk_sha256: str | None = None
     served_by: list[ServedBy] = field(default_factory=list)
     served_total: int = 0
+    # Where the chunk lives (None: unknown chunk): for the verify's own audit record, so that the audit's
+    # source and document filters find who checked a citation of theirs. Not part of the API response.
+    source_id: str | None = None
+    document_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -272,4 +276,5 @@ def verify_citation(
     return Verification(
         valid=not problems, chunk_id=chunk_id, problems=problems, status=status_of(session, version),
         recomputed_chunk_sha256=recomputed if clear else None, served_by=served.records, served_total=served.total,
+        source_id=source.id, document_id=chunk.document_id,
     )

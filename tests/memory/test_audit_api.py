@@ -63,6 +63,26 @@ def test_filters_select_the_right_records(api):
     assert len(_records(api, until=future, principal="r1")["records"]) == 1
 
 
+def test_who_looked_up_verified_or_explained_a_citation_is_found_by_its_source_and_document(api):
+    doc, hit = _searches(api)
+    reader = api.principal("r2", groups=["g"])
+    api.search(reader, "train tickets")
+    assert api.client.get(f"/v1/citations/{hit['chunk_id']}", headers=reader).status_code == 200
+    assert api.client.post("/v1/citations/verify", headers=reader, json={"citation": hit}).status_code == 200
+    auditor = api.principal("aud", roles=["auditor"])
+    r = api.client.post("/v1/explain", headers=auditor, json={"principal_id": "r2", "chunk_id": hit["chunk_id"]})
+    assert r.status_code == 200, r.text
+    reads = ["citation.get", "citation.verify", "policy.explain"]
+    for params in ({"document_id": doc["document_id"]}, {"source_id": "s1"}):
+        found = _records(api, event="read", **params)["records"]
+        assert [r["action"] for r in found] == reads, params
+        assert {(r["source_id"], r["document_id"]) for r in found} == {("s1", doc["document_id"])}
+    # A verify of an unknown chunk names no source or document.
+    api.client.post("/v1/citations/verify", headers=api.admin, json={"citation": {"chunk_id": "nope"}})
+    [unknown] = _records(api, event="read", action="citation.verify", principal="admin")["records"]
+    assert (unknown["source_id"], unknown["document_id"]) == (None, None)
+
+
 def test_pages_follow_after_seq(api):
     _searches(api)
     seen, after = [], 0

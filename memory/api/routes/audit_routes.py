@@ -22,7 +22,9 @@ def audit_filter(
     acting_for: Annotated[str | None, Query(description="User the principal acted for")] = None,
     source_id: Annotated[str | None, Query(description="Records about the source or serving its chunks")] = None,
     document_id: Annotated[str | None, Query(description="Records about the document or serving its chunks")] = None,
-    chunk_id: Annotated[str | None, Query(description="Records that served this chunk")] = None,
+    chunk_id: Annotated[str | None, Query(description=(
+        "Records that served this chunk (a citation lookup, verify or explain of it has it as `target`: "
+        "find those with source_id or document_id)"))] = None,
     event: Annotated[str | None, Query(description="search | write | read")] = None,
     action: Annotated[str | None, Query(description="Action of a write/read, e.g. version.retract")] = None,
     since: Annotated[schemas.Instant | None, Query(description="From this instant (inclusive)")] = None,

@@ -64,7 +64,8 @@ def verify_citation(body: schemas_audit.VerifyIn, session: SessionDep, who: WhoD
     result = verification.verify_citation(session, presented=body.citation, visible_to=visible_to)
     audit.append(session, audit.Read(action="citation.verify", target=chunk_id or "", details={
         "valid": result.valid, "problems": sorted({p.code for p in result.problems}),
-    }), principal_id=who.principal_id, acting_for=who.acting_for)
+    }), principal_id=who.principal_id, acting_for=who.acting_for, source_id=result.source_id,
+                 document_id=result.document_id)
     return present.verification(result)
 
 
@@ -81,5 +82,6 @@ def explain(
     audit.append(session, audit.Read(action="policy.explain", target=body.chunk_id, details={
         "principal_id": body.principal_id, "acting_for": body.acting_for, "as_of": result.as_of,
         "purpose": result.purpose, "visible": result.decision.visible,
-    }), principal_id=who.principal_id, acting_for=who.acting_for)
+    }), principal_id=who.principal_id, acting_for=who.acting_for, source_id=str(result.payload["source_id"]),
+                 document_id=str(result.payload["document_id"]))
     return present.explanation(result)
