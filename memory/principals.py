@@ -258,6 +258,12 @@ def _authenticated_id(session: Session, token: str | None) -> str:
     return str(key.principal_id)
 
 
+def key_id_of(token: str | None) -> str | None:
+    """The key id part of a well-formed API key (`gm_<key id>_<secret>`; not a secret), else None."""
+    m = _KEY.match(token or "")
+    return m.group(1) if m else None
+
+
 def authenticate(session: Session, *, token: str | None) -> Principal:
     """The principal behind a bearer token, or AuthError (401), as an ORM object (routes that manage it)."""
     principal_id = _authenticated_id(session, token)

@@ -122,6 +122,30 @@ def test_search_checks_the_key_role_and_delegation_in_its_one_hop(api: Any) -> N
     assert sorted(rec["principal_id"] for rec in audit["records"]) == ["bot", "r"]
 
 
+def test_each_refusal_is_one_structured_log_line_without_the_secret(api: Any, caplog: Any) -> None:
+    """Refusals write no audit record (an unauthenticated caller must not be able to grow the hash chain), so
+    each is one `api.refused` log line a SIEM can alert on: status, code, route template, the key id (never
+    the secret), whether an X-Acting-For header came."""
+    no_role = api.principal("nr", groups=["g"], roles=[])
+    agent = api.principal("bot", kind="agent", groups=["g"])
+    secret = "wrongwrongwrongwrongwrong"
+    with caplog.at_level("WARNING", logger="memory.api.exception_handlers"):
+        api.client.post("/v1/search", json={"query": "x"})
+        api.search({"Authorization": f"Bearer gm_0123456789abcdef_{secret}"}, "x")
+        api.search(no_role, "x")
+        api.search({**agent, "X-Acting-For": "nr"}, "x")
+        api.client.get("/v1/sources/s-secret-id", headers={"Authorization": f"Bearer gm_0123456789abcdef_{secret}"})
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("api.refused")]
+    assert [line.split()[1:3] for line in lines] == [
+        ["status=401", "code=missing_api_key"], ["status=401", "code=invalid_api_key"],
+        ["status=403", "code=missing_role"], ["status=403", "code=delegation_not_allowed"],
+        ["status=401", "code=invalid_api_key"],
+    ]
+    assert "key_id=0123456789abcdef" in lines[1] and "route=/v1/search" in lines[1]
+    assert "acting_for_header=True" in lines[3] and "route=/v1/sources/{source_id}" in lines[4]
+    assert not any(secret in line or "s-secret-id" in line for line in lines)
+
+
 @pytest.mark.parametrize(("offset_hours", "expired"), [(5, True), (-8, False), (14, True)])
 def test_key_expiry_is_the_same_instant_whatever_offset_it_is_written_in(
     api: Any, offset_hours: int, expired: bool
