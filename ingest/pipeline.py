@@ -25,22 +25,39 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from classifiers.base import Classifier
 from classifiers.labels import LabelMap
-from classifiers.types import Classification, Label
+from classifiers.types import Classification, Finding, Label
 from ingest.chunk import DEFAULT_MAX_TOKENS, chunk_document, chunker_version
 from ingest.embedders import Embedder, EmbeddingCache, Vector
 from ingest.errors import EmbeddingError, IngestError
 from ingest.offline import no_network
-from ingest.types import ChunkDraft, ParsedDocument, PipelineVersions, ProcessedChunk, ProcessedDocument
+from ingest.types import (
+    ChunkDraft,
+    NamePii,
+    ParsedDocument,
+    PipelineVersions,
+    ProcessedChunk,
+    ProcessedDocument,
+)
 from ingest.workers import Parser, make_parser
 
 logger = logging.getLogger(__name__)
 
 PIPELINE_VERSION = "ingest-1"
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+
+
+# Read as spaces when a name is classified (one character each: the findings' offsets hold for the name).
+_SEPARATORS_AS_SPACES = str.maketrans({c: " " for c in "_-.+/\\"})
+
+
+def _shown_names(staged: _Staged) -> list[str]:
+    """The names shown beside the document's chunks in citations: its file name and its attachments' names."""
+    attachments = sorted({d.attachment for d in staged.drafts if d.attachment})
+    return [n for n in dict.fromkeys([staged.filename, *attachments]) if n]
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -68,6 +85,8 @@ class _Staged:
     classifications: list[Classification]
     timings: dict[str, float]
     floor: Label
+    filename: str = ""
+    names_pii: dict[str, tuple[Finding, ...]] = field(default_factory=dict)  # name -> personal findings
 
 
 class IngestPipeline:
@@ -161,10 +180,15 @@ class IngestPipeline:
             logger.info("file rejected: sha256=%s size=%d code=%s", sha, len(item.data), exc.code)
             return exc
         timings = {"parse": parse_s, "chunk": time.perf_counter() - t0}
-        return _Staged(sha, len(item.data), parsed, drafts, [], timings, item.floor)
+        return _Staged(sha, len(item.data), parsed, drafts, [], timings, item.floor, item.filename)
 
     def _classify(self, ready: Sequence[_Staged]) -> None:
-        texts = [d.text for s in ready for d in s.drafts]
+        """The chunks' texts, and in the same batch the names shown beside them (the file's, its attachments'):
+        each name as it is and with its separators read as spaces (`Jonas_Weber_review.md`; one character for
+        one, so both readings' offsets hold for the name)."""
+        chunk_texts = [d.text for s in ready for d in s.drafts]
+        names = [(s, n) for s in ready for n in _shown_names(s)]
+        texts = chunk_texts + [t for _, n in names for t in (n, n.translate(_SEPARATORS_AS_SPACES))]
         t0 = time.perf_counter()
         results = self.classifier.classify(texts) if texts else []
         elapsed = time.perf_counter() - t0
@@ -176,6 +200,13 @@ class IngestPipeline:
             staged.classifications = list(results[offset : offset + n])
             offset += n
             staged.timings["classify"] = elapsed * n / max(len(texts), 1)
+        for i, (staged, name) in enumerate(names):
+            as_is, spaced = results[len(chunk_texts) + 2 * i], results[len(chunk_texts) + 2 * i + 1]
+            # Only personal data: a place or a date in a file name says nothing about a person.
+            found = {(f.start, f.end, f.entity_type): f for f in (*as_is.findings, *spaced.findings)
+                     if self.label_map.is_personal((f.entity_type,))}
+            if found:
+                staged.names_pii[name] = tuple(found[k] for k in sorted(found))
 
     def _embed(self, ready: Sequence[_Staged]) -> tuple[dict[str, Vector], set[str], float]:
         """Vectors for every distinct chunk sha of the batch, the shas computed now, and seconds spent."""
@@ -205,13 +236,18 @@ class IngestPipeline:
         chunks: list[ProcessedChunk] = []
         for draft, result in zip(staged.drafts, staged.classifications, strict=True):
             entity_types = result.entity_types or tuple(sorted({f.entity_type for f in result.findings}))
+            # Personal data in the names shown beside the chunk is the chunk's too (its label, its flag).
+            in_names = {f.entity_type for name in (staged.filename, draft.attachment) if name
+                        for f in staged.names_pii.get(name, ())}
+            if in_names:
+                entity_types = tuple(sorted(set(entity_types) | in_names))
             first_computation = draft.sha256 in computed and draft.sha256 not in seen
             seen.add(draft.sha256)
             chunks.append(
                 ProcessedChunk(
                     draft=draft,
                     findings=result.findings,
-                    label=max(staged.floor, result.label),
+                    label=max(staged.floor, result.label, self.label_map.label_for(in_names)),
                     entity_types=entity_types,
                     has_personal_data=self.label_map.is_personal(entity_types),
                     vector=tuple(vectors[draft.sha256].tolist()),
@@ -244,4 +280,5 @@ class IngestPipeline:
             versions=versions,
             timings_s=dict(staged.timings),
             warnings=staged.parsed.warnings,
+            names_pii=tuple(NamePii(name, found) for name, found in sorted(staged.names_pii.items())),
         )

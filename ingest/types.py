@@ -79,6 +79,15 @@ class ProcessedChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class NamePii:
+    """Personal data found in a name the memory shows beside a chunk's text (the file's name, an email
+    attachment's name): findings of personal entity types, [start, end) offsets into `name`."""
+
+    name: str
+    findings: tuple[Finding, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineVersions:
     """Versions of every stage, recorded on each document version for provenance."""
 
@@ -102,6 +111,9 @@ class ProcessedDocument:
     versions: PipelineVersions
     timings_s: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     warnings: tuple[ParseWarning, ...] = ()  # skipped attachments, partly readable file
+    # The file's and its attachments' names that hold personal data (their chunks carry it too: entity types,
+    # label, personal flag), so that a caller who gets those chunks masked gets the names masked as well.
+    names_pii: tuple[NamePii, ...] = ()
 
     @property
     def entity_counts(self) -> dict[str, int]:

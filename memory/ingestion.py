@@ -358,6 +358,8 @@ def _reserve(
                 chunk_count=len(doc.chunks), text_length=doc.text_length, vectors_synced=False,
                 max_label=max((int(c.label) for c in doc.chunks), default=None),
                 has_personal=any(c.has_personal_data for c in doc.chunks),
+                names_pii=[{"name": n.name, "spans": [{"entity_type": f.entity_type, "start": f.start, "end": f.end}
+                                                      for f in n.findings]} for n in doc.names_pii] or None,
             ))
     except IntegrityError as exc:
         raise ConflictError("document changed concurrently; retry", code="concurrent_update") from exc

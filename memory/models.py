@@ -180,6 +180,10 @@ class DocumentVersion(Base):
     # of its whole clear text (version hash, offsets: memory.provenance.VERSION_MEASURE_FIELDS).
     max_label: Mapped[int | None] = mapped_column(Integer, nullable=True)
     has_personal: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # Personal data in the names shown beside its chunks (its file name, its attachments' names: ingest.NamePii)
+    # as [{"name", "spans": [{"entity_type", "start", "end"}]}]; None: none found (or stored before they were
+    # classified). A caller who gets a chunk masked gets these masked in its citation too.
+    names_pii: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
 
 class Chunk(Base):

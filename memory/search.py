@@ -36,7 +36,7 @@ from memory.errors import ValidationFailedError
 from memory.models import Chunk, DocumentVersion, PiiSpan, Source, SourceReadGroup
 from memory.policy_cache import PolicyReads
 from memory.provenance import Citation
-from memory.rendering import mask
+from memory.rendering import mask, masked_citation
 from memory.stores.base import AccessFilter, Beam, Ranked, VectorStore
 
 log = logging.getLogger(__name__)
@@ -380,7 +380,7 @@ _ROWS = (
         _V.c.classifier_version, _V.c.label_map_version, _V.c.embedding_model, _V.c.retracted_at,
         _S.c.id.label("source_id"), _S.c.uri.label("source_uri"), _C.c.point_id, _C.c.personal,
         _S.c.jurisdiction.label("source_jurisdiction"), _S.c.steward_id,
-        _V.c.max_label.label("version_max_label"), _V.c.has_personal.label("version_personal"),
+        _V.c.max_label.label("version_max_label"), _V.c.has_personal.label("version_personal"), _V.c.names_pii,
         # Whether the caller's groups can read the source now: a read-group change committed after the plan
         # read the sources is caught here (the hit is dropped, never served or counted).
         exists().where(_G.c.source_id == _C.c.source_id, _G.c.group.in_(bindparam("groups", expanding=True)))
@@ -446,7 +446,7 @@ def _render(
             label=Label(r.label).slug,
             entity_types=list(r.entity_types),
             masked=masked,
-            citation=cited.masked() if masked else cited if whole else cited.partial(),
+            citation=masked_citation(cited, r.names_pii) if masked else cited if whole else cited.partial(),
             whole_version=whole,
         ))
     return hits

@@ -21,6 +21,7 @@ from memory.clock import aware, from_epoch
 from memory.errors import NotFoundError
 from memory.models import AuditChunk, AuditRecord, Chunk, Document, DocumentVersion, Source
 from memory.provenance import CLEAR_TEXT_FIELDS, VERSION_MEASURE_FIELDS, Citation, citation
+from memory.rendering import hide_names, masked_citation
 from memory.stores.base import OPEN_END
 
 SERVED_LIMIT = 1000
@@ -178,20 +179,23 @@ def get_citation(session: Session, *, chunk_id: str, visible_to: Viewer | None =
     clear, whole = served.clear_text, served.whole_version
     cited = citation(chunk, version, source)
     return Provenance(
-        citation=cited.masked() if not clear else cited if whole else cited.partial(),
+        citation=masked_citation(cited, version.names_pii) if not clear else cited if whole else cited.partial(),
         source={"id": source.id, "name": source.name, "uri": source.uri, "jurisdiction": source.jurisdiction,
                 "steward": source.steward_id},
-        document={"id": document.id, "external_key": document.external_key,
+        document={"id": document.id,
+                  "external_key": document.external_key if clear else hide_names(document.external_key,
+                                                                                 version.names_pii),
                   "current_version": document.current_version},
         version={"id": version.id, "version": version.version, "status": version.status,
                  "sha256": version.sha256 if whole else None,
                  "size_bytes": version.size_bytes if whole else None, "mime_type": version.mime_type,
-                 "filename": version.filename,
+                 "filename": version.filename if clear else hide_names(version.filename, version.names_pii),
                  "valid_from": version.valid_from,
                  "valid_to": None if version.valid_to >= OPEN_END else version.valid_to},
         chunk={"id": chunk.id, "ordinal": chunk.ordinal, "sha256": chunk.sha256 if clear else None,
                "start": chunk.start if whole else None, "end": chunk.end if whole else None,
-               "page_number": chunk.page_number, "attachment": chunk.attachment,
+               "page_number": chunk.page_number,
+               "attachment": chunk.attachment if clear else hide_names(chunk.attachment, version.names_pii),
                "token_count": chunk.token_count if clear else None, "label": chunk.label,
                "entity_types": list(chunk.entity_types),
                "text_sha256_matches": sha256_text(chunk.text) == chunk.sha256},
@@ -267,7 +271,9 @@ def verify_citation(
     if attested is not None and attested != version.sha256:
         problems.append(Problem("version_hash_tampered", "version_sha256",
                                 "recorded version hash differs from the hash-chained ingest record"))
-    stored = citation(chunk, version, source).to_dict()
+    # What the caller holds: a masked hit's citation carries its names masked (compared as given to them).
+    stored = (citation(chunk, version, source) if clear
+              else masked_citation(citation(chunk, version, source), version.names_pii)).to_dict()
     for name, value in stored.items():
         if name in HASHES or name in hidden or name not in presented:
             continue

@@ -126,7 +126,27 @@ def test_classifier_sees_all_chunks_in_one_batch() -> None:
 
     pipeline.process(text_file(PUBLIC, EMAIL_PARA, CARD_PARA), "notes.txt", floor=Label.PUBLIC)
 
-    assert pipeline.classifier.calls == [3]  # type: ignore[attr-defined]
+    # The three chunks and, in the same batch, the file name as it is and with its separators as spaces.
+    assert pipeline.classifier.calls == [3 + 2]  # type: ignore[attr-defined]
+
+
+def test_personal_data_in_the_file_name_is_every_chunks() -> None:
+    """A file named after a person is about that person: each chunk carries the name's personal data (entity
+    types, label, personal flag) and the document says where in the name it is (for masking citations)."""
+    name = "from-alice.smith@example.com-renewal.txt"
+    doc = make_pipeline(max_tokens=20).process(text_file(PUBLIC, CARD_PARA), name, floor=Label.PUBLIC)
+
+    assert all(c.has_personal_data and "EMAIL_ADDRESS" in c.entity_types for c in doc.chunks)
+    assert [c.label for c in doc.chunks] == [Label.CONFIDENTIAL, Label.RESTRICTED]  # the card's chunk stays higher
+    assert [c.findings == () for c in doc.chunks] == [True, False]  # text spans are the text's own
+    [pii] = doc.names_pii
+    assert pii.name == name and {name[f.start:f.end] for f in pii.findings} >= {"alice.smith@example.com"}
+
+
+def test_a_file_name_without_personal_data_adds_nothing() -> None:
+    for name in ("notes.txt", "q3-office_hours.md"):
+        doc = make_pipeline(max_tokens=20).process(text_file(PUBLIC), name, floor=Label.PUBLIC)
+        assert doc.names_pii == () and not doc.chunks[0].has_personal_data and doc.chunks[0].label == Label.PUBLIC
 
 
 def test_each_distinct_chunk_text_is_embedded_once() -> None:

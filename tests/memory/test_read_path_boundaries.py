@@ -385,6 +385,67 @@ def test_a_clear_hit_from_a_version_with_a_masked_or_withheld_neighbour_carries_
     assert audited["version"]["sha256"] == real and audited["chunk"]["end"]
 
 
+def test_personal_data_in_a_file_or_attachment_name_is_masked_or_withheld_with_the_chunk(api: Any) -> None:
+    """A file or an attachment named after a person: its chunks carry that personal data, so a caller who gets
+    them masked gets the names masked in the citation (and in the lookup), and a caller the jurisdiction
+    denies personal data is not served them (withheld, counted), however clean the text itself is."""
+    import email.message
+
+    msg = email.message.EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "hr@example.com", "payroll@example.com", "New hire"
+    msg.set_content("The signed paperwork for the new logistics hire is attached.")
+    msg.add_attachment(b"# CV\n\nTen years of warehouse logistics experience.\n", maintype="text",
+                       subtype="markdown", filename="Ms_Lena_Fischer_cv.md")
+    api.source("hr", jurisdiction="EU", read_groups=["g"])
+    assert api.upload("hr", "Ms_Lena_Fischer_contract.md", "# Contract\n\nSalary band 4, starting in April.\n"
+                      ).status_code == 201
+    assert api.upload("hr", "new-hire.eml", msg.as_bytes()).status_code == 201
+    us = api.principal("bob", groups=["g"], clearance="restricted", jurisdiction="US")  # EU->US: allow_masked
+    india = api.principal("ira", groups=["g"], clearance="restricted", jurisdiction="IN")  # EU->IN: deny_personal
+    eu = api.principal("eve", groups=["g"], clearance="restricted", jurisdiction="EU")
+
+    [contract] = [h for h in _hits(api.search(us, "salary band contract", top_k=10)) if "Salary band" in h["text"]]
+    assert contract["masked"] and "PERSON" in contract["entity_types"]
+    assert contract["citation"]["document_uri"] == "upload://hr/Ms_<PERSON>_contract.md"
+    [cv] = [h for h in _hits(api.search(us, "warehouse logistics experience", top_k=10)) if "Ten years" in h["text"]]
+    assert cv["masked"] and cv["citation"]["attachment"] == "Ms_<PERSON>_cv.md"
+    assert "Fischer" not in str(cv) and "Fischer" not in str(contract)
+    looked_up = api.client.get(f"/v1/citations/{contract['citation']['chunk_id']}", headers=us).json()
+    assert looked_up["version"]["filename"] == looked_up["document"]["external_key"] == "Ms_<PERSON>_contract.md"
+    assert looked_up["citation"]["document_uri"] == "upload://hr/Ms_<PERSON>_contract.md"
+    cv_up = api.client.get(f"/v1/citations/{cv['citation']['chunk_id']}", headers=us).json()
+    assert cv_up["chunk"]["attachment"] == "Ms_<PERSON>_cv.md" and "Fischer" not in str(cv_up)
+    for hit in (contract, cv):
+        verified = api.client.post("/v1/citations/verify", headers=us, json={"citation": hit["citation"]}).json()
+        assert verified["valid"], verified["problems"]
+    # Denied personal data: neither chunk is served; both are counted as withheld by jurisdiction.
+    r = api.search(india, "salary band contract warehouse logistics experience", top_k=10).json()
+    assert not any("Salary band" in h["text"] or "Ten years" in h["text"] for h in r["hits"])
+    assert {w["reason"] for w in r["policy"]["withheld"]} == {"jurisdiction"}
+    # In clear for a caller who may see it.
+    [clear] = [h for h in _hits(api.search(eu, "salary band contract", top_k=10)) if "Salary band" in h["text"]]
+    assert not clear["masked"] and clear["citation"]["document_uri"] == "upload://hr/Ms_Lena_Fischer_contract.md"
+
+
+def test_real_stack_a_person_in_a_file_name_is_found_and_a_place_is_not_personal(real_api: Any) -> None:
+    """Real Presidio reads `Jonas_Weber_...` as a person once its separators are spaces; a city in a file name
+    is not personal data (the chunk stays served in clear where personal data is denied)."""
+    api = real_api
+    api.source("hr", jurisdiction="EU", read_groups=["g"])
+    review = "# Performance review\n\nExceeded expectations this year and is recommended for promotion.\n"
+    hours = "# Office hours\n\nThe office opens at eight and closes at six on weekdays.\n"
+    assert api.upload("hr", "Jonas_Weber_performance_review.md", review).status_code == 201
+    assert api.upload("hr", "berlin-office-hours.md", hours).status_code == 201
+    us = api.principal("bob", groups=["g"], clearance="restricted", jurisdiction="US")  # EU->US: allow_masked
+    india = api.principal("ira", groups=["g"], clearance="restricted", jurisdiction="IN")  # EU->IN: deny_personal
+    [hit] = [h for h in _hits(api.search(us, "recommended for promotion", top_k=5)) if "promotion" in h["text"]]
+    assert hit["masked"] and "PERSON" in hit["entity_types"]
+    assert hit["citation"]["document_uri"] == "upload://hr/<PERSON>_performance_review.md"
+    served = _hits(api.search(india, "office opening hours on weekdays", top_k=5))
+    assert any("office opens" in h["text"] and not h["masked"] for h in served)
+    assert not any("promotion" in h["text"] for h in served)
+
+
 def test_stewards_see_the_sources_they_steward_or_read_only(api: Any) -> None:
     api.source("hr", read_groups=["hr"])
     api.source("wiki", read_groups=["all-staff"])
