@@ -97,6 +97,11 @@ class PresidioClassifier:
         self._version = self._compute_version(model_id)
 
     @property
+    def lexicon(self) -> Lexicon:
+        """The everyday words and name words its rules use (also vets names outside prose: ingest.shown_names)."""
+        return self._lexicon
+
+    @property
     def version(self) -> str:
         """presidio version + NER model + hash of recognizers, entities and thresholds."""
         return self._version

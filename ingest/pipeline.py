@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 
 from classifiers.base import Classifier
 from classifiers.labels import LabelMap
+from classifiers.lexicon import Lexicon
 from classifiers.types import Classification, Finding, Label
+from ingest import shown_names
 from ingest.chunk import DEFAULT_MAX_TOKENS, chunk_document, chunker_version
 from ingest.embedders import Embedder, EmbeddingCache, Vector
 from ingest.errors import EmbeddingError, IngestError
@@ -50,14 +52,11 @@ PIPELINE_VERSION = "ingest-1"
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 
 
-# Read as spaces when a name is classified (one character each: the findings' offsets hold for the name).
-_SEPARATORS_AS_SPACES = str.maketrans({c: " " for c in "_-.+/\\"})
-
-
 def _shown_names(staged: _Staged) -> list[str]:
-    """The names shown beside the document's chunks in citations: its file name and its attachments' names."""
+    """The names citations show beside the document's chunks: its own (file name, key, URI) and its
+    attachments'."""
     attachments = sorted({d.attachment for d in staged.drafts if d.attachment})
-    return [n for n in dict.fromkeys([staged.filename, *attachments]) if n]
+    return [n for n in dict.fromkeys([*staged.shown, *attachments]) if n]
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -72,6 +71,8 @@ class IngestItem:
     data: bytes
     filename: str
     floor: Label
+    # Other names citations show beside the document (its key, its URI): classified with its file name.
+    shown_names: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -85,8 +86,8 @@ class _Staged:
     classifications: list[Classification]
     timings: dict[str, float]
     floor: Label
-    filename: str = ""
-    names_pii: dict[str, tuple[Finding, ...]] = field(default_factory=dict)  # name -> personal findings
+    shown: tuple[str, ...] = ()  # the document's own names: file name, key, URI
+    names_pii: dict[str, tuple[Finding, ...]] = field(default_factory=dict)  # name -> vetted findings
 
 
 class IngestPipeline:
@@ -111,6 +112,10 @@ class IngestPipeline:
             label_map = exposed
         self.label_map = label_map or LabelMap()
         self.classifier = classifier
+        # The words that vet a person in a name (ingest.shown_names): the classifier's own lexicon when it
+        # exposes one (dictionary + census names), else the census names alone.
+        lexicon = getattr(classifier, "lexicon", None)
+        self._names_lexicon = lexicon if isinstance(lexicon, Lexicon) else Lexicon.from_nlp(None)
         self.embedder = embedder
         self.cache = cache
         self.max_bytes = max_bytes
@@ -180,15 +185,15 @@ class IngestPipeline:
             logger.info("file rejected: sha256=%s size=%d code=%s", sha, len(item.data), exc.code)
             return exc
         timings = {"parse": parse_s, "chunk": time.perf_counter() - t0}
-        return _Staged(sha, len(item.data), parsed, drafts, [], timings, item.floor, item.filename)
+        return _Staged(sha, len(item.data), parsed, drafts, [], timings, item.floor,
+                       (item.filename, *item.shown_names))
 
     def _classify(self, ready: Sequence[_Staged]) -> None:
-        """The chunks' texts, and in the same batch the names shown beside them (the file's, its attachments'):
-        each name as it is and with its separators read as spaces (`Jonas_Weber_review.md`; one character for
-        one, so both readings' offsets hold for the name)."""
+        """The chunks' texts, and in the same batch the names shown beside them, each in its two readings
+        (ingest.shown_names: what a name's findings may add to its chunks is vetted strictly)."""
         chunk_texts = [d.text for s in ready for d in s.drafts]
         names = [(s, n) for s in ready for n in _shown_names(s)]
-        texts = chunk_texts + [t for _, n in names for t in (n, n.translate(_SEPARATORS_AS_SPACES))]
+        texts = chunk_texts + [t for _, n in names for t in shown_names.readings(n)]
         t0 = time.perf_counter()
         results = self.classifier.classify(texts) if texts else []
         elapsed = time.perf_counter() - t0
@@ -202,11 +207,9 @@ class IngestPipeline:
             staged.timings["classify"] = elapsed * n / max(len(texts), 1)
         for i, (staged, name) in enumerate(names):
             as_is, spaced = results[len(chunk_texts) + 2 * i], results[len(chunk_texts) + 2 * i + 1]
-            # Only personal data: a place or a date in a file name says nothing about a person.
-            found = {(f.start, f.end, f.entity_type): f for f in (*as_is.findings, *spaced.findings)
-                     if self.label_map.is_personal((f.entity_type,))}
+            found = shown_names.vetted(name, (*as_is.findings, *spaced.findings), self._names_lexicon)
             if found:
-                staged.names_pii[name] = tuple(found[k] for k in sorted(found))
+                staged.names_pii[name] = found
 
     def _embed(self, ready: Sequence[_Staged]) -> tuple[dict[str, Vector], set[str], float]:
         """Vectors for every distinct chunk sha of the batch, the shas computed now, and seconds spent."""
@@ -237,7 +240,7 @@ class IngestPipeline:
         for draft, result in zip(staged.drafts, staged.classifications, strict=True):
             entity_types = result.entity_types or tuple(sorted({f.entity_type for f in result.findings}))
             # Personal data in the names shown beside the chunk is the chunk's too (its label, its flag).
-            in_names = {f.entity_type for name in (staged.filename, draft.attachment) if name
+            in_names = {f.entity_type for name in (*staged.shown, draft.attachment) if name
                         for f in staged.names_pii.get(name, ())}
             if in_names:
                 entity_types = tuple(sorted(set(entity_types) | in_names))

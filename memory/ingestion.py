@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
+from urllib.parse import unquote
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -190,7 +191,9 @@ def ingest_files(
         from ingest.pipeline import IngestItem  # heavy (unstructured): only when there is work
 
         t0 = time.perf_counter()
-        items = [IngestItem(files[i].data, files[i].filename, floor) for i in todo]
+        # The key and the URI are shown beside the text too (a folder or a key may name a person).
+        items = [IngestItem(files[i].data, files[i].filename, floor,
+                            shown_names=(files[i].external_key, unquote(files[i].uri))) for i in todo]
         results = processor.process_many(items) if items else []
         per_doc_process = (time.perf_counter() - t0) / max(1, len(todo))
         _store_all(factory, store, todo, results, files, outcomes, stored, source_id=source_id, groups=groups,

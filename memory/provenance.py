@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+from urllib.parse import quote
 
 from memory.clock import aware
 from memory.models import Chunk, DocumentVersion, Source
@@ -41,14 +45,43 @@ class Citation:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def masked(self) -> Citation:
-        """This citation for a caller who gets the chunk masked: without its CLEAR_TEXT_FIELDS (all of them)."""
-        return replace(self, chunk_sha256=None, version_sha256=None, start=None, end=None)
+    def masked(self, names_pii: NamesPii) -> Citation:
+        """This citation for a caller who gets the chunk masked: without its CLEAR_TEXT_FIELDS (all of them),
+        and the names shown beside the text masked as the text is (`hide_names`)."""
+        return replace(self, chunk_sha256=None, version_sha256=None, start=None, end=None,
+                       document_uri=hide_names(self.document_uri, names_pii) or "",
+                       attachment=hide_names(self.attachment, names_pii))
 
     def partial(self) -> Citation:
         """This citation for a caller served the chunk in clear from a version they may not see whole (another
         chunk of it masked or withheld): without its VERSION_MEASURE_FIELDS."""
         return replace(self, version_sha256=None, start=None, end=None)
+
+    def for_view(self, *, clear: bool, whole: bool, names_pii: NamesPii) -> Citation:
+        """As a caller may see it: `clear` False, masked; clear but not `whole` (a neighbour masked or withheld),
+        partial; else all of it."""
+        return self.masked(names_pii) if not clear else self if whole else self.partial()
+
+
+# Personal data found in the names shown beside a version's text (`document_versions.names_pii`).
+NamesPii = Sequence[Mapping[str, Any]] | None
+
+
+def hide_names(value: str | None, names_pii: NamesPii) -> str | None:
+    """`value` (a file name, a key, an attachment's name, a URI built from them) with every piece of personal
+    data found in a shown name replaced by `<ENTITY_TYPE>` wherever it occurs: as found, percent-encoded (URIs
+    quote keys), in either Unicode normal form, in any case."""
+    if not value or not names_pii:
+        return value
+    pieces = {(entry["name"][s["start"]:s["end"]], s["entity_type"]) for entry in names_pii for s in entry["spans"]}
+    for piece, entity_type in sorted(pieces, key=lambda p: -len(p[0])):  # the longest first: none half-replaced
+        if not piece.strip():
+            continue
+        forms = {q for n in ("NFC", "NFD") for q in (unicodedata.normalize(n, piece),)}
+        forms |= {quote(f, safe=safe) for f in forms for safe in ("/", "")}
+        pattern = re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)), re.IGNORECASE)
+        value = pattern.sub(f"<{entity_type}>", value)
+    return value
 
 
 # What a citation holds of the chunk's clear text (hashes, offsets): never shown to a caller who gets the chunk

@@ -36,7 +36,7 @@ from memory.errors import ValidationFailedError
 from memory.models import Chunk, DocumentVersion, PiiSpan, Source, SourceReadGroup
 from memory.policy_cache import PolicyReads
 from memory.provenance import Citation
-from memory.rendering import mask, masked_citation
+from memory.rendering import mask
 from memory.stores.base import AccessFilter, Beam, Ranked, VectorStore
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class Hit:
     citation: Citation
     # False: masked, or served in clear from a version this caller may not see whole, so the citation carries
     # no measure of the version's clear text (provenance.VERSION_MEASURE_FIELDS).
-    whole_version: bool = True
+    whole_version: bool
 
 
 @dataclass(frozen=True)
@@ -446,7 +446,7 @@ def _render(
             label=Label(r.label).slug,
             entity_types=list(r.entity_types),
             masked=masked,
-            citation=masked_citation(cited, r.names_pii) if masked else cited if whole else cited.partial(),
+            citation=cited.for_view(clear=not masked, whole=whole, names_pii=r.names_pii),
             whole_version=whole,
         ))
     return hits

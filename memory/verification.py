@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from memory import audit
 from memory.clock import aware, from_epoch
 from memory.errors import NotFoundError
 from memory.models import AuditChunk, AuditRecord, Chunk, Document, DocumentVersion, Source
-from memory.provenance import CLEAR_TEXT_FIELDS, VERSION_MEASURE_FIELDS, Citation, citation
-from memory.rendering import hide_names, masked_citation
+from memory.provenance import CLEAR_TEXT_FIELDS, VERSION_MEASURE_FIELDS, Citation, citation, hide_names
 from memory.stores.base import OPEN_END
 
 SERVED_LIMIT = 1000
@@ -179,7 +179,7 @@ def get_citation(session: Session, *, chunk_id: str, visible_to: Viewer | None =
     clear, whole = served.clear_text, served.whole_version
     cited = citation(chunk, version, source)
     return Provenance(
-        citation=masked_citation(cited, version.names_pii) if not clear else cited if whole else cited.partial(),
+        citation=cited.for_view(clear=clear, whole=whole, names_pii=version.names_pii),
         source={"id": source.id, "name": source.name, "uri": source.uri, "jurisdiction": source.jurisdiction,
                 "steward": source.steward_id},
         document={"id": document.id,
@@ -272,8 +272,7 @@ def verify_citation(
         problems.append(Problem("version_hash_tampered", "version_sha256",
                                 "recorded version hash differs from the hash-chained ingest record"))
     # What the caller holds: a masked hit's citation carries its names masked (compared as given to them).
-    stored = (citation(chunk, version, source) if clear
-              else masked_citation(citation(chunk, version, source), version.names_pii)).to_dict()
+    stored = citation(chunk, version, source).for_view(clear=clear, whole=True, names_pii=version.names_pii).to_dict()
     for name, value in stored.items():
         if name in HASHES or name in hidden or name not in presented:
             continue
@@ -284,3 +283,13 @@ def verify_citation(
         recomputed_chunk_sha256=recomputed if clear else None, served_by=served.records, served_total=served.total,
         source_id=source.id, document_id=chunk.document_id,
     )
+
+
+def record_verify(session: Session, result: Verification, *, principal_id: str | None,
+                  acting_for: str | None = None) -> None:
+    """The verify's own audit record (API and CLI alike): what was checked, by whom, and where the chunk
+    lives, so that the audit's source and document filters find it."""
+    audit.append(session, audit.Read(action="citation.verify", target=result.chunk_id or "", details={
+        "valid": result.valid, "problems": sorted({p.code for p in result.problems}),
+    }), principal_id=principal_id, acting_for=acting_for, source_id=result.source_id,
+        document_id=result.document_id)

@@ -51,8 +51,9 @@ class VerifyIn(Strict):
 
 class ProblemOut(BaseModel):
     code: str = Field(description="Stable reason code, e.g. chunk_hash_mismatch, stored_text_tampered, "
-                      "unknown_chunk, field_mismatch, unverifiable_field (a clear-text hash or offset presented by a "
-                      "caller only ever served the chunk masked: not compared, never valid)")
+                      "unknown_chunk, field_mismatch, unverifiable_field (a hash or offset this caller was not given: "
+                      "the chunk was only served to them masked, or from a version with a masked or withheld "
+                      "chunk; not compared, never valid)")
     field: str | None
     message: str
 

@@ -427,6 +427,35 @@ def test_personal_data_in_a_file_or_attachment_name_is_masked_or_withheld_with_t
     assert not clear["masked"] and clear["citation"]["document_uri"] == "upload://hr/Ms_Lena_Fischer_contract.md"
 
 
+def test_a_person_in_a_folder_or_a_key_is_masked_however_the_uri_spells_it(api: Any, tmp_path: Any) -> None:
+    """Folders (the key) and keys a steward chooses are shown beside the text too: classified with the file name,
+    and masked in the percent-encoded URI `memory ingest --uri-base` builds."""
+    from memory import documents
+
+    folder = tmp_path / "people" / "Ms Anna Berg"  # the fake classifier reads ASCII names (see conftest)
+    folder.mkdir(parents=True)
+    (folder / "notes.md").write_text("# Notes\n\nPrefers the late shift in the warehouse.\n")
+    api.source("hr", jurisdiction="EU", read_groups=["g"])
+    c = api.container
+    [outcome] = documents.ingest_paths(c.sessions, c.store, c.pipeline, source_id="hr", actor="admin",
+                                       paths=[str(tmp_path / "people")], max_bytes=10**6,
+                                       uri_base="https://intranet.example/hr")
+    assert outcome.status == "created", outcome
+    r = api.client.post("/v1/sources/hr/documents", headers=api.admin,
+                        data={"external_key": "contracts/Ms Lena Fischer"},
+                        files={"file": ("contract.md", b"# Contract\n\nSalary band 4, starting in April.\n")})
+    assert r.status_code == 201, r.text
+    us = api.principal("bob", groups=["g"], clearance="restricted", jurisdiction="US")  # EU->US: allow_masked
+    [notes] = [h for h in _hits(api.search(us, "late shift warehouse", top_k=10)) if "late shift" in h["text"]]
+    assert notes["masked"] and notes["citation"]["document_uri"] == (
+        "https://intranet.example/hr/Ms%20<PERSON>/notes.md")
+    [contract] = [h for h in _hits(api.search(us, "salary band", top_k=10)) if "Salary band" in h["text"]]
+    assert contract["masked"] and contract["citation"]["document_uri"] == "upload://hr/contracts/Ms <PERSON>"
+    looked_up = api.client.get(f"/v1/citations/{notes['citation']['chunk_id']}", headers=us).json()
+    assert looked_up["document"]["external_key"] == "Ms <PERSON>/notes.md"
+    assert not any(n in str(x) for n in ("Berg", "Fischer") for x in (notes, contract, looked_up))
+
+
 def test_real_stack_a_person_in_a_file_name_is_found_and_a_place_is_not_personal(real_api: Any) -> None:
     """Real Presidio reads `Jonas_Weber_...` as a person once its separators are spaces; a city in a file name
     is not personal data (the chunk stays served in clear where personal data is denied)."""

@@ -171,7 +171,26 @@ def test_a_masked_citation_drops_every_clear_text_field():
                  page_number=None, attachment=None, ingested_at="2026-01-01T00:00:00+00:00", ingested_by="x",
                  pipeline_version="p", parser_version="p", chunker_version="p", classifier_version="p",
                  label_map_version="1", embedding_model="m")
-    masked = c.masked().to_dict()
+    masked = c.masked(None).to_dict()
     assert {f for f, v in masked.items() if v is None} - {"page_number", "attachment"} == set(CLEAR_TEXT_FIELDS)
     assert {f: v for f, v in masked.items() if f not in CLEAR_TEXT_FIELDS} == {
         f: v for f, v in c.to_dict().items() if f not in CLEAR_TEXT_FIELDS}
+
+
+def test_hide_names_masks_a_name_however_a_uri_or_key_spells_it():
+    """Percent-encoded (URIs quote keys), another Unicode normal form, another case: all masked; the longest
+    piece first, and nothing else of the value touched."""
+    import unicodedata
+
+    from memory.provenance import hide_names
+
+    name = "people/Ms Jürgen Weiß notes.md"
+    pii = [{"name": name, "spans": [{"entity_type": "PERSON", "start": 10, "end": 21}]}]
+    assert name[10:21] == "Jürgen Weiß"
+    expected = "people/Ms <PERSON> notes.md"
+    assert hide_names(name, pii) == expected
+    assert hide_names("https://intranet.example/hr/people/Ms%20J%C3%BCrgen%20Wei%C3%9F%20notes.md", pii) == (
+        "https://intranet.example/hr/people/Ms%20<PERSON>%20notes.md")
+    assert hide_names(unicodedata.normalize("NFD", name), pii) == expected
+    assert hide_names("PEOPLE/MS JÜRGEN WEISS NOTES.MD".replace("WEISS", "WEIß"), pii) == "PEOPLE/MS <PERSON> NOTES.MD"
+    assert hide_names(None, pii) is None and hide_names("plain.md", None) == "plain.md"

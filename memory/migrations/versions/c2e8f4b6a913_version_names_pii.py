@@ -6,8 +6,8 @@ Create Date: 2026-11-27 12:40:00.000000
 
 `document_versions.names_pii` (JSON, nullable): the spans of personal data the classifier found in the
 version's file name and its attachments' names, so that a caller who gets its chunks masked gets those names
-masked in citations too. Versions stored before are left NULL (their names were never classified): ingesting
-the file again classifies them.
+masked in citations too. Versions stored before are left NULL: their names were never classified, and
+re-ingesting unchanged bytes makes no new version, so they stay so.
 """
 from collections.abc import Sequence
 
