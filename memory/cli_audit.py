@@ -71,8 +71,7 @@ def verify(
         with transaction(c.sessions) as s:
             given = presented or verification.get_citation(s, chunk_id=str(chunk_id)).citation.to_dict()
             result = verification.verify_citation(s, presented=given)
-            audit.append(s, audit.Read(action="citation.verify", target=result.chunk_id or "",
-                                       details={"valid": result.valid}), principal_id=actor_id(actor))
+            verification.record_verify(s, result, principal_id=actor_id(actor))
             return json.loads(json.dumps(result.to_dict(), default=str))
 
     result = run(data_dir, _do)
@@ -232,10 +231,7 @@ def explain(
             result = explain_svc.explain_access(s, c.store, principal_id=principal, chunk_id=chunk_id,
                                                 acting_for=acting_for, as_of=to_epoch(as_of) if as_of else None,
                                                 purpose=purpose)
-            audit.append(s, audit.Read(action="policy.explain", target=chunk_id, details={
-                "principal_id": principal, "acting_for": acting_for, "purpose": result.purpose,
-                "visible": result.decision.visible,
-            }), principal_id=actor_id(actor))
+            explain_svc.record_explain(s, result, principal_id=actor_id(actor))
             return presenters_audit.explanation(result).model_dump(mode="json")
 
     res = run(data_dir, _do)

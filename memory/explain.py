@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from memory import consent, policy, policy_store, principals
+from memory import audit, consent, policy, policy_store, principals
 from memory.errors import ForbiddenError, NotFoundError, ValidationFailedError
 from memory.models import Chunk, DocumentVersion, Source
 from memory.policy import Decision, RuleCheck
@@ -148,3 +148,14 @@ def explain_access(
         payload_disagreements=disagreements,
         notes=notes,
     )
+
+
+def record_explain(session: Session, result: Explanation, *, principal_id: str | None,
+                   acting_for: str | None = None) -> None:
+    """The explain's own audit record (API and CLI alike): whose access was explained for which chunk, and
+    where the chunk lives, so that the audit's source and document filters find it."""
+    audit.append(session, audit.Read(action="policy.explain", target=result.chunk_id, details={
+        "principal_id": result.principal_id, "acting_for": result.acting_for, "as_of": result.as_of,
+        "purpose": result.purpose, "visible": result.decision.visible,
+    }), principal_id=principal_id, acting_for=acting_for, source_id=str(result.payload["source_id"]),
+        document_id=str(result.payload["document_id"]))

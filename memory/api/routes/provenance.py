@@ -62,10 +62,7 @@ def verify_citation(body: schemas_audit.VerifyIn, session: SessionDep, who: WhoD
     chunk_id = raw if isinstance(raw, str) and raw else None
     visible_to = _scope(session, who, chunk_id)
     result = verification.verify_citation(session, presented=body.citation, visible_to=visible_to)
-    audit.append(session, audit.Read(action="citation.verify", target=chunk_id or "", details={
-        "valid": result.valid, "problems": sorted({p.code for p in result.problems}),
-    }), principal_id=who.principal_id, acting_for=who.acting_for, source_id=result.source_id,
-                 document_id=result.document_id)
+    verification.record_verify(session, result, principal_id=who.principal_id, acting_for=who.acting_for)
     return present.verification(result)
 
 
@@ -79,9 +76,5 @@ def explain(
         session, container.store, principal_id=body.principal_id, chunk_id=body.chunk_id,
         acting_for=body.acting_for, as_of=to_epoch(body.as_of) if body.as_of else None, purpose=body.purpose,
     )
-    audit.append(session, audit.Read(action="policy.explain", target=body.chunk_id, details={
-        "principal_id": body.principal_id, "acting_for": body.acting_for, "as_of": result.as_of,
-        "purpose": result.purpose, "visible": result.decision.visible,
-    }), principal_id=who.principal_id, acting_for=who.acting_for, source_id=str(result.payload["source_id"]),
-                 document_id=str(result.payload["document_id"]))
+    explain_svc.record_explain(session, result, principal_id=who.principal_id, acting_for=who.acting_for)
     return present.explanation(result)
