@@ -144,3 +144,25 @@ def test_property_chunks_are_bounded_contiguous_slices(elements: list[tuple[str,
 
     assert_well_formed(doc, chunks, max_tokens)
     assert chunks == chunk_document(doc, count_tokens=count_tokens, max_tokens=max_tokens)
+
+
+def test_a_long_paragraph_or_line_is_measured_in_near_linear_work() -> None:
+    """The token counter sees slices about a chunk long, not halves of what is left: a 400 KB paragraph (and a
+    1 MB line without sentence ends, and a 200 KB word) cost a bounded multiple of their length in measured
+    characters. The former bisection measured ~n^2 / chunk: a 10 MB line never finished (a review found it)."""
+    measured = 0
+
+    def counting(text: str) -> int:
+        nonlocal measured
+        measured += len(text)
+        return count_tokens(text)
+
+    sentences = " ".join(f"Row {i} lists a supplier in Lyon with net terms of thirty days." for i in range(6_000))
+    line = "word " * 200_000
+    word = "ab." * 70_000  # one word of many tokens: split by characters
+    for text in (sentences, line, word):
+        measured = 0
+        drafts = chunk_document(make_doc(("NarrativeText", text)), count_tokens=counting, max_tokens=64)
+        assert all(count_tokens(d.text) <= 64 for d in drafts) and "".join(d.text for d in drafts).replace(" ", "") \
+            == text.replace(" ", "")
+        assert measured <= 60 * len(text), (len(text), measured)
