@@ -48,6 +48,11 @@ class NotFoundError(ServiceError):
     status = 404
 
 
+class RequestTooLargeError(ServiceError):
+    code = "request_too_large"
+    status = 413
+
+
 class ConflictError(ServiceError):
     code = "conflict"
     status = 409

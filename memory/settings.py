@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         None, description="If set, an admin principal 'admin' with this API key exists at startup."
     )
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest accepted document.")
+    max_request_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body other than a document upload (multipart: the "
+        "document's limit plus 1 MiB); past it 413 request_too_large, before the body is read.")
     chunk_max_tokens: int = Field(200, ge=32, le=256, description="Chunk size bound in embedding-model tokens.")
     parse_timeout_s: float = Field(120.0, ge=0, description="Per-file parse time budget (parse_timeout past it); "
                                    "parsing then runs in a worker process. 0: in-process, no budget.")

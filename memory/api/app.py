@@ -32,7 +32,7 @@ from memory.api.routes import (
     usage_routes,
 )
 from memory.bootstrap import Container
-from memory.errors import AuthError, ServiceError, ValidationFailedError
+from memory.errors import AuthError, RequestTooLargeError, ServiceError, ValidationFailedError
 from memory.metrics import REQUEST_LATENCY
 from memory.settings import Settings
 
@@ -85,8 +85,56 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
     routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
     app.add_middleware(BearerRequiredMiddleware, api=app, routes=[r for r in routes if deps.authenticates(r.dependant)])
+    app.add_middleware(BodyLimitMiddleware, api=app, json_limit=container.settings.max_request_bytes,
+                       multipart_limit=container.settings.max_upload_bytes + _MULTIPART_OVERHEAD)
     app.add_middleware(RequestContextMiddleware)  # added last: outermost, so it times and tags every answer
     return app
+
+
+# Room for the multipart envelope (boundaries, part headers, the external_key field) around a document.
+_MULTIPART_OVERHEAD = 1024 * 1024
+
+
+class BodyLimitMiddleware:
+    """Refuses a request body larger than its limit, 413 `request_too_large`, before the app reads it: at once
+    from a Content-Length that says so, else (a chunked body) as soon as the bytes received pass the limit.
+    Multipart bodies (document uploads) get the upload limit plus the envelope; every other body the JSON
+    limit. Without it a 300 MB body with a made-up key was read, and held, before its 401."""
+
+    def __init__(self, app: ASGIApp, *, api: FastAPI, json_limit: int, multipart_limit: int) -> None:
+        self.app, self.api = app, api
+        self.json_limit, self.multipart_limit = json_limit, multipart_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/")
+        limit = self.multipart_limit if multipart else self.json_limit
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, receive, send, limit)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise RequestTooLargeError(f"the request body is larger than {limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        handler = self.api.exception_handlers[ServiceError]
+        error = RequestTooLargeError(f"the request body is larger than {limit} bytes")
+        response = handler(Request(scope, receive), error)
+        if inspect.isawaitable(response):
+            response = await response
+        await response(scope, receive, send)
 
 
 class BearerRequiredMiddleware:

@@ -95,6 +95,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, ServiceError):
+            # FastAPI reports any failure while reading the body as 400: a chunked body past its limit
+            # (memory.api.app.BodyLimitMiddleware) is that failure.
+            return _service_response(exc.__cause__)
         if exc.status_code == 400:  # a body FastAPI could not even parse (not UTF-8, broken multipart)
             errors = [{"loc": ["body"], "msg": str(exc.detail), "type": "body_unparsable"}]
             return await _invalid_request(request, "the request body could not be parsed", errors)

@@ -132,7 +132,7 @@ class SourceCreate(Strict):
                                    description="Empty = nobody reads (never everyone)")
     floor: LabelName = "internal"
     uri: str = Field("", max_length=1024)
-    description: str = ""
+    description: str = Field("", max_length=4096)
     personal_data_requires_consent: bool = Field(
         False, description="Personal data is served only to searches stating a purpose in consent_purposes")
     consent_purposes: list[str] = Field(
@@ -146,7 +146,7 @@ class SourcePatchIn(Strict):
     jurisdiction: str | None = None
     read_groups: list[str] | None = Field(None, max_length=MAX_NAMES)
     floor: LabelName | None = None
-    description: str | None = None
+    description: str | None = Field(None, max_length=4096)
     personal_data_requires_consent: bool | None = None
     consent_purposes: list[str] | None = Field(None, max_length=MAX_NAMES,
                                                description="Replaces the list (applies to the next search)")

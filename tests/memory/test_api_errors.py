@@ -170,6 +170,35 @@ def test_a_steward_of_another_team_gets_a_sources_write_routes_as_for_an_unknown
     assert api.container.store.count() == 0
 
 
+def test_a_body_past_its_limit_is_413_before_it_is_read(tmp_path, db_url, fake_embedder, fake_classifier):
+    """JSON bodies past MEMORY_MAX_REQUEST_BYTES and uploads past the document limit (plus the multipart
+    envelope) are refused with 413 request_too_large: from Content-Length before the app reads a byte (a
+    made-up key included), and from the bytes counted when the body comes chunked."""
+    from tests.conftest import make_api, make_container
+
+    c = make_container(tmp_path, db_url, embedder=fake_embedder, classifier=fake_classifier,
+                       max_request_bytes=4096, max_upload_bytes=2048)
+    try:
+        for api in make_api(c):
+            h = api.principal("r", groups=["g"])
+            bogus = {"Authorization": "Bearer gm_0123456789abcdef_wrongwrongwrongwrongwrong"}
+            big = b'{"query": "' + b"a" * 8000 + b'"}'
+            for headers in (h, bogus):
+                r = api.client.post("/v1/search", headers={**headers, "Content-Type": "application/json"},
+                                    content=big)
+                assert (r.status_code, code(r)) == (413, "request_too_large"), r.text
+            chunked = api.client.post("/v1/search", headers={**h, "Content-Type": "application/json"},
+                                      content=iter([big[:3000], big[3000:]]))
+            assert (chunked.status_code, code(chunked)) == (413, "request_too_large"), chunked.text
+            assert api.search(h, "small enough").status_code == 200
+            api.source("s")
+            assert api.upload("s", "a.txt", "hello world").status_code == 201
+            r = api.upload("s", "b.txt", "word " * 300_000)
+            assert (r.status_code, code(r)) == (413, "request_too_large"), r.text
+    finally:
+        c.close()
+
+
 def test_unknown_route_has_a_stable_code(api):
     r = api.client.get("/v1/nothing-here")
     assert r.status_code == 404 and code(r) == "route_not_found"
