@@ -21,6 +21,7 @@ from memory import audit, audit_trail
 from memory.bootstrap import Container
 from memory.cli import Actor, DataDir, actor_id, app, fail, out, print_json, run
 from memory.db import transaction
+from memory.models import MAX_INT32, MAX_INT64
 from memory.policy import EffectivePrincipal
 
 audit_app = typer.Typer(help="The hash-chained audit log (auditors).", no_args_is_help=True)
@@ -107,8 +108,8 @@ def audit_export(
     since: Since = None, until: Until = None, principal: PrincipalOpt = None, acting_for: ActingFor = None,
     source: SourceOpt = None, document: DocumentOpt = None, chunk: ChunkOpt = None, event: EventOpt = None,
     action: ActionOpt = None, data_dir: DataDir = None, actor: Actor = None,
-    after_seq: Annotated[int, typer.Option("--after-seq", min=0, help="Records after this seq (resume an "
-                                           "interrupted export)")] = 0,
+    after_seq: Annotated[int, typer.Option("--after-seq", min=0, max=MAX_INT64, help="Records after this seq "
+                                           "(resume an interrupted export)")] = 0,
 ) -> None:
     """Matching records as JSON lines on stdout, with their hashes (`> audit.jsonl`). If the database fails
     midway, the last line is `{"error": {..., "resume_after_seq": N}}` and the exit status is non-zero: run
@@ -134,8 +135,8 @@ def audit_show(
     since: Since = None, until: Until = None, principal: PrincipalOpt = None, acting_for: ActingFor = None,
     source: SourceOpt = None, document: DocumentOpt = None, chunk: ChunkOpt = None, event: EventOpt = None,
     action: ActionOpt = None,
-    after_seq: Annotated[int, typer.Option(help="Show records after this seq.")] = 0,
-    limit: Annotated[int, typer.Option(help="Records per page.")] = 50,
+    after_seq: Annotated[int, typer.Option(min=0, max=MAX_INT64, help="Show records after this seq.")] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Records per page.")] = 50,
     as_json: AsJson = False, data_dir: DataDir = None,
 ) -> None:
     """A page of matching records, oldest first (the last line says how to get the next page)."""
@@ -173,7 +174,8 @@ def _print_impact(report: Any) -> None:
 def retract(
     document_id: Annotated[str, typer.Argument(help="Document id.")],
     reason: Annotated[str, typer.Option(help="Why (required, recorded in the audit log).")],
-    version: Annotated[int | None, typer.Option(help="Version number (default: the current one).")] = None,
+    version: Annotated[int | None, typer.Option(min=1, max=MAX_INT32,
+                                                help="Version number (default: the current one).")] = None,
     data_dir: DataDir = None,
     actor: Actor = None,
 ) -> None:
@@ -192,7 +194,7 @@ def retract(
 def restore(
     document_id: Annotated[str, typer.Argument(help="Document id.")],
     reason: Annotated[str, typer.Option(help="Why (required, recorded in the audit log).")],
-    version: Annotated[int, typer.Option(help="Version number to restore.")],
+    version: Annotated[int, typer.Option(min=1, max=MAX_INT32, help="Version number to restore.")],
     data_dir: DataDir = None,
     actor: Actor = None,
 ) -> None:

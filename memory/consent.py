@@ -27,13 +27,13 @@ from memory import policy
 from memory.errors import ValidationFailedError
 from memory.models import Source, SourceReadGroup
 
-PURPOSE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+PURPOSE_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")  # fullmatch: "$" would accept a trailing newline
 
 
 def normalise_purpose(value: str) -> str:
     """A purpose slug: 1-64 of a-z 0-9 _ -, starting with a letter (case and surrounding blanks ignored)."""
     slug = value.strip().lower()
-    if not PURPOSE_RE.match(slug):
+    if not PURPOSE_RE.fullmatch(slug):
         raise ValidationFailedError(
             f"invalid purpose {value!r}: 1-64 lowercase letters, digits, '-' or '_', starting with a letter",
             code="invalid_purpose",

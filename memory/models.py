@@ -35,6 +35,12 @@ NAMING = {
 }
 
 
+# The largest values the integer columns hold (INTEGER / BIGINT): inputs past them are refused at the edges
+# (API 422, CLI usage error) instead of failing in the driver.
+MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 

@@ -10,6 +10,7 @@ search whose purpose the source's data subjects consented to (no purpose -> not 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -158,11 +159,16 @@ DEFAULT_TRANSFER_RULES: list[dict[str, str]] = [
 JURISDICTION_IN_TRANSIT = "IN-TRANSIT"
 
 
+_JURISDICTION = re.compile(r"[A-Z0-9][A-Z0-9-]{0,15}")
+
+
 def normalise_jurisdiction(value: str) -> str:
-    v = value.strip().upper()
-    if not v or not v.replace("-", "").isalnum() or len(v) > 16 or v == JURISDICTION_IN_TRANSIT:
-        raise PolicyError(f"invalid jurisdiction {value!r}", code="invalid_jurisdiction")
-    return v
+    """An upper-case ASCII code of letters, digits and dashes, at most 16 characters (`EU`, `US-CA`): no other
+    script (a Cyrillic `ЕU` would be a look-alike jurisdiction; `ıı` upper-cases to `II`)."""
+    v = value.strip()
+    if not v.isascii() or not _JURISDICTION.fullmatch(v.upper()) or v.upper() == JURISDICTION_IN_TRANSIT:
+        raise PolicyError(f"invalid jurisdiction {value[:40]!r}", code="invalid_jurisdiction")
+    return v.upper()
 
 
 def consent_blocks(requires_consent: bool, consented: Iterable[str], purpose: str | None) -> bool:

@@ -26,8 +26,9 @@ from memory.errors import AuthError, ConflictError, ForbiddenError, NotFoundErro
 from memory.models import ApiKey, Delegation, Principal, PrincipalGroup, PrincipalRole
 from memory.policy import KINDS, ROLES, EffectivePrincipal, Identity, effective, normalise_jurisdiction
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$")
-_KEY = re.compile(r"^gm_([a-z0-9]{16})_([A-Za-z0-9_-]{20,128})$")
+# fullmatch, not match: "$" would also accept a trailing newline ("hr\n", an id that looks like another).
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")
+_KEY = re.compile(r"gm_([a-z0-9]{16})_([A-Za-z0-9_-]{20,128})")
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class IssuedKey:
 
 
 def validate_id(value: str, what: str) -> str:
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise ValidationFailedError(f"invalid {what} {value!r}", code=f"invalid_{what.replace(' ', '_')}")
     return value
 
@@ -205,7 +206,7 @@ def issue_key(
     if token is None:
         key_id = secrets.token_hex(8)
         token = f"gm_{key_id}_{secrets.token_urlsafe(32)}"
-    m = _KEY.match(token)
+    m = _KEY.fullmatch(token)
     if m is None:
         raise ValidationFailedError("malformed API key", code="invalid_api_key_format")
     key_id, secret = m.group(1), m.group(2)
@@ -247,7 +248,7 @@ def _authenticated_id(session: Session, token: str | None) -> str:
     AuthError (401). Never says which part of a wrong key was wrong."""
     if not token:
         raise AuthError("missing API key", code="missing_api_key")
-    m = _KEY.match(token)
+    m = _KEY.fullmatch(token)
     key = session.execute(_KEY_ROW, {"id": m.group(1)}).one_or_none() if m else None
     if m is None or key is None or not hmac.compare_digest(key.secret_hash, _hash(m.group(2))):
         raise AuthError("invalid API key", code="invalid_api_key")
@@ -260,7 +261,7 @@ def _authenticated_id(session: Session, token: str | None) -> str:
 
 def key_id_of(token: str | None) -> str | None:
     """The key id part of a well-formed API key (`gm_<key id>_<secret>`; not a secret), else None."""
-    m = _KEY.match(token or "")
+    m = _KEY.fullmatch(token or "")
     return m.group(1) if m else None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from memory.clock import utc
 from memory.provenance import Citation as CitationOut  # one definition: the dataclass is the schema
@@ -72,7 +72,7 @@ class PrincipalCreate(Strict):
     display_name: str = Field("", max_length=256)
     may_act_for: list[str] = Field(default_factory=list, max_length=MAX_NAMES,
                                    description="User ids an agent/service may act for")
-    may_act_for_any: bool = Field(False, description="Agent/service may act for any active user")
+    may_act_for_any: StrictBool = Field(False, description="Agent/service may act for any active user")
     key_expires_at: Instant | None = Field(None, description="Expiry of the first API key (in the future)")
 
 
@@ -112,7 +112,7 @@ class PrincipalPatch(Strict):
     """Only the fields given change; each change is audited. Roles and delegations are read on every request,
     so a withdrawn role or delegation is refused from the principal's next request on."""
 
-    active: bool | None = None
+    active: StrictBool | None = None
     groups: list[str] | None = Field(None, max_length=MAX_NAMES)
     clearance: LabelName | None = Field(None, description="Global: applies to every source (and, for an agent, "
                                         "caps every user it acts for)")
@@ -120,7 +120,7 @@ class PrincipalPatch(Strict):
     may_act_for: list[str] | None = Field(None, max_length=MAX_NAMES,
                                           description="Agent/service only: replaces the user ids it may act "
                                           "for ([] = none)")
-    may_act_for_any: bool | None = Field(None, description="Agent/service only: may act for any active user")
+    may_act_for_any: StrictBool | None = Field(None, description="Agent/service only: may act for any active user")
 
 
 class SourceCreate(Strict):
@@ -133,7 +133,7 @@ class SourceCreate(Strict):
     floor: LabelName = "internal"
     uri: str = Field("", max_length=1024)
     description: str = Field("", max_length=4096)
-    personal_data_requires_consent: bool = Field(
+    personal_data_requires_consent: StrictBool = Field(
         False, description="Personal data is served only to searches stating a purpose in consent_purposes")
     consent_purposes: list[str] = Field(
         default_factory=list, max_length=MAX_NAMES,
@@ -147,7 +147,7 @@ class SourcePatchIn(Strict):
     read_groups: list[str] | None = Field(None, max_length=MAX_NAMES)
     floor: LabelName | None = None
     description: str | None = Field(None, max_length=4096)
-    personal_data_requires_consent: bool | None = None
+    personal_data_requires_consent: StrictBool | None = None
     consent_purposes: list[str] | None = Field(None, max_length=MAX_NAMES,
                                                description="Replaces the list (applies to the next search)")
 
@@ -230,7 +230,7 @@ class DocumentVersionsOut(BaseModel):
 
 class SearchIn(Strict):
     query: str = Field(min_length=1, max_length=4000)
-    top_k: int = Field(10, ge=1, le=1000)
+    top_k: StrictInt = Field(10, ge=1, le=1000)
     as_of: Instant | None = Field(
         None, description="Time travel: what the memory held at this instant, read under the access rules in force now"
     )

@@ -5,14 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from memory.api.schemas import MAX_NAMES, CitationOut, Instant, LabelName, Strict, WithheldReason
+from memory.models import MAX_INT32
 
 # Version numbers are 32-bit columns, audit seqs 64-bit (PostgreSQL INTEGER / BIGINT; SQLite's INTEGER): a
 # larger number cannot name a row, and the drivers would refuse to bind it (500) instead of saying so (422).
-MAX_INT32 = 2**31 - 1
-MAX_INT64 = 2**63 - 1
 
 
 class ServedByOut(BaseModel):
@@ -104,12 +103,13 @@ class ExplainOut(BaseModel):
 
 class RetractIn(Strict):
     reason: str = Field(min_length=1, max_length=2000)
-    version: int | None = Field(None, ge=1, le=MAX_INT32, description="Version number (default: the current version)")
+    version: StrictInt | None = Field(None, ge=1, le=MAX_INT32,
+                                      description="Version number (default: the current version)")
 
 
 class RestoreIn(Strict):
     reason: str = Field(min_length=1, max_length=2000)
-    version: int = Field(ge=1, le=MAX_INT32)
+    version: StrictInt = Field(ge=1, le=MAX_INT32)
 
 
 class ServedRecordOut(ServedByOut):

@@ -199,6 +199,33 @@ def test_a_body_past_its_limit_is_413_before_it_is_read(tmp_path, db_url, fake_e
         c.close()
 
 
+def test_look_alike_and_loosely_typed_values_are_422(api):
+    """A trailing newline makes no new group or id ("hr\n" would look like hr and match nobody); booleans and
+    integers are JSON's own, not "0", "yes", true-as-1 or "5"; a jurisdiction is ASCII (a Cyrillic "ЕU" would
+    be a look-alike jurisdiction)."""
+    api.principal("alice", groups=["g"])
+    cases = [
+        ("post", "/v1/sources", {"id": "s9", "name": "S", "jurisdiction": "EU", "read_groups": ["hr\n"]}),
+        ("post", "/v1/sources", {"id": "s9\n", "name": "S", "jurisdiction": "EU"}),
+        ("patch", "/v1/principals/alice", {"groups": ["hr\n"]}),
+        ("patch", "/v1/principals/alice", {"active": "0"}),
+        ("post", "/v1/sources", {"id": "s9", "name": "S", "jurisdiction": "EU",
+                                 "personal_data_requires_consent": "yes"}),
+        ("post", "/v1/sources", {"id": "s9", "name": "S", "jurisdiction": "\u0415U"}),
+        ("post", "/v1/sources", {"id": "s9", "name": "S", "jurisdiction": "\u0131\u0131"}),
+        ("post", "/v1/search", {"query": "x", "top_k": "5"}),
+        ("post", "/v1/search", {"query": "x", "top_k": True}),
+    ]
+    for method, path, body in cases:
+        r = getattr(api.client, method)(path, headers=api.admin, json=body)
+        assert r.status_code == 422, (path, body, r.status_code, r.text)
+    api.source("s1")
+    doc = api.upload("s1", "a.md", "# A\n\nParental leave is twelve weeks.\n").json()["document_id"]
+    r = api.client.post(f"/v1/documents/{doc}/retract", headers=api.admin, json={"reason": "x", "version": True})
+    assert r.status_code == 422 and code(r) == "invalid_request", r.text
+    assert api.client.get("/v1/principals/alice", headers=api.admin).json()["active"] is True
+
+
 def test_unknown_route_has_a_stable_code(api):
     r = api.client.get("/v1/nothing-here")
     assert r.status_code == 404 and code(r) == "route_not_found"

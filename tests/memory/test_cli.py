@@ -309,3 +309,15 @@ def test_source_consent_from_the_cli(env: Path):
     out = json.loads(r.output)
     assert out["status"] == "granted" and out["resolution"]["resolved"] is True
     assert _consent_of("crm") == (True, ["billing", "support"])
+
+
+def test_numbers_past_their_columns_are_usage_errors_not_tracebacks(env: Path):
+    big = "99999999999999999999"
+    for args in (("retract", "d1", "--reason", "x", "--version", big),
+                 ("restore", "d1", "--reason", "x", "--version", big),
+                 ("audit", "show", "--after-seq", big), ("audit", "export", "--after-seq", big)):
+        r = invoke(*args)
+        assert r.exit_code == 2 and "Traceback" not in r.output, (args, r.output)
+        assert r.exception is None or isinstance(r.exception, SystemExit), (args, r.exception)
+    r = invoke("principals", "create", "x\n", "--clearance", "internal", "--jurisdiction", "EU")
+    assert r.exit_code != 0 and "invalid" in r.output.lower(), r.output

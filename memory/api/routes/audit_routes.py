@@ -11,6 +11,7 @@ from memory import audit, audit_trail
 from memory.api import presenters_audit as present
 from memory.api import schemas, schemas_audit
 from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, role
+from memory.models import MAX_INT64
 from memory.policy import EffectivePrincipal
 
 router = APIRouter(prefix="/v1", tags=["audit"], responses=schemas.ERRORS, route_class=TransactionPerHop)
@@ -44,7 +45,7 @@ def list_audit(
     session: SessionDep,
     who: AuditorDep,
     flt: FilterDep,
-    after_seq: Annotated[int, Query(ge=0, le=schemas_audit.MAX_INT64,
+    after_seq: Annotated[int, Query(ge=0, le=MAX_INT64,
                                     description="Return records after this seq (keyset pagination)")] = 0,
     limit: Annotated[int, Query(ge=1, le=audit_trail.MAX_LIMIT)] = 100,
 ) -> schemas_audit.AuditPageOut:
@@ -77,7 +78,7 @@ def verify_audit(session: SessionDep, who: AuditorDep) -> schemas_audit.ChainOut
 )
 def export_audit(
     session: SessionDep, container: ContainerDep, who: AuditorDep, flt: FilterDep,
-    after_seq: Annotated[int, Query(ge=0, le=schemas_audit.MAX_INT64,
+    after_seq: Annotated[int, Query(ge=0, le=MAX_INT64,
                                     description="Export records after this seq (resume an interrupted export)")] = 0,
 ) -> StreamingResponse:
     """Every matching record after `after_seq` as JSON lines, streamed (`memory audit export` is the CLI twin).
