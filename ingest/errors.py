@@ -45,6 +45,10 @@ class DocumentTooLargeError(IngestError):
     code = "document_too_large"
 
 
+class DocumentTooComplexError(IngestError):
+    code = "document_too_complex"
+
+
 class EncodingError(IngestError):
     code = "undecodable_text"
 

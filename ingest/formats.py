@@ -17,6 +17,7 @@ from typing import Any
 from ingest.decode import decode_text
 from ingest.errors import (
     CorruptDocumentError,
+    DocumentTooComplexError,
     DocumentTooLargeError,
     EmptyDocumentError,
     EncodingError,
@@ -144,6 +145,21 @@ def check_zip(data: bytes, *, max_unpacked: int) -> int:
     if unpacked > max_unpacked:
         raise DocumentTooLargeError(f"{unpacked} bytes once unpacked exceeds the limit of {max_unpacked} bytes")
     return unpacked
+
+
+def check_markup_depth(text: str) -> None:
+    """Refuse HTML nested deeper than libxml2 reads (256 levels; `partition_html` parses with lxml):
+    past it the parser drops everything below and after silently, and the document would be stored cut short
+    as if whole. (XML past that depth already fails to parse: corrupt_document.)"""
+    from lxml import etree
+
+    parser = etree.HTMLParser()
+    try:
+        etree.fromstring(text, parser)
+    except etree.LxmlError:
+        return  # not markup lxml can read at all: the partitioner decides
+    if any(e.type_name == "ERR_RESOURCE_LIMIT" for e in parser.error_log):
+        raise DocumentTooComplexError("the markup is nested deeper than 256 levels: it cannot be read in full")
 
 
 def check_pdf(data: bytes) -> bool:

@@ -46,6 +46,7 @@ from ingest.formats import (
     ZIP_EXPANSION_LIMIT,
     ZIP_SIGNATURES,
     Route,
+    check_markup_depth,
     check_pdf,
     check_zip,
     detect_type,
@@ -128,6 +129,8 @@ def _parse(
     route = ROUTES[file_type.name]
     warnings: list[ParseWarning] = []
     damaged = route.module == "pdf" and check_pdf(data)
+    if route.module == "html" and text is not None:
+        check_markup_depth(text)
     source = _email_bytes(route, data, text)
     message = _check_email(source, path, warnings) if route.module == "email" else None
     elements: list[tuple[str | None, Any]] = [(path, e) for e in _partition(route, data, text, filename, source)]

@@ -274,3 +274,18 @@ def test_truncated_multipart_email_keeps_its_body_and_warns(read_fixture: Any) -
 
     assert "vendor contract renewal" in doc.text
     assert ("corrupt_document", None) in [(w.code, w.attachment) for w in doc.warnings]
+
+
+def test_html_nested_past_the_parsers_depth_is_refused_not_stored_cut_short() -> None:
+    """libxml2 stops at 256 levels and drops everything below and after without an error; such a file is
+    refused (document_too_complex) instead of being stored as if whole. 250 levels still read in full."""
+    from ingest.errors import DocumentTooComplexError
+
+    def nested(n: int) -> bytes:
+        return ("<html><body><p>Top</p>" + "<div>" * n + "<p>deep text</p>" + "</div>" * n
+                + "<p>Bottom</p></body></html>").encode()
+
+    doc = parse_document(nested(250), "ok.html", max_bytes=MAX)
+    assert "deep text" in doc.text and "Bottom" in doc.text
+    with pytest.raises(DocumentTooComplexError):
+        parse_document(nested(300), "deep.html", max_bytes=MAX)
