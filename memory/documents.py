@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,9 @@ def ingest_upload(
     key = external_key or name
     if len(key) > 1024:
         raise ValidationFailedError("external_key is too long", code="invalid_external_key")
+    if any(unicodedata.category(ch) == "Cc" for ch in key):  # a newline or NUL in a key, a URI, a citation
+        raise ValidationFailedError("external_key (or the file name) holds a control character",
+                                    code="invalid_external_key")
     [outcome] = ingest_files(
         factory, store, processor, source_id=source_id, actor=actor, acting_for=acting_for,
         files=[FileInput(data=data, filename=name, external_key=key, uri=f"upload://{source_id}/{key}")],

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from memory.clock import utc
+from memory.errors import ValidationFailedError
 from memory.models import AuditChunk, AuditRecord, Chunk, DocumentVersion, Embedding, Principal, PrincipalGroup
 
 
@@ -40,6 +41,8 @@ def _window(q: Any, since: datetime | None, until: datetime | None) -> Any:
 
 
 def usage_report(session: Session, *, since: datetime | None = None, until: datetime | None = None) -> UsageReport:
+    if since is not None and until is not None and since > until:
+        raise ValidationFailedError("since is after until: the window is empty", code="invalid_window")
     report = UsageReport(since=since, until=until)
     principal: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for pid, acting_for, body in session.execute(

@@ -226,6 +226,21 @@ def test_look_alike_and_loosely_typed_values_are_422(api):
     assert api.client.get("/v1/principals/alice", headers=api.admin).json()["active"] is True
 
 
+def test_filters_and_keys_that_cannot_mean_anything_are_422(api):
+    """An unknown audit event (was: 200 with nothing), a usage window that ends before it starts, a document key
+    with a control character (it would reach URIs and citations)."""
+    r = api.client.get("/v1/audit", headers=api.admin, params={"event": "bogus"})
+    assert (r.status_code, code(r)) == (422, "invalid_request")
+    r = api.client.get("/v1/usage", headers=api.admin,
+                       params={"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"})
+    assert (r.status_code, code(r)) == (422, "invalid_window"), r.text
+    api.source("s")
+    r = api.client.post("/v1/sources/s/documents", headers=api.admin, data={"external_key": "line1\nline2"},
+                        files={"file": ("a.txt", b"hello world")})
+    assert (r.status_code, code(r)) == (422, "invalid_external_key"), r.text
+    assert api.container.store.count() == 0
+
+
 def test_unknown_route_has_a_stable_code(api):
     r = api.client.get("/v1/nothing-here")
     assert r.status_code == 404 and code(r) == "route_not_found"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
@@ -26,7 +26,7 @@ def audit_filter(
     chunk_id: Annotated[str | None, Query(description=(
         "Records that served this chunk (a citation lookup, verify or explain of it has it as `target`: "
         "find those with source_id or document_id)"))] = None,
-    event: Annotated[str | None, Query(description="search | write | read")] = None,
+    event: Annotated[Literal["search", "write", "read"] | None, Query(description="search | write | read")] = None,
     action: Annotated[str | None, Query(description="Action of a write/read, e.g. version.retract")] = None,
     since: Annotated[schemas.Instant | None, Query(description="From this instant (inclusive)")] = None,
     until: Annotated[schemas.Instant | None, Query(description="Until this instant (exclusive)")] = None,
