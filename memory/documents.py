@@ -46,6 +46,8 @@ def ingest_upload(
         raise DocumentTooLargeError(f"{len(data)} bytes exceeds the limit of {max_bytes}")
     name = os.path.basename(filename) or "upload"
     key = external_key or name
+    if len(name) > 1024:  # the column holds 1024 (PostgreSQL would refuse the row: a 500, not a 422)
+        raise ValidationFailedError("the file name is longer than 1024 characters", code="invalid_filename")
     if len(key) > 1024:
         raise ValidationFailedError("external_key is too long", code="invalid_external_key")
     if any(unicodedata.category(ch) == "Cc" for ch in key):  # a newline or NUL in a key, a URI, a citation

@@ -238,6 +238,9 @@ def test_filters_and_keys_that_cannot_mean_anything_are_422(api):
     r = api.client.post("/v1/sources/s/documents", headers=api.admin, data={"external_key": "line1\nline2"},
                         files={"file": ("a.txt", b"hello world")})
     assert (r.status_code, code(r)) == (422, "invalid_external_key"), r.text
+    r = api.client.post("/v1/sources/s/documents", headers=api.admin, data={"external_key": "short.txt"},
+                        files={"file": ("n" * 1100 + ".txt", b"hello world")})
+    assert (r.status_code, code(r)) == (422, "invalid_filename"), r.text
     assert api.container.store.count() == 0
 
 
