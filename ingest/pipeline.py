@@ -205,8 +205,9 @@ class IngestPipeline:
             staged.classifications = list(results[offset : offset + n])
             offset += n
             staged.timings["classify"] = elapsed * n / max(len(texts), 1)
-        for i, (staged, name) in enumerate(names):
-            as_is, spaced = results[len(chunk_texts) + 2 * i], results[len(chunk_texts) + 2 * i + 1]
+        of_names = iter(results[len(chunk_texts):])  # two readings per name, in order
+        for staged, name in names:
+            as_is, spaced = next(of_names), next(of_names)
             found = shown_names.vetted(name, (*as_is.findings, *spaced.findings), self._names_lexicon)
             if found:
                 staged.names_pii[name] = found

@@ -77,7 +77,7 @@ def hide_names(value: str | None, names_pii: NamesPii) -> str | None:
     for piece, entity_type in sorted(pieces, key=lambda p: -len(p[0])):  # the longest first: none half-replaced
         if not piece.strip():
             continue
-        forms = {q for n in ("NFC", "NFD") for q in (unicodedata.normalize(n, piece),)}
+        forms = {unicodedata.normalize(form, piece) for form in ("NFC", "NFD")}
         forms |= {quote(f, safe=safe) for f in forms for safe in ("/", "")}
         pattern = re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)), re.IGNORECASE)
         value = pattern.sub(f"<{entity_type}>", value)

@@ -23,4 +23,3 @@ def mask(text: str, spans: Sequence[PiiSpan]) -> str:
     results = [RecognizerResult(s.entity_type, s.start, s.end, s.score) for s in spans]
     operators = {"DEFAULT": OperatorConfig("replace")}
     return _engine().anonymize(text=text, analyzer_results=results, operators=operators).text  # type: ignore[arg-type]
-

@@ -260,7 +260,7 @@ def verify_citation(
     if recomputed != chunk.sha256:
         problems.append(Problem("stored_text_tampered", "chunk_sha256",
                                 "stored chunk text no longer matches its recorded hash"))
-    if clear and "chunk_sha256" in presented and presented["chunk_sha256"] != recomputed:
+    if "chunk_sha256" not in hidden and "chunk_sha256" in presented and presented["chunk_sha256"] != recomputed:
         problems.append(Problem("chunk_hash_mismatch", "chunk_sha256",
                                 "citation's chunk hash differs from the hash of the stored text"))
     if "version_sha256" not in hidden and "version_sha256" in presented \

@@ -114,7 +114,8 @@ class BodyLimitMiddleware:
         limit = self.multipart_limit if multipart else self.json_limit
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            await self._refuse(scope, receive, send, limit)
+            error = RequestTooLargeError(f"the request body is larger than {limit} bytes")
+            await _answer(self.api, error, scope, receive, send)
             return
         received = 0
 
@@ -128,13 +129,6 @@ class BodyLimitMiddleware:
 
         await self.app(scope, counted, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        handler = self.api.exception_handlers[ServiceError]
-        error = RequestTooLargeError(f"the request body is larger than {limit} bytes")
-        response = handler(Request(scope, receive), error)
-        if inspect.isawaitable(response):
-            response = await response
-        await response(scope, receive, send)
 
 
 class BearerRequiredMiddleware:
@@ -167,11 +161,16 @@ class BearerRequiredMiddleware:
                 f"the {repeated} header is repeated: send it once", code="duplicate_header")
         else:
             error = AuthError("missing API key", code="missing_api_key")
-        handler = self.api.exception_handlers[ServiceError]
-        response = handler(Request(scope, receive), error)
-        if inspect.isawaitable(response):
-            response = await response
-        await response(scope, receive, send)
+        await _answer(self.api, error, scope, receive, send)
+
+
+async def _answer(api: FastAPI, error: ServiceError, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a request a middleware refuses through the app's one ServiceError handler (same body, code,
+    headers and metrics as a route's refusal)."""
+    response = api.exception_handlers[ServiceError](Request(scope, receive), error)
+    if inspect.isawaitable(response):
+        response = await response
+    await response(scope, receive, send)
 
 
 def _identity_headers(scope: Scope) -> tuple[bool, str | None]:
