@@ -6,6 +6,7 @@ IngestError
  ├── CorruptDocumentError     the parser could not read the file
  ├── EncryptedDocumentError   password-protected / encrypted
  ├── DocumentTooLargeError    over the configured byte limit
+ ├── TooManyChunksError       more chunks than the per-document limit (a budget on classify + embed work)
  ├── EncodingError            text in an encoding that cannot be decoded
  ├── ParseTimeoutError        the parser ran past the per-file time budget (its worker process was killed)
  └── EmbeddingError           embedding model failed or unavailable
@@ -43,6 +44,10 @@ class EncryptedDocumentError(IngestError):
 
 class DocumentTooLargeError(IngestError):
     code = "document_too_large"
+
+
+class TooManyChunksError(IngestError):
+    code = "too_many_chunks"
 
 
 class DocumentTooComplexError(IngestError):

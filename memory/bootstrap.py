@@ -140,7 +140,8 @@ class Container:
         parser.start()  # the parse worker (if any) loads unstructured while the models below load
         return IngestPipeline(
             self.classifier, self.embedder, SqlEmbeddingCache(self.sessions),
-            max_bytes=self.settings.max_upload_bytes, max_tokens=self.settings.chunk_max_tokens, parser=parser,
+            max_bytes=self.settings.max_upload_bytes, max_tokens=self.settings.chunk_max_tokens,
+            max_chunks=self.settings.max_document_chunks, parser=parser,
         )
 
     def prepare_database(self) -> None:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest request body other than a document upload (multipart: the "
         "document's limit plus 1 MiB); past it 413 request_too_large, before the body is read.")
+    max_document_chunks: int = Field(
+        5_000, ge=1, description="Most chunks one document may make (too_many_chunks past it, before the "
+        "chunks are classified or embedded: ~43 ms each on two cores).")
     chunk_max_tokens: int = Field(200, ge=32, le=256, description="Chunk size bound in embedding-model tokens.")
     parse_timeout_s: float = Field(120.0, ge=0, description="Per-file parse time budget (parse_timeout past it); "
                                    "parsing then runs in a worker process. 0: in-process, no budget.")

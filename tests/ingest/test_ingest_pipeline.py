@@ -13,7 +13,7 @@ import pytest
 from classifiers.labels import LabelMap
 from classifiers.types import Classification, Finding, Label
 from ingest.embedders import InMemoryEmbeddingCache, Vector
-from ingest.errors import CorruptDocumentError, EmptyDocumentError, EncryptedDocumentError
+from ingest.errors import CorruptDocumentError, EmptyDocumentError, EncryptedDocumentError, TooManyChunksError
 from ingest.pipeline import IngestItem, IngestPipeline, sha256_bytes
 
 EMAIL = re.compile(r"[\w.]+@[\w.]+\w")
@@ -184,6 +184,24 @@ def test_process_many_batches_embedding_and_reports_bad_files_in_place(read_fixt
     assert not isinstance(a, Exception) and not isinstance(b, Exception)
     assert [c.embedding_cached for c in b.chunks] == [True, False]
     assert [c.label for c in b.chunks] == [Label.CONFIDENTIAL, Label.RESTRICTED]
+
+
+def test_a_document_past_the_chunk_limit_is_refused_before_classify_and_embed() -> None:
+    pipeline = IngestPipeline(FakeClassifier(), FakeEmbedder(), None, max_bytes=MAX, max_tokens=20, max_chunks=2)
+    embedder: Any = pipeline.embedder
+    items = [
+        IngestItem(text_file(PUBLIC, EMAIL_PARA, CARD_PARA), "three.txt", Label.PUBLIC),
+        IngestItem(text_file(PUBLIC, CARD_PARA), "two.txt", Label.PUBLIC),
+    ]
+
+    refused, stored = pipeline.process_many(items)
+
+    assert isinstance(refused, TooManyChunksError) and refused.code == "too_many_chunks"
+    assert "3 chunks" in refused.message and "limit of 2" in refused.message
+    assert not isinstance(stored, Exception) and len(stored.chunks) == 2
+    assert embedder.embedded == [PUBLIC, CARD_PARA]  # the refused file's chunks were never embedded
+    with pytest.raises(ValueError):
+        IngestPipeline(FakeClassifier(), FakeEmbedder(), None, max_chunks=0)
 
 
 def test_process_raises_the_typed_error() -> None:

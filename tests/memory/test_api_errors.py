@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
-from memory.models import ApiKey
+from memory.models import ApiKey, Chunk, Document
 
 
 def code(r):
@@ -195,6 +195,30 @@ def test_a_body_past_its_limit_is_413_before_it_is_read(tmp_path, db_url, fake_e
             assert api.upload("s", "a.txt", "hello world").status_code == 201
             r = api.upload("s", "b.txt", "word " * 300_000)
             assert (r.status_code, code(r)) == (413, "request_too_large"), r.text
+    finally:
+        c.close()
+
+
+def test_a_document_past_the_chunk_limit_is_422_and_nothing_is_stored(
+        tmp_path, db_url, real_embedder, real_classifier):
+    """Real pipeline (unstructured, the model's tokenizer, Presidio): a file that makes more chunks than
+    MEMORY_MAX_DOCUMENT_CHUNKS is refused with too_many_chunks before anything is classified, embedded or
+    stored; a file within the limit is stored."""
+    from tests.conftest import make_api, make_container
+
+    c = make_container(tmp_path, db_url, embedder=real_embedder, classifier=real_classifier, max_document_chunks=3)
+    try:
+        for api in make_api(c):
+            api.source("s")
+            paragraph = "The vendor review covers contracts, renewals and the budget of every region. " * 12
+            r = api.upload("s", "long.txt", "\n\n".join([paragraph] * 6))
+            assert (r.status_code, code(r)) == (422, "too_many_chunks"), r.text
+            assert "limit of 3" in r.json()["error"]["message"]
+            assert api.container.store.count() == 0
+            with api.container.sessions() as session:
+                assert [session.scalar(select(func.count()).select_from(m)) for m in (Document, Chunk)] == [0, 0]
+            assert api.upload("s", "short.txt", paragraph).status_code == 201
+            assert api.container.store.count() == 1
     finally:
         c.close()
 
