@@ -15,3 +15,14 @@ def test_upload_then_search_returns_cited_hits(api):
     assert body["hits"], body
     cit = body["hits"][0]["citation"]
     assert cit["source_id"] == "s1" and cit["version"] == 1 and len(cit["chunk_sha256"]) == 64
+
+
+def test_an_upload_answers_201_for_a_new_version_and_200_when_unchanged(api):
+    api.source("s1", read_groups=["g"])
+    first = api.upload("s1", "notes.md", "# Travel\n\nTrain tickets and hotels.\n")
+    again = api.upload("s1", "notes.md", "# Travel\n\nTrain tickets and hotels.\n")
+    changed = api.upload("s1", "notes.md", "# Travel\n\nTrain tickets, hotels and taxis.\n")
+    assert [(r.status_code, r.json()["status"], r.json()["version"]) for r in (first, again, changed)] == [
+        (201, "created", 1), (200, "unchanged", 1), (201, "updated", 2)]
+    documented = api.client.get("/openapi.json").json()["paths"]["/v1/sources/{source_id}/documents"]["post"]
+    assert {"200", "201", "422"} <= set(documented["responses"])

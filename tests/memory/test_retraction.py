@@ -177,6 +177,6 @@ def test_a_restore_whose_reveal_never_ran_is_revealed_by_uploading_the_same_byte
         retraction.restore(s, version_id=doc["version_id"], reason="back", actor_effective=who)
     assert _hit_ids(api, reader) == []
     up = api.upload("s1", "exp.md", DOC, headers=steward)
-    assert up.json()["status"] == "unchanged" and up.json()["revealed"], up.text
+    assert up.status_code == 200 and up.json()["status"] == "unchanged" and up.json()["revealed"], up.text
     assert _hit_ids(api, reader)  # the retry finished the restore's reveal, the retracted flag included
     assert repair(c.sessions, c.store)["synced"] == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from memory import documents, sources
 from memory.api import presenters, schemas
@@ -66,16 +66,22 @@ def update_source(
     return out
 
 
-@router.post("/sources/{source_id}/documents", status_code=201, response_model=schemas.IngestOut)
+@router.post(
+    "/sources/{source_id}/documents", status_code=201, response_model=schemas.IngestOut,
+    responses={200: {"model": schemas.IngestOut, "description": "`unchanged`: these bytes are already the "
+                     "document's current version; no version was created"}},
+)
 def upload_document(
     source_id: str,
     file: Annotated[UploadFile, File(description="The document: pdf, docx, pptx, xlsx, html, eml, msg, md, txt ...")],
+    response: Response,
     session: SessionDep,
     who: StewardDep,
     container: ContainerDep,
     external_key: Annotated[str | None, Form(description="Document identity in the source (default: filename)")] = None,
 ) -> schemas.IngestOut:
-    """Upload one file: created / unchanged / updated, with chunk and PII summary. Bad files -> 422 + code. Only
+    """Upload one file: 201 created / updated (a new version), 200 unchanged (the same bytes as the current
+    version: nothing stored), with chunk and PII summary. Bad files -> 422 + code. Only
     the source's steward (or an admin): another steward gets 403 `not_source_steward` if they read the source,
     else 404 `source_not_found`, as for an unknown id."""
     sources.ensure_steward(who, sources.get(session, source_id=source_id))
@@ -88,4 +94,6 @@ def upload_document(
         filename=file.filename or "upload", external_key=external_key, actor=who.principal_id,
         acting_for=who.acting_for, max_bytes=container.settings.max_upload_bytes,
     )
+    if outcome.status == "unchanged":
+        response.status_code = 200
     return presenters.ingest(outcome)
