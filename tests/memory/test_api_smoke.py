@@ -26,3 +26,17 @@ def test_an_upload_answers_201_for_a_new_version_and_200_when_unchanged(api):
         (201, "created", 1), (200, "unchanged", 1), (201, "updated", 2)]
     documented = api.client.get("/openapi.json").json()["paths"]["/v1/sources/{source_id}/documents"]["post"]
     assert {"200", "201", "422"} <= set(documented["responses"])
+
+
+def test_an_upload_with_two_files_is_422_and_stores_neither(api):
+    api.source("s1", read_groups=["g"])
+    two = [("file", ("a.md", b"# A\n\nFirst.\n")), ("file", ("b.md", b"# B\n\nSecond.\n"))]
+    r = api.client.post("/v1/sources/s1/documents", headers=api.admin, files=two)
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "multiple_files"), r.text
+    keys = api.client.post("/v1/sources/s1/documents", headers=api.admin, files=two[:1],
+                           data={"external_key": ["k1", "k2"]})
+    assert (keys.status_code, keys.json()["error"]["code"]) == (422, "multiple_files"), keys.text
+    assert api.container.store.count() == 0
+    unauthenticated = api.client.post("/v1/sources/s1/documents", files=two)
+    assert unauthenticated.status_code == 401, unauthenticated.text
+    assert api.upload("s1", "a.md", "# A\n\nFirst.\n").status_code == 201

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 
 from memory import documents, sources
 from memory.api import presenters, schemas
 from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, role
+from memory.errors import ValidationFailedError
 from memory.policy import EffectivePrincipal
 
 router = APIRouter(prefix="/v1", tags=["sources"], responses=schemas.ERRORS, route_class=TransactionPerHop)
@@ -66,8 +67,18 @@ def update_source(
     return out
 
 
+async def _one_file(request: Request, _: StewardDep) -> None:
+    """One document per upload: with two `file` parts the form would keep the last, silently. After the
+    caller's key and role are checked (a wrong key is 401 whatever the body)."""
+    form = await request.form()  # the form FastAPI parsed for the route (Starlette keeps it on the request)
+    if len(form.getlist("file")) > 1 or len(form.getlist("external_key")) > 1:
+        raise ValidationFailedError("send one file (and at most one external_key) per upload",
+                                    code="multiple_files")
+
+
 @router.post(
     "/sources/{source_id}/documents", status_code=201, response_model=schemas.IngestOut,
+    dependencies=[Depends(_one_file)],
     responses={200: {"model": schemas.IngestOut, "description": "`unchanged`: these bytes are already the "
                      "document's current version; no version was created"}},
 )
