@@ -192,12 +192,15 @@ def build_filter(
     sources whose personal data this search's purpose may not see (memory.consent reads them from SQL);
     their chunks with personal data are excluded, others are not. `readable`: the sources `who`'s groups can
     read, by id, with their jurisdiction (SQL's rows, read with the plan): the filter then carries its
-    group, jurisdiction, consent and source clauses resolved per source (`SourceScope`)."""
+    group, jurisdiction, consent and source clauses resolved per source (`SourceScope`).
+
+    Data read masked (allow_masked) is searched through the masked twins of its chunks with personal data, so
+    such a hit is ranked on the masked text the caller is served, never on the clear one (docs/operations.md)."""
     grants = []
     for data_j in sorted(rules.data_jurisdictions):
         mode = rules.mode_for(data_j, who.jurisdictions)
         if mode >= Transfer.ALLOW_MASKED:
-            grants.append(JurisdictionGrant(data_j, personal_ok=True))
+            grants.append(JurisdictionGrant(data_j, personal_ok=True, masked=mode == Transfer.ALLOW_MASKED))
         elif mode == Transfer.DENY_PERSONAL:
             grants.append(JurisdictionGrant(data_j, personal_ok=False))
     scope = _scope(who, rules, readable, frozenset(consent_blocked)) if readable is not None else None
@@ -216,18 +219,21 @@ def build_filter(
 def _scope(
     who: EffectivePrincipal, rules: TransferRules, readable: Mapping[str, str], consent_blocked: frozenset[str]
 ) -> SourceScope:
-    """Each readable source admitted in full, for its chunks without personal data only (deny_personal, or its
-    personal data consent-blocked), or not at all (deny, or no rule). `source_ids` is applied by the filter."""
+    """Each readable source admitted in full, masked (allow_masked: its chunks with personal data through their
+    masked twins), for its chunks without personal data only (deny_personal, or its personal data
+    consent-blocked), or not at all (deny, or no rule). `source_ids` is applied by the filter."""
     if not who.groups:
         return SourceScope(frozenset())
-    full, non_personal = set(), set()
+    full, masked, non_personal = set(), set(), set()
     for sid, jurisdiction in readable.items():
         mode = rules.mode_for(jurisdiction, who.jurisdictions)
-        if mode >= Transfer.ALLOW_MASKED and sid not in consent_blocked:
+        if mode == Transfer.ALLOW and sid not in consent_blocked:
             full.add(sid)
+        elif mode == Transfer.ALLOW_MASKED and sid not in consent_blocked:
+            masked.add(sid)
         elif mode >= Transfer.DENY_PERSONAL:
             non_personal.add(sid)
-    return SourceScope(frozenset(full), frozenset(non_personal))
+    return SourceScope(frozenset(full), frozenset(non_personal), frozenset(masked))
 
 
 def readable_filter(

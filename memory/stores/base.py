@@ -3,10 +3,16 @@
 Every point is one chunk occurrence (a chunk of one document version in one source). Its payload holds
 exactly what the policy needs to decide visibility, so the decision runs *inside* the vector search.
 Flags are stored as int 0/1 (qdrant-edge 0.9.0 never matches boolean filter values).
+
+A chunk with personal data has a second point, its *masked twin*: the same payload with `masked_twin` = 1 and
+the vector of its masked text (what a caller who reads it masked is served). A filter admits, per source, either
+the chunk's clear point or its twin, never both (memory.stores.filters): a masked caller is ranked on what it
+may read, not on the clear text. Every selector (version, source) reaches a chunk's twin with its clear point.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,9 +42,13 @@ F_COMMITTED = "committed"  # integer 0/1: 0 until the version's SQL transaction 
 # version). Latest-only searches (no as_of) test this one field instead of committed + two float ranges,
 # which costs the engine about as much as the rest of the filter together.
 F_CURRENT = "current"
+# integer 0/1: 1 on a personal chunk's masked twin, 0 on every clear point. A filter admits clear points by
+# `masked_twin == 0`, so a point lacking the field (written before it existed, before the store's open-time
+# backfill) is admitted by no filter at all (fail closed).
+F_MASKED_TWIN = "masked_twin"
 
 KEYWORD_FIELDS = (F_CHUNK_ID, F_SOURCE_ID, F_DOCUMENT_ID, F_VERSION_ID, F_READ_GROUPS, F_JURISDICTION, F_ENTITY_TYPES)
-INTEGER_FIELDS = (F_LABEL, F_PERSONAL, F_RETRACTED, F_COMMITTED, F_CURRENT)
+INTEGER_FIELDS = (F_LABEL, F_PERSONAL, F_RETRACTED, F_COMMITTED, F_CURRENT, F_MASKED_TWIN)
 FLOAT_FIELDS = (F_VALID_FROM, F_VALID_TO)
 
 
@@ -61,6 +71,7 @@ class ChunkPayload:
     valid_to: float = OPEN_END
     retracted: bool = False
     committed: bool = False
+    masked_twin: bool = False  # the point holds the masked text's vector (F_MASKED_TWIN)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -78,6 +89,7 @@ class ChunkPayload:
             F_RETRACTED: int(self.retracted),
             F_COMMITTED: int(self.committed),
             F_CURRENT: int(self.current),
+            F_MASKED_TWIN: int(self.masked_twin),
         }
 
     @property
@@ -101,31 +113,51 @@ class ChunkPayload:
             valid_to=float(d[F_VALID_TO]),  # type: ignore[arg-type]
             retracted=bool(d[F_RETRACTED]),
             committed=bool(d[F_COMMITTED]),
+            masked_twin=bool(d.get(F_MASKED_TWIN, 0)),
         )
+
+    def twin(self) -> ChunkPayload:
+        """The payload of this chunk's masked twin: the same fields, flagged."""
+        return dataclasses.replace(self, masked_twin=True)
 
 
 @dataclass(frozen=True, slots=True)
 class JurisdictionGrant:
     """Data resident in `data_jurisdiction` may be served; `personal_ok=False` admits only chunks
-    without personal data (the deny_personal rule). allow and allow_masked both have personal_ok=True."""
+    without personal data (the deny_personal rule). allow and allow_masked both have personal_ok=True;
+    allow_masked also has `masked=True`: its chunks with personal data are admitted through their masked twins
+    only, the others as they are."""
 
     data_jurisdiction: str
     personal_ok: bool
+    masked: bool = False
+
+    def admits(self, personal: bool, masked_twin: bool) -> bool:
+        """Whether a point (of this jurisdiction) with these two flags passes the grant."""
+        if masked_twin:
+            return self.personal_ok and self.masked
+        return not personal or (self.personal_ok and not self.masked)
 
 
 @dataclass(frozen=True, slots=True)
 class SourceScope:
     """The group, jurisdiction, consent and source-restriction clauses of an `AccessFilter`, resolved against
-    SQL's sources when the search was planned: a point of a source in `full` matches, and one of a source in
-    `non_personal` matches when it holds no personal data (the deny_personal rule, or a consent gate). Checked
-    on one indexed field (the point's immutable source id) instead of read groups, jurisdiction and consent
-    clauses per visited point: the filtered graph search then costs about what an unfiltered one does."""
+    SQL's sources when the search was planned: a clear point of a source in `full` matches, and one of a source
+    in `non_personal` matches when it holds no personal data (the deny_personal rule, or a consent gate). A
+    source in `masked` (allow_masked) admits its chunks without personal data as they are and the masked twins
+    of the others. Checked on one indexed field (the point's immutable source id) instead of read groups,
+    jurisdiction and consent clauses per visited point: the filtered graph search then costs about what an
+    unfiltered one does."""
 
     full: frozenset[str]
     non_personal: frozenset[str] = frozenset()
+    masked: frozenset[str] = frozenset()
 
-    def admits(self, source_id: str, personal: bool) -> bool:
-        return source_id in self.full or (not personal and source_id in self.non_personal)
+    def admits(self, source_id: str, personal: bool, masked_twin: bool = False) -> bool:
+        if masked_twin:
+            return source_id in self.masked and source_id not in self.full
+        return source_id in self.full or (
+            not personal and (source_id in self.non_personal or source_id in self.masked))
 
 
 @dataclass(frozen=True)
@@ -139,7 +171,11 @@ class AccessFilter:
     set, further restricts to those sources. A chunk with personal data of a source in `consent_blocked_sources`
     (the search's purpose is not one its data subjects consented to) never matches; empty = no such clause.
     Empty `groups` or empty `grants` match nothing (fail closed). `max_label=None` and `grants=None` switch off
-    those two clauses: used only to count *withheld* hits.
+    those two clauses: used only to count *withheld* hits, and such a filter admits clear points only.
+
+    Masked twins (`ChunkPayload.masked_twin`): a twin matches only through a grant or scope that reads its
+    jurisdiction or source masked, and a clear point with personal data never does through one; so each chunk
+    is admitted once, as its clear point or as its twin.
 
     `scope` set: the read-group, jurisdiction and consent clauses are replaced by the scope (`SourceScope`:
     those same rules, already applied to each readable source's SQL row); `groups` (empty: nothing) and
@@ -164,7 +200,7 @@ class AccessFilter:
             return False
         if self.scope is not None:
             return (
-                bool(self.groups) and self.scope.admits(p.source_id, p.personal)
+                bool(self.groups) and self.scope.admits(p.source_id, p.personal, p.masked_twin)
                 and (self.source_ids is None or p.source_id in self.source_ids)
                 and (self.max_label is None or p.label <= self.max_label)
                 and (self.latest or p.valid_from <= self.as_of < p.valid_to)
@@ -180,10 +216,9 @@ class AccessFilter:
         if p.personal and p.source_id in self.consent_blocked_sources:
             return False
         if self.grants is not None:
-            return any(
-                g.data_jurisdiction == p.jurisdiction and (g.personal_ok or not p.personal) for g in self.grants
-            )
-        return True
+            return any(g.data_jurisdiction == p.jurisdiction and g.admits(p.personal, p.masked_twin)
+                       for g in self.grants)
+        return not p.masked_twin
 
 
 class Beam(enum.Enum):

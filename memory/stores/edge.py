@@ -26,6 +26,7 @@ from memory.stores import edge_rebuild
 from memory.stores.base import (
     F_COMMITTED,
     F_CURRENT,
+    F_MASKED_TWIN,
     F_VALID_TO,
     OPEN_END,
     AccessFilter,
@@ -89,6 +90,7 @@ class EdgeVectorStore(BatchSearches):
         try:
             store._ensure_indexes()
             store._backfill_current()
+            store._backfill_clear()
         except ServiceError:
             store.close()
             raise
@@ -330,6 +332,19 @@ class EdgeVectorStore(BatchSearches):
         # Payload updates move points out of the indexed segments: searches scan until the next optimize.
         logger.warning("edge payload backfilled field=%s points=%d path=%s; run `memory optimize` to rebuild the "
                        "vector index", F_CURRENT, n, self._path)
+
+    def _backfill_clear(self) -> None:
+        """Points written before masked twins existed get `masked_twin` = 0 once: they are all clear points
+        (a twin is always written with the field). Until then no filter admits them (fail closed)."""
+        lacking = qe.Filter(must=[qe.IsEmptyCondition(F_MASKED_TWIN)])
+        with self._backend("backfill"):
+            n = int(self._shard.count(qe.CountRequest(exact=True, filter=lacking)))
+            if not n:
+                return
+            self._shard.update(qe.UpdateOperation.set_payload_by_filter(lacking, {F_MASKED_TWIN: 0}))
+            self._shard.flush()
+        logger.warning("edge payload backfilled field=%s points=%d path=%s; run `memory optimize` to rebuild the "
+                       "vector index", F_MASKED_TWIN, n, self._path)
 
     def _check_open(self) -> None:
         if self._closed:

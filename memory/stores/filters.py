@@ -3,6 +3,17 @@
 Both backends render the same plan (filters_edge.py, filters_server.py), so the policy's semantics live in
 one place. A plan of `None` means "matches nothing": backends then skip the call instead of sending an
 empty match list, which some engines read as "any" (fail closed).
+
+Masked twins (memory.stores.base): every plan admits clear points by `masked_twin == 0` (a point lacking the
+field matches nothing). A caller who reads nothing masked gets that one clause at the top level; for one who
+reads some sources (or jurisdictions) masked, the source clause becomes three branches:
+
+    (masked_twin == 0 AND key in full)
+    OR (masked_twin == 0 AND personal == 0 AND key in non_personal + masked)
+    OR (masked_twin == 1 AND key in masked)
+
+so a personal chunk of a masked source is admitted as its twin only, and a chunk stored without a twin is not
+admitted to a masked caller at all (fail closed: `memory backfill-twins`).
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from memory.stores.base import (
     F_CURRENT,
     F_JURISDICTION,
     F_LABEL,
+    F_MASKED_TWIN,
     F_PERSONAL,
     F_READ_GROUPS,
     F_RETRACTED,
@@ -108,29 +120,55 @@ def access_plan(flt: AccessFilter) -> AllOf | None:
         # Labels are the integers LABEL_MIN..; "label <= max" as the set of admitted labels.
         clauses.append(IntIn(F_LABEL, tuple(range(LABEL_MIN, flt.max_label + 1))))
     if flt.scope is not None:
-        scoped = _scope_clause(flt.scope, flt.source_ids)
-        return None if scoped is None else AllOf((*clauses, scoped))
+        scoped = _scope_clauses(flt.scope, flt.source_ids)
+        return None if scoped is None else AllOf((*clauses, *scoped))
     clauses.append(AnyValue(F_READ_GROUPS, tuple(sorted(flt.groups))))
     if flt.source_ids is not None:
         clauses.append(AnyValue(F_SOURCE_ID, tuple(sorted(flt.source_ids))))
     consent = _consent_clause(flt)
     if consent is not None:
         clauses.append(consent)
-    if flt.grants is not None:
-        grant_clause = _grants_clause(flt)
-        if grant_clause is None:
-            return None
-        clauses.append(grant_clause)
-    return AllOf(tuple(clauses))
+    if flt.grants is None:
+        clauses.append(CLEAR)  # the withheld count: originals only, never a twin
+        return AllOf(tuple(clauses))
+    grant_clauses = _grants_clauses(flt)
+    if grant_clauses is None:
+        return None
+    return AllOf((*clauses, *grant_clauses))
 
 
-def _scope_clause(scope: SourceScope, source_ids: frozenset[str] | None) -> Clause | None:
-    """source_id in full, OR (source_id in non_personal AND personal == 0), within `source_ids` when set; None
-    when no source is admitted."""
-    full, non_personal = scope.full, scope.non_personal - scope.full
+# A clear point (not a masked twin); a point lacking the field is neither.
+CLEAR = IntEquals(F_MASKED_TWIN, 0)
+TWIN = IntEquals(F_MASKED_TWIN, 1)
+
+
+def _scope_clauses(scope: SourceScope, source_ids: frozenset[str] | None) -> tuple[Clause, ...] | None:
+    """The scope's source clauses (`_served`), within `source_ids` when set; None when no source is admitted."""
+    full = scope.full
+    masked = scope.masked - full
+    non_personal = scope.non_personal - full - masked
     if source_ids is not None:
-        full, non_personal = full & source_ids, non_personal & source_ids
-    return _full_or_non_personal(F_SOURCE_ID, full, non_personal)
+        full, non_personal, masked = full & source_ids, non_personal & source_ids, masked & source_ids
+    return _served(F_SOURCE_ID, full, non_personal, masked)
+
+
+def _served(key: str, full: set[str] | frozenset[str], non_personal: set[str] | frozenset[str],
+            masked: set[str] | frozenset[str]) -> tuple[Clause, ...] | None:
+    """The clauses (all must hold) admitting a point by `key` (source id or jurisdiction): its clear point when
+    `key` is in full, or in non_personal or masked and it has no personal data; its masked twin when `key` is
+    in masked. None when all three are empty. Without masked keys: CLEAR and the clear branch alone, the shape
+    (and cost) of a filter before twins plus one indexed integer clause."""
+    clear = _full_or_non_personal(key, full, set(non_personal) | set(masked))
+    if not masked:
+        return None if clear is None else (CLEAR, clear)
+    twins = AllOf((TWIN, AnyValue(key, tuple(sorted(masked)))))
+    options: list[Clause] = []
+    if full:
+        options.append(AllOf((CLEAR, AnyValue(key, tuple(sorted(full))))))
+    either = tuple(sorted(set(non_personal) | set(masked)))
+    options.append(AllOf((CLEAR, IntEquals(F_PERSONAL, 0), AnyValue(key, either))))
+    options.append(twins)
+    return (OneOf(tuple(options)),)
 
 
 def _full_or_non_personal(key: str, full: set[str] | frozenset[str], non_personal: set[str] | frozenset[str]
@@ -159,12 +197,13 @@ def _consent_clause(flt: AccessFilter) -> Clause | None:
     return OneOf((IntEquals(F_PERSONAL, 0), NoneOf(F_SOURCE_ID, tuple(sorted(blocked)))))
 
 
-def _grants_clause(flt: AccessFilter) -> Clause | None:
+def _grants_clauses(flt: AccessFilter) -> tuple[Clause, ...] | None:
     grants = flt.grants or ()
-    allow = {g.data_jurisdiction for g in grants if g.personal_ok}
-    # A jurisdiction granted in full needs no personal==0 branch: `matches()` takes any admitting grant.
-    non_personal_only = {g.data_jurisdiction for g in grants if not g.personal_ok} - allow
-    return _full_or_non_personal(F_JURISDICTION, allow, non_personal_only)
+    allow = {g.data_jurisdiction for g in grants if g.personal_ok and not g.masked}
+    # A jurisdiction granted in full needs no other branch: `matches()` takes any admitting grant.
+    masked = {g.data_jurisdiction for g in grants if g.personal_ok and g.masked} - allow
+    non_personal_only = {g.data_jurisdiction for g in grants if not g.personal_ok} - allow - masked
+    return _served(F_JURISDICTION, allow, non_personal_only, masked)
 
 
 def selector_plan(selector: Selector) -> Clause:

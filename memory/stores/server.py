@@ -25,6 +25,7 @@ from memory.errors import ServiceError, VectorStoreError, VectorStoreUnavailable
 from memory.stores.base import (
     F_COMMITTED,
     F_CURRENT,
+    F_MASKED_TWIN,
     F_VALID_TO,
     FLOAT_FIELDS,
     INTEGER_FIELDS,
@@ -163,6 +164,7 @@ class ServerVectorStore(BatchSearches):
             if not self._local:
                 self._ensure_indexes(info.payload_schema)
             self._backfill_current()
+            self._backfill_clear()
 
     def _backfill_current(self) -> None:
         """Points written before the derived `current` field existed get it once (only those lacking it:
@@ -179,6 +181,18 @@ class ServerVectorStore(BatchSearches):
             self._client.set_payload(self._collection, {F_CURRENT: value}, points=models.FilterSelector(filter=flt),
                                      wait=True, ordering=_STRONG)
         logger.warning("qdrant payload backfilled field=%s points=%d collection=%s", F_CURRENT, n, self._collection)
+
+    def _backfill_clear(self) -> None:
+        """Points written before masked twins existed get `masked_twin` = 0 once (they are all clear points;
+        a twin is always written with the field). Until then no filter admits them (fail closed)."""
+        lacking = models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=F_MASKED_TWIN))])
+        n = self._client.count(self._collection, count_filter=lacking, exact=True).count
+        if not n:
+            return
+        self._client.set_payload(self._collection, {F_MASKED_TWIN: 0}, points=models.FilterSelector(filter=lacking),
+                                 wait=True, ordering=_STRONG)
+        logger.warning("qdrant payload backfilled field=%s points=%d collection=%s", F_MASKED_TWIN, n,
+                       self._collection)
 
     def upsert(self, points: Sequence[VectorPoint]) -> None:
         """Insert or replace points (idempotent by id); applied on return."""

@@ -98,8 +98,17 @@ def test_explain_and_filter_agree(case, p, visible, reason):
 def test_jurisdiction_modes(caller_j, personal, visible, masked):
     who = effective(ident(j=caller_j))
     p = payload(personal=personal)
-    assert build_filter(who, RULES, as_of=200.0).matches(p) is visible
+    flt = build_filter(who, RULES, as_of=200.0)
+    # A chunk served masked is searched as its masked twin, never as its clear point; any other as itself.
+    assert flt.matches(p.twin() if masked else p) is visible
     assert (visible and must_mask(who, RULES, p)) is masked
+    readable = build_filter(who, RULES, as_of=200.0, readable={"s": "EU"})
+    assert readable.matches(p.twin() if masked else p) is visible
+    if personal:  # never both: one chunk, one point admitted (a chunk without personal data has no twin)
+        assert not flt.matches(p if masked else p.twin())
+        assert not readable.matches(p if masked else p.twin())
+    assert not readable_filter(who, as_of=200.0).matches(p.twin())  # the withheld count: originals only
+    assert not readable_filter(who, as_of=200.0, readable={"s"}).matches(p.twin())
 
 
 def test_agent_in_another_jurisdiction_takes_the_stricter_rule():
