@@ -17,6 +17,11 @@ deduplicated within a document and across a `process_many` batch, and new vector
 `ProcessedChunk.embedding_cached` is False on exactly one chunk per vector computed by the call (its first
 occurrence) and True on every chunk whose vector was reused, so summing `token_count` over chunks with
 `embedding_cached=False` gives the embedding work done.
+
+A chunk with personal data also gets the vector of its masked text (`ProcessedChunk.masked_vector`: its PII
+spans replaced by `<ENTITY_TYPE>` with `classifiers.masking`, as a masked caller is served it), embedded in the
+same batch, through the same cache and deduplication (`masked_embedding_cached` counts its work the same way):
+one more embedding per personal chunk, none when its masked text equals a text already embedded.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field
 from classifiers.base import Classifier
 from classifiers.labels import LabelMap
 from classifiers.lexicon import Lexicon
+from classifiers.masking import mask
 from classifiers.types import Classification, Finding, Label
 from ingest import shown_names
 from ingest.chunk import DEFAULT_MAX_TOKENS, chunk_document, chunker_version
@@ -92,6 +98,8 @@ class _Staged:
     floor: Label
     shown: tuple[str, ...] = ()  # the document's own names: file name, key, URI
     names_pii: dict[str, tuple[Finding, ...]] = field(default_factory=dict)  # name -> vetted findings
+    # Per draft: the masked text's (sha256, text) for a chunk with personal data, else None (`_mask_personal`).
+    masked: list[tuple[str, str] | None] = field(default_factory=list)
 
 
 class IngestPipeline:
@@ -165,6 +173,7 @@ class IngestPipeline:
             ]
             ready = [s for s in staged if isinstance(s, _Staged)]
             self._classify(ready)
+            self._mask_personal(ready)
             vectors, computed, embed_seconds = self._embed(ready)
         results: list[ProcessedDocument | IngestError] = []
         seen: set[str] = set()
@@ -173,7 +182,8 @@ class IngestPipeline:
             if isinstance(entry, IngestError):
                 results.append(entry)
                 continue
-            new_here = {d.sha256 for d in entry.drafts if d.sha256 in computed and d.sha256 not in seen}
+            shas = [d.sha256 for d in entry.drafts] + [m[0] for m in entry.masked if m is not None]
+            new_here = {sha for sha in shas if sha in computed and sha not in seen}
             # The batch's embedding time is shared out by the number of vectors each document caused.
             entry.timings["embed"] = embed_seconds * len(new_here) / total_computed
             results.append(self._assemble(entry, vectors, computed, seen))
@@ -227,12 +237,39 @@ class IngestPipeline:
             if found:
                 staged.names_pii[name] = found
 
+    def _entity_types(self, staged: _Staged, draft: ChunkDraft, result: Classification) -> tuple[str, ...]:
+        """The chunk's entity types: its text's, and those found in the names shown beside it."""
+        entity_types = result.entity_types or tuple(sorted({f.entity_type for f in result.findings}))
+        in_names = self._in_names(staged, draft)
+        return tuple(sorted(set(entity_types) | in_names)) if in_names else entity_types
+
+    @staticmethod
+    def _in_names(staged: _Staged, draft: ChunkDraft) -> set[str]:
+        return {f.entity_type for name in (*staged.shown, draft.attachment) if name
+                for f in staged.names_pii.get(name, ())}
+
+    def _mask_personal(self, ready: Sequence[_Staged]) -> None:
+        """The masked text of each chunk with personal data (its findings masked; a chunk personal only by
+        the names shown beside it masks to its own text, and shares its vector)."""
+        for staged in ready:
+            staged.masked = []
+            for draft, result in zip(staged.drafts, staged.classifications, strict=True):
+                if not self.label_map.is_personal(self._entity_types(staged, draft, result)):
+                    staged.masked.append(None)
+                    continue
+                text = mask(draft.text, result.findings)
+                staged.masked.append((hashlib.sha256(text.encode()).hexdigest(), text))
+
     def _embed(self, ready: Sequence[_Staged]) -> tuple[dict[str, Vector], set[str], float]:
-        """Vectors for every distinct chunk sha of the batch, the shas computed now, and seconds spent."""
+        """Vectors for every distinct chunk sha of the batch (masked texts included), the shas computed now,
+        and seconds spent."""
         texts_by_sha: dict[str, str] = {}
         for staged in ready:
             for draft in staged.drafts:
                 texts_by_sha.setdefault(draft.sha256, draft.text)
+            for masked in staged.masked:
+                if masked is not None:
+                    texts_by_sha.setdefault(*masked)
         model_id = self.embedder.model_id
         t0 = time.perf_counter()
         vectors: dict[str, Vector] = dict(self.cache.get_many(model_id, list(texts_by_sha))) if self.cache else {}
@@ -253,15 +290,17 @@ class IngestPipeline:
         self, staged: _Staged, vectors: dict[str, Vector], computed: set[str], seen: set[str]
     ) -> ProcessedDocument:
         chunks: list[ProcessedChunk] = []
-        for draft, result in zip(staged.drafts, staged.classifications, strict=True):
-            entity_types = result.entity_types or tuple(sorted({f.entity_type for f in result.findings}))
+        for draft, result, masked in zip(staged.drafts, staged.classifications, staged.masked, strict=True):
             # Personal data in the names shown beside the chunk is the chunk's too (its label, its flag).
-            in_names = {f.entity_type for name in (*staged.shown, draft.attachment) if name
-                        for f in staged.names_pii.get(name, ())}
-            if in_names:
-                entity_types = tuple(sorted(set(entity_types) | in_names))
+            in_names = self._in_names(staged, draft)
+            entity_types = self._entity_types(staged, draft, result)
             first_computation = draft.sha256 in computed and draft.sha256 not in seen
             seen.add(draft.sha256)
+            masked_vector, masked_cached = None, True
+            if masked is not None:
+                masked_vector = tuple(vectors[masked[0]].tolist())
+                masked_cached = not (masked[0] in computed and masked[0] not in seen)
+                seen.add(masked[0])
             chunks.append(
                 ProcessedChunk(
                     draft=draft,
@@ -271,6 +310,8 @@ class IngestPipeline:
                     has_personal_data=self.label_map.is_personal(entity_types),
                     vector=tuple(vectors[draft.sha256].tolist()),
                     embedding_cached=not first_computation,
+                    masked_vector=masked_vector,
+                    masked_embedding_cached=masked_cached,
                 )
             )
         label_map_version = (

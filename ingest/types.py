@@ -76,6 +76,10 @@ class ProcessedChunk:
     has_personal_data: bool
     vector: tuple[float, ...]
     embedding_cached: bool  # True when the vector came from the content-addressed cache
+    # A chunk with personal data: the vector of its masked text (classifiers.masking over its findings: exactly
+    # the text a caller who reads it masked is served), stored as the chunk's masked twin. None otherwise.
+    masked_vector: tuple[float, ...] | None = None
+    masked_embedding_cached: bool = True  # as embedding_cached, for masked_vector (True when there is none)
 
 
 @dataclass(frozen=True, slots=True)

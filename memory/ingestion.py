@@ -160,6 +160,12 @@ def point_id_for(chunk_id: str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, chunk_id))
 
 
+def masked_point_id_for(chunk_id: str) -> str:
+    """The point id of the chunk's masked twin: derived like its point's, so storing a twin again (a retried
+    ingest, `memory backfill-twins` after a crash) replaces it instead of adding another."""
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{chunk_id}\0masked-twin"))
+
+
 def _latest(session: Session, document_id: str) -> DocumentVersion | None:
     return session.execute(
         select(DocumentVersion)
@@ -372,20 +378,28 @@ def _reserve(
 def _rows(
     doc: ProcessedDocument, *, source_id: str, doc_id: str, vid: str, written: _Access, valid_from: float
 ) -> tuple[list[VectorPoint], list[Chunk]]:
-    """The version's points (uncommitted) and chunk rows."""
+    """The version's points (uncommitted: each chunk's, and the masked twin of each chunk with personal data)
+    and chunk rows."""
     points = []
     chunk_rows = []
     for pc in doc.chunks:
         d = pc.draft
         cid = chunk_id_for(vid, d.ordinal, d.sha256)
         pid = point_id_for(cid)
-        points.append(VectorPoint(pid, pc.vector, ChunkPayload(
+        payload = ChunkPayload(
             chunk_id=cid, source_id=source_id, document_id=doc_id, version_id=vid,
             read_groups=written.read_groups, label=int(pc.label), jurisdiction=written.jurisdiction,
             personal=pc.has_personal_data, entity_types=pc.entity_types, valid_from=valid_from, committed=False,
-        )))
+        )
+        points.append(VectorPoint(pid, pc.vector, payload))
+        twin_id = None
+        if pc.has_personal_data and pc.masked_vector is not None:
+            # No masked vector (a processor that makes none): no twin, so a masked caller is not served the chunk.
+            twin_id = masked_point_id_for(cid)
+            points.append(VectorPoint(twin_id, pc.masked_vector, payload.twin()))
         chunk_rows.append(Chunk(
-            id=cid, point_id=pid, version_id=vid, document_id=doc_id, source_id=source_id, ordinal=d.ordinal,
+            id=cid, point_id=pid, masked_point_id=twin_id, version_id=vid, document_id=doc_id, source_id=source_id,
+            ordinal=d.ordinal,
             text=d.text, sha256=d.sha256, start=d.start, end=d.end, page_number=d.page_number, attachment=d.attachment,
             element_types=list(d.element_types), token_count=d.token_count, label=int(pc.label),
             personal=pc.has_personal_data, entity_types=list(pc.entity_types),
@@ -455,6 +469,9 @@ def _activate(
             "supersedes": previous.id if previous else None,
             # The embedding work done (usage metering); auditors only, unlike the upload's response.
             "embedded": sum(1 for c in doc.chunks if not c.embedding_cached),
+            # And the masked texts of chunks with personal data embedded (their masked twins' vectors).
+            "embedded_masked": sum(1 for c in doc.chunks if c.masked_vector is not None
+                                   and not c.masked_embedding_cached),
         }),
         principal_id=actor, acting_for=acting_for, source_id=source_id, document_id=doc_id,
     )

@@ -196,6 +196,11 @@ class Chunk(Base):
     __tablename__ = "chunks"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     point_id: Mapped[str] = mapped_column(String(36), unique=True)
+    # The chunk's masked twin (a chunk with personal data: its masked text's vector, searched by callers who read
+    # it masked; memory.stores.base). Set once the twin is stored (at ingest, or by `memory backfill-twins` for
+    # chunks stored before twins existed); NULL for chunks without personal data, and for personal chunks still
+    # without a twin, which are then not served to a masked caller at all.
+    masked_point_id: Mapped[str | None] = mapped_column(String(36), nullable=True, unique=True, index=True)
     version_id: Mapped[str] = mapped_column(ForeignKey("document_versions.id"), index=True)
     document_id: Mapped[str] = mapped_column(String(64), index=True)
     source_id: Mapped[str] = mapped_column(String(128), index=True)

@@ -14,6 +14,13 @@ is served only when the purpose is one its data subjects consented to; otherwise
 A second search over what the caller's groups could read finds the withheld hits to count. It also shows
 when the served graph search was stranded (a hit no rule withholds ranks above the last served one): the
 served search then runs once more under the same filter with a wider beam (recall repair, Beam.WIDE).
+
+A chunk with personal data that the caller reads masked (allow_masked) is searched through its masked twin,
+the vector of its masked text (memory.stores.base): its score is the twin's, so it tells nothing of the clear
+text. SQL maps a twin's point id to its chunk's row (`_rows`), and the hit is served masked or not at all. The
+count search sees clear points only; a candidate served through its twin is the same chunk, and one the caller
+reads masked never counts as a miss of the served search (its clear score is not what the served search ranks,
+and a repair it triggered would show the caller how the clear text scored).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import numpy as np
-from sqlalchemy import Table, bindparam, exists, select
+from sqlalchemy import Table, bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
 from classifiers.types import Label
@@ -221,7 +228,7 @@ def search(
     candidates, floor = _candidates(request, points, could_read)
     rows = _rows(session, [p.id for p in points] + [p.id for p in candidates], who.groups)
     reason_of = _Reasons(who, rules, blocked.sources, purpose)
-    counts, missed = _classify(reason_of, candidates, floor, rows)
+    counts, missed = _classify(reason_of, candidates, floor, rows, _served_chunks(points, rows))
     repaired, repair_ms = missed > 0, 0.0
     if repaired:
         # Recall repair. The count search found hits this caller may see that rank above the served search's
@@ -236,7 +243,7 @@ def search(
         unread = [p.id for p in [*points, *candidates] if p.id not in rows]
         if unread:
             rows.update(_rows(session, unread, who.groups))
-        counts, missed = _classify(reason_of, candidates, floor, rows)
+        counts, missed = _classify(reason_of, candidates, floor, rows, _served_chunks(points, rows))
         if missed:
             log.warning("search.recall_repair_incomplete missed=%d top_k=%d", missed, request.top_k)
     withheld = [
@@ -309,6 +316,11 @@ def _candidates(
     return [p for p in readable if p.id not in served_ids and p.score >= floor], floor
 
 
+def _served_chunks(served: Sequence[Ranked], rows: dict[str, Any]) -> set[str]:
+    """The chunk ids of the served hits (a masked twin's is its chunk's)."""
+    return {rows[p.id].id for p in served if p.id in rows}
+
+
 class _Reasons:
     """The recourse reason that withholds a SQL row from this search's caller (None: none does): the policy's
     clearance, jurisdiction and consent checks on the row's fields, memoised by those fields (a search's rows
@@ -318,9 +330,21 @@ class _Reasons:
                  consent_blocked: frozenset[str], purpose: str | None) -> None:
         self._who, self._rules, self._blocked, self._purpose = who, rules, consent_blocked, purpose
         self._seen: dict[tuple[str, int, bool, str], str | None] = {}
+        self._masking: dict[str, bool] = {}
 
     def __call__(self, r: Any) -> str | None:
         return self.of(r.source_id, r.label, r.personal, r.source_jurisdiction)
+
+    def masks(self, jurisdiction: str) -> bool:
+        """Whether the rule for `jurisdiction` masks this caller's personal data (memoised)."""
+        if jurisdiction not in self._masking:
+            self._masking[jurisdiction] = policy.masks(self._who, self._rules, jurisdiction=jurisdiction,
+                                                       personal=True)
+        return self._masking[jurisdiction]
+
+    def masked(self, r: Any) -> bool:
+        """Whether the row is served to this caller masked (then only through its masked twin)."""
+        return bool(r.personal) and self.masks(r.source_jurisdiction)
 
     def of(self, source_id: str, label: int, personal: bool, jurisdiction: str) -> str | None:
         key = (source_id, label, personal, jurisdiction)
@@ -344,7 +368,7 @@ class _Reasons:
 
 
 def _classify(
-    reason_of: _Reasons, candidates: Sequence[Ranked], floor: float, rows: dict[str, Any]
+    reason_of: _Reasons, candidates: Sequence[Ranked], floor: float, rows: dict[str, Any], served: set[str],
 ) -> tuple[dict[tuple[str, str, str], int], int]:
     """The withheld counts by (source, reason, steward), and how many hits the served search missed.
 
@@ -352,18 +376,21 @@ def _classify(
     each passed those inside the engine; its SQL row decides the rest with the policy's recourse checks.
     Clearance, jurisdiction or consent stopped it: it is counted as withheld (sources outside the caller's
     groups never appear, and a withheld hit's text is never used). None stopped it and it ranks strictly
-    above the floor: the served search missed it."""
+    above the floor: the served search missed it, unless the caller reads it masked (the served search ranks
+    its masked twin, whose score is not this one) or it was served through its twin (`served`: chunk ids)."""
     counts: dict[tuple[str, str, str], int] = {}
     missed = 0
     for p in candidates:
         r = rows.get(p.id)
         if r is None or r.retracted_at is not None or not r.readable:  # deleted, retracted or unshared since
             continue
+        if r.id in served:  # served as its masked twin: the same chunk
+            continue
         reason = reason_of(r)
         if reason:
             key = (r.source_id, reason, r.steward_id or "")
             counts[key] = counts.get(key, 0) + 1
-        elif p.score > floor:  # a tie with the last served hit is not a miss
+        elif p.score > floor and not reason_of.masked(r):  # a tie with the last served hit is not a miss
             missed += 1
     return counts, missed
 
@@ -378,7 +405,8 @@ _ROWS = (
         _C.c.document_id, _V.c.id.label("version_id"), _V.c.version, _V.c.sha256.label("version_sha256"), _V.c.uri,
         _V.c.ingested_at, _V.c.ingested_by, _V.c.pipeline_version, _V.c.parser_version, _V.c.chunker_version,
         _V.c.classifier_version, _V.c.label_map_version, _V.c.embedding_model, _V.c.retracted_at,
-        _S.c.id.label("source_id"), _S.c.uri.label("source_uri"), _C.c.point_id, _C.c.personal,
+        _S.c.id.label("source_id"), _S.c.uri.label("source_uri"), _C.c.point_id, _C.c.masked_point_id,
+        _C.c.personal,
         _S.c.jurisdiction.label("source_jurisdiction"), _S.c.steward_id,
         _V.c.max_label.label("version_max_label"), _V.c.has_personal.label("version_personal"), _V.c.names_pii,
         # Whether the caller's groups can read the source now: a read-group change committed after the plan
@@ -387,17 +415,26 @@ _ROWS = (
         .label("readable"),
     )
     .select_from(_C.join(_V, _V.c.id == _C.c.version_id).join(_S, _S.c.id == _C.c.source_id))
-    .where(_C.c.point_id.in_(bindparam("point_ids", expanding=True)))
+    # A hit is a chunk's point or its masked twin's: both columns are uniquely indexed (an index OR on
+    # SQLite and PostgreSQL alike).
+    .where(or_(_C.c.point_id.in_(bindparam("point_ids", expanding=True)),
+               _C.c.masked_point_id.in_(bindparam("twin_ids", expanding=True))))
 )
 
 
 def _rows(session: Session, point_ids: Sequence[str], groups: frozenset[str]) -> dict[str, Any]:
     """SQL's row (chunk, version, source: text, citation, policy fields, whether `groups` can read its
-    source) for each point id found."""
+    source) for each point id found, under that id: a masked twin's id finds its chunk's row."""
     if not point_ids:
         return {}
-    params = {"point_ids": list(dict.fromkeys(point_ids)), "groups": sorted(groups) or [""]}
-    return {r.point_id: r for r in session.execute(_ROWS, params)}
+    wanted = list(dict.fromkeys(point_ids))
+    params = {"point_ids": wanted, "twin_ids": wanted, "groups": sorted(groups) or [""]}
+    asked, out = set(wanted), {}
+    for r in session.execute(_ROWS, params):
+        for pid in (r.point_id, r.masked_point_id):
+            if pid in asked:
+                out[pid] = r
+    return out
 
 
 def _render(
@@ -409,9 +446,8 @@ def _render(
     spans are read only for the hits this caller gets masked."""
     rows = [by_point[p.id] for p in points if p.id in by_point]
     # Whether the rule for a jurisdiction masks this caller's personal data, per jurisdiction.
-    masking = {j: policy.masks(who, rules, jurisdiction=j, personal=True) for j in {r.source_jurisdiction
-                                                                                     for r in rows}}
-    masked_set = {r.id for r in rows if r.personal and masking[r.source_jurisdiction]}
+    masking = {j: reason_of.masks(j) for j in {r.source_jurisdiction for r in rows}}
+    masked_set = {r.id for r in rows if reason_of.masked(r)}
     spans: dict[str, list[PiiSpan]] = {}
     if masked_set:
         for span in session.scalars(select(PiiSpan).where(PiiSpan.chunk_id.in_(sorted(masked_set)))):
@@ -429,6 +465,12 @@ def _render(
             log.warning("search.payload_disagrees chunk=%s version=%s", r.id, r.version_id)
             continue
         masked = r.id in masked_set
+        if masked != (p.id == r.masked_point_id):
+            # The filter admits a masked twin exactly where SQL masks the chunk, and its clear point elsewhere.
+            # A disagreement (a source's jurisdiction changed after the plan read it) is dropped: a twin's text
+            # may not be served clear, and a clear point's score may not be served beside masked text.
+            log.warning("search.twin_disagrees chunk=%s version=%s twin=%s", r.id, r.version_id, not masked)
+            continue
         whole = not masked and reason_of.whole_version(r, masking[r.source_jurisdiction])
         cited = Citation(
             chunk_id=r.id, document_id=r.document_id, version=r.version, version_id=r.version_id,

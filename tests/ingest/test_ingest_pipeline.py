@@ -83,6 +83,9 @@ def text_file(*paragraphs: str) -> bytes:
 PUBLIC = "The planning review covers revenue forecasts and vendor contracts for every region this year."
 EMAIL_PARA = "Questions about the renewal go to alice.smith@example.com before the end of March please."
 CARD_PARA = "The corporate card 4111 1111 1111 1111 was used for the vendor deposit last week only."
+# What a caller who reads them masked is served: their masked twins embed these (classifiers.masking).
+EMAIL_MASKED = "Questions about the renewal go to <EMAIL_ADDRESS> before the end of March please."
+CARD_MASKED = "The corporate card <CREDIT_CARD> was used for the vendor deposit last week only."
 
 
 def test_label_is_max_of_floor_and_findings() -> None:
@@ -158,11 +161,15 @@ def test_each_distinct_chunk_text_is_embedded_once() -> None:
     first = pipeline.process(data, "a.txt", floor=Label.PUBLIC)
     second = pipeline.process(data, "copy-of-a.txt", floor=Label.PUBLIC)
 
-    assert embedder.embedded == [PUBLIC, EMAIL_PARA]
+    assert embedder.embedded == [PUBLIC, EMAIL_PARA, EMAIL_MASKED]  # the personal chunk's masked text too
     assert [c.embedding_cached for c in first.chunks] == [False, False, True]
+    assert [c.masked_embedding_cached for c in first.chunks] == [True, False, True]
     assert [c.embedding_cached for c in second.chunks] == [True, True, True]
+    assert [c.masked_embedding_cached for c in second.chunks] == [True, True, True]
     assert first.chunks[0].vector == first.chunks[2].vector == second.chunks[0].vector
-    assert len(cache) == 2
+    assert [c.masked_vector is not None for c in first.chunks] == [False, True, False]
+    assert first.chunks[1].masked_vector == second.chunks[1].masked_vector != first.chunks[1].vector
+    assert len(cache) == 3
 
 
 def test_process_many_batches_embedding_and_reports_bad_files_in_place(read_fixture: Any) -> None:
@@ -179,7 +186,8 @@ def test_process_many_batches_embedding_and_reports_bad_files_in_place(read_fixt
     results = pipeline.process_many(items)
 
     assert [type(r) for r in results[1:4]] == [EmptyDocumentError, EncryptedDocumentError, CorruptDocumentError]
-    assert embedder.embedded == [PUBLIC, EMAIL_PARA, CARD_PARA]  # one embed call, EMAIL_PARA once
+    # one embed call, EMAIL_PARA and its masked text once
+    assert embedder.embedded == [PUBLIC, EMAIL_PARA, EMAIL_MASKED, CARD_PARA, CARD_MASKED]
     a, b = results[0], results[4]
     assert not isinstance(a, Exception) and not isinstance(b, Exception)
     assert [c.embedding_cached for c in b.chunks] == [True, False]
