@@ -256,6 +256,42 @@ def repair_cmd(
               f"{counts['republished']} sources' access republished", markup=False, soft_wrap=True)
 
 
+@app.command("backfill-twins")
+def backfill_twins_cmd(
+    data_dir: DataDir = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Chunks per batch (one embedding call, one "
+                                       "vector upsert and one SQL transaction each).")] = 256,
+    actor: Actor = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Embed and store the masked twin of every chunk with personal data stored without one (before masked
+    twins existed): until then such a chunk is not served to callers who read its source masked. Idempotent;
+    the twin is stored before SQL names it, so an interrupted run is finished by the next (audited when it
+    stored any). Safe while the API runs on PostgreSQL + Qdrant server; on the embedded store, stop the API."""
+    from memory import audit
+    from memory.embedding_cache import SqlEmbeddingCache
+    from memory.masked_twins import backfill, count_lacking
+
+    def _do(c: Container) -> dict[str, int]:
+        report = backfill(c.sessions, c.store, c.embedder, SqlEmbeddingCache(c.sessions), batch=batch)
+        counts = report.as_dict()
+        with transaction(c.sessions) as s:
+            counts["lacking"] = count_lacking(s)
+            if report.stored:
+                audit.append(s, audit.Write(action="maintenance.backfill_twins", target="vectors",
+                                            details=dict(counts)), principal_id=actor_id(actor))
+        return counts
+
+    counts = run(data_dir, _do)
+    if as_json:
+        print_json(counts)
+        return
+    out.print(f"masked twins: {counts['stored']} stored ({counts['embedded']} texts embedded), {counts['lacking']} "
+              f"personal chunks still without one ({counts['other_model']} of another embedding model, "
+              f"{counts['point_missing']} without their point, {counts['unsettled']} changing meanwhile)",
+              markup=False, soft_wrap=True)
+
+
 @app.command("rebuild-index")
 def rebuild_index_cmd(
     data_dir: DataDir = None,

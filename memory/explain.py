@@ -130,6 +130,10 @@ def explain_access(
     disagreements = _disagreements(sql_payload, vec_payload)
     if disagreements:
         notes.append("the vector payload disagrees with SQL on: " + ", ".join(disagreements))
+    if chunk.personal and (chunk.masked_point_id is None or not store.retrieve([chunk.masked_point_id])):
+        # Served masked only through its masked twin (memory.stores.base): none, so never to a masked caller.
+        notes.append("the chunk has no masked twin: callers who read it masked are not served it until "
+                     "`memory backfill-twins` stores one")
     return Explanation(
         principal_id=caller.id,
         acting_for=acting_for,

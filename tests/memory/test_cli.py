@@ -212,6 +212,39 @@ def test_repair_republishes_a_source_access_change_left_narrowed(env: Path):
     assert r.exit_code == 0 and "0 sources' access republished" in r.output
 
 
+def test_backfill_twins_stores_missing_twins_once_and_audits_it(env: Path):
+    from sqlalchemy import select, update
+
+    from memory.models import AuditRecord, Chunk
+    from memory.settings import Settings
+
+    assert invoke("principals", "create", "st", "--groups", "hr", "--clearance", "restricted",
+                  "--roles", "steward,reader").exit_code == 0
+    invoke("sources", "add", "hr", "--name", "HR", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "hr")
+    (env / "mail.txt").write_text("Contact alice.smith@example.com about payroll.")
+    assert invoke("ingest", "hr", str(env / "mail.txt"), "--no-optimize").exit_code == 0
+    c = Container(Settings())  # type: ignore[call-arg]
+    try:  # as stored before masked twins
+        with transaction(c.sessions) as s:
+            s.execute(update(Chunk).values(masked_point_id=None))
+    finally:
+        c.close()
+    r = invoke("backfill-twins", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == {"stored": 1, "embedded": 0, "other_model": 0, "point_missing": 0,
+                                    "unsettled": 0, "lacking": 0}  # its masked text's vector was cached
+    r = invoke("backfill-twins")
+    assert r.exit_code == 0 and "0 stored" in r.output and "0 personal chunks still without one" in r.output
+    c = Container(Settings())  # type: ignore[call-arg]
+    try:
+        with c.sessions() as s:
+            writes = s.scalars(select(AuditRecord).where(AuditRecord.event == "write")).all()
+            runs = [r.body for r in writes if r.body["action"] == "maintenance.backfill_twins"]
+            assert [r["details"]["stored"] for r in runs] == [1]  # only the run that stored one
+    finally:
+        c.close()
+
+
 def test_keygen_prints_a_valid_key(env: Path):
     from memory.settings import Settings
 

@@ -1,0 +1,164 @@
+"""Backfill masked twins for personal chunks stored before twins existed (`memory backfill-twins`).
+
+A chunk with personal data is served to a caller who reads it masked only through its masked twin (the vector
+of its masked text: memory.stores.base), so a chunk stored without one is not served to such callers at all
+(fail closed) until this runs. Per batch of such chunks (keyset order by chunk id, so a run always ends):
+
+  1. the masked text (classifiers.masking over the chunk's stored spans: what the caller is served), embedded
+     through the content-addressed cache like an ingest's;
+  2. the twin point upserted with a copy of the chunk's point's payload (flagged), then that payload read again
+     until it matches the copy: a retraction or access change that patched the chunk's point between the read
+     and the upsert is copied too (one that runs after the upsert patches the twin itself, by version or source);
+  3. only then SQL's `chunks.masked_point_id`, in one transaction per batch.
+
+A crash between 2 and 3 leaves a twin that no row names: a search drops it (a vector without its SQL row is
+never served), and the next run stores it again under the same derived id and names it. Idempotent: chunks
+that have a twin are never selected again. Chunks embedded with another model than the configured one, or whose
+point is missing from the store, are skipped and counted (re-ingest them, or run `memory repair`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, cast
+
+from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from classifiers.masking import mask
+from ingest.embedders import Embedder, EmbeddingCache
+from memory.db import transaction
+from memory.ingestion import masked_point_id_for
+from memory.models import Chunk, DocumentVersion, PiiSpan
+from memory.stores.base import Selector, VectorPoint, VectorStore
+
+log = logging.getLogger(__name__)
+
+_SETTLE_ROUNDS = 5
+_CHUNKS = cast(Table, Chunk.__table__)
+_NAME_TWIN = (
+    update(_CHUNKS)
+    .where(_CHUNKS.c.id == bindparam("cid"), _CHUNKS.c.masked_point_id.is_(None))
+    .values(masked_point_id=bindparam("mid"))
+)
+
+
+class _Lacking(NamedTuple):
+    """A personal chunk without a twin, as the backfill reads it."""
+
+    id: str
+    point_id: str
+    text: str
+    embedding_model: str
+
+
+@dataclass
+class TwinBackfill:
+    """What a run did: twins stored, and personal chunks left without one (with why)."""
+
+    stored: int = 0
+    embedded: int = 0  # masked texts embedded now (the others came from the cache)
+    other_model: int = 0  # the chunk's version was embedded with another model than the configured one
+    point_missing: int = 0  # the chunk's own point is not in the vector store
+    unsettled: int = 0  # its point kept changing while the twin was written; the next run tries again
+
+    def as_dict(self) -> dict[str, int]:
+        return {"stored": self.stored, "embedded": self.embedded, "other_model": self.other_model,
+                "point_missing": self.point_missing, "unsettled": self.unsettled}
+
+
+def count_lacking(session: Session) -> int:
+    """Personal chunks without a masked twin (not served to callers who read them masked)."""
+    return int(session.scalar(select(func.count()).select_from(Chunk).where(
+        Chunk.personal.is_(True), Chunk.masked_point_id.is_(None))) or 0)
+
+
+def backfill(
+    factory: sessionmaker[Session], store: VectorStore, embedder: Embedder, cache: EmbeddingCache | None, *,
+    batch: int = 256,
+) -> TwinBackfill:
+    """Store the masked twin of every personal chunk that lacks one (see the module docstring)."""
+    if batch < 1:
+        raise ValueError("batch must be positive")
+    report, after = TwinBackfill(), ""
+    while True:
+        with factory() as session:
+            rows = [_Lacking(*r) for r in session.execute(
+                select(Chunk.id, Chunk.point_id, Chunk.text, DocumentVersion.embedding_model)
+                .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
+                .where(Chunk.personal.is_(True), Chunk.masked_point_id.is_(None), Chunk.id > after)
+                .order_by(Chunk.id).limit(batch)
+            )]
+            spans: dict[str, list[PiiSpan]] = {}
+            for span in session.scalars(select(PiiSpan).where(PiiSpan.chunk_id.in_([r.id for r in rows]))):
+                spans.setdefault(span.chunk_id, []).append(span)
+            session.expunge_all()
+        if not rows:
+            break
+        after = rows[-1].id
+        same_model = [r for r in rows if r.embedding_model == embedder.model_id]
+        report.other_model += len(rows) - len(same_model)
+        _store_batch(factory, store, embedder, cache, same_model, spans, report)
+    log.info("masked_twins.backfill %s", " ".join(f"{k}={v}" for k, v in report.as_dict().items()))
+    return report
+
+
+def _store_batch(
+    factory: sessionmaker[Session], store: VectorStore, embedder: Embedder, cache: EmbeddingCache | None,
+    rows: Sequence[_Lacking], spans: dict[str, list[PiiSpan]], report: TwinBackfill,
+) -> None:
+    points = {p.id: p for p in store.retrieve([r.point_id for r in rows])}
+    present = [r for r in rows if r.point_id in points]
+    report.point_missing += len(rows) - len(present)
+    if not present:
+        return
+    vectors = _vectors(embedder, cache, [mask(r.text, spans.get(r.id, [])) for r in present], report)
+    twin_of = {r.id: masked_point_id_for(r.id) for r in present}
+    twins = {twin_of[r.id]: VectorPoint(twin_of[r.id], vec, points[r.point_id].payload.twin())
+             for r, vec in zip(present, vectors, strict=True)}
+    store.upsert(list(twins.values()))
+    unsettled = _settle(store, twins, {twin_of[r.id]: r.point_id for r in present})
+    if unsettled:  # never left in the store unnamed with a payload that may admit more than its chunk's
+        store.delete(Selector(point_ids=tuple(sorted(unsettled))))
+        report.unsettled += len(unsettled)
+    named = [{"cid": r.id, "mid": twin_of[r.id]} for r in present if twin_of[r.id] not in unsettled]
+    if named:
+        with transaction(factory) as session:
+            session.connection().execute(_NAME_TWIN, named)
+    report.stored += len(named)
+
+
+def _settle(store: VectorStore, twins: dict[str, VectorPoint], clear_of: dict[str, str]) -> set[str]:
+    """Re-copy the chunk's point's payload onto each twin until the two agree; the twins that never did."""
+    pending = set(twins)
+    for _ in range(_SETTLE_ROUNDS):
+        now = {p.id: p.payload for p in store.retrieve([clear_of[t] for t in sorted(pending)])}
+        stale = [VectorPoint(t, twins[t].vector, now[clear_of[t]].twin()) for t in sorted(pending)
+                 if clear_of[t] in now and now[clear_of[t]].twin() != twins[t].payload]
+        gone = {t for t in pending if clear_of[t] not in now}
+        if not stale:
+            return gone
+        twins.update({p.id: p for p in stale})
+        store.upsert(stale)
+        pending = {p.id for p in stale} | gone
+    return pending
+
+
+def _vectors(embedder: Embedder, cache: EmbeddingCache | None, texts: list[str], report: TwinBackfill
+             ) -> list[Sequence[float]]:
+    """One vector per text: from the cache by the text's sha256, the others embedded in one call and cached."""
+    shas = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    found = dict(cache.get_many(embedder.model_id, shas)) if cache is not None else {}
+    missing = list(dict.fromkeys(s for s in shas if s not in found))
+    if missing:
+        text_of = dict(zip(shas, texts, strict=True))
+        fresh = embedder.embed([text_of[s] for s in missing])
+        computed = {s: fresh[i] for i, s in enumerate(missing)}
+        if cache is not None:
+            cache.put_many(embedder.model_id, computed)
+        found.update(computed)
+        report.embedded += len(missing)
+    return [found[s].tolist() for s in shas]
