@@ -103,6 +103,11 @@ class OneOf:
 Clause = AnyValue | NoneOf | IntEquals | IntIn | InRange | HasIds | AllOf | OneOf
 
 
+# A clear point (not a masked twin); a point lacking the field is neither.
+CLEAR = IntEquals(F_MASKED_TWIN, 0)
+TWIN = IntEquals(F_MASKED_TWIN, 1)
+
+
 def access_plan(flt: AccessFilter) -> AllOf | None:
     """The conditions a point must meet to be visible under `flt`, or None if nothing can match."""
     if not flt.groups:
@@ -137,11 +142,6 @@ def access_plan(flt: AccessFilter) -> AllOf | None:
     return AllOf((*clauses, *grant_clauses))
 
 
-# A clear point (not a masked twin); a point lacking the field is neither.
-CLEAR = IntEquals(F_MASKED_TWIN, 0)
-TWIN = IntEquals(F_MASKED_TWIN, 1)
-
-
 def _scope_clauses(scope: SourceScope, source_ids: frozenset[str] | None) -> tuple[Clause, ...] | None:
     """The scope's source clauses (`_served`), within `source_ids` when set; None when no source is admitted."""
     full = scope.full
@@ -158,16 +158,15 @@ def _served(key: str, full: set[str] | frozenset[str], non_personal: set[str] | 
     `key` is in full, or in non_personal or masked and it has no personal data; its masked twin when `key` is
     in masked. None when all three are empty. Without masked keys: CLEAR and the clear branch alone, the shape
     (and cost) of a filter before twins plus one indexed integer clause."""
-    clear = _full_or_non_personal(key, full, set(non_personal) | set(masked))
     if not masked:
+        clear = _full_or_non_personal(key, full, non_personal)
         return None if clear is None else (CLEAR, clear)
-    twins = AllOf((TWIN, AnyValue(key, tuple(sorted(masked)))))
     options: list[Clause] = []
     if full:
         options.append(AllOf((CLEAR, AnyValue(key, tuple(sorted(full))))))
     either = tuple(sorted(set(non_personal) | set(masked)))
     options.append(AllOf((CLEAR, IntEquals(F_PERSONAL, 0), AnyValue(key, either))))
-    options.append(twins)
+    options.append(AllOf((TWIN, AnyValue(key, tuple(sorted(masked))))))
     return (OneOf(tuple(options)),)
 
 

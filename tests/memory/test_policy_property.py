@@ -3,8 +3,9 @@ search purposes go through the real pipeline, SQL and Qdrant Edge; every search 
 oracle written independently of memory.policy and memory.consent.
 
 Zero violations: nothing the oracle forbids is ever returned. Nothing silently missing: the result holds
-exactly min(top_k, |visible|) hits, and they are the best-scoring visible chunks. No hints: the withheld
-counts and the consent summary name only sources the caller's groups can read.
+exactly min(top_k, |visible|) hits, and they are the best-scoring visible chunks, each scored on the text the
+caller is served (a chunk served masked on its masked text: no score of the clear text reaches a masked caller).
+No hints: the withheld counts and the consent summary name only sources the caller's groups can read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -24,6 +26,7 @@ from memory.ingestion import FileInput
 from memory.models import Chunk, DocumentVersion, Source
 from memory.policy_store import put_transfer_rules
 from memory.principals import NewPrincipal, create_principal, get_principal, resolve_effective
+from memory.rendering import mask
 from tests.conftest import make_container
 
 GROUPS = ["red", "green", "blue"]
@@ -87,6 +90,14 @@ def oracle_visible(caller: dict, user: dict | None, chunk: dict, rules: dict, pu
     if chunk["personal"] and consented is not None and purpose not in consented:
         return False
     return chunk["current"] and not chunk["retracted"]
+
+
+def oracle_masked(caller: dict, user: dict | None, chunk: dict, rules: dict) -> bool:
+    """A visible chunk is served masked when it holds personal data and some caller jurisdiction reads it
+    masked (every one admits it, so none is stricter)."""
+    people = [caller] + ([user] if user else [])
+    return chunk["personal"] and any(
+        rules.get((chunk["jurisdiction"], p["jurisdiction"]), "deny") == "allow_masked" for p in people)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
@@ -153,9 +164,16 @@ def _check_world(c, world):
         violations = set(got) - allowed
         assert not violations, f"{caller_id}->{user_id} got forbidden chunks {violations}"
         assert len(got) == min(world["top_k"], len(allowed)), "hits silently missing"
-        exact = sorted(allowed, key=lambda cid: -float(np.dot(chunks[cid]["vector"], qvec)))
-        cutoff = float(np.dot(chunks[exact[len(got) - 1]]["vector"], qvec)) if got else 0.0
-        assert all(float(np.dot(chunks[cid]["vector"], qvec)) >= cutoff - 1e-4 for cid in got)
+        # Each visible chunk scored on the text this caller is served: its masked text when served masked.
+        served = {cid: chunks[cid]["masked_vector" if oracle_masked(caller, user, chunks[cid], world["rules"])
+                                   else "vector"] for cid in allowed}
+        assert all(h.masked is oracle_masked(caller, user, chunks[h.citation.chunk_id], world["rules"])
+                   for h in res.hits)
+        assert all(h.score == pytest.approx(float(np.dot(served[h.citation.chunk_id], qvec)), abs=1e-4)
+                   for h in res.hits), "a hit scored on another text than the one served"
+        exact = sorted(allowed, key=lambda cid: -float(np.dot(served[cid], qvec)))
+        cutoff = float(np.dot(served[exact[len(got) - 1]], qvec)) if got else 0.0
+        assert all(float(np.dot(served[cid], qvec)) >= cutoff - 1e-4 for cid in got)
         groups = set(caller["groups"]) & (set(user["groups"]) if user else set(GROUPS))
         readable = {f"s{i}" for i, src in enumerate(world["sources"]) if groups & src["read_groups"]}
         assert {w.source_id for w in res.withheld} <= readable, "withheld names a source outside the groups"
@@ -185,7 +203,10 @@ def _oracle_chunks(c, world) -> dict[str, dict]:
                 "vector": None,
             }
         texts = {ch.id: ch.text for ch, _, _ in rows}
-    vecs = c.embedder.embed(list(texts.values())) if texts else []
-    for cid, vec in zip(texts, vecs, strict=True):
+        masked = {ch.id: mask(ch.text, ch.spans) for ch, _, _ in rows}  # what a masked caller is served
+    vecs = c.embedder.embed(list(texts.values()) + list(masked.values())) if texts else []
+    for cid, vec in zip(texts, vecs[:len(texts)], strict=True):
         out[cid]["vector"] = np.asarray(vec)
+    for cid, vec in zip(masked, vecs[len(texts):], strict=True):
+        out[cid]["masked_vector"] = np.asarray(vec)
     return out

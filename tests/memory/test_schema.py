@@ -76,6 +76,8 @@ def test_every_migration_upgrades_a_database_that_holds_data(db_url):
             # b7c3e5a9d214 fills each version's chunk summary the same way.
             row = conn.execute(text("SELECT max_label, has_personal FROM document_versions WHERE id = 'v1'")).one()
             assert (row[0], bool(row[1])) == (3, True)
+            # a9f1c3e7d52b: chunks stored before masked twins have none (`memory backfill-twins` stores them).
+            assert conn.execute(text("SELECT count(*) FROM chunks WHERE masked_point_id IS NULL")).scalar_one() == 3
     finally:
         engine.dispose()
 

@@ -40,6 +40,7 @@ DIM = 8
 KINDS = ["edge", "server"]
 EU_FULL = JurisdictionGrant("EU", personal_ok=True)
 EU_NON_PERSONAL = JurisdictionGrant("EU", personal_ok=False)
+EU_MASKED = JurisdictionGrant("EU", personal_ok=True, masked=True)
 
 
 def open_store(kind: str, root: Path, dim: int = DIM, tuning: EdgeTuning | None = None) -> VectorStore:
@@ -254,6 +255,35 @@ CLAUSES = [
     ("consent: applies with the other clauses off", {},
      {"max_label": None, "grants": None, "consent_blocked_sources": frozenset({"s1"})}, False),
     ("consent: with latest", {}, {"latest": True, "consent_blocked_sources": frozenset({"s1"})}, False),
+    # Masked twins: a personal chunk read masked is admitted as its twin only; every other filter takes clear
+    # points only (the withheld count included).
+    ("twin: allow admits the clear point only", {"masked_twin": True}, {}, False),
+    ("twin: read masked", {"masked_twin": True}, {"grants": (EU_MASKED,)}, True),
+    ("twin: clear personal point read masked", {}, {"grants": (EU_MASKED,)}, False),
+    ("twin: clear point without personal data read masked", {"personal": False}, {"grants": (EU_MASKED,)}, True),
+    ("twin: deny_personal", {"masked_twin": True}, {"grants": (EU_NON_PERSONAL,)}, False),
+    ("twin: read masked, another jurisdiction", {"masked_twin": True, "jurisdiction": "US"},
+     {"grants": (EU_MASKED,)}, False),
+    ("twin: allow for one jurisdiction, masked for another", {"masked_twin": True, "jurisdiction": "US"},
+     {"grants": (EU_FULL, JurisdictionGrant("US", True, masked=True))}, True),
+    ("twin: never counted (grants None)", {"masked_twin": True}, {"grants": None}, False),
+    ("twin: consent-blocked source", {"masked_twin": True},
+     {"grants": (EU_MASKED,), "consent_blocked_sources": frozenset({"s1"})}, False),
+    ("twin: scope reads the source masked", {"masked_twin": True},
+     {"scope": SourceScope(frozenset(), masked=frozenset({"s1"}))}, True),
+    ("twin: scope masked, clear personal point", {}, {"scope": SourceScope(frozenset(), masked=frozenset({"s1"}))},
+     False),
+    ("twin: scope masked, clear point without personal data", {"personal": False},
+     {"scope": SourceScope(frozenset(), masked=frozenset({"s1"}))}, True),
+    # (the scope reads no read groups: the filler point of s1 stays invisible only where s1 is not read clear)
+    ("twin: scope reads the source in full", {"masked_twin": True, "source_id": "s2"},
+     {"scope": SourceScope(frozenset({"s2"}), masked=frozenset({"s1"}))}, False),
+    ("twin: scope masks another source", {"masked_twin": True},
+     {"scope": SourceScope(frozenset({"s2"}), masked=frozenset({"s3"}))}, False),
+    ("twin: scope masked, outside source_ids", {"masked_twin": True},
+     {"scope": SourceScope(frozenset(), masked=frozenset({"s1"})), "source_ids": frozenset({"s2"})}, False),
+    ("twin: scope non_personal", {"masked_twin": True},
+     {"scope": SourceScope(frozenset(), non_personal=frozenset({"s1"}))}, False),
 ]  # fmt: skip
 
 
@@ -275,6 +305,20 @@ def test_no_consent_clause_when_nothing_is_blocked() -> None:
     assert len(gated.clauses) == len(plain.clauses) + 1
     assert access_plan(access(source_ids=frozenset({"s2"}), consent_blocked_sources=frozenset({"s1"}))) == \
         access_plan(access(source_ids=frozenset({"s2"})))
+
+
+def test_a_caller_who_reads_nothing_masked_pays_one_clear_clause() -> None:
+    """Masked twins cost a caller without a masked source one indexed integer clause at the top level (the source
+    or jurisdiction clause keeps its shape); one with a masked source gets the three-branch clause instead."""
+    from memory.stores.filters import CLEAR, OneOf
+
+    for flt in (access(), access(scope=SourceScope(frozenset({"s1"}), frozenset({"s2"}))),
+                dataclasses.replace(access(), max_label=None, grants=None)):
+        plan = access_plan(flt)
+        assert plan is not None and plan.clauses.count(CLEAR) == 1
+    masked = access_plan(access(scope=SourceScope(frozenset({"s1"}), masked=frozenset({"s2"}))))
+    assert masked is not None and CLEAR not in masked.clauses
+    assert isinstance(masked.clauses[-1], OneOf) and len(masked.clauses[-1].clauses) == 3
 
 
 # -- patch and delete: visible to the very next search ---------------------------------------------------
@@ -419,10 +463,10 @@ PAYLOADS = st.builds(
     valid_to=st.one_of(TIMES, st.just(OPEN_END)),
     retracted=st.booleans(),
     committed=st.booleans(),
+    masked_twin=st.booleans(),
 )
-GRANTS = st.lists(st.builds(JurisdictionGrant, st.sampled_from(["EU", "US", "UK"]), st.booleans()), max_size=3).map(
-    tuple
-)
+GRANTS = st.lists(st.builds(JurisdictionGrant, st.sampled_from(["EU", "US", "UK"]), st.booleans(), st.booleans()),
+                  max_size=3).map(tuple)
 FILTERS = st.builds(
     AccessFilter,
     groups=st.frozensets(GROUPS, max_size=2),
@@ -434,6 +478,7 @@ FILTERS = st.builds(
     consent_blocked_sources=st.frozensets(st.sampled_from(["s1", "s2", "s3"]), max_size=3),
     scope=st.one_of(st.none(), st.builds(
         SourceScope, st.frozensets(st.sampled_from(["s1", "s2", "s3"]), max_size=3),
+        st.frozensets(st.sampled_from(["s1", "s2", "s3"]), max_size=3),
         st.frozensets(st.sampled_from(["s1", "s2", "s3"]), max_size=3),
     )),
 )
@@ -497,6 +542,25 @@ def test_edge_open_backfills_current_on_a_store_written_before_it(tmp_path: Path
     reopened = EdgeVectorStore.open(tmp_path / "vectors", DIM)
     try:
         _assert_backfilled(reopened, pts)
+    finally:
+        reopened.close()
+
+
+def test_edge_open_stamps_clear_on_points_written_before_masked_twins(tmp_path: Path) -> None:
+    import qdrant_edge as qe
+
+    store = EdgeVectorStore.open(tmp_path / "vectors", DIM)
+    pts = _legacy_points()
+    store.upsert(pts)
+    everything = qe.Filter(must=[qe.FieldCondition("chunk_id", match=qe.MatchAny(["cur", "old", "pending", "gone"]))])
+    store._shard.update(qe.UpdateOperation.delete_payload_by_filter(everything, ["masked_twin"]))
+    assert visible_ids(store, access(latest=True)) == set()  # fails closed without the field
+    assert store.retrieve([pts[0].id])[0].payload.masked_twin is False
+    store.close()
+    reopened = EdgeVectorStore.open(tmp_path / "vectors", DIM)
+    try:
+        _assert_backfilled(reopened, pts)
+        assert visible_ids(reopened, access(latest=True, grants=(EU_MASKED,))) == set()  # personal, no twin
     finally:
         reopened.close()
 
@@ -570,6 +634,22 @@ def test_server_ensure_collection_backfills_current() -> None:
     pts = _legacy_points()
     store.upsert(pts)
     store._client.delete_payload("chunks", ["current"], points=models.FilterSelector(filter=models.Filter()))
+    assert visible_ids(store, access(latest=True)) == set()
+    store.ensure_collection()
+    try:
+        _assert_backfilled(store, pts)
+    finally:
+        store.close()
+
+
+def test_server_ensure_collection_stamps_clear_on_points_written_before_masked_twins() -> None:
+    from qdrant_client import models
+
+    store = ServerVectorStore(QdrantClient(":memory:"), "chunks", DIM, owns_client=True)
+    store.ensure_collection()
+    pts = _legacy_points()
+    store.upsert(pts)
+    store._client.delete_payload("chunks", ["masked_twin"], points=models.FilterSelector(filter=models.Filter()))
     assert visible_ids(store, access(latest=True)) == set()
     store.ensure_collection()
     try:
