@@ -15,7 +15,7 @@ from memory.ingestion import FileInput
 from memory.models import Chunk, DocumentVersion, Source
 from memory.principals import NewPrincipal, create_principal, get_principal, resolve_effective
 from memory.rendering import mask
-from memory.stores.base import Selector
+from memory.stores.base import PayloadPatch, Selector
 
 # Default transfer rules (memory.policy.DEFAULT_TRANSFER_RULES): EU data is allowed to EU callers, masked for US
 # callers, and its personal data withheld from IN callers.
@@ -171,6 +171,22 @@ def test_retraction_source_changes_and_version_deletes_cover_the_twin(container)
     assert _search(c, "us", "alice payroll").hits == []
     c.store.delete(Selector(version_ids=(ch.version_id,)))  # how an abandoned ingest's points go
     assert c.store.retrieve([ch.point_id, ch.masked_point_id]) == []
+
+
+def test_repair_republishes_a_source_whose_twin_alone_carries_stale_access(container):
+    """On a cluster one operation over a source can land on some shards only: a twin left with the old read
+    groups while its clear point has the new ones is found by the repair's samples and republished."""
+    from memory.vector_sync import repair
+
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC}})
+    (ch,) = _chunks(c)
+    assert repair(c.sessions, c.store)["republished"] == 0
+    c.store.patch(Selector(point_ids=(ch.masked_point_id,)), PayloadPatch(read_groups=("stale",)))
+    assert repair(c.sessions, c.store)["republished"] == 1
+    assert c.store.retrieve([ch.masked_point_id])[0].payload.read_groups == \
+        c.store.retrieve([ch.point_id])[0].payload.read_groups
+    assert repair(c.sessions, c.store)["republished"] == 0
 
 
 def test_a_twin_whose_row_says_clear_is_dropped(container, caplog):
