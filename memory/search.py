@@ -260,7 +260,8 @@ def search(
         "max_label": Label(flt.max_label or 0).slug,
         "caller_jurisdictions": list(who.jurisdictions),
         "jurisdiction_grants": [
-            {"data": g.data_jurisdiction, "personal": g.personal_ok} for g in (flt.grants or ())
+            # masked: its personal data is served masked, searched through the chunks' masked twins.
+            {"data": g.data_jurisdiction, "personal": g.personal_ok, "masked": g.masked} for g in (flt.grants or ())
         ],
         "transfer_rules_version": rules.version,
         "as_of": as_of,

@@ -126,6 +126,10 @@ def test_each_chunk_once_as_its_clear_point_or_its_twin(container):
     assert [(w.reason, w.count) for w in in_.withheld] == [("jurisdiction", 1)]
     for res in (eu, us):
         assert res.withheld == []
+    # The policy block says which jurisdictions' personal data came masked (searched through the twins).
+    grants = {g["data"]: g for g in us.rules_applied["jurisdiction_grants"]}
+    assert grants["EU"] == {"data": "EU", "personal": True, "masked": True}
+    assert not any(g["masked"] for g in eu.rules_applied["jurisdiction_grants"])
 
 
 def test_withheld_counts_count_each_chunk_once(container):
