@@ -86,6 +86,8 @@ def usage_report(session: Session, *, since: datetime | None = None, until: date
             sources[sid]["versions_ingested"] += 1
             sources[sid]["chunks_ingested"] += details.get("chunks", 0)
             sources[sid]["chunks_embedded"] += details.get("embedded", 0)
+            # The masked texts of chunks with personal data embedded for their masked twins (the same cost).
+            sources[sid]["masked_texts_embedded"] += details.get("embedded_masked", 0)
     for sid, n, chars, tokens in session.execute(
         select(Chunk.source_id, func.count(), func.sum(func.length(Chunk.text)), func.sum(Chunk.token_count))
         .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)

@@ -9,6 +9,17 @@ import pytest
 TEXT = "# Onboarding\n\nEvery new hire gets a laptop, a badge and a buddy in the first week.\n"
 
 
+def test_usage_meters_the_masked_texts_embedded_for_twins(api):
+    api.source("hr-docs", read_groups=["hr"])
+    api.source("eng-docs", read_groups=["eng"])
+    personal = "# Payroll\n\nQuestions about payroll go to alice.smith@example.com this month.\n"
+    assert api.upload("hr-docs", "payroll.md", personal).status_code == 201
+    assert api.upload("eng-docs", "payroll.md", personal).status_code == 201
+    u = api.client.get("/v1/usage", headers=api.admin).json()
+    assert u["by_source"]["hr-docs"]["masked_texts_embedded"] == 1
+    assert u["by_source"]["eng-docs"]["masked_texts_embedded"] == 0  # embedded once, metered where it was done
+
+
 def test_usage_counts_queries_and_shared_content(api):
     alice = api.principal("alice", groups=["hr"], clearance="confidential")
     api.source("hr-docs", read_groups=["hr"])
