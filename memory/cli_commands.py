@@ -268,19 +268,12 @@ def backfill_twins_cmd(
     twins existed): until then such a chunk is not served to callers who read its source masked. Idempotent;
     the twin is stored before SQL names it, so an interrupted run is finished by the next (audited when it
     stored any). Safe while the API runs on PostgreSQL + Qdrant server; on the embedded store, stop the API."""
-    from memory import audit
+    from memory import masked_twins
     from memory.embedding_cache import SqlEmbeddingCache
-    from memory.masked_twins import backfill, count_lacking
 
     def _do(c: Container) -> dict[str, int]:
-        report = backfill(c.sessions, c.store, c.embedder, SqlEmbeddingCache(c.sessions), batch=batch)
-        counts = report.as_dict()
-        with transaction(c.sessions) as s:
-            counts["lacking"] = count_lacking(s)
-            if report.stored:
-                audit.append(s, audit.Write(action="maintenance.backfill_twins", target="vectors",
-                                            details=dict(counts)), principal_id=actor_id(actor))
-        return counts
+        return masked_twins.run(c.sessions, c.store, c.embedder, SqlEmbeddingCache(c.sessions),
+                                actor=actor_id(actor), batch=batch)
 
     counts = run(data_dir, _do)
     if as_json:

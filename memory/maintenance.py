@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,13 +43,17 @@ def run_repair(
 
 class RepairLoop:
     """Runs `run_repair` every `interval_s` on a daemon thread until `stop()`; a failed run is logged and the
-    next one tries again (repair is idempotent and safe beside live requests)."""
+    next one tries again (repair is idempotent and safe beside live requests).
+
+    `first`: one more job the thread runs once as it starts, before the first interval (the API's masked-twin
+    backfill: memory.masked_twins.run; idempotent, a one-off after an upgrade, so not worth a scan every
+    interval); a failure is logged and the loop goes on."""
 
     def __init__(self, factory: sessionmaker[Session], store: VectorStore, *, interval_s: float,
-                 pending_grace_s: float) -> None:
+                 pending_grace_s: float, first: Callable[[], object] | None = None) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
-        self._factory, self._store = factory, store
+        self._factory, self._store, self._first = factory, store, first
         self._interval_s, self._grace_s = interval_s, pending_grace_s
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memory-repair", daemon=True)
@@ -71,5 +76,10 @@ class RepairLoop:
             return None
 
     def _run(self) -> None:
+        if self._first is not None:
+            try:
+                self._first()
+            except Exception as exc:
+                log.error("maintenance.first_run_failed error=%s", type(exc).__name__)
         while not self._stopped.wait(self._interval_s):
             self.run_once()

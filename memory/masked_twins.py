@@ -30,8 +30,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifiers.masking import mask
 from ingest.embedders import Embedder, EmbeddingCache
+from memory import audit
 from memory.db import transaction
 from memory.ingestion import masked_point_id_for
+from memory.metrics import CHUNKS_WITHOUT_TWIN
 from memory.models import Chunk, DocumentVersion, PiiSpan
 from memory.stores.base import Selector, VectorPoint, VectorStore
 
@@ -104,6 +106,25 @@ def backfill(
         _store_batch(factory, store, embedder, cache, same_model, spans, report)
     log.info("masked_twins.backfill %s", " ".join(f"{k}={v}" for k, v in report.as_dict().items()))
     return report
+
+
+def run(
+    factory: sessionmaker[Session], store: VectorStore, embedder: Embedder, cache: EmbeddingCache | None, *,
+    actor: str, batch: int = 256,
+) -> dict[str, int]:
+    """A backfill run as an operator sees it (`memory backfill-twins`, and the API once at start): its counts,
+    plus `lacking`, the personal chunks still without a twin (also the gauge
+    `memory_personal_chunks_without_twin`); audited `maintenance.backfill_twins` when it stored any."""
+    counts = backfill(factory, store, embedder, cache, batch=batch).as_dict()
+    with transaction(factory) as session:
+        counts["lacking"] = count_lacking(session)
+        if counts["stored"]:
+            audit.append(session, audit.Write(action="maintenance.backfill_twins", target="vectors",
+                                              details=dict(counts)), principal_id=actor)
+    CHUNKS_WITHOUT_TWIN.set(counts["lacking"])
+    if counts["lacking"]:
+        log.warning("masked_twins.lacking chunks=%d (not served to callers who read them masked)", counts["lacking"])
+    return counts
 
 
 def _store_batch(

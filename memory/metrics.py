@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUEST_LATENCY = Histogram(
     "memory_http_request_seconds", "HTTP request latency by route template", ["method", "route", "status"],
@@ -34,4 +34,9 @@ REPAIRED = Counter(
     "What repair fixed (memory.maintenance), by kind: abandoned (ingests left pending), synced (versions' vectors "
     "copied from SQL), republished (sources' access changes left narrowed)",
     ["kind"],
+)
+CHUNKS_WITHOUT_TWIN = Gauge(
+    "memory_personal_chunks_without_twin",
+    "Chunks with personal data that have no masked twin (not served to callers who read them masked), as the "
+    "last masked-twin backfill left them",
 )

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     search_wide_hnsw_ef: int = Field(
         800, ge=16, le=8192, description="Beam of the served search's second try after a detected miss (Beam.WIDE)."
     )
+    backfill_twins_on_start: bool = Field(
+        True, description="The API stores the masked twins of personal chunks stored without one (before masked "
+        "twins existed) on its repair thread as it starts (memory.masked_twins; `memory backfill-twins` does the "
+        "same from the CLI). Until then such chunks are not served to callers who read them masked.")
     ingest_pending_grace_s: float = Field(
         900.0, ge=0, description="Age after which repair() at startup abandons a version left `pending` (a crashed "
         "ingest); a younger one may be another replica's live ingest.",

@@ -6,7 +6,7 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -39,6 +39,18 @@ from memory.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def _twin_backfill(container: Container) -> Callable[[], object]:
+    """The masked twins of personal chunks stored before them (memory.masked_twins), on the repair thread as the
+    API starts: on the embedded store only the API's process can write them while it runs."""
+    def run() -> object:
+        from memory import masked_twins
+        from memory.embedding_cache import SqlEmbeddingCache
+
+        return masked_twins.run(container.sessions, container.store, container.embedder,
+                                SqlEmbeddingCache(container.sessions), actor="system")
+    return run
+
+
 def create_app(settings: Settings | None = None, *, container: Container | None = None, warm: bool = True) -> FastAPI:
     """Build the app. `container` injects collaborators (tests); `warm` loads models at startup."""
     settings = settings or (container.settings if container else Settings())
@@ -58,7 +70,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             from memory.maintenance import RepairLoop
 
             loop = RepairLoop(container.sessions, container.store, interval_s=settings.repair_interval_s,
-                              pending_grace_s=settings.ingest_pending_grace_s)
+                              pending_grace_s=settings.ingest_pending_grace_s,
+                              first=_twin_backfill(container) if settings.backfill_twins_on_start else None)
             loop.start()
         log.info("api.ready backend=%s", "edge" if settings.is_embedded_vectors else "server")
         try:

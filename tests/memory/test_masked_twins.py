@@ -5,6 +5,8 @@ Through the real stack: SQL, Qdrant Edge, parsing; the leak test with the real m
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from sqlalchemy import select, update
@@ -295,3 +297,39 @@ def test_backfill_recovers_a_twin_stored_but_never_named(container):
     assert masked_twins.backfill(c.sessions, c.store, c.embedder, None).stored == 1
     assert c.store.count() == 2
     assert [h.masked for h in _search(c, "us", "contact email address payroll").hits] == [True]
+
+
+def test_the_api_backfills_missing_twins_on_its_repair_thread_as_it_starts(container, caplog):
+    """On the embedded store only the API's process can write the twins while it runs: its repair thread runs
+    the backfill once as it starts (audited, gauged), then repairs on its interval; a failed first run is logged
+    and the loop goes on."""
+    from prometheus_client import REGISTRY
+
+    from memory.api.app import _twin_backfill
+    from memory.maintenance import RepairLoop
+    from memory.models import AuditRecord
+
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC, "two.txt": "Ms Maria Garcia signed it."}})
+    assert len(_forget_twins(c)) == 2
+    loop = RepairLoop(c.sessions, c.store, interval_s=3600, pending_grace_s=900, first=_twin_backfill(c))
+    loop.start()
+    loop.stop(timeout_s=60)
+    with c.sessions() as s:
+        assert masked_twins.count_lacking(s) == 0
+        runs = [b["details"] for b in s.scalars(select(AuditRecord.body))
+                if b.get("action") == "maintenance.backfill_twins"]
+    # The masked texts' vectors came from the embedding cache (ingest embedded them before they were forgotten).
+    assert runs == [{"stored": 2, "embedded": 0, "other_model": 0, "point_missing": 0, "unsettled": 0,
+                     "lacking": 0}]
+    assert REGISTRY.get_sample_value("memory_personal_chunks_without_twin") == 0
+    assert sorted(h.masked for h in _search(c, "us", "alice payroll maria garcia").hits) == [True, True]
+
+    def broken() -> None:
+        raise RuntimeError("embedder down")
+
+    loop = RepairLoop(c.sessions, c.store, interval_s=0.05, pending_grace_s=900, first=broken)
+    loop.start()
+    time.sleep(0.3)
+    loop.stop()
+    assert "maintenance.first_run_failed error=RuntimeError" in caplog.text
