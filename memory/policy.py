@@ -243,8 +243,9 @@ def readable_filter(
     """Only the group/version/retraction clauses: what the caller's groups could read. Used to count
     hits withheld for clearance, jurisdiction or consent (the recourse path), never to serve text.
     `readable`: the ids of the sources `who`'s groups can read (SQL's, read with the plan), as in
-    `build_filter`."""
-    scope = SourceScope(frozenset(readable)) if readable is not None else None
+    `build_filter`. Chunks with personal data are counted through their masked twins (every readable source
+    "read masked"): a count never depends on a personal chunk's clear text (memory.search)."""
+    scope = SourceScope(frozenset(), masked=frozenset(readable)) if readable is not None else None
     return AccessFilter(
         groups=who.groups,
         max_label=None,

@@ -18,9 +18,11 @@ served search then runs once more under the same filter with a wider beam (recal
 A chunk with personal data that the caller reads masked (allow_masked) is searched through its masked twin,
 the vector of its masked text (memory.stores.base): its score is the twin's, so it tells nothing of the clear
 text. SQL maps a twin's point id to its chunk's row (`_rows`), and the hit is served masked or not at all. The
-count search sees clear points only; a candidate served through its twin is the same chunk, and one the caller
-reads masked never counts as a miss of the served search (its clear score is not what the served search ranks,
-and a repair it triggered would show the caller how the clear text scored).
+count search ranks a chunk with personal data through its twin too, whoever asks: a withheld count never
+depends on a personal chunk's clear text (else a caller allowed the masked text could search again with a purpose
+its data subjects did not consent to and read the count as a yes/no on a guessed name). A candidate served
+through its twin is the same chunk. Recall repair compares like with like: a non-personal candidate's score with
+the served floor, a personal one's only when the caller reads it masked (both searches ranked its twin).
 """
 
 from __future__ import annotations
@@ -377,8 +379,9 @@ def _classify(
     each passed those inside the engine; its SQL row decides the rest with the policy's recourse checks.
     Clearance, jurisdiction or consent stopped it: it is counted as withheld (sources outside the caller's
     groups never appear, and a withheld hit's text is never used). None stopped it and it ranks strictly
-    above the floor: the served search missed it, unless the caller reads it masked (the served search ranks
-    its masked twin, whose score is not this one) or it was served through its twin (`served`: chunk ids)."""
+    above the floor: the served search missed it, unless it holds personal data the caller reads in clear (this
+    score is its twin's, the served search ranks its clear text) or it was served through its twin (`served`:
+    chunk ids)."""
     counts: dict[tuple[str, str, str], int] = {}
     missed = 0
     for p in candidates:
@@ -391,7 +394,9 @@ def _classify(
         if reason:
             key = (r.source_id, reason, r.steward_id or "")
             counts[key] = counts.get(key, 0) + 1
-        elif p.score > floor and not reason_of.masked(r):  # a tie with the last served hit is not a miss
+        elif p.score > floor and (not r.personal or reason_of.masked(r)):  # a tie is not a miss
+            # A personal chunk the caller reads in clear was ranked on its twin here, on its clear text by the
+            # served search: the two scores do not compare, so it is never taken for a miss.
             missed += 1
     return counts, missed
 

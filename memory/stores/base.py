@@ -171,7 +171,9 @@ class AccessFilter:
     set, further restricts to those sources. A chunk with personal data of a source in `consent_blocked_sources`
     (the search's purpose is not one its data subjects consented to) never matches; empty = no such clause.
     Empty `groups` or empty `grants` match nothing (fail closed). `max_label=None` and `grants=None` switch off
-    those two clauses: used only to count *withheld* hits, and such a filter admits clear points only.
+    those two clauses: used only to count *withheld* hits, and such a filter admits the chunks without personal
+    data by their clear points and the others by their masked twins only (no count depends on a clear text a
+    caller may at most read masked).
 
     Masked twins (`ChunkPayload.masked_twin`): a twin matches only through a grant or scope that reads its
     jurisdiction or source masked, and a clear point with personal data never does through one; so each chunk
@@ -218,7 +220,7 @@ class AccessFilter:
         if self.grants is not None:
             return any(g.data_jurisdiction == p.jurisdiction and g.admits(p.personal, p.masked_twin)
                        for g in self.grants)
-        return not p.masked_twin
+        return p.masked_twin or not p.personal  # the withheld count: personal chunks through their twins
 
 
 class Beam(enum.Enum):

@@ -106,6 +106,8 @@ Clause = AnyValue | NoneOf | IntEquals | IntIn | InRange | HasIds | AllOf | OneO
 # A clear point (not a masked twin); a point lacking the field is neither.
 CLEAR = IntEquals(F_MASKED_TWIN, 0)
 TWIN = IntEquals(F_MASKED_TWIN, 1)
+# What the withheld count ranks: a chunk without personal data by its clear point, one with by its twin.
+COUNTED = OneOf((AllOf((CLEAR, IntEquals(F_PERSONAL, 0))), TWIN))
 
 
 def access_plan(flt: AccessFilter) -> AllOf | None:
@@ -134,7 +136,7 @@ def access_plan(flt: AccessFilter) -> AllOf | None:
     if consent is not None:
         clauses.append(consent)
     if flt.grants is None:
-        clauses.append(CLEAR)  # the withheld count: originals only, never a twin
+        clauses.append(COUNTED)  # the withheld count: personal chunks through their twins only
         return AllOf(tuple(clauses))
     grant_clauses = _grants_clauses(flt)
     if grant_clauses is None:

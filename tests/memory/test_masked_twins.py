@@ -44,10 +44,11 @@ def _world(c, docs: dict[str, dict[str, str]]) -> None:
         assert all(o.status == "created" for o in out), out
 
 
-def _search(c, caller: str, query: str, top_k: int = 10, source_ids: tuple[str, ...] | None = None):
+def _search(c, caller: str, query: str, top_k: int = 10, source_ids: tuple[str, ...] | None = None,
+            purpose: str | None = None):
     with transaction(c.sessions) as s:
         who = resolve_effective(s, caller=get_principal(s, principal_id=caller), acting_for=None)
-        request = search.SearchRequest(query=query, top_k=top_k, source_ids=source_ids)
+        request = search.SearchRequest(query=query, top_k=top_k, source_ids=source_ids, purpose=purpose)
         return search.search(s, store=c.store, embedder=c.embedder, who=who, request=request)
 
 
@@ -333,3 +334,36 @@ def test_the_api_backfills_missing_twins_on_its_repair_thread_as_it_starts(conta
     time.sleep(0.3)
     loop.stop()
     assert "maintenance.first_run_failed error=RuntimeError" in caplog.text
+
+
+def test_withheld_counts_do_not_depend_on_a_personal_chunks_clear_text(container):
+    """A caller allowed the masked text (US, purpose payroll) searches again with a purpose the data subjects did
+    not consent to: the chunk is withheld for consent and counted. The count, taken against the last served
+    hit's score (chosen through top_k), must not tell whether a guessed name is the one in the clear text: the
+    count search ranks a personal chunk through its twin (found by a review: it used to be a yes/no oracle)."""
+    c = container
+    with transaction(c.sessions) as s:
+        create_principal(s, spec=NewPrincipal("steward", "user", ("g",), "restricted", "EU", ("steward", "reader")),
+                         actor="t")
+        create_principal(s, spec=NewPrincipal("us", "user", ("g",), "confidential", "US"), actor="t")
+        sources.register(s, spec=sources.NewSource("pub", "pub", "steward", "EU", ("g",)), actor="t")
+        sources.register(s, spec=sources.NewSource("hr", "hr", "steward", "EU", ("g",),
+                         personal_data_requires_consent=True, consent_purposes=("payroll",)), actor="t")
+    fillers = ["mr exceeded expectations review", "exceeded expectations review", "mr expectations review",
+               "exceeded review", "mr review notes", "review notes agenda", "agenda notes lunch"]
+    docs = [("pub", f"ref{i}.txt", t) for i, t in enumerate(fillers)]
+    for sid, name, text in [*docs, ("hr", "rev.txt", "Mr Jonas Weber exceeded expectations in the review.")]:
+        out = ingestion.ingest_files(c.sessions, c.store, c.pipeline, source_id=sid, actor="steward",
+                                     files=[FileInput(text.encode(), name, name, f"t://{sid}/{name}")])
+        assert out[0].status == "created"
+
+    def probe(guess: str) -> list[tuple[float, int]]:
+        seen = []
+        for top_k in range(1, 8):
+            res = _search(c, "us", f"Mr {guess} exceeded expectations review", top_k=top_k, purpose="marketing")
+            seen.append((round(res.hits[-1].score, 4), sum(w.count for w in res.withheld)))
+        return seen
+
+    right = probe("Jonas Weber")
+    assert any(n for _, n in right)  # the chunk is counted (withheld for consent) ...
+    assert probe("Maria Garcia") == right == probe("Peter Novak")  # ... the same whichever name is guessed

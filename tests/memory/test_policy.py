@@ -107,8 +107,11 @@ def test_jurisdiction_modes(caller_j, personal, visible, masked):
     if personal:  # never both: one chunk, one point admitted (a chunk without personal data has no twin)
         assert not flt.matches(p if masked else p.twin())
         assert not readable.matches(p if masked else p.twin())
-    assert not readable_filter(who, as_of=200.0).matches(p.twin())  # the withheld count: originals only
-    assert not readable_filter(who, as_of=200.0, readable={"s"}).matches(p.twin())
+    # The withheld count ranks a chunk with personal data through its twin only, never its clear text.
+    for counting in (readable_filter(who, as_of=200.0), readable_filter(who, as_of=200.0, readable={"s"})):
+        assert counting.matches(p.twin() if personal else p)
+        if personal:
+            assert not counting.matches(p)
 
 
 def test_agent_in_another_jurisdiction_takes_the_stricter_rule():
@@ -169,7 +172,8 @@ def test_consent_in_explain_and_filter(case, p, blocked, visible, reason):
     assert [c.passed for c in decision.checks if c.rule == "consent"] == [not (p.personal and "s" in blocked)]
     assert build_filter(who, RULES, as_of=200.0, consent_blocked=blocked).matches(p) is visible, case
     # the count of withheld hits runs without consent: what the caller's groups could read
-    assert readable_filter(who, as_of=200.0).matches(p) is (p.read_groups == ("g",))
+    counted = p.twin() if p.personal else p  # the count ranks a personal chunk through its twin
+    assert readable_filter(who, as_of=200.0).matches(counted) is (p.read_groups == ("g",))
 
 
 @pytest.mark.parametrize(("case", "caller_j", "clearance", "worst", "expected"), [
@@ -273,8 +277,9 @@ def test_scoped_filter_admits_what_the_group_filter_admits(
         gs, j = facts[sid]
         p = payload(source_id=sid, read_groups=tuple(sorted(gs)), jurisdiction=j, label=int(label),
                     personal=personal, valid_from=valid_from, valid_to=OPEN_END if current else 250.0)
-        assert scoped.matches(p) is plain.matches(p)
-        assert count_scoped.matches(p) is count_plain.matches(p)
+        for q in (p, p.twin()) if personal else (p,):  # a personal chunk's clear point and its masked twin
+            assert scoped.matches(q) is plain.matches(q)
+            assert count_scoped.matches(q) is count_plain.matches(q)
 
 
 def test_scope_of_a_caller_without_groups_admits_nothing():

@@ -232,7 +232,9 @@ CLAUSES = [
     ("one grant of several admits", {"jurisdiction": "US", "personal": False},
      {"grants": (EU_FULL, JurisdictionGrant("US", False))}, True),
     ("empty grants", {}, {"grants": ()}, False),
-    ("grants None disables jurisdiction", {"jurisdiction": "US"}, {"grants": None}, True),
+    ("grants None disables jurisdiction", {"jurisdiction": "US", "personal": False}, {"grants": None}, True),
+    # The withheld count ranks a personal chunk through its twin only: never on its clear text.
+    ("grants None: a personal chunk's clear point is not counted", {"jurisdiction": "US"}, {"grants": None}, False),
     ("max_label below public matches nothing", {"label": 0}, {"max_label": -1}, False),
     ("latest: the current version", {}, {"latest": True}, True),
     ("latest: superseded, even while as_of is inside it", {"valid_to": 200.0}, {"latest": True}, False),
@@ -266,7 +268,7 @@ CLAUSES = [
      {"grants": (EU_MASKED,)}, False),
     ("twin: allow for one jurisdiction, masked for another", {"masked_twin": True, "jurisdiction": "US"},
      {"grants": (EU_FULL, JurisdictionGrant("US", True, masked=True))}, True),
-    ("twin: never counted (grants None)", {"masked_twin": True}, {"grants": None}, False),
+    ("twin: counted for its personal chunk (grants None)", {"masked_twin": True}, {"grants": None}, True),
     ("twin: consent-blocked source", {"masked_twin": True},
      {"grants": (EU_MASKED,), "consent_blocked_sources": frozenset({"s1"})}, False),
     ("twin: scope reads the source masked", {"masked_twin": True},
@@ -310,12 +312,14 @@ def test_no_consent_clause_when_nothing_is_blocked() -> None:
 def test_a_caller_who_reads_nothing_masked_pays_one_clear_clause() -> None:
     """Masked twins cost a caller without a masked source one indexed integer clause at the top level (the source
     or jurisdiction clause keeps its shape); one with a masked source gets the three-branch clause instead."""
-    from memory.stores.filters import CLEAR, OneOf
+    from memory.stores.filters import CLEAR, COUNTED, OneOf
 
-    for flt in (access(), access(scope=SourceScope(frozenset({"s1"}), frozenset({"s2"}))),
-                dataclasses.replace(access(), max_label=None, grants=None)):
+    for flt in (access(), access(scope=SourceScope(frozenset({"s1"}), frozenset({"s2"})))):
         plan = access_plan(flt)
         assert plan is not None and plan.clauses.count(CLEAR) == 1
+    # The withheld count: non-personal chunks by their clear points, personal ones by their twins.
+    counted = access_plan(dataclasses.replace(access(), max_label=None, grants=None))
+    assert counted is not None and CLEAR not in counted.clauses and counted.clauses.count(COUNTED) == 1
     masked = access_plan(access(scope=SourceScope(frozenset({"s1"}), masked=frozenset({"s2"}))))
     assert masked is not None and CLEAR not in masked.clauses
     assert isinstance(masked.clauses[-1], OneOf) and len(masked.clauses[-1].clauses) == 3
@@ -333,7 +337,7 @@ def test_patch_by_version_retracts_immediately(store: VectorStore) -> None:
 
 
 def test_patch_by_source_changes_groups_and_jurisdiction(store: VectorStore) -> None:
-    a, b = point(payload(source_id="s1")), point(payload(source_id="s2"))
+    a, b = point(payload(source_id="s1", personal=False)), point(payload(source_id="s2", personal=False))
     store.upsert([a, b])
     store.patch(Selector(source_id="s1"), PayloadPatch(read_groups=("g9",), jurisdiction="US"))
     assert visible_ids(store, access()) == {b.id}
