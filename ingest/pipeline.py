@@ -244,6 +244,25 @@ class IngestPipeline:
         return tuple(sorted(set(entity_types) | in_names)) if in_names else entity_types
 
     @staticmethod
+    def _findings(staged: _Staged, draft: ChunkDraft, result: Classification) -> tuple[Finding, ...]:
+        """The chunk's findings: its text's, and the occurrences in its text of personal data found in the names
+        shown beside it that its text's classifier missed (ingest.shown_names.in_text): stored as its PII spans,
+        masked when it is served masked and in its masked twin's text."""
+        extra = [f for name in (*staged.shown, draft.attachment) if name and name in staged.names_pii
+                 for f in shown_names.in_text(name, staged.names_pii[name], draft.text)]
+        own = result.findings
+        # Kept beside the text's own findings even where they overlap (a name read in part, "maria" of
+        # "maria-garcia"): masking settles overlaps (presidio-anonymizer), so the union is masked.
+        missed = [f for f in extra if not any(o.start <= f.start and f.end <= o.end for o in own)]
+        if not missed:
+            return own
+        kept: list[Finding] = []
+        for f in sorted(missed, key=lambda f: (f.start, -f.end)):  # overlapping occurrences: the first, longest
+            if not kept or f.start >= kept[-1].end:
+                kept.append(f)
+        return tuple(sorted((*own, *kept), key=lambda f: (f.start, f.end)))
+
+    @staticmethod
     def _in_names(staged: _Staged, draft: ChunkDraft) -> set[str]:
         return {f.entity_type for name in (*staged.shown, draft.attachment) if name
                 for f in staged.names_pii.get(name, ())}
@@ -257,7 +276,7 @@ class IngestPipeline:
                 if not self.label_map.is_personal(self._entity_types(staged, draft, result)):
                     staged.masked.append(None)
                     continue
-                text = mask(draft.text, result.findings)
+                text = mask(draft.text, self._findings(staged, draft, result))
                 staged.masked.append((hashlib.sha256(text.encode()).hexdigest(), text))
 
     def _embed(self, ready: Sequence[_Staged]) -> tuple[dict[str, Vector], set[str], float]:
@@ -304,7 +323,7 @@ class IngestPipeline:
             chunks.append(
                 ProcessedChunk(
                     draft=draft,
-                    findings=result.findings,
+                    findings=self._findings(staged, draft, result),
                     label=max(staged.floor, result.label, self.label_map.label_for(in_names)),
                     entity_types=entity_types,
                     has_personal_data=self.label_map.is_personal(entity_types),

@@ -64,3 +64,24 @@ def _person_run(spaced: str, start: int, end: int, lexicon: Lexicon) -> tuple[in
             best = list(run)
         run = []
     return (best[0][0], best[-1][1]) if best else None
+
+
+_SEPARATORS = r"[\s_\-.+/\\]+"
+
+
+def in_text(name: str, findings: Iterable[Finding], text: str) -> tuple[Finding, ...]:
+    """Where the personal data found in a name (`vetted`) also occurs in a chunk's text, as spans of that text:
+    case-insensitive, its words joined by any run of separators (`Maria_Garcia.txt` finds "maria garcia"). A
+    chunk personal by its name masks these too, so the text served masked, and its masked twin's vector, never
+    keep a name its own classifier missed."""
+    found: dict[tuple[int, int, str], Finding] = {}
+    for f in findings:
+        words = [w for w in re.split(_SEPARATORS, name[f.start:f.end]) if w]
+        if not words:
+            continue
+        pattern = re.compile(r"(?<!\w)" + _SEPARATORS.join(re.escape(w) for w in words) + r"(?!\w)", re.IGNORECASE)
+        for m in pattern.finditer(text):
+            found.setdefault((m.start(), m.end(), f.entity_type),
+                             Finding(f.entity_type, m.start(), m.end(), f.score, "shown_name"))
+    return tuple(found[k] for k in sorted(found))
+

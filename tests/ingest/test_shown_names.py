@@ -60,3 +60,18 @@ def test_a_person_is_a_run_of_capitalised_name_words_trimmed_to_the_run() -> Non
     drop = [Finding("US_DRIVER_LICENSE", 0, 2, 0.6, "x"), Finding("DATE_TIME", 0, 4, 0.9, "x"),
             Finding("LOCATION", 0, 4, 0.9, "x")]
     assert shown_names.vetted("a@b.c DE8 v3", [*keep, *drop], lexicon) == tuple(keep)
+
+
+def test_a_names_personal_data_is_found_in_the_text_whatever_its_separators_and_case() -> None:
+    name = "Maria_Garcia_review.md"
+    person = Finding("PERSON", 0, 12, 0.85, "spacy")  # "Maria_Garcia"
+    text = "maria garcia exceeded; Maria-Garcia too; MARIA_GARCIA; Marias Garcia and Maria Garcias are others."
+    found = shown_names.in_text(name, [person], text)
+    assert [text[f.start:f.end] for f in found] == ["maria garcia", "Maria-Garcia", "MARIA_GARCIA"]
+    assert {(f.entity_type, f.recognizer) for f in found} == {("PERSON", "shown_name")}
+    email = "from_alice.smith@example.com.txt"
+    at = email.index("alice")
+    found = shown_names.in_text(email, [Finding("EMAIL_ADDRESS", at, at + 23, 1.0, "email")],
+                                "Write to Alice.Smith@example.com today.")
+    assert [(f.start, f.end) for f in found] == [(9, 32)]
+    assert shown_names.in_text(name, [], text) == ()

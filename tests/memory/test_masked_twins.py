@@ -367,3 +367,35 @@ def test_withheld_counts_do_not_depend_on_a_personal_chunks_clear_text(container
     right = probe("Jonas Weber")
     assert any(n for _, n in right)  # the chunk is counted (withheld for consent) ...
     assert probe("Maria Garcia") == right == probe("Peter Novak")  # ... the same whichever name is guessed
+
+
+def test_a_name_found_in_the_file_name_is_masked_in_the_text_and_its_twin(container):
+    """The file name marks the chunk personal (a person: `Ms Maria Garcia.txt`) but the text's classifier misses
+    the name in the text. Its occurrences in the text are the chunk's PII spans too: served masked, and the twin
+    embeds that masked text (found by a review: the "masked" text, and the twin's vector, kept the name)."""
+    c = container
+    text = "Maria Garcia exceeded expectations in the review; ping maria_garcia about it."
+    _world(c, {"hr": {"Ms Maria Garcia.txt": text}})
+    (ch,) = _chunks(c)
+    assert ch.personal and ch.masked_point_id
+    assert {text[s.start:s.end] for s in ch.spans if s.recognizer == "shown_name"} == {"Maria Garcia",
+                                                                                      "maria_garcia"}
+    query = "Maria Garcia review"
+    (hit,) = _search(c, "us", query, top_k=1).hits
+    assert hit.masked and hit.text == "<PERSON> exceeded expectations in the review; ping <PERSON> about it."
+    served = np.asarray(c.embedder.embed([hit.text])[0])
+    assert hit.score == pytest.approx(float(served @ np.asarray(c.embedder.embed_query(query))), abs=1e-5)
+    assert "garcia" not in (hit.citation.document_uri or "").lower()
+
+
+def test_a_name_in_the_file_name_never_stays_in_a_masked_text_real_classifier(real_container):
+    """The same with the real classifier, the name in capitals and hyphenated in the text."""
+    c = real_container
+    text = "MARIA GARCIA exceeded expectations in the quarterly review; ping maria-garcia about the audit."
+    _world(c, {"hr": {"Maria_Garcia_review.txt": text}})
+    query = "maria garcia quarterly review"
+    (hit,) = _search(c, "us", query, top_k=1).hits
+    assert hit.masked and "garcia" not in hit.text.lower() and "maria" not in hit.text.lower(), hit.text
+    served = np.asarray(c.embedder.embed([hit.text])[0])
+    assert hit.score == pytest.approx(float(served @ np.asarray(c.embedder.embed_query(query))), abs=1e-4)
+    assert "garcia" not in (hit.citation.document_uri or "").lower()
