@@ -478,6 +478,11 @@ def filtered_recall(container: Any, queries: list[str], n_queries: int) -> dict[
     with container.sessions() as s:
         rows = s.execute(select(Chunk.point_id, Chunk.sha256)).all()
         point_of_chunk = dict(s.execute(select(Chunk.id, Chunk.point_id)).all())
+        # Masked twins (memory.stores.base) are points too: the vector of the chunk's masked text, which the
+        # withheld-count search (and a caller reading a source masked) ranks instead of the clear one.
+        twin_rows = masked_twin_rows(s)
+        rows += [(twin_id, sha) for _, twin_id, sha in twin_rows]
+        twin_of_chunk = {cid: twin_id for cid, twin_id, _ in twin_rows}
         now = time.time()
         rules = policy_store.transfer_rules(s, as_of=now)
         # The filters the service's plan builds (memory.search.plan: the readable sources by id) for a search
@@ -529,7 +534,8 @@ def filtered_recall(container: Any, queries: list[str], n_queries: int) -> dict[
         with transaction(container.sessions) as s:
             res = search_svc.search(s, store=store, embedder=emb, who=who,
                                     request=search_svc.SearchRequest(query=text, top_k=TOP_K))
-        return [point_of_chunk[h.citation.chunk_id] for h in res.hits], res.recall_repaired
+        return ([twin_of_chunk[h.citation.chunk_id] if h.masked else point_of_chunk[h.citation.chunk_id]
+                 for h in res.hits], res.recall_repaired)
 
     jobs: list[tuple[str, Any, Any]] = [(name, flt, Beam.SERVE) for name, flt in filters.items()]
     jobs += [(name, flt, Beam.COUNT) for name, flt in count_filters.items()]
@@ -572,6 +578,24 @@ def filtered_recall(container: Any, queries: list[str], n_queries: int) -> dict[
 
 
 # -- one run -------------------------------------------------------------------------------------------
+
+def masked_twin_rows(session: Any) -> list[tuple[str, str, str]]:
+    """(chunk id, twin point id, sha256 of the masked text its vector embeds) for every chunk with a twin: the
+    masked text is the chunk's text with its stored spans masked (classifiers.masking), as ingest embedded it."""
+    from sqlalchemy import select
+
+    from classifiers.masking import mask
+    from memory.models import Chunk, PiiSpan
+
+    chunks = session.execute(select(Chunk.id, Chunk.masked_point_id, Chunk.text)
+                             .where(Chunk.masked_point_id.is_not(None))).all()
+    spans: dict[str, list[Any]] = {}
+    for span in session.scalars(select(PiiSpan).join(Chunk, Chunk.id == PiiSpan.chunk_id)
+                                .where(Chunk.masked_point_id.is_not(None))):
+        spans.setdefault(span.chunk_id, []).append(span)
+    return [(cid, twin_id, hashlib.sha256(mask(text, spans.get(cid, [])).encode()).hexdigest())
+            for cid, twin_id, text in chunks]
+
 
 def db_url_for(admin_url: str, name: str) -> str:
     from sqlalchemy.engine import make_url
