@@ -100,6 +100,7 @@ class _Staged:
     names_pii: dict[str, tuple[Finding, ...]] = field(default_factory=dict)  # name -> vetted findings
     # Per draft: the masked text's (sha256, text) for a chunk with personal data, else None (`_mask_personal`).
     masked: list[tuple[str, str] | None] = field(default_factory=list)
+    findings: list[tuple[Finding, ...]] = field(default_factory=list)  # per draft (`_findings`), made once
 
 
 class IngestPipeline:
@@ -268,15 +269,17 @@ class IngestPipeline:
                 for f in staged.names_pii.get(name, ())}
 
     def _mask_personal(self, ready: Sequence[_Staged]) -> None:
-        """The masked text of each chunk with personal data (its findings masked; a chunk personal only by
-        the names shown beside it masks to its own text, and shares its vector)."""
+        """Each chunk's findings (`_findings`), and the masked text of each chunk with personal data (a chunk
+        personal only by a name that does not occur in its text masks to its own text, and shares its vector)."""
         for staged in ready:
             staged.masked = []
-            for draft, result in zip(staged.drafts, staged.classifications, strict=True):
+            staged.findings = [self._findings(staged, draft, result)
+                               for draft, result in zip(staged.drafts, staged.classifications, strict=True)]
+            for draft, result, findings in zip(staged.drafts, staged.classifications, staged.findings, strict=True):
                 if not self.label_map.is_personal(self._entity_types(staged, draft, result)):
                     staged.masked.append(None)
                     continue
-                text = mask(draft.text, self._findings(staged, draft, result))
+                text = mask(draft.text, findings)
                 staged.masked.append((hashlib.sha256(text.encode()).hexdigest(), text))
 
     def _embed(self, ready: Sequence[_Staged]) -> tuple[dict[str, Vector], set[str], float]:
@@ -309,7 +312,8 @@ class IngestPipeline:
         self, staged: _Staged, vectors: dict[str, Vector], computed: set[str], seen: set[str]
     ) -> ProcessedDocument:
         chunks: list[ProcessedChunk] = []
-        for draft, result, masked in zip(staged.drafts, staged.classifications, staged.masked, strict=True):
+        for draft, result, masked, findings in zip(staged.drafts, staged.classifications, staged.masked,
+                                                   staged.findings, strict=True):
             # Personal data in the names shown beside the chunk is the chunk's too (its label, its flag).
             in_names = self._in_names(staged, draft)
             entity_types = self._entity_types(staged, draft, result)
@@ -323,7 +327,7 @@ class IngestPipeline:
             chunks.append(
                 ProcessedChunk(
                     draft=draft,
-                    findings=self._findings(staged, draft, result),
+                    findings=findings,
                     label=max(staged.floor, result.label, self.label_map.label_for(in_names)),
                     entity_types=entity_types,
                     has_personal_data=self.label_map.is_personal(entity_types),
