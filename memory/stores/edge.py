@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import qdrant_edge as qe
@@ -315,36 +315,35 @@ class EdgeVectorStore(BatchSearches):
                     )
 
     def _backfill_current(self) -> None:
-        """Points written before the derived `current` field existed get it once (only those lacking it:
-        idempotent, and a no-op count on every later open)."""
-        lacking = qe.IsEmptyCondition(F_CURRENT)
-        with self._backend("backfill"):
-            n = int(self._shard.count(qe.CountRequest(exact=True, filter=qe.Filter(must=[lacking]))))
-            if not n:
-                return
-            is_current = qe.Filter(must=[
-                lacking, qe.FieldCondition(F_COMMITTED, match=qe.MatchValue(1)),
-                qe.FieldCondition(F_VALID_TO, range=qe.RangeFloat(gte=OPEN_END)),
-            ])
-            self._shard.update(qe.UpdateOperation.set_payload_by_filter(is_current, {F_CURRENT: 1}))
-            self._shard.update(qe.UpdateOperation.set_payload_by_filter(qe.Filter(must=[lacking]), {F_CURRENT: 0}))
-            self._shard.flush()
-        # Payload updates move points out of the indexed segments: searches scan until the next optimize.
-        logger.warning("edge payload backfilled field=%s points=%d path=%s; run `memory optimize` to rebuild the "
-                       "vector index", F_CURRENT, n, self._path)
+        """Points written before the derived `current` field existed get it once: 1 on committed versions still
+        open-ended, 0 on the others."""
+        self._backfill(F_CURRENT, [
+            ([qe.FieldCondition(F_COMMITTED, match=qe.MatchValue(1)),
+              qe.FieldCondition(F_VALID_TO, range=qe.RangeFloat(gte=OPEN_END))], 1),
+            ([], 0),
+        ])
 
     def _backfill_clear(self) -> None:
         """Points written before masked twins existed get `masked_twin` = 0 once: they are all clear points
         (a twin is always written with the field). Until then no filter admits them (fail closed)."""
-        lacking = qe.Filter(must=[qe.IsEmptyCondition(F_MASKED_TWIN)])
+        self._backfill(F_MASKED_TWIN, [([], 0)])
+
+    def _backfill(self, field: str, values: list[tuple[list[Any], int]]) -> None:
+        """Give `field` to the points lacking it, once: each (conditions, value) in order sets `value` on those
+        of them that meet the conditions (the last, with none, on the rest). Idempotent, and a no-op count on
+        every later open."""
+        lacking = qe.IsEmptyCondition(field)
         with self._backend("backfill"):
-            n = int(self._shard.count(qe.CountRequest(exact=True, filter=lacking)))
+            n = int(self._shard.count(qe.CountRequest(exact=True, filter=qe.Filter(must=[lacking]))))
             if not n:
                 return
-            self._shard.update(qe.UpdateOperation.set_payload_by_filter(lacking, {F_MASKED_TWIN: 0}))
+            for conditions, value in values:
+                self._shard.update(qe.UpdateOperation.set_payload_by_filter(
+                    qe.Filter(must=[lacking, *conditions]), {field: value}))
             self._shard.flush()
+        # Payload updates move points out of the indexed segments: searches scan until the next optimize.
         logger.warning("edge payload backfilled field=%s points=%d path=%s; run `memory optimize` to rebuild the "
-                       "vector index", F_MASKED_TWIN, n, self._path)
+                       "vector index", field, n, self._path)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -167,32 +167,32 @@ class ServerVectorStore(BatchSearches):
             self._backfill_clear()
 
     def _backfill_current(self) -> None:
-        """Points written before the derived `current` field existed get it once (only those lacking it:
-        idempotent; a cheap count on every later start). Safe if replicas race: both write the same."""
-        lacking = models.IsEmptyCondition(is_empty=models.PayloadField(key=F_CURRENT))
-        n = self._client.count(self._collection, count_filter=models.Filter(must=[lacking]), exact=True).count
-        if not n:
-            return
-        is_current = models.Filter(must=[
-            lacking, models.FieldCondition(key=F_COMMITTED, match=models.MatchValue(value=1)),
-            models.FieldCondition(key=F_VALID_TO, range=models.Range(gte=OPEN_END)),
+        """Points written before the derived `current` field existed get it once: 1 on committed versions still
+        open-ended, 0 on the others."""
+        self._backfill(F_CURRENT, [
+            ([models.FieldCondition(key=F_COMMITTED, match=models.MatchValue(value=1)),
+              models.FieldCondition(key=F_VALID_TO, range=models.Range(gte=OPEN_END))], 1),
+            ([], 0),
         ])
-        for flt, value in ((is_current, 1), (models.Filter(must=[lacking]), 0)):
-            self._client.set_payload(self._collection, {F_CURRENT: value}, points=models.FilterSelector(filter=flt),
-                                     wait=True, ordering=_STRONG)
-        logger.warning("qdrant payload backfilled field=%s points=%d collection=%s", F_CURRENT, n, self._collection)
 
     def _backfill_clear(self) -> None:
         """Points written before masked twins existed get `masked_twin` = 0 once (they are all clear points;
         a twin is always written with the field). Until then no filter admits them (fail closed)."""
-        lacking = models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=F_MASKED_TWIN))])
-        n = self._client.count(self._collection, count_filter=lacking, exact=True).count
+        self._backfill(F_MASKED_TWIN, [([], 0)])
+
+    def _backfill(self, field: str, values: list[tuple[list[Any], int]]) -> None:
+        """Give `field` to the points lacking it, once: each (conditions, value) in order sets `value` on those
+        of them that meet the conditions (the last, with none, on the rest). Idempotent (a cheap count on every
+        later start); safe if replicas race: both write the same."""
+        lacking = models.IsEmptyCondition(is_empty=models.PayloadField(key=field))
+        n = self._client.count(self._collection, count_filter=models.Filter(must=[lacking]), exact=True).count
         if not n:
             return
-        self._client.set_payload(self._collection, {F_MASKED_TWIN: 0}, points=models.FilterSelector(filter=lacking),
-                                 wait=True, ordering=_STRONG)
-        logger.warning("qdrant payload backfilled field=%s points=%d collection=%s", F_MASKED_TWIN, n,
-                       self._collection)
+        for conditions, value in values:
+            self._client.set_payload(self._collection, {field: value},
+                                     points=models.FilterSelector(filter=models.Filter(must=[lacking, *conditions])),
+                                     wait=True, ordering=_STRONG)
+        logger.warning("qdrant payload backfilled field=%s points=%d collection=%s", field, n, self._collection)
 
     def upsert(self, points: Sequence[VectorPoint]) -> None:
         """Insert or replace points (idempotent by id); applied on return."""

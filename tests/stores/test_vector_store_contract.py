@@ -630,30 +630,16 @@ def test_an_unreachable_server_is_vector_store_unavailable_with_a_retry_after() 
     store.close()
 
 
-def test_server_ensure_collection_backfills_current() -> None:
+@pytest.mark.parametrize("field", ["current", "masked_twin"])
+def test_server_ensure_collection_backfills_a_field_points_lack(field: str) -> None:
+    """Points written before `current` (derived) or `masked_twin` (clear points: 0) existed get it once."""
     from qdrant_client import models
 
     store = ServerVectorStore(QdrantClient(":memory:"), "chunks", DIM, owns_client=True)
     store.ensure_collection()
     pts = _legacy_points()
     store.upsert(pts)
-    store._client.delete_payload("chunks", ["current"], points=models.FilterSelector(filter=models.Filter()))
-    assert visible_ids(store, access(latest=True)) == set()
-    store.ensure_collection()
-    try:
-        _assert_backfilled(store, pts)
-    finally:
-        store.close()
-
-
-def test_server_ensure_collection_stamps_clear_on_points_written_before_masked_twins() -> None:
-    from qdrant_client import models
-
-    store = ServerVectorStore(QdrantClient(":memory:"), "chunks", DIM, owns_client=True)
-    store.ensure_collection()
-    pts = _legacy_points()
-    store.upsert(pts)
-    store._client.delete_payload("chunks", ["masked_twin"], points=models.FilterSelector(filter=models.Filter()))
+    store._client.delete_payload("chunks", [field], points=models.FilterSelector(filter=models.Filter()))
     assert visible_ids(store, access(latest=True)) == set()
     store.ensure_collection()
     try:
