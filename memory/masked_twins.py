@@ -6,19 +6,25 @@ of its masked text: memory.stores.base), so a chunk stored without one is not se
 
   1. the masked text (classifiers.masking over the chunk's stored spans: what the caller is served), embedded
      through the content-addressed cache like an ingest's;
-  2. the twin point upserted with a copy of the chunk's point's payload (flagged), then that payload read again
-     until it matches the copy: a retraction or access change that patched the chunk's point between the read
-     and the upsert is copied too (one that runs after the upsert patches the twin itself, by version or source);
-  3. only then SQL's `chunks.masked_point_id`, in one transaction per batch.
+  2. the twin point upserted *uncommitted* (`committed=0`: no search filter admits it) with a copy of the chunk's
+     point's payload (flagged), then that payload read again until it matches the copy: a retraction or access
+     change that patched the chunk's point between the read and the upsert is copied too (one that runs after
+     the upsert patches the twin itself, by version or source);
+  3. SQL, in one transaction per batch: `chunks.masked_point_id` set, and the chunks' versions marked unsynced;
+  4. the versions' vectors synced from SQL (`vector_sync.sync_versions`, ingestion's step D): the twins become
+     committed with the version's current validity and retraction, and the versions are marked synced.
 
-A crash between 2 and 3 leaves a twin that no row names: a search drops it (a vector without its SQL row is
-never served), and the next run stores it again under the same derived id and names it. Idempotent: chunks
-that have a twin are never selected again. Chunks embedded with another model than the configured one, or whose
-point is missing from the store, are skipped and counted (re-ingest them, or run `memory repair`).
+A crash before 3 leaves a twin that no row names and no filter admits (it takes no `top_k` slot); the next
+run stores it again under the same derived id and names it. A crash between 3 and 4 leaves a named twin that
+is not committed (its chunk is not served to callers who read it masked: fail closed) in a version marked
+unsynced, which `vector_sync.repair()` (at start, on the API's timer) finishes. Idempotent: chunks that have a
+twin are never selected again. Chunks embedded with another model than the configured one, or whose point is
+missing from the store, are skipped and counted (re-ingest them, or run `memory repair`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -35,7 +41,8 @@ from memory.db import transaction
 from memory.ingestion import masked_point_id_for
 from memory.metrics import CHUNKS_WITHOUT_TWIN
 from memory.models import Chunk, DocumentVersion, PiiSpan
-from memory.stores.base import Selector, VectorPoint, VectorStore
+from memory.stores.base import ChunkPayload, Selector, VectorPoint, VectorStore
+from memory.vector_sync import REVEALING, sync_versions
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +55,17 @@ _NAME_TWIN = (
 )
 
 
+def _uncommitted_twin(payload: ChunkPayload) -> ChunkPayload:
+    """The payload a backfilled twin is stored with until its version is synced (step 4): no filter admits it."""
+    return dataclasses.replace(payload.twin(), committed=False)
+
+
 class _Lacking(NamedTuple):
     """A personal chunk without a twin, as the backfill reads it."""
 
     id: str
     point_id: str
+    version_id: str
     text: str
     embedding_model: str
 
@@ -89,7 +102,7 @@ def backfill(
     while True:
         with factory() as session:
             rows = [_Lacking(*r) for r in session.execute(
-                select(Chunk.id, Chunk.point_id, Chunk.text, DocumentVersion.embedding_model)
+                select(Chunk.id, Chunk.point_id, Chunk.version_id, Chunk.text, DocumentVersion.embedding_model)
                 .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
                 .where(Chunk.personal.is_(True), Chunk.masked_point_id.is_(None), Chunk.id > after)
                 .order_by(Chunk.id).limit(batch)
@@ -138,18 +151,29 @@ def _store_batch(
         return
     vectors = _vectors(embedder, cache, [mask(r.text, spans.get(r.id, [])) for r in present], report)
     twin_of = {r.id: masked_point_id_for(r.id) for r in present}
-    twins = {twin_of[r.id]: VectorPoint(twin_of[r.id], vec, points[r.point_id].payload.twin())
+    twins = {twin_of[r.id]: VectorPoint(twin_of[r.id], vec, _uncommitted_twin(points[r.point_id].payload))
              for r, vec in zip(present, vectors, strict=True)}
     store.upsert(list(twins.values()))
     unsettled = _settle(store, twins, {twin_of[r.id]: r.point_id for r in present})
     if unsettled:  # never left in the store unnamed with a payload that may admit more than its chunk's
         store.delete(Selector(point_ids=tuple(sorted(unsettled))))
         report.unsettled += len(unsettled)
-    named = [{"cid": r.id, "mid": twin_of[r.id]} for r in present if twin_of[r.id] not in unsettled]
-    if named:
+    settled = [r for r in present if twin_of[r.id] not in unsettled]
+    if not settled:
+        return
+    versions = sorted({r.version_id for r in settled})
+    REVEALING.claim(versions)  # this process's repair() leaves them to step 4
+    try:
         with transaction(factory) as session:
-            session.connection().execute(_NAME_TWIN, named)
-    report.stored += len(named)
+            session.connection().execute(_NAME_TWIN, [{"cid": r.id, "mid": twin_of[r.id]} for r in settled])
+            session.execute(update(DocumentVersion).where(DocumentVersion.id.in_(versions))
+                            .values(vectors_synced=False))
+        left = sync_versions(factory, store, versions, include_retracted=True)
+    finally:
+        REVEALING.release(versions)
+    if left:
+        log.warning("masked_twins.versions_unsynced versions=%d (repair() syncs them)", len(left))
+    report.stored += len(settled)
 
 
 def _settle(store: VectorStore, twins: dict[str, VectorPoint], clear_of: dict[str, str]) -> set[str]:
@@ -157,8 +181,8 @@ def _settle(store: VectorStore, twins: dict[str, VectorPoint], clear_of: dict[st
     pending = set(twins)
     for _ in range(_SETTLE_ROUNDS):
         now = {p.id: p.payload for p in store.retrieve([clear_of[t] for t in sorted(pending)])}
-        stale = [VectorPoint(t, twins[t].vector, now[clear_of[t]].twin()) for t in sorted(pending)
-                 if clear_of[t] in now and now[clear_of[t]].twin() != twins[t].payload]
+        stale = [VectorPoint(t, twins[t].vector, _uncommitted_twin(now[clear_of[t]])) for t in sorted(pending)
+                 if clear_of[t] in now and _uncommitted_twin(now[clear_of[t]]) != twins[t].payload]
         gone = {t for t in pending if clear_of[t] not in now}
         if not stale:
             return gone

@@ -284,19 +284,57 @@ def test_backfill_copies_a_retracted_chunks_state_and_skips_other_models(contain
     assert _search(c, "us", "alice payroll").hits == []
 
 
-def test_backfill_recovers_a_twin_stored_but_never_named(container):
-    """A crash between storing the twin and naming it in SQL: the unnamed twin is never served (no row maps to
-    it), and the next run stores it again under the same id and names it."""
+def test_a_backfill_that_crashes_before_naming_its_twins_leaves_nothing_any_search_admits(container, monkeypatch):
+    """A crash between storing the twins and naming them in SQL: the twins are stored uncommitted, so no filter
+    admits them and they take no `top_k` slot (the masked caller's one slot goes to the next chunk); the next
+    run stores them again under the same ids and names them."""
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC, "plain.txt": PLAIN_DOC}})
+    (personal,) = _forget_twins(c)
+    query = "contact email address payroll"
+    assert [h.citation.chunk_id for h in _search(c, "eu", query, top_k=1).hits] == [personal.id]
+
+    def crash(*_a, **_k):
+        raise RuntimeError("killed before SQL named the twins")
+
+    with monkeypatch.context() as m, pytest.raises(RuntimeError):
+        m.setattr(masked_twins, "transaction", crash)
+        masked_twins.backfill(c.sessions, c.store, c.embedder, None)
+    (orphan,) = c.store.retrieve([ingestion.masked_point_id_for(personal.id)])
+    assert orphan.payload.masked_twin and not orphan.payload.committed
+    (hit,) = _search(c, "us", query, top_k=1).hits  # top_k full: the orphan took no slot
+    assert hit.citation.chunk_id != personal.id and not hit.masked
+
+    assert masked_twins.backfill(c.sessions, c.store, c.embedder, None).stored == 1
+    assert c.store.count() == 3  # two chunks, one twin
+    (hit,) = _search(c, "us", query, top_k=1).hits
+    assert (hit.citation.chunk_id, hit.masked) == (personal.id, True)
+
+
+def test_a_backfill_that_crashes_before_syncing_its_twins_is_finished_by_repair(container, monkeypatch):
+    """A crash after SQL named the twins, before their versions were synced: the chunk is not served to the
+    masked caller (its twin is uncommitted: fail closed), its version is left unsynced, and repair() commits the
+    twin with the version's state from SQL."""
+    from memory import vector_sync
+
     c = container
     _world(c, {"hr": {"mail.txt": EMAIL_DOC}})
-    (ch,) = _chunks(c)
-    with transaction(c.sessions) as s:
-        s.execute(update(Chunk).values(masked_point_id=None))
-    assert c.store.retrieve([ingestion.masked_point_id_for(ch.id)])  # the twin is still there, unnamed
-    assert c.store.count() == 2  # the twin is still there, unnamed
+    (personal,) = _forget_twins(c)
+
+    def crash(*_a, **_k):
+        raise RuntimeError("killed before the versions were synced")
+
+    with monkeypatch.context() as m, pytest.raises(RuntimeError):
+        m.setattr(masked_twins, "sync_versions", crash)
+        masked_twins.backfill(c.sessions, c.store, c.embedder, None)
+    with c.sessions() as s:
+        assert s.get(Chunk, personal.id).masked_point_id == ingestion.masked_point_id_for(personal.id)
+        assert vector_sync.unsynced_versions(s) == [personal.version_id]
+        assert masked_twins.count_lacking(s) == 0
     assert _search(c, "us", "contact email address payroll").hits == []
-    assert masked_twins.backfill(c.sessions, c.store, c.embedder, None).stored == 1
-    assert c.store.count() == 2
+    assert vector_sync.repair(c.sessions, c.store)["synced"] == 1
+    (twin,) = c.store.retrieve([ingestion.masked_point_id_for(personal.id)])
+    assert twin.payload == c.store.retrieve([personal.point_id])[0].payload.twin()
     assert [h.masked for h in _search(c, "us", "contact email address payroll").hits] == [True]
 
 
