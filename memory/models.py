@@ -194,6 +194,8 @@ class DocumentVersion(Base):
 
 class Chunk(Base):
     __tablename__ = "chunks"
+    # A source's masked twins by an index seek (the access repair samples one: memory.sources.settle_access).
+    __table_args__ = (Index("ix_chunks_source_masked_point", "source_id", "masked_point_id"),)
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     point_id: Mapped[str] = mapped_column(String(36), unique=True)
     # The chunk's masked twin (a chunk with personal data: its masked text's vector, searched by callers who read

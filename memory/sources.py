@@ -252,13 +252,20 @@ def publish_access(factory: sessionmaker[Session], store: VectorStore, source_id
 
 
 # Two stored chunks of a source whose chunks a search can still reach, their points and masked twins (if they
-# have one): an index seek per source, never a scan of every chunk (repair runs every few minutes, and on
-# SQLite its reads hold the write lock).
+# have one), and one masked twin of it whatever the two are: index seeks per source, never a scan of every chunk
+# (repair runs every few minutes, and on SQLite its reads hold the write lock).
+_REACHABLE = DocumentVersion.status.in_(("active", "superseded"))
 _ACCESS_SAMPLES = (
     select(Chunk.point_id, Chunk.masked_point_id)
     .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
-    .where(Chunk.source_id == bindparam("source_id"), DocumentVersion.status.in_(("active", "superseded")))
+    .where(Chunk.source_id == bindparam("source_id"), _REACHABLE)
     .limit(2)
+)
+_TWIN_SAMPLE = (
+    select(Chunk.masked_point_id)
+    .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
+    .where(Chunk.source_id == bindparam("source_id"), Chunk.masked_point_id.is_not(None), _REACHABLE)
+    .limit(1)
 )
 
 
@@ -268,14 +275,17 @@ def settle_access(factory: sessionmaker[Session], store: VectorStore) -> list[st
     then), or whose commit failed (the vectors stay narrowed until then). Returns their ids.
 
     Each narrowing and each publish is one vector-store operation over the whole source, so two points of it
-    tell, and a sampled chunk's masked twin (on a Qdrant cluster an operation can fail on some shards only:
-    docs/operations.md). Runs in `vector_sync.repair` (memory.maintenance: at start, on a timer, on request);
-    safe beside live changes: a publish reads SQL under the source's row lock, so it writes the latest committed
-    access, as the change's own does."""
+    tell, and a masked twin of it (on a Qdrant cluster an operation can fail on some shards only, and a source's
+    twins may live on other shards than its sampled chunks: docs/operations.md). Runs in `vector_sync.repair`
+    (memory.maintenance: at start, on a timer, on request); safe beside live changes: a publish reads SQL under
+    the source's row lock, so it writes the latest committed access, as the change's own does."""
     with factory() as session:
         expected = {s.id: (frozenset(read_groups(s)), s.jurisdiction) for s in list_all(session)}
-        samples = [pid for sid in expected for row in session.execute(_ACCESS_SAMPLES, {"source_id": sid})
-                   for pid in row if pid is not None]
+        samples = list(dict.fromkeys(
+            pid for sid in expected
+            for row in [*session.execute(_ACCESS_SAMPLES, {"source_id": sid}),
+                        *session.execute(_TWIN_SAMPLE, {"source_id": sid})]
+            for pid in row if pid is not None))
     carried = [(p.payload.source_id, (frozenset(p.payload.read_groups), p.payload.jurisdiction))
                for p in store.retrieve(samples)]
     stale = sorted({sid for sid, access in carried if sid in expected and access != expected[sid]})

@@ -196,6 +196,24 @@ def test_repair_republishes_a_source_whose_twin_alone_carries_stale_access(conta
     assert repair(c.sessions, c.store)["republished"] == 0
 
 
+def test_repair_samples_a_twin_of_a_source_whose_sampled_chunks_have_none(container):
+    """The repair samples two chunks of each source; when neither is personal, a twin of the source is sampled
+    too (an index seek on (source_id, masked_point_id)), so a twin left with stale access is still found."""
+    from memory.vector_sync import repair
+
+    c = container
+    _world(c, {"hr": {"a.txt": PLAIN_DOC, "b.txt": "Bob in accounting files the payroll calendar.",
+                      "mail.txt": EMAIL_DOC}})
+    with c.sessions() as s:
+        sampled = list(s.execute(sources._ACCESS_SAMPLES, {"source_id": "hr"}))
+    assert len(sampled) == 2 and all(twin is None for _, twin in sampled)  # the two samples are not personal
+    (personal,) = [ch for ch in _chunks(c) if ch.personal]
+    c.store.patch(Selector(point_ids=(personal.masked_point_id,)), PayloadPatch(read_groups=("g", "stale")))
+    assert repair(c.sessions, c.store)["republished"] == 1
+    assert c.store.retrieve([personal.masked_point_id])[0].payload.read_groups == ("g",)
+    assert repair(c.sessions, c.store)["republished"] == 0
+
+
 def test_a_twin_whose_row_says_clear_is_dropped(container, caplog):
     """SQL decides: a twin hit for a chunk SQL would serve this caller clear (here: its source moved to a
     jurisdiction the caller reads in clear after the vectors were written) is not served."""
