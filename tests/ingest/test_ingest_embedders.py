@@ -87,3 +87,21 @@ def test_real_embedder_counts_tokens_without_truncation(real_embedder: Any) -> N
     assert real_embedder.count_tokens("") == 0
     assert real_embedder.count_tokens("Hello world") == 2
     assert real_embedder.count_tokens(long_text) == 600  # tokenizer.json alone would truncate at 128
+
+
+@pytest.mark.slow
+def test_real_embedder_small_batches_give_encodes_vectors(real_embedder: Any) -> None:
+    """A query or a batch of at most `batch_size` texts goes through the model without `encode`'s per-call
+    preamble: the vectors are `encode`'s, for one text (bit for bit), texts of mixed lengths, an empty text and
+    one the model truncates."""
+    texts = ["when must we renew the supplier agreement?", "", "Hiring plans for Q3.",
+             " ".join(["budget"] * 600), "Contact alice.smith@example.com about payroll."]
+
+    def encode(batch: list[str]) -> np.ndarray:
+        return real_embedder._model.encode(batch, batch_size=real_embedder.batch_size, normalize_embeddings=True,
+                                           convert_to_numpy=True, show_progress_bar=False)
+
+    np.testing.assert_array_equal(real_embedder.embed_query(texts[0]), encode(texts[:1])[0])
+    np.testing.assert_allclose(real_embedder.embed(texts), encode(texts), atol=1e-6)
+    many = [f"{t} ({i})" for i in range(real_embedder.batch_size + 3) for t in texts[:1]]  # encode's own path
+    np.testing.assert_allclose(real_embedder.embed(many), encode(many), atol=1e-6)
