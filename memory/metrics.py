@@ -35,6 +35,11 @@ REPAIRED = Counter(
     "copied from SQL), republished (sources' access changes left narrowed)",
     ["kind"],
 )
+UNINDEXED_POINTS = Gauge(
+    "memory_vector_points_unindexed",
+    "Vector points outside HNSW-indexed segments, scored exactly by every search (embedded store: until `memory "
+    "optimize`), as the API's repair thread last read them",
+)
 CHUNKS_WITHOUT_TWIN = Gauge(
     "memory_personal_chunks_without_twin",
     "Chunks with personal data that have no masked twin (not served to callers who read them masked), as the "

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         300.0, ge=0, description="Seconds between the API's repair runs (memory.maintenance: ingests left pending, "
         "vectors left unsynced, source access changes left narrowed); 0: only at start and on request.",
     )
+    unindexed_warn_points: int = Field(
+        20_000, ge=0, description="The API's repair thread warns (`vectors.unindexed`) when more vector points than "
+        "this lie outside HNSW-indexed segments, which every search scores exactly (Qdrant Edge has no background "
+        "optimizer: run `memory optimize`); the gauge memory_vector_points_unindexed always has the number.",
+    )
     log_level: str = Field("INFO", description="Root log level.")
     log_json: bool = Field(True, description="Structured JSON logs (False: plain text for people).")
     host: str = Field("127.0.0.1", description="Bind address of `memory serve`.")

@@ -338,6 +338,12 @@ class VectorStore(Protocol):
 
     def count(self, flt: AccessFilter | None = None) -> int: ...
 
+    def stats(self) -> dict[str, int]:
+        """`points`, `indexed_vectors` (in segments with an HNSW index) and `segments`. Points outside indexed
+        segments are scored exactly by every search: Qdrant Edge has no background optimizer, so after large
+        changes they pile up until `memory optimize` (memory.maintenance watches them)."""
+        ...
+
     def patch(self, selector: Selector, patch: PayloadPatch, *, durable: bool = True) -> None:
         """Overwrite payload fields on the selected points; visible to searches on return. `durable=False`
         lets a batch skip the per-call flush (the WAL still has it) and call flush() once at the end."""

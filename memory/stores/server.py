@@ -282,6 +282,14 @@ class ServerVectorStore(BatchSearches):
             found = [scored(r.id, 0.0, r.payload) for r in records]
         return in_request_order(point_ids, found)
 
+    def stats(self) -> dict[str, int]:
+        """Points, vectors in HNSW-indexed segments, and segments, as the collection reports them (the server
+        indexes in the background: its own optimizer closes the gap)."""
+        with self._backend("info"):
+            info = self._client.get_collection(self._collection)
+        return {"points": int(info.points_count or 0), "indexed_vectors": int(info.indexed_vectors_count or 0),
+                "segments": int(info.segments_count or 0)}
+
     def flush(self) -> None:
         """Nothing to do: every write waited until applied."""
 

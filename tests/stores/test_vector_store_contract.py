@@ -448,6 +448,42 @@ def test_edge_graph_search_keeps_recall_after_optimize(tmp_path: Path) -> None:
     store.close()
 
 
+def test_stats_count_points_and_indexed_vectors(store: VectorStore) -> None:
+    assert store.stats()["points"] == 0
+    pts, _ = random_corpus(50, DIM, seed=3)
+    store.upsert(pts)
+    stats = store.stats()
+    assert set(stats) == {"points", "indexed_vectors", "segments"}
+    assert stats["points"] == store.count() == 50
+    assert 0 <= stats["indexed_vectors"] <= stats["points"]
+
+
+def test_watch_index_gauges_unindexed_points_and_warns_past_its_threshold(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Points outside HNSW-indexed segments (every search scores them exactly) until `optimize`: the API's repair
+    thread gauges them and warns past `unindexed_warn_points`."""
+    from prometheus_client import REGISTRY
+
+    from memory.maintenance import watch_index
+
+    store = EdgeVectorStore.open(tmp_path / "vectors", 16, tuning=EdgeTuning(indexing_threshold_kb=10,
+                                                                              full_scan_threshold_kb=10))
+    try:
+        pts, _ = random_corpus(3000, 16, seed=5)
+        store.upsert(pts)
+        assert watch_index(store, warn_above=2999) == 3000
+        assert REGISTRY.get_sample_value("memory_vector_points_unindexed") == 3000
+        assert "vectors.unindexed points=3000 of=3000" in caplog.text
+        caplog.clear()
+        store.optimize()
+        assert watch_index(store, warn_above=0) == 0
+        assert REGISTRY.get_sample_value("memory_vector_points_unindexed") == 0
+        assert "vectors.unindexed" not in caplog.text
+    finally:
+        store.close()
+
+
 # -- property: the backend's filter agrees with AccessFilter.matches ------------------------------------------
 
 GROUPS = st.sampled_from(["g1", "g2", "g3"])
