@@ -10,14 +10,18 @@ of its masked text: memory.stores.base), so a chunk stored without one is not se
      point's payload (flagged), then that payload read again until it matches the copy: a retraction or access
      change that patched the chunk's point between the read and the upsert is copied too (one that runs after
      the upsert patches the twin itself, by version or source);
-  3. SQL, in one transaction per batch: `chunks.masked_point_id` set, and the chunks' versions marked unsynced;
-  4. the versions' vectors synced from SQL (`vector_sync.sync_versions`, ingestion's step D): the twins become
-     committed with the version's current validity and retraction, and the versions are marked synced.
+  3. SQL, in one transaction per batch (the versions' rows locked in id order): `chunks.masked_point_id` set,
+     and the chunks' versions that were marked synced marked unsynced (the crash breadcrumb for step 4);
+  4. the twin points alone committed with their version's validity from SQL (`_commit_twins`: re-read under
+     the row lock until it holds still, as ingestion's step D does), and the versions marked synced again. The
+     versions' other points are not patched (a patch moves a point out of its indexed segment).
 
-A crash before 3 leaves a twin that no row names and no filter admits (it takes no `top_k` slot); the next
-run stores it again under the same derived id and names it. A crash between 3 and 4 leaves a named twin that
-is not committed (its chunk is not served to callers who read it masked: fail closed) in a version marked
-unsynced, which `vector_sync.repair()` (at start, on the API's timer) finishes. Idempotent: chunks that have a
+A crash before 3 leaves twins that no row names and no filter admits; the next run stores them again under the
+same derived ids and names them (meanwhile, a sync of their version by anything else, such as a restore's
+reveal or a supersede, commits them too: they are then admitted and dropped at render, taking a `top_k` slot
+until the next run). A crash between 3 and 4 leaves named, uncommitted twins (their chunks are not served to
+callers who read them masked: fail closed) in versions marked unsynced, which `vector_sync.repair()` (at start,
+on the API's timer) syncs whole. Idempotent: chunks that have a
 twin are never selected again. Chunks embedded with another model than the configured one, or whose point is
 missing from the store, are skipped and counted (re-ingest them, or run `memory repair`).
 """
@@ -41,8 +45,8 @@ from memory.db import transaction
 from memory.ingestion import masked_point_id_for
 from memory.metrics import CHUNKS_WITHOUT_TWIN
 from memory.models import Chunk, DocumentVersion, PiiSpan
-from memory.stores.base import ChunkPayload, Selector, VectorPoint, VectorStore
-from memory.vector_sync import REVEALING, sync_versions
+from memory.stores.base import ChunkPayload, PayloadPatch, Selector, VectorPoint, VectorStore
+from memory.vector_sync import REVEALING, SYNC_ROUNDS
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +108,8 @@ def backfill(
             rows = [_Lacking(*r) for r in session.execute(
                 select(Chunk.id, Chunk.point_id, Chunk.version_id, Chunk.text, DocumentVersion.embedding_model)
                 .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
-                .where(Chunk.personal.is_(True), Chunk.masked_point_id.is_(None), Chunk.id > after)
+                .where(Chunk.personal.is_(True), Chunk.masked_point_id.is_(None), Chunk.id > after,
+                       DocumentVersion.status.in_(("active", "superseded")))
                 .order_by(Chunk.id).limit(batch)
             )]
             spans: dict[str, list[PiiSpan]] = {}
@@ -162,18 +167,77 @@ def _store_batch(
     if not settled:
         return
     versions = sorted({r.version_id for r in settled})
+    twins_of: dict[str, list[str]] = {}
+    for r in settled:
+        twins_of.setdefault(r.version_id, []).append(twin_of[r.id])
     REVEALING.claim(versions)  # this process's repair() leaves them to step 4
     try:
         with transaction(factory) as session:
+            before = _version_states(session, versions)  # locked in id order, as sync_versions locks them
             session.connection().execute(_NAME_TWIN, [{"cid": r.id, "mid": twin_of[r.id]} for r in settled])
-            session.execute(update(DocumentVersion).where(DocumentVersion.id.in_(versions))
-                            .values(vectors_synced=False))
-        left = sync_versions(factory, store, versions, include_retracted=True)
+            marked = [vid for vid, (_, synced) in before.items() if synced]  # the others are repair()'s already
+            if marked:
+                session.execute(update(DocumentVersion).where(DocumentVersion.id.in_(marked))
+                                .values(vectors_synced=False))
+        left = _commit_twins(factory, store, twins_of, {vid: st for vid, (st, _) in before.items()}, set(marked))
     finally:
         REVEALING.release(versions)
     if left:
         log.warning("masked_twins.versions_unsynced versions=%d (repair() syncs them)", len(left))
     report.stored += len(settled)
+
+
+class _VersionState(NamedTuple):
+    """What a version's points carry from its SQL row (validity) and what else would make another writer patch
+    them (a retraction or restore)."""
+
+    status: str
+    valid_from: float
+    valid_to: float
+    retracted_at: object
+    restored_at: object
+
+
+def _version_states(session: Session, version_ids: Sequence[str]) -> dict[str, tuple[_VersionState, bool]]:
+    """Each version's state and whether its vectors are marked synced, the rows locked in id order."""
+    rows = session.execute(
+        select(DocumentVersion.id, DocumentVersion.status, DocumentVersion.valid_from, DocumentVersion.valid_to,
+               DocumentVersion.retracted_at, DocumentVersion.restored_at, DocumentVersion.vectors_synced)
+        .where(DocumentVersion.id.in_(version_ids)).order_by(DocumentVersion.id).with_for_update())
+    return {r.id: (_VersionState(r.status, r.valid_from, r.valid_to, r.retracted_at, r.restored_at),
+                   bool(r.vectors_synced)) for r in rows}
+
+
+def _commit_twins(
+    factory: sessionmaker[Session], store: VectorStore, twins_of: dict[str, list[str]],
+    state: dict[str, _VersionState], marked: set[str],
+) -> list[str]:
+    """Step 4: commit the twins with their version's validity from SQL, patching the twin points only (a patch
+    moves a point out of its indexed segment: the versions' other points are left where they are). Each version
+    row is re-read under its lock after the patch; one that changed meanwhile (a newer version superseded it, a
+    retraction or restore) is copied again. A version this run marked unsynced (`marked`) is marked synced again
+    only if nothing changed it since it was marked: whoever changed it syncs it (or repair() does). The retracted
+    flag is not patched: the twin copied its chunk's point's, and a retraction or restore patches the twin with
+    the rest of its version. Returns the versions still changing after SYNC_ROUNDS rounds."""
+    first, todo = dict(state), dict(state)
+    for _ in range(SYNC_ROUNDS):
+        for vid in sorted(todo):
+            st = todo[vid]
+            store.patch(Selector(point_ids=tuple(twins_of[vid])),
+                        PayloadPatch(committed=True, valid_from=st.valid_from, valid_to=st.valid_to), durable=False)
+        store.flush()
+        with transaction(factory) as session:
+            now = _version_states(session, sorted(todo))
+            changed = {vid: st for vid, (st, _) in now.items() if st != todo[vid]}
+            unchanged = [vid for vid, (st, synced) in now.items()
+                         if vid in marked and not synced and st == first[vid]]
+            if unchanged:
+                session.execute(update(DocumentVersion).where(DocumentVersion.id.in_(unchanged))
+                                .values(vectors_synced=True))
+        if not changed:
+            return []
+        todo = changed
+    return sorted(todo)
 
 
 def _settle(store: VectorStore, twins: dict[str, VectorPoint], clear_of: dict[str, str]) -> set[str]:

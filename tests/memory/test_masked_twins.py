@@ -196,7 +196,7 @@ def test_repair_republishes_a_source_whose_twin_alone_carries_stale_access(conta
     assert repair(c.sessions, c.store)["republished"] == 0
 
 
-def test_repair_samples_a_twin_of_a_source_whose_sampled_chunks_have_none(container):
+def test_repair_samples_a_twin_of_a_source_whose_sampled_chunks_have_none(container, monkeypatch):
     """The repair samples two chunks of each source; when neither is personal, a twin of the source is sampled
     too (an index seek on (source_id, masked_point_id)), so a twin left with stale access is still found."""
     from memory.vector_sync import repair
@@ -204,9 +204,12 @@ def test_repair_samples_a_twin_of_a_source_whose_sampled_chunks_have_none(contai
     c = container
     _world(c, {"hr": {"a.txt": PLAIN_DOC, "b.txt": "Bob in accounting files the payroll calendar.",
                       "mail.txt": EMAIL_DOC}})
+    # The two chunk samples are not personal (which two a LIMIT without ORDER BY returns is the database's
+    # choice: pin it), so only the twin sample can find the stale twin.
+    monkeypatch.setattr(sources, "_ACCESS_SAMPLES", sources._ACCESS_SAMPLES.where(Chunk.personal.is_(False)))
     with c.sessions() as s:
         sampled = list(s.execute(sources._ACCESS_SAMPLES, {"source_id": "hr"}))
-    assert len(sampled) == 2 and all(twin is None for _, twin in sampled)  # the two samples are not personal
+    assert len(sampled) == 2 and all(twin is None for _, twin in sampled)
     (personal,) = [ch for ch in _chunks(c) if ch.personal]
     c.store.patch(Selector(point_ids=(personal.masked_point_id,)), PayloadPatch(read_groups=("g", "stale")))
     assert repair(c.sessions, c.store)["republished"] == 1
@@ -343,7 +346,7 @@ def test_a_backfill_that_crashes_before_syncing_its_twins_is_finished_by_repair(
         raise RuntimeError("killed before the versions were synced")
 
     with monkeypatch.context() as m, pytest.raises(RuntimeError):
-        m.setattr(masked_twins, "sync_versions", crash)
+        m.setattr(masked_twins, "_commit_twins", crash)
         masked_twins.backfill(c.sessions, c.store, c.embedder, None)
     with c.sessions() as s:
         assert s.get(Chunk, personal.id).masked_point_id == ingestion.masked_point_id_for(personal.id)
@@ -354,6 +357,45 @@ def test_a_backfill_that_crashes_before_syncing_its_twins_is_finished_by_repair(
     (twin,) = c.store.retrieve([ingestion.masked_point_id_for(personal.id)])
     assert twin.payload == c.store.retrieve([personal.point_id])[0].payload.twin()
     assert [h.masked for h in _search(c, "us", "contact email address payroll").hits] == [True]
+
+
+def test_a_backfill_commits_its_twins_alone_and_never_undoes_a_retraction_that_commits_meanwhile(
+    container, monkeypatch
+):
+    """Step 4 patches the twin points only (a patch moves a point out of its indexed segment; the version's
+    other points keep theirs), never the retracted flag: a retraction that commits between the backfill's read
+    of the version and its patch stays in the vectors, the twin's included, and the version is left to repair()
+    (found by review: syncing whole versions with their retracted flag undid it)."""
+    from memory import vector_sync
+
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC, "plain.txt": PLAIN_DOC}})
+    (personal,) = _forget_twins(c)
+    twin_id = ingestion.masked_point_id_for(personal.id)
+    real_patch, selectors = c.store.patch, []
+
+    def patch(selector, p, *, durable=True):
+        selectors.append(selector)
+        if p.committed is True and len(selectors) == 1:  # a steward retracts between the read and the patch
+            with transaction(c.sessions) as s:
+                steward = resolve_effective(s, caller=get_principal(s, principal_id="steward"), acting_for=None)
+                retraction.retract(s, c.store, version_id=personal.version_id, reason="r", actor_effective=steward)
+        return real_patch(selector, p, durable=durable)
+
+    with monkeypatch.context() as m:
+        m.setattr(c.store, "patch", patch)
+        assert masked_twins.backfill(c.sessions, c.store, c.embedder, None).stored == 1
+    ours = [sel for sel in selectors if sel.point_ids]
+    assert ours and all(sel.point_ids == (twin_id,) for sel in ours)  # the twin alone, never the version
+    clear, twin = (c.store.retrieve([pid])[0].payload for pid in (personal.point_id, twin_id))
+    assert clear.retracted and twin.retracted and twin.committed
+    for caller in ("eu", "us"):
+        assert personal.id not in {h.citation.chunk_id for h in _search(c, caller, "contact email payroll").hits}
+    with c.sessions() as s:  # changed while the backfill ran: left to repair(), which copies SQL again
+        assert vector_sync.unsynced_versions(s) == [personal.version_id]
+    assert vector_sync.repair(c.sessions, c.store)["synced"] == 1
+    assert c.store.retrieve([twin_id])[0].payload == c.store.retrieve([personal.point_id])[0].payload.twin()
+    assert c.store.retrieve([twin_id])[0].payload.retracted
 
 
 def test_the_api_backfills_missing_twins_on_its_repair_thread_as_it_starts(container, caplog):
