@@ -42,10 +42,11 @@ def run_repair(
 
 
 def watch_index(store: VectorStore, *, warn_above: int) -> int:
-    """Points outside HNSW-indexed segments (gauge `memory_vector_points_unindexed`), with a warning when more
-    than `warn_above`: after large changes (an upgrade's stamp, a bulk retraction or access change, many API
-    ingests) an embedded store scores them exactly on every search until `memory optimize` (an un-optimised
-    100k store searched in 67 ms instead of ~5)."""
+    """Points no HNSW index covers yet (gauge `memory_vector_points_unindexed`: points minus Qdrant's
+    `indexed_vectors_count`), with a warning when more than `warn_above`. On the embedded store, what the API
+    ingests piles up there (Qdrant Edge has no background optimizer) and every search scores those points exactly
+    until `memory optimize`. Points a payload update moved out of an indexed segment (a retraction, an access
+    change, the upgrade's stamp, which warns itself) are not seen: Qdrant still counts them indexed."""
     stats = store.stats()
     unindexed = max(0, stats["points"] - stats["indexed_vectors"])
     UNINDEXED_POINTS.set(unindexed)

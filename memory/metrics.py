@@ -37,8 +37,8 @@ REPAIRED = Counter(
 )
 UNINDEXED_POINTS = Gauge(
     "memory_vector_points_unindexed",
-    "Vector points outside HNSW-indexed segments, scored exactly by every search (embedded store: until `memory "
-    "optimize`), as the API's repair thread last read them",
+    "Vector points no HNSW index covers yet (points minus indexed vectors), scored exactly by every search until "
+    "`memory optimize` (embedded store), as the API's repair thread last read them",
 )
 CHUNKS_WITHOUT_TWIN = Gauge(
     "memory_personal_chunks_without_twin",

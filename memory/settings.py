@@ -89,9 +89,10 @@ class Settings(BaseSettings):
         "vectors left unsynced, source access changes left narrowed); 0: only at start and on request.",
     )
     unindexed_warn_points: int = Field(
-        20_000, ge=0, description="The API's repair thread warns (`vectors.unindexed`) when more vector points than "
-        "this lie outside HNSW-indexed segments, which every search scores exactly (Qdrant Edge has no background "
-        "optimizer: run `memory optimize`); the gauge memory_vector_points_unindexed always has the number.",
+        20_000, ge=0, description="Embedded store: the API's repair thread warns (`vectors.unindexed`) when more "
+        "vector points than this are not covered by an HNSW index (new points since the last `memory optimize`: "
+        "Qdrant Edge has no background optimizer, and every search scores them exactly); the gauge "
+        "memory_vector_points_unindexed has the number.",
     )
     log_level: str = Field("INFO", description="Root log level.")
     log_json: bool = Field(True, description="Structured JSON logs (False: plain text for people).")

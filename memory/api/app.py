@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             loop = RepairLoop(container.sessions, container.store, interval_s=settings.repair_interval_s,
                               pending_grace_s=settings.ingest_pending_grace_s,
                               first=_twin_backfill(container) if settings.backfill_twins_on_start else None,
-                              unindexed_warn=settings.unindexed_warn_points)
+                              unindexed_warn=settings.unindexed_warn_points if settings.is_embedded_vectors else None)
             loop.start()
         log.info("api.ready backend=%s", "edge" if settings.is_embedded_vectors else "server")
         try:

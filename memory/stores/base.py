@@ -339,9 +339,10 @@ class VectorStore(Protocol):
     def count(self, flt: AccessFilter | None = None) -> int: ...
 
     def stats(self) -> dict[str, int]:
-        """`points`, `indexed_vectors` (in segments with an HNSW index) and `segments`. Points outside indexed
-        segments are scored exactly by every search: Qdrant Edge has no background optimizer, so after large
-        changes they pile up until `memory optimize` (memory.maintenance watches them)."""
+        """`points`, `indexed_vectors` (Qdrant's count of vectors in HNSW indexes, as built: a payload update
+        that moves a point out of its indexed segment does not lower it) and `segments`. On Qdrant Edge, which
+        has no background optimizer, new points stay unindexed until `memory optimize` (memory.maintenance
+        watches them)."""
         ...
 
     def patch(self, selector: Selector, patch: PayloadPatch, *, durable: bool = True) -> None:

@@ -461,7 +461,7 @@ def test_stats_count_points_and_indexed_vectors(store: VectorStore) -> None:
 def test_watch_index_gauges_unindexed_points_and_warns_past_its_threshold(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Points outside HNSW-indexed segments (every search scores them exactly) until `optimize`: the API's repair
+    """New points no HNSW index covers (every search scores them exactly) until `optimize`: the API's repair
     thread gauges them and warns past `unindexed_warn_points`."""
     from prometheus_client import REGISTRY
 
