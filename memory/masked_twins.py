@@ -21,9 +21,11 @@ same derived ids and names them (meanwhile, a sync of their version by anything 
 reveal or a supersede, commits them too: they are then admitted and dropped at render, taking a `top_k` slot
 until the next run). A crash between 3 and 4 leaves named, uncommitted twins (their chunks are not served to
 callers who read them masked: fail closed) in versions marked unsynced, which `vector_sync.repair()` (at start,
-on the API's timer) syncs whole. Idempotent: chunks that have a
-twin are never selected again. Chunks embedded with another model than the configured one, or whose point is
-missing from the store, are skipped and counted (re-ingest them, or run `memory repair`).
+on the API's timer) syncs whole.
+
+Idempotent: chunks that have a twin are never selected again. Chunks embedded with another model than the
+configured one, or whose point is missing from the store, are skipped and counted (re-ingest them, or run
+`memory repair`).
 """
 
 from __future__ import annotations
