@@ -205,9 +205,12 @@ def test_an_admin_runs_repair_through_the_api_and_it_is_audited(api: Any) -> Non
     assert (r.status_code, r.json()["error"]["code"]) == (403, "missing_role")
     r = api.client.post("/v1/admin/repair", headers=api.admin)
     assert r.status_code == 200, r.text
-    assert r.json() == {"abandoned": 0, "synced": 0, "republished": 1}
+    assert {k: r.json()[k] for k in ("abandoned", "synced", "republished")} == {"abandoned": 0, "synced": 0,
+                                                                                 "republished": 1}
     assert _access(api, _point_ids(api, "s1")) == {(("eng", "sales"), "EU")}
-    assert api.client.post("/v1/admin/repair", headers=api.admin).json()["republished"] == 0
+    out = api.client.post("/v1/admin/repair", headers=api.admin).json()
+    assert out["republished"] == 0
+    assert out["unindexed_points"] == api.container.store.stats()["points"] > 0  # a tiny store: none indexed
     with api.container.sessions() as s:
         bodies = [b for b in s.scalars(select(AuditRecord.body)) if b.get("action") == "maintenance.repair"]
     assert bodies == [{"action": "maintenance.repair", "target": "vectors",
@@ -542,3 +545,23 @@ def test_a_read_group_removed_after_the_plan_is_not_served_by_that_search(api: A
     assert result.hits == [] and result.withheld == []
     with c.sessions() as s:  # the next search plans without the source
         assert search_svc.plan(s, who=who, request=request).flt.scope.full == frozenset()
+
+
+def test_without_a_repair_thread_the_api_reads_the_index_backlog_once_at_start(
+    tmp_path: Any, db_url: str, fake_embedder: Any, fake_classifier: Any
+) -> None:
+    from fastapi.testclient import TestClient
+    from prometheus_client import REGISTRY
+
+    from memory.api.app import create_app
+    from memory.metrics import UNINDEXED_POINTS
+    from tests.conftest import make_container
+
+    c = make_container(tmp_path, db_url, embedder=fake_embedder, classifier=fake_classifier, repair_interval_s=0)
+    UNINDEXED_POINTS.set(12345)
+    try:
+        with TestClient(create_app(c.settings, container=c, warm=True)) as client:
+            assert client.get("/readyz").status_code == 200
+        assert REGISTRY.get_sample_value("memory_vector_points_unindexed") == 0  # an empty store, read at start
+    finally:
+        c.close()
