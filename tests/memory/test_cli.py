@@ -159,6 +159,14 @@ def _hr_source_with_one_document(env: Path) -> None:
     assert invoke("ingest", "hr", str(env / "docs"), "--no-optimize").exit_code == 0
 
 
+def test_optimize_says_how_many_points_no_index_covers_before_and_after(env: Path):
+    _hr_source_with_one_document(env)
+    r = invoke("optimize")
+    assert r.exit_code == 0, r.output
+    # One chunk: far below the indexing threshold, so it stays scored exactly (fast at that size).
+    assert "vector index optimised: 1 points, 1 not covered by an index (was 1)" in r.output
+
+
 def test_rebuild_index_swaps_in_a_rebuilt_store_and_audits_it(env: Path):
     from sqlalchemy import select
 
