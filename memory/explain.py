@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from memory import audit, consent, policy, policy_store, principals
 from memory.errors import ForbiddenError, NotFoundError, ValidationFailedError
-from memory.models import Chunk, DocumentVersion, Source
+from memory.models import REACHABLE_STATUSES, Chunk, DocumentVersion, Source
 from memory.policy import Decision, RuleCheck
 from memory.sources import read_groups
 from memory.stores.base import ChunkPayload, VectorStore
@@ -56,7 +56,7 @@ def payload_from_sql(chunk: Chunk, version: DocumentVersion, source: Source) -> 
         read_groups=read_groups(source), label=chunk.label, jurisdiction=source.jurisdiction,
         personal=chunk.personal, entity_types=tuple(chunk.entity_types), valid_from=version.valid_from,
         valid_to=version.valid_to, retracted=version.retracted_at is not None,
-        committed=version.status in ("active", "superseded"),
+        committed=version.status in REACHABLE_STATUSES,
     )
 
 

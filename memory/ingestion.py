@@ -42,7 +42,7 @@ from memory.clock import utcnow
 from memory.db import transaction
 from memory.errors import ConflictError, ServiceError
 from memory.metrics import INGEST_CHUNKS, INGEST_DOCUMENTS, INGEST_SECONDS
-from memory.models import Chunk, Document, DocumentVersion, PiiSpan, Source
+from memory.models import REACHABLE_STATUSES, Chunk, Document, DocumentVersion, PiiSpan, Source
 from memory.stores.base import OPEN_END, ChunkPayload, Selector, VectorPoint, VectorStore
 from memory.vector_sync import REVEALING, abandon, lock_document, sync_versions, unsynced_versions
 
@@ -169,7 +169,7 @@ def masked_point_id_for(chunk_id: str) -> str:
 def _latest(session: Session, document_id: str) -> DocumentVersion | None:
     return session.execute(
         select(DocumentVersion)
-        .where(DocumentVersion.document_id == document_id, DocumentVersion.status.in_(("active", "superseded")))
+        .where(DocumentVersion.document_id == document_id, DocumentVersion.status.in_(REACHABLE_STATUSES))
         .order_by(DocumentVersion.version.desc())
         .limit(1)
     ).scalar_one_or_none()

@@ -46,7 +46,7 @@ from memory import audit
 from memory.db import transaction
 from memory.ingestion import masked_point_id_for
 from memory.metrics import CHUNKS_WITHOUT_TWIN
-from memory.models import Chunk, DocumentVersion, PiiSpan
+from memory.models import REACHABLE_STATUSES, Chunk, DocumentVersion, PiiSpan
 from memory.stores.base import ChunkPayload, PayloadPatch, Selector, VectorPoint, VectorStore
 from memory.vector_sync import REVEALING, SYNC_ROUNDS
 
@@ -111,7 +111,7 @@ def backfill(
                 select(Chunk.id, Chunk.point_id, Chunk.version_id, Chunk.text, DocumentVersion.embedding_model)
                 .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
                 .where(Chunk.personal.is_(True), Chunk.masked_point_id.is_(None), Chunk.id > after,
-                       DocumentVersion.status.in_(("active", "superseded")))
+                       DocumentVersion.status.in_(REACHABLE_STATUSES))
                 .order_by(Chunk.id).limit(batch)
             )]
             spans: dict[str, list[PiiSpan]] = {}

@@ -150,6 +150,10 @@ class Document(Base):
     current_version: Mapped[int] = mapped_column(Integer, default=0)
 
 
+# The statuses of versions a search can reach (their points committed); a version of any other status never does.
+REACHABLE_STATUSES = ("active", "superseded")
+
+
 class DocumentVersion(Base):
     __tablename__ = "document_versions"
     __table_args__ = (UniqueConstraint("document_id", "version"), Index("ix_versions_status", "status"))

@@ -25,7 +25,7 @@ from memory import audit, documents, vector_sync, withholdable
 from memory import sources as sources_svc
 from memory.clock import aware, utcnow
 from memory.errors import ConflictError, NotFoundError, ValidationFailedError
-from memory.models import AuditChunk, AuditRecord, Chunk, Document, DocumentVersion
+from memory.models import REACHABLE_STATUSES, AuditChunk, AuditRecord, Chunk, Document, DocumentVersion
 from memory.policy import EffectivePrincipal
 from memory.stores.base import PayloadPatch, Selector, VectorStore
 
@@ -80,7 +80,7 @@ def _version(session: Session, version_id: str) -> DocumentVersion:
     v = session.execute(
         select(DocumentVersion).where(DocumentVersion.id == version_id).with_for_update()
     ).scalar_one_or_none()
-    if v is None or v.status not in ("active", "superseded"):
+    if v is None or v.status not in REACHABLE_STATUSES:
         raise NotFoundError(f"version {version_id!r} not found", code="version_not_found")
     return v
 

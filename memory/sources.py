@@ -22,7 +22,7 @@ from memory.clock import utcnow
 from memory.consent import normalise_purposes
 from memory.db import transaction
 from memory.errors import ConflictError, ForbiddenError, NotFoundError, ValidationFailedError
-from memory.models import Chunk, DocumentVersion, Principal, Source, SourceReadGroup
+from memory.models import REACHABLE_STATUSES, Chunk, DocumentVersion, Principal, Source, SourceReadGroup
 from memory.policy import EffectivePrincipal, normalise_jurisdiction
 from memory.principals import validate_id
 from memory.stores.base import PayloadPatch, Selector, VectorStore
@@ -254,7 +254,7 @@ def publish_access(factory: sessionmaker[Session], store: VectorStore, source_id
 # Two stored chunks of a source whose chunks a search can still reach, their points and masked twins (if they
 # have one), and one masked twin of it whatever the two are: index seeks per source, never a scan of every chunk
 # (repair runs every few minutes, and on SQLite its reads hold the write lock).
-_REACHABLE = DocumentVersion.status.in_(("active", "superseded"))
+_REACHABLE = DocumentVersion.status.in_(REACHABLE_STATUSES)
 _ACCESS_SAMPLES = (
     select(Chunk.point_id, Chunk.masked_point_id)
     .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)

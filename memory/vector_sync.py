@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from memory import sources
 from memory.clock import utcnow
 from memory.db import transaction
-from memory.models import Document, DocumentVersion
+from memory.models import REACHABLE_STATUSES, Document, DocumentVersion
 from memory.stores.base import PayloadPatch, Selector, VectorStore
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ REVEALING = _Revealing()
 def unsynced_versions(session: Session, document_id: str | None = None) -> list[str]:
     """Versions a search can reach (active, superseded) whose vector payload is not marked in sync with SQL,
     of one document or of all."""
-    q = select(DocumentVersion.id).where(DocumentVersion.status.in_(("active", "superseded")),
+    q = select(DocumentVersion.id).where(DocumentVersion.status.in_(REACHABLE_STATUSES),
                                          DocumentVersion.vectors_synced.is_(False))
     if document_id is not None:
         q = q.where(DocumentVersion.document_id == document_id)
