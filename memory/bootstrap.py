@@ -179,6 +179,17 @@ class Container:
         from memory.maintenance import run_repair
 
         run_repair(self.sessions, self.store, pending_grace_s=self.settings.ingest_pending_grace_s, actor="system")
+        self.watch_index()
+
+    def watch_index(self) -> int | None:
+        """Embedded store: the vector points no HNSW index covers, gauged and warned about past
+        `unindexed_warn_points` (memory.maintenance.watch_index). None on a Qdrant server, which indexes in the
+        background (and leaves small segments unindexed by design)."""
+        if not self.settings.is_embedded_vectors:
+            return None
+        from memory.maintenance import watch_index
+
+        return watch_index(self.store, warn_above=self.settings.unindexed_warn_points)
 
     def close(self) -> None:
         batcher = self.__dict__.get("query_embedder")

@@ -26,6 +26,7 @@ from memory.cli import (
     sources_app,
 )
 from memory.db import transaction
+from memory.maintenance import unindexed_points
 
 
 @sources_app.command("add")
@@ -224,16 +225,15 @@ def optimize_cmd(data_dir: DataDir = None) -> None:
     """Build the embedded vector index now (run while the API is stopped: one process owns the store)."""
 
     def _do(c: Container) -> tuple[int, int, int]:
-        before = c.store.stats()
+        was = unindexed_points(c.store.stats())
         if hasattr(c.store, "optimize"):
             c.store.optimize()
         after = c.store.stats()
-        return after["points"], before["points"] - before["indexed_vectors"], after["points"] - after["indexed_vectors"]
+        return after["points"], was, unindexed_points(after)
 
     points, was, now = run(data_dir, _do)
     # A store below the indexing threshold stays unindexed (scored exactly, which is fast at that size).
-    out.print(f"vector index optimised: {points} points, {max(0, now)} not covered by an index "
-              f"(was {max(0, was)})")
+    out.print(f"vector index optimised: {points} points, {now} not covered by an index (was {was})")
 
 
 @app.command("repair")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,6 +41,11 @@ def run_repair(
     return counts
 
 
+def unindexed_points(stats: Mapping[str, int]) -> int:
+    """The points of a `VectorStore.stats()` that no HNSW index covers."""
+    return max(0, stats["points"] - stats["indexed_vectors"])
+
+
 def watch_index(store: VectorStore, *, warn_above: int) -> int:
     """Points no HNSW index covers yet (gauge `memory_vector_points_unindexed`: points minus Qdrant's
     `indexed_vectors_count`), with a warning when more than `warn_above`. On the embedded store, what the API
@@ -48,7 +53,7 @@ def watch_index(store: VectorStore, *, warn_above: int) -> int:
     until `memory optimize`. Points a payload update moved out of an indexed segment (a retraction, an access
     change, the upgrade's stamp, which warns itself) are not seen: Qdrant still counts them indexed."""
     stats = store.stats()
-    unindexed = max(0, stats["points"] - stats["indexed_vectors"])
+    unindexed = unindexed_points(stats)
     UNINDEXED_POINTS.set(unindexed)
     if unindexed > warn_above:
         log.warning("vectors.unindexed points=%d of=%d: every search scores them exactly; run `memory optimize` "
@@ -64,16 +69,16 @@ class RepairLoop:
     backfill: memory.masked_twins.run; idempotent, a one-off after an upgrade, so not worth a scan every
     interval); a failure is logged and the loop goes on.
 
-    `unindexed_warn`: after the first job and after each run, `watch_index` with this threshold (None: not
-    watched)."""
+    `watch`: what the thread reads after the first job and after each run (the API's: the embedded store's index
+    backlog, `Container.watch_index`); a failure is logged and the loop goes on."""
 
     def __init__(self, factory: sessionmaker[Session], store: VectorStore, *, interval_s: float,
                  pending_grace_s: float, first: Callable[[], object] | None = None,
-                 unindexed_warn: int | None = None) -> None:
+                 watch: Callable[[], object] | None = None) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         self._factory, self._store, self._first = factory, store, first
-        self._unindexed_warn = unindexed_warn
+        self._watch_fn = watch
         self._interval_s, self._grace_s = interval_s, pending_grace_s
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memory-repair", daemon=True)
@@ -107,9 +112,9 @@ class RepairLoop:
             self._watch()
 
     def _watch(self) -> None:
-        if self._unindexed_warn is None:
+        if self._watch_fn is None:
             return
         try:
-            watch_index(self._store, warn_above=self._unindexed_warn)
+            self._watch_fn()
         except Exception as exc:
             log.error("maintenance.watch_index_failed error=%s", type(exc).__name__)

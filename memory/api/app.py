@@ -72,12 +72,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             loop = RepairLoop(container.sessions, container.store, interval_s=settings.repair_interval_s,
                               pending_grace_s=settings.ingest_pending_grace_s,
                               first=_twin_backfill(container) if settings.backfill_twins_on_start else None,
-                              unindexed_warn=settings.unindexed_warn_points if settings.is_embedded_vectors else None)
+                              watch=container.watch_index)
             loop.start()
-        elif warm and settings.is_embedded_vectors:  # no repair thread: read the index's backlog once, at start
-            from memory.maintenance import watch_index
-
-            await run_in_threadpool(watch_index, container.store, warn_above=settings.unindexed_warn_points)
         log.info("api.ready backend=%s", "edge" if settings.is_embedded_vectors else "server")
         try:
             yield

@@ -256,12 +256,12 @@ def test_a_failed_repair_run_is_logged_and_the_loop_goes_on(api: Any, caplog: An
 def test_the_repair_loop_gauges_unindexed_points_and_survives_a_failed_read(api: Any, caplog: Any) -> None:
     from prometheus_client import REGISTRY
 
-    from memory.maintenance import RepairLoop
+    from memory.maintenance import RepairLoop, watch_index
 
     api.source("s1", read_groups=["eng"])
     assert api.upload("s1", "plan.md", "# Plan\n\nThe merger closes in March.").status_code == 201
     loop = RepairLoop(api.container.sessions, api.container.store, interval_s=3600, pending_grace_s=900,
-                      unindexed_warn=0)
+                      watch=lambda: watch_index(api.container.store, warn_above=0))
     loop.start()
     loop.stop(timeout_s=30)
     points = api.container.store.stats()["points"]
@@ -272,8 +272,9 @@ def test_the_repair_loop_gauges_unindexed_points_and_survives_a_failed_read(api:
         def __getattr__(self, name: str) -> Any:
             raise RuntimeError("vector store down")
 
-    broken = RepairLoop(api.container.sessions, Down(), interval_s=3600, pending_grace_s=900,  # type: ignore[arg-type]
-                        unindexed_warn=0)
+    down: Any = Down()
+    broken = RepairLoop(api.container.sessions, down, interval_s=3600, pending_grace_s=900,
+                        watch=lambda: watch_index(down, warn_above=0))
     broken.start()
     broken.stop(timeout_s=30)
     assert "maintenance.watch_index_failed error=RuntimeError" in caplog.text

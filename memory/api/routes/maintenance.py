@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from memory.api import schemas
 from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, role
-from memory.maintenance import run_repair, watch_index
+from memory.maintenance import run_repair
 from memory.policy import EffectivePrincipal
 
 router = APIRouter(prefix="/v1/admin", tags=["operations"], responses=schemas.ERRORS, route_class=TransactionPerHop)
@@ -25,7 +25,4 @@ def repair(
     session.commit()  # the authentication's transaction: on SQLite it would hold the lock repair needs
     counts = run_repair(container.sessions, container.store, pending_grace_s=container.settings.ingest_pending_grace_s,
                         actor=who.principal_id, acting_for=who.acting_for)
-    settings = container.settings
-    unindexed = (watch_index(container.store, warn_above=settings.unindexed_warn_points)
-                 if settings.is_embedded_vectors else None)
-    return schemas.RepairOut(**counts, unindexed_points=unindexed)
+    return schemas.RepairOut(**counts, unindexed_points=container.watch_index())
