@@ -209,7 +209,7 @@ class Chunk(Base):
     masked_point_id: Mapped[str | None] = mapped_column(String(36), nullable=True, unique=True, index=True)
     version_id: Mapped[str] = mapped_column(ForeignKey("document_versions.id"), index=True)
     document_id: Mapped[str] = mapped_column(String(64), index=True)
-    source_id: Mapped[str] = mapped_column(String(128), index=True)
+    source_id: Mapped[str] = mapped_column(String(128))  # indexed by ix_chunks_source_masked_point (its first column)
     ordinal: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
