@@ -258,7 +258,8 @@ def repair_cmd(
         print_json(counts)
         return
     out.print(f"repaired: {counts['abandoned']} pending ingests undone, {counts['synced']} versions synced, "
-              f"{counts['republished']} sources' access republished", markup=False, soft_wrap=True)
+              f"{counts['republished']} sources' access republished, "
+              f"{counts['retractions_resynced']} retractions resynced", markup=False, soft_wrap=True)
 
 
 @app.command("backfill-twins")

@@ -1,11 +1,12 @@
 """Self-repair while the service runs: `vector_sync.repair` at start, on a timer, and on an admin's request.
 
 A crash, or a vector-store call that fails after SQL committed, can leave an ingest pending, a version's vectors
-unsynced, or a source's access change narrowed (fail closed: nothing is served that SQL would not serve, but
-something is not served that should be). Repair finishes or undoes each. It used to run only at start, so a
-vector-store hiccup at run time left the affected source narrowed until a restart; the API now also runs it
-every `repair_interval_s` (a daemon thread) and on `POST /v1/admin/repair`, and `memory repair` runs it from
-the CLI. Each run that fixed anything is audited (`maintenance.repair`, with its counts).
+unsynced, a source's access change narrowed, or a retraction or restore half done in the vectors (fail closed:
+nothing is served that SQL would not serve, but something is not served that should be; the one exception a check
+exists for: a retraction patch a Qdrant cluster applied on some shards only). Repair finishes or undoes each. It
+used to run only at start, so a vector-store hiccup at run time left the affected source narrowed until a restart;
+the API now also runs it every `repair_interval_s` (a daemon thread) and on `POST /v1/admin/repair`, and `memory
+repair` runs it from the CLI. Each run that fixed anything is audited (`maintenance.repair`, with its counts).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def run_repair(
     factory: sessionmaker[Session], store: VectorStore, *, pending_grace_s: float, actor: str,
     acting_for: str | None = None,
 ) -> dict[str, int]:
-    """One repair; counts of what it fixed (abandoned, synced, republished), audited when any is non-zero."""
+    """One repair; counts of what it fixed (abandoned, synced, republished, retractions_resynced), audited when any
+    is non-zero."""
     counts = repair(factory, store, pending_grace_s=pending_grace_s)
     for kind, n in counts.items():
         if n:

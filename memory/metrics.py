@@ -32,7 +32,8 @@ INGEST_SECONDS = Histogram("memory_ingest_seconds", "Wall time per ingested docu
 REPAIRED = Counter(
     "memory_repaired_total",
     "What repair fixed (memory.maintenance), by kind: abandoned (ingests left pending), synced (versions' vectors "
-    "copied from SQL), republished (sources' access changes left narrowed)",
+    "copied from SQL), republished (sources' access changes left narrowed), retractions_resynced (versions whose "
+    "vectors did not carry SQL's retraction or restore)",
     ["kind"],
 )
 UNINDEXED_POINTS = Gauge(

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import JSON, TypeDecorator
@@ -156,7 +157,15 @@ REACHABLE_STATUSES = ("active", "superseded")
 
 class DocumentVersion(Base):
     __tablename__ = "document_versions"
-    __table_args__ = (UniqueConstraint("document_id", "version"), Index("ix_versions_status", "status"))
+    __table_args__ = (
+        UniqueConstraint("document_id", "version"), Index("ix_versions_status", "status"),
+        # The latest retractions and restores, which every repair run checks in the vectors (partial: most versions
+        # are neither, and an ingest writes no entry; memory.vector_sync.settle_retractions).
+        Index("ix_versions_retracted_at", "retracted_at", sqlite_where=text("retracted_at IS NOT NULL"),
+              postgresql_where=text("retracted_at IS NOT NULL")),
+        Index("ix_versions_restored_at", "restored_at", sqlite_where=text("restored_at IS NOT NULL"),
+              postgresql_where=text("restored_at IS NOT NULL")),
+    )
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     document_id: Mapped[str] = mapped_column(ForeignKey("documents.id"), index=True)
     version: Mapped[int] = mapped_column(Integer)

@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from memory import sources
 from memory.clock import utcnow
 from memory.db import transaction
-from memory.models import REACHABLE_STATUSES, Document, DocumentVersion
+from memory.models import REACHABLE_STATUSES, Chunk, Document, DocumentVersion
 from memory.stores.base import PayloadPatch, Selector, VectorStore
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 # and commits (C): seconds. Settings.ingest_pending_grace_s overrides this default.
 PENDING_GRACE_S = 15 * 60.0
 SYNC_ROUNDS = 5  # D re-copies rows that changed while it patched; more changes than this are left to repair()
+# The most recent retractions, and as many restores, whose vectors each repair run checks (settle_retractions).
+RETRACTION_CHECKS = 100
 
 
 class _PayloadState(NamedTuple):
@@ -185,4 +187,68 @@ def repair(
     if abandoned or unsynced:
         log.warning("ingest.repaired pending=%d unsynced=%d", abandoned, len(unsynced))
     republished = sources.settle_access(factory, store)  # source access changes left narrowed
-    return {"abandoned": abandoned, "synced": len(unsynced), "republished": len(republished)}
+    resynced = settle_retractions(factory, store)
+    return {"abandoned": abandoned, "synced": len(unsynced), "republished": len(republished),
+            "retractions_resynced": len(resynced)}
+
+
+# Versions retracted or restored, most recently first (each a scan of its partial index; no status clause, which
+# SQLite's planner would take the status index for), and two points of one: a chunk's point and a masked twin,
+# if the version has one (on a Qdrant cluster a version's points, its twins among them, may live on other shards,
+# and a patch can fail on some shards only). Only versions a search can reach are retracted or restored.
+_RECENTLY_RETRACTED = (
+    select(DocumentVersion.id).where(DocumentVersion.retracted_at.is_not(None))
+    .order_by(DocumentVersion.retracted_at.desc()).limit(bindparam("n"))
+)
+_RECENTLY_RESTORED = (
+    select(DocumentVersion.id).where(DocumentVersion.restored_at.is_not(None), DocumentVersion.retracted_at.is_(None))
+    .order_by(DocumentVersion.restored_at.desc()).limit(bindparam("n"))
+)
+_VERSION_POINT = select(Chunk.point_id).where(Chunk.version_id == bindparam("version_id")).limit(1)
+_VERSION_TWIN = (
+    select(Chunk.masked_point_id)
+    .where(Chunk.version_id == bindparam("version_id"), Chunk.masked_point_id.is_not(None)).limit(1)
+)
+
+
+def settle_retractions(
+    factory: sessionmaker[Session], store: VectorStore, *, recent: int = RETRACTION_CHECKS
+) -> list[str]:
+    """Copy SQL's retraction onto the vectors of the recently retracted or restored versions that do not carry it, and
+    return their ids. A retraction patches its vectors before it commits and a restore after, and either can be left
+    half done with its version marked synced: a restore whose reveal never ran (a crash) after a concurrent ingest's
+    step D had marked the version synced (hidden, and nothing left to reveal it), a retraction of a restored version
+    whose commit failed after its patch (hidden while SQL serves it), or a patch a Qdrant cluster applied on some
+    shards only (points that pass the filter although SQL holds their retraction: the search drops them at render,
+    but they take top_k slots). Two sampled points of each of the `recent` latest retractions and as many restores
+    are compared with SQL; versions marked unsynced are repair()'s own work. (A failed retraction of a version never
+    retracted before leaves no trace in SQL to check: retracting again or restoring settles it.)
+
+    A mismatch is confirmed under the version's row lock, which a retraction holds from its SQL write to its commit
+    (memory.retraction), so one in flight is never taken for stale: it commits first, and is then read. A confirmed
+    version is marked unsynced in that transaction (a crash leaves it to the next repair) and synced as repair()
+    syncs, the retracted flag included."""
+    with factory() as session:
+        expected = {vid: True for vid in session.scalars(_RECENTLY_RETRACTED, {"n": recent})}
+        expected.update({vid: False for vid in session.scalars(_RECENTLY_RESTORED, {"n": recent})})
+        samples = {pid: vid for vid in expected
+                   for pid in (session.scalar(_VERSION_POINT, {"version_id": vid}),
+                               session.scalar(_VERSION_TWIN, {"version_id": vid})) if pid is not None}
+    suspects = sorted({samples[p.id] for p in store.retrieve(list(samples))
+                       if p.payload.retracted != expected[samples[p.id]]})
+    stale = []
+    if suspects:
+        with transaction(factory) as session:
+            for vid in suspects:  # id order: the order sync_versions locks rows in
+                row = session.get(DocumentVersion, vid, with_for_update=True, populate_existing=True)
+                if row is None or row.status not in REACHABLE_STATUSES or not row.vectors_synced:
+                    continue  # gone, or unsynced: repair() syncs it
+                retracted = row.retracted_at is not None
+                if any(p.payload.retracted != retracted
+                       for p in store.retrieve([pid for pid, v in samples.items() if v == vid])):
+                    row.vectors_synced = False
+                    stale.append(vid)
+    if stale:
+        log.warning("vectors.retraction_resync versions=%d", len(stale))
+        sync_versions(factory, store, stale, include_retracted=True)
+    return stale

@@ -179,6 +179,9 @@ class RepairOut(BaseModel):
     abandoned: int = Field(description="Ingests left pending past the grace period, undone")
     synced: int = Field(description="Versions whose vectors were copied from SQL (a reveal or restore left unsynced)")
     republished: int = Field(description="Sources whose access change was left narrowed, given SQL's access")
+    retractions_resynced: int = Field(
+        0, description="Recently retracted or restored versions whose vectors did not carry SQL's retraction (a"
+        " restore whose reveal never ran, a retraction whose commit failed after its patch), synced from SQL")
     unindexed_points: int | None = Field(
         None, description="Embedded store: vector points no HNSW index covers (new since the last `memory optimize`;"
         " every search scores them exactly), also the gauge memory_vector_points_unindexed; null on a Qdrant server")

@@ -215,7 +215,7 @@ def test_repair_republishes_a_source_access_change_left_narrowed(env: Path):
         c.close()
     r = invoke("repair", "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output) == {"abandoned": 0, "synced": 0, "republished": 1}
+    assert json.loads(r.output) == {"abandoned": 0, "synced": 0, "republished": 1, "retractions_resynced": 0}
     r = invoke("repair")
     assert r.exit_code == 0 and "0 sources' access republished" in r.output
 

@@ -198,7 +198,7 @@ def test_repair_leaves_a_young_pending_version_to_its_ingest(container, src):
     results: list[dict[str, int]] = []
     hooked = Hooked(container.store, lambda: results.append(repair(container.sessions, container.store)), on="upsert")
     out = ingest(container, policy(100), store=hooked)
-    assert results == [{"abandoned": 0, "synced": 0, "republished": 0}]
+    assert results == [{"abandoned": 0, "synced": 0, "republished": 0, "retractions_resynced": 0}]
     assert out.status == "created" and served_versions(container) == {1}
 
 
@@ -207,7 +207,7 @@ def test_a_version_abandoned_by_repair_fails_its_ingest_cleanly(container, src):
     hooked = Hooked(container.store, lambda: results.append(repair(container.sessions, container.store,
                                                                    pending_grace_s=0)), on="upsert")
     out = ingest(container, policy(100), store=hooked)
-    assert results == [{"abandoned": 1, "synced": 0, "republished": 0}]
+    assert results == [{"abandoned": 1, "synced": 0, "republished": 0, "retractions_resynced": 0}]
     assert (out.status, out.error_code) == ("failed", "concurrent_update")
     assert isinstance(out.exception, ConflictError)
     assert count(container, DocumentVersion) == count(container, Document) == 0
@@ -224,9 +224,9 @@ def test_repair_abandons_a_stale_pending_version_and_its_empty_document(containe
     monkeypatch.undo()
     assert count(container, DocumentVersion) == count(container, Document) == 1
     within_grace = repair(container.sessions, container.store)
-    assert within_grace == {"abandoned": 0, "synced": 0, "republished": 0}
+    assert within_grace == {"abandoned": 0, "synced": 0, "republished": 0, "retractions_resynced": 0}
     assert repair(container.sessions, container.store, pending_grace_s=0) == {
-        "abandoned": 1, "synced": 0, "republished": 0}
+        "abandoned": 1, "synced": 0, "republished": 0, "retractions_resynced": 0}
     assert count(container, DocumentVersion) == count(container, Document) == 0
     assert container.store.count() == 0
 
@@ -341,7 +341,7 @@ def test_repair_leaves_a_committed_version_to_its_ingests_reveal(container, src)
     hooked = Hooked(container.store, lambda: results.append(repair(container.sessions, container.store)),
                     on="patch", when=lambda patch, durable: patch.committed is True)
     out = ingest(container, policy(100), store=hooked)
-    assert results == [{"abandoned": 0, "synced": 0, "republished": 0}]
+    assert results == [{"abandoned": 0, "synced": 0, "republished": 0, "retractions_resynced": 0}]
     assert out.status == "created" and out.revealed and served_versions(container) == {1}
     from memory.vector_sync import REVEALING
 

@@ -161,7 +161,8 @@ def test_crash_before_reveal_is_finished_by_repair(container, src, monkeypatch):
     [v1] = ingest(container, ("a.md", DOC_V1))
     monkeypatch.undo()
     assert visible(container) == 0  # committed in SQL but not yet revealed: invisible, never half-visible
-    assert repair(container.sessions, container.store) == {"abandoned": 0, "synced": 1, "republished": 0}
+    assert repair(container.sessions, container.store) == {"abandoned": 0, "synced": 1, "republished": 0,
+                                                           "retractions_resynced": 0}
     assert visible(container) == v1.chunks
 
 

@@ -185,7 +185,8 @@ def test_repair_publishes_a_committed_access_change_whose_publish_never_ran(
     sales = api.principal("sam", groups=["sales"], clearance="restricted", jurisdiction="UK")
     assert _hits(api.search(sales, "merger"))
     assert _group_filtered(api, monkeypatch, sales, "merger") == []
-    assert repair(api.container.sessions, api.container.store) == {"abandoned": 0, "synced": 0, "republished": 1}
+    assert repair(api.container.sessions, api.container.store) == {"abandoned": 0, "synced": 0, "republished": 1,
+                                                                   "retractions_resynced": 0}
     assert _access(api, ids) == {(("eng", "sales"), "UK")}
     assert _group_filtered(api, monkeypatch, sales, "merger")
 
@@ -205,16 +206,16 @@ def test_an_admin_runs_repair_through_the_api_and_it_is_audited(api: Any) -> Non
     assert (r.status_code, r.json()["error"]["code"]) == (403, "missing_role")
     r = api.client.post("/v1/admin/repair", headers=api.admin)
     assert r.status_code == 200, r.text
-    assert {k: r.json()[k] for k in ("abandoned", "synced", "republished")} == {"abandoned": 0, "synced": 0,
-                                                                                 "republished": 1}
+    assert {k: r.json()[k] for k in ("abandoned", "synced", "republished", "retractions_resynced")} == {
+        "abandoned": 0, "synced": 0, "republished": 1, "retractions_resynced": 0}
     assert _access(api, _point_ids(api, "s1")) == {(("eng", "sales"), "EU")}
     out = api.client.post("/v1/admin/repair", headers=api.admin).json()
     assert out["republished"] == 0
     assert out["unindexed_points"] == api.container.store.stats()["points"] > 0  # a tiny store: none indexed
     with api.container.sessions() as s:
         bodies = [b for b in s.scalars(select(AuditRecord.body)) if b.get("action") == "maintenance.repair"]
-    assert bodies == [{"action": "maintenance.repair", "target": "vectors",
-                       "details": {"abandoned": 0, "synced": 0, "republished": 1}}]  # a run that fixed nothing: none
+    assert bodies == [{"action": "maintenance.repair", "target": "vectors",  # a run that fixed nothing: none
+                       "details": {"abandoned": 0, "synced": 0, "republished": 1, "retractions_resynced": 0}}]
 
 
 def test_the_repair_loop_settles_a_narrowed_source_while_the_api_runs(api: Any) -> None:
@@ -248,7 +249,7 @@ def test_a_failed_repair_run_is_logged_and_the_loop_goes_on(api: Any, caplog: An
     assert loop.run_once() is None
     assert "maintenance.repair_failed error=RuntimeError" in caplog.text
     assert RepairLoop(api.container.sessions, api.container.store, interval_s=60, pending_grace_s=900).run_once() == {
-        "abandoned": 0, "synced": 0, "republished": 0}
+        "abandoned": 0, "synced": 0, "republished": 0, "retractions_resynced": 0}
     with pytest.raises(ValueError):
         RepairLoop(api.container.sessions, api.container.store, interval_s=0, pending_grace_s=900)
 

@@ -7,7 +7,7 @@ import threading
 from sqlalchemy import select
 
 from classifiers.types import Label
-from memory import retraction
+from memory import retraction, vector_sync
 from memory import search as search_svc
 from memory.db import transaction
 from memory.models import Chunk, DocumentVersion
@@ -180,3 +180,107 @@ def test_a_restore_whose_reveal_never_ran_is_revealed_by_uploading_the_same_byte
     assert up.status_code == 200 and up.json()["status"] == "unchanged" and up.json()["revealed"], up.text
     assert _hit_ids(api, reader)  # the retry finished the restore's reveal, the retracted flag included
     assert repair(c.sessions, c.store)["synced"] == 0
+
+
+def _retracted_flags(c, version_id):
+    with c.sessions() as s:
+        ids = [pid for row in s.execute(select(Chunk.point_id, Chunk.masked_point_id)
+                                        .where(Chunk.version_id == version_id)) for pid in row if pid]
+    return {p.payload.retracted for p in c.store.retrieve(ids)}
+
+
+def test_repair_reveals_a_restore_that_an_ingest_marked_synced_before_its_reveal_ran(api, monkeypatch):
+    """The race the last gap of step D left: a restore of the superseded version commits while a new version's
+    ingest is in step D (after its patch, before its mark), and the process dies before the restore's reveal.
+    Step D marks the version synced (its state, the retracted flag aside, did not change), so nothing was left
+    unsynced for repair: the restored version stayed hidden for good. Repair's retraction check finds it."""
+    steward, _, doc = _setup(api)
+    c = api.container
+    old = doc["version_id"]
+    assert api.client.post(f"/v1/documents/{doc['document_id']}/retract", headers=steward,
+                           json={"reason": "x"}).status_code == 200
+    real_mark = vector_sync._mark_synced
+    restored = []
+
+    def restore_then_mark(factory, copied, include_retracted):
+        if not restored:  # the restore commits between step D's patch and its mark; its reveal never runs
+            with transaction(c.sessions) as s:
+                who = resolve_effective(s, caller=get_principal(s, principal_id="st"), acting_for=None)
+                retraction.restore(s, version_id=old, reason="back", actor_effective=who)
+            restored.append(old)
+        return real_mark(factory, copied, include_retracted)
+
+    monkeypatch.setattr(vector_sync, "_mark_synced", restore_then_mark)
+    up = api.upload("s1", "exp.md", DOC + "\nTaxi fares are reimbursed in full.\n", headers=steward)
+    assert up.status_code == 201 and up.json()["status"] == "updated", up.text
+    monkeypatch.undo()
+    assert restored == [old]
+    with c.sessions() as s:
+        row = s.get(DocumentVersion, old)
+        assert row.retracted_at is None and row.vectors_synced  # SQL: restored, and marked in sync
+    assert _retracted_flags(c, old) == {True}  # the vectors: still retracted
+    r = api.client.post("/v1/admin/repair", headers=api.admin)
+    assert r.status_code == 200, r.text
+    assert {k: r.json()[k] for k in ("abandoned", "synced", "republished", "retractions_resynced")} == {
+        "abandoned": 0, "synced": 0, "republished": 0, "retractions_resynced": 1}
+    assert _retracted_flags(c, old) == {False}
+    with c.sessions() as s:
+        assert s.get(DocumentVersion, old).vectors_synced
+    assert repair(c.sessions, c.store)["retractions_resynced"] == 0  # settled
+    audit = api.client.get("/v1/audit", headers=api.admin, params={"action": "maintenance.repair"}).json()
+    assert [r["body"]["details"]["retractions_resynced"] for r in audit["records"]] == [1]
+
+
+def test_repair_hides_a_retracted_version_whose_points_missed_the_retraction_patch(api):
+    """A retraction SQL holds whose patch some points never got (a Qdrant cluster applies an operation on some
+    shards only): those points pass the filter (the search drops them at render, SQL's retraction wins) and take
+    top_k slots. Repair's retraction check copies the flag from SQL."""
+    steward, reader, doc = _setup(api)
+    c = api.container
+    vid = doc["version_id"]
+    assert api.client.post(f"/v1/documents/{doc['document_id']}/retract", headers=steward,
+                           json={"reason": "x"}).status_code == 200
+    assert _hit_ids(api, reader) == []
+    with c.sessions() as s:
+        ids = tuple(s.scalars(select(Chunk.point_id).where(Chunk.version_id == vid)))
+    c.store.patch(Selector(point_ids=ids), PayloadPatch(retracted=False))  # the shard that missed the patch
+    assert _hit_ids(api, reader) == []  # SQL still wins at render: dropped, and logged as a disagreement
+    assert repair(c.sessions, c.store)["retractions_resynced"] == 1
+    assert _retracted_flags(c, vid) == {True}
+    assert repair(c.sessions, c.store)["retractions_resynced"] == 0
+
+
+def test_the_retraction_check_waits_for_a_retraction_in_flight_instead_of_undoing_it(api):
+    """A retraction patches its vectors before it commits: a check reading SQL in between sees the version
+    restored and its vectors retracted. It confirms under the version's row lock, which the retraction holds
+    until it commits, so it then reads the retraction and leaves the vectors as they are."""
+    steward, reader, doc = _setup(api)
+    c = api.container
+    vid = doc["version_id"]
+    for action in ("retract", "restore"):
+        assert api.client.post(f"/v1/documents/{doc['document_id']}/{action}", headers=steward,
+                               json={"reason": "x", "version": 1}).status_code == 200
+    patched, release, result = threading.Event(), threading.Event(), []
+
+    def retract_slowly():
+        with transaction(c.sessions) as s:
+            who = resolve_effective(s, caller=get_principal(s, principal_id="st"), acting_for=None)
+            retraction.retract(s, c.store, version_id=vid, reason="again", actor_effective=who)
+            patched.set()
+            release.wait(10)
+
+    t = threading.Thread(target=retract_slowly)
+    t.start()
+    assert patched.wait(10)
+    # On PostgreSQL the check reads the version restored (the retraction has not committed) and its points
+    # retracted, and waits for the row lock to confirm; on SQLite its first read already waits for the writer.
+    checker = threading.Thread(target=lambda: result.append(vector_sync.settle_retractions(c.sessions, c.store)))
+    checker.start()
+    checker.join(0.5)
+    assert checker.is_alive() and not result  # waiting for the retraction
+    release.set()
+    t.join(10)
+    checker.join(10)
+    assert result == [[]]
+    assert _retracted_flags(c, vid) == {True}
+    assert _hit_ids(api, reader) == []
