@@ -191,6 +191,15 @@ class Container:
 
         return watch_index(self.store, warn_above=self.settings.unindexed_warn_points)
 
+    def note_ingest(self) -> None:
+        """After an API upload stored points: read the index backlog (`watch_index`), so that what the API ingests
+        is gauged, and warned about, as it piles up rather than at the next repair run. Best effort: the upload
+        has committed, and a failed read must not fail it."""
+        try:
+            self.watch_index()
+        except Exception as exc:
+            log.warning("vectors.watch_index_failed error=%s", type(exc).__name__)
+
     def close(self) -> None:
         batcher = self.__dict__.get("query_embedder")
         if batcher is not None and batcher is not self.__dict__.get("embedder"):

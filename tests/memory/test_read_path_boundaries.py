@@ -281,6 +281,30 @@ def test_the_repair_loop_gauges_unindexed_points_and_survives_a_failed_read(api:
     assert "maintenance.watch_index_failed error=RuntimeError" in caplog.text
 
 
+def test_an_upload_gauges_the_index_backlog_and_a_failed_read_does_not_fail_it(
+    api: Any, caplog: Any, monkeypatch: Any
+) -> None:
+    """What the API ingests is gauged as it lands (the embedded store has no background optimizer), not only at
+    the next repair run; the upload has committed, so a failed read is logged, never returned as an error."""
+    from prometheus_client import REGISTRY
+
+    api.source("s1", read_groups=["eng"])
+    monkeypatch.setattr(api.container.settings, "unindexed_warn_points", 0)
+    assert api.upload("s1", "plan.md", "# Plan\n\nThe merger closes in March.").status_code == 201
+    points = api.container.store.stats()["points"]
+    assert points > 0 and REGISTRY.get_sample_value("memory_vector_points_unindexed") == points  # a tiny store
+    assert f"vectors.unindexed points={points} of={points}" in caplog.text
+
+    def down() -> dict[str, int]:
+        raise RuntimeError("vector store down")
+
+    monkeypatch.setattr(api.container.store, "stats", down)
+    r = api.upload("s1", "memo.md", "# Memo\n\nThe audit starts in April.")
+    assert r.status_code == 201, r.text
+    assert "vectors.watch_index_failed error=RuntimeError" in caplog.text
+    assert api.upload("s1", "memo.md", "# Memo\n\nThe audit starts in April.").status_code == 200  # unchanged
+
+
 def test_the_in_transit_jurisdiction_is_reserved() -> None:
     with pytest.raises(PolicyError):
         normalise_jurisdiction(JURISDICTION_IN_TRANSIT.lower())

@@ -107,4 +107,6 @@ def upload_document(
     )
     if outcome.status == "unchanged":
         response.status_code = 200
+    else:
+        container.note_ingest()  # the embedded index's backlog grew
     return presenters.ingest(outcome)
