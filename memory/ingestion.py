@@ -60,6 +60,12 @@ class DocumentProcessor(Protocol):
 
     def process_many(self, items: Sequence[IngestItem]) -> list[ProcessedDocument | IngestError]: ...
 
+    @property
+    def classification_versions(self) -> tuple[str, str, str]:
+        """(pipeline, classifier, label map) versions it records on what it processes (`_classified_as`): the
+        latest version's bytes, processed under other versions, are processed again (`reprocessed`)."""
+        ...
+
     def wait_ready(self) -> None:
         """Block until a file would be processed at full speed (e.g. a parse worker has loaded)."""
         ...
@@ -96,6 +102,9 @@ class IngestOutcome:
     # False: committed, but revealing its vectors (step D) failed, so the previous version is still served;
     # uploading the same bytes again, or repair(), finishes it.
     revealed: bool = True
+    # `updated` with the latest version's own bytes: it was processed by an older pipeline, classifier or label
+    # map (`_classified_as`), so the bytes were processed again and stored as a new version.
+    reprocessed: bool = False
     # The error behind a `failed` outcome, so a single upload can answer with its status (a ServiceError's 503 or
     # 409; anything unexpected, 500).
     exception: Exception | None = field(default=None, repr=False, compare=False)
@@ -111,6 +120,7 @@ class _Activation:
     chunks: int
     to_sync: tuple[str, ...]
     to_heal: tuple[str, ...] = ()  # left unsynced before this ingest (_ToReveal.heal)
+    reprocessed: bool = False  # the same bytes as the version it supersedes, classified anew (IngestOutcome)
 
 
 @dataclass
@@ -166,6 +176,13 @@ def masked_point_id_for(chunk_id: str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{chunk_id}\0masked-twin"))
 
 
+def _classified_as(v: DocumentVersion) -> tuple[str, str, str]:
+    """The (pipeline, classifier, label map) versions a stored version was processed under: with the same bytes,
+    a version processed under others may hold other labels, personal data or masking (a classifier that finds
+    more, names classified since ingest-2, a label map an admin changed), so it is not `unchanged`."""
+    return v.pipeline_version, v.classifier_version, v.label_map_version
+
+
 def _latest(session: Session, document_id: str) -> DocumentVersion | None:
     return session.execute(
         select(DocumentVersion)
@@ -190,7 +207,7 @@ def ingest_files(
         src = sources_svc.get(session, source_id=source_id)
         # Read now for the points of step B; step C re-reads them under the source lock (they may change meanwhile).
         floor, groups, juris = Label(src.floor), sources_svc.read_groups(src), src.jurisdiction
-    outcomes, todo, heal = _unchanged_files(factory, source_id, files)
+    outcomes, todo, heal = _unchanged_files(factory, source_id, files, processor.classification_versions)
     stored = _ToReveal()
     try:
         stored.add(heal=heal)
@@ -219,7 +236,7 @@ def ingest_files(
 
 
 def _unchanged_files(
-    factory: sessionmaker[Session], source_id: str, files: Sequence[FileInput]
+    factory: sessionmaker[Session], source_id: str, files: Sequence[FileInput], current: tuple[str, str, str]
 ) -> tuple[dict[int, IngestOutcome], list[int], list[str]]:
     """Outcomes of files whose bytes are the document's latest version, the indexes of the others, and the
     versions to reveal: an upload that committed but failed step D is finished by its retry."""
@@ -230,7 +247,8 @@ def _unchanged_files(
         for i, f in enumerate(files):
             doc_id = document_id_for(source_id, f.external_key)
             latest = _latest(session, doc_id)
-            if latest is not None and latest.sha256 == hashlib.sha256(f.data).hexdigest():
+            if (latest is not None and latest.sha256 == hashlib.sha256(f.data).hexdigest()
+                    and _classified_as(latest) == current):
                 outcomes[i] = IngestOutcome(f.external_key, "unchanged", doc_id, latest.version, latest.id,
                                             chunks=latest.chunk_count)
                 if not latest.vectors_synced:
@@ -338,6 +356,7 @@ def _store_document(
         file.external_key, done.status, doc_id, done.version, vid, chunks=done.chunks, embedded=embedded,
         entity_counts=doc.entity_counts, timings_s={**doc.timings_s, "store": time.perf_counter() - t_store},
         warnings=[{"code": w.code, "message": w.message, "attachment": w.attachment} for w in doc.warnings],
+        reprocessed=done.reprocessed,
     )
 
 
@@ -439,7 +458,8 @@ def _activate(
     previous = _latest(session, doc_id)
     if previous is not None and previous.version > version.version:
         raise ConflictError("a newer version was stored concurrently; retry", code="concurrent_update")
-    if previous is not None and previous.sha256 == version.sha256:
+    same_bytes = previous is not None and previous.sha256 == version.sha256
+    if previous is not None and same_bytes and _classified_as(previous) == _classified_as(version):
         heal = tuple(unsynced_versions(session, doc_id)) if not previous.vectors_synced else ()
         return _Activation("unchanged", previous.version, previous.id, previous.chunk_count, (), heal)
     _restamp_access(store, src, vid, written)
@@ -472,12 +492,13 @@ def _activate(
             # And the masked texts of chunks with personal data embedded (their masked twins' vectors).
             "embedded_masked": sum(1 for c in doc.chunks if c.masked_vector is not None
                                    and not c.masked_embedding_cached),
+            **({"reprocessed": True} if same_bytes else {}),
         }),
         principal_id=actor, acting_for=acting_for, source_id=source_id, document_id=doc_id,
     )
     mine = (vid,) + ((previous.id,) if previous is not None and not left_unsynced else ())
     return _Activation(status, version.version, vid, len(chunk_rows), mine,
-                       (previous.id,) if previous is not None and left_unsynced else ())
+                       (previous.id,) if previous is not None and left_unsynced else (), reprocessed=same_bytes)
 
 
 def _restamp_access(store: VectorStore, src: Source, version_id: str, written: _Access) -> None:

@@ -44,7 +44,8 @@ def ingest(o: IngestOutcome) -> s.IngestOut:
     return s.IngestOut(
         external_key=o.external_key, status=o.status,  # type: ignore[arg-type]
         document_id=o.document_id, version=o.version, version_id=o.version_id, chunks=o.chunks,
-        embedded=o.embedded, revealed=o.revealed, entity_counts=o.entity_counts, error_code=o.error_code,
+        embedded=o.embedded, revealed=o.revealed, reprocessed=o.reprocessed, entity_counts=o.entity_counts,
+        error_code=o.error_code,
         error=o.error,
         warnings=[s.IngestWarningOut.model_validate(w) for w in o.warnings],
     )

@@ -1,0 +1,89 @@
+"""The same bytes, processed by an older pipeline, classifier or label map, are not `unchanged`: they are
+classified again and stored as a new version (memory.ingestion `_classified_as`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+
+from memory.models import AuditRecord, Chunk, DocumentVersion
+
+DOC = "# Travel\n\nTrain tickets are booked through the travel desk.\n"
+
+
+def _versions(api: Any) -> list[tuple[int, str, str]]:
+    with api.container.sessions() as s:
+        return [(v.version, v.status, v.pipeline_version)
+                for v in s.scalars(select(DocumentVersion).order_by(DocumentVersion.version))]
+
+
+def test_the_same_bytes_processed_by_an_older_pipeline_are_processed_again(api: Any) -> None:
+    api.source("s1", read_groups=["g"])
+    first = api.upload("s1", "travel.md", DOC)
+    assert first.status_code == 201 and not first.json()["reprocessed"], first.text
+    again = api.upload("s1", "travel.md", DOC)
+    assert (again.status_code, again.json()["status"], again.json()["reprocessed"]) == (200, "unchanged", False)
+    current = api.container.pipeline.classification_versions
+    with api.container.sessions() as s:  # stored by the pipeline before names were classified
+        s.execute(update(DocumentVersion).values(pipeline_version="ingest-1"))
+        s.commit()
+    redo = api.upload("s1", "travel.md", DOC)
+    assert redo.status_code == 201, redo.text
+    assert (redo.json()["status"], redo.json()["version"], redo.json()["reprocessed"]) == ("updated", 2, True)
+    assert _versions(api) == [(1, "superseded", "ingest-1"), (2, "active", current[0])]
+    then = api.upload("s1", "travel.md", DOC)
+    assert (then.status_code, then.json()["status"], then.json()["version"]) == (200, "unchanged", 2)
+    with api.container.sessions() as s:
+        details = [r.body["details"] for r in s.scalars(select(AuditRecord).where(AuditRecord.event == "write"))
+                   if r.body.get("action") == "document.ingest"]
+    assert [d.get("reprocessed", False) for d in details] == [False, True]
+    reader = api.principal("r", groups=["g"])
+    hits = api.search(reader, "train tickets travel desk").json()["hits"]
+    assert {h["citation"]["version"] for h in hits} == {2}
+
+
+def test_a_changed_label_map_or_classifier_version_reprocesses_too(api: Any) -> None:
+    api.source("s1", read_groups=["g"])
+    assert api.upload("s1", "travel.md", DOC).status_code == 201
+    for column in ("classifier_version", "label_map_version"):
+        with api.container.sessions() as s:
+            s.execute(update(DocumentVersion).where(DocumentVersion.status == "active").values({column: "older"}))
+            s.commit()
+        r = api.upload("s1", "travel.md", DOC)
+        assert (r.status_code, r.json()["reprocessed"]) == (201, True), (column, r.text)
+    assert [v for v, _, _ in _versions(api)] == [1, 2, 3]
+
+
+def test_real_stack_a_version_stored_before_names_were_classified_is_classified_on_its_next_ingest(
+    real_api: Any, monkeypatch: Any
+) -> None:
+    """Stored by ingest-1 before names were classified (emulated: no shown names, the old version string), a
+    review named after its subject holds no personal data, so a caller denied personal data in that
+    jurisdiction is served it, its file name with it. The same bytes uploaded again after the upgrade are
+    classified with their name: the chunk is personal, withheld from that caller, masked for one who reads it
+    masked."""
+    import ingest.pipeline as pipeline_mod
+
+    api = real_api
+    api.source("hr", jurisdiction="EU", read_groups=["g"])
+    review = "# Performance review\n\nExceeded expectations this year and is recommended for promotion.\n"
+    with monkeypatch.context() as old:
+        old.setattr(pipeline_mod, "PIPELINE_VERSION", "ingest-1")
+        old.setattr(pipeline_mod, "_shown_names", lambda staged: ())
+        assert api.upload("hr", "Jonas_Weber_performance_review.md", review).status_code == 201
+    india = api.principal("ira", groups=["g"], clearance="restricted", jurisdiction="IN")  # EU->IN: deny_personal
+    us = api.principal("bob", groups=["g"], clearance="restricted", jurisdiction="US")  # EU->US: allow_masked
+    [leak] = api.search(india, "recommended for promotion", top_k=3).json()["hits"]
+    assert not leak["masked"] and "Jonas_Weber" in leak["citation"]["document_uri"]
+
+    redo = api.upload("hr", "Jonas_Weber_performance_review.md", review)
+    assert redo.status_code == 201 and redo.json()["reprocessed"], redo.text
+    with api.container.sessions() as s:
+        assert [c.personal for c in s.scalars(select(Chunk).join(DocumentVersion)
+                                              .where(DocumentVersion.status == "active"))] == [True]
+    denied = api.search(india, "recommended for promotion", top_k=3).json()
+    assert denied["hits"] == []
+    assert [(w["reason"], w["count"]) for w in denied["policy"]["withheld"]] == [("jurisdiction", 1)]
+    [masked] = api.search(us, "recommended for promotion", top_k=3).json()["hits"]
+    assert masked["masked"] and masked["citation"]["document_uri"] == "upload://hr/<PERSON>_performance_review.md"
