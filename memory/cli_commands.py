@@ -220,6 +220,39 @@ def search(
         out.print(f"withheld: {w['count']} from {w['source_id']} ({w['reason']}); ask {w['steward']}", markup=False)
 
 
+@app.command("stale-versions")
+def stale_versions_cmd(
+    source: Annotated[str | None, typer.Option("--source", help="Only this source's documents.")] = None,
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
+) -> None:
+    """Documents whose current version an older pipeline, classifier or label map processed (after an upgrade):
+    ingesting their bytes again classifies them anew (docs/operations.md, "Reprocessing after an upgrade")."""
+    from memory import documents, sources
+
+    def _do(c: Container) -> tuple[tuple[str, str, str], list[dict[str, Any]]]:
+        current = c.pipeline.classification_versions
+        with c.sessions() as s:
+            if source is not None:
+                sources.get(s, source_id=source)  # unknown source: one clear error
+            return current, [
+                {"document_id": v.document_id, "version": v.version, "uri": v.uri, "pipeline": v.pipeline_version,
+                 "classifier": v.classifier_version, "label_map": v.label_map_version}
+                for v in documents.stale_versions(s, current=current, source_id=source)
+            ]
+
+    current, stale = run(data_dir, _do)
+    if as_json:
+        print_json({"current": dict(zip(("pipeline", "classifier", "label_map"), current, strict=True)),
+                    "stale": stale})
+        return
+    for v in stale:
+        out.print(f"{v['document_id']} v{v['version']} {v['uri']} (pipeline {v['pipeline']}, classifier "
+                  f"{v['classifier']}, label map {v['label_map']})", markup=False, soft_wrap=True)
+    out.print(f"{len(stale)} documents to ingest again (current: pipeline {current[0]}, classifier {current[1]}, "
+              f"label map {current[2]})", markup=False, soft_wrap=True)
+
+
 @app.command("optimize")
 def optimize_cmd(data_dir: DataDir = None) -> None:
     """Build the embedded vector index now (run while the API is stopped: one process owns the store)."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.errors import DocumentTooLargeError, IngestError
@@ -165,3 +165,21 @@ def versions(session: Session, *, document_id: str) -> list[DocumentVersion]:
         .order_by(DocumentVersion.version)
     ).scalars())
 
+
+def stale_versions(
+    session: Session, *, current: tuple[str, str, str], source_id: str | None = None
+) -> list[DocumentVersion]:
+    """The documents' current versions that a pipeline, classifier or label map other than `current` processed
+    (`memory.ingestion._classified_as`): their labels, personal data and masking are as those found them, until
+    their source sends their bytes again (docs/operations.md, "Reprocessing after an upgrade")."""
+    pipeline, classifier, label_map = current
+    q = (
+        select(DocumentVersion).join(Document, Document.id == DocumentVersion.document_id)
+        .where(DocumentVersion.status == "active",
+               or_(DocumentVersion.pipeline_version != pipeline, DocumentVersion.classifier_version != classifier,
+                   DocumentVersion.label_map_version != label_map))
+        .order_by(Document.source_id, DocumentVersion.document_id)
+    )
+    if source_id is not None:
+        q = q.where(Document.source_id == source_id)
+    return list(session.scalars(q))

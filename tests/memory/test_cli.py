@@ -159,6 +159,34 @@ def _hr_source_with_one_document(env: Path) -> None:
     assert invoke("ingest", "hr", str(env / "docs"), "--no-optimize").exit_code == 0
 
 
+def test_stale_versions_lists_what_an_older_pipeline_processed_until_it_is_ingested_again(env: Path):
+    from sqlalchemy import update
+
+    from memory.models import DocumentVersion
+    from memory.settings import Settings
+
+    _hr_source_with_one_document(env)
+    r = invoke("stale-versions", "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output)
+    assert report["stale"] == [] and report["current"]["pipeline"] == "ingest-2"
+    c = Container(Settings())  # type: ignore[call-arg]
+    try:  # stored before the upgrade
+        with transaction(c.sessions) as s:
+            s.execute(update(DocumentVersion).values(pipeline_version="ingest-1"))
+    finally:
+        c.close()
+    r = invoke("stale-versions", "--source", "hr")
+    assert r.exit_code == 0, r.output
+    assert "v1 file://" in r.output and "(pipeline ingest-1," in r.output
+    assert "1 documents to ingest again (current: pipeline ingest-2," in r.output
+    r = invoke("ingest", "hr", str(env / "docs"), "--no-optimize", "--json")
+    assert r.exit_code == 0 and [(o["status"], o["reprocessed"]) for o in json.loads(r.output)] == [("updated", True)]
+    assert json.loads(invoke("stale-versions", "--json").output)["stale"] == []
+    r = invoke("stale-versions", "--source", "nope")
+    assert r.exit_code != 0 and "source_not_found" in r.output
+
+
 def test_optimize_says_how_many_points_no_index_covers_before_and_after(env: Path):
     _hr_source_with_one_document(env)
     r = invoke("optimize")
