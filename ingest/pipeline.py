@@ -50,15 +50,11 @@ from ingest.types import (
     ProcessedChunk,
     ProcessedDocument,
 )
+from ingest.versioning import PIPELINE_VERSION
 from ingest.workers import Parser, make_parser
 
 logger = logging.getLogger(__name__)
 
-# Bumped whenever what the pipeline makes of the same bytes changes in a way governance reads (labels, personal
-# data, PII spans, masked texts): stored versions processed otherwise are processed again when their bytes come
-# again (memory.ingestion). ingest-2: the names shown beside a document's text (file name, key, URI, attachment
-# names) are classified with it, and their personal data masked wherever the text repeats it.
-PIPELINE_VERSION = "ingest-2"
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 # Chunks one document may make. Classifying and embedding take ~43 ms a chunk on two cores (23 chunks/s),
 # so the byte limit alone lets one 50 MB text file hold an ingest for an hour: 5,000 chunks (about a
@@ -142,12 +138,6 @@ class IngestPipeline:
             raise ValueError("max_chunks must be positive")
         self.max_chunks = max_chunks
         self.parser = parser or make_parser(timeout_s=parse_timeout_s)
-
-    @property
-    def classification_versions(self) -> tuple[str, str, str]:
-        """(pipeline, classifier, label map) versions this pipeline records on what it processes: the stages that
-        decide a chunk's label, personal data and masking. A stored version processed under others is stale."""
-        return PIPELINE_VERSION, self.classifier.version, self.label_map.version
 
     def wait_ready(self) -> None:
         """Block until the parser is loaded (the parse worker, when there is one)."""

@@ -226,31 +226,26 @@ def stale_versions_cmd(
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
 ) -> None:
-    """Documents whose current version an older pipeline, classifier or label map processed (after an upgrade):
-    ingesting their bytes again classifies them anew (docs/operations.md, "Reprocessing after an upgrade")."""
+    """Documents whose current version an older pipeline processed (after an upgrade): ingesting their bytes
+    again classifies them anew (docs/operations.md, "Reprocessing after an upgrade")."""
+    from ingest.versioning import PIPELINE_VERSION
     from memory import documents, sources
 
-    def _do(c: Container) -> tuple[tuple[str, str, str], list[dict[str, Any]]]:
-        current = c.pipeline.classification_versions
+    def _do(c: Container) -> list[dict[str, Any]]:
         with c.sessions() as s:
             if source is not None:
                 sources.get(s, source_id=source)  # unknown source: one clear error
-            return current, [
-                {"document_id": v.document_id, "version": v.version, "uri": v.uri, "pipeline": v.pipeline_version,
-                 "classifier": v.classifier_version, "label_map": v.label_map_version}
-                for v in documents.stale_versions(s, current=current, source_id=source)
-            ]
+            return [{"document_id": v.document_id, "version": v.version, "uri": v.uri, "pipeline": v.pipeline_version}
+                    for v in documents.stale_versions(s, source_id=source)]
 
-    current, stale = run(data_dir, _do)
+    stale = run(data_dir, _do)
     if as_json:
-        print_json({"current": dict(zip(("pipeline", "classifier", "label_map"), current, strict=True)),
-                    "stale": stale})
+        print_json({"pipeline": PIPELINE_VERSION, "stale": stale})
         return
     for v in stale:
-        out.print(f"{v['document_id']} v{v['version']} {v['uri']} (pipeline {v['pipeline']}, classifier "
-                  f"{v['classifier']}, label map {v['label_map']})", markup=False, soft_wrap=True)
-    out.print(f"{len(stale)} documents to ingest again (current: pipeline {current[0]}, classifier {current[1]}, "
-              f"label map {current[2]})", markup=False, soft_wrap=True)
+        out.print(f"{v['document_id']} v{v['version']} {v['uri']} (pipeline {v['pipeline']})", markup=False,
+                  soft_wrap=True)
+    out.print(f"{len(stale)} documents to ingest again (pipeline {PIPELINE_VERSION})", markup=False, soft_wrap=True)
 
 
 @app.command("optimize")

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.errors import DocumentTooLargeError, IngestError
+from ingest.versioning import PIPELINE_VERSION, older_pipeline
 from memory.errors import NotFoundError, ValidationFailedError
 from memory.ingestion import DocumentProcessor, FileInput, IngestOutcome, ingest_files
 from memory.models import Document, DocumentVersion, Source
@@ -166,20 +167,17 @@ def versions(session: Session, *, document_id: str) -> list[DocumentVersion]:
     ).scalars())
 
 
-def stale_versions(
-    session: Session, *, current: tuple[str, str, str], source_id: str | None = None
-) -> list[DocumentVersion]:
-    """The documents' current versions that a pipeline, classifier or label map other than `current` processed
-    (`memory.ingestion._classified_as`): their labels, personal data and masking are as those found them, until
-    their source sends their bytes again (docs/operations.md, "Reprocessing after an upgrade")."""
-    pipeline, classifier, label_map = current
+def stale_versions(session: Session, *, source_id: str | None = None) -> list[DocumentVersion]:
+    """The documents' current versions that an older pipeline generation processed and that an ingest of their
+    bytes would process again (`memory.ingestion._reprocesses`; retracted ones are not): their labels, personal
+    data and masking are as that pipeline found them until their source sends them again (docs/operations.md,
+    "Reprocessing after an upgrade")."""
     q = (
         select(DocumentVersion).join(Document, Document.id == DocumentVersion.document_id)
-        .where(DocumentVersion.status == "active",
-               or_(DocumentVersion.pipeline_version != pipeline, DocumentVersion.classifier_version != classifier,
-                   DocumentVersion.label_map_version != label_map))
+        .where(DocumentVersion.status == "active", DocumentVersion.retracted_at.is_(None),
+               DocumentVersion.pipeline_version != PIPELINE_VERSION)
         .order_by(Document.source_id, DocumentVersion.document_id)
     )
     if source_id is not None:
         q = q.where(Document.source_id == source_id)
-    return list(session.scalars(q))
+    return [v for v in session.scalars(q) if older_pipeline(v.pipeline_version)]

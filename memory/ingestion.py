@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from classifiers.types import Label
 from ingest.errors import IngestError
 from ingest.types import ProcessedDocument
+from ingest.versioning import older_pipeline
 from memory import audit, db_errors, withholdable
 from memory import sources as sources_svc
 from memory.clock import utcnow
@@ -59,12 +60,6 @@ class DocumentProcessor(Protocol):
     """What the workflow needs of ingest.pipeline.IngestPipeline."""
 
     def process_many(self, items: Sequence[IngestItem]) -> list[ProcessedDocument | IngestError]: ...
-
-    @property
-    def classification_versions(self) -> tuple[str, str, str]:
-        """(pipeline, classifier, label map) versions it records on what it processes (`_classified_as`): the
-        latest version's bytes, processed under other versions, are processed again (`reprocessed`)."""
-        ...
 
     def wait_ready(self) -> None:
         """Block until a file would be processed at full speed (e.g. a parse worker has loaded)."""
@@ -102,8 +97,8 @@ class IngestOutcome:
     # False: committed, but revealing its vectors (step D) failed, so the previous version is still served;
     # uploading the same bytes again, or repair(), finishes it.
     revealed: bool = True
-    # `updated` with the latest version's own bytes: it was processed by an older pipeline, classifier or label
-    # map (`_classified_as`), so the bytes were processed again and stored as a new version.
+    # `updated` with the latest version's own bytes: an older pipeline had processed them (`_reprocesses`), so
+    # they were processed again and stored as a new version.
     reprocessed: bool = False
     # The error behind a `failed` outcome, so a single upload can answer with its status (a ServiceError's 503 or
     # 409; anything unexpected, 500).
@@ -176,11 +171,13 @@ def masked_point_id_for(chunk_id: str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{chunk_id}\0masked-twin"))
 
 
-def _classified_as(v: DocumentVersion) -> tuple[str, str, str]:
-    """The (pipeline, classifier, label map) versions a stored version was processed under: with the same bytes,
-    a version processed under others may hold other labels, personal data or masking (a classifier that finds
-    more, names classified since ingest-2, a label map an admin changed), so it is not `unchanged`."""
-    return v.pipeline_version, v.classifier_version, v.label_map_version
+def _reprocesses(latest: DocumentVersion, pipeline_version: str | None = None) -> bool:
+    """Whether an ingest of the latest version's own bytes processes them again instead of being `unchanged`:
+    an older pipeline generation than `pipeline_version` (default: this code's) processed them, so its labels,
+    personal data or masking may be what that pipeline found (names are classified since ingest-2; operations.md,
+    "Reprocessing after an upgrade"). Never a retracted version: its retraction holds (restore it first), and
+    new bytes are a new version as ever. Never a newer generation (ingest.versioning.older_pipeline)."""
+    return latest.retracted_at is None and older_pipeline(latest.pipeline_version, pipeline_version)
 
 
 def _latest(session: Session, document_id: str) -> DocumentVersion | None:
@@ -207,7 +204,7 @@ def ingest_files(
         src = sources_svc.get(session, source_id=source_id)
         # Read now for the points of step B; step C re-reads them under the source lock (they may change meanwhile).
         floor, groups, juris = Label(src.floor), sources_svc.read_groups(src), src.jurisdiction
-    outcomes, todo, heal = _unchanged_files(factory, source_id, files, processor.classification_versions)
+    outcomes, todo, heal = _unchanged_files(factory, source_id, files)
     stored = _ToReveal()
     try:
         stored.add(heal=heal)
@@ -236,7 +233,7 @@ def ingest_files(
 
 
 def _unchanged_files(
-    factory: sessionmaker[Session], source_id: str, files: Sequence[FileInput], current: tuple[str, str, str]
+    factory: sessionmaker[Session], source_id: str, files: Sequence[FileInput]
 ) -> tuple[dict[int, IngestOutcome], list[int], list[str]]:
     """Outcomes of files whose bytes are the document's latest version, the indexes of the others, and the
     versions to reveal: an upload that committed but failed step D is finished by its retry."""
@@ -248,7 +245,7 @@ def _unchanged_files(
             doc_id = document_id_for(source_id, f.external_key)
             latest = _latest(session, doc_id)
             if (latest is not None and latest.sha256 == hashlib.sha256(f.data).hexdigest()
-                    and _classified_as(latest) == current):
+                    and not _reprocesses(latest)):
                 outcomes[i] = IngestOutcome(f.external_key, "unchanged", doc_id, latest.version, latest.id,
                                             chunks=latest.chunk_count)
                 if not latest.vectors_synced:
@@ -456,12 +453,14 @@ def _activate(
         # repair() on another replica took this ingest for dead and abandoned it: its points may be gone.
         raise ConflictError("the version being stored was abandoned; retry", code="concurrent_update")
     previous = _latest(session, doc_id)
-    if previous is not None and previous.version > version.version:
-        raise ConflictError("a newer version was stored concurrently; retry", code="concurrent_update")
     same_bytes = previous is not None and previous.sha256 == version.sha256
-    if previous is not None and same_bytes and _classified_as(previous) == _classified_as(version):
+    # The same bytes stored meanwhile (a retry, a second worker; a concurrent reprocessing that won): unchanged,
+    # even when that version is newer than the one reserved here.
+    if previous is not None and same_bytes and not _reprocesses(previous, version.pipeline_version):
         heal = tuple(unsynced_versions(session, doc_id)) if not previous.vectors_synced else ()
         return _Activation("unchanged", previous.version, previous.id, previous.chunk_count, (), heal)
+    if previous is not None and previous.version > version.version:
+        raise ConflictError("a newer version was stored concurrently; retry", code="concurrent_update")
     _restamp_access(store, src, vid, written)
     # Validity is decided under the lock, so windows never overlap or run backwards.
     valid_from = max(time.time(), previous.valid_from + 1e-6 if previous is not None else 0.0)

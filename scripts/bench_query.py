@@ -221,11 +221,6 @@ class ReplayProcessor:
         self.memo, self.pipeline_factory, self.cache = memo, pipeline_factory, cache
         self.stored_shas: set[str] = set()
 
-    @property
-    def classification_versions(self) -> tuple[str, str, str]:
-        versions: tuple[str, str, str] = self.pipeline_factory().classification_versions
-        return versions
-
     def ensure(self, items: Sequence[tuple[str, bytes]]) -> None:
         from classifiers.types import Label
         from ingest.errors import IngestError

@@ -198,10 +198,9 @@ class IngestOut(BaseModel):
                           "copy spared the work is not told here: admins see it in /v1/usage)")
     revealed: bool = Field(True, description="False: stored and committed, but making it searchable failed, so "
                            "the previous version is still served; upload the same file again (or restart) to finish")
-    reprocessed: bool = Field(False, description="`updated` with the current version's own bytes: they were processed"
-                              " by an older pipeline, classifier or label map, so they were classified again and "
-                              "stored as a new version (labels, personal data and masking as the pipeline finds "
-                              "them now)")
+    reprocessed: bool = Field(False, description="`updated` with the current version's own bytes: an older pipeline"
+                              " generation had processed them, so they were classified again and stored as a new "
+                              "version (labels, personal data and masking as the pipeline finds them now)")
     entity_counts: dict[str, int]
     error_code: str | None = None
     error: str | None = None

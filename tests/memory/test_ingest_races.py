@@ -354,8 +354,6 @@ def test_versions_are_released_to_repair_when_their_ingest_fails_before_the_reve
     from memory.vector_sync import REVEALING
 
     class Broken:
-        classification_versions = container.pipeline.classification_versions
-
         def process_many(self, items: Any) -> Any:
             raise RuntimeError("the parse worker died")
 
