@@ -181,7 +181,7 @@ class Container:
         run_repair(self.sessions, self.store, pending_grace_s=self.settings.ingest_pending_grace_s, actor="system")
         self.watch_index()
 
-    def watch_index(self) -> int | None:
+    def watch_index(self, *, warn: bool = True) -> int | None:
         """Embedded store: the vector points no HNSW index covers, gauged and warned about past
         `unindexed_warn_points` (memory.maintenance.watch_index). None on a Qdrant server, which indexes in the
         background (and leaves small segments unindexed by design)."""
@@ -189,14 +189,15 @@ class Container:
             return None
         from memory.maintenance import watch_index
 
-        return watch_index(self.store, warn_above=self.settings.unindexed_warn_points)
+        return watch_index(self.store, warn_above=self.settings.unindexed_warn_points if warn else None)
 
     def note_ingest(self) -> None:
-        """After an API upload stored points: read the index backlog (`watch_index`), so that what the API ingests
-        is gauged, and warned about, as it piles up rather than at the next repair run. Best effort: the upload
-        has committed, and a failed read must not fail it."""
+        """After an API upload stored points: gauge the index backlog (`watch_index`), so that what the API ingests
+        is seen as it piles up rather than at the next repair run; the warning stays with the repair runs (once
+        every interval, not once an upload). Best effort: the upload has committed, and a failed read must not
+        fail it."""
         try:
-            self.watch_index()
+            self.watch_index(warn=False)
         except Exception as exc:
             log.warning("vectors.watch_index_failed error=%s", type(exc).__name__)
 

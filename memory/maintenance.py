@@ -48,16 +48,16 @@ def unindexed_points(stats: Mapping[str, int]) -> int:
     return max(0, stats["points"] - stats["indexed_vectors"])
 
 
-def watch_index(store: VectorStore, *, warn_above: int) -> int:
+def watch_index(store: VectorStore, *, warn_above: int | None) -> int:
     """Points no HNSW index covers yet (gauge `memory_vector_points_unindexed`: points minus Qdrant's
-    `indexed_vectors_count`), with a warning when more than `warn_above`. On the embedded store, what the API
-    ingests piles up there (Qdrant Edge has no background optimizer) and every search scores those points exactly
-    until `memory optimize`. Points a payload update moved out of an indexed segment (a retraction, an access
-    change, the upgrade's stamp, which warns itself) are not seen: Qdrant still counts them indexed."""
+    `indexed_vectors_count`), with a warning when more than `warn_above` (None: no warning). On the embedded store,
+    what the API ingests piles up there (Qdrant Edge has no background optimizer) and every search scores those
+    points exactly until `memory optimize`. Points a payload update moved out of an indexed segment (a retraction,
+    an access change, the upgrade's stamp, which warns itself) are not seen: Qdrant still counts them indexed."""
     stats = store.stats()
     unindexed = unindexed_points(stats)
     UNINDEXED_POINTS.set(unindexed)
-    if unindexed > warn_above:
+    if warn_above is not None and unindexed > warn_above:
         log.warning("vectors.unindexed points=%d of=%d: every search scores them exactly; run `memory optimize` "
                     "(embedded store: with the API stopped)", unindexed, stats["points"])
     return unindexed

@@ -285,7 +285,8 @@ def test_an_upload_gauges_the_index_backlog_and_a_failed_read_does_not_fail_it(
     api: Any, caplog: Any, monkeypatch: Any
 ) -> None:
     """What the API ingests is gauged as it lands (the embedded store has no background optimizer), not only at
-    the next repair run; the upload has committed, so a failed read is logged, never returned as an error."""
+    the next repair run, which alone warns (once an interval, not once an upload); the upload has committed, so
+    a failed read is logged, never returned as an error."""
     from prometheus_client import REGISTRY
 
     api.source("s1", read_groups=["eng"])
@@ -293,7 +294,7 @@ def test_an_upload_gauges_the_index_backlog_and_a_failed_read_does_not_fail_it(
     assert api.upload("s1", "plan.md", "# Plan\n\nThe merger closes in March.").status_code == 201
     points = api.container.store.stats()["points"]
     assert points > 0 and REGISTRY.get_sample_value("memory_vector_points_unindexed") == points  # a tiny store
-    assert f"vectors.unindexed points={points} of={points}" in caplog.text
+    assert "vectors.unindexed" not in caplog.text
 
     def down() -> dict[str, int]:
         raise RuntimeError("vector store down")
