@@ -13,9 +13,10 @@ _PREFIX = "ingest-"
 
 def generation(version: str) -> int | None:
     """N of "ingest-N"; None for any other string."""
-    if not version.startswith(_PREFIX) or not version[len(_PREFIX):].isdigit():
+    digits = version[len(_PREFIX):]
+    if not version.startswith(_PREFIX) or not (digits.isascii() and digits.isdigit()):
         return None
-    return int(version[len(_PREFIX):])
+    return int(digits)
 
 
 def older_pipeline(stored: str, current: str | None = None) -> bool:

@@ -204,7 +204,7 @@ def ingest_files(
         src = sources_svc.get(session, source_id=source_id)
         # Read now for the points of step B; step C re-reads them under the source lock (they may change meanwhile).
         floor, groups, juris = Label(src.floor), sources_svc.read_groups(src), src.jurisdiction
-    outcomes, todo, heal = _unchanged_files(factory, source_id, files)
+    outcomes, todo, heal, kept = _unchanged_files(factory, source_id, files)
     stored = _ToReveal()
     try:
         stored.add(heal=heal)
@@ -217,7 +217,8 @@ def ingest_files(
         results = processor.process_many(items) if items else []
         per_doc_process = (time.perf_counter() - t0) / max(1, len(todo))
         _store_all(factory, store, todo, results, files, outcomes, stored, source_id=source_id, groups=groups,
-                   jurisdiction=juris, actor=actor, acting_for=acting_for, per_doc_process=per_doc_process)
+                   jurisdiction=juris, actor=actor, acting_for=acting_for, per_doc_process=per_doc_process,
+                   kept=kept)
     finally:
         try:
             if stored:
@@ -234,25 +235,31 @@ def ingest_files(
 
 def _unchanged_files(
     factory: sessionmaker[Session], source_id: str, files: Sequence[FileInput]
-) -> tuple[dict[int, IngestOutcome], list[int], list[str]]:
-    """Outcomes of files whose bytes are the document's latest version, the indexes of the others, and the
-    versions to reveal: an upload that committed but failed step D is finished by its retry."""
+) -> tuple[dict[int, IngestOutcome], list[int], list[str], dict[int, IngestOutcome]]:
+    """Outcomes of files whose bytes are the document's latest version, the indexes of the others, the versions
+    to reveal (an upload that committed but failed step D is finished by its retry), and the `unchanged`
+    outcome of each file whose bytes are reprocessed (`_reprocesses`), kept if the pipeline now refuses them."""
     outcomes: dict[int, IngestOutcome] = {}
     todo: list[int] = []
     heal: list[str] = []
+    kept: dict[int, IngestOutcome] = {}
     with factory() as session:
         for i, f in enumerate(files):
             doc_id = document_id_for(source_id, f.external_key)
             latest = _latest(session, doc_id)
-            if (latest is not None and latest.sha256 == hashlib.sha256(f.data).hexdigest()
-                    and not _reprocesses(latest)):
-                outcomes[i] = IngestOutcome(f.external_key, "unchanged", doc_id, latest.version, latest.id,
-                                            chunks=latest.chunk_count)
-                if not latest.vectors_synced:
-                    heal.extend(unsynced_versions(session, doc_id))
-            else:
+            if latest is None or latest.sha256 != hashlib.sha256(f.data).hexdigest():
                 todo.append(i)
-    return outcomes, todo, heal
+                continue
+            unchanged = IngestOutcome(f.external_key, "unchanged", doc_id, latest.version, latest.id,
+                                      chunks=latest.chunk_count)
+            if not latest.vectors_synced:
+                heal.extend(unsynced_versions(session, doc_id))
+            if _reprocesses(latest):
+                kept[i] = unchanged
+                todo.append(i)
+            else:
+                outcomes[i] = unchanged
+    return outcomes, todo, heal, kept
 
 
 def _reveal(
@@ -281,9 +288,19 @@ def _store_all(
     stored: _ToReveal, *, source_id: str, groups: tuple[str, ...], jurisdiction: str, actor: str,
     acting_for: str | None,
     per_doc_process: float,
+    kept: dict[int, IngestOutcome],
 ) -> None:
+    """Steps A-C for each processed file. `kept`: the `unchanged` outcome of files whose stored bytes were being
+    reprocessed; if the pipeline now refuses them (a limit or parser change since), the stored version stays,
+    with a warning, instead of a failed upload of a document that is stored and served."""
     for i, res in zip(todo, results, strict=True):
         f = files[i]
+        if isinstance(res, IngestError) and i in kept:
+            outcomes[i] = kept[i]
+            outcomes[i].warnings.append({"code": res.code, "message": f"not reprocessed: {res.message}",
+                                         "attachment": None})
+            log.warning("ingest.reprocess_refused source=%s code=%s", source_id, res.code)
+            continue
         if isinstance(res, IngestError):
             outcomes[i] = IngestOutcome(f.external_key, "failed", error_code=res.code, error=res.message)
             log.info("ingest.failed source=%s code=%s", source_id, res.code)

@@ -79,6 +79,7 @@ def _version(session: Session, version_id: str) -> DocumentVersion:
     # Lock the row: two stewards retracting at once queue here (SQLite serialises whole transactions).
     v = session.execute(
         select(DocumentVersion).where(DocumentVersion.id == version_id).with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
     if v is None or v.status not in REACHABLE_STATUSES:
         raise NotFoundError(f"version {version_id!r} not found", code="version_not_found")
@@ -123,11 +124,18 @@ def _stewarded_version(
 
 
 def retract(
-    session: Session, store: VectorStore, *, version_id: str, reason: str, actor_effective: EffectivePrincipal
+    session: Session, store: VectorStore, *, version_id: str, reason: str, actor_effective: EffectivePrincipal,
+    current: bool = False,
 ) -> ImpactReport:
-    """Retract one version (its steward or an admin): invisible to every search once the caller commits."""
+    """Retract one version (its steward or an admin): invisible to every search once the caller commits.
+    `current`: the caller means the document's current version (`retract_document` without a version), which
+    it read before this took the source's lock; if an ingest made another version current meanwhile, 409
+    `concurrent_update` (retry) rather than a retraction of the version it superseded, which on PostgreSQL
+    (reads take no lock) left the new one, the same text when it was reprocessed, served."""
     why = _reason(reason)
     v, doc = _stewarded_version(session, version_id, actor_effective)
+    if current and v.status != "active":
+        raise ConflictError("the document got a new version while retracting; retry", code="concurrent_update")
     if v.retracted_at is not None:
         raise ConflictError(f"version {version_id!r} is already retracted", code="already_retracted")
     now = utcnow()
@@ -216,4 +224,5 @@ def retract_document(
 ) -> ImpactReport:
     """Retract a version of a document (default: its current version)."""
     vid = version_id_for(session, document_id=document_id, version=version, actor=actor_effective)
-    return retract(session, store, version_id=vid, reason=reason, actor_effective=actor_effective)
+    return retract(session, store, version_id=vid, reason=reason, actor_effective=actor_effective,
+                   current=version is None)

@@ -131,3 +131,51 @@ def test_real_stack_a_version_stored_before_names_were_classified_is_classified_
     assert [(w["reason"], w["count"]) for w in denied["policy"]["withheld"]] == [("jurisdiction", 1)]
     [masked] = api.search(us, "recommended for promotion", top_k=3).json()["hits"]
     assert masked["masked"] and masked["citation"]["document_uri"] == "upload://hr/<PERSON>_performance_review.md"
+
+
+def test_a_reprocessing_the_pipeline_now_refuses_keeps_the_stored_version_with_a_warning(api: Any) -> None:
+    """Found by review: bytes stored before a limit existed (the 5,000-chunk cap came after ingest-1) are
+    refused when processed again; the upload used to fail for a document that is stored and served."""
+    api.source("s1", read_groups=["g"])
+    body = "\n\n".join(f"# Part {n}\n\n" + f"Rule {n}: expenses of kind {n} are approved by the desk. " * 20
+                       for n in range(4))
+    first = api.upload("s1", "rules.md", body)
+    assert first.status_code == 201 and first.json()["chunks"] >= 2, first.text
+    with api.container.sessions() as s:
+        s.execute(update(DocumentVersion).values(pipeline_version="ingest-1"))
+        s.commit()
+    api.container.pipeline.max_chunks = 1  # the limit the old pipeline did not have
+    r = api.upload("s1", "rules.md", body)
+    assert (r.status_code, r.json()["status"], r.json()["version"], r.json()["reprocessed"]) == (
+        200, "unchanged", 1, False), r.text
+    [warning] = r.json()["warnings"]
+    assert warning["code"] == "too_many_chunks" and warning["message"].startswith("not reprocessed: ")
+    assert _versions(api) == [(1, "active", "ingest-1")]
+
+
+def test_retracting_the_current_version_after_an_ingest_replaced_it_is_a_conflict_not_a_miss(api: Any) -> None:
+    """Found by review: the current version was read before the retraction took the source's lock, so on
+    PostgreSQL a reprocessing that committed in between left the retraction on the version it superseded and
+    the same text served from the new one. The retraction of "the current version" now checks, under the lock,
+    that the version it read is still current (the interleaving is forced here: SQLite serialises them)."""
+    import pytest
+
+    from memory import retraction
+    from memory.db import transaction
+    from memory.errors import ConflictError
+    from memory.principals import get_principal, resolve_effective
+
+    steward = api.principal("st", roles=["steward", "reader"], groups=["g"])
+    api.source("s1", read_groups=["g"], steward="st")
+    v1 = api.upload("s1", "travel.md", DOC, headers=steward).json()["version_id"]
+    with api.container.sessions() as s:
+        s.execute(update(DocumentVersion).values(pipeline_version="ingest-1"))
+        s.commit()
+    assert api.upload("s1", "travel.md", DOC, headers=steward).json()["reprocessed"]  # v2 is current now
+    with pytest.raises(ConflictError) as err, transaction(api.container.sessions) as s:
+        who = resolve_effective(s, caller=get_principal(s, principal_id="st"), acting_for=None)
+        retraction.retract(s, api.container.store, version_id=v1, reason="x", actor_effective=who, current=True)
+    assert err.value.code == "concurrent_update"
+    doc_id = api.upload("s1", "travel.md", DOC, headers=steward).json()["document_id"]
+    r = api.client.post(f"/v1/documents/{doc_id}/retract", headers=steward, json={"reason": "x"})
+    assert r.status_code == 200 and r.json()["version"] == 2, r.text
