@@ -13,9 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.errors import DocumentTooLargeError, IngestError
-from ingest.versioning import PIPELINE_VERSION, older_pipeline
+from ingest.versioning import PIPELINE_VERSION
 from memory.errors import NotFoundError, ValidationFailedError
-from memory.ingestion import DocumentProcessor, FileInput, IngestOutcome, ingest_files
+from memory.ingestion import DocumentProcessor, FileInput, IngestOutcome, ingest_files, reprocesses
 from memory.models import Document, DocumentVersion, Source
 from memory.stores.base import VectorStore
 
@@ -168,10 +168,10 @@ def versions(session: Session, *, document_id: str) -> list[DocumentVersion]:
 
 
 def stale_versions(session: Session, *, source_id: str | None = None) -> list[DocumentVersion]:
-    """The documents' current versions that an older pipeline generation processed and that an ingest of their
-    bytes would process again (`memory.ingestion._reprocesses`; retracted ones are not): their labels, personal
-    data and masking are as that pipeline found them until their source sends them again (docs/operations.md,
-    "Reprocessing after an upgrade")."""
+    """The documents' current versions that an ingest of their bytes would process again
+    (`memory.ingestion.reprocesses`, the one rule): their labels, personal data and masking are as an older
+    pipeline found them until their source sends them again (docs/operations.md, "Reprocessing after an
+    upgrade"). SQL narrows to current, unretracted versions of another pipeline; the rule decides."""
     q = (
         select(DocumentVersion).join(Document, Document.id == DocumentVersion.document_id)
         .where(DocumentVersion.status == "active", DocumentVersion.retracted_at.is_(None),
@@ -180,4 +180,4 @@ def stale_versions(session: Session, *, source_id: str | None = None) -> list[Do
     )
     if source_id is not None:
         q = q.where(Document.source_id == source_id)
-    return [v for v in session.scalars(q) if older_pipeline(v.pipeline_version)]
+    return [v for v in session.scalars(q) if reprocesses(v)]

@@ -97,7 +97,7 @@ class IngestOutcome:
     # False: committed, but revealing its vectors (step D) failed, so the previous version is still served;
     # uploading the same bytes again, or repair(), finishes it.
     revealed: bool = True
-    # `updated` with the latest version's own bytes: an older pipeline had processed them (`_reprocesses`), so
+    # `updated` with the latest version's own bytes: an older pipeline had processed them (`reprocesses`), so
     # they were processed again and stored as a new version.
     reprocessed: bool = False
     # The error behind a `failed` outcome, so a single upload can answer with its status (a ServiceError's 503 or
@@ -171,7 +171,7 @@ def masked_point_id_for(chunk_id: str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{chunk_id}\0masked-twin"))
 
 
-def _reprocesses(latest: DocumentVersion, pipeline_version: str | None = None) -> bool:
+def reprocesses(latest: DocumentVersion, pipeline_version: str | None = None) -> bool:
     """Whether an ingest of the latest version's own bytes processes them again instead of being `unchanged`:
     an older pipeline generation than `pipeline_version` (default: this code's) processed them, so its labels,
     personal data or masking may be what that pipeline found (names are classified since ingest-2; operations.md,
@@ -238,7 +238,7 @@ def _unchanged_files(
 ) -> tuple[dict[int, IngestOutcome], list[int], list[str], dict[int, IngestOutcome]]:
     """Outcomes of files whose bytes are the document's latest version, the indexes of the others, the versions
     to reveal (an upload that committed but failed step D is finished by its retry), and the `unchanged`
-    outcome of each file whose bytes are reprocessed (`_reprocesses`), kept if the pipeline now refuses them."""
+    outcome of each file whose bytes are reprocessed (`reprocesses`), kept if the pipeline now refuses them."""
     outcomes: dict[int, IngestOutcome] = {}
     todo: list[int] = []
     heal: list[str] = []
@@ -254,7 +254,7 @@ def _unchanged_files(
                                       chunks=latest.chunk_count)
             if not latest.vectors_synced:
                 heal.extend(unsynced_versions(session, doc_id))
-            if _reprocesses(latest):
+            if reprocesses(latest):
                 kept[i] = unchanged
                 todo.append(i)
             else:
@@ -473,7 +473,7 @@ def _activate(
     same_bytes = previous is not None and previous.sha256 == version.sha256
     # The same bytes stored meanwhile (a retry, a second worker; a concurrent reprocessing that won): unchanged,
     # even when that version is newer than the one reserved here.
-    if previous is not None and same_bytes and not _reprocesses(previous, version.pipeline_version):
+    if previous is not None and same_bytes and not reprocesses(previous, version.pipeline_version):
         heal = tuple(unsynced_versions(session, doc_id)) if not previous.vectors_synced else ()
         return _Activation("unchanged", previous.version, previous.id, previous.chunk_count, (), heal)
     if previous is not None and previous.version > version.version:

@@ -1,5 +1,5 @@
 """The same bytes, processed by an older pipeline generation, are not `unchanged`: they are classified again
-and stored as a new version (memory.ingestion `_reprocesses`), unless their version is retracted."""
+and stored as a new version (memory.ingestion `reprocesses`), unless their version is retracted."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_the_same_bytes_processed_by_an_older_pipeline_are_processed_again(api: 
     assert {h["citation"]["version"] for h in hits} == {2}
 
 
-def test_only_an_older_pipeline_generation_reprocesses(api: Any) -> None:
+def test_only_an_older_pipeline_generationreprocesses(api: Any) -> None:
     """A classifier or label map version other than the process's, a newer generation (a process still on the
     older pipeline during a rolling upgrade) or a string that is no generation: unchanged, so two processes never
     take turns reclassifying a document."""
