@@ -163,6 +163,11 @@ def _served(key: str, full: set[str] | frozenset[str], non_personal: set[str] | 
     if not masked:
         clear = _full_or_non_personal(key, full, non_personal)
         return None if clear is None else (CLEAR, clear)
+    if not full and set(non_personal) <= set(masked):
+        # Every admitted key is read masked (the withheld count's scope, a caller abroad): the same points as
+        # the two branches below with the key factored out, which the engine checks ~0.15 ms faster a search
+        # at 100k points (docs/performance.md).
+        return AnyValue(key, tuple(sorted(masked))), COUNTED
     options: list[Clause] = []
     if full:
         options.append(AllOf((CLEAR, AnyValue(key, tuple(sorted(full))))))

@@ -312,7 +312,7 @@ def test_no_consent_clause_when_nothing_is_blocked() -> None:
 def test_a_caller_who_reads_nothing_masked_pays_one_clear_clause() -> None:
     """Masked twins cost a caller without a masked source one indexed integer clause at the top level (the source
     or jurisdiction clause keeps its shape); one with a masked source gets the three-branch clause instead."""
-    from memory.stores.filters import CLEAR, COUNTED, OneOf
+    from memory.stores.filters import CLEAR, COUNTED, AnyValue, OneOf
 
     for flt in (access(), access(scope=SourceScope(frozenset({"s1"}), frozenset({"s2"})))):
         plan = access_plan(flt)
@@ -323,6 +323,10 @@ def test_a_caller_who_reads_nothing_masked_pays_one_clear_clause() -> None:
     masked = access_plan(access(scope=SourceScope(frozenset({"s1"}), masked=frozenset({"s2"}))))
     assert masked is not None and CLEAR not in masked.clauses
     assert isinstance(masked.clauses[-1], OneOf) and len(masked.clauses[-1].clauses) == 3
+    # Every source read masked (the withheld count's scope): the source clause factored out of the branches.
+    scoped = access_plan(dataclasses.replace(access(), max_label=None, grants=None,
+                                             scope=SourceScope(frozenset(), masked=frozenset({"s2", "s1"}))))
+    assert scoped is not None and scoped.clauses[-2:] == (AnyValue("source_id", ("s1", "s2")), COUNTED)
 
 
 # -- patch and delete: visible to the very next search ---------------------------------------------------
