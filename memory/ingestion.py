@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 POINT_NAMESPACE = uuid.UUID("6f1c9a8e-3f3c-4c55-9f7e-9b1d2f0c7a11")
-PIPELINE_VERSION = "memory-ingest/1"
 _SHA_BATCH = 500  # bound parameters per IN (...) query
 
 
