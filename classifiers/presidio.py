@@ -8,6 +8,7 @@ import os
 # timeout. An empty URL list makes it use its bundled copy. Must be set before presidio is imported.
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
+import copy
 import hashlib
 import json
 import logging
@@ -109,6 +110,13 @@ class PresidioClassifier:
     @property
     def label_map(self) -> LabelMap:
         return self._label_map
+
+    def with_label_map(self, label_map: LabelMap) -> PresidioClassifier:
+        """This classifier labelling with `label_map`: the same analyzer, recognizers, thresholds and version
+        (nothing is loaded again; the label map is not part of the version, it is recorded beside it)."""
+        relabelled = copy.copy(self)
+        relabelled._label_map = label_map
+        return relabelled
 
     @property
     def entities(self) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ one more embedding per personal chunk, none when its masked text equals a text a
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import time
@@ -138,6 +139,19 @@ class IngestPipeline:
             raise ValueError("max_chunks must be positive")
         self.max_chunks = max_chunks
         self.parser = parser or make_parser(timeout_s=parse_timeout_s)
+
+    def with_label_map(self, label_map: LabelMap) -> IngestPipeline:
+        """This pipeline labelling with `label_map`, sharing its classifier's engine, embedder, cache and parser
+        (close the original only). A classifier that holds a label map of its own must be able to take another
+        (`with_label_map`): labels and personal flags never come from two maps."""
+        relabelled = copy.copy(self)
+        if isinstance(getattr(self.classifier, "label_map", None), LabelMap):
+            relabel = getattr(self.classifier, "with_label_map", None)
+            if relabel is None:
+                raise TypeError("the classifier holds a label map and cannot take another one")
+            relabelled.classifier = relabel(label_map)
+        relabelled.label_map = label_map
+        return relabelled
 
     def wait_ready(self) -> None:
         """Block until the parser is loaded (the parse worker, when there is one)."""

@@ -7,6 +7,7 @@ automatically, so scripts/test runs them a second time against PostgreSQL.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import re
@@ -99,6 +100,11 @@ class FakeClassifier:
         ("PERSON", re.compile(r"(?<=M[rs] )[A-Z][a-z]+ [A-Z][a-z]+")),
         ("IBAN_CODE", re.compile(r"\b[A-Z]{2}\d{2}(?: ?\d{4}){4,7}\b")),
     )
+
+    def with_label_map(self, label_map: LabelMap) -> FakeClassifier:
+        relabelled = copy.copy(self)
+        relabelled.label_map = label_map
+        return relabelled
 
     def classify(self, texts: Sequence[str]) -> list[Classification]:
         out = []

@@ -231,6 +231,28 @@ def test_a_label_map_that_contradicts_the_classifier_is_refused() -> None:
         IngestPipeline(FakeClassifier(), FakeEmbedder(), None, label_map=other)
 
 
+def test_a_relabelled_pipeline_takes_the_map_with_its_classifier_or_refuses() -> None:
+    """with_label_map: the copy labels with the new map, the original keeps its own; a classifier that holds a
+    map of its own but cannot take another is refused (labels and personal flags never come from two maps)."""
+
+    class Relabelling(FakeClassifier):
+        def with_label_map(self, label_map: LabelMap) -> Relabelling:
+            other = Relabelling()
+            other.label_map = label_map
+            return other
+
+    raised = LabelMap(mapping={"EMAIL_ADDRESS": Label.RESTRICTED})
+    base = IngestPipeline(Relabelling(), FakeEmbedder(), None)
+    relabelled = base.with_label_map(raised)
+    doc = relabelled.process(b"# Note\n\nWrite to ann@example.com today.\n", "note.md", floor=Label.PUBLIC)
+    assert {c.label for c in doc.chunks} == {Label.RESTRICTED}
+    assert doc.versions.label_map == raised.version
+    assert base.label_map.version == base.classifier.label_map.version == LabelMap().version
+    assert relabelled.parser is base.parser and relabelled.embedder is base.embedder
+    with pytest.raises(TypeError):
+        IngestPipeline(FakeClassifier(), FakeEmbedder(), None).with_label_map(raised)
+
+
 def test_pipeline_opens_no_socket(read_fixture: Any, socket_events: list[str]) -> None:
     make_pipeline().process(read_fixture("report.docx"), "report.docx", floor=Label.PUBLIC)
 

@@ -46,9 +46,9 @@ def get_labels(session: SessionDep, who: AdminDep) -> schemas.LabelMapOut:
 
 @router.put("/labels", response_model=schemas.LabelMapOut)
 def put_labels(body: schemas.LabelMapIn, session: SessionDep, who: AdminDep) -> schemas.LabelMapOut:
-    """New entity->label map version; applies to documents whose new bytes are ingested after it by a process
-    that read it (the API reads the map at start: restart it). Bytes already stored are not relabelled by
-    ingesting them again (only an older pipeline generation reprocesses them: docs/operations.md)."""
+    """New entity->label map version; applies to the next ingest of new bytes in every process, this API
+    included (an ingest already running finishes under the map it started with). Bytes already stored are not
+    relabelled by ingesting them again (only an older pipeline generation reprocesses them: docs/operations.md)."""
     payload = body.model_dump(exclude_none=True)
     policy_store.put_label_map(session, body=payload, actor=who.principal_id, acting_for=who.acting_for)
     return _label_out(session)

@@ -101,7 +101,7 @@ def upload_document(
     # so SQLite's single writer lock is free for them.
     session.commit()
     outcome = documents.ingest_upload(
-        container.sessions, container.store, container.pipeline, source_id=source_id, data=data,
+        container.sessions, container.store, container.ingest_pipeline(), source_id=source_id, data=data,
         filename=file.filename or "upload", external_key=external_key, actor=who.principal_id,
         acting_for=who.acting_for, max_bytes=container.settings.max_upload_bytes,
     )
