@@ -143,12 +143,12 @@ class Container:
             label_map, _ = policy_store.label_map(session)
         base = self.pipeline
         with self._relabel_lock:
-            current = self._relabelled or base
-            if current.label_map.version != label_map.version:
-                current = base if base.label_map.version == label_map.version else base.with_label_map(label_map)
-                self._relabelled = None if current is base else current
-                log.info("ingest.label_map version=%s", label_map.version)
-            return current
+            for known in (base, self._relabelled):
+                if known is not None and known.label_map.version == label_map.version:
+                    return known
+            self._relabelled = base.with_label_map(label_map)
+            log.info("ingest.label_map version=%s", label_map.version)
+            return self._relabelled
 
     @cached_property
     def pipeline(self) -> IngestPipeline:
