@@ -142,14 +142,14 @@ class IngestPipeline:
 
     def with_label_map(self, label_map: LabelMap) -> IngestPipeline:
         """This pipeline labelling with `label_map`, sharing its classifier's engine, embedder, cache and parser
-        (close the original only). A classifier that holds a label map of its own must be able to take another
-        (`with_label_map`): labels and personal flags never come from two maps."""
+        (close the original only). The classifier must hold a label map and take another (`with_label_map`):
+        labels, personal flags and the recorded map version never come from two maps (a classifier labelling
+        by rules of its own would keep its labels while the pipeline's personal flags followed the new map)."""
+        relabel = getattr(self.classifier, "with_label_map", None)
+        if not isinstance(getattr(self.classifier, "label_map", None), LabelMap) or relabel is None:
+            raise TypeError("the classifier cannot label with another label map")
         relabelled = copy.copy(self)
-        if isinstance(getattr(self.classifier, "label_map", None), LabelMap):
-            relabel = getattr(self.classifier, "with_label_map", None)
-            if relabel is None:
-                raise TypeError("the classifier holds a label map and cannot take another one")
-            relabelled.classifier = relabel(label_map)
+        relabelled.classifier = relabel(label_map)
         relabelled.label_map = label_map
         return relabelled
 

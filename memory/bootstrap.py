@@ -5,7 +5,6 @@ vector store are built on first use so a CLI command that needs neither stays fa
 from __future__ import annotations
 
 import logging
-import threading
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,6 @@ from memory.settings import Settings
 if TYPE_CHECKING:
     from ingest.embedders import Embedder
     from ingest.pipeline import IngestPipeline
-    from memory.ingestion import DocumentProcessor
     from memory.policy_cache import PolicyReads
     from memory.search import QueryEmbedder
     from memory.stores.base import VectorStore
@@ -48,8 +46,6 @@ class Container:
         self._embedder_override = embedder
         self._classifier_override = classifier
         self._engine_override = engine
-        self._relabel_lock = threading.Lock()
-        self._relabelled: IngestPipeline | None = None  # `pipeline` under a later label map (ingest_pipeline)
 
     @cached_property
     def engine(self) -> Engine:
@@ -134,21 +130,16 @@ class Container:
             label_map, _ = policy_store.label_map(session)
         return build_presidio_classifier(spacy_model=self.settings.spacy_model, label_map=label_map)
 
-    def ingest_pipeline(self) -> DocumentProcessor:
+    def ingest_pipeline(self) -> IngestPipeline:
         """The pipeline for an ingest starting now: it labels with the label map in force in SQL, so an admin's
         change (PUT /v1/policy/labels) applies to the next ingest in every process, without a restart. Read once
-        an ingest (one primary-key read); when the map changed, `pipeline` relabelled (its models and parse
-        worker shared, nothing loaded again)."""
+        an ingest (one primary-key read); when the map is not the one `pipeline` started with, `pipeline`
+        relabelled (a shallow copy sharing its models and parse worker: nothing is loaded again)."""
         with self.sessions() as session:
             label_map, _ = policy_store.label_map(session)
-        base = self.pipeline
-        with self._relabel_lock:
-            for known in (base, self._relabelled):
-                if known is not None and known.label_map.version == label_map.version:
-                    return known
-            self._relabelled = base.with_label_map(label_map)
-            log.info("ingest.label_map version=%s", label_map.version)
-            return self._relabelled
+        if self.pipeline.label_map.version == label_map.version:
+            return self.pipeline
+        return self.pipeline.with_label_map(label_map)
 
     @cached_property
     def pipeline(self) -> IngestPipeline:

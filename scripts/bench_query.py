@@ -300,7 +300,7 @@ def build(container: Any, memo: Memo, base: list[tuple[str, str, bytes]], n_targ
         for p in principals_spec():
             bc.make_principal(s, p["id"], kind=p["kind"], groups=p["groups"], clearance=p["clearance"],
                               jurisdiction=p["jurisdiction"], may_act_for=p.get("may_act_for", ()))
-    replay = ReplayProcessor(memo, lambda: container.pipeline, SqlEmbeddingCache(container.sessions))
+    replay = ReplayProcessor(memo, container.ingest_pipeline, SqlEmbeddingCache(container.sessions))
 
     # The pool: base documents processed by the real pipeline, up to min(N, --base-chunks) chunks.
     t0 = time.perf_counter()

@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                                    uri=f"scifact://{d['_id']}") for d in docs[b:b + args.batch_files]]
                 for f in files:
                     key_of[document_id_for(sid, f.external_key)] = f.external_key[:-4]
-                for o in ingest_files(c.sessions, c.store, c.pipeline, source_id=sid, files=files, actor="steward"):
+                for o in ingest_files(c.sessions, c.store, c.ingest_pipeline(), source_id=sid, files=files,
+                                      actor="steward"):
                     statuses[o.status] = statuses.get(o.status, 0) + 1
                     n_chunks += o.chunks
                     if o.status == "failed":
