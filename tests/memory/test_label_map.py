@@ -65,3 +65,21 @@ def test_the_real_classifier_relabels_without_loading_again(real_api, real_class
     assert pipeline.classifier is not real_classifier and pipeline.classifier.version == real_classifier.version
     assert pipeline.classifier._analyzer is real_classifier._analyzer  # nothing loaded again
     assert real_classifier.label_map.version == LabelMap().version
+
+
+def test_a_bad_label_map_is_refused_whole_and_only_admins_may_change_it(api):
+    """403 for a steward; 422 with a stable code for an unknown label or a malformed entity type; the map in
+    force stays the one before (nothing half written) and the next upload is labelled by it."""
+    api.source("s1", read_groups=["g"])
+    steward = api.principal("st", roles=["steward", "reader"], groups=["g"])
+    before = api.client.get("/v1/policy/labels", headers=api.admin).json()
+    denied = api.client.put("/v1/policy/labels", headers=steward, json={"mapping": {"EMAIL_ADDRESS": "public"}})
+    assert denied.status_code == 403, denied.text
+    unknown = api.client.put("/v1/policy/labels", headers=api.admin, json={"mapping": {"EMAIL_ADDRESS": "secret"}})
+    assert unknown.status_code == 422 and unknown.json()["error"]["code"], unknown.text
+    malformed = api.client.put("/v1/policy/labels", headers=api.admin,
+                               json={"mapping": {"EMAIL_ADDRESS": "public"}, "personal_types": ["not an entity!"]})
+    assert (malformed.status_code, malformed.json()["error"]["code"]) == (422, "invalid_label_map"), malformed.text
+    assert api.client.get("/v1/policy/labels", headers=api.admin).json() == before
+    stored = _upload(api, "s1", "note.md", "# Note\n\nWrite to ann@example.com today.\n")
+    assert stored == ({Label.CONFIDENTIAL}, {before["label_map_version"]})
