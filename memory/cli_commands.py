@@ -394,6 +394,32 @@ def policy_set_jurisdictions(
     out.print(f"transfer rules now at version {run(data_dir, _do)}")
 
 
+@policy_app.command("set-labels")
+def policy_set_labels(
+    file: Annotated[Path, typer.Argument(help="JSON file: {mapping: {ENTITY: label}, unmapped?, personal_types?}")],
+    data_dir: DataDir = None,
+    actor: Actor = None,
+) -> None:
+    """Put a new entity->label map version (as PUT /v1/policy/labels): it applies to the next ingest of new bytes
+    in every process, a running API included."""
+    from memory import policy_store
+
+    try:
+        body = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        fail("invalid_policy_file", str(exc))
+    if not isinstance(body, dict):
+        fail("invalid_label_map", "the file must hold one JSON object with a 'mapping'")
+
+    def _do(c: Container) -> tuple[int, str]:
+        with transaction(c.sessions) as s:
+            label_map, version = policy_store.put_label_map(s, body=body, actor=actor_id(actor))
+            return version, label_map.version
+
+    version, label_map_version = run(data_dir, _do)
+    out.print(f"label map now at version {version} ({label_map_version})")
+
+
 
 
 @app.command("usage")

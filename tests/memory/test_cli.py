@@ -390,3 +390,30 @@ def test_numbers_past_their_columns_are_usage_errors_not_tracebacks(env: Path):
         assert r.exception is None or isinstance(r.exception, SystemExit), (args, r.exception)
     r = invoke("principals", "create", "x\n", "--clearance", "internal", "--jurisdiction", "EU")
     assert r.exit_code != 0 and "invalid" in r.output.lower(), r.output
+
+
+def test_an_admin_sets_the_label_map_and_the_next_ingest_follows_it(env: Path):
+    """`memory policy set-labels`: a new version in force (policy show), the next ingest labelled by it; a bad file
+    or map is refused with a one-line reason and a non-zero exit, the map in force left as it was."""
+    invoke("principals", "create", "st", "--roles", "steward,reader", "--groups", "g", "--clearance", "restricted")
+    invoke("sources", "add", "s", "--name", "S", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "g")
+    shown = json.loads(invoke("policy", "show").output)["labels"]
+    raised = env / "labels.json"
+    raised.write_text(json.dumps({"mapping": {**shown["mapping"], "EMAIL_ADDRESS": "restricted"}}))
+    r = invoke("policy", "set-labels", str(raised))
+    assert r.exit_code == 0 and f"version {shown['version'] + 1}" in r.output, r.output
+    assert json.loads(invoke("policy", "show").output)["labels"]["mapping"]["EMAIL_ADDRESS"] == "restricted"
+    folder = env / "docs"
+    folder.mkdir()
+    (folder / "note.md").write_text("# Note\n\nWrite to ann@example.com about the renewal.\n")
+    assert invoke("ingest", "s", str(folder), "--json", "--no-optimize").exit_code == 0
+    hit = json.loads(invoke("search", "renewal", "--as", "st", "--json").output)["hits"][0]
+    assert hit["label"] == "restricted"
+
+    bad = env / "bad.json"
+    for content, code in (("{not json", "invalid_policy_file"), ("[]", "invalid_label_map"),
+                          (json.dumps({"mapping": {"EMAIL_ADDRESS": "secret"}}), "invalid_label_map")):
+        bad.write_text(content)
+        r = invoke("policy", "set-labels", str(bad))
+        assert r.exit_code != 0 and code in r.output, r.output
+    assert json.loads(invoke("policy", "show").output)["labels"]["version"] == shown["version"] + 1
