@@ -133,7 +133,7 @@ class Container:
     def ingest_pipeline(self) -> IngestPipeline:
         """The pipeline for an ingest starting now: it labels with the label map in force in SQL, so an admin's
         change (PUT /v1/policy/labels) applies to the next ingest in every process, without a restart. Read once
-        an ingest (one primary-key read); when the map is not the one `pipeline` started with, `pipeline`
+        an ingest (one indexed read); when the map is not the one `pipeline` started with, `pipeline`
         relabelled (a shallow copy sharing its models and parse worker: nothing is loaded again)."""
         with self.sessions() as session:
             label_map, _ = policy_store.label_map(session)
