@@ -81,6 +81,8 @@ class LabelMap:
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> LabelMap:
+        if not isinstance(data, Mapping):
+            raise InvalidLabelMapError("a label map is a JSON object with a 'mapping'")
         try:
             raw = data["mapping"]
             if not isinstance(raw, Mapping):

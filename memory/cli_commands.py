@@ -373,6 +373,15 @@ def policy_show(data_dir: DataDir = None) -> None:
     print_json(run(data_dir, _do))
 
 
+def _policy_file(file: Path) -> Any:
+    """The JSON a policy file holds (its shape is the policy store's to check); unreadable or not JSON: a
+    non-zero exit with a one-line reason."""
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        fail("invalid_policy_file", str(exc))
+
+
 @policy_app.command("set-jurisdictions")
 def policy_set_jurisdictions(
     file: Annotated[Path, typer.Argument(help="JSON file: [{data, caller, rule}, ...]")],
@@ -382,10 +391,7 @@ def policy_set_jurisdictions(
     """Replace the transfer rules with a new version (unlisted pairs are denied)."""
     from memory import policy_store
 
-    try:
-        rules = json.loads(file.read_text())
-    except (OSError, ValueError) as exc:
-        fail("invalid_policy_file", str(exc))
+    rules = _policy_file(file)
 
     def _do(c: Container) -> int:
         with transaction(c.sessions) as s:
@@ -404,12 +410,7 @@ def policy_set_labels(
     in every process, a running API included."""
     from memory import policy_store
 
-    try:
-        body = json.loads(file.read_text())
-    except (OSError, ValueError) as exc:
-        fail("invalid_policy_file", str(exc))
-    if not isinstance(body, dict):
-        fail("invalid_label_map", "the file must hold one JSON object with a 'mapping'")
+    body = _policy_file(file)
 
     def _do(c: Container) -> tuple[int, str]:
         with transaction(c.sessions) as s:
