@@ -268,6 +268,8 @@ class PayloadPatch:
     committed: bool | None = None
     read_groups: tuple[str, ...] | None = None
     jurisdiction: str | None = None
+    label: int | None = None
+    personal: bool | None = None
 
     def __post_init__(self) -> None:
         # `current` is derived from both; patching one alone would leave it stale.
@@ -289,6 +291,10 @@ class PayloadPatch:
             out["read_groups"] = list(self.read_groups)
         if self.jurisdiction is not None:
             out["jurisdiction"] = self.jurisdiction
+        if self.label is not None:
+            out[F_LABEL] = int(self.label)
+        if self.personal is not None:
+            out[F_PERSONAL] = int(self.personal)
         return out
 
 

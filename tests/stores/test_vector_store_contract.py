@@ -362,6 +362,20 @@ def test_patch_by_point_ids_supersedes_and_commits(store: VectorStore) -> None:
         PayloadPatch(valid_to=150.0)
 
 
+def test_patch_by_point_ids_relabels(store: VectorStore) -> None:
+    """A relabel (memory.relabel) sets label and personal flag on points by id: the next search filters by them."""
+    a, b = point(payload(personal=False)), point(payload(personal=False))
+    store.upsert([a, b])
+    no_personal = access(grants=(EU_NON_PERSONAL,))
+    store.patch(Selector(point_ids=(a.id,)), PayloadPatch(label=3, personal=True))
+    assert visible_ids(store, access()) == {b.id}  # above the clearance (max_label 2)
+    assert visible_ids(store, access(max_label=3)) == {a.id, b.id}
+    assert visible_ids(store, dataclasses.replace(no_personal, max_label=3)) == {b.id}
+    store.patch(Selector(point_ids=(a.id,)), PayloadPatch(label=0, personal=False))
+    assert visible_ids(store, no_personal) == {a.id, b.id}
+    assert store.retrieve([a.id])[0].payload == dataclasses.replace(a.payload, label=0, personal=False)
+
+
 def test_empty_patch_is_a_no_op_and_bad_selector_is_rejected(store: VectorStore) -> None:
     p = point(payload())
     store.upsert([p])
