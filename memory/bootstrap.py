@@ -202,6 +202,29 @@ class Container:
 
         return watch_index(self.store, warn_above=self.settings.unindexed_warn_points if warn else None)
 
+    def backfill_twins(self, *, actor: str, batch: int = 256) -> dict[str, int]:
+        """Store the masked twins personal chunks lack (memory.masked_twins.run: audited, gauged)."""
+        from memory import masked_twins
+        from memory.embedding_cache import SqlEmbeddingCache
+
+        return masked_twins.run(self.sessions, self.store, self.embedder, SqlEmbeddingCache(self.sessions),
+                                actor=actor, batch=batch)
+
+    def relabel(self, *, actor: str, acting_for: str | None = None, source_id: str | None = None,
+                dry_run: bool = False) -> dict[str, object]:
+        """Stored chunks brought to the label map and floors in force (memory.relabel), then the masked twins of
+        the chunks that became personal stored (`twins_stored`, and `twins_lacking`: personal chunks still
+        without one, None on a dry run)."""
+        from memory.relabel import relabel
+
+        report = relabel(self.sessions, self.store, actor=actor, acting_for=acting_for, source_id=source_id,
+                         dry_run=dry_run)
+        out = report.as_dict()
+        twins = None if dry_run else self.backfill_twins(actor=actor)
+        out["twins_stored"] = twins["stored"] if twins else 0
+        out["twins_lacking"] = twins["lacking"] if twins else None
+        return out
+
     def note_ingest(self) -> None:
         """After an API upload stored points: gauge the index backlog (`watch_index`), so that what the API ingests
         is seen as it piles up rather than at the next repair run; the warning stays with the repair runs (once

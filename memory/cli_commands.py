@@ -302,12 +302,8 @@ def backfill_twins_cmd(
     twins existed): until then such a chunk is not served to callers who read its source masked. Idempotent;
     the twin is stored before SQL names it, so an interrupted run is finished by the next (audited when it
     stored any). Safe while the API runs on PostgreSQL + Qdrant server; on the embedded store, stop the API."""
-    from memory import masked_twins
-    from memory.embedding_cache import SqlEmbeddingCache
-
     def _do(c: Container) -> dict[str, int]:
-        return masked_twins.run(c.sessions, c.store, c.embedder, SqlEmbeddingCache(c.sessions),
-                                actor=actor_id(actor), batch=batch)
+        return c.backfill_twins(actor=actor_id(actor), batch=batch)
 
     counts = run(data_dir, _do)
     if as_json:
@@ -316,6 +312,34 @@ def backfill_twins_cmd(
     out.print(f"masked twins: {counts['stored']} stored ({counts['embedded']} texts embedded), {counts['lacking']} "
               f"personal chunks still without one ({counts['other_model']} of another embedding model, "
               f"{counts['point_missing']} without their point, {counts['unsettled']} changing meanwhile)",
+              markup=False, soft_wrap=True)
+
+
+@app.command("relabel")
+def relabel_cmd(
+    data_dir: DataDir = None,
+    source: Annotated[str | None, typer.Option("--source", help="Relabel this source's chunks only.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would change; write nothing.")] = False,
+    actor: Actor = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Bring the chunks already stored to the label map in force and their sources' floors (a new label map or
+    floor otherwise applies only to what is ingested next), in SQL and in the vectors, then store the masked
+    twins of chunks that became personal. Audited; idempotent. Safe while the API runs on PostgreSQL + Qdrant
+    server; on the embedded store, stop the API first or call `POST /v1/admin/relabel`."""
+
+    def _do(c: Container) -> dict[str, object]:
+        return c.relabel(actor=actor_id(actor), source_id=source, dry_run=dry_run)
+
+    counts = run(data_dir, _do)
+    if as_json:
+        print_json(counts)
+        return
+    would = "would relabel" if dry_run else "relabelled"
+    out.print(f"{would} {counts['versions_relabelled']} of {counts['versions']} versions under label map "
+              f"{counts['label_map_version']}: {counts['raised']} chunks raised, {counts['lowered']} lowered, "
+              f"{counts['now_personal']} now personal, {counts['no_longer_personal']} no longer personal; "
+              f"{counts['points_patched']} vector points written, {counts['twins_stored']} masked twins stored",
               markup=False, soft_wrap=True)
 
 

@@ -200,7 +200,7 @@ def update(
     if patch.description is not None:
         src.description = patch.description
     if patch.floor is not None:
-        # The floor applies to chunks at ingest; existing chunks keep their label until re-ingested.
+        # The floor applies to chunks at ingest; chunks already stored keep their label until `memory relabel`.
         src.floor = int(Label.parse(patch.floor))
     if patch.personal_data_requires_consent is not None:
         src.personal_data_requires_consent = patch.personal_data_requires_consent

@@ -6,8 +6,9 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
@@ -39,18 +40,6 @@ from memory.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _twin_backfill(container: Container) -> Callable[[], object]:
-    """The masked twins of personal chunks stored before them (memory.masked_twins), on the repair thread as the
-    API starts: on the embedded store only the API's process can write them while it runs."""
-    def run() -> object:
-        from memory import masked_twins
-        from memory.embedding_cache import SqlEmbeddingCache
-
-        return masked_twins.run(container.sessions, container.store, container.embedder,
-                                SqlEmbeddingCache(container.sessions), actor="system")
-    return run
-
-
 def create_app(settings: Settings | None = None, *, container: Container | None = None, warm: bool = True) -> FastAPI:
     """Build the app. `container` injects collaborators (tests); `warm` loads models at startup."""
     settings = settings or (container.settings if container else Settings())
@@ -71,7 +60,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
             loop = RepairLoop(container.sessions, container.store, interval_s=settings.repair_interval_s,
                               pending_grace_s=settings.ingest_pending_grace_s,
-                              first=_twin_backfill(container) if settings.backfill_twins_on_start else None,
+                              # The masked twins of personal chunks stored before them, as the API starts: on the
+                              # embedded store only the API's process can write them while it runs.
+                              first=partial(container.backfill_twins, actor="system")
+                              if settings.backfill_twins_on_start else None,
                               watch=container.watch_index)
             loop.start()
         log.info("api.ready backend=%s", "edge" if settings.is_embedded_vectors else "server")

@@ -173,6 +173,31 @@ class IngestWarningOut(BaseModel):
     attachment: str | None = Field(None, description="The email attachment concerned (nested: a/b.pdf)")
 
 
+class RelabelIn(Strict):
+    source_id: str | None = Field(None, min_length=1, max_length=128,
+                                  description="Relabel this source's chunks only (default: every source's)")
+    dry_run: StrictBool = Field(False, description="Count what would change; write nothing")
+
+
+class RelabelOut(BaseModel):
+    """What one relabel run did, or would do (memory.relabel)."""
+
+    label_map_version: str = Field(description="The label map applied (the one in force when the run started)")
+    versions: int = Field(description="Versions examined (those a search can reach: active and superseded)")
+    chunks: int = Field(description="Their chunks")
+    versions_relabelled: int = Field(description="Versions with a chunk whose label or personal flag changed")
+    raised: int = Field(description="Chunks whose label went up")
+    lowered: int = Field(description="Chunks whose label went down")
+    now_personal: int = Field(description="Chunks that now hold personal data (not served to a caller who reads "
+                              "them masked until their masked twin is stored: see twins_stored)")
+    no_longer_personal: int = Field(description="Chunks that no longer hold personal data (masked twin deleted)")
+    points_patched: int = Field(description="Vector points written, twins deleted included")
+    points_missing: int = Field(description="Chunks whose vector point is missing (run repair, or ingest again)")
+    dry_run: bool
+    twins_stored: int = Field(description="Masked twins stored after the relabel")
+    twins_lacking: int | None = Field(description="Personal chunks still without a masked twin; null on a dry run")
+
+
 class RepairOut(BaseModel):
     """What one repair run fixed (memory.maintenance)."""
 

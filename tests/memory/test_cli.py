@@ -417,3 +417,30 @@ def test_an_admin_sets_the_label_map_and_the_next_ingest_follows_it(env: Path):
         r = invoke("policy", "set-labels", str(bad))
         assert r.exit_code != 0 and code in r.output, r.output
     assert json.loads(invoke("policy", "show").output)["labels"]["version"] == shown["version"] + 1
+
+
+def test_an_admin_relabels_what_is_stored_after_a_label_map_change(env: Path):
+    """`memory relabel`: a dry run counts and changes nothing; the run relabels the note stored before the change;
+    an unknown source exits non-zero with a one-line reason."""
+    invoke("principals", "create", "st", "--roles", "steward,reader", "--groups", "g", "--clearance", "restricted")
+    invoke("sources", "add", "s", "--name", "S", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "g")
+    folder = env / "docs"
+    folder.mkdir()
+    (folder / "note.md").write_text("# Note\n\nWrite to ann@example.com about the renewal.\n")
+    assert invoke("ingest", "s", str(folder), "--json", "--no-optimize").exit_code == 0
+    shown = json.loads(invoke("policy", "show").output)["labels"]
+    raised = env / "labels.json"
+    raised.write_text(json.dumps({"mapping": {**shown["mapping"], "EMAIL_ADDRESS": "restricted"}}))
+    assert invoke("policy", "set-labels", str(raised)).exit_code == 0
+
+    def label() -> str:
+        return str(json.loads(invoke("search", "renewal", "--as", "st", "--json").output)["hits"][0]["label"])
+
+    dry = invoke("relabel", "--dry-run", "--json")
+    assert dry.exit_code == 0 and json.loads(dry.output)["raised"] == 1, dry.output
+    assert label() == "confidential"
+    r = invoke("relabel", "--source", "s")
+    assert r.exit_code == 0 and "relabelled 1 of 1 versions" in r.output and "1 chunks raised" in r.output, r.output
+    assert label() == "restricted"
+    missing = invoke("relabel", "--source", "nope")
+    assert missing.exit_code != 0 and "source_not_found" in missing.output, missing.output

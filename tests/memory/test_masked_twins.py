@@ -402,16 +402,18 @@ def test_the_api_backfills_missing_twins_on_its_repair_thread_as_it_starts(conta
     """On the embedded store only the API's process can write the twins while it runs: its repair thread runs
     the backfill once as it starts (audited, gauged), then repairs on its interval; a failed first run is logged
     and the loop goes on."""
+    from functools import partial
+
     from prometheus_client import REGISTRY
 
-    from memory.api.app import _twin_backfill
     from memory.maintenance import RepairLoop
     from memory.models import AuditRecord
 
     c = container
     _world(c, {"hr": {"mail.txt": EMAIL_DOC, "two.txt": "Ms Maria Garcia signed it."}})
     assert len(_forget_twins(c)) == 2
-    loop = RepairLoop(c.sessions, c.store, interval_s=3600, pending_grace_s=900, first=_twin_backfill(c))
+    loop = RepairLoop(c.sessions, c.store, interval_s=3600, pending_grace_s=900,
+                      first=partial(c.backfill_twins, actor="system"))  # as the API passes it
     loop.start()
     loop.stop(timeout_s=60)
     with c.sessions() as s:

@@ -26,3 +26,21 @@ def repair(
     counts = run_repair(container.sessions, container.store, pending_grace_s=container.settings.ingest_pending_grace_s,
                         actor=who.principal_id, acting_for=who.acting_for)
     return schemas.RepairOut(**counts, unindexed_points=container.watch_index())
+
+
+@router.post("/relabel", response_model=schemas.RelabelOut)
+def relabel(
+    body: schemas.RelabelIn, session: SessionDep, container: ContainerDep,
+    who: Annotated[EffectivePrincipal, role("admin")],
+) -> schemas.RelabelOut:
+    """Bring the chunks already stored (of one source, or all) to the label map in force and their sources'
+    floors, which otherwise apply only to what is ingested next: labels and personal flags in SQL and in the
+    vector payloads, the vectors tightened before SQL changes and loosened only after it commits; then the masked
+    twins of chunks that became personal are stored. Audited (`policy.relabel`, one record per batch of
+    versions). Idempotent; `dry_run` counts without writing. 404 for an unknown source; 409
+    `label_map_changed` if the map changes while it runs (run it again). Runs in the request (about a second
+    per few thousand chunks when little changes); the CLI's `memory relabel` does the same."""
+    session.commit()  # the authentication's transaction: on SQLite it would hold the lock relabel needs
+    out = container.relabel(actor=who.principal_id, acting_for=who.acting_for, source_id=body.source_id,
+                            dry_run=body.dry_run)
+    return schemas.RelabelOut(**out)  # type: ignore[arg-type]

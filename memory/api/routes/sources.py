@@ -50,7 +50,8 @@ def update_source(
     """Change a source (its steward or an admin; 403 `not_source_steward` for another steward who reads it, 404
     `source_not_found` for one who does not, as for an unknown id). New read groups or jurisdiction reach the
     vectors before this returns; consent (the flag and purposes) is read at query time, so it applies to the next
-    search."""
+    search. A new floor labels what is ingested next; the chunks already stored keep their labels until an admin
+    relabels them (`POST /v1/admin/relabel` with this source id)."""
     sources.ensure_steward(who, sources.get(session, source_id=source_id))
     patch = sources.SourcePatch(
         name=body.name, steward=body.steward, jurisdiction=body.jurisdiction,

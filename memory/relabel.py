@@ -1,0 +1,294 @@
+"""Bring stored chunks to the label map and source floors in force (`memory relabel`, `POST /v1/admin/relabel`).
+
+A chunk's label is max(its source's floor, the label map's label for its entity types), and it holds personal
+data when one of its entity types is personal under the map (ingest.pipeline). Both are fixed when the chunk is
+stored: a new label-map version (`PUT /v1/policy/labels`) or a changed floor (`PATCH /v1/sources/{id}`) applies
+to what is ingested next, and to what is already stored only once this runs. Everything it needs is stored: each
+chunk keeps its entity types (its text's and those of the names shown beside it) and its PII spans (for masking).
+
+Per batch of versions a search can reach (keyset by version id, so a version is always relabelled whole):
+
+  1. each chunk's target (label, personal) from the map and its source's floor, and the payloads of its points
+     (its clear point and its masked twin, by the twin's derived id as well as SQL's, so a twin a crash left
+     unnamed is found);
+  2. **tighten**: every point looser than its target in any way (a lower label, or not personal where the target
+     is) gets the stricter of the two, before SQL changes: the vectors never admit more than both SQL and the
+     target allow, and a crash after this step leaves them stricter (fail closed);
+  3. SQL, in one transaction with the versions' rows locked in id order: the chunks' label and personal flag (a
+     chunk no longer personal loses its `masked_point_id`), their versions' summaries (`max_label`,
+     `has_personal`, which decide whether a citation may measure the whole version) and their sources'
+     (`withholdable.recount_source`), and one audit record (`policy.relabel`). The transaction first checks
+     that the label map it applies is still the one in force (else `label_map_changed`: run again);
+  4. **settle**: the vectors copied from SQL as committed (re-read after the copy until it holds still, so a
+     concurrent run that committed later wins, as its own settle also copies it): the masked twins of chunks
+     that are no longer personal deleted first, then every point set to its chunk's label and flag.
+
+A chunk that became personal has no masked twin yet: until one is stored it is not served to a caller who reads
+its source masked (fail closed). The callers (CLI, API) run `memory.masked_twins.run` after a relabel that made
+any. `label_map_version` on a version stays the map its ingest applied (a citation records it, and a citation an
+auditor kept must still verify); the audit log says which map relabelled which versions, and when.
+
+Idempotent: a run where SQL and the vectors already agree with the targets writes nothing. A crash anywhere leaves
+vectors at least as strict as SQL; the next run finishes. Dry run: counts what would change, writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from sqlalchemy import Select, bindparam, exists, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from classifiers.labels import LabelMap
+from memory import audit, policy_store, sources, withholdable
+from memory.db import transaction
+from memory.errors import ConflictError
+from memory.ingestion import masked_point_id_for
+from memory.models import REACHABLE_STATUSES, Chunk, Document, DocumentVersion, Source
+from memory.stores.base import ChunkPayload, PayloadPatch, Selector, VectorStore
+from memory.vector_sync import SYNC_ROUNDS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 64  # versions per batch (one SQL transaction each)
+
+
+class Labels(NamedTuple):
+    """What a chunk's points carry of its classification."""
+
+    label: int
+    personal: bool
+
+    def stricter(self, other: Labels) -> Labels:
+        return Labels(max(self.label, other.label), self.personal or other.personal)
+
+
+class _Chunk(NamedTuple):
+    id: str
+    point_id: str
+    # Where its masked twin may be: the derived id (memory.ingestion.masked_point_id_for), which finds a twin a
+    # crash left unnamed, and the one SQL names if that differs.
+    twin_ids: tuple[str, ...]
+    version_id: str
+    source_id: str
+    stored: Labels
+    target: Labels
+
+
+def _twin_ids(chunk_id: str, named: str | None) -> tuple[str, ...]:
+    derived = masked_point_id_for(chunk_id)
+    return (derived,) if named in (None, derived) else (derived, named)
+
+
+@dataclass
+class RelabelReport:
+    """What a run did (or, dry, would do)."""
+
+    label_map_version: str = ""
+    versions: int = 0  # versions examined
+    chunks: int = 0  # their chunks
+    versions_relabelled: int = 0  # versions with a chunk whose SQL label or flag changed
+    raised: int = 0  # chunks whose label went up
+    lowered: int = 0  # ... down
+    now_personal: int = 0  # chunks that now hold personal data (their masked twin is stored after the run)
+    no_longer_personal: int = 0  # ... that no longer do (their masked twin deleted)
+    points_patched: int = 0  # vector points written (both steps; a point behind SQL after a crash counts too)
+    points_missing: int = 0  # chunks whose clear point is not in the vector store (`memory repair` / re-ingest)
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {"label_map_version": self.label_map_version, "versions": self.versions, "chunks": self.chunks,
+                "versions_relabelled": self.versions_relabelled, "raised": self.raised, "lowered": self.lowered,
+                "now_personal": self.now_personal, "no_longer_personal": self.no_longer_personal,
+                "points_patched": self.points_patched, "points_missing": self.points_missing,
+                "dry_run": self.dry_run}
+
+
+def target(label_map: LabelMap, floor: int, entity_types: Iterable[str]) -> Labels:
+    """A chunk's label and flag under `label_map` in a source with this floor (as ingest.pipeline derives them)."""
+    types = list(entity_types)
+    return Labels(max(int(floor), int(label_map.label_for(types))), label_map.is_personal(types))
+
+
+def relabel(
+    factory: sessionmaker[Session], store: VectorStore, *, actor: str, acting_for: str | None = None,
+    source_id: str | None = None, batch: int = DEFAULT_BATCH, dry_run: bool = False,
+) -> RelabelReport:
+    """Relabel every chunk of the versions a search can reach (of one source, or all) under the label map in
+    force and their sources' floors (the module docstring has the steps)."""
+    if batch < 1:
+        raise ValueError("batch must be positive")
+    with factory() as session:
+        if source_id is not None:
+            sources.get(session, source_id=source_id)  # source_not_found
+        label_map, map_row = policy_store.label_map(session)
+    report, after = RelabelReport(label_map_version=label_map.version, dry_run=dry_run), ""
+    while True:
+        with factory() as session:
+            version_ids = list(session.scalars(_versions_after(after, source_id, batch)))
+            chunks = _chunks(session, version_ids, label_map) if version_ids else []
+        if not version_ids:
+            break
+        after = version_ids[-1]
+        report.versions += len(version_ids)
+        report.chunks += len(chunks)
+        _relabel_batch(factory, store, chunks, label_map, map_row, report, actor=actor, acting_for=acting_for)
+    log.info("relabel.done %s", " ".join(f"{k}={v}" for k, v in report.as_dict().items()))
+    return report
+
+
+def _versions_after(after: str, source_id: str | None, batch: int) -> Select[str]:
+    q = select(DocumentVersion.id).where(DocumentVersion.status.in_(REACHABLE_STATUSES), DocumentVersion.id > after)
+    if source_id is not None:
+        q = q.join(Document, Document.id == DocumentVersion.document_id).where(Document.source_id == source_id)
+    return q.order_by(DocumentVersion.id).limit(batch)
+
+
+def _chunks(session: Session, version_ids: Sequence[str], label_map: LabelMap) -> list[_Chunk]:
+    rows = session.execute(
+        select(Chunk.id, Chunk.point_id, Chunk.masked_point_id, Chunk.version_id, Chunk.source_id, Chunk.label,
+               Chunk.personal, Chunk.entity_types, Source.floor)
+        .join(Source, Source.id == Chunk.source_id).where(Chunk.version_id.in_(version_ids)).order_by(Chunk.id))
+    return [_Chunk(r.id, r.point_id, _twin_ids(r.id, r.masked_point_id), r.version_id, r.source_id,
+                   Labels(int(r.label), bool(r.personal)), target(label_map, r.floor, r.entity_types or ()))
+            for r in rows]
+
+
+def _relabel_batch(
+    factory: sessionmaker[Session], store: VectorStore, chunks: Sequence[_Chunk], label_map: LabelMap,
+    map_row: int, report: RelabelReport, *, actor: str, acting_for: str | None,
+) -> None:
+    payloads = _payloads(store, chunks)
+    report.points_missing += sum(1 for c in chunks if c.point_id not in payloads)
+    changed = [c for c in chunks if c.stored != c.target]
+    _count(changed, report)
+    behind = changed or [c for c in chunks if _vectors_differ(c, c.target, payloads)]
+    if not behind or report.dry_run:
+        return
+    tight = _tighten(store, chunks, payloads)
+    if changed:
+        _commit(factory, changed, label_map, map_row, report, actor=actor, acting_for=acting_for)
+    report.points_patched += tight + _settle(factory, store, chunks)
+
+
+def _payloads(store: VectorStore, chunks: Sequence[_Chunk]) -> dict[str, ChunkPayload]:
+    ids = [pid for c in chunks for pid in (c.point_id, *c.twin_ids)]
+    return {p.id: p.payload for p in store.retrieve(ids)}
+
+
+def _labels(p: ChunkPayload) -> Labels:
+    return Labels(int(p.label), bool(p.personal))
+
+
+def _vectors_differ(c: _Chunk, want: Labels, payloads: dict[str, ChunkPayload]) -> bool:
+    """Whether the chunk's points do not carry `want` (or a twin exists where `want` is not personal)."""
+    clear = payloads.get(c.point_id)
+    if clear is not None and _labels(clear) != want:
+        return True
+    twins = [payloads[t] for t in c.twin_ids if t in payloads]
+    return any(not want.personal or _labels(t) != want for t in twins)
+
+
+def _count(changed: Sequence[_Chunk], report: RelabelReport) -> None:
+    report.raised += sum(1 for c in changed if c.target.label > c.stored.label)
+    report.lowered += sum(1 for c in changed if c.target.label < c.stored.label)
+    report.now_personal += sum(1 for c in changed if c.target.personal and not c.stored.personal)
+    report.no_longer_personal += sum(1 for c in changed if c.stored.personal and not c.target.personal)
+    report.versions_relabelled += len({c.version_id for c in changed})
+
+
+def _tighten(store: VectorStore, chunks: Sequence[_Chunk], payloads: dict[str, ChunkPayload]) -> int:
+    """Step 2: each point looser than its chunk's target gets the stricter of its own and the target's."""
+    groups: dict[Labels, list[str]] = defaultdict(list)
+    for c in chunks:
+        for pid in (c.point_id, *c.twin_ids):
+            if pid in payloads:
+                have = _labels(payloads[pid])
+                if (strict := have.stricter(c.target)) != have:
+                    groups[strict].append(pid)
+    return _patch(store, groups)
+
+
+def _patch(store: VectorStore, groups: dict[Labels, list[str]]) -> int:
+    for labels, ids in sorted(groups.items()):
+        store.patch(Selector(point_ids=tuple(sorted(ids))), PayloadPatch(label=labels.label, personal=labels.personal),
+                    durable=False)
+    if groups:
+        store.flush()
+    return sum(len(ids) for ids in groups.values())
+
+
+_SET_LABELS = update(Chunk).where(Chunk.id == bindparam("cid")).values(label=bindparam("label"),
+                                                                        personal=bindparam("personal"))
+# A chunk no longer personal: its masked twin is deleted in step 4 (a chunk still personal keeps whatever twin
+# it has, which a concurrent backfill may have named since the batch was read).
+_SET_NOT_PERSONAL = update(Chunk).where(Chunk.id == bindparam("cid")).values(
+    label=bindparam("label"), personal=False, masked_point_id=None)
+
+
+def _commit(
+    factory: sessionmaker[Session], changed: Sequence[_Chunk], label_map: LabelMap, map_row: int,
+    report: RelabelReport, *, actor: str, acting_for: str | None,
+) -> None:
+    """Step 3: the chunks' new labels in SQL, with their versions' and sources' summaries and an audit record."""
+    versions = sorted({c.version_id for c in changed})
+    with transaction(factory) as session:
+        session.execute(select(DocumentVersion.id).where(DocumentVersion.id.in_(versions))
+                        .order_by(DocumentVersion.id).with_for_update()).all()
+        if policy_store.label_map(session)[1] != map_row:
+            raise ConflictError("the label map changed while relabelling; run relabel again to apply the new one",
+                                code="label_map_changed")
+        personal = [{"cid": c.id, "label": c.target.label, "personal": True} for c in changed if c.target.personal]
+        if personal:
+            session.connection().execute(_SET_LABELS, personal)
+        other = [{"cid": c.id, "label": c.target.label} for c in changed if not c.target.personal]
+        if other:
+            session.connection().execute(_SET_NOT_PERSONAL, other)
+        for vid in versions:
+            of_version = (Chunk.version_id == vid,)
+            session.execute(update(DocumentVersion).where(DocumentVersion.id == vid).values(
+                max_label=select(func.max(Chunk.label)).where(*of_version).scalar_subquery(),
+                has_personal=exists().where(*of_version, Chunk.personal.is_(True)),
+            ))
+        for sid in sorted({c.source_id for c in changed}):
+            withholdable.recount_source(session, source_id=sid)
+        audit.append(session, audit.Write(action="policy.relabel", target=f"label_map@{label_map.version}", details={
+            "label_map_version": label_map.version, "versions": versions, "chunks": len(changed),
+            "raised": sum(1 for c in changed if c.target.label > c.stored.label),
+            "lowered": sum(1 for c in changed if c.target.label < c.stored.label),
+            "now_personal": sum(1 for c in changed if c.target.personal and not c.stored.personal),
+            "no_longer_personal": sum(1 for c in changed if c.stored.personal and not c.target.personal),
+        }), principal_id=actor, acting_for=acting_for)
+
+
+def _settle(factory: sessionmaker[Session], store: VectorStore, chunks: Sequence[_Chunk]) -> int:
+    """Step 4: the chunks' points copied from SQL until SQL holds still across a copy; points written."""
+    patched, ids = 0, [c.id for c in chunks]
+    for _ in range(SYNC_ROUNDS):
+        committed = _committed(factory, ids)
+        current = [c._replace(target=committed[c.id]) for c in chunks if c.id in committed]
+        payloads = _payloads(store, current)
+        stale_twins = sorted(t for c in current if not c.target.personal for t in c.twin_ids if t in payloads)
+        if stale_twins:
+            store.delete(Selector(point_ids=tuple(stale_twins)))
+        groups: dict[Labels, list[str]] = defaultdict(list)
+        for c in current:
+            points = (c.point_id, *c.twin_ids) if c.target.personal else (c.point_id,)
+            for pid in points:
+                if pid in payloads and _labels(payloads[pid]) != c.target:
+                    groups[c.target].append(pid)
+        patched += len(stale_twins) + _patch(store, groups)
+        if _committed(factory, ids) == committed:
+            return patched
+    log.warning("relabel.unsettled chunks=%d (kept changing; the next run copies them)", len(ids))
+    return patched
+
+
+def _committed(factory: sessionmaker[Session], chunk_ids: Sequence[str]) -> dict[str, Labels]:
+    with factory() as session:
+        return {r.id: Labels(int(r.label), bool(r.personal)) for r in session.execute(
+            select(Chunk.id, Chunk.label, Chunk.personal).where(Chunk.id.in_(chunk_ids)))}

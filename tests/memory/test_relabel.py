@@ -1,0 +1,237 @@
+"""Relabelling what is stored (memory.relabel): a new label map or source floor reaches the chunks already stored,
+in SQL and in the vectors, with the vectors never looser than SQL or the map at any step (a crash included).
+
+Through the real stack: SQL, Qdrant Edge, parsing (fake embedder and classifier); the last test with the real
+Presidio classifier, through the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from classifiers.labels import LabelMap
+from classifiers.types import Label
+from memory import policy_store, relabel, sources
+from memory.db import transaction
+from memory.errors import ConflictError, NotFoundError
+from memory.ingestion import masked_point_id_for
+from memory.models import AuditRecord, Chunk, DocumentVersion, Source
+from tests.memory.test_masked_twins import EMAIL_DOC, PLAIN_DOC, _search, _world
+
+QUERY = "contact email address payroll"
+
+
+def _put_map(c, **changes: Any) -> LabelMap:
+    body = {**LabelMap().to_json(), **changes}
+    with transaction(c.sessions) as s:
+        return policy_store.put_label_map(s, body=body, actor="admin")[0]
+
+
+def _email_map(c, label: str) -> LabelMap:
+    return _put_map(c, mapping={**LabelMap().to_json()["mapping"], "EMAIL_ADDRESS": label})  # type: ignore[dict-item]
+
+
+def _mail(c) -> Chunk:
+    with c.sessions() as s:
+        return s.scalars(select(Chunk).where(Chunk.text.contains("@"))).one()
+
+
+def _points(c, chunk: Chunk) -> dict[str, tuple[int, bool]]:
+    """The chunk's points in the vector store (clear, twin) -> (label, personal)."""
+    got = {p.id: p.payload for p in c.store.retrieve([chunk.point_id, masked_point_id_for(chunk.id)])}
+    return {("twin" if p.masked_twin else "clear"): (p.label, p.personal) for p in got.values()}
+
+
+def _run(c, **kw: Any) -> relabel.RelabelReport:
+    return relabel.relabel(c.sessions, c.store, actor="admin", **kw)
+
+
+def _served(c, caller: str) -> list[tuple[str, bool]]:
+    return [(h.citation.chunk_id, h.masked) for h in _search(c, caller, QUERY).hits]
+
+
+def test_a_raised_label_reaches_the_stored_chunk_and_its_twin_and_comes_back_down(container):
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC, "plain.txt": PLAIN_DOC}})
+    mail = _mail(c)
+    assert (mail.label, _points(c, mail)) == (Label.CONFIDENTIAL, {"clear": (2, True), "twin": (2, True)})
+    raised = _email_map(c, "restricted")
+    assert (mail.id, False) in _served(c, "eu")  # a new map applies to what is ingested next only
+
+    dry = _run(c, dry_run=True)
+    assert (dry.raised, dry.versions_relabelled, dry.points_patched, dry.dry_run) == (1, 1, 0, True)
+    assert _mail(c).label == Label.CONFIDENTIAL and _points(c, mail)["clear"] == (2, True)
+
+    report = _run(c)
+    assert (report.label_map_version, report.versions, report.chunks) == (raised.version, 2, 2)
+    assert (report.raised, report.lowered, report.versions_relabelled, report.points_patched) == (1, 0, 1, 2)
+    assert _mail(c).label == Label.RESTRICTED and _points(c, mail) == {"clear": (3, True), "twin": (3, True)}
+    with c.sessions() as s:
+        version = s.get(DocumentVersion, mail.version_id)
+        assert version is not None and version.max_label == Label.RESTRICTED
+        assert version.label_map_version == LabelMap().version  # what its ingest applied: citations still verify
+        assert s.get(Source, "hr").max_label == Label.RESTRICTED  # type: ignore[union-attr]
+        record = s.scalars(select(AuditRecord).where(AuditRecord.event == "write")
+                           .order_by(AuditRecord.seq.desc()).limit(1)).one()
+    assert record.body["action"] == "policy.relabel" and record.body["details"]["versions"] == [mail.version_id]
+    result = _search(c, "eu", QUERY)
+    assert mail.id not in {h.citation.chunk_id for h in result.hits}
+    assert [(w.source_id, w.reason, w.count) for w in result.withheld] == [("hr", "clearance", 1)]
+
+    again = _run(c)  # idempotent: nothing left to write
+    assert (again.versions_relabelled, again.points_patched) == (0, 0)
+
+    _put_map(c)  # the default map again: the label comes back down
+    down = _run(c)
+    assert (down.lowered, down.raised) == (1, 0)
+    assert _points(c, mail) == {"clear": (2, True), "twin": (2, True)}
+    assert (mail.id, False) in _served(c, "eu")
+
+
+def test_a_chunk_no_longer_personal_loses_its_twin_and_one_personal_again_gets_one(container):
+    """The masked caller ("us") gets the chunk once at every step: by its twin, in clear once the map says it holds
+    no personal data, and masked again (a new twin) once the map says it does."""
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC, "plain.txt": PLAIN_DOC}})
+    mail = _mail(c)
+    assert (mail.id, True) in _served(c, "us")
+    default = LabelMap()
+    _put_map(c, personal_types=sorted(default.personal_types - {"EMAIL_ADDRESS"}))
+    report = _run(c)
+    assert (report.no_longer_personal, report.now_personal) == (1, 0)
+    assert _points(c, mail) == {"clear": (2, False)}
+    assert _mail(c).masked_point_id is None and not _mail(c).personal
+    hits = _search(c, "us", QUERY).hits
+    assert [h.masked for h in hits if h.citation.chunk_id == mail.id] == [False]
+    assert "alice.smith@example.com" in next(h.text for h in hits if h.citation.chunk_id == mail.id)
+
+    _put_map(c)
+    out = c.relabel(actor="admin")
+    assert (out["now_personal"], out["twins_stored"], out["twins_lacking"]) == (1, 1, 0)
+    assert _points(c, mail) == {"clear": (2, True), "twin": (2, True)}
+    hits = _search(c, "us", QUERY).hits
+    assert [h.masked for h in hits if h.citation.chunk_id == mail.id] == [True]
+    assert "alice.smith" not in next(h.text for h in hits if h.citation.chunk_id == mail.id)
+
+
+def test_a_raised_floor_reaches_one_sources_chunks_only(container):
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC}, "wiki": {"plain.txt": PLAIN_DOC}})
+    with transaction(c.sessions) as s:
+        sources.update(s, source_id="hr", patch=sources.SourcePatch(floor="restricted"), store=c.store, actor="t")
+    report = _run(c, source_id="hr")
+    assert (report.versions, report.raised) == (1, 1)
+    with c.sessions() as s:
+        assert dict(s.execute(select(Chunk.source_id, Chunk.label)).tuples().all()) == {
+            "hr": Label.RESTRICTED, "wiki": Label.INTERNAL}
+    with pytest.raises(NotFoundError) as err:
+        _run(c, source_id="nope")
+    assert err.value.code == "source_not_found"
+
+
+def test_a_crash_after_the_commit_leaves_the_vectors_stricter_and_the_next_run_finishes(container, monkeypatch):
+    """Lowering: SQL commits the lower label first; a crash before the vectors follow leaves them at the higher
+    one (the reader is not served: fail closed) until the next run copies SQL."""
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC, "plain.txt": PLAIN_DOC}})
+    mail = _mail(c)
+    _email_map(c, "restricted")
+    _run(c)
+    _put_map(c)
+
+    def crash(*_a: Any, **_k: Any) -> int:
+        raise RuntimeError("killed after the commit")
+
+    with monkeypatch.context() as m, pytest.raises(RuntimeError):
+        m.setattr(relabel, "_settle", crash)
+        _run(c)
+    assert _mail(c).label == Label.CONFIDENTIAL and _points(c, mail)["clear"] == (3, True)
+    assert mail.id not in {cid for cid, _ in _served(c, "eu")}
+    finish = _run(c)
+    assert (finish.versions_relabelled, finish.points_patched) == (0, 2)
+    assert (mail.id, False) in _served(c, "eu")
+
+
+def test_a_crash_before_the_commit_leaves_the_vectors_tightened_and_sql_as_it_was(container, monkeypatch):
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC, "plain.txt": PLAIN_DOC}})
+    mail = _mail(c)
+    _email_map(c, "restricted")
+
+    def crash(*_a: Any, **_k: Any) -> None:
+        raise RuntimeError("killed before the commit")
+
+    with monkeypatch.context() as m, pytest.raises(RuntimeError):
+        m.setattr(relabel, "_commit", crash)
+        _run(c)
+    assert _mail(c).label == Label.CONFIDENTIAL and _points(c, mail)["clear"] == (3, True)
+    assert mail.id not in {cid for cid, _ in _served(c, "eu")}
+    assert _run(c).raised == 1 and _mail(c).label == Label.RESTRICTED
+
+
+def test_a_crash_between_deleting_a_twin_and_loosening_its_chunk_serves_the_masked_caller_nothing(
+    container, monkeypatch
+):
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC, "plain.txt": PLAIN_DOC}})
+    mail = _mail(c)
+    _put_map(c, personal_types=sorted(LabelMap().personal_types - {"EMAIL_ADDRESS"}))
+
+    def crash(*_a: Any, **_k: Any) -> None:
+        raise RuntimeError("killed before the clear point was loosened")
+
+    with monkeypatch.context() as m, pytest.raises(RuntimeError):
+        m.setattr(c.store, "patch", crash)  # the tightening patches nothing here: the loosening is the first
+        _run(c)
+    assert _points(c, mail) == {"clear": (2, True)}  # twin gone, clear point still personal
+    assert mail.id not in {cid for cid, _ in _served(c, "us")}  # neither clear nor masked
+    assert _run(c).points_patched == 1
+    assert (mail.id, False) in _served(c, "us")
+
+
+def test_a_label_map_change_while_it_runs_stops_it_before_sql_changes(container, monkeypatch):
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC}})
+    _email_map(c, "restricted")
+    tighten = relabel._tighten
+
+    def tighten_then_change(*a: Any, **k: Any) -> int:
+        n = tighten(*a, **k)
+        _email_map(c, "public")
+        return n
+
+    monkeypatch.setattr(relabel, "_tighten", tighten_then_change)
+    with pytest.raises(ConflictError) as err:
+        _run(c)
+    assert err.value.code == "label_map_changed" and _mail(c).label == Label.CONFIDENTIAL
+
+
+def test_relabel_through_the_api_real_classifier(real_api):
+    """PERSON raised to restricted in a running API: the stored review is withheld from a confidential reader once
+    an admin relabels; a steward may not relabel, an unknown source is 404, a bad body 422."""
+    api = real_api
+    api.source("hr", read_groups=["g"])
+    reader = api.principal("r1", groups=["g"], clearance="confidential")
+    assert api.upload("hr", "review.md", "# Review\n\nMaria Schneider led the migration project this year.\n"
+                      ).status_code == 201
+    default = api.client.get("/v1/policy/labels", headers=api.admin).json()
+    assert api.search(reader, "who led the migration project").json()["hits"]
+    put = api.client.put("/v1/policy/labels", headers=api.admin,
+                         json={"mapping": {**default["mapping"], "PERSON": "restricted"}})
+    assert put.status_code == 200, put.text
+
+    steward = api.principal("st", roles=["steward", "reader"], groups=["g"])
+    assert api.client.post("/v1/admin/relabel", headers=steward, json={}).status_code == 403
+    missing = api.client.post("/v1/admin/relabel", headers=api.admin, json={"source_id": "nope"})
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "source_not_found")
+    bad = api.client.post("/v1/admin/relabel", headers=api.admin, json={"dry": True})
+    assert bad.status_code == 422, bad.text
+
+    r = api.client.post("/v1/admin/relabel", headers=api.admin, json={"source_id": "hr"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["raised"], out["label_map_version"], out["twins_lacking"]) == (1, put.json()["label_map_version"], 0)
+    body = api.search(reader, "who led the migration project").json()
+    assert body["hits"] == [] and body["policy"]["withheld"][0]["reason"] == "clearance"
