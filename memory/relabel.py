@@ -17,8 +17,9 @@ Per batch of versions a search can reach (keyset by version id, so a version is 
   3. SQL, in one transaction with the versions' rows locked in id order: the chunks' label and personal flag (a
      chunk no longer personal loses its `masked_point_id`), their versions' summaries (`max_label`,
      `has_personal`, which decide whether a citation may measure the whole version) and their sources'
-     (`withholdable.recount_source`), and one audit record (`policy.relabel`). The transaction first checks
-     that the label map it applies is still the one in force (else `label_map_changed`: run again);
+     (`withholdable.recount_source`), and one audit record (`policy.relabel`). The transaction first locks the
+     sources and then the versions (the order every writer takes), and checks that the label map and floors it
+     applies are still those in force (else 409 `label_map_changed` / `floor_changed`: run again);
   4. **settle**: the vectors copied from SQL as committed (re-read after the copy until it holds still, so a
      concurrent run that committed later wins, as its own settle also copies it): the masked twins of chunks
      that are no longer personal deleted first, then every point set to its chunk's label and flag.
@@ -75,6 +76,7 @@ class _Chunk(NamedTuple):
     twin_ids: tuple[str, ...]
     version_id: str
     source_id: str
+    floor: int  # its source's, when the batch was read
     stored: Labels
     target: Labels
 
@@ -153,7 +155,7 @@ def _chunks(session: Session, version_ids: Sequence[str], label_map: LabelMap) -
         select(Chunk.id, Chunk.point_id, Chunk.masked_point_id, Chunk.version_id, Chunk.source_id, Chunk.label,
                Chunk.personal, Chunk.entity_types, Source.floor)
         .join(Source, Source.id == Chunk.source_id).where(Chunk.version_id.in_(version_ids)).order_by(Chunk.id))
-    return [_Chunk(r.id, r.point_id, _twin_ids(r.id, r.masked_point_id), r.version_id, r.source_id,
+    return [_Chunk(r.id, r.point_id, _twin_ids(r.id, r.masked_point_id), r.version_id, r.source_id, int(r.floor),
                    Labels(int(r.label), bool(r.personal)), target(label_map, r.floor, r.entity_types or ()))
             for r in rows]
 
@@ -236,12 +238,20 @@ def _commit(
 ) -> None:
     """Step 3: the chunks' new labels in SQL, with their versions' and sources' summaries and an audit record."""
     versions = sorted({c.version_id for c in changed})
+    floors = {c.source_id: c.floor for c in changed}
     with transaction(factory) as session:
+        # The order every writer locks in: sources, then versions (memory.retraction).
+        locked = dict(session.execute(select(Source.id, Source.floor).where(Source.id.in_(floors))
+                                      .order_by(Source.id).with_for_update()).tuples().all())
         session.execute(select(DocumentVersion.id).where(DocumentVersion.id.in_(versions))
                         .order_by(DocumentVersion.id).with_for_update()).all()
+        # Never commit labels from a map or floor no longer in force (over what a run under the new one did).
         if policy_store.label_map(session)[1] != map_row:
             raise ConflictError("the label map changed while relabelling; run relabel again to apply the new one",
                                 code="label_map_changed")
+        if locked != floors:
+            raise ConflictError("a source's floor changed while relabelling; run relabel again",
+                                code="floor_changed")
         personal = [{"cid": c.id, "label": c.target.label, "personal": True} for c in changed if c.target.personal]
         if personal:
             session.connection().execute(_SET_LABELS, personal)

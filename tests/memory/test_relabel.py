@@ -208,6 +208,24 @@ def test_a_label_map_change_while_it_runs_stops_it_before_sql_changes(container,
     assert err.value.code == "label_map_changed" and _mail(c).label == Label.CONFIDENTIAL
 
 
+def test_a_floor_change_while_it_runs_stops_it_before_sql_changes(container, monkeypatch):
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC}})
+    _email_map(c, "restricted")
+    tighten = relabel._tighten
+
+    def tighten_then_change(*a: Any, **k: Any) -> int:
+        n = tighten(*a, **k)
+        with transaction(c.sessions) as s:
+            sources.update(s, source_id="hr", patch=sources.SourcePatch(floor="public"), store=c.store, actor="t")
+        return n
+
+    monkeypatch.setattr(relabel, "_tighten", tighten_then_change)
+    with pytest.raises(ConflictError) as err:
+        _run(c)
+    assert err.value.code == "floor_changed" and _mail(c).label == Label.CONFIDENTIAL
+
+
 def test_relabel_through_the_api_real_classifier(real_api):
     """PERSON raised to restricted in a running API: the stored review is withheld from a confidential reader once
     an admin relabels; a steward may not relabel, an unknown source is 404, a bad body 422."""
