@@ -84,7 +84,8 @@ def sources_update(
     source_id: str,
     read_groups: Annotated[str | None, typer.Option(help="New comma-separated read groups.")] = None,
     jurisdiction: Annotated[str | None, typer.Option(help="New jurisdiction.")] = None,
-    floor: Annotated[str | None, typer.Option(help="New floor (applies to future ingests).")] = None,
+    floor: Annotated[str | None, typer.Option(help="New floor (labels future ingests, and the source's stored "
+                                              "chunks before this returns: `memory relabel --source`).")] = None,
     steward: Annotated[str | None, typer.Option(help="New steward.")] = None,
     consent_required: Annotated[bool | None, typer.Option(
         "--consent-required/--no-consent-required", help="Set or clear the consent flag.")] = None,
@@ -93,7 +94,8 @@ def sources_update(
     data_dir: DataDir = None,
     actor: Actor = None,
 ) -> None:
-    """Change a source's access rules (reach the vectors before this returns; consent applies to the next search)."""
+    """Change a source's access rules (reach the vectors before this returns; consent applies to the next search).
+    A floor relabels the source's stored chunks too."""
     from memory import sources
 
     def _do(c: Container) -> None:
@@ -106,6 +108,11 @@ def sources_update(
             ))
         if update.access_changed:  # after the commit (sources.update)
             sources.publish_access(c.sessions, c.store, source_id)
+        if floor is not None:
+            relabelled = c.relabel(actor=actor_id(actor), source_id=source_id)
+            out.print(f"relabelled {relabelled['versions_relabelled']} of {relabelled['versions']} versions under the "
+                      f"new floor ({relabelled['raised']} chunks raised, {relabelled['lowered']} lowered)",
+                      markup=False, soft_wrap=True)
 
     run(data_dir, _do)
     out.print(f"updated source {source_id}", markup=False)

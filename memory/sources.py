@@ -200,7 +200,8 @@ def update(
     if patch.description is not None:
         src.description = patch.description
     if patch.floor is not None:
-        # The floor applies to chunks at ingest; chunks already stored keep their label until `memory relabel`.
+        # The floor applies to chunks at ingest; the edges relabel the chunks already stored after the commit
+        # (memory.relabel, which reads the floor under the source's lock).
         src.floor = int(Label.parse(patch.floor))
     if patch.personal_data_requires_consent is not None:
         src.personal_data_requires_consent = patch.personal_data_requires_consent

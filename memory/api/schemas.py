@@ -198,6 +198,12 @@ class RelabelOut(BaseModel):
     twins_lacking: int | None = Field(description="Personal chunks still without a masked twin; null on a dry run")
 
 
+class SourceUpdated(SourceOut):
+    relabel: RelabelOut | None = Field(
+        None, description="A patch with a floor: the relabel of the source's stored chunks under it, run before "
+        "this returns (memory.relabel); null when the patch had no floor")
+
+
 class RepairOut(BaseModel):
     """What one repair run fixed (memory.maintenance)."""
 

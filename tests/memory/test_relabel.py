@@ -253,3 +253,26 @@ def test_relabel_through_the_api_real_classifier(real_api):
     assert (out["raised"], out["label_map_version"], out["twins_lacking"]) == (1, put.json()["label_map_version"], 0)
     body = api.search(reader, "who led the migration project").json()
     assert body["hits"] == [] and body["policy"]["withheld"][0]["reason"] == "clearance"
+
+
+def test_a_stewards_new_floor_relabels_the_sources_stored_chunks_before_the_patch_returns(api):
+    """A steward raises the floor of a source holding a note: the note is withheld from a confidential reader
+    as the PATCH returns (its answer says what was relabelled); lowering it serves the note again."""
+    steward = api.principal("st", roles=["steward", "reader"], groups=["g"], clearance="restricted")
+    reader = api.principal("r1", groups=["g"], clearance="confidential")
+    api.source("s1", read_groups=["g"], steward="st")
+    assert api.upload("s1", "note.md", "# Renewal\n\nThe renewal terms for next year.\n", steward).status_code == 201
+    assert len(api.search(reader, "renewal terms").json()["hits"]) == 1
+
+    r = api.client.patch("/v1/sources/s1", headers=steward, json={"floor": "restricted"})
+    assert r.status_code == 200, r.text
+    assert r.json()["floor"] == "restricted"
+    assert (r.json()["relabel"]["raised"], r.json()["relabel"]["versions"]) == (1, 1)
+    body = api.search(reader, "renewal terms").json()
+    assert body["hits"] == [] and body["policy"]["withheld"][0]["reason"] == "clearance"
+
+    r = api.client.patch("/v1/sources/s1", headers=steward, json={"floor": "public"})
+    assert r.json()["relabel"]["lowered"] == 1
+    assert len(api.search(reader, "renewal terms").json()["hits"]) == 1
+    unchanged = api.client.patch("/v1/sources/s1", headers=steward, json={"description": "notes"})
+    assert unchanged.status_code == 200 and unchanged.json()["relabel"] is None

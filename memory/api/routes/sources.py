@@ -43,15 +43,17 @@ def get_source(source_id: str, session: SessionDep, who: SourceReaderDep) -> sch
     return presenters.source(sources.get_visible(session, who=who, source_id=source_id))
 
 
-@router.patch("/sources/{source_id}", response_model=schemas.SourceOut)
+@router.patch("/sources/{source_id}", response_model=schemas.SourceUpdated)
 def update_source(
     source_id: str, body: schemas.SourcePatchIn, session: SessionDep, who: StewardDep, container: ContainerDep
-) -> schemas.SourceOut:
+) -> schemas.SourceUpdated:
     """Change a source (its steward or an admin; 403 `not_source_steward` for another steward who reads it, 404
     `source_not_found` for one who does not, as for an unknown id). New read groups or jurisdiction reach the
     vectors before this returns; consent (the flag and purposes) is read at query time, so it applies to the next
-    search. A new floor labels what is ingested next; the chunks already stored keep their labels until an admin
-    relabels them (`POST /v1/admin/relabel` with this source id)."""
+    search. A floor (new or not) labels what is ingested next and, before this returns, the chunks already stored
+    (`relabel` in the answer: memory.relabel under the label map in force). If that relabel fails after the floor
+    committed, the error is returned and the chunks keep labels at least as strict as before; sending the floor
+    again finishes it."""
     sources.ensure_steward(who, sources.get(session, source_id=source_id))
     patch = sources.SourcePatch(
         name=body.name, steward=body.steward, jurisdiction=body.jurisdiction,
@@ -65,7 +67,11 @@ def update_source(
     session.commit()  # the new access reaches the vectors only once SQL holds it (sources.update)
     if update.access_changed:
         sources.publish_access(container.sessions, container.store, source_id)
-    return out
+    relabelled = None
+    if body.floor is not None:
+        relabelled = schemas.RelabelOut(**container.relabel(  # type: ignore[arg-type]
+            actor=who.principal_id, acting_for=who.acting_for, source_id=source_id))
+    return schemas.SourceUpdated(**out.model_dump(), relabel=relabelled)
 
 
 async def _one_file(request: Request, _: StewardDep) -> None:
