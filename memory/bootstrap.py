@@ -217,8 +217,16 @@ class Container:
         without one, None on a dry run)."""
         from memory.relabel import relabel
 
-        report = relabel(self.sessions, self.store, actor=actor, acting_for=acting_for, source_id=source_id,
-                         dry_run=dry_run)
+        try:
+            report = relabel(self.sessions, self.store, actor=actor, acting_for=acting_for, source_id=source_id,
+                             dry_run=dry_run)
+        except Exception:
+            if not dry_run:  # the batches that committed may have made chunks personal: their twins all the same
+                try:
+                    self.backfill_twins(actor=actor)
+                except Exception as exc:
+                    log.error("relabel.backfill_failed error=%s", type(exc).__name__)
+            raise
         out = report.as_dict()
         twins = None if dry_run else self.backfill_twins(actor=actor)
         out["twins_stored"] = twins["stored"] if twins else 0

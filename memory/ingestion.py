@@ -37,7 +37,7 @@ from classifiers.types import Label
 from ingest.errors import IngestError
 from ingest.types import ProcessedDocument
 from ingest.versioning import older_pipeline
-from memory import audit, db_errors, withholdable
+from memory import audit, db_errors, policy_store, withholdable
 from memory import sources as sources_svc
 from memory.clock import utcnow
 from memory.db import transaction
@@ -141,10 +141,11 @@ class _ToReveal:
 
 
 class _Access(NamedTuple):
-    """The access fields a version's points were written with."""
+    """The access fields a version's points were written with, and the floor its chunks were labelled with."""
 
     read_groups: tuple[str, ...]
     jurisdiction: str
+    floor: int
 
 
 def document_id_for(source_id: str, external_key: str) -> str:
@@ -202,7 +203,7 @@ def ingest_files(
     with factory() as session:
         src = sources_svc.get(session, source_id=source_id)
         # Read now for the points of step B; step C re-reads them under the source lock (they may change meanwhile).
-        floor, groups, juris = Label(src.floor), sources_svc.read_groups(src), src.jurisdiction
+        written = _Access(sources_svc.read_groups(src), src.jurisdiction, src.floor)
     outcomes, todo, heal, kept = _unchanged_files(factory, source_id, files)
     stored = _ToReveal()
     try:
@@ -211,13 +212,12 @@ def ingest_files(
 
         t0 = time.perf_counter()
         # The key and the URI are shown beside the text too (a folder or a key may name a person).
-        items = [IngestItem(files[i].data, files[i].filename, floor,
+        items = [IngestItem(files[i].data, files[i].filename, Label(written.floor),
                             shown_names=(files[i].external_key, unquote(files[i].uri))) for i in todo]
         results = processor.process_many(items) if items else []
         per_doc_process = (time.perf_counter() - t0) / max(1, len(todo))
-        _store_all(factory, store, todo, results, files, outcomes, stored, source_id=source_id, groups=groups,
-                   jurisdiction=juris, actor=actor, acting_for=acting_for, per_doc_process=per_doc_process,
-                   kept=kept)
+        _store_all(factory, store, todo, results, files, outcomes, stored, source_id=source_id, written=written,
+                   actor=actor, acting_for=acting_for, per_doc_process=per_doc_process, kept=kept)
     finally:
         try:
             if stored:
@@ -284,8 +284,7 @@ def _reveal(
 def _store_all(
     factory: sessionmaker[Session], store: VectorStore, todo: Sequence[int],
     results: Sequence[ProcessedDocument | IngestError], files: Sequence[FileInput], outcomes: dict[int, IngestOutcome],
-    stored: _ToReveal, *, source_id: str, groups: tuple[str, ...], jurisdiction: str, actor: str,
-    acting_for: str | None,
+    stored: _ToReveal, *, source_id: str, written: _Access, actor: str, acting_for: str | None,
     per_doc_process: float,
     kept: dict[int, IngestOutcome],
 ) -> None:
@@ -306,7 +305,7 @@ def _store_all(
             continue
         try:
             outcomes[i] = _store_document(
-                factory, store, source_id=source_id, written=_Access(groups, jurisdiction),
+                factory, store, source_id=source_id, written=written,
                 file=f, doc=res, actor=actor, acting_for=acting_for, to_sync=stored,
             )
             outcomes[i].timings_s.setdefault("process", per_doc_process)
@@ -477,6 +476,9 @@ def _activate(
         return _Activation("unchanged", previous.version, previous.id, previous.chunk_count, (), heal)
     if previous is not None and previous.version > version.version:
         raise ConflictError("a newer version was stored concurrently; retry", code="concurrent_update")
+    if src.floor != written.floor:  # read under the source's lock, which a floor change takes
+        raise ConflictError("the source's floor changed while the document was processed; retry",
+                            code="floor_changed")
     _restamp_access(store, src, vid, written)
     # Validity is decided under the lock, so windows never overlap or run backwards.
     valid_from = max(time.time(), previous.valid_from + 1e-6 if previous is not None else 0.0)
@@ -511,6 +513,13 @@ def _activate(
         }),
         principal_id=actor, acting_for=acting_for, source_id=source_id, document_id=doc_id,
     )
+    # The label map the chunks were labelled with must still be the one in force, or a relabel run since the map
+    # changed (memory.relabel) would not have seen them. Read after the audit append: a label-map change appends
+    # too, so it either committed before this read (seen: refused, retry) or waits for this commit (and a relabel
+    # after it sees this version).
+    if policy_store.label_map(session)[0].version != version.label_map_version:
+        raise ConflictError("the label map changed while the document was processed; retry",
+                            code="label_map_changed")
     mine = (vid,) + ((previous.id,) if previous is not None and not left_unsynced else ())
     return _Activation(status, version.version, vid, len(chunk_rows), mine,
                        (previous.id,) if previous is not None and left_unsynced else (), reprocessed=same_bytes)

@@ -54,9 +54,10 @@ log = logging.getLogger(__name__)
 
 _SETTLE_ROUNDS = 5
 _CHUNKS = cast(Table, Chunk.__table__)
+# Named only on a chunk SQL still holds personal (a relabel may have made it not personal since it was read).
 _NAME_TWIN = (
     update(_CHUNKS)
-    .where(_CHUNKS.c.id == bindparam("cid"), _CHUNKS.c.masked_point_id.is_(None))
+    .where(_CHUNKS.c.id == bindparam("cid"), _CHUNKS.c.masked_point_id.is_(None), _CHUNKS.c.personal.is_(True))
     .values(masked_point_id=bindparam("mid"))
 )
 
@@ -177,16 +178,23 @@ def _store_batch(
         with transaction(factory) as session:
             before = _version_states(session, versions)  # locked in id order, as sync_versions locks them
             session.connection().execute(_NAME_TWIN, [{"cid": r.id, "mid": twin_of[r.id]} for r in settled])
+            named = set(session.scalars(select(Chunk.id).where(
+                Chunk.id.in_([r.id for r in settled]), Chunk.masked_point_id.in_([twin_of[r.id] for r in settled]))))
             marked = [vid for vid, (_, synced) in before.items() if synced]  # the others are repair()'s already
             if marked:
                 session.execute(update(DocumentVersion).where(DocumentVersion.id.in_(marked))
                                 .values(vectors_synced=False))
+        unnamed = [twin_of[r.id] for r in settled if r.id not in named]
+        if unnamed:  # no longer personal, or named meanwhile by another run: never committed, so admitted by no filter
+            store.delete(Selector(point_ids=tuple(sorted(unnamed))))
+            twins_of = {vid: [t for t in ids if t not in unnamed] for vid, ids in twins_of.items()}
         left = _commit_twins(factory, store, twins_of, {vid: st for vid, (st, _) in before.items()}, set(marked))
     finally:
         REVEALING.release(versions)
     if left:
         log.warning("masked_twins.versions_unsynced versions=%d (repair() syncs them)", len(left))
-    report.stored += len(settled)
+    report.stored += len(named)
+    report.unsettled += len(unnamed)
 
 
 class _VersionState(NamedTuple):
@@ -225,8 +233,10 @@ def _commit_twins(
     for _ in range(SYNC_ROUNDS):
         for vid in sorted(todo):
             st = todo[vid]
-            store.patch(Selector(point_ids=tuple(twins_of[vid])),
-                        PayloadPatch(committed=True, valid_from=st.valid_from, valid_to=st.valid_to), durable=False)
+            if twins_of[vid]:
+                store.patch(Selector(point_ids=tuple(twins_of[vid])),
+                            PayloadPatch(committed=True, valid_from=st.valid_from, valid_to=st.valid_to),
+                            durable=False)
         store.flush()
         with transaction(factory) as session:
             now = _version_states(session, sorted(todo))

@@ -12,13 +12,14 @@ import time
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from classifiers.errors import InvalidLabelMapError
 from classifiers.labels import LabelMap
 from memory import audit
 from memory.clock import utcnow
-from memory.errors import PolicyError
+from memory.errors import ConflictError, PolicyError
 from memory.models import PolicyVersion
 from memory.policy import DEFAULT_TRANSFER_RULES, Transfer, TransferRules, normalise_jurisdiction
 
@@ -78,7 +79,10 @@ def _put(
         created_by=actor, effective_from=time.time() if effective_from is None else effective_from,
     )
     session.add(row)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # PostgreSQL: another change of this kind took the same version number
+        raise ConflictError(f"the {kind} policy was changed concurrently; retry", code="concurrent_update") from exc
     audit.append(session, audit.Write(action=f"policy.{kind}", target=f"{kind}@v{row.version}", details=body),
                  principal_id=actor, acting_for=acting_for)
     return row

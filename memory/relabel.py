@@ -14,20 +14,23 @@ Per batch of versions a search can reach (keyset by version id, so a version is 
   2. **tighten**: every point looser than its target in any way (a lower label, or not personal where the target
      is) gets the stricter of the two, before SQL changes: the vectors never admit more than both SQL and the
      target allow, and a crash after this step leaves them stricter (fail closed);
-  3. SQL, in one transaction with the versions' rows locked in id order: the chunks' label and personal flag (a
-     chunk no longer personal loses its `masked_point_id`), their versions' summaries (`max_label`,
-     `has_personal`, which decide whether a citation may measure the whole version) and their sources'
-     (`withholdable.recount_source`), and one audit record (`policy.relabel`). The transaction first locks the
-     sources and then the versions (the order every writer takes), and checks that the label map and floors it
-     applies are still those in force (else 409 `label_map_changed` / `floor_changed`: run again);
-  4. **settle**: the vectors copied from SQL as committed (re-read after the copy until it holds still, so a
-     concurrent run that committed later wins, as its own settle also copies it): the masked twins of chunks
-     that are no longer personal deleted first, then every point set to its chunk's label and flag.
+  3. SQL, in one transaction: the chunks' label and personal flag (a chunk not personal names no masked twin),
+     their versions' summaries (`max_label`, `has_personal`, which decide whether a citation may measure the
+     whole version) and their sources' (`withholdable.recount_source`), and one audit record (`policy.relabel`).
+     It locks the sources and then the versions (the order every writer takes) and refuses to commit labels of
+     a floor or map no longer in force (409 `floor_changed` / `label_map_changed`: run again);
+  4. **settle**: the vectors copied from SQL, read under the versions' row locks so that no relabel commits
+     between the read and the copy: the masked twins of chunks SQL holds not personal deleted first, then every
+     point set to its chunk's label and flag.
 
 A chunk that became personal has no masked twin yet: until one is stored it is not served to a caller who reads
-its source masked (fail closed). The callers (CLI, API) run `memory.masked_twins.run` after a relabel that made
-any. `label_map_version` on a version stays the map its ingest applied (a citation records it, and a citation an
-auditor kept must still verify); the audit log says which map relabelled which versions, and when.
+its source masked (fail closed). The callers (CLI, API: `Container.relabel`) store the missing twins after the
+run, and after a run that failed too (earlier batches may have made chunks personal). `label_map_version` on a
+version stays the map its ingest applied (a citation records it, and a citation an auditor kept must still
+verify); the audit log says which map relabelled which versions, and when.
+
+An ingest that labelled its chunks under a map or floor no longer in force is refused at its commit
+(memory.ingestion `_activate`), so a run started after a change sees every version labelled before it.
 
 Idempotent: a run where SQL and the vectors already agree with the targets writes nothing. A crash anywhere leaves
 vectors at least as strict as SQL; the next run finishes. Dry run: counts what would change, writes nothing.
@@ -51,7 +54,6 @@ from memory.errors import ConflictError
 from memory.ingestion import masked_point_id_for
 from memory.models import REACHABLE_STATUSES, Chunk, Document, DocumentVersion, Source
 from memory.stores.base import ChunkPayload, PayloadPatch, Selector, VectorStore
-from memory.vector_sync import SYNC_ROUNDS
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,14 @@ class _Chunk(NamedTuple):
     version_id: str
     source_id: str
     floor: int  # its source's, when the batch was read
+    named: bool  # SQL names a masked twin for it
     stored: Labels
     target: Labels
+
+    @property
+    def sql_behind(self) -> bool:
+        """SQL does not hold the target: its label or flag differ, or it names a twin the target has no use for."""
+        return self.stored != self.target or (self.named and not self.target.personal)
 
 
 def _twin_ids(chunk_id: str, named: str | None) -> tuple[str, ...]:
@@ -156,7 +164,8 @@ def _chunks(session: Session, version_ids: Sequence[str], label_map: LabelMap) -
                Chunk.personal, Chunk.entity_types, Source.floor)
         .join(Source, Source.id == Chunk.source_id).where(Chunk.version_id.in_(version_ids)).order_by(Chunk.id))
     return [_Chunk(r.id, r.point_id, _twin_ids(r.id, r.masked_point_id), r.version_id, r.source_id, int(r.floor),
-                   Labels(int(r.label), bool(r.personal)), target(label_map, r.floor, r.entity_types or ()))
+                   r.masked_point_id is not None, Labels(int(r.label), bool(r.personal)),
+                   target(label_map, r.floor, r.entity_types or ()))
             for r in rows]
 
 
@@ -166,7 +175,7 @@ def _relabel_batch(
 ) -> None:
     payloads = _payloads(store, chunks)
     report.points_missing += sum(1 for c in chunks if c.point_id not in payloads)
-    changed = [c for c in chunks if c.stored != c.target]
+    changed = [c for c in chunks if c.sql_behind]
     _count(changed, report)
     behind = changed or [c for c in chunks if _vectors_differ(c, c.target, payloads)]
     if not behind or report.dry_run:
@@ -226,8 +235,9 @@ def _patch(store: VectorStore, groups: dict[Labels, list[str]]) -> int:
 
 _SET_LABELS = update(Chunk).where(Chunk.id == bindparam("cid")).values(label=bindparam("label"),
                                                                         personal=bindparam("personal"))
-# A chunk no longer personal: its masked twin is deleted in step 4 (a chunk still personal keeps whatever twin
-# it has, which a concurrent backfill may have named since the batch was read).
+# A chunk not personal names no twin (its twin point is deleted in step 4); a chunk still personal keeps whatever
+# twin it has, which a concurrent backfill may have named since the batch was read (memory.masked_twins names a
+# twin only for a chunk SQL holds personal).
 _SET_NOT_PERSONAL = update(Chunk).where(Chunk.id == bindparam("cid")).values(
     label=bindparam("label"), personal=False, masked_point_id=None)
 
@@ -245,10 +255,7 @@ def _commit(
                                       .order_by(Source.id).with_for_update()).tuples().all())
         session.execute(select(DocumentVersion.id).where(DocumentVersion.id.in_(versions))
                         .order_by(DocumentVersion.id).with_for_update()).all()
-        # Never commit labels from a map or floor no longer in force (over what a run under the new one did).
-        if policy_store.label_map(session)[1] != map_row:
-            raise ConflictError("the label map changed while relabelling; run relabel again to apply the new one",
-                                code="label_map_changed")
+        # Never commit labels from a floor no longer in force (a floor change locks its source row).
         if locked != floors:
             raise ConflictError("a source's floor changed while relabelling; run relabel again",
                                 code="floor_changed")
@@ -273,13 +280,26 @@ def _commit(
             "now_personal": sum(1 for c in changed if c.target.personal and not c.stored.personal),
             "no_longer_personal": sum(1 for c in changed if c.stored.personal and not c.target.personal),
         }), principal_id=actor, acting_for=acting_for)
+        # Nor from a map no longer in force. Read after the audit append: a label-map change appends too, so it
+        # either committed before this read (seen: refused) or waits for this commit (and a run after it sees
+        # these labels to change). Before the append, a change could commit between the read and this commit.
+        if policy_store.label_map(session)[1] != map_row:
+            raise ConflictError("the label map changed while relabelling; run relabel again to apply the new one",
+                                code="label_map_changed")
 
 
 def _settle(factory: sessionmaker[Session], store: VectorStore, chunks: Sequence[_Chunk]) -> int:
-    """Step 4: the chunks' points copied from SQL until SQL holds still across a copy; points written."""
-    patched, ids = 0, [c.id for c in chunks]
-    for _ in range(SYNC_ROUNDS):
-        committed = _committed(factory, ids)
+    """Step 4: the chunks' points copied from SQL, read with their versions' rows locked (the lock a relabel's
+    commit takes), so no commit lands between the read and the copy: the copy is never looser than SQL, a crash
+    included. A chunk SQL holds not personal loses its twin before its clear point is loosened. Points written.
+    (On SQLite the lock is the database's write lock: writers, a search's audit append among them, wait for the
+    batch's copy.)"""
+    versions = sorted({c.version_id for c in chunks})
+    with transaction(factory) as session:
+        session.execute(select(DocumentVersion.id).where(DocumentVersion.id.in_(versions))
+                        .order_by(DocumentVersion.id).with_for_update()).all()
+        committed = {r.id: Labels(int(r.label), bool(r.personal)) for r in session.execute(
+            select(Chunk.id, Chunk.label, Chunk.personal).where(Chunk.id.in_([c.id for c in chunks])))}
         current = [c._replace(target=committed[c.id]) for c in chunks if c.id in committed]
         payloads = _payloads(store, current)
         stale_twins = sorted(t for c in current if not c.target.personal for t in c.twin_ids if t in payloads)
@@ -287,18 +307,7 @@ def _settle(factory: sessionmaker[Session], store: VectorStore, chunks: Sequence
             store.delete(Selector(point_ids=tuple(stale_twins)))
         groups: dict[Labels, list[str]] = defaultdict(list)
         for c in current:
-            points = (c.point_id, *c.twin_ids) if c.target.personal else (c.point_id,)
-            for pid in points:
+            for pid in (c.point_id, *c.twin_ids) if c.target.personal else (c.point_id,):
                 if pid in payloads and _labels(payloads[pid]) != c.target:
                     groups[c.target].append(pid)
-        patched += len(stale_twins) + _patch(store, groups)
-        if _committed(factory, ids) == committed:
-            return patched
-    log.warning("relabel.unsettled chunks=%d (kept changing; the next run copies them)", len(ids))
-    return patched
-
-
-def _committed(factory: sessionmaker[Session], chunk_ids: Sequence[str]) -> dict[str, Labels]:
-    with factory() as session:
-        return {r.id: Labels(int(r.label), bool(r.personal)) for r in session.execute(
-            select(Chunk.id, Chunk.label, Chunk.personal).where(Chunk.id.in_(chunk_ids)))}
+        return len(stale_twins) + _patch(store, groups)

@@ -13,11 +13,12 @@ from sqlalchemy import select
 
 from classifiers.labels import LabelMap
 from classifiers.types import Label
-from memory import policy_store, relabel, sources
+from memory import masked_twins, policy_store, relabel, sources, withholdable
 from memory.db import transaction
 from memory.errors import ConflictError, NotFoundError
 from memory.ingestion import masked_point_id_for
 from memory.models import AuditRecord, Chunk, DocumentVersion, Source
+from tests.conftest import PG_URL
 from tests.memory.test_masked_twins import EMAIL_DOC, PLAIN_DOC, _search, _world
 
 QUERY = "contact email address payroll"
@@ -276,3 +277,194 @@ def test_a_stewards_new_floor_relabels_the_sources_stored_chunks_before_the_patc
     assert len(api.search(reader, "renewal terms").json()["hits"]) == 1
     unchanged = api.client.patch("/v1/sources/s1", headers=steward, json={"description": "notes"})
     assert unchanged.status_code == 200 and unchanged.json()["relabel"] is None
+
+
+# -- races and review findings (2026-11-28) ------------------------------------------------------------------
+
+NOT_PERSONAL = sorted(LabelMap().personal_types - {"EMAIL_ADDRESS"})
+
+
+def _twinless_personal_mail(c) -> None:
+    """The mail chunk personal without a twin (made not personal, then personal again, no backfill since)."""
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC, "plain.txt": PLAIN_DOC}})
+    _put_map(c, personal_types=NOT_PERSONAL)
+    _run(c)
+    _put_map(c)
+    _run(c)
+    assert _mail(c).personal and _mail(c).masked_point_id is None
+
+
+def test_a_backfill_racing_a_relabel_never_names_a_twin_for_a_chunk_no_longer_personal(container, monkeypatch):
+    """A backfill stores a twin; a relabel makes the chunk not personal before the backfill names it: the twin is
+    not named, not committed and deleted, so the masked caller gets the chunk once, in clear, and a caller it is
+    withheld from counts it once."""
+    c = container
+    _twinless_personal_mail(c)
+    _put_map(c, personal_types=NOT_PERSONAL)
+    settle = masked_twins._settle
+
+    def relabel_first(*a: Any, **k: Any) -> set[str]:
+        _run(c)
+        return settle(*a, **k)
+
+    monkeypatch.setattr(masked_twins, "_settle", relabel_first)
+    out = masked_twins.backfill(c.sessions, c.store, c.embedder, None)
+    monkeypatch.undo()
+    mail = _mail(c)
+    assert (out.stored, mail.personal, mail.masked_point_id) == (0, False, None)
+    assert c.store.retrieve([masked_point_id_for(mail.id)]) == []
+    assert [(cid, masked) for cid, masked in _served(c, "us") if cid == mail.id] == [(mail.id, False)]
+    assert [(w.reason, w.count) for w in _search(c, "us_low", QUERY).withheld] == [("clearance", 1)]
+    _put_map(c)  # personal again: the twin is stored (no stale name keeps the backfill away)
+    assert c.relabel(actor="admin")["twins_stored"] == 1
+    assert (mail.id, True) in _served(c, "us")
+
+
+def test_a_relabel_clears_a_twin_name_left_on_a_chunk_not_personal(container):
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC}})
+    _put_map(c, personal_types=NOT_PERSONAL)
+    _run(c)
+    mail = _mail(c)
+    with transaction(c.sessions) as s:  # as a backfill racing an earlier relabel could leave it
+        s.get(Chunk, mail.id).masked_point_id = masked_point_id_for(mail.id)  # type: ignore[union-attr]
+    report = _run(c)
+    assert (report.versions_relabelled, report.raised, report.no_longer_personal) == (1, 0, 0)
+    assert _mail(c).masked_point_id is None
+
+
+def test_a_conflict_in_a_later_batch_still_stores_the_twins_earlier_batches_need(container, monkeypatch):
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC, **{f"p{i}.txt": f"{PLAIN_DOC} {i}" for i in range(3)}}})
+    _put_map(c, personal_types=NOT_PERSONAL)
+    _run(c)
+    _put_map(c)
+    real = relabel._relabel_batch
+    done: list[bool] = []
+
+    def conflict_after_the_mail(factory, store, chunks, *a: Any, **k: Any) -> None:
+        if done:
+            raise ConflictError("the label map changed while relabelling", code="label_map_changed")
+        real(factory, store, chunks, *a, **k)
+        done.extend(True for ch in chunks if ch.target.personal)
+
+    monkeypatch.setattr(relabel, "_relabel_batch", conflict_after_the_mail)
+    monkeypatch.setitem(relabel.relabel.__kwdefaults__, "batch", 1)
+    with pytest.raises(ConflictError):
+        c.relabel(actor="admin")
+    assert _mail(c).personal and _mail(c).masked_point_id is not None
+
+
+def test_an_ingest_labelled_under_a_replaced_map_is_refused_at_its_commit(container):
+    """A map change (and a relabel) while an upload is between processing and its commit: the upload is refused
+    with 409 label_map_changed (nothing stored), so what the relabel left is what the map says; sent again, it is
+    labelled under the new map."""
+    from memory import ingestion
+    from memory.ingestion import FileInput
+
+    c = container
+    _world(c, {"hr": {"plain.txt": PLAIN_DOC}})
+
+    class ChangeTheMapMidway:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def process_many(self, items: Any) -> Any:
+            out = self.inner.process_many(items)
+            _email_map(c, "restricted")
+            _run(c)
+            return out
+
+    mail = FileInput(EMAIL_DOC.encode(), "mail.txt", "mail.txt", "t://hr/mail.txt")
+    (out,) = ingestion.ingest_files(c.sessions, c.store, ChangeTheMapMidway(c.pipeline), source_id="hr",
+                                    actor="steward", files=[mail])
+    assert (out.status, out.error_code) == ("failed", "label_map_changed")
+    with c.sessions() as s:
+        assert s.scalars(select(Chunk).where(Chunk.text.contains("@"))).all() == []
+    (again,) = ingestion.ingest_files(c.sessions, c.store, c.ingest_pipeline(), source_id="hr", actor="steward",
+                                      files=[mail])
+    assert again.status == "created" and _mail(c).label == Label.RESTRICTED
+
+
+def test_an_ingest_labelled_under_a_replaced_floor_is_refused_at_its_commit(container):
+    from memory import ingestion
+    from memory.ingestion import FileInput
+
+    c = container
+    _world(c, {"hr": {"plain.txt": PLAIN_DOC}})
+
+    class ChangeTheFloorMidway:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def process_many(self, items: Any) -> Any:
+            out = self.inner.process_many(items)
+            with transaction(c.sessions) as s:
+                sources.update(s, source_id="hr", patch=sources.SourcePatch(floor="restricted"), store=c.store,
+                               actor="t")
+            return out
+
+    (out,) = ingestion.ingest_files(c.sessions, c.store, ChangeTheFloorMidway(c.pipeline), source_id="hr",
+                                    actor="steward", files=[FileInput(b"A new note.", "n.txt", "n.txt", "t://n")])
+    assert (out.status, out.error_code) == ("failed", "floor_changed")
+
+
+@pytest.mark.skipif(not PG_URL, reason="PostgreSQL only (SQLite serialises the change behind the relabel)")
+def test_a_map_put_while_a_batch_commits_refuses_the_batch(container, monkeypatch):
+    """Run A (map M1) is between its locks and its commit when M2 is put and run B (under M2, nothing to change
+    yet) finishes: A must not commit M1's labels over M2 (409), so the chunk keeps what M2 says."""
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC}})
+    _email_map(c, "public")
+    recount = withholdable.recount_source
+    runs: list[relabel.RelabelReport] = []
+
+    def put_and_run_b(session: Any, *, source_id: str) -> None:
+        if not runs:
+            _put_map(c)
+            runs.append(relabel.relabel(c.sessions, c.store, actor="b"))
+        recount(session, source_id=source_id)
+
+    monkeypatch.setattr(withholdable, "recount_source", put_and_run_b)
+    with pytest.raises(ConflictError) as err:
+        _run(c)
+    assert err.value.code == "label_map_changed" and _mail(c).label == Label.CONFIDENTIAL
+
+
+def test_concurrent_label_map_changes_are_a_conflict_not_a_crash(container, monkeypatch):
+    c = container
+    latest = policy_store._latest
+    monkeypatch.setattr(policy_store, "_latest", lambda s, kind, as_of: None)  # as if another change were unseen
+    with pytest.raises(ConflictError) as err:
+        _put_map(c)
+    monkeypatch.setattr(policy_store, "_latest", latest)
+    assert err.value.code == "concurrent_update"
+
+
+def test_a_run_under_the_map_the_real_classifier_applied_changes_nothing(real_container):
+    """Ingested with Presidio (PII in texts and in file names, floors public and confidential), relabelled under
+    the same map and floors: nothing changes (the targets are what ingest computed)."""
+    from memory import ingestion
+    from memory.ingestion import FileInput
+    from memory.principals import NewPrincipal, create_principal
+
+    c = real_container
+    with transaction(c.sessions) as s:
+        create_principal(s, spec=NewPrincipal("steward", "user", ("g",), "restricted", "EU", ("steward", "reader")),
+                         actor="t")
+        sources.register(s, spec=sources.NewSource("hr", "hr", "steward", "EU", ("g",), floor="public"), actor="t")
+        sources.register(s, spec=sources.NewSource("fin", "fin", "steward", "EU", ("g",), floor="confidential"),
+                         actor="t")
+    files = {
+        "Jonas_Weber_review.md": "# Review\n\nHe exceeded expectations and led the billing migration.\n",
+        "notes.txt": "Call Maria Garcia at +49 30 1234567 or maria.garcia@example.com. Her IBAN is "
+                     "DE89370400440532013000. We met in Berlin on 3 March 2024.\n",
+        "from_anna.schmidt@example.com.txt": "Minutes of the planning meeting: nothing personal here.\n",
+        "org.txt": "Acme Corporation and Globex signed the contract in Paris.\n",
+    }
+    for sid in ("hr", "fin"):
+        out = ingestion.ingest_files(c.sessions, c.store, c.pipeline, source_id=sid, actor="steward", files=[
+            FileInput(t.encode(), n, f"people/{n}", f"t://{sid}/people/{n}") for n, t in files.items()])
+        assert all(o.status == "created" for o in out), out
+    report = _run(c)
+    assert (report.versions, report.versions_relabelled, report.points_patched) == (8, 0, 0)

@@ -47,9 +47,10 @@ def get_labels(session: SessionDep, who: AdminDep) -> schemas.LabelMapOut:
 @router.put("/labels", response_model=schemas.LabelMapOut)
 def put_labels(body: schemas.LabelMapIn, session: SessionDep, who: AdminDep) -> schemas.LabelMapOut:
     """New entity->label map version; applies to the next ingest of new bytes in every process, this API
-    included (an ingest already running finishes under the map it started with). Chunks already stored keep
-    their labels until an admin relabels them (`POST /v1/admin/relabel`); ingesting the same bytes again does not
-    (only an older pipeline generation reprocesses them: docs/operations.md)."""
+    included (a document labelled under the map this replaces, not yet committed, is refused: 409
+    `label_map_changed`, send it again). Chunks already stored keep their labels until an admin relabels them
+    (`POST /v1/admin/relabel`); ingesting the same bytes again does not (only an older pipeline generation
+    reprocesses them: docs/operations.md). 409 `concurrent_update` if another change of the map commits first."""
     payload = body.model_dump(exclude_none=True)
     policy_store.put_label_map(session, body=payload, actor=who.principal_id, acting_for=who.acting_for)
     return _label_out(session)
