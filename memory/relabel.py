@@ -182,7 +182,7 @@ def _relabel_batch(
         return
     tight = _tighten(store, chunks, payloads)
     if changed:
-        _commit(factory, changed, label_map, map_row, report, actor=actor, acting_for=acting_for)
+        _commit(factory, changed, label_map, map_row, actor=actor, acting_for=acting_for)
     report.points_patched += tight + _settle(factory, store, chunks)
 
 
@@ -204,11 +204,17 @@ def _vectors_differ(c: _Chunk, want: Labels, payloads: dict[str, ChunkPayload]) 
     return any(not want.personal or _labels(t) != want for t in twins)
 
 
+def _tally(changed: Sequence[_Chunk]) -> dict[str, int]:
+    """What the SQL changes of a batch do to its chunks (the report's counts and the audit record's)."""
+    return {"raised": sum(1 for c in changed if c.target.label > c.stored.label),
+            "lowered": sum(1 for c in changed if c.target.label < c.stored.label),
+            "now_personal": sum(1 for c in changed if c.target.personal and not c.stored.personal),
+            "no_longer_personal": sum(1 for c in changed if c.stored.personal and not c.target.personal)}
+
+
 def _count(changed: Sequence[_Chunk], report: RelabelReport) -> None:
-    report.raised += sum(1 for c in changed if c.target.label > c.stored.label)
-    report.lowered += sum(1 for c in changed if c.target.label < c.stored.label)
-    report.now_personal += sum(1 for c in changed if c.target.personal and not c.stored.personal)
-    report.no_longer_personal += sum(1 for c in changed if c.stored.personal and not c.target.personal)
+    for key, n in _tally(changed).items():
+        setattr(report, key, getattr(report, key) + n)
     report.versions_relabelled += len({c.version_id for c in changed})
 
 
@@ -243,8 +249,8 @@ _SET_NOT_PERSONAL = update(Chunk).where(Chunk.id == bindparam("cid")).values(
 
 
 def _commit(
-    factory: sessionmaker[Session], changed: Sequence[_Chunk], label_map: LabelMap, map_row: int,
-    report: RelabelReport, *, actor: str, acting_for: str | None,
+    factory: sessionmaker[Session], changed: Sequence[_Chunk], label_map: LabelMap, map_row: int, *, actor: str,
+    acting_for: str | None,
 ) -> None:
     """Step 3: the chunks' new labels in SQL, with their versions' and sources' summaries and an audit record."""
     versions = sorted({c.version_id for c in changed})
@@ -274,11 +280,7 @@ def _commit(
         for sid in sorted({c.source_id for c in changed}):
             withholdable.recount_source(session, source_id=sid)
         audit.append(session, audit.Write(action="policy.relabel", target=f"label_map@{label_map.version}", details={
-            "label_map_version": label_map.version, "versions": versions, "chunks": len(changed),
-            "raised": sum(1 for c in changed if c.target.label > c.stored.label),
-            "lowered": sum(1 for c in changed if c.target.label < c.stored.label),
-            "now_personal": sum(1 for c in changed if c.target.personal and not c.stored.personal),
-            "no_longer_personal": sum(1 for c in changed if c.stored.personal and not c.target.personal),
+            "label_map_version": label_map.version, "versions": versions, "chunks": len(changed), **_tally(changed),
         }), principal_id=actor, acting_for=acting_for)
         # Nor from a map no longer in force. Read after the audit append: a label-map change appends too, so it
         # either committed before this read (seen: refused) or waits for this commit (and a run after it sees
