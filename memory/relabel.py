@@ -108,6 +108,9 @@ class RelabelReport:
     no_longer_personal: int = 0  # ... that no longer do (their masked twin deleted)
     points_patched: int = 0  # vector points written (both steps; a point behind SQL after a crash counts too)
     points_missing: int = 0  # chunks whose clear point is not in the vector store (`memory repair` / re-ingest)
+    # Chunks whose points did not carry what SQL held when the run read them (a crash's leftovers; a dry run says
+    # how many a run would copy).
+    vectors_behind: int = 0
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, object]:
@@ -115,7 +118,7 @@ class RelabelReport:
                 "versions_relabelled": self.versions_relabelled, "raised": self.raised, "lowered": self.lowered,
                 "now_personal": self.now_personal, "no_longer_personal": self.no_longer_personal,
                 "points_patched": self.points_patched, "points_missing": self.points_missing,
-                "dry_run": self.dry_run}
+                "vectors_behind": self.vectors_behind, "dry_run": self.dry_run}
 
 
 def target(label_map: LabelMap, floor: int, entity_types: Iterable[str]) -> Labels:
@@ -175,6 +178,7 @@ def _relabel_batch(
 ) -> None:
     payloads = _payloads(store, chunks)
     report.points_missing += sum(1 for c in chunks if c.point_id not in payloads)
+    report.vectors_behind += sum(1 for c in chunks if _vectors_differ(c, c.stored, payloads))
     changed = [c for c in chunks if c.sql_behind]
     _count(changed, report)
     behind = changed or [c for c in chunks if _vectors_differ(c, c.target, payloads)]

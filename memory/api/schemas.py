@@ -193,6 +193,8 @@ class RelabelOut(BaseModel):
     no_longer_personal: int = Field(description="Chunks that no longer hold personal data (masked twin deleted)")
     points_patched: int = Field(description="Vector points written, twins deleted included")
     points_missing: int = Field(description="Chunks whose vector point is missing (run repair, or ingest again)")
+    vectors_behind: int = Field(description="Chunks whose vector points did not carry SQL's label or flag when read "
+                                "(left by a run that crashed); a run copies them, a dry run counts them")
     dry_run: bool
     twins_stored: int = Field(description="Masked twins stored after the relabel")
     twins_lacking: int | None = Field(description="Personal chunks still without a masked twin; null on a dry run")

@@ -150,8 +150,9 @@ def test_a_crash_after_the_commit_leaves_the_vectors_stricter_and_the_next_run_f
         _run(c)
     assert _mail(c).label == Label.CONFIDENTIAL and _points(c, mail)["clear"] == (3, True)
     assert mail.id not in {cid for cid, _ in _served(c, "eu")}
+    assert (_run(c, dry_run=True).vectors_behind, _points(c, mail)["clear"]) == (1, (3, True))
     finish = _run(c)
-    assert (finish.versions_relabelled, finish.points_patched) == (0, 2)
+    assert (finish.versions_relabelled, finish.points_patched, finish.vectors_behind) == (0, 2, 1)
     assert (mail.id, False) in _served(c, "eu")
 
 
