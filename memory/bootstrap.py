@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from memory import migrate, policy_store
 from memory.db import make_engine, make_sessionmaker, transaction
-from memory.errors import ConflictError
+from memory.errors import ConflictError, NotFoundError
 from memory.settings import Settings
 
 if TYPE_CHECKING:
@@ -220,8 +220,10 @@ class Container:
         try:
             report = relabel(self.sessions, self.store, actor=actor, acting_for=acting_for, source_id=source_id,
                              dry_run=dry_run)
-        except Exception:
-            if not dry_run:  # the batches that committed may have made chunks personal: their twins all the same
+        except Exception as exc:
+            # The batches that committed may have made chunks personal: their twins all the same (not after a
+            # refusal before any batch: an unknown source, a bad argument).
+            if not dry_run and not isinstance(exc, NotFoundError | ValueError):
                 try:
                     self.backfill_twins(actor=actor)
                 except Exception as exc:

@@ -141,7 +141,7 @@ def ingest(
                       console=out, transient=True, disable=as_json) as progress:
             task = progress.add_task("files", total=len(files))
             outcomes = documents.ingest_paths(
-                c.sessions, c.store, c.ingest_pipeline(), source_id=source_id, paths=paths, actor=actor_id(actor),
+                c.sessions, c.store, c.ingest_pipeline, source_id=source_id, paths=paths, actor=actor_id(actor),
                 max_bytes=c.settings.max_upload_bytes, on_progress=lambda n: progress.advance(task, n),
                 uri_base=uri_base,
             )

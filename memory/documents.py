@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -86,7 +86,7 @@ def iter_files(paths: Iterable[str]) -> Iterator[tuple[Path, Path] | PathProblem
 def ingest_paths(
     factory: sessionmaker[Session],
     store: VectorStore,
-    processor: DocumentProcessor,
+    processor: Callable[[], DocumentProcessor],
     *,
     source_id: str,
     paths: Iterable[str],
@@ -98,13 +98,16 @@ def ingest_paths(
 ) -> list[IngestOutcome]:
     """Files and folders into one source; document identity = path relative to the folder given. Each
     document's URI (in every citation) is `uri_base` + that path when given (where readers find the original,
-    e.g. the intranet folder the files were exported from), else the file's own file:// URI on this host."""
+    e.g. the intranet folder the files were exported from), else the file's own file:// URI on this host.
+    `processor` gives the processor for each batch of `batch_files` (`Container.ingest_pipeline`: one that labels
+    with the label map in force, so a map changed during a long ingest applies from the next batch instead of
+    every later file being refused with `label_map_changed`)."""
     outcomes: list[IngestOutcome] = []
     batch: list[FileInput] = []
 
     def flush() -> None:
         if batch:
-            outcomes.extend(ingest_files(factory, store, processor, source_id=source_id, files=list(batch),
+            outcomes.extend(ingest_files(factory, store, processor(), source_id=source_id, files=list(batch),
                                          actor=actor))
             if callable(on_progress):
                 on_progress(len(batch))

@@ -11,7 +11,10 @@ of its masked text: memory.stores.base), so a chunk stored without one is not se
      change that patched the chunk's point between the read and the upsert is copied too (one that runs after
      the upsert patches the twin itself, by version or source);
   3. SQL, in one transaction per batch (the versions' rows locked in id order): `chunks.masked_point_id` set,
-     and the chunks' versions that were marked synced marked unsynced (the crash breadcrumb for step 4);
+     only for a chunk SQL still holds personal (a relabel may have changed it) and a twin whose point is there,
+     and the chunks' versions that were marked synced marked unsynced (the crash breadcrumb for step 4). This
+     run's twins that no chunk names (unsettled, or no longer personal) are deleted under the same locks, so
+     never one another run has named since;
   4. the twin points alone committed with their version's validity from SQL (`_commit_twins`: re-read under
      the row lock until it holds still, as ingestion's step D does), and the versions marked synced again. The
      versions' other points are not patched (a patch moves a point out of its indexed segment).
@@ -85,7 +88,9 @@ class TwinBackfill:
     embedded: int = 0  # masked texts embedded now (the others came from the cache)
     other_model: int = 0  # the chunk's version was embedded with another model than the configured one
     point_missing: int = 0  # the chunk's own point is not in the vector store
-    unsettled: int = 0  # its point kept changing while the twin was written; the next run tries again
+    # dropped: its point kept changing while the twin was written, or it is no longer personal (a relabel); the
+    # next run tries again if it still lacks one
+    unsettled: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {"stored": self.stored, "embedded": self.embedded, "other_model": self.other_model,
@@ -163,38 +168,43 @@ def _store_batch(
              for r, vec in zip(present, vectors, strict=True)}
     store.upsert(list(twins.values()))
     unsettled = _settle(store, twins, {twin_of[r.id]: r.point_id for r in present})
-    if unsettled:  # never left in the store unnamed with a payload that may admit more than its chunk's
-        store.delete(Selector(point_ids=tuple(sorted(unsettled))))
-        report.unsettled += len(unsettled)
-    settled = [r for r in present if twin_of[r.id] not in unsettled]
-    if not settled:
-        return
-    versions = sorted({r.version_id for r in settled})
-    twins_of: dict[str, list[str]] = {}
-    for r in settled:
-        twins_of.setdefault(r.version_id, []).append(twin_of[r.id])
+    versions = sorted({r.version_id for r in present})
     REVEALING.claim(versions)  # this process's repair() leaves them to step 4
     try:
         with transaction(factory) as session:
-            before = _version_states(session, versions)  # locked in id order, as sync_versions locks them
-            session.connection().execute(_NAME_TWIN, [{"cid": r.id, "mid": twin_of[r.id]} for r in settled])
+            # The versions' rows locked in id order (as sync_versions and relabel lock them): naming a twin, and
+            # deleting one no chunk names, serialise with every other run's.
+            before = _version_states(session, versions)
+            ids = [r.id for r in present]
+            already = set(session.scalars(
+                select(Chunk.id).where(Chunk.id.in_(ids), Chunk.masked_point_id.is_not(None))))
+            # Named only if its point is there (another run may have deleted it under this lock) and it settled.
+            there = {p.id for p in store.retrieve(sorted(set(twins) - unsettled))}
+            to_name = [{"cid": r.id, "mid": twin_of[r.id]} for r in present
+                       if r.id not in already and twin_of[r.id] in there]
+            if to_name:
+                session.connection().execute(_NAME_TWIN, to_name)
             named = set(session.scalars(select(Chunk.id).where(
-                Chunk.id.in_([r.id for r in settled]), Chunk.masked_point_id.in_([twin_of[r.id] for r in settled]))))
+                Chunk.id.in_(ids), Chunk.masked_point_id.in_(list(twin_of.values())))))
+            # Ours that no chunk names (unsettled, or no longer personal: a relabel): never committed, so admitted
+            # by no filter; deleted under the lock, so never a twin another run has named since.
+            dropped = sorted(twin_of[r.id] for r in present if r.id not in named)
+            if dropped:
+                store.delete(Selector(point_ids=tuple(dropped)))
             marked = [vid for vid, (_, synced) in before.items() if synced]  # the others are repair()'s already
             if marked:
                 session.execute(update(DocumentVersion).where(DocumentVersion.id.in_(marked))
                                 .values(vectors_synced=False))
-        unnamed = [twin_of[r.id] for r in settled if r.id not in named]
-        if unnamed:  # no longer personal, or named meanwhile by another run: never committed, so admitted by no filter
-            store.delete(Selector(point_ids=tuple(sorted(unnamed))))
-            twins_of = {vid: [t for t in ids if t not in unnamed] for vid, ids in twins_of.items()}
+        # Every named twin of the batch is committed, one another run named too (this run's upsert replaced its
+        # point with an uncommitted copy).
+        twins_of = {vid: [twin_of[r.id] for r in present if r.version_id == vid and r.id in named] for vid in versions}
         left = _commit_twins(factory, store, twins_of, {vid: st for vid, (st, _) in before.items()}, set(marked))
     finally:
         REVEALING.release(versions)
     if left:
         log.warning("masked_twins.versions_unsynced versions=%d (repair() syncs them)", len(left))
-    report.stored += len(named)
-    report.unsettled += len(unnamed)
+    report.stored += len(named - already)
+    report.unsettled += len(dropped)
 
 
 class _VersionState(NamedTuple):

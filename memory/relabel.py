@@ -138,7 +138,7 @@ def relabel(
     with factory() as session:
         if source_id is not None:
             sources.get(session, source_id=source_id)  # source_not_found
-        label_map, map_row = policy_store.label_map(session)
+        label_map = policy_store.label_map(session)[0]
     report, after = RelabelReport(label_map_version=label_map.version, dry_run=dry_run), ""
     while True:
         with factory() as session:
@@ -149,7 +149,7 @@ def relabel(
         after = version_ids[-1]
         report.versions += len(version_ids)
         report.chunks += len(chunks)
-        _relabel_batch(factory, store, chunks, label_map, map_row, report, actor=actor, acting_for=acting_for)
+        _relabel_batch(factory, store, chunks, label_map, report, actor=actor, acting_for=acting_for)
     log.info("relabel.done %s", " ".join(f"{k}={v}" for k, v in report.as_dict().items()))
     return report
 
@@ -174,7 +174,7 @@ def _chunks(session: Session, version_ids: Sequence[str], label_map: LabelMap) -
 
 def _relabel_batch(
     factory: sessionmaker[Session], store: VectorStore, chunks: Sequence[_Chunk], label_map: LabelMap,
-    map_row: int, report: RelabelReport, *, actor: str, acting_for: str | None,
+    report: RelabelReport, *, actor: str, acting_for: str | None,
 ) -> None:
     payloads = _payloads(store, chunks)
     report.points_missing += sum(1 for c in chunks if c.point_id not in payloads)
@@ -186,7 +186,7 @@ def _relabel_batch(
         return
     tight = _tighten(store, chunks, payloads)
     if changed:
-        _commit(factory, changed, label_map, map_row, actor=actor, acting_for=acting_for)
+        _commit(factory, changed, label_map, actor=actor, acting_for=acting_for)
     report.points_patched += tight + _settle(factory, store, chunks)
 
 
@@ -253,7 +253,7 @@ _SET_NOT_PERSONAL = update(Chunk).where(Chunk.id == bindparam("cid")).values(
 
 
 def _commit(
-    factory: sessionmaker[Session], changed: Sequence[_Chunk], label_map: LabelMap, map_row: int, *, actor: str,
+    factory: sessionmaker[Session], changed: Sequence[_Chunk], label_map: LabelMap, *, actor: str,
     acting_for: str | None,
 ) -> None:
     """Step 3: the chunks' new labels in SQL, with their versions' and sources' summaries and an audit record."""
@@ -289,7 +289,7 @@ def _commit(
         # Nor from a map no longer in force. Read after the audit append: a label-map change appends too, so it
         # either committed before this read (seen: refused) or waits for this commit (and a run after it sees
         # these labels to change). Before the append, a change could commit between the read and this commit.
-        if policy_store.label_map(session)[1] != map_row:
+        if policy_store.label_map(session)[0].version != label_map.version:  # by content, as ingest compares
             raise ConflictError("the label map changed while relabelling; run relabel again to apply the new one",
                                 code="label_map_changed")
 

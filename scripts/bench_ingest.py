@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             def ingest() -> tuple[list, float]:  # type: ignore[type-arg]
                 t, c = time.perf_counter(), tree_cpu_s()
                 out = documents.ingest_paths(
-                    container.sessions, container.store, container.ingest_pipeline(), source_id=source_id, paths=paths,
+                    container.sessions, container.store, container.ingest_pipeline, source_id=source_id, paths=paths,
                     actor="bench-steward", max_bytes=settings.max_upload_bytes, batch_files=args.batch_files)
                 cpu.setdefault("first", tree_cpu_s() - c)
                 return out, time.perf_counter() - t

@@ -82,7 +82,7 @@ def seed_demo(container: Container) -> DemoSummary:
                 sources.register(s, spec=src, actor="demo")
     for src in SOURCES:
         outcomes = documents.ingest_paths(
-            container.sessions, container.store, container.ingest_pipeline(), source_id=src.id,
+            container.sessions, container.store, container.ingest_pipeline, source_id=src.id,
             paths=[str(CORPUS / src.id)], actor="steward-hr", max_bytes=container.settings.max_upload_bytes,
             uri_base=src.uri,  # citations name the source's (fictional) home, not this host's install path
         )

@@ -106,7 +106,7 @@ def test_paths_report_missing_files_and_walk_folders(container, src, tmp_path):
     (tmp_path / "dir" / "a.md").write_text(DOC_V1)
     (tmp_path / "dir" / "sub" / "b.txt").write_text("Plain text about hotels.")
     (tmp_path / "dir" / ".hidden").write_text("skip me")
-    out = documents.ingest_paths(container.sessions, container.store, container.pipeline, source_id="s1",
+    out = documents.ingest_paths(container.sessions, container.store, container.ingest_pipeline, source_id="s1",
                                  paths=[str(tmp_path / "dir"), str(tmp_path / "missing.pdf")], actor="st",
                                  max_bytes=10_000)
     assert sorted((o.external_key, o.status) for o in out) == sorted([
@@ -116,7 +116,7 @@ def test_paths_report_missing_files_and_walk_folders(container, src, tmp_path):
 def test_a_uri_base_names_where_readers_find_the_originals(container, src, tmp_path):
     (tmp_path / "dir" / "sub dir").mkdir(parents=True)
     (tmp_path / "dir" / "sub dir" / "a.md").write_text(DOC_V1)
-    [out] = documents.ingest_paths(container.sessions, container.store, container.pipeline, source_id="s1",
+    [out] = documents.ingest_paths(container.sessions, container.store, container.ingest_pipeline, source_id="s1",
                                    paths=[str(tmp_path / "dir")], actor="st", max_bytes=10_000,
                                    uri_base="https://intranet.example.com/policies/")
     with container.sessions() as s:

@@ -493,7 +493,7 @@ def test_a_person_in_a_folder_or_a_key_is_masked_however_the_uri_spells_it(api: 
     (folder / "notes.md").write_text("# Notes\n\nPrefers the late shift in the warehouse.\n")
     api.source("hr", jurisdiction="EU", read_groups=["g"])
     c = api.container
-    [outcome] = documents.ingest_paths(c.sessions, c.store, c.pipeline, source_id="hr", actor="admin",
+    [outcome] = documents.ingest_paths(c.sessions, c.store, c.ingest_pipeline, source_id="hr", actor="admin",
                                        paths=[str(tmp_path / "people")], max_bytes=10**6,
                                        uri_base="https://intranet.example/hr")
     assert outcome.status == "created", outcome

@@ -469,3 +469,79 @@ def test_a_run_under_the_map_the_real_classifier_applied_changes_nothing(real_co
         assert all(o.status == "created" for o in out), out
     report = _run(c)
     assert (report.versions, report.versions_relabelled, report.points_patched) == (8, 0, 0)
+
+
+def test_a_map_change_during_a_folder_ingest_applies_from_its_next_batch(container, tmp_path):
+    """A long folder ingest takes the processor for each batch from the container: the batch labelled under the
+    replaced map is refused (send it again), and the batches after it are stored under the new map."""
+    from memory import documents
+
+    c = container
+    _world(c, {"hr": {"plain.txt": PLAIN_DOC}})
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"f{i}.txt").write_text(f"Write to person{i}@example.com about the payroll calendar.")
+    batches: list[int] = []
+
+    class ChangeTheMapInTheFirstBatch:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def process_many(self, items: Any) -> Any:
+            out = self.inner.process_many(items)
+            if not batches:
+                _email_map(c, "restricted")
+            batches.append(len(items))
+            return out
+
+    out = documents.ingest_paths(c.sessions, c.store, lambda: ChangeTheMapInTheFirstBatch(c.ingest_pipeline()),
+                                 source_id="hr", paths=[str(folder)], actor="steward", max_bytes=10**6,
+                                 batch_files=2)
+    assert batches == [2, 2, 2]
+    assert [o.error_code for o in out] == ["label_map_changed"] * 2 + [None] * 4
+    with c.sessions() as s:
+        assert set(s.scalars(select(Chunk.label).where(Chunk.text.contains("@")))) == {Label.RESTRICTED}
+
+
+def test_two_backfills_racing_on_one_chunk_store_and_count_its_twin_once(container, monkeypatch):
+    """Backfill B stores, names and commits the twin while backfill A holds its own (uncommitted) copy of it: A's
+    copy replaces B's point, so A commits the twin too (named by B) and does not count it; the masked caller is
+    served the chunk, masked, once."""
+    c = container
+    _twinless_personal_mail(c)
+    mail = _mail(c)
+    settle = masked_twins._settle
+    runs: list[masked_twins.TwinBackfill] = []
+    started: list[bool] = []
+
+    def b_runs_first(*a: Any, **k: Any) -> set[str]:
+        if not started:
+            started.append(True)
+            runs.append(masked_twins.backfill(c.sessions, c.store, c.embedder, None))
+        return settle(*a, **k)
+
+    monkeypatch.setattr(masked_twins, "_settle", b_runs_first)
+    a = masked_twins.backfill(c.sessions, c.store, c.embedder, None)
+    assert (runs[0].stored, a.stored, a.unsettled) == (1, 0, 0)
+    assert _mail(c).masked_point_id == masked_point_id_for(mail.id)
+    (twin,) = c.store.retrieve([masked_point_id_for(mail.id)])
+    assert twin.payload.committed and twin.payload.masked_twin
+    assert [(cid, masked) for cid, masked in _served(c, "us") if cid == mail.id] == [(mail.id, True)]
+
+
+def test_a_put_of_the_same_map_does_not_stop_a_run(container, monkeypatch):
+    """Maps compare by content (as an ingest's commit compares them): a new version with the same rules is the
+    same map."""
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC}})
+    raised = _email_map(c, "restricted")
+    tighten = relabel._tighten
+
+    def tighten_then_put_again(*a: Any, **k: Any) -> int:
+        n = tighten(*a, **k)
+        assert _email_map(c, "restricted").version == raised.version
+        return n
+
+    monkeypatch.setattr(relabel, "_tighten", tighten_then_put_again)
+    assert _run(c).raised == 1 and _mail(c).label == Label.RESTRICTED

@@ -23,7 +23,8 @@ def get_jurisdictions(session: SessionDep, who: AdminDep) -> schemas.TransferRul
 
 @router.put("/jurisdictions", response_model=schemas.TransferRulesOut)
 def put_jurisdictions(body: schemas.TransferRulesIn, session: SessionDep, who: AdminDep) -> schemas.TransferRulesOut:
-    """Replace the rule set with a new version (unlisted pairs are denied). Applies to the next search."""
+    """Replace the rule set with a new version (unlisted pairs are denied). Applies to the next search. 409
+    `concurrent_update` if another change of the rules commits first."""
     rules = policy_store.put_transfer_rules(
         session, rules=[r.model_dump() for r in body.rules], actor=who.principal_id, acting_for=who.acting_for
     )

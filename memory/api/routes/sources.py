@@ -101,7 +101,9 @@ def upload_document(
     """Upload one file: 201 created / updated (a new version), 200 unchanged (the same bytes as the current
     version: nothing stored), with chunk and PII summary. Bad files -> 422 + code. Only
     the source's steward (or an admin): another steward gets 403 `not_source_steward` if they read the source,
-    else 404 `source_not_found`, as for an unknown id."""
+    else 404 `source_not_found`, as for an unknown id. 409 `label_map_changed` / `floor_changed`: the label map or
+    the source's floor changed while the file was processed (nothing stored; send it again); 409
+    `concurrent_update`: another upload of the same document won (retry)."""
     sources.ensure_steward(who, sources.get(session, source_id=source_id))
     data = file.file.read(container.settings.max_upload_bytes + 1)
     # Ingestion runs its own units of work (no half-visible version); end this request's transaction first
