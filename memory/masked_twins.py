@@ -196,9 +196,13 @@ def _store_batch(
                 session.execute(update(DocumentVersion).where(DocumentVersion.id.in_(marked))
                                 .values(vectors_synced=False))
         # Every named twin of the batch is committed, one another run named too (this run's upsert replaced its
-        # point with an uncommitted copy).
-        twins_of = {vid: [twin_of[r.id] for r in present if r.version_id == vid and r.id in named] for vid in versions}
-        left = _commit_twins(factory, store, twins_of, {vid: st for vid, (st, _) in before.items()}, set(marked))
+        # point with an uncommitted copy), unless that copy never settled: it stays uncommitted (fail closed) in a
+        # version left unsynced, which repair() syncs from SQL.
+        stale = {r.id for r in present if r.id in already and twin_of[r.id] in unsettled}
+        twins_of = {vid: [twin_of[r.id] for r in present if r.version_id == vid and r.id in named - stale]
+                    for vid in versions}
+        left = _commit_twins(factory, store, twins_of, {vid: st for vid, (st, _) in before.items()},
+                             set(marked) - {r.version_id for r in present if r.id in stale})
     finally:
         REVEALING.release(versions)
     if left:

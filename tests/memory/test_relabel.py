@@ -545,3 +545,35 @@ def test_a_put_of_the_same_map_does_not_stop_a_run(container, monkeypatch):
 
     monkeypatch.setattr(relabel, "_tighten", tighten_then_put_again)
     assert _run(c).raised == 1 and _mail(c).label == Label.RESTRICTED
+
+
+def test_a_copy_that_never_settled_over_a_twin_another_run_named_waits_for_repair(container, monkeypatch):
+    """As above, but A's copy of the twin never settled (its chunk's point kept changing): it is not committed
+    (fail closed: the masked caller is not served the chunk), its version is left unsynced, and repair() syncs it
+    from SQL (then served masked)."""
+    from memory.vector_sync import repair
+
+    c = container
+    _twinless_personal_mail(c)
+    mail = _mail(c)
+    twin_id = masked_point_id_for(mail.id)
+    settle = masked_twins._settle
+    started: list[bool] = []
+
+    def b_runs_then_a_never_settles(*a: Any, **k: Any) -> set[str]:
+        if not started:
+            started.append(True)
+            assert masked_twins.backfill(c.sessions, c.store, c.embedder, None).stored == 1
+            store, twins, _ = a
+            store.upsert([twins[twin_id]])  # A's last (uncommitted) copy, over B's committed twin
+            return {twin_id}
+        return settle(*a, **k)
+
+    monkeypatch.setattr(masked_twins, "_settle", b_runs_then_a_never_settles)
+    a = masked_twins.backfill(c.sessions, c.store, c.embedder, None)
+    monkeypatch.undo()
+    assert (a.stored, a.unsettled) == (0, 0) and _mail(c).masked_point_id == twin_id
+    assert not c.store.retrieve([twin_id])[0].payload.committed
+    assert mail.id not in {cid for cid, _ in _served(c, "us")}
+    assert repair(c.sessions, c.store)["synced"] == 1
+    assert [(cid, masked) for cid, masked in _served(c, "us") if cid == mail.id] == [(mail.id, True)]
