@@ -230,6 +230,11 @@ class Container:
                     log.error("relabel.backfill_failed error=%s", type(exc).__name__)
             raise
         out = report.as_dict()
+        moved = report.points_patched
+        if self.settings.is_embedded_vectors and moved > self.settings.unindexed_warn_points:
+            # Qdrant counts such points indexed still (the index gauge cannot see them): say it here.
+            log.warning("vectors.moved points=%d: the relabel moved them out of their indexed segments; every search "
+                        "scores them exactly until `memory optimize` (with the API stopped)", moved)
         twins = None if dry_run else self.backfill_twins(actor=actor)
         out["twins_stored"] = twins["stored"] if twins else 0
         out["twins_lacking"] = twins["lacking"] if twins else None

@@ -577,3 +577,14 @@ def test_a_copy_that_never_settled_over_a_twin_another_run_named_waits_for_repai
     assert mail.id not in {cid for cid, _ in _served(c, "us")}
     assert repair(c.sessions, c.store)["synced"] == 1
     assert [(cid, masked) for cid, masked in _served(c, "us") if cid == mail.id] == [(mail.id, True)]
+
+
+def test_a_relabel_that_moved_many_points_says_to_optimize(container, monkeypatch, caplog):
+    """The embedded store's index gauge cannot see points a payload patch moved: past the warning threshold the
+    relabel says so itself."""
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC}})
+    _email_map(c, "restricted")
+    monkeypatch.setattr(c.settings, "unindexed_warn_points", 1)
+    assert c.relabel(actor="admin")["points_patched"] == 2
+    assert "vectors.moved points=2" in caplog.text
