@@ -5,6 +5,7 @@ from __future__ import annotations
 from classifiers.types import Label
 from memory.api import schemas as s
 from memory.clock import aware
+from memory.document_listing import DocumentPage
 from memory.ingestion import IngestOutcome
 from memory.models import ApiKey, DocumentVersion, Principal, Source
 from memory.search import SearchResult
@@ -63,6 +64,20 @@ def version(v: DocumentVersion) -> s.VersionOut:
             "classifier": v.classifier_version, "label_map": v.label_map_version, "embedding_model": v.embedding_model,
         },
     )
+
+
+def document_page(page: DocumentPage) -> s.DocumentListOut:
+    return s.DocumentListOut(source_id=page.source_id, next_cursor=page.next_cursor, documents=[
+        s.DocumentSummaryOut(
+            document_id=e.document.id, external_key=e.document.external_key,
+            created_at=aware(e.document.created_at), versions=e.versions, state=e.state,
+            label=Label(e.current.max_label).slug if e.current is not None and e.current.max_label is not None
+            else None,  # type: ignore[arg-type]
+            personal=bool(e.current is not None and e.current.has_personal), stale=e.stale,
+            current=version(e.current) if e.current is not None else None,
+        )
+        for e in page.entries
+    ])
 
 
 def search(r: SearchResult) -> s.SearchOut:

@@ -270,6 +270,27 @@ class DocumentVersionsOut(BaseModel):
     versions: list[VersionOut]
 
 
+class DocumentSummaryOut(BaseModel):
+    document_id: str
+    external_key: str = Field(description="The document's name in its source (its path, or the steward's id)")
+    created_at: datetime
+    versions: int = Field(description="Stored versions (a failed ingest is not one)")
+    state: Literal["active", "retracted", "none"] = Field(
+        description="active: its current version is served (to whom the policy allows); retracted: its current "
+        "version is retracted; none: no version was stored whole (every ingest of it failed)")
+    label: LabelName | None = Field(description="The highest label of the current version's chunks")
+    personal: bool = Field(description="The current version holds personal data")
+    stale: bool = Field(description="An older pipeline processed the current version: sending its bytes again "
+                        "processes them anew (`memory stale-versions`)")
+    current: VersionOut | None = Field(description="The current version's provenance (None: state none)")
+
+
+class DocumentListOut(BaseModel):
+    source_id: str
+    documents: list[DocumentSummaryOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
+
+
 class SearchIn(Strict):
     query: str = Field(min_length=1, max_length=4000)
     top_k: StrictInt = Field(10, ge=1, le=1000)
