@@ -17,9 +17,12 @@ from memory.errors import ConflictError, NotFoundError
 from memory.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ingest.embedders import Embedder
     from ingest.pipeline import IngestPipeline
     from memory.policy_cache import PolicyReads
+    from memory.relabel import RelabelReport
     from memory.search import QueryEmbedder
     from memory.stores.base import VectorStore
     from memory.stores.edge_config import EdgeTuning
@@ -211,7 +214,7 @@ class Container:
                                 actor=actor, batch=batch)
 
     def relabel(self, *, actor: str, acting_for: str | None = None, source_id: str | None = None,
-                dry_run: bool = False) -> dict[str, object]:
+                dry_run: bool = False, on_batch: Callable[[RelabelReport], None] | None = None) -> dict[str, object]:
         """Stored chunks brought to the label map and floors in force (memory.relabel), then the masked twins of
         the chunks that became personal stored (`twins_stored`, and `twins_lacking`: personal chunks still
         without one, None on a dry run)."""
@@ -219,7 +222,7 @@ class Container:
 
         try:
             report = relabel(self.sessions, self.store, actor=actor, acting_for=acting_for, source_id=source_id,
-                             dry_run=dry_run)
+                             dry_run=dry_run, on_batch=on_batch)
         except Exception as exc:
             # The batches that committed may have made chunks personal: their twins all the same (not after a
             # refusal before any batch: an unknown source, a bad argument).
@@ -239,6 +242,21 @@ class Container:
         out["twins_stored"] = twins["stored"] if twins else 0
         out["twins_lacking"] = twins["lacking"] if twins else None
         return out
+
+    def relabel_work(self, *, actor: str, acting_for: str | None = None, source_id: str | None = None,
+                     dry_run: bool = False) -> Callable[[Callable[[dict[str, Any]], None]], dict[str, object]]:
+        """`relabel` as a background job's work (memory.jobs): its progress after each batch is the report so far
+        with `versions_total`, the versions it examines."""
+        from memory.relabel import versions_to_examine
+
+        def work(progress: Callable[[dict[str, Any]], None]) -> dict[str, object]:
+            with self.sessions() as session:
+                total = versions_to_examine(session, source_id)
+            progress({"versions": 0, "versions_total": total})
+            return self.relabel(actor=actor, acting_for=acting_for, source_id=source_id, dry_run=dry_run,
+                                on_batch=lambda report: progress({**report.as_dict(), "versions_total": total}))
+
+        return work
 
     def note_ingest(self) -> None:
         """After an API upload stored points: gauge the index backlog (`watch_index`), so that what the API ingests

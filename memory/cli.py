@@ -300,7 +300,7 @@ def principals_revoke_key(key_id: str, data_dir: DataDir = None, actor: Actor = 
 
 def main() -> None:
     # registers sources/ingest/search/... and verify/audit/retract/restore/explain commands
-    from memory import cli_access, cli_audit, cli_commands, cli_documents  # noqa: F401
+    from memory import cli_access, cli_audit, cli_commands, cli_documents, cli_jobs  # noqa: F401
 
     try:
         app()

@@ -336,7 +336,15 @@ def relabel_cmd(
     server; on the embedded store, stop the API first or call `POST /v1/admin/relabel`."""
 
     def _do(c: Container) -> dict[str, object]:
-        return c.relabel(actor=actor_id(actor), source_id=source, dry_run=dry_run)
+        from memory.relabel import versions_to_examine
+
+        with c.sessions() as s:
+            total = versions_to_examine(s, source)
+        with Progress(TextColumn("relabel"), BarColumn(), MofNCompleteColumn(), TextColumn("versions"),
+                      TimeElapsedColumn(), console=out, transient=True, disable=as_json) as progress:
+            task = progress.add_task("versions", total=total)
+            return c.relabel(actor=actor_id(actor), source_id=source, dry_run=dry_run,
+                             on_batch=lambda report: progress.update(task, completed=report.versions))
 
     counts = run(data_dir, _do)
     if as_json:

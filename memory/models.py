@@ -332,3 +332,36 @@ class AccessRequest(Base):
     decided_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
     decision_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+# A job's statuses while it holds its kind's one active slot (the partial unique index below).
+ACTIVE_JOB_STATUSES = ("queued", "running")
+
+
+class Job(Base):
+    """A long maintenance run an admin started in the background (memory.jobs): its state, progress and outcome,
+    readable from any API replica."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # One queued or running job per kind, across every process: a second start is 409 `job_running`.
+        Index("uq_jobs_active_kind", "kind", unique=True,
+              sqlite_where=text("status IN ('queued', 'running')"),
+              postgresql_where=text("status IN ('queued', 'running')")),
+        Index("ix_jobs_created_at", "created_at"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # relabel
+    status: Mapped[str] = mapped_column(String(16))  # queued | running | succeeded | failed | cancelled | interrupted
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    requested_by: Mapped[str] = mapped_column(String(128))
+    acting_for: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(TZ)
+    started_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)

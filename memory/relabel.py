@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -130,9 +130,12 @@ def target(label_map: LabelMap, floor: int, entity_types: Iterable[str]) -> Labe
 def relabel(
     factory: sessionmaker[Session], store: VectorStore, *, actor: str, acting_for: str | None = None,
     source_id: str | None = None, batch: int = DEFAULT_BATCH, dry_run: bool = False,
+    on_batch: Callable[[RelabelReport], None] | None = None,
 ) -> RelabelReport:
     """Relabel every chunk of the versions a search can reach (of one source, or all) under the label map in
-    force and their sources' floors (the module docstring has the steps)."""
+    force and their sources' floors (the module docstring has the steps). `on_batch`: called with the report so
+    far after each batch has settled (a background job's progress; what it raises stops the run there, every
+    batch done left whole)."""
     if batch < 1:
         raise ValueError("batch must be positive")
     with factory() as session:
@@ -150,8 +153,18 @@ def relabel(
         report.versions += len(version_ids)
         report.chunks += len(chunks)
         _relabel_batch(factory, store, chunks, label_map, report, actor=actor, acting_for=acting_for)
+        if on_batch is not None:
+            on_batch(report)
     log.info("relabel.done %s", " ".join(f"{k}={v}" for k, v in report.as_dict().items()))
     return report
+
+
+def versions_to_examine(session: Session, source_id: str | None = None) -> int:
+    """How many versions a run (of one source, or all) examines, as it starts (a job's progress total)."""
+    q = select(func.count()).select_from(DocumentVersion).where(DocumentVersion.status.in_(REACHABLE_STATUSES))
+    if source_id is not None:
+        q = q.join(Document, Document.id == DocumentVersion.document_id).where(Document.source_id == source_id)
+    return int(session.scalar(q) or 0)
 
 
 def _versions_after(after: str, source_id: str | None, batch: int) -> Select[str]:

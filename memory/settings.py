@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     search_wide_hnsw_ef: int = Field(
         800, ge=16, le=8192, description="Beam of the served search's second try after a detected miss (Beam.WIDE)."
     )
+    job_stale_s: float = Field(
+        600, ge=10, le=86_400, description="A background job (POST /v1/admin/jobs) with no heartbeat for this long "
+        "lost its process and is marked interrupted (its runner beats after every batch: a few seconds apart).",
+    )
     backfill_twins_on_start: bool = Field(
         True, description="The API stores the masked twins of personal chunks stored without one (before masked "
         "twins existed) on its repair thread as it starts (memory.masked_twins; `memory backfill-twins` does the "

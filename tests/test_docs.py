@@ -14,7 +14,7 @@ README = (Path(__file__).parent.parent / "README.md").read_text()
 
 
 def _commands() -> list[str]:
-    from memory import cli, cli_access, cli_audit, cli_commands, cli_documents  # noqa: F401  (registers commands)
+    from memory import cli, cli_access, cli_audit, cli_commands, cli_documents, cli_jobs  # noqa: F401  (registers commands)
     root = typer.main.get_command(cli.app)
     out: list[str] = []
 

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from memory import logging_setup
+from memory import jobs, logging_setup
 from memory.api import deps, exception_handlers
 from memory.api.routes import (
     access,
@@ -32,6 +32,7 @@ from memory.api.routes import (
     sources,
     usage_routes,
 )
+from memory.api.routes import jobs as job_routes
 from memory.bootstrap import Container
 from memory.errors import AuthError, RequestTooLargeError, ServiceError, ValidationFailedError
 from memory.metrics import REQUEST_LATENCY
@@ -66,11 +67,14 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
                               if settings.backfill_twins_on_start else None,
                               watch=container.watch_index)
             loop.start()
+        if settings.is_embedded_vectors:  # this process owns the data: no other can be running a job
+            await run_in_threadpool(jobs.interrupt_all, container.sessions)
         log.info("api.ready backend=%s", "edge" if settings.is_embedded_vectors else "server")
         try:
             yield
         finally:
             log.info("api.shutdown")
+            await run_in_threadpool(app.state.jobs.stop)  # before the stores close under them
             if loop is not None:
                 await run_in_threadpool(loop.stop)
             await run_in_threadpool(container.close)
@@ -83,9 +87,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         lifespan=lifespan,
     )
     app.state.container = container
+    app.state.jobs = jobs.JobRunner(container.sessions, stale_after_s=settings.job_stale_s)
     exception_handlers.install(app)
     routers = [m.router for m in (health, principals, sources, documents, search, policy, provenance, audit_routes,
-                                  access, usage_routes, maintenance)]
+                                  access, usage_routes, maintenance, job_routes)]
     for router in routers:
         app.include_router(router)
 

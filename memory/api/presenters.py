@@ -7,7 +7,7 @@ from memory.api import schemas as s
 from memory.clock import aware
 from memory.document_listing import DocumentPage
 from memory.ingestion import IngestOutcome
-from memory.models import ApiKey, DocumentVersion, Principal, Source
+from memory.models import ApiKey, DocumentVersion, Job, Principal, Source
 from memory.search import SearchResult
 from memory.sources import read_groups
 from memory.stores.base import OPEN_END
@@ -94,4 +94,16 @@ def search(r: SearchResult) -> s.SearchOut:
                                     steward=w.steward) for w in r.withheld],
         ),
         audit_seq=r.audit_seq, latency_ms=round(r.latency_ms, 3),
+    )
+
+
+def job(j: Job) -> s.JobOut:
+    return s.JobOut(
+        job_id=j.id, kind=j.kind, status=j.status, params=j.params,  # type: ignore[arg-type]
+        requested_by=j.requested_by, acting_for=j.acting_for, created_at=aware(j.created_at),
+        started_at=aware(j.started_at) if j.started_at else None,
+        heartbeat_at=aware(j.heartbeat_at) if j.heartbeat_at else None,
+        finished_at=aware(j.finished_at) if j.finished_at else None, cancel_requested=bool(j.cancel_requested),
+        progress=j.progress, result=j.result,
+        error=s.JobError(code=j.error_code, message=j.error_message or "") if j.error_code else None,
     )

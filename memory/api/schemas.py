@@ -200,6 +200,39 @@ class RelabelOut(BaseModel):
     twins_lacking: int | None = Field(description="Personal chunks still without a masked twin; null on a dry run")
 
 
+class JobIn(Strict):
+    kind: Literal["relabel"] = Field(description="relabel: as POST /v1/admin/relabel, in the background")
+    source_id: str | None = Field(None, min_length=1, max_length=128,
+                                  description="relabel: this source's chunks only (default: every source's)")
+    dry_run: StrictBool = Field(False, description="relabel: count what would change; write nothing")
+
+
+class JobError(BaseModel):
+    code: str = Field(description="Stable code: the error's (e.g. label_map_changed), runner_lost, "
+                      "service_stopping or internal_error")
+    message: str
+
+
+class JobOut(BaseModel):
+    """A background job (memory.jobs): poll it until `status` is succeeded, failed, cancelled or interrupted."""
+
+    job_id: str
+    kind: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+    params: dict[str, Any]
+    requested_by: str
+    acting_for: str | None
+    created_at: datetime
+    started_at: datetime | None
+    heartbeat_at: datetime | None = Field(description="Its runner's last sign of life (after every batch)")
+    finished_at: datetime | None
+    cancel_requested: bool
+    progress: dict[str, Any] | None = Field(description="relabel: the report so far (RelabelOut's counts) and "
+                                            "versions_total, the versions it examines")
+    result: dict[str, Any] | None = Field(description="relabel: a RelabelOut, once succeeded")
+    error: JobError | None
+
+
 class SourceUpdated(SourceOut):
     relabel: RelabelOut | None = Field(
         None, description="A patch with a floor: the relabel of the source's stored chunks under it, run before "

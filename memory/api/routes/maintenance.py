@@ -39,8 +39,9 @@ def relabel(
     twins of chunks that became personal are stored. Audited (`policy.relabel`, one record per batch of
     versions). Idempotent; `dry_run` counts without writing. 404 for an unknown source; 409
     `label_map_changed` or `floor_changed` if the map or a floor changes while it runs (run it again). Runs in
-    the request: ~10 s per 100k chunks when nothing changes, ~100 s when 30k do (scripts/bench_relabel.py);
-    the CLI's `memory relabel` does the same. On the embedded store, run `memory optimize` after a large one."""
+    the request: ~10 s per 100k chunks when nothing changes, ~100 s when 30k do (scripts/bench_relabel.py):
+    for a large one, start it as a background job (`POST /v1/admin/jobs`, kind `relabel`) and follow it. The
+    CLI's `memory relabel` does the same. On the embedded store, run `memory optimize` after a large one."""
     session.commit()  # the authentication's transaction: on SQLite it would hold the lock relabel needs
     out = container.relabel(actor=who.principal_id, acting_for=who.acting_for, source_id=body.source_id,
                             dry_run=body.dry_run)

@@ -1,0 +1,73 @@
+"""Background jobs for admins: start a long maintenance run (a relabel), follow it, cancel it (memory.jobs)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+
+from memory import jobs
+from memory import sources as sources_svc
+from memory.api import presenters, schemas
+from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, role
+from memory.policy import EffectivePrincipal
+
+router = APIRouter(prefix="/v1/admin", tags=["operations"], responses=schemas.ERRORS, route_class=TransactionPerHop)
+AdminDep = Annotated[EffectivePrincipal, role("admin")]
+
+
+def _runner(request: Request) -> jobs.JobRunner:
+    runner: jobs.JobRunner = request.app.state.jobs
+    return runner
+
+
+@router.post("/jobs", status_code=202, response_model=schemas.JobOut)
+def start_job(
+    body: schemas.JobIn, request: Request, response: Response, session: SessionDep, container: ContainerDep,
+    who: AdminDep,
+) -> schemas.JobOut:
+    """Start a job in the background and answer at once (202, `Location` of the job): `relabel` does what
+    `POST /v1/admin/relabel` does (same parameters, same audit records, same result), for runs longer than a
+    proxy keeps a request open. Follow it with `GET /v1/admin/jobs/{id}`: its progress after every batch, then
+    its result or error. One queued or running job per kind: 409 `job_running` (with the job's id). 404 for an
+    unknown source. Audited (`job.start`, `job.finish`)."""
+    runner = _runner(request)
+    if body.source_id is not None:
+        sources_svc.get(session, source_id=body.source_id)  # source_not_found now, not as the job's error
+    params = {"source_id": body.source_id, "dry_run": body.dry_run}
+    job = jobs.create(session, jobs.Requested(kind=body.kind, params=params, requested_by=who.principal_id,
+                                              acting_for=who.acting_for), stale_after_s=runner.stale_after_s)
+    out = presenters.job(job)
+    session.commit()  # queued for every replica to see before its thread starts
+    runner.start(job.id, container.relabel_work(actor=who.principal_id, acting_for=who.acting_for,
+                                                source_id=body.source_id, dry_run=body.dry_run))
+    response.headers["Location"] = f"/v1/admin/jobs/{job.id}"
+    return out
+
+
+@router.get("/jobs", response_model=list[schemas.JobOut])
+def list_jobs(
+    request: Request, session: SessionDep, who: AdminDep,
+    kind: Annotated[Literal["relabel"] | None, Query()] = None,
+    status: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"] | None,
+                      Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=jobs.MAX_LIST)] = 50,
+) -> list[schemas.JobOut]:
+    """The newest jobs first (a job whose process stopped is shown interrupted)."""
+    return [presenters.job(j) for j in jobs.recent(session, stale_after_s=_runner(request).stale_after_s, kind=kind,
+                                                  status=status, limit=limit)]
+
+
+@router.get("/jobs/{job_id}", response_model=schemas.JobOut)
+def get_job(job_id: str, request: Request, session: SessionDep, who: AdminDep) -> schemas.JobOut:
+    """One job: status, progress, result or error; 404 `job_not_found`."""
+    return presenters.job(jobs.get(session, job_id, stale_after_s=_runner(request).stale_after_s))
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=schemas.JobOut)
+def cancel_job(job_id: str, request: Request, session: SessionDep, who: AdminDep) -> schemas.JobOut:
+    """Ask a queued or running job to stop after its current batch (every batch it finished stays whole; a
+    relabel can be started again to finish). 409 `job_finished` if it already ended. Audited (`job.cancel`)."""
+    job = jobs.request_cancel(session, job_id, actor=who.principal_id, acting_for=who.acting_for,
+                              stale_after_s=_runner(request).stale_after_s)
+    return presenters.job(job)

@@ -1,0 +1,266 @@
+"""Long maintenance runs as background jobs (`POST /v1/admin/jobs`): a relabel of a large memory takes minutes
+(~100 s when 30k of 100k chunks change), longer than many proxies hold a request open.
+
+A job's state lives in SQL (table `jobs`), so any API replica answers for it: queued, running (with progress and
+a heartbeat after each batch), then succeeded (with its result), failed (with the error's stable code), cancelled
+(an admin asked; any replica may ask, the runner reads it after each batch) or interrupted (its process stopped).
+A partial unique index allows one queued or running job per kind across every process: a second start is 409
+`job_running`, naming the job that runs.
+
+The runner is a thread of the API process that accepted the job. A job whose heartbeat is older than
+`stale_after_s` lost its runner (a crash, a kill) and is marked interrupted whenever jobs are listed, read or
+started; on the embedded store, where one process owns the data, every job left active is marked interrupted as
+the API starts. Interrupted, cancelled or failed relabels leave every batch they finished whole and the vectors at
+least as strict as SQL (memory.relabel): start it again to finish.
+
+Each start and each end is audited (`job.start`, `job.finish`); the work audits its own effects.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from memory import audit
+from memory.clock import utcnow
+from memory.db import transaction
+from memory.errors import ConflictError, NotFoundError, ServiceError, ValidationFailedError
+from memory.models import ACTIVE_JOB_STATUSES, Job
+
+log = logging.getLogger(__name__)
+
+KINDS = ("relabel",)
+ACTIVE = ACTIVE_JOB_STATUSES
+FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
+MAX_LIST = 200
+
+# The work a job runs: given a progress callback (call it after each unit of work with a JSON-able dict; it raises
+# `Stopped` when the job must stop there), return the job's JSON-able result.
+Progress = Callable[[dict[str, Any]], None]
+Work = Callable[[Progress], dict[str, Any]]
+
+
+class Stopped(Exception):
+    """Raised into the work by its progress callback: the job was cancelled, or its process is stopping."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status  # cancelled | interrupted
+
+
+@dataclass(frozen=True)
+class Requested:
+    kind: str
+    params: dict[str, Any]
+    requested_by: str
+    acting_for: str | None = None
+
+
+def create(session: Session, req: Requested, *, stale_after_s: float) -> Job:
+    """A queued job (in the caller's transaction, audited `job.start`); 409 `job_running` if one of its kind is
+    queued or running (after jobs whose runner stopped are marked interrupted)."""
+    if req.kind not in KINDS:
+        raise ValidationFailedError(f"kind must be one of {', '.join(KINDS)}", code="invalid_job_kind")
+    mark_stale(session, stale_after_s=stale_after_s)
+    active = session.scalar(select(Job.id).where(Job.kind == req.kind, Job.status.in_(ACTIVE_JOB_STATUSES)))
+    if active is not None:
+        raise ConflictError(f"a {req.kind} job is already queued or running", code="job_running",
+                            details={"job_id": active})
+    job = Job(id=str(uuid.uuid4()), kind=req.kind, status="queued", params=dict(req.params),
+              requested_by=req.requested_by, acting_for=req.acting_for, created_at=utcnow())
+    session.add(job)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # PostgreSQL: another replica's start committed between the read and the insert
+        raise ConflictError(f"a {req.kind} job is already queued or running", code="job_running",
+                            details={"job_id": None}) from exc
+    audit.append(session, audit.Write(action="job.start", target=job.id, details={"kind": job.kind,
+                                                                                 "params": job.params}),
+                 principal_id=req.requested_by, acting_for=req.acting_for)
+    return job
+
+
+def get(session: Session, job_id: str, *, stale_after_s: float) -> Job:
+    mark_stale(session, stale_after_s=stale_after_s)
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFoundError(f"job {job_id!r} not found", code="job_not_found")
+    return job
+
+
+def recent(session: Session, *, stale_after_s: float, kind: str | None = None, status: str | None = None,
+           limit: int = 50) -> list[Job]:
+    """The newest jobs first."""
+    if not 1 <= limit <= MAX_LIST:
+        raise ValidationFailedError(f"limit must be within 1..{MAX_LIST}", code="invalid_limit")
+    mark_stale(session, stale_after_s=stale_after_s)
+    q = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
+    if kind is not None:
+        q = q.where(Job.kind == kind)
+    if status is not None:
+        q = q.where(Job.status == status)
+    return list(session.scalars(q))
+
+
+def request_cancel(session: Session, job_id: str, *, actor: str, acting_for: str | None, stale_after_s: float) -> Job:
+    """Ask a queued or running job to stop after its current batch (audited `job.cancel`); 409 `job_finished` if
+    it already ended."""
+    job = get(session, job_id, stale_after_s=stale_after_s)
+    if job.status in FINISHED:
+        raise ConflictError(f"job {job_id!r} already ended ({job.status})", code="job_finished",
+                            details={"status": job.status})
+    job.cancel_requested = True
+    audit.append(session, audit.Write(action="job.cancel", target=job.id, details={"kind": job.kind}),
+                 principal_id=actor, acting_for=acting_for)
+    return job
+
+
+def mark_stale(session: Session, *, stale_after_s: float) -> int:
+    """Jobs whose runner stopped: queued or running with no heartbeat since `stale_after_s` ago (or never, and
+    created that long ago) are marked interrupted. Returns how many."""
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    result = session.execute(
+        update(Job).where(Job.status.in_(ACTIVE_JOB_STATUSES),
+                          ((Job.heartbeat_at.is_not(None)) & (Job.heartbeat_at < cutoff))
+                          | ((Job.heartbeat_at.is_(None)) & (Job.created_at < cutoff)))
+        .values(status="interrupted", finished_at=utcnow(), error_code="runner_lost",
+                error_message=f"no heartbeat for {stale_after_s:g} s: its process stopped; start it again")
+        .execution_options(synchronize_session=False))
+    n = int(getattr(result, "rowcount", 0) or 0)
+    if n:
+        log.warning("jobs.interrupted stale=%d", n)
+    return n
+
+
+def interrupt_all(factory: sessionmaker[Session]) -> int:
+    """Every queued or running job marked interrupted (the embedded store at API start: no other process can be
+    running one). Returns how many."""
+    with transaction(factory) as session:
+        result = session.execute(
+            update(Job).where(Job.status.in_(ACTIVE_JOB_STATUSES))
+            .values(status="interrupted", finished_at=utcnow(), error_code="runner_lost",
+                    error_message="the service stopped while it ran; start it again"))
+        n = int(getattr(result, "rowcount", 0) or 0)
+    if n:
+        log.warning("jobs.interrupted at_start=%d", n)
+    return n
+
+
+class JobRunner:
+    """Runs each job on its own daemon thread of this process; `stop()` asks them to stop after their current
+    batch and waits a while (the service is stopping: they end interrupted)."""
+
+    def __init__(self, factory: sessionmaker[Session], *, stale_after_s: float) -> None:
+        self._factory = factory
+        self._stale_after_s = stale_after_s
+        self._stopping = threading.Event()
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def stale_after_s(self) -> float:
+        return self._stale_after_s
+
+    def start(self, job_id: str, work: Work) -> None:
+        """Run the queued job `job_id` (committed by the caller) on a new thread."""
+        if self._stopping.is_set():
+            self._finish(job_id, "interrupted", error=("service_stopping", "the service is stopping"))
+            return
+        thread = threading.Thread(target=self._run, args=(job_id, work), name=f"memory-job-{job_id[:8]}",
+                                  daemon=True)
+        with self._lock:
+            self._threads[job_id] = thread
+        thread.start()
+
+    def wait(self, job_id: str, timeout: float | None = None) -> bool:
+        """Wait for a job this runner started to end; True if it has (tests, the CLI)."""
+        with self._lock:
+            thread = self._threads.get(job_id)
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        with self._lock:
+            threads = list(self._threads.values())
+        for t in threads:
+            t.join(timeout)
+            if t.is_alive():
+                log.warning("jobs.stop_timeout thread=%s: left running as the service stops", t.name)
+
+    def _run(self, job_id: str, work: Work) -> None:
+        try:
+            if not self._begin(job_id):
+                return
+            result = work(lambda progress: self._progress(job_id, progress))
+        except Stopped as exc:
+            self._finish(job_id, exc.status)
+        except ServiceError as exc:
+            self._finish(job_id, "failed", error=(exc.code, exc.message))
+        except Exception as exc:  # never let a runner thread die silently; no message: it may carry data
+            log.error("jobs.failed job=%s error=%s", job_id, type(exc).__name__)
+            self._finish(job_id, "failed", error=("internal_error", type(exc).__name__))
+        else:
+            self._finish(job_id, "succeeded", result=result)
+        finally:
+            with self._lock:
+                self._threads.pop(job_id, None)
+
+    def _begin(self, job_id: str) -> bool:
+        with transaction(self._factory) as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None or job.status != "queued":
+                return False
+            if job.cancel_requested:
+                self._end(session, job, "cancelled")
+                return False
+            now = utcnow()
+            job.status, job.started_at, job.heartbeat_at = "running", now, now
+        log.info("jobs.running job=%s", job_id)
+        return True
+
+    def _progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        with transaction(self._factory) as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None or job.status != "running":  # marked interrupted meanwhile: stop, it is not ours
+                raise Stopped("interrupted")
+            job.progress, job.heartbeat_at = dict(progress), utcnow()
+            cancelled = job.cancel_requested
+        if cancelled:
+            raise Stopped("cancelled")
+        if self._stopping.is_set():
+            raise Stopped("interrupted")
+
+    def _finish(self, job_id: str, status: str, *, result: dict[str, Any] | None = None,
+                error: tuple[str, str] | None = None) -> None:
+        try:
+            with transaction(self._factory) as session:
+                job = session.get(Job, job_id, with_for_update=True)
+                if job is not None and job.status in ACTIVE_JOB_STATUSES:
+                    self._end(session, job, status, result=result, error=error)
+        except Exception as exc:  # the database is gone (the service stopping): the heartbeat rule marks it
+            log.error("jobs.finish_failed job=%s error=%s", job_id, type(exc).__name__)
+
+    @staticmethod
+    def _end(session: Session, job: Job, status: str, *, result: dict[str, Any] | None = None,
+             error: tuple[str, str] | None = None) -> None:
+        job.status, job.finished_at, job.result = status, utcnow(), result
+        if status == "interrupted" and error is None:
+            error = ("service_stopping", "the service stopped while it ran; start it again")
+        if error is not None:
+            job.error_code, job.error_message = error
+        audit.append(session, audit.Write(action="job.finish", target=job.id, details={
+            "kind": job.kind, "status": status, "error_code": job.error_code}),
+            principal_id=job.requested_by, acting_for=job.acting_for)
+        log.info("jobs.finished job=%s status=%s", job.id, status)

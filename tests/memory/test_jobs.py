@@ -1,0 +1,325 @@
+"""Background jobs (memory.jobs, /v1/admin/jobs): one active job per kind, progress and heartbeat, success,
+failure with a stable code, cancellation from any process, interruption by a stop or a lost runner, the audit of
+each start and end. The runner with stand-in work on the real SQL; a relabel job through the API (real SQL,
+Qdrant Edge and parsing), and once through the whole real stack."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from memory import jobs
+from memory.clock import utcnow
+from memory.db import transaction
+from memory.errors import ConflictError, NotFoundError, ValidationFailedError
+from memory.models import AuditRecord, Job
+
+
+def _create(c: Any, kind: str = "relabel", **params: Any) -> str:
+    with transaction(c.sessions) as s:
+        return jobs.create(s, jobs.Requested(kind=kind, params=params, requested_by="admin"), stale_after_s=600).id
+
+
+def _job(c: Any, job_id: str) -> Job:
+    with c.sessions() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        s.expunge(job)
+        return job
+
+
+def _actions(c: Any) -> list[str]:
+    with c.sessions() as s:
+        return [r.body.get("action", "") for r in s.scalars(select(AuditRecord).order_by(AuditRecord.seq))]
+
+
+def test_one_active_job_per_kind_and_a_finished_one_frees_the_slot(container):
+    first = _create(container)
+    with pytest.raises(ConflictError) as err:
+        _create(container)
+    assert (err.value.code, err.value.details) == ("job_running", {"job_id": first})
+    with pytest.raises(ValidationFailedError) as bad:
+        _create(container, kind="reindex")
+    assert bad.value.code == "invalid_job_kind"
+    runner = jobs.JobRunner(container.sessions, stale_after_s=600)
+    runner.start(first, lambda progress: {"done": True})
+    assert runner.wait(first, 10)
+    assert _job(container, first).status == "succeeded"
+    second = _create(container)
+    assert second != first and _job(container, second).status == "queued"
+
+
+def test_the_runner_records_progress_heartbeat_and_result(container):
+    job_id = _create(container)
+    runner = jobs.JobRunner(container.sessions, stale_after_s=600)
+    seen: list[tuple[str, dict[str, Any] | None]] = []
+
+    def work(progress: jobs.Progress) -> dict[str, Any]:
+        for i in range(3):
+            progress({"versions": i, "versions_total": 3})
+            job = _job(container, job_id)
+            seen.append((job.status, job.progress))
+        return {"raised": 2}
+
+    runner.start(job_id, work)
+    assert runner.wait(job_id, 10)
+    job = _job(container, job_id)
+    assert [s for s, _ in seen] == ["running"] * 3 and seen[-1][1] == {"versions": 2, "versions_total": 3}
+    assert (job.status, job.result, job.error_code) == ("succeeded", {"raised": 2}, None)
+    assert job.started_at is not None and job.heartbeat_at is not None and job.finished_at is not None
+    assert _actions(container)[-2:] == ["job.start", "job.finish"]
+
+
+def test_a_service_error_fails_the_job_with_its_code_and_anything_else_as_internal(container):
+    runner = jobs.JobRunner(container.sessions, stale_after_s=600)
+    job_id = _create(container)
+
+    def refused(progress: jobs.Progress) -> dict[str, Any]:
+        raise ConflictError("the label map changed", code="label_map_changed")
+
+    runner.start(job_id, refused)
+    assert runner.wait(job_id, 10)
+    job = _job(container, job_id)
+    assert (job.status, job.error_code, job.error_message) == ("failed", "label_map_changed", "the label map changed")
+    job_id = _create(container)
+
+    def crashed(progress: jobs.Progress) -> dict[str, Any]:
+        raise RuntimeError("a message that might hold data")
+
+    runner.start(job_id, crashed)
+    assert runner.wait(job_id, 10)
+    job = _job(container, job_id)
+    assert (job.status, job.error_code, job.error_message) == ("failed", "internal_error", "RuntimeError")
+
+
+def _blocking(started: threading.Event, beats: list[int]) -> jobs.Work:
+    def work(progress: jobs.Progress) -> dict[str, Any]:
+        started.set()
+        for i in range(2000):  # until told to stop (never ends on its own within the test)
+            progress({"versions": i})
+            beats.append(i)
+            time.sleep(0.005)
+        return {"finished": True}
+
+    return work
+
+
+def test_a_cancel_from_any_process_stops_the_job_after_its_batch(container):
+    runner = jobs.JobRunner(container.sessions, stale_after_s=600)
+    job_id = _create(container)
+    started, beats = threading.Event(), []
+    runner.start(job_id, _blocking(started, beats))
+    assert started.wait(10)
+    with transaction(container.sessions) as s:  # what another replica's cancel writes
+        jobs.request_cancel(s, job_id, actor="admin", acting_for=None, stale_after_s=600)
+    assert runner.wait(job_id, 10)
+    job = _job(container, job_id)
+    assert job.status == "cancelled" and job.cancel_requested and len(beats) < 2000
+    with transaction(container.sessions) as s, pytest.raises(ConflictError) as err:
+        jobs.request_cancel(s, job_id, actor="admin", acting_for=None, stale_after_s=600)
+    assert err.value.code == "job_finished"
+    assert {"job.start", "job.cancel", "job.finish"} <= set(_actions(container))
+
+
+def test_a_job_cancelled_while_queued_never_runs(container):
+    runner = jobs.JobRunner(container.sessions, stale_after_s=600)
+    job_id = _create(container)
+    with transaction(container.sessions) as s:
+        jobs.request_cancel(s, job_id, actor="admin", acting_for=None, stale_after_s=600)
+    ran = []
+    runner.start(job_id, lambda progress: ran.append(1) or {})
+    assert runner.wait(job_id, 10)
+    assert _job(container, job_id).status == "cancelled" and ran == []
+
+
+def test_stopping_the_runner_interrupts_its_jobs_and_refuses_new_ones(container):
+    runner = jobs.JobRunner(container.sessions, stale_after_s=600)
+    job_id = _create(container)
+    started, beats = threading.Event(), []
+    runner.start(job_id, _blocking(started, beats))
+    assert started.wait(10)
+    runner.stop(timeout=10)
+    job = _job(container, job_id)
+    assert (job.status, job.error_code) == ("interrupted", "service_stopping")
+    late = _create(container)
+    runner.start(late, lambda progress: {})
+    assert _job(container, late).status == "interrupted"
+
+
+def test_a_job_whose_runner_was_lost_is_marked_interrupted_and_frees_the_slot(container):
+    job_id = _create(container)
+    with transaction(container.sessions) as s:
+        s.execute(update(Job).where(Job.id == job_id).values(
+            status="running", heartbeat_at=utcnow() - timedelta(seconds=700)))
+    with transaction(container.sessions) as s:
+        listed = jobs.recent(s, stale_after_s=600)
+    assert [(j.id, j.status, j.error_code) for j in listed] == [(job_id, "interrupted", "runner_lost")]
+    fresh = _create(container)  # the slot is free again
+    with transaction(container.sessions) as s:
+        s.execute(update(Job).where(Job.id == fresh).values(status="running", heartbeat_at=utcnow()))
+    with transaction(container.sessions) as s:
+        assert jobs.get(s, fresh, stale_after_s=600).status == "running"  # a live heartbeat is left alone
+    assert jobs.interrupt_all(container.sessions) == 1  # the embedded API's start: nobody else runs one
+    assert _job(container, fresh).status == "interrupted"
+
+
+def test_a_runner_whose_job_was_marked_interrupted_stops_instead_of_overwriting_it(container):
+    runner = jobs.JobRunner(container.sessions, stale_after_s=600)
+    job_id = _create(container)
+    started, beats = threading.Event(), []
+    runner.start(job_id, _blocking(started, beats))
+    assert started.wait(10)
+    jobs.interrupt_all(container.sessions)  # another process decided it was lost
+    assert runner.wait(job_id, 10)
+    job = _job(container, job_id)
+    assert (job.status, job.error_code, job.result) == ("interrupted", "runner_lost", None)
+
+
+def test_an_unknown_job_is_404(container):
+    with container.sessions() as s, pytest.raises(NotFoundError) as err:
+        jobs.get(s, "nope", stale_after_s=600)
+    assert err.value.code == "job_not_found"
+
+
+# -- through the API -------------------------------------------------------------------------------------------
+
+def _wait_done(api: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = api.client.get(f"/v1/admin/jobs/{job_id}", headers=api.admin)
+        assert r.status_code == 200, r.text
+        if r.json()["status"] not in ("queued", "running"):
+            return dict(r.json())
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not end")
+
+
+EMAIL_NOTE = "Payroll note: write to alice.smith@example.com about the payroll bonus."
+
+
+def test_an_admin_relabels_in_the_background_and_follows_the_job(api):
+    """EMAIL_ADDRESS raised to restricted (the test classifier finds e-mail addresses): a relabel job withholds the
+    stored note from a confidential reader; its progress, result and audit records are there to follow."""
+    api.source("hr", read_groups=["g"])
+    reader = api.principal("r1", groups=["g"], clearance="confidential")
+    assert api.upload("hr", "note.txt", EMAIL_NOTE).status_code == 201
+    assert api.search(reader, "payroll bonus").json()["hits"]
+    default = api.client.get("/v1/policy/labels", headers=api.admin).json()
+    put = api.client.put("/v1/policy/labels", headers=api.admin,
+                         json={"mapping": {**default["mapping"], "EMAIL_ADDRESS": "restricted"}})
+    assert put.status_code == 200, put.text
+
+    r = api.client.post("/v1/admin/jobs", headers=api.admin, json={"kind": "relabel", "source_id": "hr"})
+    assert r.status_code == 202, r.text
+    assert r.headers["Location"] == f"/v1/admin/jobs/{r.json()['job_id']}"
+    assert r.json()["status"] == "queued" and r.json()["params"] == {"source_id": "hr", "dry_run": False}
+    job = _wait_done(api, r.json()["job_id"])
+    assert job["status"] == "succeeded", job
+    assert (job["result"]["raised"], job["result"]["label_map_version"]) == (1, put.json()["label_map_version"])
+    assert job["progress"]["versions"] == job["progress"]["versions_total"] == 1
+    body = api.search(reader, "payroll bonus").json()
+    assert body["hits"] == [] and body["policy"]["withheld"][0]["reason"] == "clearance"
+    listed = api.client.get("/v1/admin/jobs", headers=api.admin, params={"kind": "relabel"}).json()
+    assert [j["job_id"] for j in listed] == [job["job_id"]]
+    actions = [x["body"]["action"] for x in
+               api.client.get("/v1/audit", headers=api.admin, params={"event": "write"}).json()["records"]]
+    assert actions[-3:] == ["job.start", "policy.relabel", "job.finish"]
+
+
+def test_job_errors_are_stable_codes(api, monkeypatch):
+    api.source("hr", read_groups=["g"])
+    steward = api.principal("st", roles=["steward", "reader"], groups=["g"])
+    assert api.client.post("/v1/admin/jobs", headers=steward, json={"kind": "relabel"}).status_code == 403
+    for body in ({"kind": "reindex"}, {"kind": "relabel", "dry": True}, {}):
+        r = api.client.post("/v1/admin/jobs", headers=api.admin, json=body)
+        assert r.status_code == 422, (body, r.text)
+    r = api.client.post("/v1/admin/jobs", headers=api.admin, json={"kind": "relabel", "source_id": "nope"})
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "source_not_found")
+    r = api.client.get("/v1/admin/jobs/nope", headers=api.admin)
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "job_not_found")
+
+    started, beats = threading.Event(), []
+    monkeypatch.setattr(type(api.container), "relabel_work", lambda self, **kw: _blocking(started, beats))
+    first = api.client.post("/v1/admin/jobs", headers=api.admin, json={"kind": "relabel"})
+    assert first.status_code == 202 and started.wait(10)
+    second = api.client.post("/v1/admin/jobs", headers=api.admin, json={"kind": "relabel", "dry_run": True})
+    assert (second.status_code, second.json()["error"]["code"]) == (409, "job_running")
+    assert second.json()["error"]["details"]["job_id"] == first.json()["job_id"]
+    running = api.client.get(f"/v1/admin/jobs/{first.json()['job_id']}", headers=api.admin).json()
+    assert running["status"] == "running" and running["heartbeat_at"] and running["progress"]["versions"] >= 0
+    r = api.client.post(f"/v1/admin/jobs/{first.json()['job_id']}/cancel", headers=api.admin)
+    assert r.status_code == 202 and r.json()["cancel_requested"], r.text
+    assert _wait_done(api, first.json()["job_id"])["status"] == "cancelled"
+    again = api.client.post(f"/v1/admin/jobs/{first.json()['job_id']}/cancel", headers=api.admin)
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "job_finished")
+
+
+def test_the_openapi_documents_the_jobs(api):
+    paths = api.client.get("/openapi.json").json()["paths"]
+    for path, method in (("/v1/admin/jobs", "post"), ("/v1/admin/jobs", "get"), ("/v1/admin/jobs/{job_id}", "get"),
+                         ("/v1/admin/jobs/{job_id}/cancel", "post")):
+        assert {"401", "403", "422"} <= set(paths[path][method]["responses"]), path
+
+
+@pytest.mark.slow
+def test_a_relabel_job_through_the_whole_real_stack(real_api):
+    """The real Presidio found a person's name: PERSON raised to restricted, a background relabel withholds it."""
+    api = real_api
+    api.source("hr", read_groups=["g"])
+    reader = api.principal("r1", groups=["g"], clearance="confidential")
+    assert api.upload("hr", "review.md", "# Review\n\nMaria Schneider led the migration project this year.\n"
+                      ).status_code == 201
+    assert api.search(reader, "who led the migration project").json()["hits"]
+    default = api.client.get("/v1/policy/labels", headers=api.admin).json()
+    assert api.client.put("/v1/policy/labels", headers=api.admin,
+                          json={"mapping": {**default["mapping"], "PERSON": "restricted"}}).status_code == 200
+    r = api.client.post("/v1/admin/jobs", headers=api.admin, json={"kind": "relabel"})
+    assert r.status_code == 202, r.text
+    job = _wait_done(api, r.json()["job_id"], timeout=120)
+    assert job["status"] == "succeeded" and job["result"]["raised"] == 1 and job["result"]["twins_lacking"] == 0
+    body = api.search(reader, "who led the migration project").json()
+    assert body["hits"] == [] and body["policy"]["withheld"][0]["reason"] == "clearance"
+
+
+def test_the_cli_lists_jobs_and_cancels_one(container, monkeypatch):
+    from typer.testing import CliRunner
+
+    from memory import cli, cli_jobs  # noqa: F401  (registers commands)
+
+    monkeypatch.setenv("MEMORY_DATA_DIR", str(container.settings.data_dir))
+    monkeypatch.setenv("MEMORY_DATABASE_URL", container.settings.database_url)
+    monkeypatch.setenv("MEMORY_ENV", "test")
+    job_id = _create(container)
+    container.close()  # the CLI opens the embedded store itself
+    runner = CliRunner()
+    r = runner.invoke(cli.app, ["jobs", "list", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [(j["job_id"], j["status"]) for j in json.loads(r.output)] == [(job_id, "queued")]
+    r = runner.invoke(cli.app, ["jobs", "cancel", job_id, "--actor", "ops"])
+    assert r.exit_code == 0 and "cancel requested" in r.output, r.output
+    r = runner.invoke(cli.app, ["jobs", "list", "--json"])
+    assert [(j["status"], j["cancel_requested"]) for j in json.loads(r.output)] == [("queued", True)]
+    r = runner.invoke(cli.app, ["jobs", "list"], env={"COLUMNS": "300"})
+    assert r.exit_code == 0 and job_id in r.output and "queued (cancelling)" in r.output, r.output
+    for args, code in ((["jobs", "cancel", "nope"], "job_not_found"), (["jobs", "list", "--status", "x"],
+                                                                         "invalid_status")):
+        r = runner.invoke(cli.app, args)
+        assert r.exit_code == 2 and f"error: {code}:" in r.output, (args, r.output)
+
+
+def test_the_database_itself_refuses_a_second_active_job_of_a_kind(container):
+    """The safety net for two replicas starting at once (both read no active job): a partial unique index."""
+    from sqlalchemy.exc import IntegrityError
+
+    _create(container)
+    with pytest.raises(IntegrityError), transaction(container.sessions) as s:
+        s.add(Job(id="second", kind="relabel", status="running", params={}, requested_by="admin",
+                  created_at=utcnow()))
+    with transaction(container.sessions) as s:  # a finished one is no obstacle
+        s.add(Job(id="old", kind="relabel", status="succeeded", params={}, requested_by="admin", created_at=utcnow()))
