@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ingest.embedders import Embedder
     from ingest.pipeline import IngestPipeline
     from memory.policy_cache import PolicyReads
+    from memory.rate_limits import RateLimits
     from memory.relabel import RelabelReport
     from memory.search import QueryEmbedder
     from memory.stores.base import VectorStore
@@ -242,6 +243,15 @@ class Container:
         out["twins_stored"] = twins["stored"] if twins else 0
         out["twins_lacking"] = twins["lacking"] if twins else None
         return out
+
+    @cached_property
+    def rate_limits(self) -> RateLimits:
+        """Per-caller request rates (memory.rate_limits), counted in this process or the storage configured."""
+        from memory.rate_limits import RateLimits
+
+        s = self.settings
+        return RateLimits({"search": s.rate_limit_search, "ingest": s.rate_limit_ingest,
+                           "other": s.rate_limit_other}, storage_uri=s.rate_limit_storage)
 
     def relabel_work(self, *, actor: str, acting_for: str | None = None, source_id: str | None = None,
                      dry_run: bool = False) -> Callable[[Callable[[dict[str, Any]], None]], dict[str, object]]:

@@ -7,6 +7,7 @@ ServiceError
  ├── NotFoundError (404)             unknown source / document / version / chunk / principal / request
  ├── ConflictError (409)             already exists; state does not allow the operation
  ├── ValidationFailedError (422)     well-formed request with invalid values
+ ├── RateLimitedError (429)          the caller's request rate is over its limit: retry after Retry-After
  ├── PolicyError (422)               malformed policy rules
  ├── VectorStoreError (503)          vector backend failed or schema mismatch
  │    └── VectorStoreUnavailableError (503)  the Qdrant server cannot be reached or is overloaded: retry later
@@ -61,6 +62,15 @@ class ConflictError(ServiceError):
 class ValidationFailedError(ServiceError):
     code = "invalid_request"
     status = 422
+
+
+class RateLimitedError(ServiceError):
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after_s: int, details: dict[str, object] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
 
 
 class PolicyError(ServiceError):

@@ -110,6 +110,24 @@ class Settings(BaseSettings):
         "auto", description="uvicorn's event loop for `memory serve` (auto: uvloop where installed, else asyncio).",
     )
     seed_demo: bool = Field(False, description="Load the shipped demo corpus at startup if the store is empty.")
+    # Per caller (principal + the user it acts for) and category (memory.rate_limits); "" turns one off.
+    rate_limit_search: str = Field("30/second;1200/minute", max_length=200,
+                                   description="POST /v1/search per caller, a `limits` rate string.")
+    rate_limit_ingest: str = Field("5/second;300/minute", max_length=200,
+                                   description="Document uploads per caller.")
+    rate_limit_other: str = Field("20/second;600/minute", max_length=200,
+                                  description="Every other authenticated request per caller.")
+    rate_limit_storage: str = Field(
+        "memory://", max_length=500, description="Where the counts live: memory:// (each process its own) or "
+        "redis://... (shared by the replicas; needs the redis package).")
+
+    @field_validator("rate_limit_search", "rate_limit_ingest", "rate_limit_other")
+    @classmethod
+    def _rates(cls, v: str) -> str:
+        from memory.rate_limits import parse_rates
+
+        parse_rates(v)  # ValueError: "couldn't parse rate limit string ..."
+        return v
 
     @field_validator("data_dir")
     @classmethod

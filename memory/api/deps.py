@@ -80,12 +80,28 @@ ActingForHeader = Annotated[str | None, Header(
     description="User id this agent/service acts for (blank: refused, 422 `invalid_acting_for`)")]
 
 
-def get_who(session: SessionDep, token: TokenDep, x_acting_for: ActingForHeader = None) -> EffectivePrincipal:
-    """Authenticate and apply X-Acting-For in one dependency (one thread-pool hop, not two). A present but
-    blank header is refused (`invalid_acting_for`), never read as absent. The authentication's transaction
-    ends in this hop (TransactionPerHop says why)."""
+# Routes whose requests count against the `ingest` rate limit; every other authenticated route but search (its
+# own category, counted in `governed`) counts against `other` (memory.rate_limits).
+_INGEST_ROUTES = frozenset({("POST", "/v1/sources/{source_id}/documents")})
+
+
+def rate_category(request: Request) -> str:
+    route = request.scope.get("route")
+    if isinstance(route, APIRoute) and any((m, route.path) in _INGEST_ROUTES for m in route.methods or ()):
+        return "ingest"
+    return "other"
+
+
+def get_who(request: Request, session: SessionDep, token: TokenDep,
+            x_acting_for: ActingForHeader = None) -> EffectivePrincipal:
+    """Authenticate and apply X-Acting-For in one dependency (one thread-pool hop, not two), then count the
+    request against its caller's rate limit (429 `rate_limited`). A present but blank header is refused
+    (`invalid_acting_for`), never read as absent. The authentication's transaction ends in this hop
+    (TransactionPerHop says why)."""
     who = principals.who_for_token(session, token=token, acting_for=x_acting_for)
     session.commit()
+    container: Container = request.app.state.container
+    container.rate_limits.check(rate_category(request), who.principal_id, who.acting_for)
     return who
 
 
@@ -115,6 +131,7 @@ def governed(
     not held while a query embeds or the vectors are searched."""
     with transaction(container.sessions) as session:
         who = principals.who_for_token(session, token=token, acting_for=acting_for)
+        container.rate_limits.check("search", who.principal_id, who.acting_for)
         principals.require_role(who, role)
         prepared = prepare(session, who)
         session.commit()
