@@ -200,7 +200,9 @@ def _relabel_batch(
     tight = _tighten(store, chunks, payloads)
     if changed:
         _commit(factory, changed, label_map, actor=actor, acting_for=acting_for)
-    report.points_patched += tight + _settle(factory, store, chunks)
+    # A batch with no SQL change only copies SQL to the vectors (a crashed run's leftovers): audited by the copy.
+    report.points_patched += tight + _settle(factory, store, chunks,
+                                             audit_as=None if changed else (actor, acting_for))
 
 
 def _payloads(store: VectorStore, chunks: Sequence[_Chunk]) -> dict[str, ChunkPayload]:
@@ -307,10 +309,13 @@ def _commit(
                                 code="label_map_changed")
 
 
-def _settle(factory: sessionmaker[Session], store: VectorStore, chunks: Sequence[_Chunk]) -> int:
+def _settle(factory: sessionmaker[Session], store: VectorStore, chunks: Sequence[_Chunk], *,
+            audit_as: tuple[str, str | None] | None = None) -> int:
     """Step 4: the chunks' points copied from SQL, read with their versions' rows locked (the lock a relabel's
     commit takes), so no commit lands between the read and the copy: the copy is never looser than SQL, a crash
     included. A chunk SQL holds not personal loses its twin before its clear point is loosened. Points written.
+    `audit_as` (actor, acting for): a copy that wrote points is audited (`policy.relabel_sync`) in the same
+    transaction (a batch whose SQL did not change: its commit's record does not cover the copy).
     (On SQLite the lock is the database's write lock: writers, a search's audit append among them, wait for the
     batch's copy.)"""
     versions = sorted({c.version_id for c in chunks})
@@ -325,8 +330,15 @@ def _settle(factory: sessionmaker[Session], store: VectorStore, chunks: Sequence
         if stale_twins:
             store.delete(Selector(point_ids=tuple(stale_twins)))
         groups: dict[Labels, list[str]] = defaultdict(list)
+        copied = {c.version_id for c in current if not c.target.personal and set(c.twin_ids) & set(stale_twins)}
         for c in current:
             for pid in (c.point_id, *c.twin_ids) if c.target.personal else (c.point_id,):
                 if pid in payloads and _labels(payloads[pid]) != c.target:
                     groups[c.target].append(pid)
-        return len(stale_twins) + _patch(store, groups)
+                    copied.add(c.version_id)
+        written = len(stale_twins) + _patch(store, groups)
+        if written and audit_as is not None:
+            audit.append(session, audit.Write(action="policy.relabel_sync", target="vector_store", details={
+                "versions": sorted(copied), "points": written, "twins_deleted": len(stale_twins)}),
+                principal_id=audit_as[0], acting_for=audit_as[1])
+        return written

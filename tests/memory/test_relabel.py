@@ -154,6 +154,13 @@ def test_a_crash_after_the_commit_leaves_the_vectors_stricter_and_the_next_run_f
     finish = _run(c)
     assert (finish.versions_relabelled, finish.points_patched, finish.vectors_behind) == (0, 2, 1)
     assert (mail.id, False) in _served(c, "eu")
+    with c.sessions() as s:  # the copy alone changed no SQL: it is audited all the same
+        [sync] = [r for r in s.scalars(select(AuditRecord).order_by(AuditRecord.seq))
+                  if r.body.get("action") == "policy.relabel_sync"]
+    assert sync.body["details"] == {"versions": [mail.version_id], "points": 2, "twins_deleted": 0}
+    assert _run(c).points_patched == 0  # nothing left to copy: no record
+    with c.sessions() as s:
+        assert sum(r.body.get("action") == "policy.relabel_sync" for r in s.scalars(select(AuditRecord))) == 1
 
 
 def test_a_crash_before_the_commit_leaves_the_vectors_tightened_and_sql_as_it_was(container, monkeypatch):
