@@ -226,8 +226,12 @@ class Container:
                              dry_run=dry_run, on_batch=on_batch)
         except Exception as exc:
             # The batches that committed may have made chunks personal: their twins all the same (not after a
-            # refusal before any batch: an unknown source, a bad argument).
-            if not dry_run and not isinstance(exc, NotFoundError | ValueError):
+            # refusal before any batch: an unknown source, a bad argument; nor for a job told to stop, which must
+            # stop now: those chunks are served to nobody who reads them masked until the API's next start or the
+            # next relabel stores their twins, fail closed).
+            from memory.jobs import Stopped
+
+            if not dry_run and not isinstance(exc, NotFoundError | ValueError | Stopped):
                 try:
                     self.backfill_twins(actor=actor)
                 except Exception as exc:

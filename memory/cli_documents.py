@@ -3,17 +3,16 @@ as an operator with admin rights, recorded as `--actor`; each read is audited as
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from memory import audit, document_listing, documents
-from memory import sources as sources_svc
+from memory import document_listing, documents
 from memory.api import presenters
 from memory.bootstrap import Container
-from memory.cli import Actor, DataDir, actor_id, app, fail, out, print_json, run
+from memory.cli import Actor, DataDir, app, fail, out, print_json, run
+from memory.cli_audit import operator
 from memory.db import transaction
 
 documents_app = typer.Typer(help="A source's documents and their versions (stewards, auditors).",
@@ -40,13 +39,8 @@ def documents_list(
 
     def _do(c: Container) -> dict[str, Any]:
         with transaction(c.sessions) as s:
-            sources_svc.get(s, source_id=source_id)
-            page = document_listing.page(s, source_id=source_id, limit=limit, cursor=cursor, key_prefix=prefix,
-                                         state=state)  # type: ignore[arg-type]
-            audit.append(s, audit.Read(action="documents.list", target=source_id, details={
-                "key_prefix_sha256": hashlib.sha256(prefix.encode()).hexdigest() if prefix else None,
-                "state": state, "continued": cursor is not None, "returned": len(page.entries),
-            }), principal_id=actor_id(actor), source_id=source_id)
+            page = document_listing.list_for(s, who=operator(actor), source_id=source_id, limit=limit,
+                                             cursor=cursor, key_prefix=prefix, state=state)  # type: ignore[arg-type]
             return presenters.document_page(page).model_dump(mode="json")
 
     listed = run(data_dir, _do)
@@ -76,11 +70,7 @@ def documents_versions(
 
     def _do(c: Container) -> dict[str, Any]:
         with transaction(c.sessions) as s:
-            doc = documents.get_document(s, document_id=document_id)
-            rows = documents.versions(s, document_id=document_id)
-            audit.append(s, audit.Read(action="document.versions", target=document_id,
-                                       details={"returned": len(rows)}),
-                         principal_id=actor_id(actor), source_id=doc.source_id, document_id=doc.id)
+            doc, rows = documents.version_history(s, who=operator(actor), document_id=document_id)
             return {"document_id": doc.id, "source_id": doc.source_id, "external_key": doc.external_key,
                     "versions": [presenters.version(v).model_dump(mode="json") for v in rows]}
 

@@ -58,10 +58,12 @@ def jobs_cancel(
 ) -> None:
     """Ask a queued or running job to stop after its current batch (audited)."""
 
-    def _do(c: Container) -> None:
+    def _do(c: Container) -> str:
         with transaction(c.sessions) as s:
-            jobs.request_cancel(s, job_id, actor=actor_id(actor), acting_for=None,
-                                stale_after_s=c.settings.job_stale_s)
+            return jobs.request_cancel(s, job_id, actor=actor_id(actor), acting_for=None,
+                                       stale_after_s=c.settings.job_stale_s).status
 
-    run(data_dir, _do)
-    out.print(f"cancel requested for {job_id}: it stops after its current batch", markup=False)
+    if run(data_dir, _do) == "cancelled":
+        out.print(f"cancelled {job_id} (it had not started)", markup=False)
+    else:
+        out.print(f"cancel requested for {job_id}: it stops after its current batch", markup=False)

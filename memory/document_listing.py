@@ -7,23 +7,31 @@ memory.ingestion.reprocesses, the rule `memory stale-versions` applies). Ordered
 keyset pagination: the cursor is opaque to callers (the last entry's key and id), so a page never skips or
 repeats a document while others are added.
 
-Who may list is the route's decision (memory.api.routes.documents); this module only reads.
+Who may list (`list_for`): the source's steward (an agent acting for a user: that user, within the agent's roles),
+auditors and admins; another steward who can see the source gets 403 `not_source_steward`, anyone else the 404 of
+an unknown source. Each listing is audited (`documents.list`; the prefix, a name and possibly a person's, as its
+hash).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, aliased
 
-from memory.errors import ValidationFailedError
+from memory import audit
+from memory import sources as sources_svc
+from memory.errors import ForbiddenError, ValidationFailedError
 from memory.ingestion import reprocesses
 from memory.models import Document, DocumentVersion
+from memory.policy import EffectivePrincipal
 
 MAX_LIMIT = 500
 # active: its current version is served (unless the policy withholds it); retracted: its current version is
@@ -53,6 +61,12 @@ def encode_cursor(external_key: str, document_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _plain(text: str, limit: int) -> bool:
+    """Text an external key may hold (memory.documents: no control characters) and SQL can take (no lone
+    surrogates, no NUL), within `limit` characters."""
+    return len(text) <= limit and not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
+
+
 def decode_cursor(cursor: str) -> tuple[str, str]:
     """The (external key, document id) a cursor holds; 422 `invalid_cursor` for anything `encode_cursor` did not
     make."""
@@ -61,9 +75,27 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
         key, doc_id = json.loads(raw.decode())
     except (binascii.Error, UnicodeDecodeError, ValueError, TypeError) as exc:
         raise ValidationFailedError("cursor is not one this service returned", code="invalid_cursor") from exc
-    if not isinstance(key, str) or not isinstance(doc_id, str):
+    if not (isinstance(key, str) and isinstance(doc_id, str) and _plain(key, 1024) and _plain(doc_id, 64)):
         raise ValidationFailedError("cursor is not one this service returned", code="invalid_cursor")
     return key, doc_id
+
+
+def list_for(
+    session: Session, *, who: EffectivePrincipal, source_id: str, limit: int = 100, cursor: str | None = None,
+    key_prefix: str | None = None, state: State | None = None,
+) -> DocumentPage:
+    """`page` for a caller allowed to list the source (the module docstring), audited."""
+    if not {"steward", "auditor", "admin"} & who.roles:
+        raise ForbiddenError("requires role steward or auditor", code="missing_role")
+    src = sources_svc.get(session, source_id=source_id)
+    if not {"auditor", "admin"} & who.roles:
+        sources_svc.ensure_steward(who, src)
+    listed = page(session, source_id=source_id, limit=limit, cursor=cursor, key_prefix=key_prefix, state=state)
+    audit.append(session, audit.Read(action="documents.list", target=source_id, details={
+        "key_prefix_sha256": hashlib.sha256(key_prefix.encode()).hexdigest() if key_prefix else None,
+        "state": state, "continued": cursor is not None, "returned": len(listed.entries),
+    }), principal_id=who.principal_id, acting_for=who.acting_for, source_id=source_id)
+    return listed
 
 
 def page(
@@ -71,11 +103,13 @@ def page(
     key_prefix: str | None = None, state: State | None = None,
 ) -> DocumentPage:
     """Up to `limit` documents of the source after `cursor`, optionally only those whose external key starts
-    with `key_prefix` (taken literally: `%` and `_` are not wildcards) or in one `state`."""
+    with `key_prefix` (taken literally, character for character: no wildcards, case counts) or in one `state`."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValidationFailedError(f"limit must be within 1..{MAX_LIMIT}", code="invalid_limit")
     if state is not None and state not in STATES:
         raise ValidationFailedError(f"state must be one of {', '.join(STATES)}", code="invalid_state")
+    if key_prefix is not None and not _plain(key_prefix, 1024):
+        raise ValidationFailedError("key_prefix holds a control character", code="invalid_key_prefix")
     current = aliased(DocumentVersion)
     stored = (
         select(func.count()).where(DocumentVersion.document_id == Document.id,
@@ -86,14 +120,16 @@ def page(
         select(Document, current, stored)
         .outerjoin(current, and_(current.document_id == Document.id, current.version == Document.current_version))
         .where(Document.source_id == source_id)
-        .order_by(Document.external_key, Document.id)
+        # An external key is unique in its source: the key alone orders the pages (the unique index's range).
+        .order_by(Document.external_key)
         .limit(limit + 1)
     )
     if cursor is not None:
-        key, doc_id = decode_cursor(cursor)
-        q = q.where(or_(Document.external_key > key, and_(Document.external_key == key, Document.id > doc_id)))
+        q = q.where(Document.external_key > decode_cursor(cursor)[0])
     if key_prefix:
-        q = q.where(Document.external_key.startswith(key_prefix, autoescape=True))
+        # Not LIKE: SQLite's ignores case. Nor a range from the prefix: a collation may sort a key before its own
+        # prefix (contractions). The pages' index order stops the scan after `limit` matches.
+        q = q.where(func.substr(Document.external_key, 1, len(key_prefix)) == key_prefix)
     if state == "active":
         q = q.where(current.id.is_not(None), current.retracted_at.is_(None))
     elif state == "retracted":

@@ -14,9 +14,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.errors import DocumentTooLargeError, IngestError
 from ingest.versioning import PIPELINE_VERSION
-from memory.errors import NotFoundError, ValidationFailedError
+from memory import audit
+from memory.errors import ForbiddenError, NotFoundError, ValidationFailedError
 from memory.ingestion import DocumentProcessor, FileInput, IngestOutcome, ingest_files, reprocesses
 from memory.models import Document, DocumentVersion, Source
+from memory.policy import EffectivePrincipal
+from memory.sources import steward_identity
 from memory.stores.base import VectorStore
 
 
@@ -159,6 +162,23 @@ def get_stewarded_document(
 
 def _stewards(session: Session, source_id: str, principal_id: str) -> bool:
     return session.scalar(select(Source.steward_id).where(Source.id == source_id)) == principal_id
+
+
+def version_history(session: Session, *, who: EffectivePrincipal, document_id: str
+                    ) -> tuple[Document, list[DocumentVersion]]:
+    """A document and its versions, for its source's steward (an agent acting for a user: that user), an auditor
+    or an admin (anyone else: `missing_role`, or the `document_not_found` of an unknown id). Audited
+    (`document.versions`)."""
+    if not {"steward", "auditor", "admin"} & who.roles:
+        raise ForbiddenError("requires role steward or auditor", code="missing_role")
+    doc = get_stewarded_document(session, document_id=document_id, principal_id=steward_identity(who),
+                                 roles=who.roles)
+    rows = versions(session, document_id=document_id)
+    audit.append(session, audit.Read(action="document.versions", target=document_id,
+                                     details={"returned": len(rows)}),
+                 principal_id=who.principal_id, acting_for=who.acting_for, source_id=doc.source_id,
+                 document_id=doc.id)
+    return doc, rows
 
 
 def versions(session: Session, *, document_id: str) -> list[DocumentVersion]:

@@ -12,6 +12,7 @@ ServiceError
  ├── VectorStoreError (503)          vector backend failed or schema mismatch
  │    └── VectorStoreUnavailableError (503)  the Qdrant server cannot be reached or is overloaded: retry later
  ├── StoreLockedError (503)          the embedded store is owned by another process
+ ├── ServiceStoppingError (503)      the process is shutting down (a background job cannot start)
  ├── DatabaseBusyError (503)         a lock wait timed out, or a deadlock / serialization conflict: retry
  └── DatabaseUnavailableError (503)  the SQL database cannot be reached or used: retry later
 
@@ -62,6 +63,14 @@ class ConflictError(ServiceError):
 class ValidationFailedError(ServiceError):
     code = "invalid_request"
     status = 422
+
+
+class ServiceStoppingError(ServiceError):
+    """The process is shutting down: the request would be cut short; send it to another replica or later."""
+
+    code = "service_stopping"
+    status = 503
+    retry_after_s = 5
 
 
 class RateLimitedError(ServiceError):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from memory import audit
 from memory.clock import utcnow
 from memory.db import transaction
-from memory.errors import ConflictError, NotFoundError, ServiceError, ValidationFailedError
+from memory.errors import ConflictError, NotFoundError, ServiceError, ServiceStoppingError, ValidationFailedError
 from memory.models import ACTIVE_JOB_STATUSES, Job
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,10 @@ Work = Callable[[Progress], dict[str, Any]]
 class Stopped(Exception):
     """Raised into the work by its progress callback: the job was cancelled, or its process is stopping."""
 
-    def __init__(self, status: str) -> None:
+    def __init__(self, status: str, *, recorded: bool = False) -> None:
         super().__init__(status)
         self.status = status  # cancelled | interrupted
+        self.recorded = recorded  # its row already says how it ended (taken for lost): leave it
 
 
 @dataclass(frozen=True)
@@ -114,72 +116,95 @@ def recent(session: Session, *, stale_after_s: float, kind: str | None = None, s
 def request_cancel(session: Session, job_id: str, *, actor: str, acting_for: str | None, stale_after_s: float) -> Job:
     """Ask a queued or running job to stop after its current batch (audited `job.cancel`); 409 `job_finished` if
     it already ended."""
-    job = get(session, job_id, stale_after_s=stale_after_s)
+    mark_stale(session, stale_after_s=stale_after_s)
+    # Locked: a runner's end cannot commit between this read and the cancel (it locks the row too).
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is None:
+        raise NotFoundError(f"job {job_id!r} not found", code="job_not_found")
     if job.status in FINISHED:
         raise ConflictError(f"job {job_id!r} already ended ({job.status})", code="job_finished",
                             details={"status": job.status})
     job.cancel_requested = True
     audit.append(session, audit.Write(action="job.cancel", target=job.id, details={"kind": job.kind}),
                  principal_id=actor, acting_for=acting_for)
+    if job.status == "queued":  # no runner has it (or its process died before starting it): ended now
+        end(session, job, "cancelled")
     return job
 
 
 def mark_stale(session: Session, *, stale_after_s: float) -> int:
     """Jobs whose runner stopped: queued or running with no heartbeat since `stale_after_s` ago (or never, and
-    created that long ago) are marked interrupted. Returns how many."""
+    created that long ago) are marked interrupted (`runner_lost`), each audited. Returns how many."""
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
-    result = session.execute(
-        update(Job).where(Job.status.in_(ACTIVE_JOB_STATUSES),
-                          ((Job.heartbeat_at.is_not(None)) & (Job.heartbeat_at < cutoff))
-                          | ((Job.heartbeat_at.is_(None)) & (Job.created_at < cutoff)))
-        .values(status="interrupted", finished_at=utcnow(), error_code="runner_lost",
-                error_message=f"no heartbeat for {stale_after_s:g} s: its process stopped; start it again")
-        .execution_options(synchronize_session=False))
-    n = int(getattr(result, "rowcount", 0) or 0)
-    if n:
-        log.warning("jobs.interrupted stale=%d", n)
-    return n
+    lost = (Job.heartbeat_at.is_not(None) & (Job.heartbeat_at < cutoff)) | (
+        Job.heartbeat_at.is_(None) & (Job.created_at < cutoff))
+    return _interrupt(session, lost, f"no heartbeat for {stale_after_s:g} s: its process stopped; start it again")
 
 
 def interrupt_all(factory: sessionmaker[Session]) -> int:
-    """Every queued or running job marked interrupted (the embedded store at API start: no other process can be
-    running one). Returns how many."""
+    """Every queued or running job marked interrupted (`runner_lost`), each audited: the embedded store at API
+    start, where no other process can be running one. Returns how many."""
     with transaction(factory) as session:
-        result = session.execute(
-            update(Job).where(Job.status.in_(ACTIVE_JOB_STATUSES))
-            .values(status="interrupted", finished_at=utcnow(), error_code="runner_lost",
-                    error_message="the service stopped while it ran; start it again"))
-        n = int(getattr(result, "rowcount", 0) or 0)
-    if n:
-        log.warning("jobs.interrupted at_start=%d", n)
-    return n
+        return _interrupt(session, None, "the service stopped while it ran; start it again")
+
+
+def _interrupt(session: Session, condition: Any, message: str) -> int:
+    q = select(Job).where(Job.status.in_(ACTIVE_JOB_STATUSES)).order_by(Job.id).with_for_update()
+    if condition is not None:
+        q = q.where(condition)
+    lost = list(session.scalars(q))
+    for job in lost:
+        end(session, job, "interrupted", error=("runner_lost", message))
+    if lost:
+        log.warning("jobs.interrupted runner_lost=%d", len(lost))
+    return len(lost)
+
+
+def end(session: Session, job: Job, status: str, *, result: dict[str, Any] | None = None,
+        error: tuple[str, str] | None = None) -> None:
+    """A job's end (in the caller's transaction, its row locked), audited `job.finish`."""
+    job.status, job.finished_at, job.result = status, utcnow(), result
+    if status == "interrupted" and error is None:
+        error = ("service_stopping", "the service stopped while it ran; start it again")
+    job.error_code, job.error_message = error if error is not None else (None, None)
+    audit.append(session, audit.Write(action="job.finish", target=job.id, details={
+        "kind": job.kind, "status": status, "error_code": job.error_code}),
+        principal_id=job.requested_by, acting_for=job.acting_for)
+    log.info("jobs.finished job=%s status=%s", job.id, status)
 
 
 class JobRunner:
-    """Runs each job on its own daemon thread of this process; `stop()` asks them to stop after their current
-    batch and waits a while (the service is stopping: they end interrupted)."""
+    """Runs each job on its own daemon thread of this process, with a heartbeat of its own (every quarter of
+    `stale_after_s`, whatever the work is doing: a long step without progress is not taken for a lost runner).
+    `stop()` asks the jobs to stop after their current batch and waits for them (the service is stopping: they
+    end interrupted); it says whether they all ended."""
 
     def __init__(self, factory: sessionmaker[Session], *, stale_after_s: float) -> None:
         self._factory = factory
         self._stale_after_s = stale_after_s
         self._stopping = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # start() against stop(): a job started is always waited for
 
     @property
     def stale_after_s(self) -> float:
         return self._stale_after_s
 
+    def ensure_accepting(self) -> None:
+        """503 `service_stopping` once `stop()` was called: a job would be interrupted before it ran."""
+        if self._stopping.is_set():
+            raise ServiceStoppingError("the service is stopping: start the job again on a running replica")
+
     def start(self, job_id: str, work: Work) -> None:
         """Run the queued job `job_id` (committed by the caller) on a new thread."""
-        if self._stopping.is_set():
-            self._finish(job_id, "interrupted", error=("service_stopping", "the service is stopping"))
-            return
-        thread = threading.Thread(target=self._run, args=(job_id, work), name=f"memory-job-{job_id[:8]}",
-                                  daemon=True)
         with self._lock:
-            self._threads[job_id] = thread
-        thread.start()
+            if not self._stopping.is_set():
+                thread = threading.Thread(target=self._run, args=(job_id, work), name=f"memory-job-{job_id[:8]}",
+                                          daemon=True)
+                self._threads[job_id] = thread
+                thread.start()
+                return
+        self._finish(job_id, "interrupted", error=("service_stopping", "the service stopped before it ran"))
 
     def wait(self, job_id: str, timeout: float | None = None) -> bool:
         """Wait for a job this runner started to end; True if it has (tests, the CLI)."""
@@ -190,22 +215,30 @@ class JobRunner:
         thread.join(timeout)
         return not thread.is_alive()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stopping.set()
+    def stop(self, timeout: float = 120.0) -> bool:
+        """Ask every job to stop after its current batch and wait up to `timeout` s in all; True if they ended."""
         with self._lock:
+            self._stopping.set()
             threads = list(self._threads.values())
+        deadline = time.monotonic() + timeout
         for t in threads:
-            t.join(timeout)
-            if t.is_alive():
-                log.warning("jobs.stop_timeout thread=%s: left running as the service stops", t.name)
+            t.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in threads if t.is_alive()]
+        if alive:
+            log.warning("jobs.stop_timeout threads=%s: still running as the service stops", ",".join(alive))
+        return not alive
 
     def _run(self, job_id: str, work: Work) -> None:
+        done = threading.Event()
         try:
             if not self._begin(job_id):
                 return
+            threading.Thread(target=self._beat, args=(job_id, done), name=f"memory-beat-{job_id[:8]}",
+                             daemon=True).start()
             result = work(lambda progress: self._progress(job_id, progress))
         except Stopped as exc:
-            self._finish(job_id, exc.status)
+            if not exc.recorded:
+                self._finish(job_id, exc.status)
         except ServiceError as exc:
             self._finish(job_id, "failed", error=(exc.code, exc.message))
         except Exception as exc:  # never let a runner thread die silently; no message: it may carry data
@@ -214,8 +247,19 @@ class JobRunner:
         else:
             self._finish(job_id, "succeeded", result=result)
         finally:
+            done.set()
             with self._lock:
                 self._threads.pop(job_id, None)
+
+    def _beat(self, job_id: str, done: threading.Event) -> None:
+        interval = max(0.05, self._stale_after_s / 4)
+        while not done.wait(interval):
+            try:
+                with transaction(self._factory) as session:
+                    session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                                    .values(heartbeat_at=utcnow()))
+            except Exception as exc:  # a busy database: the next beat, or the progress, beats instead
+                log.warning("jobs.heartbeat_failed job=%s error=%s", job_id, type(exc).__name__)
 
     def _begin(self, job_id: str) -> bool:
         with transaction(self._factory) as session:
@@ -223,7 +267,7 @@ class JobRunner:
             if job is None or job.status != "queued":
                 return False
             if job.cancel_requested:
-                self._end(session, job, "cancelled")
+                end(session, job, "cancelled")
                 return False
             now = utcnow()
             job.status, job.started_at, job.heartbeat_at = "running", now, now
@@ -233,8 +277,8 @@ class JobRunner:
     def _progress(self, job_id: str, progress: dict[str, Any]) -> None:
         with transaction(self._factory) as session:
             job = session.get(Job, job_id, with_for_update=True)
-            if job is None or job.status != "running":  # marked interrupted meanwhile: stop, it is not ours
-                raise Stopped("interrupted")
+            if job is None or job.status != "running":  # taken for lost meanwhile: stop as the row says
+                raise Stopped("interrupted", recorded=True)
             job.progress, job.heartbeat_at = dict(progress), utcnow()
             cancelled = job.cancel_requested
         if cancelled:
@@ -244,23 +288,14 @@ class JobRunner:
 
     def _finish(self, job_id: str, status: str, *, result: dict[str, Any] | None = None,
                 error: tuple[str, str] | None = None) -> None:
+        """The job's end, unless it already ended. One that was taken for lost (`runner_lost`: its heartbeat failed
+        for too long) while this runner still ran it gets its true end, recorded and audited, all the same."""
         try:
             with transaction(self._factory) as session:
                 job = session.get(Job, job_id, with_for_update=True)
-                if job is not None and job.status in ACTIVE_JOB_STATUSES:
-                    self._end(session, job, status, result=result, error=error)
+                if job is None:
+                    return
+                if job.status in ACTIVE_JOB_STATUSES or job.error_code == "runner_lost":
+                    end(session, job, status, result=result, error=error)
         except Exception as exc:  # the database is gone (the service stopping): the heartbeat rule marks it
             log.error("jobs.finish_failed job=%s error=%s", job_id, type(exc).__name__)
-
-    @staticmethod
-    def _end(session: Session, job: Job, status: str, *, result: dict[str, Any] | None = None,
-             error: tuple[str, str] | None = None) -> None:
-        job.status, job.finished_at, job.result = status, utcnow(), result
-        if status == "interrupted" and error is None:
-            error = ("service_stopping", "the service stopped while it ran; start it again")
-        if error is not None:
-            job.error_code, job.error_message = error
-        audit.append(session, audit.Write(action="job.finish", target=job.id, details={
-            "kind": job.kind, "status": status, "error_code": job.error_code}),
-            principal_id=job.requested_by, acting_for=job.acting_for)
-        log.info("jobs.finished job=%s status=%s", job.id, status)

@@ -203,8 +203,8 @@ def version_id_for(
     source learns nothing about which documents exist: documents.get_stewarded_document)."""
     doc = (
         session.get(Document, document_id) if actor is None
-        else documents.get_stewarded_document(session, document_id=document_id, principal_id=actor.principal_id,
-                                              roles=actor.roles)
+        else documents.get_stewarded_document(session, document_id=document_id,
+                                              principal_id=sources_svc.steward_identity(actor), roles=actor.roles)
     )
     if doc is None:
         raise NotFoundError(f"document {document_id!r} not found", code="document_not_found")

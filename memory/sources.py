@@ -135,6 +135,13 @@ def list_all(session: Session) -> list[Source]:
     return list(session.execute(select(Source).order_by(Source.id)).scalars())
 
 
+def steward_identity(who: EffectivePrincipal) -> str:
+    """Whose stewardship a caller exercises: the user an agent or service acts for (the `steward` role must be in
+    both, as every role: they are intersected), else the caller's own. An agent acting for someone never stewards
+    a source through its own id: access is the user's, within the agent's ceiling."""
+    return who.acting_for or who.principal_id
+
+
 def _sees_every_source(who: EffectivePrincipal) -> bool:
     return bool({"admin", "auditor"} & set(who.roles))
 
@@ -146,13 +153,15 @@ def list_visible(session: Session, *, who: EffectivePrincipal) -> list[Source]:
         return list_all(session)
     readable = select(SourceReadGroup.source_id).where(SourceReadGroup.group.in_(sorted(who.groups)))
     return list(session.execute(
-        select(Source).where((Source.steward_id == who.principal_id) | Source.id.in_(readable)).order_by(Source.id)
+        select(Source).where((Source.steward_id == steward_identity(who)) | Source.id.in_(readable))
+        .order_by(Source.id)
     ).scalars())
 
 
 def may_see(who: EffectivePrincipal, src: Source) -> bool:
     """Whether `who` may know that `src` exists (`list_visible`): admins and auditors, its steward, its readers."""
-    return _sees_every_source(who) or src.steward_id == who.principal_id or bool(who.groups & set(read_groups(src)))
+    return (_sees_every_source(who) or src.steward_id == steward_identity(who)
+            or bool(who.groups & set(read_groups(src))))
 
 
 def get_visible(session: Session, *, who: EffectivePrincipal, source_id: str) -> Source:
@@ -170,7 +179,7 @@ def ensure_steward(
     see the source (`may_see`), else the 404 of an unknown id (`unseen`, by default `source_not_found`): a write
     route answers another team's source as it answers a missing one. (A bare principal id, the CLI's operator,
     carries no groups: 403.)"""
-    pid = who.principal_id if isinstance(who, EffectivePrincipal) else who
+    pid = steward_identity(who) if isinstance(who, EffectivePrincipal) else who
     role_set = set(who.roles) if isinstance(who, EffectivePrincipal) else set(roles)
     if "admin" in role_set:
         return

@@ -69,15 +69,22 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             loop.start()
         if settings.is_embedded_vectors:  # this process owns the data: no other can be running a job
             await run_in_threadpool(jobs.interrupt_all, container.sessions)
+        app.state.jobs = jobs.JobRunner(container.sessions, stale_after_s=settings.job_stale_s)
         log.info("api.ready backend=%s", "edge" if settings.is_embedded_vectors else "server")
         try:
             yield
         finally:
             log.info("api.shutdown")
-            await run_in_threadpool(app.state.jobs.stop)  # before the stores close under them
+            # Before the stores close under them. A job still running past the wait (a step that cannot stop
+            # half-way) keeps them open: the process exits with them unflushed, which the WAL and the relabel's
+            # crash safety cover, rather than closing a store another thread is writing.
+            jobs_ended = await run_in_threadpool(app.state.jobs.stop)
             if loop is not None:
                 await run_in_threadpool(loop.stop)
-            await run_in_threadpool(container.close)
+            if jobs_ended:
+                await run_in_threadpool(container.close)
+            else:
+                log.warning("api.shutdown_without_close: a background job still runs")
 
     app = FastAPI(
         title="Governed enterprise memory",

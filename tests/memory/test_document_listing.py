@@ -4,6 +4,7 @@ read. Through the real SQL + Qdrant Edge + parsing (model doubles), and once thr
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
@@ -124,10 +125,43 @@ def test_only_the_steward_auditors_and_admins_list_a_source(api: Any) -> None:
     assert code({"Authorization": "Bearer gm_nope"})[0] == 401
 
 
+def test_an_agent_lists_as_the_user_it_acts_for_never_as_itself(api: Any) -> None:
+    """Access under delegation is the user's within the agent's ceiling: an agent stewarding s1 learns nothing
+    of it for a user who does not steward it, and may list it for the user who does (roles intersected)."""
+    api.principal("u", roles=["steward"], groups=["g"])
+    owner = api.principal("st", roles=["steward", "reader"], groups=["g"])
+    api.source("s1", read_groups=["g"], steward="st")
+    _upload(api, "plan.md", "The reorganisation plan.", owner)
+    bot = api.principal("bot", kind="agent", roles=["steward"], groups=["g"], may_act_for_any=True)
+    api.client.patch("/v1/sources/s1", headers=api.admin, json={"steward": "bot"}).raise_for_status()
+    r = api.client.get("/v1/sources/s1/documents", headers={**bot, "X-Acting-For": "u"})
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "not_source_steward")
+    api.client.patch("/v1/sources/s1", headers=api.admin, json={"steward": "st"}).raise_for_status()
+    r = api.client.get("/v1/sources/s1/documents", headers={**bot, "X-Acting-For": "st"})
+    assert r.status_code == 200 and [d["external_key"] for d in r.json()["documents"]] == ["plan.md"], r.text
+    doc = r.json()["documents"][0]["document_id"]
+    assert api.client.get(f"/v1/documents/{doc}/versions", headers={**bot, "X-Acting-For": "st"}).status_code == 200
+    r = api.client.get(f"/v1/documents/{doc}/versions", headers={**bot, "X-Acting-For": "u"})
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "document_not_found")
+
+
+def test_a_prefix_is_case_sensitive_on_every_database(api: Any) -> None:
+    steward = api.principal("st", roles=["steward", "reader"], groups=["g"])
+    api.source("s1", read_groups=["g"], steward="st")
+    _upload(api, "hr/pay.md", "Pay scales.", steward)
+    _upload(api, "HR/pay.md", "Pay scales, again.", steward)
+    assert _keys(api, steward, key_prefix="hr/") == ["hr/pay.md"]
+    assert _keys(api, steward, key_prefix="HR") == ["HR/pay.md"]
+
+
 def test_bad_paging_parameters_are_422_with_stable_codes(api: Any) -> None:
     steward, _ = _setup(api)
+    lone_surrogate = base64.urlsafe_b64encode(b'["\\ud800","d"]').decode()
     for params, expected in (({"cursor": "not-a-cursor"}, "invalid_cursor"),
                              ({"cursor": document_listing.encode_cursor("a", "b")[:-3] + "!!!"}, "invalid_cursor"),
+                             ({"cursor": document_listing.encode_cursor("a\x00", "d")}, "invalid_cursor"),
+                             ({"cursor": lone_surrogate}, "invalid_cursor"),
+                             ({"key_prefix": "a\x00"}, "invalid_key_prefix"),
                              ({"limit": 0}, None), ({"limit": 501}, None), ({"state": "gone"}, None)):
         r = api.client.get("/v1/sources/s1/documents", headers=steward, params=params)
         assert r.status_code == 422, (params, r.text)

@@ -296,17 +296,19 @@ def test_the_cli_lists_jobs_and_cancels_one(container, monkeypatch):
     monkeypatch.setenv("MEMORY_DATABASE_URL", container.settings.database_url)
     monkeypatch.setenv("MEMORY_ENV", "test")
     job_id = _create(container)
-    container.close()  # the CLI opens the embedded store itself
+    container.close()  # the CLI's own container opens the database (and would the store)
     runner = CliRunner()
     r = runner.invoke(cli.app, ["jobs", "list", "--json"])
     assert r.exit_code == 0, r.output
     assert [(j["job_id"], j["status"]) for j in json.loads(r.output)] == [(job_id, "queued")]
+    with transaction(container.sessions) as s:  # its runner (the API's) has it, beating
+        s.execute(update(Job).where(Job.id == job_id).values(status="running", heartbeat_at=utcnow()))
     r = runner.invoke(cli.app, ["jobs", "cancel", job_id, "--actor", "ops"])
     assert r.exit_code == 0 and "cancel requested" in r.output, r.output
     r = runner.invoke(cli.app, ["jobs", "list", "--json"])
-    assert [(j["status"], j["cancel_requested"]) for j in json.loads(r.output)] == [("queued", True)]
+    assert [(j["status"], j["cancel_requested"]) for j in json.loads(r.output)] == [("running", True)]
     r = runner.invoke(cli.app, ["jobs", "list"], env={"COLUMNS": "300"})
-    assert r.exit_code == 0 and job_id in r.output and "queued (cancelling)" in r.output, r.output
+    assert r.exit_code == 0 and job_id in r.output and "running (cancelling)" in r.output, r.output
     for args, code in ((["jobs", "cancel", "nope"], "job_not_found"), (["jobs", "list", "--status", "x"],
                                                                          "invalid_status")):
         r = runner.invoke(cli.app, args)
@@ -323,3 +325,118 @@ def test_the_database_itself_refuses_a_second_active_job_of_a_kind(container):
                   created_at=utcnow()))
     with transaction(container.sessions) as s:  # a finished one is no obstacle
         s.add(Job(id="old", kind="relabel", status="succeeded", params={}, requested_by="admin", created_at=utcnow()))
+
+
+def test_a_live_job_in_a_long_step_without_progress_keeps_its_slot(container):
+    """The runner beats on its own: a step with no progress (the twins' backfill after the last batch) is not
+    taken for a lost runner, and no second job starts beside it."""
+    stale = 0.4
+    runner = jobs.JobRunner(container.sessions, stale_after_s=stale)
+    first = _create(container)
+    in_long_step = threading.Event()
+
+    def work(progress: jobs.Progress) -> dict[str, Any]:
+        progress({"versions": 1})
+        in_long_step.set()
+        time.sleep(4 * stale)  # no progress call
+        return {"raised": 1}
+
+    runner.start(first, work)
+    assert in_long_step.wait(10)
+    time.sleep(2 * stale)
+    with transaction(container.sessions) as s:
+        assert jobs.get(s, first, stale_after_s=stale).status == "running"
+    with pytest.raises(ConflictError):
+        _create(container)
+    assert runner.wait(first, 10)
+    assert (_job(container, first).status, _job(container, first).result) == ("succeeded", {"raised": 1})
+
+
+def test_a_job_taken_for_lost_that_still_ends_records_its_true_end(container):
+    runner = jobs.JobRunner(container.sessions, stale_after_s=600)
+    job_id = _create(container)
+    release, started = threading.Event(), threading.Event()
+
+    def work(progress: jobs.Progress) -> dict[str, Any]:
+        started.set()
+        assert release.wait(10)
+        return {"raised": 3}
+
+    runner.start(job_id, work)
+    assert started.wait(10)
+    jobs.interrupt_all(container.sessions)  # another process decided it was lost (a frozen heartbeat)
+    release.set()
+    assert runner.wait(job_id, 10)
+    job = _job(container, job_id)
+    assert (job.status, job.result, job.error_code) == ("succeeded", {"raised": 3}, None)
+    finishes = [a for a in _actions(container) if a == "job.finish"]
+    assert len(finishes) == 2  # the interruption and the true end, both on the record
+
+
+def test_a_job_interrupted_as_lost_is_audited_as_ended(container):
+    job_id = _create(container)
+    with transaction(container.sessions) as s:
+        s.execute(update(Job).where(Job.id == job_id).values(
+            status="running", heartbeat_at=utcnow() - timedelta(seconds=700)))
+    with transaction(container.sessions) as s:
+        assert jobs.mark_stale(s, stale_after_s=600) == 1
+    with container.sessions() as s:
+        [rec] = [r for r in s.scalars(select(AuditRecord)) if r.body.get("action") == "job.finish"]
+    assert (rec.body["target"], rec.body["details"]["status"], rec.body["details"]["error_code"]) == (
+        job_id, "interrupted", "runner_lost")
+
+
+def test_cancelling_a_queued_job_ends_it_at_once_and_frees_the_slot(container):
+    job_id = _create(container)  # its replica died before starting it
+    with transaction(container.sessions) as s:
+        assert jobs.request_cancel(s, job_id, actor="admin", acting_for=None, stale_after_s=600).status == "cancelled"
+    assert _create(container) != job_id
+    assert _actions(container).count("job.finish") == 1
+
+
+def test_a_stopping_runner_refuses_new_jobs_before_they_are_queued(container):
+    from memory.errors import ServiceStoppingError
+
+    runner = jobs.JobRunner(container.sessions, stale_after_s=600)
+    runner.ensure_accepting()
+    assert runner.stop(timeout=1)
+    with pytest.raises(ServiceStoppingError) as err:
+        runner.ensure_accepting()
+    assert (err.value.status, err.value.code) == (503, "service_stopping")
+
+
+def test_stop_says_when_a_job_did_not_end_in_time(container):
+    runner = jobs.JobRunner(container.sessions, stale_after_s=600)
+    job_id = _create(container)
+    release, started = threading.Event(), threading.Event()
+
+    def work(progress: jobs.Progress) -> dict[str, Any]:
+        started.set()
+        assert release.wait(10)  # a step that cannot stop half-way
+        return {}
+
+    runner.start(job_id, work)
+    assert started.wait(10)
+    assert runner.stop(timeout=0.2) is False  # the API then leaves the stores open (memory.api.app)
+    release.set()
+    assert runner.wait(job_id, 10)
+
+
+def test_a_relabel_told_to_stop_stops_without_the_twins_backfill(container, monkeypatch):
+    """A stop must be quick: the twins the finished batches need are left to the next start or run."""
+    container.ingest_pipeline  # noqa: B018  (built before the backfill is replaced)
+    calls: list[str] = []
+    monkeypatch.setattr(type(container), "backfill_twins", lambda self, **kw: calls.append("backfill") or {})
+    from tests.memory.test_masked_twins import EMAIL_DOC, _world
+
+    _world(container, {"hr": {"mail.txt": EMAIL_DOC}})
+
+    def stop(report: Any) -> None:
+        raise jobs.Stopped("cancelled")
+
+    with pytest.raises(jobs.Stopped):
+        container.relabel(actor="admin", on_batch=stop)
+    assert calls == []
+    with pytest.raises(RuntimeError):  # any other failure still stores the twins earlier batches need
+        container.relabel(actor="admin", on_batch=lambda report: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert calls == ["backfill"]

@@ -30,8 +30,11 @@ def start_job(
     `POST /v1/admin/relabel` does (same parameters, same audit records, same result), for runs longer than a
     proxy keeps a request open. Follow it with `GET /v1/admin/jobs/{id}`: its progress after every batch, then
     its result or error. One queued or running job per kind: 409 `job_running` (with the job's id). 404 for an
-    unknown source. Audited (`job.start`, `job.finish`)."""
+    unknown source; 503 `service_stopping` while the process shuts down. Audited (`job.start`, `job.finish`).
+    A relabel started otherwise (`POST /v1/admin/relabel`, `memory relabel`, a source's new floor) does not take
+    the job's slot: runs side by side are safe (memory.relabel), only wasteful."""
     runner = _runner(request)
+    runner.ensure_accepting()  # 503 service_stopping: never a 202 for a job interrupted before it runs
     if body.source_id is not None:
         sources_svc.get(session, source_id=body.source_id)  # source_not_found now, not as the job's error
     params = {"source_id": body.source_id, "dry_run": body.dry_run}
@@ -66,8 +69,9 @@ def get_job(job_id: str, request: Request, session: SessionDep, who: AdminDep) -
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=schemas.JobOut)
 def cancel_job(job_id: str, request: Request, session: SessionDep, who: AdminDep) -> schemas.JobOut:
-    """Ask a queued or running job to stop after its current batch (every batch it finished stays whole; a
-    relabel can be started again to finish). 409 `job_finished` if it already ended. Audited (`job.cancel`)."""
+    """Ask a running job to stop after its current batch (every batch it finished stays whole; a relabel can be
+    started again to finish); a queued one is cancelled at once. 409 `job_finished` if it already ended. Audited
+    (`job.cancel`, and `job.finish` when it ends)."""
     job = jobs.request_cancel(session, job_id, actor=who.principal_id, acting_for=who.acting_for,
                               stale_after_s=_runner(request).stale_after_s)
     return presenters.job(job)
