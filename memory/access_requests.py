@@ -151,8 +151,9 @@ def decide(
     grant: Grant | None = None,
 ) -> Decided:
     """Grant, refuse (with a note) or escalate (with a note) a pending request: the steward of its source or an
-    admin; an escalated request, admins only; a grant to the steward themselves, admins only. Errors: 403
-    `not_source_steward` / `admin_required` / `self_decision`, 404 `access_request_not_found` (unknown, or its
+    admin; an escalated request, admins only; a grant to the steward themselves, admins only; a grant under
+    delegation, never (an agent may refuse or escalate for its steward). Errors: 403 `not_source_steward` /
+    `admin_required` / `self_decision` / `delegated_change_refused`, 404 `access_request_not_found` (unknown, or its
     source hidden from the caller: sources.ensure_steward), 409
     `request_closed` / `already_escalated`, 422 for bad input (see memory.access_grants for grants)."""
     if decision not in DECISIONS:
@@ -183,6 +184,8 @@ def decide(
     resolution: Resolution | None = None
     pending: tuple[sources_svc.SourceUpdate, ...] = ()
     if decision == "grant":
+        # A grant widens who reads the source (groups, clearance, read groups, consent): the steward's own key.
+        sources_svc.refuse_delegated_governance(["grant"], who=who, what="granting access")
         deciders = {who.principal_id, who.acting_for} - {None}
         if "admin" not in who.roles and deciders & {req.requester_id, req.acting_for, access_grants.beneficiary(req)}:
             # Four eyes: a steward never grants access to themselves (nor to an agent acting for them).

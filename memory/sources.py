@@ -55,6 +55,24 @@ class SourcePatch:
     personal_data_requires_consent: bool | None = None
     consent_purposes: tuple[str, ...] | None = None  # replaces the list
 
+    def governs(self) -> list[str]:
+        """The fields it changes that decide who reads the source and under what rules (all but name and
+        description)."""
+        fields = ("steward", "read_groups", "jurisdiction", "floor", "personal_data_requires_consent",
+                  "consent_purposes")
+        return [f for f in fields if getattr(self, f) is not None]
+
+
+def refuse_delegated_governance(changes: Iterable[str], *, who: EffectivePrincipal, what: str) -> None:
+    """Who reads a source and under what rules is set by its steward's (or an admin's) own key: an agent acting
+    for the steward may manage the source's documents, never hand the source, its readers or its rules to
+    anyone (itself included). 403 `delegated_change_refused`. (An agent acting for an admin holds the admin role
+    itself, roles being intersected: it may do all this on its own key, so the rule would protect nothing.)"""
+    changed = sorted(changes)
+    if who.acting_for is not None and changed and "admin" not in who.roles:
+        raise ForbiddenError(f"{what} ({', '.join(changed)}) needs the steward's own key, not an agent acting for "
+                             f"{who.acting_for!r}", code="delegated_change_refused", details={"fields": changed})
+
 
 def _check_steward(session: Session, principal_id: str) -> None:
     """A source's steward must be able to manage it (ensure_steward): an active principal with the steward role
@@ -178,7 +196,11 @@ def ensure_steward(
     """Only the source's steward (or an admin) manages it. Anyone else gets 403 `not_source_steward` if they may
     see the source (`may_see`), else the 404 of an unknown id (`unseen`, by default `source_not_found`): a write
     route answers another team's source as it answers a missing one. (A bare principal id, the CLI's operator,
-    carries no groups: 403.)"""
+    carries no groups: 403.)
+
+    Under delegation the stewardship is the user's within the agent's ceiling, as every access: the source must
+    also be one the agent's own groups read (the effective groups are the user's and the agent's in common), so
+    an agent never manages a source outside its own reach for a user who stewards it."""
     pid = steward_identity(who) if isinstance(who, EffectivePrincipal) else who
     role_set = set(who.roles) if isinstance(who, EffectivePrincipal) else set(roles)
     if "admin" in role_set:
@@ -187,6 +209,9 @@ def ensure_steward(
         if isinstance(who, EffectivePrincipal) and not may_see(who, src):
             raise unseen or NotFoundError(f"source {src.id!r} not found", code="source_not_found")
         raise ForbiddenError(f"only the steward of {src.id!r} may do this", code="not_source_steward")
+    if isinstance(who, EffectivePrincipal) and who.acting_for is not None and not who.groups & set(read_groups(src)):
+        raise ForbiddenError(f"{who.principal_id!r} acts for the steward of {src.id!r} only within its own groups, "
+                             "which do not read it", code="not_source_steward")
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,8 @@ def decide(
     - **refuse**: with a note. **escalate**: with a note; hands the request to admins.
 
     Errors: 403 `not_source_steward`, `admin_required` (admin-only change, or an escalated request),
-    `self_decision` (a steward granting a request they filed or benefit from); 404 `access_request_not_found`
+    `self_decision` (a steward granting a request they filed or benefit from), `delegated_change_refused` (a grant
+    sent by an agent acting for the steward: grants need the steward's own key); 404 `access_request_not_found`
     (also when the caller may not see the request's source: neither its steward nor a reader of it);
     409 `request_closed`, `already_escalated`; 422 `note_required`, `clearance_not_raised`, `consent_purpose_present`,
     `transfer_rule_not_widened`, `change_not_for_reason`, `group_not_on_source`, `grant_on_refusal`,

@@ -48,12 +48,14 @@ def update_source(
     source_id: str, body: schemas.SourcePatchIn, session: SessionDep, who: StewardDep, container: ContainerDep
 ) -> schemas.SourceUpdated:
     """Change a source (its steward or an admin; 403 `not_source_steward` for another steward who reads it, 404
-    `source_not_found` for one who does not, as for an unknown id). New read groups or jurisdiction reach the
-    vectors before this returns; consent (the flag and purposes) is read at query time, so it applies to the next
-    search. A floor (new or not) labels what is ingested next and, before this returns, the chunks already stored
-    (`relabel` in the answer: memory.relabel under the label map in force). If that relabel fails after the floor
-    committed, the error is returned and the chunks keep labels at least as strict as before; sending the floor
-    again finishes it."""
+    `source_not_found` for one who does not, as for an unknown id). Under X-Acting-For only the name and the
+    description: the steward, read groups, jurisdiction, floor and consent need the steward's own key (403
+    `delegated_change_refused`), and the agent's own groups must read the source. New read groups or
+    jurisdiction reach the vectors before this returns; consent (the flag and purposes) is read at query time, so
+    it applies to the next search. A floor (new or not) labels what is ingested next and, before this returns,
+    the chunks already stored (`relabel` in the answer: memory.relabel under the label map in force). If that
+    relabel fails after the floor committed, the error is returned and the chunks keep labels at least as strict
+    as before; sending the floor again finishes it."""
     sources.ensure_steward(who, sources.get(session, source_id=source_id))
     patch = sources.SourcePatch(
         name=body.name, steward=body.steward, jurisdiction=body.jurisdiction,
@@ -61,6 +63,7 @@ def update_source(
         description=body.description, personal_data_requires_consent=body.personal_data_requires_consent,
         consent_purposes=tuple(body.consent_purposes) if body.consent_purposes is not None else None,
     )
+    sources.refuse_delegated_governance(patch.governs(), who=who, what="changing a source's governance")
     update = sources.update(session, source_id=source_id, patch=patch, store=container.store, actor=who.principal_id,
                             acting_for=who.acting_for)
     out = presenters.source(update.source)
