@@ -39,8 +39,8 @@ vectors at least as strict as SQL; the next run finishes. Dry run: counts what w
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -197,12 +197,15 @@ def _relabel_batch(
     behind = changed or [c for c in chunks if _vectors_differ(c, c.target, payloads)]
     if not behind or report.dry_run:
         return
-    tight = _tighten(store, chunks, payloads)
+    tightened = _tighten(store, chunks, payloads)
     if changed:
         _commit(factory, changed, label_map, actor=actor, acting_for=acting_for)
-    # A batch with no SQL change only copies SQL to the vectors (a crashed run's leftovers): audited by the copy.
-    report.points_patched += tight + _settle(factory, store, chunks,
-                                             audit_as=None if changed else (actor, acting_for))
+    # The commit's record (`policy.relabel`) covers the versions whose labels changed; the points written for any
+    # other version (vectors that were looser or stricter than SQL: a crashed run's leftovers, a failed publish)
+    # are audited by the copy (`policy.relabel_sync`).
+    report.points_patched += sum(tightened.values()) + _settle(
+        factory, store, chunks, audit_as=(actor, acting_for), covered={c.version_id for c in changed},
+        tightened=tightened)
 
 
 def _payloads(store: VectorStore, chunks: Sequence[_Chunk]) -> dict[str, ChunkPayload]:
@@ -237,16 +240,20 @@ def _count(changed: Sequence[_Chunk], report: RelabelReport) -> None:
     report.versions_relabelled += len({c.version_id for c in changed})
 
 
-def _tighten(store: VectorStore, chunks: Sequence[_Chunk], payloads: dict[str, ChunkPayload]) -> int:
-    """Step 2: each point looser than its chunk's target gets the stricter of its own and the target's."""
+def _tighten(store: VectorStore, chunks: Sequence[_Chunk], payloads: dict[str, ChunkPayload]) -> Counter[str]:
+    """Step 2: each point looser than its chunk's target gets the stricter of its own and the target's. The points
+    written, by version."""
     groups: dict[Labels, list[str]] = defaultdict(list)
+    written: Counter[str] = Counter()
     for c in chunks:
         for pid in (c.point_id, *c.twin_ids):
             if pid in payloads:
                 have = _labels(payloads[pid])
                 if (strict := have.stricter(c.target)) != have:
                     groups[strict].append(pid)
-    return _patch(store, groups)
+                    written[c.version_id] += 1
+    _patch(store, groups)
+    return written
 
 
 def _patch(store: VectorStore, groups: dict[Labels, list[str]]) -> int:
@@ -310,12 +317,14 @@ def _commit(
 
 
 def _settle(factory: sessionmaker[Session], store: VectorStore, chunks: Sequence[_Chunk], *,
-            audit_as: tuple[str, str | None] | None = None) -> int:
+            audit_as: tuple[str, str | None] | None = None, covered: Set[str] = frozenset(),
+            tightened: Mapping[str, int] | None = None) -> int:
     """Step 4: the chunks' points copied from SQL, read with their versions' rows locked (the lock a relabel's
     commit takes), so no commit lands between the read and the copy: the copy is never looser than SQL, a crash
     included. A chunk SQL holds not personal loses its twin before its clear point is loosened. Points written.
-    `audit_as` (actor, acting for): a copy that wrote points is audited (`policy.relabel_sync`) in the same
-    transaction (a batch whose SQL did not change: its commit's record does not cover the copy).
+    `audit_as` (actor, acting for): the points written for versions outside `covered` (those whose SQL change a
+    `policy.relabel` record names), here and by step 2 (`tightened`, by version), are audited
+    (`policy.relabel_sync`: the versions, the points) in this transaction.
     (On SQLite the lock is the database's write lock: writers, a search's audit append among them, wait for the
     batch's copy.)"""
     versions = sorted({c.version_id for c in chunks})
@@ -326,19 +335,28 @@ def _settle(factory: sessionmaker[Session], store: VectorStore, chunks: Sequence
             select(Chunk.id, Chunk.label, Chunk.personal).where(Chunk.id.in_([c.id for c in chunks])))}
         current = [c._replace(target=committed[c.id]) for c in chunks if c.id in committed]
         payloads = _payloads(store, current)
-        stale_twins = sorted(t for c in current if not c.target.personal for t in c.twin_ids if t in payloads)
+        points: Counter[str] = Counter(tightened or {})
+        twins_deleted: Counter[str] = Counter()
+        stale_twins: list[str] = []
+        for c in current:
+            if not c.target.personal:
+                gone = [t for t in c.twin_ids if t in payloads]
+                stale_twins += gone
+                twins_deleted[c.version_id] += len(gone)
         if stale_twins:
-            store.delete(Selector(point_ids=tuple(stale_twins)))
+            store.delete(Selector(point_ids=tuple(sorted(stale_twins))))
         groups: dict[Labels, list[str]] = defaultdict(list)
-        copied = {c.version_id for c in current if not c.target.personal and set(c.twin_ids) & set(stale_twins)}
         for c in current:
             for pid in (c.point_id, *c.twin_ids) if c.target.personal else (c.point_id,):
                 if pid in payloads and _labels(payloads[pid]) != c.target:
                     groups[c.target].append(pid)
-                    copied.add(c.version_id)
+                    points[c.version_id] += 1
         written = len(stale_twins) + _patch(store, groups)
-        if written and audit_as is not None:
+        points.update(twins_deleted)
+        uncovered = sorted(v for v, n in points.items() if n and v not in covered)
+        if uncovered and audit_as is not None:
             audit.append(session, audit.Write(action="policy.relabel_sync", target="vector_store", details={
-                "versions": sorted(copied), "points": written, "twins_deleted": len(stale_twins)}),
+                "versions": uncovered, "points": sum(points[v] for v in uncovered),
+                "twins_deleted": sum(twins_deleted[v] for v in uncovered)}),
                 principal_id=audit_as[0], acting_for=audit_as[1])
         return written

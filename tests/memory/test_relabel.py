@@ -595,3 +595,49 @@ def test_a_relabel_that_moved_many_points_says_to_optimize(container, monkeypatc
     monkeypatch.setattr(c.settings, "unindexed_warn_points", 1)
     assert c.relabel(actor="admin")["points_patched"] == 2
     assert "vectors.moved points=2" in caplog.text
+
+
+def _sync_records(c: Any) -> list[dict[str, Any]]:
+    with c.sessions() as s:
+        return [r.body for r in s.scalars(select(AuditRecord).order_by(AuditRecord.seq))
+                if r.body.get("action") in ("policy.relabel", "policy.relabel_sync")]
+
+
+def test_a_batch_that_only_tightens_vectors_looser_than_sql_is_audited(container):
+    from memory.stores.base import PayloadPatch, Selector
+
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC, "plain.txt": PLAIN_DOC}})
+    mail = _mail(c)
+    assert _points(c, mail)["clear"] == (2, True)
+    # Vectors looser than SQL (what never happens by design: the anomaly most worth a record).
+    c.store.patch(Selector(point_ids=(mail.point_id,)), PayloadPatch(label=0, personal=False))
+    report = _run(c)
+    assert report.points_patched >= 1 and _points(c, mail)["clear"] == (2, True)
+    [sync] = [r for r in _sync_records(c) if r["action"] == "policy.relabel_sync"]
+    assert sync["details"]["versions"] == [mail.version_id] and sync["details"]["points"] >= 1
+
+
+def test_leftovers_copied_in_a_batch_that_also_changes_sql_are_audited_apart(container, monkeypatch):
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC}, "fin": {"plain.txt": PLAIN_DOC}})
+    mail = _mail(c)
+    _email_map(c, "restricted")
+    _run(c)
+    _put_map(c)
+
+    def crash(*_a: Any, **_k: Any) -> int:
+        raise RuntimeError("killed after the commit")
+
+    with monkeypatch.context() as m, pytest.raises(RuntimeError):
+        m.setattr(relabel, "_settle", crash)
+        _run(c)
+    assert _mail(c).label == Label.CONFIDENTIAL and _points(c, mail)["clear"] == (3, True)  # the leftover
+    with transaction(c.sessions) as s:  # a real change elsewhere, in the same batch of the next run
+        sources.update(s, source_id="fin", patch=sources.SourcePatch(floor="confidential"), store=c.store,
+                       actor="admin")
+    report = _run(c)
+    assert report.versions_relabelled == 1 and _points(c, mail)["clear"] == (2, True)  # leftover copied
+    relabelled, synced = _sync_records(c)[-2:]
+    assert relabelled["action"] == "policy.relabel" and mail.version_id not in relabelled["details"]["versions"]
+    assert synced["action"] == "policy.relabel_sync" and synced["details"]["versions"] == [mail.version_id]
