@@ -63,7 +63,10 @@ def jobs_cancel(
             return jobs.request_cancel(s, job_id, actor=actor_id(actor), acting_for=None,
                                        stale_after_s=c.settings.job_stale_s).status
 
-    if run(data_dir, _do) == "cancelled":
+    status = run(data_dir, _do)
+    if status == "cancelled":
         out.print(f"cancelled {job_id} (it had not started)", markup=False)
+    elif status == "interrupted":
+        out.print(f"ended {job_id}: its runner was lost (interrupted); start it again", markup=False)
     else:
         out.print(f"cancel requested for {job_id}: it stops after its current batch", markup=False)

@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from memory import audit
-from memory.clock import utcnow
+from memory.clock import aware, utcnow
 from memory.db import transaction
 from memory.errors import ConflictError, NotFoundError, ServiceError, ServiceStoppingError, ValidationFailedError
 from memory.models import ACTIVE_JOB_STATUSES, Job
@@ -115,9 +115,10 @@ def recent(session: Session, *, stale_after_s: float, kind: str | None = None, s
 
 def request_cancel(session: Session, job_id: str, *, actor: str, acting_for: str | None, stale_after_s: float) -> Job:
     """Ask a queued or running job to stop after its current batch (audited `job.cancel`); 409 `job_finished` if
-    it already ended."""
-    mark_stale(session, stale_after_s=stale_after_s)
-    # Locked: a runner's end cannot commit between this read and the cancel (it locks the row too).
+    it already ended. A queued one ends at once (`cancelled`), as does one whose runner is lost (`interrupted`,
+    `runner_lost`)."""
+    # Only this job's row is locked, then the audit head: the order a runner's `end` takes. (A sweep of every
+    # stale job here, `mark_stale`, would lock other rows and the audit head first: a deadlock with that end.)
     job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
     if job is None:
         raise NotFoundError(f"job {job_id!r} not found", code="job_not_found")
@@ -127,9 +128,22 @@ def request_cancel(session: Session, job_id: str, *, actor: str, acting_for: str
     job.cancel_requested = True
     audit.append(session, audit.Write(action="job.cancel", target=job.id, details={"kind": job.kind}),
                  principal_id=actor, acting_for=acting_for)
-    if job.status == "queued":  # no runner has it (or its process died before starting it): ended now
+    if _lost(job, stale_after_s):
+        end(session, job, "interrupted", error=("runner_lost", _lost_message(stale_after_s)))
+    elif job.status == "queued":  # no runner has it yet: ended now
         end(session, job, "cancelled")
     return job
+
+
+def _lost(job: Job, stale_after_s: float) -> bool:
+    """The condition `mark_stale` applies, for one job."""
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    beat = job.heartbeat_at if job.heartbeat_at is not None else job.created_at
+    return aware(beat) < cutoff
+
+
+def _lost_message(stale_after_s: float) -> str:
+    return f"no heartbeat for {stale_after_s:g} s: its process stopped; start it again"
 
 
 def mark_stale(session: Session, *, stale_after_s: float) -> int:
@@ -138,7 +152,7 @@ def mark_stale(session: Session, *, stale_after_s: float) -> int:
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
     lost = (Job.heartbeat_at.is_not(None) & (Job.heartbeat_at < cutoff)) | (
         Job.heartbeat_at.is_(None) & (Job.created_at < cutoff))
-    return _interrupt(session, lost, f"no heartbeat for {stale_after_s:g} s: its process stopped; start it again")
+    return _interrupt(session, lost, _lost_message(stale_after_s))
 
 
 def interrupt_all(factory: sessionmaker[Session]) -> int:
@@ -252,14 +266,28 @@ class JobRunner:
                 self._threads.pop(job_id, None)
 
     def _beat(self, job_id: str, done: threading.Event) -> None:
+        """Beat every quarter of `stale_after_s` while the job's thread runs. A cancel its work has not heeded
+        for `stale_after_s` (a step that hangs: a call that never returns) stops the beats, so the job is taken
+        for lost (`mark_stale`: interrupted, `runner_lost`) and its kind can start again; should the hung step
+        ever return, the work stops at its next batch (the job is no longer running)."""
         interval = max(0.05, self._stale_after_s / 4)
+        cancel_seen: float | None = None
         while not done.wait(interval):
             try:
                 with transaction(self._factory) as session:
-                    session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
-                                    .values(heartbeat_at=utcnow()))
+                    cancelled = session.execute(
+                        update(Job).where(Job.id == job_id, Job.status == "running")
+                        .values(heartbeat_at=utcnow()).returning(Job.cancel_requested)
+                    ).scalar_one_or_none()
             except Exception as exc:  # a busy database: the next beat, or the progress, beats instead
                 log.warning("jobs.heartbeat_failed job=%s error=%s", job_id, type(exc).__name__)
+                continue
+            if cancelled and cancel_seen is None:
+                cancel_seen = time.monotonic()
+            if cancel_seen is not None and time.monotonic() - cancel_seen >= self._stale_after_s:
+                log.error("jobs.cancel_unheeded job=%s after_s=%g: its step hangs; no more heartbeats, so it is "
+                          "taken for lost", job_id, self._stale_after_s)
+                return
 
     def _begin(self, job_id: str) -> bool:
         with transaction(self._factory) as session:

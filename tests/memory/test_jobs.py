@@ -440,3 +440,95 @@ def test_a_relabel_told_to_stop_stops_without_the_twins_backfill(container, monk
     with pytest.raises(RuntimeError):  # any other failure still stores the twins earlier batches need
         container.relabel(actor="admin", on_batch=lambda report: (_ for _ in ()).throw(RuntimeError("boom")))
     assert calls == ["backfill"]
+
+
+def test_a_hung_job_whose_cancel_goes_unheeded_is_taken_for_lost_and_frees_its_kind(container):
+    """A step that never returns cannot be stopped from outside its thread: once a cancel has gone unheeded for
+    the stale period the runner stops beating, so the job is marked lost and its kind can start again."""
+    stale = 0.4
+    runner = jobs.JobRunner(container.sessions, stale_after_s=stale)
+    job_id = _create(container)
+    hang, started = threading.Event(), threading.Event()
+
+    def work(progress: jobs.Progress) -> dict[str, Any]:
+        started.set()
+        hang.wait(30)  # e.g. a vector-store call that never returns
+        return {}
+
+    runner.start(job_id, work)
+    assert started.wait(10)
+    time.sleep(2 * stale)
+    with transaction(container.sessions) as s:
+        assert jobs.get(s, job_id, stale_after_s=stale).status == "running"  # beating while not cancelled
+        jobs.request_cancel(s, job_id, actor="admin", acting_for=None, stale_after_s=stale)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with transaction(container.sessions) as s:
+            job = jobs.get(s, job_id, stale_after_s=stale)
+            status, code = job.status, job.error_code
+        if status != "running":
+            break
+        time.sleep(0.1)
+    assert (status, code) == ("interrupted", "runner_lost")
+    with transaction(container.sessions) as s:
+        assert jobs.create(s, jobs.Requested(kind="relabel", params={}, requested_by="admin"),
+                           stale_after_s=stale).status == "queued"
+    hang.set()
+    assert runner.wait(job_id, 10)
+
+
+def test_cancelling_a_job_whose_runner_is_lost_ends_it_at_once(container):
+    job_id = _create(container)
+    with transaction(container.sessions) as s:
+        s.execute(update(Job).where(Job.id == job_id).values(
+            status="running", heartbeat_at=utcnow() - timedelta(seconds=700)))
+    with transaction(container.sessions) as s:
+        job = jobs.request_cancel(s, job_id, actor="admin", acting_for=None, stale_after_s=600)
+        assert (job.status, job.error_code) == ("interrupted", "runner_lost")
+    assert _actions(container)[-2:] == ["job.cancel", "job.finish"]
+    assert _create(container) != job_id
+
+
+def test_a_cancel_and_a_runners_end_take_their_locks_in_one_order(container):
+    """request_cancel locks the job's row, then the audit head: the order JobRunner._finish takes. (It used to
+    sweep every stale job first: their rows and the audit head, then the job's row; PostgreSQL then killed one
+    of the two as a deadlock, losing the job's true end when it chose the finish.)"""
+    from tests.conftest import PG_URL
+
+    if not PG_URL:
+        pytest.skip("row locks: PostgreSQL")
+    job_id = _create(container)
+    with transaction(container.sessions) as s:  # a stale job of another kind (rows only: one kind is allowed)
+        s.add(Job(id="stale", kind="other", status="running", params={}, requested_by="admin",
+                  created_at=utcnow() - timedelta(hours=1), heartbeat_at=utcnow() - timedelta(hours=1)))
+    with transaction(container.sessions) as s:
+        s.execute(update(Job).where(Job.id == job_id).values(status="running", heartbeat_at=utcnow()))
+    errors: dict[str, str] = {}
+    locked = threading.Event()
+
+    def finisher() -> None:  # what JobRunner._finish does, paused between its two locks
+        try:
+            with transaction(container.sessions) as s:
+                job = s.get(Job, job_id, with_for_update=True)
+                locked.set()
+                time.sleep(1.0)
+                jobs.end(s, job, "succeeded", result={})
+        except Exception as exc:
+            errors["finish"] = type(exc).__name__
+
+    def canceller() -> None:
+        try:
+            with transaction(container.sessions) as s:
+                jobs.request_cancel(s, job_id, actor="admin", acting_for=None, stale_after_s=600)
+        except Exception as exc:
+            errors["cancel"] = type(exc).__name__
+
+    t1 = threading.Thread(target=finisher)
+    t1.start()
+    assert locked.wait(10)
+    t2 = threading.Thread(target=canceller)
+    t2.start()
+    t1.join(30)
+    t2.join(30)
+    assert errors == {"cancel": "ConflictError"}  # the finish committed; the cancel then saw it ended (409)
+    assert _job(container, job_id).status == "succeeded"
