@@ -148,6 +148,13 @@ def serve(
     if settings.workers > 1 and (settings.is_embedded_vectors or settings.sqlalchemy_url.startswith("sqlite")):
         fail("embedded_single_process", "the embedded store (Qdrant Edge + SQLite) is owned by one process; "
              "use --workers 1, or set MEMORY_DATABASE_URL (PostgreSQL) and MEMORY_QDRANT_URL for more workers")
+    from memory.errors import ValidationFailedError
+    from memory.rate_limits import RateLimits
+
+    try:  # the storage's URI, checked before the server starts (the API builds its own at startup)
+        RateLimits({}, storage_uri=settings.rate_limit_storage)
+    except ValidationFailedError as exc:
+        fail(exc.code, exc.message)
     logging_setup.configure(settings.log_level, settings.log_json)
     os.environ.update({f"MEMORY_{k.upper()}": str(v) for k, v in updates.items()})
     if data_dir:

@@ -9,8 +9,10 @@ REQUEST_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1, 2, 5, 10),
 )
 ERRORS = Counter("memory_errors_total", "Errors returned, by stable error code", ["code"])
-RATE_LIMITED = Counter("memory_rate_limited_total", "Requests refused for their caller's rate, by category",
-                       ["category"])
+RATE_LIMITED = Counter("memory_rate_limited_total", "Requests refused for their caller's rate, by category "
+                       "(`principal`: a principal's total over all its calls)", ["category"])
+RATE_LIMIT_ERRORS = Counter("memory_rate_limit_errors_total",
+                            "Requests served unlimited because the rate limit storage failed")
 SEARCH_HITS = Counter("memory_search_hits_total", "Hits served by search", ["masked"])
 SEARCH_WITHHELD = Counter("memory_search_withheld_total", "Hits withheld by search", ["reason"])
 SEARCH_RECALL_REPAIRS = Counter(

@@ -4,31 +4,47 @@ team (on the reference machine the whole service answers ~40 searches a second).
 A caller is the authenticated principal together with the user it acts for (`X-Acting-For`): a copilot's service
 principal serving thousands of users is limited per user, and a user's own calls separately. Three categories with
 their own limits: `search` (POST /v1/search), `ingest` (document uploads) and `other` (every other authenticated
-request). Each limit is a `limits` rate string, e.g. `30/second;1200/minute` (every part must hold); an empty one
-turns the category's limit off. Counted in a moving window (the `limits` library) in the storage its URI names:
-`memory://` keeps the counts in this process (each API replica counts its own); `redis://...` shares them between
-replicas (needs the `redis` package). A refused request is 429 `rate_limited` with `Retry-After`.
+request). On top, every principal has one total over all its calls, whoever it acts for (`principal`): an agent
+acting for many users still takes no more than its share. Each limit is a `limits` rate string, e.g.
+`30/second;1200/minute` (every part must hold); an empty one turns it off. A request is counted only when every
+limit it falls under admits it, so a refused request spends nothing.
+
+Counted in sliding windows (the `limits` library's sliding-window counter: two counters per caller and limit,
+which expire after two windows, so an idle caller costs nothing and memory follows the callers of the last
+minutes, not every caller ever seen) in the storage its URI names: `memory://` keeps the counts in this process
+(each API replica counts its own); `redis://...` shares them between replicas (needs the `redis` package). The
+storage is built and checked when the API starts (a bad URI stops it there). When a shared storage cannot be
+reached, requests are served unlimited (a rate limit protects the service's capacity, not its data: failing
+closed would turn a Redis outage into an outage of every copilot), each such request logged and counted
+(memory_rate_limit_errors_total), and /readyz reports it. A refused request is 429 `rate_limited` with
+`Retry-After`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import math
+import secrets
 import time
 from collections.abc import Mapping
 
 from limits import RateLimitItem, parse_many
-from limits.errors import ConfigurationError
+from limits.errors import ConfigurationError, StorageError
 from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import SlidingWindowCounterRateLimiter
 
 from memory.errors import RateLimitedError, ValidationFailedError
-from memory.metrics import RATE_LIMITED
+from memory.metrics import RATE_LIMIT_ERRORS, RATE_LIMITED
 
 log = logging.getLogger(__name__)
 
 CATEGORIES = ("search", "ingest", "other")
+PRINCIPAL = "principal"  # the total over a principal's calls, whoever it acts for
+# Logs name a refused caller by a keyed hash: a SIEM can group one process's refusals without user ids in the
+# logs, and the hash cannot be reversed by hashing candidate ids (the key never leaves the process).
+_LOG_KEY = secrets.token_bytes(16)
 
 
 def parse_rates(text: str) -> list[RateLimitItem]:
@@ -37,36 +53,63 @@ def parse_rates(text: str) -> list[RateLimitItem]:
 
 
 class RateLimits:
-    """The limits per category, checked (and counted) once per request after its caller is authenticated."""
+    """The limits per category and per principal, checked (and counted) once per request after its caller is
+    authenticated."""
 
     def __init__(self, rates: Mapping[str, str], *, storage_uri: str = "memory://") -> None:
-        unknown = set(rates) - set(CATEGORIES)
+        unknown = set(rates) - {*CATEGORIES, PRINCIPAL}
         if unknown:
             raise ValueError(f"unknown rate limit categories: {sorted(unknown)}")
-        self._items = {c: parse_rates(rates.get(c, "")) for c in CATEGORIES}
+        self._items = {c: parse_rates(rates.get(c, "")) for c in (*CATEGORIES, PRINCIPAL)}
+        self._scheme = storage_uri.split(":", 1)[0]
         try:
-            self._limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
-        except ConfigurationError as exc:  # e.g. redis:// without the redis package
-            raise ValidationFailedError(f"rate limit storage {storage_uri.split(':', 1)[0]!r}: {exc}",
-                                        code="invalid_settings") from exc
+            storage = storage_from_string(storage_uri, wrap_exceptions=True)
+        except (ConfigurationError, ValueError) as exc:  # e.g. redis:// without the redis package, a bad URI
+            raise ValidationFailedError(f"rate limit storage {self._scheme!r}: {exc}", code="invalid_settings") from exc
+        self._limiter = SlidingWindowCounterRateLimiter(storage)
 
     def enabled(self, category: str) -> bool:
         return bool(self._items[category])
 
+    def storage_ok(self) -> bool:
+        """Whether the storage answers (always, for memory://): /readyz."""
+        try:
+            return bool(self._limiter.storage.check())
+        except Exception:  # a storage's health check must answer, not raise
+            return False
+
     def check(self, category: str, principal_id: str, acting_for: str | None) -> None:
-        """Count one request of this caller; 429 `rate_limited` when a limit of its category is spent."""
-        for item in self._items[category]:
-            key = (category, principal_id, acting_for or "")
-            if self._limiter.hit(item, *key):
-                continue
-            reset = self._limiter.get_window_stats(item, *key).reset_time
-            retry = max(1, math.ceil(reset - time.time()))
-            RATE_LIMITED.labels(category=category).inc()
-            # The caller as a short hash: a SIEM can group refusals without user ids in the logs.
-            caller = hashlib.sha256("\x00".join(key[1:]).encode()).hexdigest()[:12]
-            log.warning("api.rate_limited category=%s limit=%s caller=%s retry_after_s=%d", category, item, caller,
-                        retry)
-            raise RateLimitedError(
-                f"too many {category} requests: the limit is {item}; retry after {retry} s",
-                retry_after_s=retry, details={"category": category, "limit": str(item), "retry_after_s": retry},
-            )
+        """Count one request of this caller; 429 `rate_limited` when a limit it falls under is spent (and then
+        nothing is counted)."""
+        parts: list[tuple[RateLimitItem, tuple[str, ...]]] = [
+            (item, (category, principal_id, acting_for or "")) for item in self._items[category]]
+        parts += [(item, (PRINCIPAL, principal_id)) for item in self._items[PRINCIPAL]]
+        if not parts:
+            return
+        try:
+            for item, key in parts:
+                if not self._limiter.test(item, *key):
+                    self._refuse(category, item, key)
+            for item, key in parts:
+                # Two concurrent requests may both pass the tests above: at most the requests in flight over a
+                # limit, the price of not counting refused requests.
+                self._limiter.hit(item, *key)
+        except StorageError as exc:
+            RATE_LIMIT_ERRORS.inc()
+            log.warning("api.rate_limit_unavailable storage=%s error=%s: the request is served unlimited",
+                        self._scheme, type(exc.storage_error).__name__)
+
+    def _refuse(self, category: str, item: RateLimitItem, key: tuple[str, ...]) -> None:
+        reset = self._limiter.get_window_stats(item, *key).reset_time
+        retry = max(1, math.ceil(reset - time.time()))
+        scope = "principal" if key[0] == PRINCIPAL else category
+        RATE_LIMITED.labels(category=scope).inc()
+        caller = hmac.new(_LOG_KEY, "\x00".join(key[1:]).encode(), hashlib.sha256).hexdigest()[:12]
+        log.warning("api.rate_limited category=%s scope=%s limit=%s caller=%s retry_after_s=%d", category, scope, item,
+                    caller, retry)
+        whose = "requests from this principal in all" if scope == "principal" else f"{category} requests"
+        raise RateLimitedError(
+            f"too many {whose}: the limit is {item}; retry after {retry} s",
+            retry_after_s=retry,
+            details={"category": category, "scope": scope, "limit": str(item), "retry_after_s": retry},
+        )

@@ -78,7 +78,8 @@ class Settings(BaseSettings):
     )
     job_stale_s: float = Field(
         600, ge=10, le=86_400, description="A background job (POST /v1/admin/jobs) with no heartbeat for this long "
-        "lost its process and is marked interrupted (its runner beats after every batch: a few seconds apart).",
+        "lost its process and is marked interrupted (its runner beats every quarter of this; a cancel its work "
+        "has not heeded for this long stops the beats, so a hung job is taken for lost).",
     )
     backfill_twins_on_start: bool = Field(
         True, description="The API stores the masked twins of personal chunks stored without one (before masked "
@@ -117,11 +118,14 @@ class Settings(BaseSettings):
                                    description="Document uploads per caller.")
     rate_limit_other: str = Field("20/second;600/minute", max_length=200,
                                   description="Every other authenticated request per caller.")
+    rate_limit_principal: str = Field(
+        "60/second;2400/minute", max_length=200, description="Every authenticated request of one principal in all, "
+        "whoever it acts for: an agent serving many users takes no more than this share of the service.")
     rate_limit_storage: str = Field(
         "memory://", max_length=500, description="Where the counts live: memory:// (each process its own) or "
         "redis://... (shared by the replicas; needs the redis package).")
 
-    @field_validator("rate_limit_search", "rate_limit_ingest", "rate_limit_other")
+    @field_validator("rate_limit_search", "rate_limit_ingest", "rate_limit_other", "rate_limit_principal")
     @classmethod
     def _rates(cls, v: str) -> str:
         from memory.rate_limits import parse_rates

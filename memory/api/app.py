@@ -49,6 +49,9 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(container.prepare_database)
+        # Built before the first request, so a storage that cannot be built (redis:// without its package) stops
+        # the start instead of failing every request.
+        await run_in_threadpool(lambda: container.rate_limits)
         if warm:
             await run_in_threadpool(container.warm)
         if settings.seed_demo:
@@ -78,7 +81,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             # Before the stores close under them. A job still running past the wait (a step that cannot stop
             # half-way) keeps them open: the process exits with them unflushed, which the WAL and the relabel's
             # crash safety cover, rather than closing a store another thread is writing.
-            jobs_ended = await run_in_threadpool(app.state.jobs.stop)
+            # Within the api's stop_grace_period (docker-compose.yml: 60 s = uvicorn's 20 s drain + this 30 s).
+            jobs_ended = await run_in_threadpool(app.state.jobs.stop, 30.0)
             if loop is not None:
                 await run_in_threadpool(loop.stop)
             if jobs_ended:

@@ -128,13 +128,14 @@ def governed(
     `prepare` read for it, for an endpoint that runs all its work in ONE thread-pool hop: the search endpoint,
     called by every copilot on every turn (each dependency hop costs ~0.6 ms on 2 cores). The authentication
     and `prepare`'s reads (the search's policy) are committed before the work starts, so SQLite's write lock is
-    not held while a query embeds or the vectors are searched."""
+    not held while a query embeds or the vectors are searched, nor while the caller's rate is counted (a shared
+    rate storage is a network round trip away)."""
     with transaction(container.sessions) as session:
         who = principals.who_for_token(session, token=token, acting_for=acting_for)
-        container.rate_limits.check("search", who.principal_id, who.acting_for)
         principals.require_role(who, role)
         prepared = prepare(session, who)
         session.commit()
+        container.rate_limits.check("search", who.principal_id, who.acting_for)
         yield session, who, prepared
 
 

@@ -4,6 +4,8 @@ Through the API on the real SQL + Qdrant Edge + parsing (model doubles)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,15 +19,23 @@ from memory.settings import Settings
 from tests.conftest import make_api, make_container
 
 
+def _fresh_window(period_s: float, margin_s: float) -> None:
+    """Sliding windows weigh the previous window's count: a test that must see a limit spent starts where no
+    window boundary falls within `margin_s` (its own duration, with room)."""
+    if time.time() % period_s > period_s - margin_s:
+        time.sleep(period_s - time.time() % period_s + 0.01)
+
+
 def test_each_caller_and_category_has_its_own_count():
-    limits = RateLimits({"search": "3/minute", "other": "1/minute"})
+    _fresh_window(3600, 30)
+    limits = RateLimits({"search": "3/hour", "other": "1/hour"})
     for _ in range(3):
         limits.check("search", "copilot", "alice")
     with pytest.raises(RateLimitedError) as err:
         limits.check("search", "copilot", "alice")
     assert err.value.status == 429 and err.value.code == "rate_limited"
-    assert 1 <= err.value.retry_after_s <= 60
-    assert err.value.details == {"category": "search", "limit": "3 per 1 minute",
+    assert 1 <= err.value.retry_after_s <= 3600
+    assert err.value.details == {"category": "search", "scope": "search", "limit": "3 per 1 hour",
                                  "retry_after_s": err.value.retry_after_s}
     limits.check("search", "copilot", "bob")  # the same agent acting for another user
     limits.check("search", "copilot", None)  # the agent on its own behalf
@@ -35,7 +45,8 @@ def test_each_caller_and_category_has_its_own_count():
 
 
 def test_every_part_of_a_rate_must_hold():
-    limits = RateLimits({"search": "100/minute;2/second"})
+    _fresh_window(1, 0.5)
+    limits = RateLimits({"search": "100/hour;2/second"})
     limits.check("search", "p", None)
     limits.check("search", "p", None)
     with pytest.raises(RateLimitedError) as err:
@@ -56,8 +67,9 @@ def test_bad_rates_and_storages_fail_clearly(tmp_path: Path):
 
 @pytest.fixture
 def limited_api(tmp_path: Path, db_url: str, fake_embedder: Any, fake_classifier: Any) -> Iterator[Any]:
+    _fresh_window(3600, 60)
     c = make_container(tmp_path, db_url, embedder=fake_embedder, classifier=fake_classifier,
-                       rate_limit_search="2/minute", rate_limit_ingest="1/minute", rate_limit_other="100/minute")
+                       rate_limit_search="2/hour", rate_limit_ingest="1/hour", rate_limit_other="100/hour")
     yield from make_api(c)
     c.close()
 
@@ -104,3 +116,151 @@ def test_uploads_count_on_their_own_and_other_calls_on_theirs(limited_api: Any):
     assert api.search(steward, "meals").status_code == 429
     documents = api.client.get("/v1/sources/s1/documents", headers=steward).json()["documents"]
     assert [d["external_key"] for d in documents] == ["a.md"]  # the refused upload stored nothing
+
+
+def test_a_refused_request_spends_nothing():
+    """'3/hour;1/second': the requests the per-second part refuses do not spend the hour's slots."""
+    _fresh_window(3600, 30)
+    limits = RateLimits({"search": "3/hour;1/second"})
+    limits.check("search", "p", None)
+    for _ in range(5):
+        with pytest.raises(RateLimitedError) as err:
+            limits.check("search", "p", None)
+        assert err.value.details["limit"] == "1 per 1 second"
+    time.sleep(1.1)
+    limits.check("search", "p", None)  # the second of three in the hour
+    time.sleep(1.1)
+    limits.check("search", "p", None)  # the third
+    time.sleep(1.1)
+    with pytest.raises(RateLimitedError) as err:
+        limits.check("search", "p", None)
+    assert err.value.details["limit"] == "3 per 1 hour"
+
+
+def test_a_principal_has_one_total_whoever_it_acts_for():
+    _fresh_window(3600, 30)
+    limits = RateLimits({"search": "2/hour", "other": "2/hour", "principal": "3/hour"})
+    limits.check("search", "bot", "u1")
+    limits.check("search", "bot", "u2")
+    limits.check("other", "bot", "u3")
+    for category, user in (("search", "u4"), ("other", None)):
+        with pytest.raises(RateLimitedError) as err:
+            limits.check(category, "bot", user)
+        assert (err.value.details["scope"], err.value.details["category"]) == ("principal", category)
+        assert "requests from this principal in all" in err.value.message
+    limits.check("search", "other-bot", "u4")  # another principal: its own total
+
+
+def test_idle_callers_cost_no_memory():
+    """The sliding-window counters expire after two windows: 5000 callers seen once leave nothing behind."""
+    limits = RateLimits({"search": "5/second"})
+    storage = limits._limiter.storage
+    for i in range(5000):
+        limits.check("search", "copilot", f"user{i}")
+    assert len(storage.storage) >= 5000
+    time.sleep(2.3)
+    limits.check("search", "copilot", "user0")  # schedules the expiry pass
+    time.sleep(0.3)
+    assert len(storage.storage) <= 4, len(storage.storage)
+
+
+def test_a_failing_shared_storage_serves_requests_unlimited_and_says_so(monkeypatch, caplog):
+    from limits.errors import StorageError
+
+    limits = RateLimits({"search": "1/hour"})
+
+    def down(*_a: Any, **_k: Any) -> bool:
+        raise StorageError(ConnectionError("redis down"))
+
+    monkeypatch.setattr(limits._limiter, "test", down)
+    for _ in range(3):
+        limits.check("search", "p", None)  # fail open: a limit guards capacity, not data
+    assert "api.rate_limit_unavailable" in caplog.text and "ConnectionError" in caplog.text
+    assert "redis down" not in caplog.text
+    monkeypatch.setattr(limits._limiter.storage, "check", lambda: False)
+    assert limits.storage_ok() is False
+
+
+def test_an_unusable_storage_stops_the_start_not_every_request(tmp_path: Path, db_url: str, fake_embedder: Any,
+                                                                fake_classifier: Any):
+    from fastapi.testclient import TestClient
+
+    from memory.api.app import create_app
+
+    c = make_container(tmp_path, db_url, embedder=fake_embedder, classifier=fake_classifier,
+                       rate_limit_search="10/second", rate_limit_storage="redis://localhost:6379")
+    try:
+        with pytest.raises(ValidationFailedError) as err, TestClient(create_app(container=c, warm=False)):
+            pass
+        assert err.value.code == "invalid_settings"
+    finally:
+        c.close()
+
+
+def test_memory_serve_refuses_an_unusable_storage_in_one_line(tmp_path: Path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from memory.cli import app
+
+    monkeypatch.setenv("MEMORY_RATE_LIMIT_STORAGE", "redis://localhost:6379")
+    r = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "d")])
+    assert r.exit_code == 2
+    assert "invalid_settings" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_readyz_reports_the_rate_storage_without_leaving_the_balancer(limited_api: Any, monkeypatch):
+    api = limited_api
+    api.client.get("/v1/sources", headers=api.admin)
+    body = api.client.get("/readyz").json()
+    assert body["checks"]["rate_limits"] == "ok"
+    monkeypatch.setattr(api.container.rate_limits, "storage_ok", lambda: False)
+    r = api.client.get("/readyz")
+    assert r.json()["checks"]["rate_limits"].startswith("unavailable")
+    assert r.json()["status"] == body["status"]  # readiness is decided without it
+
+
+def test_the_search_rate_check_runs_outside_sqlites_write_lock(limited_api: Any, monkeypatch):
+    """A shared rate storage is a round trip away: counting a search must not hold the write lock every other
+    request's transaction needs (SQLite begins every transaction IMMEDIATE)."""
+    from sqlalchemy import select
+
+    from memory.db import transaction
+    from memory.models import Job
+
+    api = limited_api
+    api.source("s1", read_groups=["g"])
+    reader = api.principal("r1", groups=["g"])
+    c = api.container
+    in_check = threading.Event()
+    real = c.rate_limits.check
+
+    def slow_check(*a: Any, **k: Any) -> None:
+        in_check.set()
+        time.sleep(1.5)
+        real(*a, **k)
+
+    monkeypatch.setattr(c.rate_limits, "check", slow_check)
+    t = threading.Thread(target=lambda: api.search(reader, "meals"))
+    t.start()
+    assert in_check.wait(10)
+    t0 = time.perf_counter()
+    with transaction(c.sessions) as s:  # any writer
+        s.execute(select(Job.id)).all()
+    waited = time.perf_counter() - t0
+    t.join()
+    assert waited < 1.0, waited
+
+
+def test_an_agent_acting_for_many_users_meets_its_total(api: Any):
+    api.source("s1", read_groups=["g"])
+    for u in ("u1", "u2", "u3", "u4"):
+        api.principal(u, groups=["g"])
+    bot = api.principal("bot", kind="agent", groups=["g"], may_act_for_any=True)
+    # The limits from here on (the admin's set-up above would count against the admin's own total).
+    _fresh_window(3600, 30)
+    api.container.__dict__["rate_limits"] = RateLimits({"search": "1/hour", "principal": "3/hour"})
+    codes = [api.search({**bot, "X-Acting-For": u}, "meals").status_code for u in ("u1", "u2", "u3", "u4")]
+    assert codes == [200, 200, 200, 429]
+    r = api.search({**bot, "X-Acting-For": "u4"}, "meals")
+    assert (r.status_code, r.json()["error"]["details"]["scope"]) == (429, "principal")
+    assert api.search(api.client.headers | {"Authorization": api.admin["Authorization"]}, "meals").status_code == 200

@@ -20,7 +20,8 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(container: ContainerDep) -> JSONResponse:
-    """Readiness: database reachable, vector store open, models loaded."""
+    """Readiness: database reachable, vector store open, models loaded; and the rate limit storage's state, which
+    does not decide readiness."""
     checks: dict[str, str] = {}
     try:
         with container.engine.connect() as conn:
@@ -38,6 +39,10 @@ def readyz(container: ContainerDep) -> JSONResponse:
         checks["vector_store"] = "not loaded"
     checks["models"] = "ok" if "pipeline" in container.__dict__ else "not loaded"
     ready = all(v == "ok" for v in checks.values())
+    # Reported, not required: requests are served unlimited while the rate storage is down (memory.rate_limits),
+    # and taking every replica out of the balancer for it would be the outage the limits exist to prevent.
+    if "rate_limits" in container.__dict__:
+        checks["rate_limits"] = "ok" if container.rate_limits.storage_ok() else "unavailable: requests not limited"
     return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
                         status_code=200 if ready else 503)
 
