@@ -130,8 +130,7 @@ def list_requests(
         else:
             mine = and_(AccessRequest.requester_id == who.principal_id, AccessRequest.acting_for == who.acting_for)
         if "steward" in who.roles:
-            stewarded = select(Source.id).where(Source.steward_id == sources_svc.steward_identity(who))
-            mine = or_(mine, AccessRequest.source_id.in_(stewarded))
+            mine = or_(mine, AccessRequest.source_id.in_(sources_svc.stewarded(who)))
         q = q.where(mine)
     if status is not None:
         q = q.where(AccessRequest.status == status)

@@ -19,7 +19,7 @@ from memory.errors import ForbiddenError, NotFoundError, ValidationFailedError
 from memory.ingestion import DocumentProcessor, FileInput, IngestOutcome, ingest_files, reprocesses
 from memory.models import Document, DocumentVersion, Source
 from memory.policy import EffectivePrincipal
-from memory.sources import steward_identity
+from memory.sources import stewards
 from memory.stores.base import VectorStore
 
 
@@ -148,20 +148,15 @@ def get_document(session: Session, *, document_id: str) -> Document:
     return doc
 
 
-def get_stewarded_document(
-    session: Session, *, document_id: str, principal_id: str, roles: frozenset[str] | set[str]
-) -> Document:
-    """The document, for its source's steward, an auditor or an admin. Anyone else gets the same
-    `document_not_found` as for an unknown id: a document's existence, name and hashes are not revealed to
-    stewards of other sources."""
+def get_stewarded_document(session: Session, *, document_id: str, who: EffectivePrincipal) -> Document:
+    """The document, for its source's steward (memory.sources.stewards: under delegation, within the agent's
+    ceiling), an auditor or an admin. Anyone else gets the same `document_not_found` as for an unknown id: a
+    document's existence, name and hashes are not revealed to stewards of other sources."""
     doc = session.get(Document, document_id)
-    if doc is None or not ({"auditor", "admin"} & set(roles) or _stewards(session, doc.source_id, principal_id)):
+    src = session.get(Source, doc.source_id) if doc is not None else None
+    if doc is None or src is None or not ({"auditor", "admin"} & set(who.roles) or stewards(who, src)):
         raise NotFoundError(f"document {document_id!r} not found", code="document_not_found")
     return doc
-
-
-def _stewards(session: Session, source_id: str, principal_id: str) -> bool:
-    return session.scalar(select(Source.steward_id).where(Source.id == source_id)) == principal_id
 
 
 def version_history(session: Session, *, who: EffectivePrincipal, document_id: str
@@ -171,8 +166,7 @@ def version_history(session: Session, *, who: EffectivePrincipal, document_id: s
     (`document.versions`)."""
     if not {"steward", "auditor", "admin"} & who.roles:
         raise ForbiddenError("requires role steward or auditor", code="missing_role")
-    doc = get_stewarded_document(session, document_id=document_id, principal_id=steward_identity(who),
-                                 roles=who.roles)
+    doc = get_stewarded_document(session, document_id=document_id, who=who)
     rows = versions(session, document_id=document_id)
     audit.append(session, audit.Read(action="document.versions", target=document_id,
                                      details={"returned": len(rows)}),

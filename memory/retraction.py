@@ -162,9 +162,11 @@ def retract(
 def restore(
     session: Session, *, version_id: str, reason: str, actor_effective: EffectivePrincipal
 ) -> ImpactReport:
-    """Undo a retraction in SQL; the caller commits, then calls `reveal` (module docstring)."""
+    """Undo a retraction in SQL; the caller commits, then calls `reveal` (module docstring). It serves the version
+    again: an agent acting for the steward may retract, never restore (403 `delegated_change_refused`)."""
     why = _reason(reason)
     v, doc = _stewarded_version(session, version_id, actor_effective)
+    sources_svc.refuse_delegated_governance(["restore"], who=actor_effective, what="restoring a retracted version")
     if v.retracted_at is None:
         raise ConflictError(f"version {version_id!r} is not retracted", code="not_retracted")
     previous = {"retracted_at": aware(v.retracted_at).isoformat(), "retracted_by": v.retracted_by,
@@ -203,8 +205,7 @@ def version_id_for(
     source learns nothing about which documents exist: documents.get_stewarded_document)."""
     doc = (
         session.get(Document, document_id) if actor is None
-        else documents.get_stewarded_document(session, document_id=document_id,
-                                              principal_id=sources_svc.steward_identity(actor), roles=actor.roles)
+        else documents.get_stewarded_document(session, document_id=document_id, who=actor)
     )
     if doc is None:
         raise NotFoundError(f"document {document_id!r} not found", code="document_not_found")

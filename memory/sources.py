@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from classifiers.types import Label
@@ -164,22 +164,39 @@ def _sees_every_source(who: EffectivePrincipal) -> bool:
     return bool({"admin", "auditor"} & set(who.roles))
 
 
+def _readable(who: EffectivePrincipal) -> Select[str]:
+    return select(SourceReadGroup.source_id).where(SourceReadGroup.group.in_(sorted(who.groups)))
+
+
+def stewarded(who: EffectivePrincipal) -> Select[str]:
+    """The ids of the sources `who` stewards (`stewards`), as a subquery."""
+    q = select(Source.id).where(Source.steward_id == steward_identity(who))
+    return q.where(Source.id.in_(_readable(who))) if who.acting_for is not None else q
+
+
+def stewards(who: EffectivePrincipal, src: Source) -> bool:
+    """Whether `who` stewards `src` (the role aside): its steward on their own key; under delegation, the user's
+    stewardship within the agent's ceiling, so only a source the effective groups (the user's and the agent's in
+    common) read. An agent never manages, nor learns of, a source outside its own reach for a user who stewards
+    it."""
+    if src.steward_id != steward_identity(who):
+        return False
+    return who.acting_for is None or bool(who.groups & set(read_groups(src)))
+
+
 def list_visible(session: Session, *, who: EffectivePrincipal) -> list[Source]:
-    """The sources a steward may see: those they steward and those their groups read (admins and auditors: all).
-    Another team's source, its read groups, steward and consent purposes, are not revealed."""
+    """The sources a steward may see: those they steward (`stewards`) and those their groups read (admins and
+    auditors: all). Another team's source, its read groups, steward and consent purposes, are not revealed."""
     if _sees_every_source(who):
         return list_all(session)
-    readable = select(SourceReadGroup.source_id).where(SourceReadGroup.group.in_(sorted(who.groups)))
     return list(session.execute(
-        select(Source).where((Source.steward_id == steward_identity(who)) | Source.id.in_(readable))
-        .order_by(Source.id)
+        select(Source).where(Source.id.in_(stewarded(who)) | Source.id.in_(_readable(who))).order_by(Source.id)
     ).scalars())
 
 
 def may_see(who: EffectivePrincipal, src: Source) -> bool:
     """Whether `who` may know that `src` exists (`list_visible`): admins and auditors, its steward, its readers."""
-    return (_sees_every_source(who) or src.steward_id == steward_identity(who)
-            or bool(who.groups & set(read_groups(src))))
+    return _sees_every_source(who) or stewards(who, src) or bool(who.groups & set(read_groups(src)))
 
 
 def get_visible(session: Session, *, who: EffectivePrincipal, source_id: str) -> Source:
@@ -196,22 +213,16 @@ def ensure_steward(
     """Only the source's steward (or an admin) manages it. Anyone else gets 403 `not_source_steward` if they may
     see the source (`may_see`), else the 404 of an unknown id (`unseen`, by default `source_not_found`): a write
     route answers another team's source as it answers a missing one. (A bare principal id, the CLI's operator,
-    carries no groups: 403.)
-
-    Under delegation the stewardship is the user's within the agent's ceiling, as every access: the source must
-    also be one the agent's own groups read (the effective groups are the user's and the agent's in common), so
-    an agent never manages a source outside its own reach for a user who stewards it."""
-    pid = steward_identity(who) if isinstance(who, EffectivePrincipal) else who
+    carries no groups: 403.) Under delegation the stewardship is the user's within the agent's ceiling
+    (`stewards`)."""
     role_set = set(who.roles) if isinstance(who, EffectivePrincipal) else set(roles)
     if "admin" in role_set:
         return
-    if pid != src.steward_id or "steward" not in role_set:
+    steward = stewards(who, src) if isinstance(who, EffectivePrincipal) else who == src.steward_id
+    if not steward or "steward" not in role_set:
         if isinstance(who, EffectivePrincipal) and not may_see(who, src):
             raise unseen or NotFoundError(f"source {src.id!r} not found", code="source_not_found")
         raise ForbiddenError(f"only the steward of {src.id!r} may do this", code="not_source_steward")
-    if isinstance(who, EffectivePrincipal) and who.acting_for is not None and not who.groups & set(read_groups(src)):
-        raise ForbiddenError(f"{who.principal_id!r} acts for the steward of {src.id!r} only within its own groups, "
-                             "which do not read it", code="not_source_steward")
 
 
 @dataclass(frozen=True)

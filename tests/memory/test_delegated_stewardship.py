@@ -47,19 +47,61 @@ def test_an_agent_renames_and_manages_documents_for_the_steward_within_its_group
     assert sorted(d["external_key"] for d in listed) == ["memo.md", "plan.md"]
 
 
-def test_an_agent_whose_own_groups_do_not_read_the_source_manages_nothing_of_it(api: Any):
+def test_an_agent_whose_own_groups_do_not_read_the_source_manages_and_learns_nothing_of_it(api: Any):
     """The review's takeover: an agent outside the source's groups, acting for its steward, handed the source to
-    itself. Now it can neither change it nor manage its documents."""
+    itself. Now, for it, the source is as an unknown one: nothing to change, list, upload to or read."""
     owner, as_st = _world(api, bot_groups=["botgrp"])
-    r = api.client.patch("/v1/sources/s1", headers=as_st, json={"steward": "bot", "read_groups": ["g", "botgrp"]})
-    assert r.status_code == 403, r.text
-    r = api.client.patch("/v1/sources/s1", headers=as_st, json={"name": "Mine"})
-    assert (r.status_code, r.json()["error"]["code"]) == (403, "not_source_steward")
-    r = api.client.get("/v1/sources/s1/documents", headers=as_st)
-    assert (r.status_code, r.json()["error"]["code"]) == (403, "not_source_steward")
-    assert api.upload("s1", "x.md", "Injected.", headers=as_st).status_code == 403
+    doc = api.client.get("/v1/sources/s1/documents", headers=owner).json()["documents"][0]["document_id"]
+    reader = api.principal("r1", groups=["g"])
+    assert api.client.post("/v1/access-requests", headers=reader, json={
+        "source_id": "s1", "reason": "clearance", "justification": "private reason text"}).status_code == 201
+
+    def code(r: Any) -> tuple[int, str]:
+        return r.status_code, r.json()["error"]["code"]
+
+    unknown = (404, "source_not_found")
+    assert code(api.client.patch("/v1/sources/s1", headers=as_st, json={"steward": "bot"})) == unknown
+    assert code(api.client.patch("/v1/sources/s1", headers=as_st, json={"name": "Mine"})) == unknown
+    assert code(api.client.get("/v1/sources/s1/documents", headers=as_st)) == unknown
+    assert code(api.client.get("/v1/sources/s1", headers=as_st)) == unknown
+    assert api.upload("s1", "x.md", "Injected.", headers=as_st).status_code == 404
+    assert code(api.client.get(f"/v1/documents/{doc}/versions", headers=as_st)) == (404, "document_not_found")
+    assert api.client.get("/v1/sources", headers=as_st).json() == []
+    assert api.client.get("/v1/access-requests", headers=as_st).json() == []
     assert api.client.get("/v1/sources/s1", headers=api.admin).json()["steward"] == "st"
     assert api.client.get("/v1/sources/s1/documents", headers=owner).status_code == 200
+    assert len(api.client.get("/v1/access-requests", headers=owner).json()) == 1
+
+
+def test_an_agent_may_retract_for_the_steward_but_never_restore(api: Any):
+    owner, as_st = _world(api, bot_groups=["g"])
+    doc = api.client.get("/v1/sources/s1/documents", headers=owner).json()["documents"][0]["document_id"]
+    r = api.client.post(f"/v1/documents/{doc}/retract", headers=as_st, json={"reason": "leaked salaries"})
+    assert r.status_code == 200, r.text
+    r = api.client.post(f"/v1/documents/{doc}/restore", headers=as_st, json={"reason": "oops", "version": 1})
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "delegated_change_refused"), r.text
+    reader = api.principal("r1", groups=["g"])
+    assert api.search(reader, "reorganisation plan").json()["hits"] == []  # still retracted
+    r = api.client.post(f"/v1/documents/{doc}/restore", headers=owner, json={"reason": "fine", "version": 1})
+    assert r.status_code == 200, r.text
+
+
+def test_an_agent_cannot_register_a_source_for_a_steward(api: Any):
+    _, as_st = _world(api, bot_groups=["g"])
+    for body in ({"id": "s2", "name": "s2", "jurisdiction": "EU", "read_groups": ["g"]},
+                 {"id": "s3", "name": "s3", "steward": "bot", "jurisdiction": "EU", "read_groups": ["g", "all"]}):
+        r = api.client.post("/v1/sources", headers=as_st, json=body)
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "delegated_change_refused"), r.text
+    assert [s["id"] for s in api.client.get("/v1/sources", headers=api.admin).json()] == ["s1"]
+
+
+def test_an_admins_agent_registers_a_source_stewarded_by_the_admin(api: Any):
+    api.principal("boss", roles=["admin", "steward", "reader"], groups=["g"])
+    bot = api.principal("bot", kind="agent", roles=["admin", "steward", "reader"], groups=["g"],
+                        may_act_for=["boss"])
+    r = api.client.post("/v1/sources", headers={**bot, "X-Acting-For": "boss"}, json={
+        "id": "s9", "name": "s9", "jurisdiction": "EU", "read_groups": ["g"]})
+    assert r.status_code == 201 and r.json()["steward"] == "boss", r.text  # the user's, never the agent's
 
 
 def test_an_agent_may_refuse_or_escalate_an_access_request_but_never_grant_one(api: Any):

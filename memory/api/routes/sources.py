@@ -20,10 +20,14 @@ SourceReaderDep = Annotated[EffectivePrincipal, role("steward", "auditor")]
 
 @router.post("/sources", status_code=201, response_model=schemas.SourceOut)
 def register_source(body: schemas.SourceCreate, session: SessionDep, who: StewardDep) -> schemas.SourceOut:
-    """Register a source: owner/steward, jurisdiction of residence, read groups, classification floor, flags and
-    the purposes its data subjects consented to. 422 `invalid_purpose`."""
+    """Register a source: owner/steward (by default the caller), jurisdiction of residence, read groups,
+    classification floor, flags and the purposes its data subjects consented to. 422 `invalid_purpose`. Under
+    X-Acting-For 403 `delegated_change_refused`: who reads a source and under what rules needs a steward's own key
+    (an admin's agent excepted)."""
+    sources.refuse_delegated_governance(["register"], who=who, what="registering a source")
     spec = sources.NewSource(
-        id=body.id, name=body.name, steward=body.steward or who.principal_id, jurisdiction=body.jurisdiction,
+        id=body.id, name=body.name, steward=body.steward or sources.steward_identity(who),
+        jurisdiction=body.jurisdiction,
         read_groups=tuple(body.read_groups), floor=body.floor, uri=body.uri, description=body.description,
         personal_data_requires_consent=body.personal_data_requires_consent,
         consent_purposes=tuple(body.consent_purposes),
