@@ -199,7 +199,14 @@ def _relabel_batch(
         return
     tightened = _tighten(store, chunks, payloads)
     if changed:
-        _commit(factory, changed, label_map, actor=actor, acting_for=acting_for)
+        try:
+            _commit(factory, changed, label_map, actor=actor, acting_for=acting_for)
+        except BaseException:
+            # Refused (409) or failed: no policy.relabel record names these versions, yet their points were
+            # tightened. (A process that dies here leaves that write unrecorded: the vectors only ever got
+            # stricter than SQL, and the next run's copy records setting them back.)
+            _audit_tightened(factory, tightened, audit_as=(actor, acting_for))
+            raise
     # The commit's record (`policy.relabel`) covers the versions whose labels changed; the points written for any
     # other version (vectors that were looser or stricter than SQL: a crashed run's leftovers, a failed publish)
     # are audited by the copy (`policy.relabel_sync`).
@@ -316,6 +323,27 @@ def _commit(
                                 code="label_map_changed")
 
 
+def _audit_tightened(factory: sessionmaker[Session], tightened: Mapping[str, int], *,
+                     audit_as: tuple[str, str | None]) -> None:
+    """The points step 2 wrote, audited on their own (`policy.relabel_sync`) when the batch's commit did not
+    happen. Best effort: the commit's own error is the one raised."""
+    if not tightened:
+        return
+    try:
+        with transaction(factory) as session:
+            _append_sync(session, dict(tightened), {}, sorted(tightened), audit_as)
+    except Exception as exc:
+        log.error("relabel.audit_failed error=%s", type(exc).__name__)
+
+
+def _append_sync(session: Session, points: Mapping[str, int], twins_deleted: Mapping[str, int],
+                 versions: Sequence[str], audit_as: tuple[str, str | None]) -> None:
+    audit.append(session, audit.Write(action="policy.relabel_sync", target="vector_store", details={
+        "versions": list(versions), "points": sum(points.get(v, 0) for v in versions),
+        "twins_deleted": sum(twins_deleted.get(v, 0) for v in versions)}),
+        principal_id=audit_as[0], acting_for=audit_as[1])
+
+
 def _settle(factory: sessionmaker[Session], store: VectorStore, chunks: Sequence[_Chunk], *,
             audit_as: tuple[str, str | None] | None = None, covered: Set[str] = frozenset(),
             tightened: Mapping[str, int] | None = None) -> int:
@@ -355,8 +383,5 @@ def _settle(factory: sessionmaker[Session], store: VectorStore, chunks: Sequence
         points.update(twins_deleted)
         uncovered = sorted(v for v, n in points.items() if n and v not in covered)
         if uncovered and audit_as is not None:
-            audit.append(session, audit.Write(action="policy.relabel_sync", target="vector_store", details={
-                "versions": uncovered, "points": sum(points[v] for v in uncovered),
-                "twins_deleted": sum(twins_deleted[v] for v in uncovered)}),
-                principal_id=audit_as[0], acting_for=audit_as[1])
+            _append_sync(session, points, twins_deleted, uncovered, audit_as)
         return written

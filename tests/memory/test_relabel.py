@@ -641,3 +641,25 @@ def test_leftovers_copied_in_a_batch_that_also_changes_sql_are_audited_apart(con
     relabelled, synced = _sync_records(c)[-2:]
     assert relabelled["action"] == "policy.relabel" and mail.version_id not in relabelled["details"]["versions"]
     assert synced["action"] == "policy.relabel_sync" and synced["details"]["versions"] == [mail.version_id]
+
+
+def test_vectors_tightened_by_a_batch_whose_commit_is_refused_are_audited(container, monkeypatch):
+    from memory.stores.base import PayloadPatch, Selector
+
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC}, "fin": {"plain.txt": PLAIN_DOC}})
+    mail = _mail(c)
+    c.store.patch(Selector(point_ids=(mail.point_id,)), PayloadPatch(label=0, personal=False))  # looser than SQL
+    with transaction(c.sessions) as s:  # a real SQL change in the same batch
+        sources.update(s, source_id="fin", patch=sources.SourcePatch(floor="confidential"), store=c.store,
+                       actor="admin")
+
+    def refused(*_a: Any, **_k: Any) -> None:
+        raise ConflictError("the label map changed while relabelling", code="label_map_changed")
+
+    monkeypatch.setattr(relabel, "_commit", refused)
+    with pytest.raises(ConflictError):
+        relabel.relabel(c.sessions, c.store, actor="admin")
+    assert _points(c, mail)["clear"] == (2, True)  # tightened before the refused commit
+    [sync] = [r for r in _sync_records(c) if r["action"] == "policy.relabel_sync"]
+    assert mail.version_id in sync["details"]["versions"] and sync["details"]["points"] >= 1
