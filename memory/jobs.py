@@ -189,7 +189,8 @@ def end(session: Session, job: Job, status: str, *, result: dict[str, Any] | Non
 
 class JobRunner:
     """Runs each job on its own daemon thread of this process, with a heartbeat of its own (every quarter of
-    `stale_after_s`, whatever the work is doing: a long step without progress is not taken for a lost runner).
+    `stale_after_s`, whatever the work is doing: a long step without progress is not taken for a lost runner,
+    unless a cancel has gone unheeded that long: `_beat`).
     `stop()` asks the jobs to stop after their current batch and waits for them (the service is stopping: they
     end interrupted); it says whether they all ended."""
 
@@ -305,6 +306,11 @@ class JobRunner:
     def _progress(self, job_id: str, progress: dict[str, Any]) -> None:
         with transaction(self._factory) as session:
             job = session.get(Job, job_id, with_for_update=True)
+            if job is not None and job.status != "running" and job.error_code == "runner_lost" \
+                    and job.cancel_requested:
+                # Taken for lost after a cancel its step was too slow to heed: this runner lives, so its true end,
+                # the cancel, is recorded (`_finish` may overwrite a `runner_lost`).
+                raise Stopped("cancelled")
             if job is None or job.status != "running":  # taken for lost meanwhile: stop as the row says
                 raise Stopped("interrupted", recorded=True)
             job.progress, job.heartbeat_at = dict(progress), utcnow()

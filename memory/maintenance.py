@@ -88,11 +88,16 @@ class RepairLoop:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop after the run in progress, if any (waits up to `timeout_s` for it)."""
+    def signal_stop(self) -> None:
+        """Ask the loop to stop after the run in progress, without waiting (`stop` waits)."""
+        self._stopped.set()
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop after the run in progress, if any (waits up to `timeout_s` for it); True once the loop ended."""
         self._stopped.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     def run_once(self) -> dict[str, int] | None:
         """One run; None if it failed (logged)."""

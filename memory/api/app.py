@@ -39,6 +39,7 @@ from memory.metrics import REQUEST_LATENCY
 from memory.settings import Settings
 
 log = logging.getLogger(__name__)
+SHUTDOWN_WAIT_S = 30.0  # background jobs and the repair loop, after uvicorn's drain of open requests
 
 
 def create_app(settings: Settings | None = None, *, container: Container | None = None, warm: bool = True) -> FastAPI:
@@ -81,14 +82,18 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             # Before the stores close under them. A job still running past the wait (a step that cannot stop
             # half-way) keeps them open: the process exits with them unflushed, which the WAL and the relabel's
             # crash safety cover, rather than closing a store another thread is writing.
-            # Within the api's stop_grace_period (docker-compose.yml: 60 s = uvicorn's 20 s drain + this 30 s).
-            jobs_ended = await run_in_threadpool(app.state.jobs.stop, 30.0)
+            # Jobs and the repair loop are told together and waited for against one deadline, within the api's
+            # stop_grace_period (docker-compose.yml: 60 s = uvicorn's 20 s drain + these 30 s).
+            deadline = time.monotonic() + SHUTDOWN_WAIT_S
             if loop is not None:
-                await run_in_threadpool(loop.stop)
-            if jobs_ended:
+                loop.signal_stop()
+            ended = await run_in_threadpool(app.state.jobs.stop, SHUTDOWN_WAIT_S)
+            if loop is not None:
+                ended = await run_in_threadpool(loop.stop, max(0.0, deadline - time.monotonic())) and ended
+            if ended:
                 await run_in_threadpool(container.close)
             else:
-                log.warning("api.shutdown_without_close: a background job still runs")
+                log.warning("api.shutdown_without_close: a background job or repair run still runs")
 
     app = FastAPI(
         title="Governed enterprise memory",

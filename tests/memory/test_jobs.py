@@ -532,3 +532,51 @@ def test_a_cancel_and_a_runners_end_take_their_locks_in_one_order(container):
     t2.join(30)
     assert errors == {"cancel": "ConflictError"}  # the finish committed; the cancel then saw it ended (409)
     assert _job(container, job_id).status == "succeeded"
+
+
+def test_a_cancelled_job_whose_batch_is_slow_not_hung_records_its_true_end(container):
+    """After a cancel, a batch slower than the stale period stops the beats, so the job is taken for lost
+    (runner_lost); when the batch does end and heeds the cancel, the job's true end, cancelled, is recorded."""
+    stale = 0.4
+    runner = jobs.JobRunner(container.sessions, stale_after_s=stale)
+    job_id = _create(container)
+    cancelled = threading.Event()
+
+    def work(progress: jobs.Progress) -> dict[str, Any]:
+        progress({"batch": 0})
+        cancelled.wait(10)
+        time.sleep(6 * stale)  # one slow batch, then the progress call that heeds the cancel
+        progress({"batch": 1})
+        return {}
+
+    runner.start(job_id, work)
+    time.sleep(0.2)
+    with transaction(container.sessions) as s:
+        jobs.request_cancel(s, job_id, actor="admin", acting_for=None, stale_after_s=stale)
+    cancelled.set()
+    time.sleep(5 * stale)
+    with transaction(container.sessions) as s:  # any admin's GET sweeps stale jobs
+        assert jobs.get(s, job_id, stale_after_s=stale).error_code == "runner_lost"
+    assert runner.wait(job_id, 10)
+    job = _job(container, job_id)
+    assert (job.status, job.error_code) == ("cancelled", None)
+
+
+def test_the_repair_loop_is_told_to_stop_at_once_and_says_whether_it_ended(container):
+    """The API's shutdown signals the repair loop and the jobs together, then waits against one deadline: a run
+    still going past it keeps the stores open (memory.api.app)."""
+    from memory.maintenance import RepairLoop
+
+    release, started = threading.Event(), threading.Event()
+
+    def slow_first() -> None:
+        started.set()
+        release.wait(10)
+
+    loop = RepairLoop(container.sessions, container.store, interval_s=3600, pending_grace_s=900, first=slow_first)
+    loop.start()
+    assert started.wait(10)
+    loop.signal_stop()
+    assert loop.stop(timeout_s=0.2) is False  # still in its run
+    release.set()
+    assert loop.stop(timeout_s=10) is True
