@@ -7,7 +7,8 @@ their own limits: `search` (POST /v1/search), `ingest` (document uploads) and `o
 request). On top, every principal has one total over all its calls, whoever it acts for (`principal`): an agent
 acting for many users still takes no more than its share. Each limit is a `limits` rate string, e.g.
 `30/second;1200/minute` (every part must hold); an empty one turns it off. A request is counted only when every
-limit it falls under admits it, so a refused request spends nothing.
+limit it falls under admits it, so a refused request spends nothing (but for a request that loses a race for a
+limit's last slot after its other limits counted it).
 
 Counted in sliding windows (the `limits` library's sliding-window counter: two counters per caller and limit,
 which expire after two windows, so an idle caller costs nothing and memory follows the callers of the last
@@ -16,7 +17,8 @@ minutes, not every caller ever seen) in the storage its URI names: `memory://` k
 storage is built and checked when the API starts (a bad URI stops it there). When a shared storage cannot be
 reached, requests are served unlimited (a rate limit protects the service's capacity, not its data: failing
 closed would turn a Redis outage into an outage of every copilot), each such request logged and counted
-(memory_rate_limit_errors_total), and /readyz reports it. A refused request is 429 `rate_limited` with
+(memory_rate_limit_errors_total), and /readyz reports it for a minute after the last failure. A shared storage
+that does not answer within 0.25 s counts as failed. A refused request is 429 `rate_limited` with
 `Retry-After`.
 """
 
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 CATEGORIES = ("search", "ingest", "other")
 PRINCIPAL = "principal"  # the total over a principal's calls, whoever it acts for
+STORAGE_TIMEOUT_S = 0.25  # a shared storage's connect and read timeout
+FAILURE_MEMORY_S = 60.0  # /readyz reports a storage failure this long after the last one
 # Logs name a refused caller by a keyed hash: a SIEM can group one process's refusals without user ids in the
 # logs, and the hash cannot be reversed by hashing candidate ids (the key never leaves the process).
 _LOG_KEY = secrets.token_bytes(16)
@@ -62,8 +66,14 @@ class RateLimits:
             raise ValueError(f"unknown rate limit categories: {sorted(unknown)}")
         self._items = {c: parse_rates(rates.get(c, "")) for c in (*CATEGORIES, PRINCIPAL)}
         self._scheme = storage_uri.split(":", 1)[0]
+        # A shared storage answers within a bound or counts as down: redis-py waits forever by default, and a
+        # blackholed Redis would then hold every request (fail open needs a failure to open on).
+        options: dict[str, float] = ({"socket_timeout": STORAGE_TIMEOUT_S, "socket_connect_timeout": STORAGE_TIMEOUT_S}
+                                     if self._scheme.startswith(("redis", "valkey")) else {})
+        self._failed_at: float | None = None
+        self._failure = ""
         try:
-            storage = storage_from_string(storage_uri, wrap_exceptions=True)
+            storage = storage_from_string(storage_uri, wrap_exceptions=True, **options)
         except (ConfigurationError, ValueError) as exc:  # e.g. redis:// without the redis package, a bad URI
             raise ValidationFailedError(f"rate limit storage {self._scheme!r}: {exc}", code="invalid_settings") from exc
         self._limiter = SlidingWindowCounterRateLimiter(storage)
@@ -71,12 +81,12 @@ class RateLimits:
     def enabled(self, category: str) -> bool:
         return bool(self._items[category])
 
-    def storage_ok(self) -> bool:
-        """Whether the storage answers (always, for memory://): /readyz."""
-        try:
-            return bool(self._limiter.storage.check())
-        except Exception:  # a storage's health check must answer, not raise
-            return False
+    def state(self) -> str:
+        """`ok`, or `unavailable: <error>` when a storage call failed in the last `FAILURE_MEMORY_S` (/readyz: read
+        from the requests' own outcomes, never a probe that could hang the readiness check)."""
+        if self._failed_at is not None and time.monotonic() - self._failed_at < FAILURE_MEMORY_S:
+            return f"unavailable: {self._failure} (requests not limited)"
+        return "ok"
 
     def check(self, category: str, principal_id: str, acting_for: str | None) -> None:
         """Count one request of this caller; 429 `rate_limited` when a limit it falls under is spent (and then
@@ -91,13 +101,15 @@ class RateLimits:
                 if not self._limiter.test(item, *key):
                     self._refuse(category, item, key)
             for item, key in parts:
-                # Two concurrent requests may both pass the tests above: at most the requests in flight over a
-                # limit, the price of not counting refused requests.
-                self._limiter.hit(item, *key)
+                # hit() counts and checks at once (the library's atomic acquire): a request that passed the tests
+                # above while others took the last slot is refused here. The parts it already hit stay counted.
+                if not self._limiter.hit(item, *key):
+                    self._refuse(category, item, key)
         except StorageError as exc:
             RATE_LIMIT_ERRORS.inc()
+            self._failed_at, self._failure = time.monotonic(), type(exc.storage_error).__name__
             log.warning("api.rate_limit_unavailable storage=%s error=%s: the request is served unlimited",
-                        self._scheme, type(exc.storage_error).__name__)
+                        self._scheme, self._failure)
 
     def _refuse(self, category: str, item: RateLimitItem, key: tuple[str, ...]) -> None:
         reset = self._limiter.get_window_stats(item, *key).reset_time

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from memory import principals
 from memory.bootstrap import Container
 from memory.db import transaction
-from memory.errors import AuthError
+from memory.errors import AuthError, ServiceError
 from memory.policy import EffectivePrincipal
 
 T = TypeVar("T")
@@ -129,13 +129,20 @@ def governed(
     called by every copilot on every turn (each dependency hop costs ~0.6 ms on 2 cores). The authentication
     and `prepare`'s reads (the search's policy) are committed before the work starts, so SQLite's write lock is
     not held while a query embeds or the vectors are searched, nor while the caller's rate is counted (a shared
-    rate storage is a network round trip away)."""
+    rate storage is a network round trip away). Counted as every authenticated request is, whatever its answer:
+    a search refused for its role or its values (403, 422) counts too, and over the limit it is 429 first."""
     with transaction(container.sessions) as session:
         who = principals.who_for_token(session, token=token, acting_for=acting_for)
-        principals.require_role(who, role)
-        prepared = prepare(session, who)
+        refused: ServiceError | None = None
+        try:
+            principals.require_role(who, role)
+            prepared = prepare(session, who)
+        except ServiceError as exc:
+            refused = exc
         session.commit()
         container.rate_limits.check("search", who.principal_id, who.acting_for)
+        if refused is not None:
+            raise refused
         yield session, who, prepared
 
 

@@ -177,8 +177,62 @@ def test_a_failing_shared_storage_serves_requests_unlimited_and_says_so(monkeypa
         limits.check("search", "p", None)  # fail open: a limit guards capacity, not data
     assert "api.rate_limit_unavailable" in caplog.text and "ConnectionError" in caplog.text
     assert "redis down" not in caplog.text
-    monkeypatch.setattr(limits._limiter.storage, "check", lambda: False)
-    assert limits.storage_ok() is False
+    assert limits.state() == "unavailable: ConnectionError (requests not limited)"
+    monkeypatch.setattr("memory.rate_limits.FAILURE_MEMORY_S", 0.0)
+    assert limits.state() == "ok"  # no failure in the last minute
+
+
+def test_a_shared_storage_gets_timeouts_so_a_hung_one_counts_as_down(monkeypatch):
+    """redis-py waits forever by default: the limiter passes a connect and read timeout to a shared storage."""
+    import memory.rate_limits as rl
+
+    seen: dict[str, Any] = {}
+    real = rl.storage_from_string
+
+    def fake_storage(uri: str, **options: Any) -> Any:
+        seen.update(options, uri=uri)
+        return real("memory://")
+
+    monkeypatch.setattr(rl, "storage_from_string", fake_storage)
+    RateLimits({"search": "1/second"}, storage_uri="redis://cache:6379/0")
+    assert seen == {"uri": "redis://cache:6379/0", "wrap_exceptions": True,
+                    "socket_timeout": rl.STORAGE_TIMEOUT_S, "socket_connect_timeout": rl.STORAGE_TIMEOUT_S}
+    seen.clear()
+    RateLimits({"search": "1/second"})
+    assert seen == {"uri": "memory://", "wrap_exceptions": True}
+
+
+def test_concurrent_requests_never_pass_a_spent_limit(monkeypatch):
+    """Requests that all passed the read-only test() while one took the last slot are refused by hit(), the
+    library's atomic acquire (a shared storage's round trips widen that race)."""
+    _fresh_window(3600, 30)
+    limits = RateLimits({"search": "1/hour"})
+    storage = limits._limiter.storage
+    real = storage.get_sliding_window
+
+    def slow(*a: Any, **k: Any) -> Any:
+        out = real(*a, **k)
+        time.sleep(0.05)
+        return out
+
+    monkeypatch.setattr(storage, "get_sliding_window", slow)
+    served: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def one() -> None:
+        barrier.wait()
+        try:
+            limits.check("search", "p", None)
+            served.append(1)
+        except RateLimitedError:
+            pass
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(served) == 1
 
 
 def test_an_unusable_storage_stops_the_start_not_every_request(tmp_path: Path, db_url: str, fake_embedder: Any,
@@ -213,10 +267,21 @@ def test_readyz_reports_the_rate_storage_without_leaving_the_balancer(limited_ap
     api.client.get("/v1/sources", headers=api.admin)
     body = api.client.get("/readyz").json()
     assert body["checks"]["rate_limits"] == "ok"
-    monkeypatch.setattr(api.container.rate_limits, "storage_ok", lambda: False)
+    hang = threading.Event()
+    monkeypatch.setattr(api.container.rate_limits._limiter.storage, "check", lambda: hang.wait(30))  # never probed
+    monkeypatch.setattr(api.container.rate_limits, "_failed_at", time.monotonic())
+    t0 = time.perf_counter()
     r = api.client.get("/readyz")
+    assert time.perf_counter() - t0 < 2
     assert r.json()["checks"]["rate_limits"].startswith("unavailable")
     assert r.json()["status"] == body["status"]  # readiness is decided without it
+    hang.set()
+
+
+def test_a_search_refused_for_its_role_or_values_still_counts(limited_api: Any):
+    api = limited_api
+    user = api.principal("u", groups=["g"], roles=[])  # no reader role
+    assert [api.search(user, "x").status_code for _ in range(3)] == [403, 403, 429]
 
 
 def test_the_search_rate_check_runs_outside_sqlites_write_lock(limited_api: Any, monkeypatch):

@@ -42,7 +42,7 @@ def readyz(container: ContainerDep) -> JSONResponse:
     # Reported, not required: requests are served unlimited while the rate storage is down (memory.rate_limits),
     # and taking every replica out of the balancer for it would be the outage the limits exist to prevent.
     if "rate_limits" in container.__dict__:
-        checks["rate_limits"] = "ok" if container.rate_limits.storage_ok() else "unavailable: requests not limited"
+        checks["rate_limits"] = container.rate_limits.state()
     return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
                         status_code=200 if ready else 503)
 
