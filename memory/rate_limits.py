@@ -51,6 +51,19 @@ FAILURE_MEMORY_S = 60.0  # /readyz reports a storage failure this long after the
 _LOG_KEY = secrets.token_bytes(16)
 
 
+def _shared_storage_options() -> dict[str, object]:
+    """A connect and read timeout, and no retries: redis-py 6+ retries a timed-out call 3 times (8.x: 10) with a
+    backoff of up to 10 s by default, so a hung Redis would hold each request for seconds before failing open."""
+    options: dict[str, object] = {"socket_timeout": STORAGE_TIMEOUT_S, "socket_connect_timeout": STORAGE_TIMEOUT_S}
+    try:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError:  # no redis package: the storage itself says so (ConfigurationError -> invalid_settings)
+        return options
+    options["retry"] = Retry(NoBackoff(), 0)
+    return options
+
+
 def parse_rates(text: str) -> list[RateLimitItem]:
     """The limits a rate string sets ([] for an empty one); ValueError for a malformed one."""
     return list(parse_many(text)) if text.strip() else []
@@ -68,12 +81,11 @@ class RateLimits:
         self._scheme = storage_uri.split(":", 1)[0]
         # A shared storage answers within a bound or counts as down: redis-py waits forever by default, and a
         # blackholed Redis would then hold every request (fail open needs a failure to open on).
-        options: dict[str, float] = ({"socket_timeout": STORAGE_TIMEOUT_S, "socket_connect_timeout": STORAGE_TIMEOUT_S}
-                                     if self._scheme.startswith(("redis", "valkey")) else {})
+        options = _shared_storage_options() if self._scheme.startswith(("redis", "valkey")) else {}
         self._failed_at: float | None = None
         self._failure = ""
-        try:
-            storage = storage_from_string(storage_uri, wrap_exceptions=True, **options)
+        try:  # (`retry` is a redis Retry object, passed through to the client: not in the library's annotation)
+            storage = storage_from_string(storage_uri, wrap_exceptions=True, **options)  # type: ignore[arg-type]
         except (ConfigurationError, ValueError) as exc:  # e.g. redis:// without the redis package, a bad URI
             raise ValidationFailedError(f"rate limit storage {self._scheme!r}: {exc}", code="invalid_settings") from exc
         self._limiter = SlidingWindowCounterRateLimiter(storage)

@@ -198,21 +198,24 @@ def _relabel_batch(
     if not behind or report.dry_run:
         return
     tightened = _tighten(store, chunks, payloads)
-    if changed:
-        try:
+    covered: set[str] = set()
+    try:
+        if changed:
             _commit(factory, changed, label_map, actor=actor, acting_for=acting_for)
-        except BaseException:
-            # Refused (409) or failed: no policy.relabel record names these versions, yet their points were
-            # tightened. (A process that dies here leaves that write unrecorded: the vectors only ever got
-            # stricter than SQL, and the next run's copy records setting them back.)
-            _audit_tightened(factory, tightened, audit_as=(actor, acting_for))
-            raise
-    # The commit's record (`policy.relabel`) covers the versions whose labels changed; the points written for any
-    # other version (vectors that were looser or stricter than SQL: a crashed run's leftovers, a failed publish)
-    # are audited by the copy (`policy.relabel_sync`).
-    report.points_patched += sum(tightened.values()) + _settle(
-        factory, store, chunks, audit_as=(actor, acting_for), covered={c.version_id for c in changed},
-        tightened=tightened)
+            covered = {c.version_id for c in changed}
+        # The commit's record (`policy.relabel`) covers the versions whose labels changed; the points written for
+        # any other version (vectors that were looser or stricter than SQL: a crashed run's leftovers, a failed
+        # publish) are audited by the copy (`policy.relabel_sync`).
+        report.points_patched += sum(tightened.values()) + _settle(
+            factory, store, chunks, audit_as=(actor, acting_for), covered=covered, tightened=tightened)
+    except BaseException:
+        # The commit was refused (409) or failed, or the copy failed before its record: the points tightened for
+        # versions no record names are audited on their own. (A process that dies here leaves that write
+        # unrecorded: the vectors only ever got stricter than SQL, and the next run's copy records setting them
+        # back.)
+        _audit_tightened(factory, {v: n for v, n in tightened.items() if v not in covered},
+                         audit_as=(actor, acting_for))
+        raise
 
 
 def _payloads(store: VectorStore, chunks: Sequence[_Chunk]) -> dict[str, ChunkPayload]:

@@ -663,3 +663,26 @@ def test_vectors_tightened_by_a_batch_whose_commit_is_refused_are_audited(contai
     assert _points(c, mail)["clear"] == (2, True)  # tightened before the refused commit
     [sync] = [r for r in _sync_records(c) if r["action"] == "policy.relabel_sync"]
     assert mail.version_id in sync["details"]["versions"] and sync["details"]["points"] >= 1
+
+
+def test_points_tightened_by_a_batch_whose_copy_fails_are_audited(container, monkeypatch):
+    """Step 4 (the copy, which carries the batch's policy.relabel_sync record) may fail after step 2 tightened
+    the vectors: that write is audited on its own, since the next run finds nothing left to copy."""
+    from memory.errors import DatabaseBusyError
+    from memory.stores.base import PayloadPatch, Selector
+
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC}})
+    mail = _mail(c)
+    c.store.patch(Selector(point_ids=(mail.point_id,)), PayloadPatch(label=0, personal=False))  # looser than SQL
+
+    def busy(*_a: Any, **_k: Any) -> int:
+        raise DatabaseBusyError("lock wait timed out")
+
+    with monkeypatch.context() as m, pytest.raises(DatabaseBusyError):
+        m.setattr(relabel, "_settle", busy)
+        relabel.relabel(c.sessions, c.store, actor="admin")
+    assert _points(c, mail)["clear"] == (2, True)  # tightened by step 2
+    relabel.relabel(c.sessions, c.store, actor="admin")  # a later good run: nothing left to copy
+    synced = [r for r in _sync_records(c) if r["action"] == "policy.relabel_sync"]
+    assert [r["details"]["versions"] for r in synced] == [[mail.version_id]]

@@ -31,7 +31,8 @@ def retract(
 def restore(
     document_id: str, body: schemas_audit.RestoreIn, session: SessionDep, container: ContainerDep, who: StewardDep
 ) -> schemas_audit.ImpactOut:
-    """Undo a retraction. The version is served again once this returns. 409 `not_retracted`."""
+    """Undo a retraction. The version is served again once this returns. 409 `not_retracted`; 403
+    `delegated_change_refused` under X-Acting-For (restoring needs the steward's own key)."""
     vid = retraction.version_id_for(session, document_id=document_id, version=body.version, actor=who)
     report = retraction.restore(session, version_id=vid, reason=body.reason, actor_effective=who)
     # Reveal only after the restore committed: never serve what SQL still calls retracted.
