@@ -2,8 +2,10 @@
 
 Authentication order: a request without a bearer key is refused 401 `missing_api_key` before its body is read
 (memory.api.app.BearerRequiredMiddleware, on every route that depends on `get_token`). A key that is present
-is checked in the request's transaction, after FastAPI has parsed the body; when the body cannot be parsed,
-the invalid-request handler checks the key first (`refused_key`), so a wrong key is 401 whatever the body."""
+is checked in the request's transaction, after FastAPI has parsed the (JSON, size-limited) body; when the body
+cannot be parsed, the invalid-request handler checks the key first (`refused_key`), so a wrong key is 401
+whatever the body. A document upload reads its body itself, after the key, the rate and the stewardship
+(memory.api.routes.sources), so a refused upload is never received."""
 
 from __future__ import annotations
 
@@ -159,10 +161,12 @@ class TransactionPerHop(APIRoute):
     of its work in one hop: memory.api.routes.search.)"""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        super().__init__(path, _ending_its_transaction(endpoint), **kwargs)
+        super().__init__(path, ending_its_transaction(endpoint), **kwargs)
 
 
-def _ending_its_transaction(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+def ending_its_transaction(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """A sync endpoint or dependency with a `session` parameter, wrapped to end that session's transaction before
+    it returns (committed; rolled back when it raises): no transaction crosses a thread-pool hop."""
     if inspect.iscoroutinefunction(endpoint) or "session" not in inspect.signature(endpoint).parameters:
         return endpoint
 

@@ -62,6 +62,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# A document upload's multipart body (memory.api.routes.sources reads it after the caller is checked).
+UPLOAD_FORM: dict[str, Any] = {
+    "title": "UploadForm",
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "contentMediaType": "application/octet-stream", "title": "File",
+                 "description": "The document: pdf, docx, pptx, xlsx, html, eml, msg, md, txt ..."},
+        "external_key": {"type": "string", "title": "External Key",
+                         "description": "Document identity in the source (default: the file name)"},
+    },
+}
+
+
 class PrincipalCreate(Strict):
     id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:-]*$")
     kind: Literal["user", "service", "agent"]

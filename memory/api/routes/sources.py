@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from memory import documents, sources
 from memory.api import presenters, schemas
-from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, role
+from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, ending_its_transaction, role
 from memory.errors import ValidationFailedError
 from memory.policy import EffectivePrincipal
 
@@ -81,44 +85,82 @@ def update_source(
     return schemas.SourceUpdated(**out.model_dump(), relabel=relabelled)
 
 
-async def _one_file(request: Request, _: StewardDep) -> None:
-    """One document per upload: with two `file` parts the form would keep the last, silently. After the
-    caller's key and role are checked (a wrong key is 401 whatever the body)."""
-    form = await request.form()  # the form FastAPI parsed for the route (Starlette keeps it on the request)
-    if len(form.getlist("file")) > 1 or len(form.getlist("external_key")) > 1:
-        raise ValidationFailedError("send one file (and at most one external_key) per upload",
-                                    code="multiple_files")
+@ending_its_transaction
+def _may_upload(source_id: str, session: SessionDep, who: StewardDep) -> EffectivePrincipal:
+    """The caller may upload to this source (its steward or an admin; else 403 `not_source_steward` or 404
+    `source_not_found`), decided before the upload's body is read."""
+    sources.ensure_steward(who, sources.get(session, source_id=source_id))
+    return who
+
+
+@dataclass(frozen=True)
+class Upload:
+    file: StarletteUploadFile
+    external_key: str | None
+
+
+async def _upload_form(
+    request: Request, _: Annotated[EffectivePrincipal, Depends(_may_upload)]
+) -> AsyncIterator[Upload]:
+    """The upload's multipart body, read only once the caller's key, rate and stewardship of the source have been
+    checked (`_may_upload`): a wrong key, a caller over its ingest limit or another team's steward is answered
+    without the server receiving the file (up to MEMORY_MAX_UPLOAD_BYTES). One document per upload: with two
+    `file` parts a form would keep the last, silently (422 `multiple_files`). A body that is not a form with one
+    `file` is 422 `invalid_request`, as FastAPI would answer it."""
+    async with request.form(max_files=2, max_fields=_MAX_FORM_FIELDS) as form:
+        files, keys = form.getlist("file"), form.getlist("external_key")
+        if len(files) > 1 or len(keys) > 1:
+            raise ValidationFailedError("send one file (and at most one external_key) per upload",
+                                        code="multiple_files")
+        errors = []
+        if not files or not isinstance(files[0], StarletteUploadFile):
+            errors.append({"type": "missing" if not files else "value_error", "loc": ("body", "file"),
+                           "msg": "Field required" if not files else "Expected a file", "input": None})
+        if keys and not isinstance(keys[0], str):
+            errors.append({"type": "string_type", "loc": ("body", "external_key"),
+                           "msg": "Input should be a valid string", "input": None})
+        if errors:
+            raise RequestValidationError(errors)
+        yield Upload(file=cast(StarletteUploadFile, files[0]), external_key=cast(str | None, keys[0] if keys else None))
+
+
+# Fields a client may send beside `file` and `external_key` (ignored); past them the body is 422.
+_MAX_FORM_FIELDS = 16
 
 
 @router.post(
     "/sources/{source_id}/documents", status_code=201, response_model=schemas.IngestOut,
-    dependencies=[Depends(_one_file)],
     responses={200: {"model": schemas.IngestOut, "description": "`unchanged`: these bytes are already the "
                      "document's current version; no version was created"}},
+    # The body is read by `_upload_form` after the caller is checked, so FastAPI does not document it itself.
+    openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
+        "schema": schemas.UPLOAD_FORM}}}},
 )
 def upload_document(
     source_id: str,
-    file: Annotated[UploadFile, File(description="The document: pdf, docx, pptx, xlsx, html, eml, msg, md, txt ...")],
     response: Response,
     session: SessionDep,
     who: StewardDep,
     container: ContainerDep,
-    external_key: Annotated[str | None, Form(description="Document identity in the source (default: filename)")] = None,
+    upload: Annotated[Upload, Depends(_upload_form)],
 ) -> schemas.IngestOut:
-    """Upload one file: 201 created / updated (a new version), 200 unchanged (the same bytes as the current
-    version: nothing stored), with chunk and PII summary. Bad files -> 422 + code. Only
-    the source's steward (or an admin): another steward gets 403 `not_source_steward` if they read the source,
-    else 404 `source_not_found`, as for an unknown id. 409 `label_map_changed` / `floor_changed`: the label map or
-    the source's floor changed while the file was processed (nothing stored; send it again); 409
+    """Upload one file (multipart: `file`, optional `external_key`, the document's identity in the source, by
+    default the file name): 201 created / updated (a new version), 200 unchanged (the same bytes as the current
+    version: nothing stored), with chunk and PII summary. Bad files -> 422 + code. Only the source's steward (or
+    an admin): another steward gets 403 `not_source_steward` if they read the source, else 404
+    `source_not_found`, as for an unknown id; these, a wrong key (401) and a caller over its ingest limit (429)
+    are answered before the file is received. 409 `label_map_changed` / `floor_changed`: the label map or the
+    source's floor changed while the file was processed (nothing stored; send it again); 409
     `concurrent_update`: another upload of the same document won (retry)."""
+    # Again, now that the body has arrived (a large file takes a while): the stewardship in force decides.
     sources.ensure_steward(who, sources.get(session, source_id=source_id))
-    data = file.file.read(container.settings.max_upload_bytes + 1)
+    data = upload.file.file.read(container.settings.max_upload_bytes + 1)
     # Ingestion runs its own units of work (no half-visible version); end this request's transaction first
     # so SQLite's single writer lock is free for them.
     session.commit()
     outcome = documents.ingest_upload(
         container.sessions, container.store, container.ingest_pipeline(), source_id=source_id, data=data,
-        filename=file.filename or "upload", external_key=external_key, actor=who.principal_id,
+        filename=upload.file.filename or "upload", external_key=upload.external_key, actor=who.principal_id,
         acting_for=who.acting_for, max_bytes=container.settings.max_upload_bytes,
     )
     if outcome.status == "unchanged":
