@@ -255,7 +255,8 @@ class Container:
 
         s = self.settings
         return RateLimits({"search": s.rate_limit_search, "ingest": s.rate_limit_ingest,
-                           "other": s.rate_limit_other, "principal": s.rate_limit_principal},
+                           "other": s.rate_limit_other, "principal": s.rate_limit_principal,
+                           "auth_failures": s.rate_limit_auth_failures},
                           storage_uri=s.rate_limit_storage)
 
     def relabel_work(self, *, actor: str, acting_for: str | None = None, source_id: str | None = None,

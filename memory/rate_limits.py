@@ -20,6 +20,12 @@ closed would turn a Redis outage into an outage of every copilot), each such req
 (memory_rate_limit_errors_total), and /readyz reports it for a minute after the last failure. A shared storage
 that does not answer within 0.25 s counts as failed. A refused request is 429 `rate_limited` with
 `Retry-After`.
+
+Before a caller is known, its client address is: keys refused (401: unknown, revoked, expired, an inactive
+principal) are counted per address (`auth_failures`), and an address past that limit is refused 429 before its
+key is even looked up, whatever the key (a flood of made-up keys costs a counter, not a SQL read and, on SQLite,
+the write lock). Behind a reverse proxy the address is the proxy's unless uvicorn is told to trust its
+forwarded headers (FORWARDED_ALLOW_IPS): docs/operations.md.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ log = logging.getLogger(__name__)
 
 CATEGORIES = ("search", "ingest", "other")
 PRINCIPAL = "principal"  # the total over a principal's calls, whoever it acts for
+AUTH_FAILURES = "auth_failures"  # keys refused (401) per client address
 STORAGE_TIMEOUT_S = 0.25  # a shared storage's connect and read timeout
 FAILURE_MEMORY_S = 60.0  # /readyz reports a storage failure this long after the last one
 # Logs name a refused caller by a keyed hash: a SIEM can group one process's refusals without user ids in the
@@ -74,10 +81,10 @@ class RateLimits:
     authenticated."""
 
     def __init__(self, rates: Mapping[str, str], *, storage_uri: str = "memory://") -> None:
-        unknown = set(rates) - {*CATEGORIES, PRINCIPAL}
+        unknown = set(rates) - {*CATEGORIES, PRINCIPAL, AUTH_FAILURES}
         if unknown:
             raise ValueError(f"unknown rate limit categories: {sorted(unknown)}")
-        self._items = {c: parse_rates(rates.get(c, "")) for c in (*CATEGORIES, PRINCIPAL)}
+        self._items = {c: parse_rates(rates.get(c, "")) for c in (*CATEGORIES, PRINCIPAL, AUTH_FAILURES)}
         self._scheme = storage_uri.split(":", 1)[0]
         # A shared storage answers within a bound or counts as down: redis-py waits forever by default, and a
         # blackholed Redis would then hold every request (fail open needs a failure to open on).
@@ -89,6 +96,11 @@ class RateLimits:
         except (ConfigurationError, ValueError) as exc:  # e.g. redis:// without the redis package, a bad URI
             raise ValidationFailedError(f"rate limit storage {self._scheme!r}: {exc}", code="invalid_settings") from exc
         self._limiter = SlidingWindowCounterRateLimiter(storage)
+        # A refused key in this process within the auth_failures windows (a sliding window weighs the previous
+        # one too): until then no address can be past that limit here, and the per-request test is skipped. With a
+        # shared storage, a replica that has seen none tests from its first refusal on (one request late).
+        self._failure_horizon_s = 2 * max((i.get_expiry() for i in self._items[AUTH_FAILURES]), default=0)
+        self._last_auth_failure: float | None = None
 
     def enabled(self, category: str) -> bool:
         return bool(self._items[category])
@@ -99,6 +111,31 @@ class RateLimits:
         if self._failed_at is not None and time.monotonic() - self._failed_at < FAILURE_MEMORY_S:
             return f"unavailable: {self._failure} (requests not limited)"
         return "ok"
+
+    def refuse_failing_client(self, address: str | None) -> None:
+        """429 `rate_limited` (scope `auth_failures`) when keys from this client address were refused more often
+        than its limit allows; counts nothing. Called before a key is looked up."""
+        items = self._items[AUTH_FAILURES]
+        last = self._last_auth_failure
+        if not items or not address or last is None or time.monotonic() - last > self._failure_horizon_s:
+            return
+        try:
+            for item in items:
+                if not self._limiter.test(item, AUTH_FAILURES, address):
+                    self._refuse(AUTH_FAILURES, item, (AUTH_FAILURES, address))
+        except StorageError as exc:
+            self._storage_failed(exc)
+
+    def count_auth_failure(self, address: str | None) -> None:
+        """One key refused (401) for a request from this client address."""
+        if not address or not self._items[AUTH_FAILURES]:
+            return
+        self._last_auth_failure = time.monotonic()
+        try:
+            for item in self._items[AUTH_FAILURES]:
+                self._limiter.hit(item, AUTH_FAILURES, address)
+        except StorageError as exc:
+            self._storage_failed(exc)
 
     def check(self, category: str, principal_id: str, acting_for: str | None) -> None:
         """Count one request of this caller; 429 `rate_limited` when a limit it falls under is spent (and then
@@ -118,20 +155,24 @@ class RateLimits:
                 if not self._limiter.hit(item, *key):
                     self._refuse(category, item, key)
         except StorageError as exc:
-            RATE_LIMIT_ERRORS.inc()
-            self._failed_at, self._failure = time.monotonic(), type(exc.storage_error).__name__
-            log.warning("api.rate_limit_unavailable storage=%s error=%s: the request is served unlimited",
-                        self._scheme, self._failure)
+            self._storage_failed(exc)
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        RATE_LIMIT_ERRORS.inc()
+        self._failed_at, self._failure = time.monotonic(), type(exc.storage_error).__name__
+        log.warning("api.rate_limit_unavailable storage=%s error=%s: the request is served unlimited",
+                    self._scheme, self._failure)
 
     def _refuse(self, category: str, item: RateLimitItem, key: tuple[str, ...]) -> None:
         reset = self._limiter.get_window_stats(item, *key).reset_time
         retry = max(1, math.ceil(reset - time.time()))
-        scope = "principal" if key[0] == PRINCIPAL else category
+        scope = key[0] if key[0] in (PRINCIPAL, AUTH_FAILURES) else category
         RATE_LIMITED.labels(category=scope).inc()
         caller = hmac.new(_LOG_KEY, "\x00".join(key[1:]).encode(), hashlib.sha256).hexdigest()[:12]
         log.warning("api.rate_limited category=%s scope=%s limit=%s caller=%s retry_after_s=%d", category, scope, item,
                     caller, retry)
-        whose = "requests from this principal in all" if scope == "principal" else f"{category} requests"
+        whose = {PRINCIPAL: "requests from this principal in all",
+                 AUTH_FAILURES: "refused API keys from this client address"}.get(scope, f"{category} requests")
         raise RateLimitedError(
             f"too many {whose}: the limit is {item}; retry after {retry} s",
             retry_after_s=retry,

@@ -121,11 +121,15 @@ class Settings(BaseSettings):
     rate_limit_principal: str = Field(
         "60/second;2400/minute", max_length=200, description="Every authenticated request of one principal in all, "
         "whoever it acts for: an agent serving many users takes no more than this share of the service.")
+    rate_limit_auth_failures: str = Field(
+        "20/second;300/minute", max_length=200, description="Refused API keys (401) per client address; past it the "
+        "address is refused 429 before its keys are looked up. Behind a proxy, set uvicorn's FORWARDED_ALLOW_IPS.")
     rate_limit_storage: str = Field(
         "memory://", max_length=500, description="Where the counts live: memory:// (each process its own) or "
         "redis://... (shared by the replicas; needs the redis package).")
 
-    @field_validator("rate_limit_search", "rate_limit_ingest", "rate_limit_other", "rate_limit_principal")
+    @field_validator("rate_limit_search", "rate_limit_ingest", "rate_limit_other", "rate_limit_principal",
+                     "rate_limit_auth_failures")
     @classmethod
     def _rates(cls, v: str) -> str:
         from memory.rate_limits import parse_rates

@@ -263,7 +263,8 @@ def parse_store_bench_args(ap: argparse.ArgumentParser, argv: list[str] | None) 
 # A benchmark calls far faster than any caller may: the rate limiter still counts every request (its cost is
 # measured with the rest) but never refuses one.
 BENCH_RATES = {"rate_limit_search": "1000000/second", "rate_limit_ingest": "1000000/second",
-               "rate_limit_other": "1000000/second", "rate_limit_principal": "1000000/second"}
+               "rate_limit_other": "1000000/second", "rate_limit_principal": "1000000/second",
+               "rate_limit_auth_failures": "1000000/second"}
 
 
 def bench_settings(data_dir: Path, database_url: str | None = None, **overrides: Any) -> Any:

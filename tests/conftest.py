@@ -149,6 +149,7 @@ def make_container(tmp_path: Path, db_url: str, *, embedder: Any, classifier: An
 
     # Rate limits off unless a test sets them (tests/memory/test_rate_limits.py): tests call faster than callers.
     settings = {"rate_limit_search": "", "rate_limit_ingest": "", "rate_limit_other": "", "rate_limit_principal": "",
+                "rate_limit_auth_failures": "",
                 **settings}
     s = Settings(data_dir=tmp_path / "data", database_url=db_url, env="test", **settings)  # type: ignore[call-arg]
     c = Container(s, embedder=embedder, classifier=classifier)

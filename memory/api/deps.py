@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from memory import principals
 from memory.bootstrap import Container
 from memory.db import transaction
-from memory.errors import AuthError, ServiceError
+from memory.errors import AuthError, RateLimitedError, ServiceError
 from memory.policy import EffectivePrincipal
 
 T = TypeVar("T")
@@ -70,12 +70,32 @@ def authenticates(dependant: Dependant) -> bool:
     return any(d.call is get_token or authenticates(d) for d in dependant.dependencies)
 
 
-def refused_key(container: Container, token: str) -> AuthError | None:
-    """The refusal a bearer key gets (unknown, revoked, expired, inactive principal), or None for a valid one."""
+def client_address(request: Request) -> str | None:
+    """The caller's network address as the server saw it (behind a trusted proxy, uvicorn's forwarded one)."""
+    return request.client.host if request.client else None
+
+
+def authenticated(
+    container: Container, session: Session, *, token: str | None, acting_for: str | None, client: str | None
+) -> EffectivePrincipal:
+    """principals.who_for_token, for a request from `client`: an address that has had too many keys refused is
+    429 before its key is looked up, and a refused key (401) counts against its address (memory.rate_limits)."""
+    limits = container.rate_limits
+    limits.refuse_failing_client(client)
+    try:
+        return principals.who_for_token(session, token=token, acting_for=acting_for)
+    except AuthError:
+        limits.count_auth_failure(client)
+        raise
+
+
+def refused_key(container: Container, token: str, client: str | None) -> ServiceError | None:
+    """The refusal a bearer key gets (unknown, revoked, expired, inactive principal; an address with too many
+    refused keys), or None for a valid one."""
     with container.sessions() as session:
         try:
-            principals.who_for_token(session, token=token, acting_for=None)
-        except AuthError as exc:
+            authenticated(container, session, token=token, acting_for=None, client=client)
+        except (AuthError, RateLimitedError) as exc:
             return exc
     return None
 ActingForHeader = Annotated[str | None, Header(
@@ -100,9 +120,9 @@ def get_who(request: Request, session: SessionDep, token: TokenDep,
     request against its caller's rate limit (429 `rate_limited`). A present but blank header is refused
     (`invalid_acting_for`), never read as absent. The authentication's transaction ends in this hop
     (TransactionPerHop says why)."""
-    who = principals.who_for_token(session, token=token, acting_for=x_acting_for)
-    session.commit()
     container: Container = request.app.state.container
+    who = authenticated(container, session, token=token, acting_for=x_acting_for, client=client_address(request))
+    session.commit()
     container.rate_limits.check(rate_category(request), who.principal_id, who.acting_for)
     return who
 
@@ -124,7 +144,7 @@ def role(name: str, *alternatives: str):  # type: ignore[no-untyped-def]
 @contextmanager
 def governed(
     container: Container, *, token: str | None, acting_for: str | None, role: str,
-    prepare: Callable[[Session, EffectivePrincipal], T],
+    prepare: Callable[[Session, EffectivePrincipal], T], client: str | None = None,
 ) -> Iterator[tuple[Session, EffectivePrincipal, T]]:
     """The request's transaction, its authenticated caller (X-Acting-For applied, `role` required) and what
     `prepare` read for it, for an endpoint that runs all its work in ONE thread-pool hop: the search endpoint,
@@ -134,7 +154,7 @@ def governed(
     rate storage is a network round trip away). Counted as every authenticated request is, whatever its answer:
     a search refused for its role or its values (403, 422) counts too, and over the limit it is 429 first."""
     with transaction(container.sessions) as session:
-        who = principals.who_for_token(session, token=token, acting_for=acting_for)
+        who = authenticated(container, session, token=token, acting_for=acting_for, client=client)
         refused: ServiceError | None = None
         try:
             principals.require_role(who, role)

@@ -39,7 +39,7 @@ async def _refused_key(request: Request) -> ServiceError | None:
         return None
     if not token:
         return None
-    return await run_in_threadpool(deps.refused_key, request.app.state.container, token)
+    return await run_in_threadpool(deps.refused_key, request.app.state.container, token, deps.client_address(request))
 
 
 def _log_refusal(request: Request, exc: ServiceError) -> None:

@@ -329,3 +329,82 @@ def test_an_agent_acting_for_many_users_meets_its_total(api: Any):
     r = api.search({**bot, "X-Acting-For": "u4"}, "meals")
     assert (r.status_code, r.json()["error"]["details"]["scope"]) == (429, "principal")
     assert api.search(api.client.headers | {"Authorization": api.admin["Authorization"]}, "meals").status_code == 200
+
+
+def test_an_address_with_too_many_refused_keys_is_refused_before_any_key_is_looked_up():
+    _fresh_window(3600, 30)
+    limits = RateLimits({"auth_failures": "3/hour"})
+    limits.refuse_failing_client("10.0.0.9")  # nothing refused yet: not even tested
+    for _ in range(3):
+        limits.refuse_failing_client("10.0.0.9")
+        limits.count_auth_failure("10.0.0.9")
+    with pytest.raises(RateLimitedError) as err:
+        limits.refuse_failing_client("10.0.0.9")
+    assert err.value.details["scope"] == "auth_failures" and "refused API keys" in err.value.message
+    limits.refuse_failing_client("10.0.0.10")  # another address: its own count
+    limits.refuse_failing_client(None)  # no address known (not over HTTP): never limited
+    RateLimits({"auth_failures": ""}).count_auth_failure("10.0.0.9")  # '' turns it off
+
+
+def _wrong(i: int) -> dict[str, str]:
+    return {"Authorization": f"Bearer gm_{i:016x}_wrongwrongwrongwrongwrong"}
+
+
+@pytest.fixture
+def address_limited(tmp_path: Path, db_url: str, fake_embedder: Any, fake_classifier: Any) -> Iterator[Any]:
+    _fresh_window(3600, 60)
+    c = make_container(tmp_path, db_url, embedder=fake_embedder, classifier=fake_classifier,
+                       rate_limit_auth_failures="3/hour")
+    yield from make_api(c)
+    c.close()
+
+
+def test_refused_keys_lock_their_address_out_for_a_while(address_limited: Any, monkeypatch, caplog):
+    """Three made-up keys from one address: its next request is 429 whatever its key, and no key of it is looked
+    up (no SQL); on every route kind: JSON, search, upload, and a body that cannot be parsed."""
+    from memory import principals
+
+    api = address_limited
+    reader = api.principal("r1", groups=["g"])
+    api.source("s1", read_groups=["g"])
+    assert api.search(reader, "travel").status_code == 200
+    codes = [api.client.get("/v1/sources", headers=_wrong(i)).status_code for i in range(2)]
+    codes.append(api.search(_wrong(3), "x").status_code)
+    assert codes == [401, 401, 401]
+    looked_up: list[str] = []
+    real = principals.who_for_token
+
+    def spy(session: Any, **kwargs: Any) -> Any:
+        looked_up.append(kwargs["token"])
+        return real(session, **kwargs)
+
+    monkeypatch.setattr(principals, "who_for_token", spy)
+    answers = [
+        api.search(reader, "travel"),  # a good key from the same address: locked out too
+        api.client.get("/v1/sources", headers=api.admin),
+        api.upload("s1", "a.md", "# A\n\nMeals.\n"),
+        api.client.post("/v1/search", headers={**api.admin, "Content-Type": "application/json"},
+                        content=b"{broken"),
+    ]
+    assert [(r.status_code, r.json()["error"]["code"]) for r in answers] == [(429, "rate_limited")] * 4
+    assert all(r.json()["error"]["details"]["scope"] == "auth_failures" for r in answers)
+    assert answers[0].headers["Retry-After"]
+    assert looked_up == []
+    assert "testclient" not in caplog.text  # the address is logged as a keyed hash, like a caller
+    assert api.client.get("/healthz").status_code == 200  # routes without a key: untouched
+    assert 'memory_rate_limited_total{category="auth_failures"}' in api.client.get("/metrics").text
+
+
+def test_valid_keys_and_other_refusals_never_count_against_the_address(address_limited: Any):
+    """Only refused keys count: a 403 (role, delegation), a 404 or a 422 from a valid key does not."""
+    api = address_limited
+    user = api.principal("u", groups=["g"], roles=[])
+    api.principal("bob", groups=["g"])
+    answers = [api.search(user, "x").status_code,  # no reader role
+               api.search({**user, "X-Acting-For": "bob"}, "x").status_code,  # a user acting for a user
+               api.client.get("/v1/principals/nobody", headers=api.admin).status_code,
+               api.search(api.admin, "").status_code] * 3
+    assert answers == [403, 403, 404, 422] * 3
+    for i in range(3):
+        assert api.client.get("/v1/sources", headers=_wrong(i)).status_code == 401
+    assert api.client.get("/v1/sources", headers=api.admin).status_code == 429

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from memory import search as search_svc
 from memory.api import presenters, schemas
-from memory.api.deps import ActingForHeader, ContainerDep, TokenDep, TransactionPerHop, governed
+from memory.api.deps import ActingForHeader, ContainerDep, TokenDep, TransactionPerHop, client_address, governed
 from memory.bootstrap import Container
 from memory.clock import to_epoch
 from memory.metrics import SEARCH_HITS, SEARCH_RECALL_REPAIRS, SEARCH_WITHHELD
@@ -19,7 +19,8 @@ router = APIRouter(prefix="/v1", tags=["search"], responses=schemas.ERRORS, rout
 
 @router.post("/search", response_model=schemas.SearchOut)
 async def search(
-    body: schemas.SearchIn, container: ContainerDep, token: TokenDep, x_acting_for: ActingForHeader = None
+    body: schemas.SearchIn, request: Request, container: ContainerDep, token: TokenDep,
+    x_acting_for: ActingForHeader = None,
 ) -> schemas.SearchOut:
     """Top-k chunks this caller may see (send `X-Acting-For: <user id>` when acting for a user), each with a
     citation, plus the policy applied and counts of hits withheld for clearance, jurisdiction or consent.
@@ -27,11 +28,11 @@ async def search(
 
     A missing key is refused (401) before the body is read; a present key is checked after the body's
     schema (the whole search runs in one worker-thread hop)."""
-    return await run_in_threadpool(_search, container, token, x_acting_for, body)
+    return await run_in_threadpool(_search, container, token, x_acting_for, body, client_address(request))
 
 
 def _search(
-    container: Container, token: str | None, acting_for: str | None, body: schemas.SearchIn
+    container: Container, token: str | None, acting_for: str | None, body: schemas.SearchIn, client: str | None
 ) -> schemas.SearchOut:
     request = search_svc.SearchRequest(
         query=body.query, top_k=body.top_k, as_of=to_epoch(body.as_of) if body.as_of else None,
@@ -43,7 +44,7 @@ def _search(
         return search_svc.plan(session, who=who, request=request, max_top_k=max_top_k,
                                reads=container.policy_reads)
 
-    with governed(container, token=token, acting_for=acting_for, role="reader", prepare=plan) as (
+    with governed(container, token=token, acting_for=acting_for, role="reader", prepare=plan, client=client) as (
         session, who, planned
     ):
         result = search_svc.search(
