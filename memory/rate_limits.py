@@ -13,12 +13,14 @@ limit's last slot after its other limits counted it).
 Counted in sliding windows (the `limits` library's sliding-window counter: two counters per caller and limit,
 which expire after two windows, so an idle caller costs nothing and memory follows the callers of the last
 minutes, not every caller ever seen) in the storage its URI names: `memory://` keeps the counts in this process
-(each API replica counts its own); `redis://...` shares them between replicas (needs the `redis` package). The
+(each API replica counts its own); `redis://...` shares them between replicas (a Redis or Valkey server). The
 storage is built and checked when the API starts (a bad URI stops it there). When a shared storage cannot be
 reached, requests are served unlimited (a rate limit protects the service's capacity, not its data: failing
 closed would turn a Redis outage into an outage of every copilot), each such request logged and counted
 (memory_rate_limit_errors_total), and /readyz reports it for a minute after the last failure. A shared storage
-that does not answer within 0.25 s counts as failed. A refused request is 429 `rate_limited` with
+that does not answer within 0.25 s counts as failed, and after a failure it is left alone for 5 s (requests
+served unlimited without trying it), so a hung Redis costs one request in 5 s a 0.25 s wait, not every request.
+A refused request is 429 `rate_limited` with
 `Retry-After`.
 
 Before a caller is known, its client address is: keys refused (401: unknown, revoked, expired, an inactive
@@ -53,6 +55,7 @@ PRINCIPAL = "principal"  # the total over a principal's calls, whoever it acts f
 AUTH_FAILURES = "auth_failures"  # keys refused (401) per client address
 STORAGE_TIMEOUT_S = 0.25  # a shared storage's connect and read timeout
 FAILURE_MEMORY_S = 60.0  # /readyz reports a storage failure this long after the last one
+RETRY_AFTER_FAILURE_S = 5.0  # after a storage failure, requests leave it alone (served unlimited) this long
 # Logs name a refused caller by a keyed hash: a SIEM can group one process's refusals without user ids in the
 # logs, and the hash cannot be reversed by hashing candidate ids (the key never leaves the process).
 _LOG_KEY = secrets.token_bytes(16)
@@ -65,7 +68,7 @@ def _shared_storage_options() -> dict[str, object]:
     try:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
-    except ImportError:  # no redis package: the storage itself says so (ConfigurationError -> invalid_settings)
+    except ImportError:  # (a dependency; without it the storage itself says so: ConfigurationError)
         return options
     options["retry"] = Retry(NoBackoff(), 0)
     return options
@@ -93,8 +96,11 @@ class RateLimits:
         self._failure = ""
         try:  # (`retry` is a redis Retry object, passed through to the client: not in the library's annotation)
             storage = storage_from_string(storage_uri, wrap_exceptions=True, **options)  # type: ignore[arg-type]
-        except (ConfigurationError, ValueError) as exc:  # e.g. redis:// without the redis package, a bad URI
-            raise ValidationFailedError(f"rate limit storage {self._scheme!r}: {exc}", code="invalid_settings") from exc
+        except (ConfigurationError, ValueError) as exc:  # e.g. an unknown scheme, memcached:// without pymemcache
+            # The URI may hold a password (redis://:secret@host): never in the message.
+            reason = str(exc).replace(storage_uri, f"{self._scheme}://...")
+            raise ValidationFailedError(f"rate limit storage {self._scheme!r}: {reason}",
+                                        code="invalid_settings") from exc
         self._limiter = SlidingWindowCounterRateLimiter(storage)
         # A refused key in this process within the auth_failures windows (a sliding window weighs the previous
         # one too): until then no address can be past that limit here, and the per-request test is skipped. With a
@@ -119,6 +125,8 @@ class RateLimits:
         last = self._last_auth_failure
         if not items or not address or last is None or time.monotonic() - last > self._failure_horizon_s:
             return
+        if self._left_alone():
+            return
         try:
             for item in items:
                 if not self._limiter.test(item, AUTH_FAILURES, address):
@@ -131,6 +139,8 @@ class RateLimits:
         if not address or not self._items[AUTH_FAILURES]:
             return
         self._last_auth_failure = time.monotonic()
+        if self._left_alone():
+            return
         try:
             for item in self._items[AUTH_FAILURES]:
                 self._limiter.hit(item, AUTH_FAILURES, address)
@@ -143,7 +153,7 @@ class RateLimits:
         parts: list[tuple[RateLimitItem, tuple[str, ...]]] = [
             (item, (category, principal_id, acting_for or "")) for item in self._items[category]]
         parts += [(item, (PRINCIPAL, principal_id)) for item in self._items[PRINCIPAL]]
-        if not parts:
+        if not parts or self._left_alone():
             return
         try:
             for item, key in parts:
@@ -157,11 +167,18 @@ class RateLimits:
         except StorageError as exc:
             self._storage_failed(exc)
 
+    def _left_alone(self) -> bool:
+        """True (and the request counted as served unlimited) within RETRY_AFTER_FAILURE_S of a storage failure."""
+        if self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_AFTER_FAILURE_S:
+            RATE_LIMIT_ERRORS.inc()
+            return True
+        return False
+
     def _storage_failed(self, exc: StorageError) -> None:
         RATE_LIMIT_ERRORS.inc()
         self._failed_at, self._failure = time.monotonic(), type(exc.storage_error).__name__
-        log.warning("api.rate_limit_unavailable storage=%s error=%s: the request is served unlimited",
-                    self._scheme, self._failure)
+        log.warning("api.rate_limit_unavailable storage=%s error=%s: requests are served unlimited, the storage "
+                    "tried again in %.0f s", self._scheme, self._failure, RETRY_AFTER_FAILURE_S)
 
     def _refuse(self, category: str, item: RateLimitItem, key: tuple[str, ...]) -> None:
         reset = self._limiter.get_window_stats(item, *key).reset_time

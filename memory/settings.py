@@ -126,7 +126,7 @@ class Settings(BaseSettings):
         "address is refused 429 before its keys are looked up. Behind a proxy, set uvicorn's FORWARDED_ALLOW_IPS.")
     rate_limit_storage: str = Field(
         "memory://", max_length=500, description="Where the counts live: memory:// (each process its own) or "
-        "redis://... (shared by the replicas; needs the redis package).")
+        "redis://host:6379/0 (shared by the replicas).")
 
     @field_validator("rate_limit_search", "rate_limit_ingest", "rate_limit_other", "rate_limit_principal",
                      "rate_limit_auth_failures")

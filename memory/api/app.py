@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(container.prepare_database)
-        # Built before the first request, so a storage that cannot be built (redis:// without its package) stops
+        # Built before the first request, so a storage that cannot be built (an unknown scheme) stops
         # the start instead of failing every request.
         await run_in_threadpool(lambda: container.rate_limits)
         if warm:

@@ -60,9 +60,12 @@ def test_bad_rates_and_storages_fail_clearly(tmp_path: Path):
     assert "rate_limit_search" in str(bad.value)
     with pytest.raises(ValueError):
         RateLimits({"searches": "1/second"})
-    with pytest.raises(ValidationFailedError) as err:  # redis:// needs the redis package, not installed here
-        RateLimits({"search": "1/second"}, storage_uri="redis://localhost:6379")
+    with pytest.raises(ValidationFailedError) as err:  # memcached:// needs pymemcache, not a dependency
+        RateLimits({"search": "1/second"}, storage_uri="memcached://localhost:11211")
     assert err.value.code == "invalid_settings"
+    with pytest.raises(ValidationFailedError) as err:  # a mistyped scheme: the URI's password is not repeated
+        RateLimits({"search": "1/second"}, storage_uri="rediss+x://:hunter2@cache:6379/0")
+    assert "hunter2" not in err.value.message and "rediss+x" in err.value.message
 
 
 @pytest.fixture
@@ -195,8 +198,10 @@ def test_a_shared_storage_gets_timeouts_so_a_hung_one_counts_as_down(monkeypatch
 
     monkeypatch.setattr(rl, "storage_from_string", fake_storage)
     RateLimits({"search": "1/second"}, storage_uri="redis://cache:6379/0")
+    retry = seen.pop("retry")
     assert seen == {"uri": "redis://cache:6379/0", "wrap_exceptions": True,
                     "socket_timeout": rl.STORAGE_TIMEOUT_S, "socket_connect_timeout": rl.STORAGE_TIMEOUT_S}
+    assert retry.get_retries() == 0  # redis-py's Retry: no second attempt, so no backoff
     seen.clear()
     RateLimits({"search": "1/second"})
     assert seen == {"uri": "memory://", "wrap_exceptions": True}
@@ -242,7 +247,7 @@ def test_an_unusable_storage_stops_the_start_not_every_request(tmp_path: Path, d
     from memory.api.app import create_app
 
     c = make_container(tmp_path, db_url, embedder=fake_embedder, classifier=fake_classifier,
-                       rate_limit_search="10/second", rate_limit_storage="redis://localhost:6379")
+                       rate_limit_search="10/second", rate_limit_storage="memcached://localhost:11211")
     try:
         with pytest.raises(ValidationFailedError) as err, TestClient(create_app(container=c, warm=False)):
             pass
@@ -256,7 +261,7 @@ def test_memory_serve_refuses_an_unusable_storage_in_one_line(tmp_path: Path, mo
 
     from memory.cli import app
 
-    monkeypatch.setenv("MEMORY_RATE_LIMIT_STORAGE", "redis://localhost:6379")
+    monkeypatch.setenv("MEMORY_RATE_LIMIT_STORAGE", "nosuch://localhost:6379")
     r = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "d")])
     assert r.exit_code == 2
     assert "invalid_settings" in r.output and len(r.output.strip().splitlines()) == 1, r.output

@@ -23,6 +23,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from memory.rate_limits import RateLimits
 from memory.settings import DEV_BOOTSTRAP_KEY, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +31,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
 # Variables that carry secrets: compose must refuse to start without them (`${VAR:?message}`).
-SECRETS = {"POSTGRES_PASSWORD", "QDRANT_API_KEY", "MEMORY_BOOTSTRAP_ADMIN_KEY"}
+SECRETS = {"POSTGRES_PASSWORD", "QDRANT_API_KEY", "MEMORY_BOOTSTRAP_ADMIN_KEY", "REDIS_PASSWORD"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|(^|_)KEY$|API_KEY")
 # Settings fields with no safe default in prod: the api service must set each of them.
 PROD_REQUIRED = ("database_url", "qdrant_url", "qdrant_api_key", "bootstrap_admin_key")
@@ -43,6 +44,7 @@ INTERPOLATION = re.compile(
 STRONG = {
     "POSTGRES_PASSWORD": "pg" + "a" * 40,
     "QDRANT_API_KEY": "qd" + "b" * 40,
+    "REDIS_PASSWORD": "rd" + "d" * 40,
     "MEMORY_BOOTSTRAP_ADMIN_KEY": "gm_0123456789abcdef_" + "c" * 40,  # the shape `memory keygen` prints
 }
 
@@ -194,6 +196,10 @@ def test_api_talks_to_the_compose_services_with_the_same_secrets() -> None:
     assert "${POSTGRES_PASSWORD:?" in db_url and pg["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
     assert api["MEMORY_QDRANT_URL"] == "http://qdrant:6333"
     assert api["MEMORY_QDRANT_API_KEY"] == qd["QDRANT__SERVICE__API_KEY"]
+    rd = environment("redis")
+    assert api["MEMORY_RATE_LIMIT_STORAGE"] == "redis://:" + rd["REDIS_PASSWORD"] + "@redis:6379/0"
+    assert rd["REDISCLI_AUTH"] == rd["REDIS_PASSWORD"]
+    assert '--requirepass "$$REDIS_PASSWORD"' in raw_text()  # the server takes the password the api sends
 
 
 def isolate_from_memory_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,6 +219,8 @@ def test_api_environment_gives_valid_prod_settings(monkeypatch: pytest.MonkeyPat
     assert settings.qdrant_api_key and settings.qdrant_api_key.get_secret_value() == STRONG["QDRANT_API_KEY"]
     key = settings.bootstrap_admin_key
     assert key and key.get_secret_value() == STRONG["MEMORY_BOOTSTRAP_ADMIN_KEY"]
+    assert settings.rate_limit_storage == f"redis://:{STRONG['REDIS_PASSWORD']}@redis:6379/0"
+    RateLimits({}, storage_uri=settings.rate_limit_storage)  # a storage the api can build (it connects lazily)
 
 
 @pytest.mark.parametrize("weak", ["short", DEV_BOOTSTRAP_KEY])
@@ -230,7 +238,7 @@ def test_a_weak_admin_key_is_refused_in_prod(monkeypatch: pytest.MonkeyPatch, we
 
 def test_api_waits_for_healthy_dependencies() -> None:
     depends = service("api")["depends_on"]
-    assert depends == {"postgres": {"condition": "service_healthy"}, "qdrant": {"condition": "service_healthy"}}
+    assert depends == {name: {"condition": "service_healthy"} for name in ("postgres", "qdrant", "redis")}
 
 
 def test_api_migrates_then_serves() -> None:
@@ -240,7 +248,7 @@ def test_api_migrates_then_serves() -> None:
     assert "--host 0.0.0.0" in script and "--workers" in script
 
 
-@pytest.mark.parametrize("name", ["api", "postgres", "qdrant"])
+@pytest.mark.parametrize("name", ["api", "postgres", "qdrant", "redis"])
 def test_every_service_restarts_checks_health_and_stops_gracefully(name: str) -> None:
     svc = service(name)
     assert svc["restart"] in {"unless-stopped", "always"}
@@ -256,6 +264,7 @@ def test_images_are_pinned() -> None:
     assert service("postgres")["image"] == "postgres:15"
     image = service("qdrant")["image"]
     assert re.fullmatch(r"qdrant/qdrant:v\d+\.\d+\.\d+", image), image
+    assert service("redis")["image"] == "redis:7.2-alpine"
 
 
 def test_state_lives_in_named_volumes() -> None:
