@@ -15,7 +15,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from tests.conftest import make_api, make_container
 
-FILE = b"# Travel\n\n" + b"Train tickets and hotels are reimbursed. " * 50_000  # ~2 MB
+FILE = b"# Travel\n\n" + b"Train tickets and hotels are reimbursed. " * 50_000  # ~2 MB: refused, never read
+SMALL = b"# Travel\n\nTrain tickets and hotels are reimbursed.\n" * 50  # admitted: read and ingested
 
 
 class BodyMeter:
@@ -75,9 +76,9 @@ def test_refused_uploads_are_answered_without_reading_the_file(limited: Any):
     r, read = meter.post("/v1/sources/nope/documents", fourth, files=files)  # (each caller counts its own)
     assert (r.status_code, _code(r), read) == (404, "source_not_found", 0)
 
-    r, read = meter.post(url, steward, files=files)  # the one upload the hour's limit admits
+    r, read = meter.post(url, steward, files={"file": ("travel.md", SMALL)})  # the one upload the limit admits
     assert r.status_code == 201, r.text
-    assert read > len(FILE)  # the file and its multipart envelope
+    assert read > len(SMALL)  # the file and its multipart envelope
     r, read = meter.post(url, steward, files={"file": ("hotels.md", FILE)})
     assert (r.status_code, _code(r), read) == (429, "rate_limited", 0)
     assert r.headers["Retry-After"]
