@@ -151,8 +151,8 @@ def serve(
     from memory.errors import ValidationFailedError
     from memory.rate_limits import RateLimits
 
-    try:  # the storage's URI, checked before the server starts (the API builds its own at startup)
-        RateLimits({}, storage_uri=settings.rate_limit_storage)
+    try:  # the storage's URI and credentials, checked before the server starts (the API checks its own at startup)
+        RateLimits({}, storage_uri=settings.rate_limit_storage).verify()
     except ValidationFailedError as exc:
         fail(exc.code, exc.message)
     logging_setup.configure(settings.log_level, settings.log_json)
@@ -161,12 +161,13 @@ def serve(
         os.environ["MEMORY_DATA_DIR"] = str(data_dir)
     if settings.workers > 1:
         uvicorn.run("memory.api.asgi:app", host=settings.host, port=settings.port, workers=settings.workers,
-                    factory=False, http=settings.http_impl, loop=settings.event_loop, timeout_graceful_shutdown=20)
+                    factory=False, http=settings.http_impl, loop=settings.event_loop, timeout_graceful_shutdown=20,
+                    access_log=settings.access_log)
     else:
         from memory.api.app import create_app
 
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, http=settings.http_impl,
-                    loop=settings.event_loop, timeout_graceful_shutdown=20)
+                    loop=settings.event_loop, timeout_graceful_shutdown=20, access_log=settings.access_log)
 
 
 @app.command()

@@ -34,14 +34,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import math
 import secrets
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+from cachetools import TTLCache
 from limits import RateLimitItem, parse_many
-from limits.errors import ConfigurationError, StorageError
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
@@ -56,6 +59,8 @@ AUTH_FAILURES = "auth_failures"  # keys refused (401) per client address
 STORAGE_TIMEOUT_S = 0.25  # a shared storage's connect and read timeout
 FAILURE_MEMORY_S = 60.0  # /readyz reports a storage failure this long after the last one
 RETRY_AFTER_FAILURE_S = 5.0  # after a storage failure, requests leave it alone (served unlimited) this long
+VOUCHED_S = 600.0  # a key id that authenticated is exempt from its address's refused-key block this long
+VOUCHED_MAX = 100_000  # key ids remembered (the oldest forgotten first)
 # Logs name a refused caller by a keyed hash: a SIEM can group one process's refusals without user ids in the
 # logs, and the hash cannot be reversed by hashing candidate ids (the key never leaves the process).
 _LOG_KEY = secrets.token_bytes(16)
@@ -68,7 +73,7 @@ def _shared_storage_options() -> dict[str, object]:
     try:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
-    except ImportError:  # (a dependency; without it the storage itself says so: ConfigurationError)
+    except ImportError:  # (a dependency; without it the storage itself says so: invalid_settings)
         return options
     options["retry"] = Retry(NoBackoff(), 0)
     return options
@@ -94,19 +99,44 @@ class RateLimits:
         options = _shared_storage_options() if self._scheme.startswith(("redis", "valkey")) else {}
         self._failed_at: float | None = None
         self._failure = ""
+        self._down_until: float | None = None  # a failed storage is left alone until then (monotonic)
+        self._probe = threading.Lock()  # after that, one request tries it again; the others do not wait
         try:  # (`retry` is a redis Retry object, passed through to the client: not in the library's annotation)
             storage = storage_from_string(storage_uri, wrap_exceptions=True, **options)  # type: ignore[arg-type]
-        except (ConfigurationError, ValueError) as exc:  # e.g. an unknown scheme, memcached:// without pymemcache
-            # The URI may hold a password (redis://:secret@host): never in the message.
+        except Exception as exc:  # an unknown scheme, memcached:// without pymemcache, a cluster that fails to connect
+            # The URI may hold a password (redis://:secret@host): never in the message, nor in a chained traceback.
             reason = str(exc).replace(storage_uri, f"{self._scheme}://...")
-            raise ValidationFailedError(f"rate limit storage {self._scheme!r}: {reason}",
-                                        code="invalid_settings") from exc
+            raise ValidationFailedError(f"rate limit storage {self._scheme!r}: {type(exc).__name__}: {reason}",
+                                        code="invalid_settings") from None
         self._limiter = SlidingWindowCounterRateLimiter(storage)
         # A refused key in this process within the auth_failures windows (a sliding window weighs the previous
         # one too): until then no address can be past that limit here, and the per-request test is skipped. With a
         # shared storage, a replica that has seen none tests from its first refusal on (one request late).
         self._failure_horizon_s = 2 * max((i.get_expiry() for i in self._items[AUTH_FAILURES]), default=0)
         self._last_auth_failure: float | None = None
+        # Key ids that authenticated in this process lately: a blocked address does not block them (a copilot
+        # behind the same NAT as a client retrying a revoked key) unless their own refusals are past the limit.
+        self._vouched: TTLCache[str, bool] = TTLCache(maxsize=VOUCHED_MAX, ttl=VOUCHED_S)
+        self._vouched_lock = threading.Lock()
+
+    def verify(self) -> None:
+        """Ask a shared storage once, at start. One that refuses the service (a wrong password, a command it does
+        not allow) is a configuration mistake: invalid_settings, the service does not start, rather than serving
+        every request unlimited for good. One that cannot be reached is logged and left alone like any failure
+        (requests served unlimited until it answers: fail open)."""
+        connection: Callable[[], object] | None = getattr(self._limiter.storage, "get_connection", None)
+        if connection is None:  # memory://
+            return
+        try:
+            connection().ping()  # type: ignore[attr-defined]
+        except Exception as exc:
+            from redis.exceptions import AuthenticationError, ResponseError
+
+            if isinstance(exc, AuthenticationError | ResponseError):
+                raise ValidationFailedError(
+                    f"rate limit storage {self._scheme!r} refused the service ({type(exc).__name__}): check the "
+                    "credentials in MEMORY_RATE_LIMIT_STORAGE", code="invalid_settings") from None
+            self._storage_failed(exc)
 
     def enabled(self, category: str) -> bool:
         return bool(self._items[category])
@@ -118,34 +148,51 @@ class RateLimits:
             return f"unavailable: {self._failure} (requests not limited)"
         return "ok"
 
-    def refuse_failing_client(self, address: str | None) -> None:
+    def refuse_failing_client(self, address: str | None, key_id: str | None = None) -> None:
         """429 `rate_limited` (scope `auth_failures`) when keys from this client address were refused more often
-        than its limit allows; counts nothing. Called before a key is looked up."""
+        than its limit allows, unless `key_id` (the request's key's id) authenticated in this process lately and
+        its own refusals are within the limit; counts nothing. Called before a key is looked up."""
         items = self._items[AUTH_FAILURES]
         last = self._last_auth_failure
         if not items or not address or last is None or time.monotonic() - last > self._failure_horizon_s:
             return
-        if self._left_alone():
-            return
-        try:
-            for item in items:
-                if not self._limiter.test(item, AUTH_FAILURES, address):
-                    self._refuse(AUTH_FAILURES, item, (AUTH_FAILURES, address))
-        except StorageError as exc:
-            self._storage_failed(exc)
+        where = _address_key(address)
 
-    def count_auth_failure(self, address: str | None) -> None:
-        """One key refused (401) for a request from this client address."""
-        if not address or not self._items[AUTH_FAILURES]:
+        def test() -> None:
+            for item in items:
+                if not self._limiter.test(item, AUTH_FAILURES, where):
+                    if key_id is not None and self._is_vouched(key_id) and all(
+                            self._limiter.test(i, AUTH_FAILURES, f"key:{key_id}") for i in items):
+                        return
+                    self._refuse(AUTH_FAILURES, item, (AUTH_FAILURES, where))
+
+        self._with_storage(test, counted=False)
+
+    def count_auth_failure(self, address: str | None, key_id: str | None = None) -> None:
+        """One key refused (401) for a request from this client address (and, when the key was well formed, for
+        its key id: a vouched key id refused too often loses its exemption)."""
+        items = self._items[AUTH_FAILURES]
+        if not address or not items:
             return
         self._last_auth_failure = time.monotonic()
-        if self._left_alone():
-            return
-        try:
-            for item in self._items[AUTH_FAILURES]:
-                self._limiter.hit(item, AUTH_FAILURES, address)
-        except StorageError as exc:
-            self._storage_failed(exc)
+        keys = [_address_key(address)] + ([f"key:{key_id}"] if key_id else [])
+
+        def hit() -> None:
+            for item in items:
+                for key in keys:
+                    self._limiter.hit(item, AUTH_FAILURES, key)
+
+        self._with_storage(hit, counted=False)
+
+    def vouch(self, key_id: str) -> None:
+        """The key `key_id` authenticated: exempt from its address's refused-key block for VOUCHED_S."""
+        if self._items[AUTH_FAILURES]:
+            with self._vouched_lock:
+                self._vouched[key_id] = True
+
+    def _is_vouched(self, key_id: str) -> bool:
+        with self._vouched_lock:
+            return key_id in self._vouched
 
     def check(self, category: str, principal_id: str, acting_for: str | None) -> None:
         """Count one request of this caller; 429 `rate_limited` when a limit it falls under is spent (and then
@@ -153,9 +200,10 @@ class RateLimits:
         parts: list[tuple[RateLimitItem, tuple[str, ...]]] = [
             (item, (category, principal_id, acting_for or "")) for item in self._items[category]]
         parts += [(item, (PRINCIPAL, principal_id)) for item in self._items[PRINCIPAL]]
-        if not parts or self._left_alone():
+        if not parts:
             return
-        try:
+
+        def count() -> None:
             for item, key in parts:
                 if not self._limiter.test(item, *key):
                     self._refuse(category, item, key)
@@ -164,19 +212,37 @@ class RateLimits:
                 # above while others took the last slot is refused here. The parts it already hit stay counted.
                 if not self._limiter.hit(item, *key):
                     self._refuse(category, item, key)
+
+        self._with_storage(count, counted=True)
+
+    def _with_storage(self, work: Callable[[], None], *, counted: bool) -> None:
+        """Run `work` on the storage, unless it failed lately: for RETRY_AFTER_FAILURE_S after a failure it is left
+        alone, then one request at a time tries it again while the others go on without it. A failure is served
+        unlimited (`counted`: the request is counted in memory_rate_limit_errors_total, once per request)."""
+        probe = False
+        down_until = self._down_until
+        if down_until is not None:
+            if time.monotonic() < down_until or not self._probe.acquire(blocking=False):
+                if counted:
+                    RATE_LIMIT_ERRORS.inc()
+                return
+            probe = True
+        try:
+            work()
+            if probe:
+                self._down_until = None
         except StorageError as exc:
-            self._storage_failed(exc)
+            if counted:
+                RATE_LIMIT_ERRORS.inc()
+            self._storage_failed(exc.storage_error)
+        finally:
+            if probe:
+                self._probe.release()
 
-    def _left_alone(self) -> bool:
-        """True (and the request counted as served unlimited) within RETRY_AFTER_FAILURE_S of a storage failure."""
-        if self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_AFTER_FAILURE_S:
-            RATE_LIMIT_ERRORS.inc()
-            return True
-        return False
-
-    def _storage_failed(self, exc: StorageError) -> None:
-        RATE_LIMIT_ERRORS.inc()
-        self._failed_at, self._failure = time.monotonic(), type(exc.storage_error).__name__
+    def _storage_failed(self, error: BaseException) -> None:
+        now = time.monotonic()
+        self._failed_at, self._failure = now, type(error).__name__
+        self._down_until = now + RETRY_AFTER_FAILURE_S
         log.warning("api.rate_limit_unavailable storage=%s error=%s: requests are served unlimited, the storage "
                     "tried again in %.0f s", self._scheme, self._failure, RETRY_AFTER_FAILURE_S)
 
@@ -195,3 +261,17 @@ class RateLimits:
             retry_after_s=retry,
             details={"category": category, "scope": scope, "limit": str(item), "retry_after_s": retry},
         )
+
+
+def _address_key(address: str) -> str:
+    """What refused keys are counted on: an IPv4 address, or an IPv6 address's /64 (one host commonly holds a
+    whole /64, so counting single IPv6 addresses would count nothing)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # not an IP (a unix socket's peer, a test client's name): as it is
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d is the IPv4 client a.b.c.d
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)

@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="uvicorn's event loop for `memory serve` (auto: uvloop where installed, else asyncio).",
     )
+    access_log: bool = Field(
+        True, description="uvicorn's access log for `memory serve` (one line per request with the client's address "
+        "and the path); false turns it off where client addresses may not be logged (the service's own logs name "
+        "an address only as a keyed hash).")
     seed_demo: bool = Field(False, description="Load the shipped demo corpus at startup if the store is empty.")
     # Per caller (principal + the user it acts for) and category (memory.rate_limits); "" turns one off.
     rate_limit_search: str = Field("30/second;1200/minute", max_length=200,

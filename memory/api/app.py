@@ -50,9 +50,9 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(container.prepare_database)
-        # Built before the first request, so a storage that cannot be built (an unknown scheme) stops
-        # the start instead of failing every request.
-        await run_in_threadpool(lambda: container.rate_limits)
+        # Built and asked before the first request, so a storage that cannot be built (an unknown scheme) or that
+        # refuses the service (a wrong password) stops the start instead of leaving every request unlimited.
+        await run_in_threadpool(lambda: container.rate_limits.verify())
         if warm:
             await run_in_threadpool(container.warm)
         if settings.seed_demo:
@@ -126,7 +126,12 @@ class BodyLimitMiddleware:
     """Refuses a request body larger than its limit, 413 `request_too_large`, before the app reads it: at once
     from a Content-Length that says so, else (a chunked body) as soon as the bytes received pass the limit.
     Multipart bodies (document uploads) get the upload limit plus the envelope; every other body the JSON
-    limit. Without it a 300 MB body with a made-up key was read, and held, before its 401."""
+    limit. Without it a 300 MB body with a made-up key was read, and held, before its 401.
+
+    An answer sent before the request's body was read whole (this refusal, a missing key, an upload refused
+    before its file: memory.api.routes.sources) says `Connection: close`: the server then closes the connection
+    after it instead of reading and discarding the rest of the body to keep the connection alive (uvicorn does,
+    up to the whole declared length)."""
 
     def __init__(self, app: ASGIApp, *, api: FastAPI, json_limit: int, multipart_limit: int) -> None:
         self.app, self.api = app, api
@@ -140,22 +145,31 @@ class BodyLimitMiddleware:
         multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/")
         limit = self.multipart_limit if multipart else self.json_limit
         declared = headers.get(b"content-length", b"")
+        # Whether a body is still to come: a declared length above 0, or a chunked one.
+        unread = (declared.isdigit() and int(declared) > 0) or b"chunked" in headers.get(b"transfer-encoding", b"")
+
+        async def closing(message: Message) -> None:
+            if message["type"] == "http.response.start" and unread:
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
         if declared.isdigit() and int(declared) > limit:
             error = RequestTooLargeError(f"the request body is larger than {limit} bytes")
-            await _answer(self.api, error, scope, receive, send)
+            await _answer(self.api, error, scope, receive, closing)
             return
         received = 0
 
         async def counted() -> Message:
-            nonlocal received
+            nonlocal received, unread
             message = await receive()
             received += len(message.get("body", b""))
             if received > limit:
                 raise RequestTooLargeError(f"the request body is larger than {limit} bytes")
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                unread = False
             return message
 
-        await self.app(scope, counted, send)
-
+        await self.app(scope, counted, closing)
 
 
 class BearerRequiredMiddleware:

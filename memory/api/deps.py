@@ -79,14 +79,20 @@ def authenticated(
     container: Container, session: Session, *, token: str | None, acting_for: str | None, client: str | None
 ) -> EffectivePrincipal:
     """principals.who_for_token, for a request from `client`: an address that has had too many keys refused is
-    429 before its key is looked up, and a refused key (401) counts against its address (memory.rate_limits)."""
+    429 before its key is looked up (but for a key that authenticated lately), and a refused key (401) counts
+    against its address and its key id (memory.rate_limits)."""
     limits = container.rate_limits
-    limits.refuse_failing_client(client)
+    key_id = principals.key_id_of(token)
+    limits.refuse_failing_client(client, key_id)
     try:
-        return principals.who_for_token(session, token=token, acting_for=acting_for)
+        who = principals.who_for_token(session, token=token, acting_for=acting_for)
     except AuthError:
-        limits.count_auth_failure(client)
+        session.rollback()  # (on SQLite the write lock is not held across a shared storage's round trip)
+        limits.count_auth_failure(client, key_id)
         raise
+    if key_id is not None:
+        limits.vouch(key_id)
+    return who
 
 
 def refused_key(container: Container, token: str, client: str | None) -> ServiceError | None:

@@ -365,12 +365,14 @@ def address_limited(tmp_path: Path, db_url: str, fake_embedder: Any, fake_classi
 
 
 def test_refused_keys_lock_their_address_out_for_a_while(address_limited: Any, monkeypatch, caplog):
-    """Three made-up keys from one address: its next request is 429 whatever its key, and no key of it is looked
-    up (no SQL); on every route kind: JSON, search, upload, and a body that cannot be parsed."""
+    """Three made-up keys from one address: its next request is 429 and no key of it is looked up (no SQL), on
+    every route kind (JSON, search, upload, a body that cannot be parsed), unless the key authenticated lately in
+    this process (a copilot behind the same NAT) and its own id was not refused as often."""
     from memory import principals
 
     api = address_limited
     reader = api.principal("r1", groups=["g"])
+    fresh = api.principal("fresh", groups=["g"], roles=["reader", "steward"])  # a valid key never used yet
     api.source("s1", read_groups=["g"])
     assert api.search(reader, "travel").status_code == 200
     codes = [api.client.get("/v1/sources", headers=_wrong(i)).status_code for i in range(2)]
@@ -385,16 +387,22 @@ def test_refused_keys_lock_their_address_out_for_a_while(address_limited: Any, m
 
     monkeypatch.setattr(principals, "who_for_token", spy)
     answers = [
-        api.search(reader, "travel"),  # a good key from the same address: locked out too
-        api.client.get("/v1/sources", headers=api.admin),
-        api.upload("s1", "a.md", "# A\n\nMeals.\n"),
-        api.client.post("/v1/search", headers={**api.admin, "Content-Type": "application/json"},
-                        content=b"{broken"),
+        api.search(fresh, "travel"),
+        api.client.get("/v1/sources", headers=fresh),
+        api.upload("s1", "a.md", "# A\n\nMeals.\n", headers=fresh),
+        api.client.post("/v1/search", headers={**fresh, "Content-Type": "application/json"}, content=b"{broken"),
     ]
     assert [(r.status_code, r.json()["error"]["code"]) for r in answers] == [(429, "rate_limited")] * 4
     assert all(r.json()["error"]["details"]["scope"] == "auth_failures" for r in answers)
     assert answers[0].headers["Retry-After"]
     assert looked_up == []
+    assert api.search(reader, "travel").status_code == 200  # vouched: it authenticated a moment ago
+    assert api.client.get("/v1/sources", headers=api.admin).status_code == 200
+    key_id = reader["Authorization"].split("_")[1]
+    for i in range(3):  # its own id refused as often as the limit: the exemption ends
+        forged = {"Authorization": f"Bearer gm_{key_id}_forgedforgedforgedforged{i}"}
+        assert api.client.get("/v1/sources", headers=forged).status_code in (401, 429)
+    assert api.search(reader, "travel").status_code == 429
     assert "testclient" not in caplog.text  # the address is logged as a keyed hash, like a caller
     assert api.client.get("/healthz").status_code == 200  # routes without a key: untouched
     assert 'memory_rate_limited_total{category="auth_failures"}' in api.client.get("/metrics").text
@@ -410,6 +418,89 @@ def test_valid_keys_and_other_refusals_never_count_against_the_address(address_l
                api.client.get("/v1/principals/nobody", headers=api.admin).status_code,
                api.search(api.admin, "").status_code] * 3
     assert answers == [403, 403, 404, 422] * 3
+    fresh = api.principal("fresh", groups=["g"])
     for i in range(3):
         assert api.client.get("/v1/sources", headers=_wrong(i)).status_code == 401
-    assert api.client.get("/v1/sources", headers=api.admin).status_code == 429
+    assert api.client.get("/v1/sources", headers=fresh).status_code == 429  # a key not yet seen here
+    assert api.client.get("/v1/sources", headers=api.admin).status_code == 200  # one that authenticated lately
+
+
+def test_an_ipv6_client_is_counted_by_its_64():
+    """One host commonly holds a whole IPv6 /64: its addresses count as one client."""
+    _fresh_window(3600, 30)
+    limits = RateLimits({"auth_failures": "2/hour"})
+    limits.count_auth_failure("2001:db8:1:2::10")
+    limits.count_auth_failure("2001:db8:1:2:ffff::99")
+    with pytest.raises(RateLimitedError):
+        limits.refuse_failing_client("2001:db8:1:2::abcd")
+    limits.refuse_failing_client("2001:db8:1:3::10")  # another /64
+    limits.count_auth_failure("::ffff:10.0.0.7")  # an IPv4 client seen through an IPv6 socket is that IPv4 address
+    limits.count_auth_failure("10.0.0.7")
+    with pytest.raises(RateLimitedError):
+        limits.refuse_failing_client("10.0.0.7")
+
+
+def test_after_a_failure_one_request_at_a_time_tries_the_storage_again(monkeypatch):
+    """A storage that hangs: for RETRY_AFTER_FAILURE_S it is left alone, then one request tries it while the
+    others go on without waiting (under load the thread pool never stalls on it together)."""
+    from limits.errors import StorageError
+
+    import memory.rate_limits as rl
+
+    monkeypatch.setattr(rl, "RETRY_AFTER_FAILURE_S", 0.2)
+    limits = RateLimits({"search": "1/hour"})
+    calls: list[int] = []
+
+    def hangs(*_a: Any, **_k: Any) -> bool:
+        calls.append(1)
+        time.sleep(0.3)
+        raise StorageError(TimeoutError("timed out"))
+
+    monkeypatch.setattr(limits._limiter, "test", hangs)
+    limits.check("search", "p", None)  # the first failure
+    assert len(calls) == 1
+    time.sleep(0.25)  # the window is over: the next requests race to try it
+    barrier = threading.Barrier(8)
+    waited: list[float] = []
+
+    def one() -> None:
+        barrier.wait()
+        t = time.perf_counter()
+        limits.check("search", "p", None)
+        waited.append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 2  # one probe
+    assert sorted(waited)[-2] < 0.1  # all but the probe went on at once
+    assert limits.state().startswith("unavailable: TimeoutError")
+
+
+def test_requests_served_unlimited_are_counted_once_each(monkeypatch):
+    from limits.errors import StorageError
+
+    from memory.metrics import RATE_LIMIT_ERRORS
+
+    limits = RateLimits({"search": "1/hour", "auth_failures": "5/hour"})
+
+    def down(*_a: Any, **_k: Any) -> bool:
+        raise StorageError(ConnectionError("down"))
+
+    monkeypatch.setattr(limits._limiter, "test", down)
+    monkeypatch.setattr(limits._limiter, "hit", down)
+    before = RATE_LIMIT_ERRORS._value.get()
+    for _ in range(3):  # as an authenticated request runs them: the address check, then the caller's count
+        limits.count_auth_failure("10.0.0.1")
+        limits.refuse_failing_client("10.0.0.1")
+        limits.check("search", "p", None)
+    assert RATE_LIMIT_ERRORS._value.get() - before == 3
+
+
+def test_a_storage_that_cannot_be_built_never_shows_its_uri_in_a_traceback():
+    with pytest.raises(ValidationFailedError) as err:
+        RateLimits({"search": "1/second"}, storage_uri="rediss+x://:hunter2@cache:6379/0")
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    assert RateLimits({"search": "1/second"}).verify() is None  # memory://: nothing to ask

@@ -32,7 +32,7 @@ def _free_port() -> int:
 class RedisServer:
     """A throwaway redis-server on loopback, no persistence."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *args: str) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             why = "redis-server is not installed (apt-get install redis-server; scripts/test does it as root)"
@@ -41,17 +41,20 @@ class RedisServer:
             pytest.skip(why)
         self.binary, self.workdir, self.port = binary, workdir, _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--dir", str(self.workdir), *self.args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url, socket_timeout=1)
         deadline = time.monotonic() + 15
         while True:
             try:
                 client.ping()
+                return
+            except redis.exceptions.AuthenticationError:  # up, and guarded by a password
                 return
             except redis.exceptions.ConnectionError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -169,3 +172,32 @@ def test_a_hung_storage_costs_one_bounded_wait_then_is_left_alone(monkeypatch):
         for conn in held:
             conn.close()
         listener.close()
+
+
+def test_a_storage_that_refuses_the_service_stops_the_start(tmp_path: Path, monkeypatch):
+    """A wrong password would otherwise leave every request unlimited for good, with the service looking healthy:
+    it is invalid_settings at start (the API's and `memory serve`'s). An unreachable one only fails open."""
+    from typer.testing import CliRunner
+
+    from memory.cli import app
+    from memory.errors import ValidationFailedError
+
+    guarded = RedisServer(tmp_path, "--requirepass", "right-password")
+    guarded.start()
+    try:
+        base = f"127.0.0.1:{guarded.port}/0"
+        RateLimits({"search": "1/second"}, storage_uri=f"redis://:right-password@{base}").verify()
+        for wrong in (f"redis://:wrong-password@{base}", f"redis://{base}"):
+            with pytest.raises(ValidationFailedError) as err:
+                RateLimits({"search": "1/second"}, storage_uri=wrong).verify()
+            assert err.value.code == "invalid_settings" and "password" not in err.value.message.replace(
+                "check the credentials", "")
+        monkeypatch.setenv("MEMORY_RATE_LIMIT_STORAGE", f"redis://:wrong-password@{base}")
+        r = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "d")])
+        assert r.exit_code == 2 and "invalid_settings" in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1 and "wrong-password" not in r.output
+    finally:
+        guarded.stop()
+    unreachable = RateLimits({"search": "1/hour"}, storage_uri=f"redis://127.0.0.1:{_free_port()}/0")
+    unreachable.verify()  # fails open, says so
+    assert unreachable.state().startswith("unavailable: ")

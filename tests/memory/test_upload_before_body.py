@@ -102,6 +102,8 @@ def test_an_upload_form_is_still_checked_after_the_caller(api: Any):
     assert (r.status_code, _code(r)) == (422, "invalid_request"), r.text
     many = [("file", (f"{i}.md", b"# A\n")) for i in range(3)]
     r = api.client.post(url, headers=api.admin, files=many)
+    assert (r.status_code, _code(r)) == (422, "multiple_files"), r.text
+    r = api.client.post(url, headers=api.admin, files=many * 6)  # past what the form parser takes
     assert (r.status_code, _code(r)) == (422, "invalid_request"), r.text
     r = api.client.post(url, headers=api.admin, files={"file": ("a.md", b"# A\n\nMeals.\n")},
                         data={"external_key": "travel/a", "comment": "an unknown field is ignored"})
@@ -114,3 +116,61 @@ def test_the_upload_body_stays_documented(api: Any):
     schema = op["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert op["requestBody"]["required"] is True
     assert schema["required"] == ["file"] and set(schema["properties"]) == {"file", "external_key"}
+
+
+def test_over_real_http_a_refused_upload_closes_the_connection_instead_of_draining_the_body(
+    tmp_path: Path, db_url: str, fake_embedder: Any, fake_classifier: Any
+):
+    """uvicorn keeps a connection alive by reading and discarding a body the app did not read, up to its whole
+    declared length: an early refusal says `Connection: close`, so the server stops taking the file."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from memory.api.app import create_app
+
+    c = make_container(tmp_path, db_url, embedder=fake_embedder, classifier=fake_classifier)
+    server = uvicorn.Server(uvicorn.Config(create_app(container=c, warm=False), host="127.0.0.1", port=0,
+                                           log_level="warning", lifespan="on"))
+    runner = threading.Thread(target=server.run, daemon=True)
+    runner.start()
+    try:
+        while not server.started:
+            assert runner.is_alive()
+            threading.Event().wait(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        declared = 100 * 1024 * 1024 // 2  # 50 MB, within the upload limit
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        head = (f"POST /v1/sources/s1/documents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                f"gm_0123456789abcdef_wrongwrongwrongwrongwrong\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                f"Content-Length: {declared}\r\n\r\n").encode()
+        answer = bytearray()
+
+        def read() -> None:
+            try:
+                while chunk := sock.recv(65536):
+                    answer.extend(chunk)
+            except OSError:
+                pass
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        sent = 0
+        try:
+            sock.sendall(head)
+            block = b"x" * 65536
+            while sent < declared:
+                sent += sock.send(block[: declared - sent])
+        except OSError:  # the server closed the connection: the rest of the body was never taken
+            pass
+        reader.join(10)
+        sock.close()
+        text = bytes(answer).decode("latin-1").lower()
+        assert text.startswith("http/1.1 401"), text[:200]
+        assert "connection: close" in text
+        assert sent < declared // 2, sent
+    finally:
+        server.should_exit = True
+        runner.join(15)
+        c.close()

@@ -107,7 +107,7 @@ async def _upload_form(
     without the server receiving the file (up to MEMORY_MAX_UPLOAD_BYTES). One document per upload: with two
     `file` parts a form would keep the last, silently (422 `multiple_files`). A body that is not a form with one
     `file` is 422 `invalid_request`, as FastAPI would answer it."""
-    async with request.form(max_files=2, max_fields=_MAX_FORM_FIELDS) as form:
+    async with request.form(max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS) as form:
         files, keys = form.getlist("file"), form.getlist("external_key")
         if len(files) > 1 or len(keys) > 1:
             raise ValidationFailedError("send one file (and at most one external_key) per upload",
@@ -124,8 +124,10 @@ async def _upload_form(
         yield Upload(file=cast(StarletteUploadFile, files[0]), external_key=cast(str | None, keys[0] if keys else None))
 
 
-# Fields a client may send beside `file` and `external_key` (ignored); past them the body is 422.
+# Fields a client may send beside `file` and `external_key` (ignored), and files (more than one is 422
+# multiple_files); past these the body is 422 invalid_request, unparsed.
 _MAX_FORM_FIELDS = 16
+_MAX_FORM_FILES = 16
 
 
 @router.post(
