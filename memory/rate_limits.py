@@ -97,6 +97,8 @@ class RateLimits:
         # A shared storage answers within a bound or counts as down: redis-py waits forever by default, and a
         # blackholed Redis would then hold every request (fail open needs a failure to open on).
         options = _shared_storage_options() if self._scheme.startswith(("redis", "valkey")) else {}
+        if "sentinel" in self._scheme:  # the sentinels' own connections: the same bounds as the master's
+            options["sentinel_kwargs"] = dict(options)
         self._failed_at: float | None = None
         self._failure = ""
         self._down_until: float | None = None  # a failed storage is left alone until then (monotonic)
@@ -105,7 +107,8 @@ class RateLimits:
             storage = storage_from_string(storage_uri, wrap_exceptions=True, **options)  # type: ignore[arg-type]
         except Exception as exc:  # an unknown scheme, memcached:// without pymemcache, a cluster that fails to connect
             # The URI may hold a password (redis://:secret@host): never in the message, nor in a chained traceback.
-            reason = str(exc).replace(storage_uri, f"{self._scheme}://...")
+            reason = ("the URI does not parse (percent-encode a password's reserved characters)"
+                      if isinstance(exc, ValueError) else str(exc).replace(storage_uri, f"{self._scheme}://..."))
             raise ValidationFailedError(f"rate limit storage {self._scheme!r}: {type(exc).__name__}: {reason}",
                                         code="invalid_settings") from None
         self._limiter = SlidingWindowCounterRateLimiter(storage)
@@ -114,8 +117,9 @@ class RateLimits:
         # shared storage, a replica that has seen none tests from its first refusal on (one request late).
         self._failure_horizon_s = 2 * max((i.get_expiry() for i in self._items[AUTH_FAILURES]), default=0)
         self._last_auth_failure: float | None = None
-        # Key ids that authenticated in this process lately: a blocked address does not block them (a copilot
-        # behind the same NAT as a client retrying a revoked key) unless their own refusals are past the limit.
+        # Keys that authenticated in this process lately (keyed hashes of the whole key): a blocked address does not
+        # block them (a copilot behind the same NAT as a client retrying a revoked key) unless their key id's own
+        # refusals are past the limit. The whole key, since key ids are no secret (logs name them).
         self._vouched: TTLCache[str, bool] = TTLCache(maxsize=VOUCHED_MAX, ttl=VOUCHED_S)
         self._vouched_lock = threading.Lock()
 
@@ -148,10 +152,11 @@ class RateLimits:
             return f"unavailable: {self._failure} (requests not limited)"
         return "ok"
 
-    def refuse_failing_client(self, address: str | None, key_id: str | None = None) -> None:
+    def refuse_failing_client(self, address: str | None, key_id: str | None = None, token: str | None = None) -> None:
         """429 `rate_limited` (scope `auth_failures`) when keys from this client address were refused more often
-        than its limit allows, unless `key_id` (the request's key's id) authenticated in this process lately and
-        its own refusals are within the limit; counts nothing. Called before a key is looked up."""
+        than its limit allows, unless this very key (`token`, whole: a key id alone is no secret) authenticated in
+        this process lately and its id's own refusals are within the limit; counts nothing. Called before a key is
+        looked up."""
         items = self._items[AUTH_FAILURES]
         last = self._last_auth_failure
         if not items or not address or last is None or time.monotonic() - last > self._failure_horizon_s:
@@ -161,7 +166,7 @@ class RateLimits:
         def test() -> None:
             for item in items:
                 if not self._limiter.test(item, AUTH_FAILURES, where):
-                    if key_id is not None and self._is_vouched(key_id) and all(
+                    if key_id is not None and token is not None and self._is_vouched(token) and all(
                             self._limiter.test(i, AUTH_FAILURES, f"key:{key_id}") for i in items):
                         return
                     self._refuse(AUTH_FAILURES, item, (AUTH_FAILURES, where))
@@ -184,15 +189,17 @@ class RateLimits:
 
         self._with_storage(hit, counted=False)
 
-    def vouch(self, key_id: str) -> None:
-        """The key `key_id` authenticated: exempt from its address's refused-key block for VOUCHED_S."""
+    def vouch(self, token: str) -> None:
+        """The key `token` authenticated: exempt from its address's refused-key block for VOUCHED_S (kept as a keyed
+        hash of the whole key, never the key)."""
         if self._items[AUTH_FAILURES]:
             with self._vouched_lock:
-                self._vouched[key_id] = True
+                self._vouched[_proof(token)] = True
 
-    def _is_vouched(self, key_id: str) -> bool:
+    def _is_vouched(self, token: str) -> bool:
+        proof = _proof(token)
         with self._vouched_lock:
-            return key_id in self._vouched
+            return proof in self._vouched
 
     def check(self, category: str, principal_id: str, acting_for: str | None) -> None:
         """Count one request of this caller; 429 `rate_limited` when a limit it falls under is spent (and then
@@ -227,16 +234,18 @@ class RateLimits:
                     RATE_LIMIT_ERRORS.inc()
                 return
             probe = True
+        failed = False
         try:
-            work()
-            if probe:
-                self._down_until = None
+            work()  # (a refusal, RateLimitedError, is the storage answering)
         except StorageError as exc:
+            failed = True
             if counted:
                 RATE_LIMIT_ERRORS.inc()
             self._storage_failed(exc.storage_error)
         finally:
             if probe:
+                if not failed:
+                    self._down_until = None
                 self._probe.release()
 
     def _storage_failed(self, error: BaseException) -> None:
@@ -261,6 +270,10 @@ class RateLimits:
             retry_after_s=retry,
             details={"category": category, "scope": scope, "limit": str(item), "retry_after_s": retry},
         )
+
+
+def _proof(token: str) -> str:
+    return hmac.new(_LOG_KEY, token.encode(), hashlib.sha256).hexdigest()
 
 
 def _address_key(address: str) -> str:

@@ -83,15 +83,15 @@ def authenticated(
     against its address and its key id (memory.rate_limits)."""
     limits = container.rate_limits
     key_id = principals.key_id_of(token)
-    limits.refuse_failing_client(client, key_id)
+    limits.refuse_failing_client(client, key_id, token)
     try:
         who = principals.who_for_token(session, token=token, acting_for=acting_for)
     except AuthError:
         session.rollback()  # (on SQLite the write lock is not held across a shared storage's round trip)
         limits.count_auth_failure(client, key_id)
         raise
-    if key_id is not None:
-        limits.vouch(key_id)
+    if key_id is not None and token is not None:
+        limits.vouch(token)
     return who
 
 
