@@ -194,10 +194,10 @@ class RateLimits:
         hash of the whole key, never the key)."""
         if self._items[AUTH_FAILURES]:
             with self._vouched_lock:
-                self._vouched[_proof(token)] = True
+                self._vouched[_keyed_hash(token)] = True
 
     def _is_vouched(self, token: str) -> bool:
-        proof = _proof(token)
+        proof = _keyed_hash(token)
         with self._vouched_lock:
             return proof in self._vouched
 
@@ -260,7 +260,7 @@ class RateLimits:
         retry = max(1, math.ceil(reset - time.time()))
         scope = key[0] if key[0] in (PRINCIPAL, AUTH_FAILURES) else category
         RATE_LIMITED.labels(category=scope).inc()
-        caller = hmac.new(_LOG_KEY, "\x00".join(key[1:]).encode(), hashlib.sha256).hexdigest()[:12]
+        caller = _keyed_hash("\x00".join(key[1:]))[:12]
         log.warning("api.rate_limited category=%s scope=%s limit=%s caller=%s retry_after_s=%d", category, scope, item,
                     caller, retry)
         whose = {PRINCIPAL: "requests from this principal in all",
@@ -272,8 +272,9 @@ class RateLimits:
         )
 
 
-def _proof(token: str) -> str:
-    return hmac.new(_LOG_KEY, token.encode(), hashlib.sha256).hexdigest()
+def _keyed_hash(text: str) -> str:
+    """HMAC-SHA256 under this process's own key: names a caller in logs, or a key in memory, irreversibly."""
+    return hmac.new(_LOG_KEY, text.encode(), hashlib.sha256).hexdigest()
 
 
 def _address_key(address: str) -> str:

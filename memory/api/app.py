@@ -145,15 +145,16 @@ class BodyLimitMiddleware:
         multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/")
         limit = self.multipart_limit if multipart else self.json_limit
         declared = headers.get(b"content-length", b"")
+        length = int(declared) if declared.isdigit() else None
         # Whether a body is still to come: a declared length above 0, or a chunked one.
-        unread = (declared.isdigit() and int(declared) > 0) or b"chunked" in headers.get(b"transfer-encoding", b"")
+        unread = bool(length) or b"chunked" in headers.get(b"transfer-encoding", b"")
 
         async def closing(message: Message) -> None:
             if message["type"] == "http.response.start" and unread:
                 message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             await send(message)
 
-        if declared.isdigit() and int(declared) > limit:
+        if length is not None and length > limit:
             error = RequestTooLargeError(f"the request body is larger than {limit} bytes")
             await _answer(self.api, error, scope, receive, closing)
             return

