@@ -155,19 +155,22 @@ def serve(
         RateLimits({}, storage_uri=settings.rate_limit_storage).verify()
     except ValidationFailedError as exc:
         fail(exc.code, exc.message)
+    if "FORWARDED_ALLOW_IPS" in os.environ and "MEMORY_FORWARDED_ALLOW_IPS" not in os.environ:
+        # uvicorn's own variable: a deployment that relied on it would silently lose its proxy's client addresses.
+        fail("invalid_settings", "FORWARDED_ALLOW_IPS is not read by memory serve: name the trusted proxies in "
+             "MEMORY_FORWARDED_ALLOW_IPS")
     logging_setup.configure(settings.log_level, settings.log_json)
     os.environ.update({f"MEMORY_{k.upper()}": str(v) for k, v in updates.items()})
     if data_dir:
         os.environ["MEMORY_DATA_DIR"] = str(data_dir)
+    from memory.api.serving import uvicorn_options
+
     if settings.workers > 1:
-        uvicorn.run("memory.api.asgi:app", host=settings.host, port=settings.port, workers=settings.workers,
-                    factory=False, http=settings.http_impl, loop=settings.event_loop, timeout_graceful_shutdown=20,
-                    access_log=settings.access_log)
+        uvicorn.run("memory.api.asgi:app", workers=settings.workers, factory=False, **uvicorn_options(settings))
     else:
         from memory.api.app import create_app
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, http=settings.http_impl,
-                    loop=settings.event_loop, timeout_graceful_shutdown=20, access_log=settings.access_log)
+        uvicorn.run(create_app(settings), **uvicorn_options(settings))
 
 
 @app.command()

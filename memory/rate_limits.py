@@ -26,8 +26,8 @@ A refused request is 429 `rate_limited` with
 Before a caller is known, its client address is: keys refused (401: unknown, revoked, expired, an inactive
 principal) are counted per address (`auth_failures`), and an address past that limit is refused 429 before its
 key is even looked up, whatever the key (a flood of made-up keys costs a counter, not a SQL read and, on SQLite,
-the write lock). Behind a reverse proxy the address is the proxy's unless uvicorn is told to trust its
-forwarded headers (FORWARDED_ALLOW_IPS): docs/operations.md.
+the write lock). Behind a reverse proxy the address is the proxy's unless MEMORY_FORWARDED_ALLOW_IPS names it
+(memory.api.serving): docs/operations.md.
 """
 
 from __future__ import annotations

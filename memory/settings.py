@@ -6,6 +6,7 @@ Scale-out: MEMORY_DATABASE_URL=postgresql+psycopg://... and MEMORY_QDRANT_URL=ht
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
@@ -114,6 +115,11 @@ class Settings(BaseSettings):
         True, description="uvicorn's access log for `memory serve` (one line per request with the client's address "
         "and the path); false turns it off where client addresses may not be logged (the service's own logs name "
         "an address only as a keyed hash).")
+    forwarded_allow_ips: str = Field(
+        "", max_length=2000, description="The reverse proxies or load balancers whose X-Forwarded-For and "
+        "X-Forwarded-Proto `memory serve` believes: comma-separated IP addresses and networks (10.0.0.0/8), or `*` "
+        "alone (every peer: only where nothing reaches the port but the proxy). Empty (default): none; the client "
+        "address is the TCP peer's, which the refused-key limit counts by.")
     seed_demo: bool = Field(False, description="Load the shipped demo corpus at startup if the store is empty.")
     # Per caller (principal + the user it acts for) and category (memory.rate_limits); "" turns one off.
     rate_limit_search: str = Field("30/second;1200/minute", max_length=200,
@@ -127,7 +133,7 @@ class Settings(BaseSettings):
         "whoever it acts for: an agent serving many users takes no more than this share of the service.")
     rate_limit_auth_failures: str = Field(
         "20/second;300/minute", max_length=200, description="Refused API keys (401) per client address; past it the "
-        "address is refused 429 before its keys are looked up. Behind a proxy, set uvicorn's FORWARDED_ALLOW_IPS.")
+        "address is refused 429 before its keys are looked up. Behind a proxy, set MEMORY_FORWARDED_ALLOW_IPS.")
     rate_limit_storage: str = Field(
         "memory://", max_length=500, description="Where the counts live: memory:// (each process its own) or "
         "redis://host:6379/0 (shared by the replicas).")
@@ -140,6 +146,24 @@ class Settings(BaseSettings):
 
         parse_rates(v)  # ValueError: "couldn't parse rate limit string ..."
         return v
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, v: str) -> str:
+        """What uvicorn would otherwise take silently as a literal host name that never matches (a network with
+        host bits set, a typo) or as no wildcard (`*` beside an address) is refused."""
+        items = [i.strip() for i in v.split(",") if i.strip()]
+        if "*" in items:
+            if len(items) > 1:
+                raise ValueError("`*` trusts every peer and must stand alone")
+            return "*"
+        for item in items:
+            try:
+                ipaddress.ip_network(item) if "/" in item else ipaddress.ip_address(item)
+            except ValueError:
+                raise ValueError("each item must be an IP address or a network without host bits "
+                                 "(10.0.0.0/8), or `*` alone") from None
+        return ",".join(items)
 
     @field_validator("data_dir")
     @classmethod

@@ -143,6 +143,32 @@ def test_serve_runs_uvicorn_with_the_configured_http_parser_and_loop(env: Path, 
     assert (ran[-1]["http"], ran[-1]["loop"]) == ("h11", "asyncio")
 
 
+def test_serve_believes_forwarded_headers_only_from_named_proxies(env: Path, monkeypatch):
+    import uvicorn
+
+    from memory.api import app as api_app
+
+    ran: list[dict] = []
+    monkeypatch.setattr(api_app, "create_app", lambda settings: "the-app")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.append(kw))
+    monkeypatch.setattr("memory.logging_setup.configure", lambda *a, **k: None)
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    assert invoke("serve").exit_code == 0
+    assert ran[-1]["proxy_headers"] is False  # uvicorn's default would believe any local process
+    monkeypatch.setenv("MEMORY_FORWARDED_ALLOW_IPS", "10.1.0.0/16")
+    assert invoke("serve").exit_code == 0
+    assert (ran[-1]["proxy_headers"], ran[-1]["forwarded_allow_ips"]) == (True, "10.1.0.0/16")
+    monkeypatch.setenv("MEMORY_FORWARDED_ALLOW_IPS", "10.1.0.1/16")
+    r = invoke("serve")
+    assert r.exit_code == 2 and "invalid_settings: MEMORY_FORWARDED_ALLOW_IPS" in r.output
+    # uvicorn's own variable alone (what these docs once said to set) is refused, not silently dropped.
+    monkeypatch.delenv("MEMORY_FORWARDED_ALLOW_IPS")
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.1.0.5")
+    runs = len(ran)
+    r = invoke("serve")
+    assert r.exit_code == 2 and "MEMORY_FORWARDED_ALLOW_IPS" in r.output and len(ran) == runs
+
+
 def test_serve_refuses_an_unknown_http_parser(env: Path, monkeypatch):
     monkeypatch.setenv("MEMORY_HTTP_IMPL", "nginx")
     r = invoke("serve")

@@ -1,0 +1,24 @@
+"""How `memory serve` runs uvicorn: its options from the settings, in one place (the CLI and the tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memory.settings import Settings
+
+GRACEFUL_SHUTDOWN_S = 20  # uvicorn's drain of open requests; docker-compose.yml's stop_grace_period counts on it
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for `uvicorn.run` / `uvicorn.Config` (everything but the app and the workers).
+
+    Forwarded headers are believed only from the proxies MEMORY_FORWARDED_ALLOW_IPS names. uvicorn's own default
+    believes X-Forwarded-For from 127.0.0.1 and ::1, so any process on the API's host could claim any client
+    address (and escape the refused-key limit, which counts by address); with no proxy named, uvicorn's proxy
+    middleware is off and the address is the TCP peer's."""
+    trusted = settings.forwarded_allow_ips
+    return {
+        "host": settings.host, "port": settings.port, "http": settings.http_impl, "loop": settings.event_loop,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S, "access_log": settings.access_log,
+        "proxy_headers": bool(trusted), "forwarded_allow_ips": trusted,  # a string: uvicorn never reads its env
+    }
