@@ -50,6 +50,7 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 
 from memory.errors import RateLimitedError, ValidationFailedError
 from memory.metrics import RATE_LIMIT_ERRORS, RATE_LIMITED
+from memory.rate_limit_storage import check_storage_uri
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class RateLimits:
         if unknown:
             raise ValueError(f"unknown rate limit categories: {sorted(unknown)}")
         self._items = {c: parse_rates(rates.get(c, "")) for c in (*CATEGORIES, PRINCIPAL, AUTH_FAILURES)}
+        check_storage_uri(storage_uri)  # invalid_settings: what the library would take silently
         self._scheme = storage_uri.split(":", 1)[0]
         # A shared storage answers within a bound or counts as down: redis-py waits forever by default, and a
         # blackholed Redis would then hold every request (fail open needs a failure to open on).

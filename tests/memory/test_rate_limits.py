@@ -68,6 +68,31 @@ def test_bad_rates_and_storages_fail_clearly(tmp_path: Path):
     assert "hunter2" not in err.value.message and "rediss+x" in err.value.message
 
 
+@pytest.mark.parametrize(("uri", "why"), [
+    ("redis://:hunter2@cache:6379/abc", "database number"),  # redis-py: database 0, silently
+    ("redis://:hunter2@cache:6379/0?sockettimeout=1", "unknown query parameters ['sockettimeout']"),
+    ("redis://:hunter2@/0", "names no host"),  # an empty variable in a compose file: redis-py tries localhost
+    ("redis+cluster://", "names no host"),
+    ("redis+unix://", "names no socket path"),
+    ("memory://hunter2", "nothing after memory://"),
+    ("mongodb://hunter2@db", "unsupported"),
+    ("valkey://:hunter2@cache:6379/0", "redis:// reaches a Valkey server"),  # no `valkey` package installed
+])
+def test_storage_uris_the_clients_would_take_silently_are_refused(uri: str, why: str):
+    with pytest.raises(ValidationFailedError) as err:
+        RateLimits({"search": "1/second"}, storage_uri=uri)
+    assert err.value.code == "invalid_settings" and why in err.value.message
+    assert "hunter2" not in err.value.message and err.value.__cause__ is None
+
+
+@pytest.mark.parametrize("uri", [
+    "redis://:p%40ss@cache:6379", "redis://cache/15?socket_timeout=1&health_check_interval=30", "rediss://cache:6380/0",
+    "redis+sentinel://:pw@s1:26379,s2:26379/mymaster", "redis+unix:///run/redis.sock?db=2",
+])
+def test_usable_storage_uris_are_built(uri: str):
+    RateLimits({"search": "1/second"}, storage_uri=uri)  # built, not yet asked (nothing listens)
+
+
 @pytest.fixture
 def limited_api(tmp_path: Path, db_url: str, fake_embedder: Any, fake_classifier: Any) -> Iterator[Any]:
     _fresh_window(3600, 60)
@@ -507,7 +532,10 @@ def test_requests_served_unlimited_are_counted_once_each(monkeypatch):
 def test_a_storage_that_cannot_be_built_never_shows_its_uri_in_a_traceback():
     with pytest.raises(ValidationFailedError) as err:
         RateLimits({"search": "1/second"}, storage_uri="rediss+x://:hunter2@cache:6379/0")
-    assert err.value.__cause__ is None and err.value.__suppress_context__
+    assert err.value.__cause__ is None and (err.value.__context__ is None or err.value.__suppress_context__)
+    with pytest.raises(ValidationFailedError) as err:  # refused by the library as it builds (connects)
+        RateLimits({"search": "1/second"}, storage_uri="redis+cluster://:hunter2@nowhere.invalid:7000")
+    assert err.value.__cause__ is None and err.value.__suppress_context__ and "hunter2" not in err.value.message
     with pytest.raises(ValidationFailedError) as err:  # a password with a '/', not percent-encoded
         RateLimits({"search": "1/second"}, storage_uri="redis://:s3c/ret@cache:6379/0")
     assert "s3c" not in err.value.message and "percent-encode" in err.value.message

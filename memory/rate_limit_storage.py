@@ -1,0 +1,58 @@
+"""Checks on MEMORY_RATE_LIMIT_STORAGE beyond what the `limits` library and redis-py refuse themselves: each would
+otherwise take some mistakes silently (redis-py reads `/abc` as database 0 and passes an unknown query
+parameter on to the connection, which then fails every check: every request served unlimited). Messages never
+repeat the URI, which may hold a password."""
+
+from __future__ import annotations
+
+import importlib.util
+from urllib.parse import parse_qsl, urlsplit
+
+from memory.errors import ValidationFailedError
+
+REDIS_SCHEMES = ("redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
+VALKEY_SCHEMES = ("valkey", "valkeys", "valkey+unix", "valkey+sentinel", "valkey+cluster")
+# redis-py's URL options (redis.connection.URL_QUERY_ARGUMENT_PARSERS) plus the sentinel's service name, which
+# `limits` reads from the query too.
+_QUERY_OPTIONS = frozenset({
+    "db", "socket_timeout", "socket_connect_timeout", "socket_read_size", "socket_keepalive", "retry_on_timeout",
+    "retry_on_error", "max_connections", "health_check_interval", "ssl_check_hostname", "ssl_include_verify_flags",
+    "ssl_exclude_verify_flags", "ssl_min_version", "timeout", "protocol", "legacy_responses", "ssl_cert_reqs",
+    "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "service_name",
+})
+
+
+def _refuse(scheme: str, reason: str) -> ValidationFailedError:
+    return ValidationFailedError(f"rate limit storage {scheme!r}: {reason}", code="invalid_settings")
+
+
+def check_storage_uri(uri: str) -> None:
+    """invalid_settings unless `uri` is `memory://` or a Redis / Valkey URI the service can use as written."""
+    scheme = uri.split(":", 1)[0]
+    if uri == "memory://":
+        return
+    if scheme in VALKEY_SCHEMES and importlib.util.find_spec("valkey") is None:
+        raise _refuse(scheme, "needs the `valkey` client package, which is not installed; redis:// reaches a "
+                      "Valkey server")
+    if scheme not in (*REDIS_SCHEMES, *VALKEY_SCHEMES, "memory"):
+        raise _refuse(scheme, "unsupported: use memory:// (this process) or redis://[:password@]host:port/db "
+                      "(rediss://, redis+sentinel://, redis+cluster://, redis+unix://)")
+    plain = scheme in ("redis", "rediss", "valkey", "valkeys")  # one host (sentinel and cluster: a list)
+    try:
+        parts = urlsplit(uri)
+        if plain:
+            parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:
+        raise _refuse(scheme, "the URI does not parse (percent-encode a password's reserved characters)") from None
+    if scheme == "memory":
+        raise _refuse(scheme, "takes nothing after memory://")
+    unknown = {k for k, _ in parse_qsl(parts.query, keep_blank_values=True)} - _QUERY_OPTIONS
+    if unknown:
+        raise _refuse(scheme, f"unknown query parameters {sorted(unknown)}: redis-py would fail every connection")
+    if scheme.endswith("+unix"):
+        if not parts.path:
+            raise _refuse(scheme, "names no socket path")
+    elif not (parts.hostname if plain else parts.netloc.rpartition("@")[2]):
+        raise _refuse(scheme, "names no host")
+    if plain and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise _refuse(scheme, "the path must be a database number (/0): redis-py would use database 0 silently")
