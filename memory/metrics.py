@@ -19,6 +19,11 @@ SEARCH_RECALL_REPAIRS = Counter(
     "memory_search_recall_repairs_total",
     "Searches whose served search missed a hit the caller may see and was run again with a wider beam",
 )
+SEARCH_REFILLED = Counter(
+    "memory_search_refilled_hits_total",
+    "Hits the vectors' payload admitted and SQL did not (dropped at render: a change caught mid-way, a patch a "
+    "shard missed) whose top_k slots a search filled again; a steady rate means vectors to repair",
+)
 POLICY_READS = Counter(
     "memory_search_policy_reads_total",
     "Search plans by where their policy reads came from: cache (the policy epoch unchanged) or sql "

@@ -15,6 +15,10 @@ A second search over what the caller's groups could read finds the withheld hits
 when the served graph search was stranded (a hit no rule withholds ranks above the last served one): the
 served search then runs once more under the same filter with a wider beam (recall repair, Beam.WIDE).
 
+SQL wins over the vectors' payload at render: a hit whose row SQL does not admit (a change caught mid-way, a
+patch a shard missed) is dropped, and its top_k slot is filled by the same filtered search asked for more,
+skipping what was dropped (`_refill`); the withheld count then follows what was finally served.
+
 A chunk with personal data that the caller reads masked (allow_masked) is searched through its masked twin,
 the vector of its masked text (memory.stores.base): its score is the twin's, so it tells nothing of the clear
 text. SQL maps a twin's point id to its chunk's row (`_rows`), and the hit is served masked or not at all. The
@@ -107,6 +111,8 @@ class SearchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # The served search was run a second time with a wider beam: the first missed a hit the caller may see.
     recall_repaired: bool = False
+    # Hits the vectors' payload admitted and SQL did not (dropped at render), whose top_k slots were filled again.
+    refilled: int = 0
 
 
 def query_sha256(text: str) -> str:
@@ -248,12 +254,27 @@ def search(
         counts, missed = _classify(reason_of, candidates, floor, rows, _served_chunks(points, rows))
         if missed:
             log.warning("search.recall_repair_incomplete missed=%d top_k=%d", missed, request.top_k)
+    t_render = time.perf_counter()
+    hits, dropped = _render(session, who, rules, points, rows, reason_of)
+    refilled = 0
+    if dropped:  # rare: the payload admitted what SQL does not (a change caught mid-way); timed as render
+        served = [p for p in points if p.id not in dropped]
+        if len(hits) < request.top_k:
+            before = len(hits)
+            beam = Beam.WIDE if repaired else Beam.SERVE
+            served, hits = _refill(session, store, vector, planned, beam, served, rows, hits, dropped, reason_of)
+            refilled = len(hits) - before
+            log.info("search.refilled dropped=%d refilled=%d top_k=%d", len(dropped), refilled, request.top_k)
+        # The withheld count follows what is served: a dropped hit SQL withholds is counted, under the new floor.
+        candidates, floor = _candidates(request, served, could_read)
+        unread = [c.id for c in candidates if c.id not in rows]
+        if unread:
+            rows.update(_rows(session, unread, who.groups))
+        counts, _ = _classify(reason_of, candidates, floor, rows, _served_chunks(served, rows))
     withheld = [
         Withheld(reason=reason, count=n, source_id=sid, steward=steward)
         for (sid, reason, steward), n in sorted(counts.items())
     ]
-    t_render = time.perf_counter()
-    hits = _render(session, who, rules, points, rows, reason_of)
     t_audit = time.perf_counter()
     latency_ms = (time.perf_counter() - started) * 1000
     tokens = embedder.count_tokens(request.query)
@@ -300,6 +321,7 @@ def search(
         audit_seq=record.seq,
         latency_ms=latency_ms,
         recall_repaired=repaired,
+        refilled=refilled,
         timings_ms={
             "embed": (t_search - t_embed) * 1000, "policy": planned.policy_ms,
             "vector_search": (t_withheld - t_vectors) * 1000 + repair_ms,
@@ -317,6 +339,35 @@ def _candidates(
     served_ids = {p.id for p in served}
     floor = served[-1].score if len(served) >= request.top_k else float("-inf")
     return [p for p in readable if p.id not in served_ids and p.score >= floor], floor
+
+
+REFILL_ROUNDS = 3  # searches at most, after render dropped hits, to fill their slots again
+
+
+def _refill(
+    session: Session, store: VectorStore, vector: np.ndarray, planned: SearchPlan, beam: Beam,
+    served: list[Ranked], rows: dict[str, Any], hits: list[Hit], dropped: set[str], reason_of: _Reasons,
+) -> tuple[list[Ranked], list[Hit]]:
+    """Fill the top_k slots of hits dropped at render (`dropped`: point ids the vectors' payload admitted and SQL
+    does not, e.g. a retraction some shard missed). The same filtered search again, for top_k plus the points
+    dropped so far, skipping those: what is served still comes from the filter inside the search, in its rank
+    order; nothing is filtered after it but by SQL's rows, as always. `dropped` grows with what the new hits
+    drop. Returns the served points (in rank order) and their hits."""
+    top_k = planned.request.top_k
+    for _ in range(REFILL_ROUNDS):
+        if len(served) >= top_k:
+            break
+        ranked = store.rank_batch(vector, [planned.flt], top_k + len(dropped), (beam,))[0]
+        fresh = [p for p in ranked if p.id not in dropped][:top_k]
+        if len(fresh) <= len(served):  # the filter admits nothing more
+            break
+        unread = [p.id for p in fresh if p.id not in rows]
+        if unread:
+            rows.update(_rows(session, unread, planned.who.groups))
+        hits, more = _render(session, planned.who, planned.rules, fresh, rows, reason_of)
+        dropped |= more
+        served = [p for p in fresh if p.id not in more]
+    return served, hits
 
 
 def _served_chunks(served: Sequence[Ranked], rows: dict[str, Any]) -> set[str]:
@@ -446,10 +497,11 @@ def _rows(session: Session, point_ids: Sequence[str], groups: frozenset[str]) ->
 def _render(
     session: Session, who: policy.EffectivePrincipal, rules: policy.TransferRules, points: Sequence[Ranked],
     by_point: dict[str, Any], reason_of: _Reasons,
-) -> list[Hit]:
+) -> tuple[list[Hit], set[str]]:
     """Text and citation for each hit, in rank order, from its SQL row (`_rows`: no ORM entities, no vector
     payloads on the hot path); whether a hit is masked is decided on SQL's fields, the source of truth; PII
-    spans are read only for the hits this caller gets masked."""
+    spans are read only for the hits this caller gets masked. Also the point ids dropped: SQL holds no row for
+    them, or does not admit what their payload did."""
     rows = [by_point[p.id] for p in points if p.id in by_point]
     # Whether the rule for a jurisdiction masks this caller's personal data, per jurisdiction.
     masking = {j: reason_of.masks(j) for j in {r.source_jurisdiction for r in rows}}
@@ -458,10 +510,12 @@ def _render(
     if masked_set:
         for span in session.scalars(select(PiiSpan).where(PiiSpan.chunk_id.in_(sorted(masked_set)))):
             spans.setdefault(span.chunk_id, []).append(span)
-    hits = []
+    hits: list[Hit] = []
+    dropped: set[str] = set()
     for p in points:
         r = by_point.get(p.id)
         if r is None:  # vector without its SQL row: never serve what we cannot cite
+            dropped.add(p.id)
             continue
         if r.retracted_at is not None or not r.readable or reason_of(r):
             # Rare: a source's read groups, jurisdiction or consent changed after the plan read them, or a
@@ -469,6 +523,7 @@ def _render(
             # holds (retraction, read groups, label, jurisdiction, personal data, consent): the hit is dropped,
             # not served under a mix of the two, and the disagreement is logged.
             log.warning("search.payload_disagrees chunk=%s version=%s", r.id, r.version_id)
+            dropped.add(p.id)
             continue
         masked = r.id in masked_set
         if masked != (p.id == r.masked_point_id):
@@ -476,6 +531,7 @@ def _render(
             # A disagreement (a source's jurisdiction changed after the plan read it) is dropped: a twin's text
             # may not be served clear, and a clear point's score may not be served beside masked text.
             log.warning("search.twin_disagrees chunk=%s version=%s twin=%s", r.id, r.version_id, not masked)
+            dropped.add(p.id)
             continue
         whole = not masked and reason_of.whole_version(r, masking[r.source_jurisdiction])
         cited = Citation(
@@ -497,4 +553,4 @@ def _render(
             citation=cited.for_view(clear=not masked, whole=whole, names_pii=r.names_pii),
             whole_version=whole,
         ))
-    return hits
+    return hits, dropped

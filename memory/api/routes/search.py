@@ -11,7 +11,7 @@ from memory.api import presenters, schemas
 from memory.api.deps import ActingForHeader, ContainerDep, TokenDep, TransactionPerHop, client_address, governed
 from memory.bootstrap import Container
 from memory.clock import to_epoch
-from memory.metrics import SEARCH_HITS, SEARCH_RECALL_REPAIRS, SEARCH_WITHHELD
+from memory.metrics import SEARCH_HITS, SEARCH_RECALL_REPAIRS, SEARCH_REFILLED, SEARCH_WITHHELD
 from memory.policy import EffectivePrincipal
 
 router = APIRouter(prefix="/v1", tags=["search"], responses=schemas.ERRORS, route_class=TransactionPerHop)
@@ -57,4 +57,6 @@ def _search(
         SEARCH_WITHHELD.labels(reason=w.reason).inc(w.count)
     if result.recall_repaired:
         SEARCH_RECALL_REPAIRS.inc()
+    if result.refilled:
+        SEARCH_REFILLED.inc(result.refilled)
     return presenters.search(result)
