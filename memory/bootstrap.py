@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from memory import migrate, policy_store
+from memory import migrate, policy_store, tracing
 from memory.db import make_engine, make_sessionmaker, transaction
 from memory.errors import ConflictError, NotFoundError
 from memory.settings import Settings
+from memory.tracing import Tracing
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -44,8 +45,10 @@ class Container:
         embedder: Embedder | None = None,
         classifier: Any | None = None,
         engine: Engine | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self._tracing_override = tracing
         self._store_override = store
         self._embedder_override = embedder
         self._classifier_override = classifier
@@ -57,6 +60,13 @@ class Container:
             return self._engine_override
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         return make_engine(self.settings.sqlalchemy_url, lock_timeout_s=self.settings.db_lock_timeout_s)
+
+    @cached_property
+    def tracing(self) -> Tracing:
+        """Traces (memory.tracing): exported when MEMORY_OTLP_ENDPOINT is set, else a no-op tracer."""
+        if self._tracing_override is not None:
+            return self._tracing_override
+        return tracing.from_settings(self.settings.otlp_endpoint)
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
@@ -294,6 +304,8 @@ class Container:
             self.store.close()
         if "engine" in self.__dict__ and self._engine_override is None:
             self.engine.dispose()
+        if "tracing" in self.__dict__ and self._tracing_override is None:
+            self.tracing.shutdown()  # the spans still queued go to the collector
 
 
 def ensure_admin(factory: sessionmaker[Session], *, token: str, principal_id: str = "admin") -> None:

@@ -120,6 +120,10 @@ class Settings(BaseSettings):
         "X-Forwarded-Proto `memory serve` believes: comma-separated IP addresses and networks (10.0.0.0/8), or `*` "
         "alone (every peer: only where nothing reaches the port but the proxy). Empty (default): none; the client "
         "address is the TCP peer's, which the refused-key limit counts by.")
+    otlp_endpoint: str | None = Field(
+        None, max_length=500, description="Export OpenTelemetry traces over OTLP/HTTP to this collector (its base "
+        "URL, e.g. http://otel-collector:4318; traces go to /v1/traces). Unset or empty (default): no traces. The "
+        "standard OTEL_* variables tune the sampler, headers and batching (memory.tracing).")
     seed_demo: bool = Field(False, description="Load the shipped demo corpus at startup if the store is empty.")
     # Per caller (principal + the user it acts for) and category (memory.rate_limits); "" turns one off.
     rate_limit_search: str = Field("30/second;1200/minute", max_length=200,
@@ -164,6 +168,20 @@ class Settings(BaseSettings):
                 raise ValueError("each item must be an IP address or a network without host bits "
                                  "(10.0.0.0/8), or `*` alone") from None
         return ",".join(items)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _collector(cls, v: str | None) -> str | None:
+        if not v or not v.strip():
+            return None  # an empty variable (docker-compose's ${OTLP_ENDPOINT:-}) turns traces off
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be the collector's http:// or https:// base URL")
+        if parts.query or parts.fragment or parts.path.rstrip("/").endswith("/v1/traces"):
+            raise ValueError("the collector's base URL only: /v1/traces is added")
+        return v.strip()
 
     @field_validator("data_dir")
     @classmethod

@@ -143,7 +143,8 @@ def real_classifier() -> Any:
     return build_presidio_classifier()
 
 
-def make_container(tmp_path: Path, db_url: str, *, embedder: Any, classifier: Any, **settings: Any) -> Any:
+def make_container(tmp_path: Path, db_url: str, *, embedder: Any, classifier: Any, tracing: Any = None,
+                   **settings: Any) -> Any:
     from memory.bootstrap import Container
     from memory.settings import Settings
 
@@ -152,7 +153,7 @@ def make_container(tmp_path: Path, db_url: str, *, embedder: Any, classifier: An
                 "rate_limit_auth_failures": "",
                 **settings}
     s = Settings(data_dir=tmp_path / "data", database_url=db_url, env="test", **settings)  # type: ignore[call-arg]
-    c = Container(s, embedder=embedder, classifier=classifier)
+    c = Container(s, embedder=embedder, classifier=classifier, tracing=tracing)
     c.prepare_database()
     return c
 

@@ -33,6 +33,7 @@ from memory.api.routes import (
     usage_routes,
 )
 from memory.api.routes import jobs as job_routes
+from memory.api.tracing_middleware import TracingMiddleware
 from memory.bootstrap import Container
 from memory.errors import AuthError, RequestTooLargeError, ServiceError, ValidationFailedError
 from memory.metrics import REQUEST_LATENCY
@@ -114,7 +115,9 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.add_middleware(BearerRequiredMiddleware, api=app, routes=[r for r in routes if deps.authenticates(r.dependant)])
     app.add_middleware(BodyLimitMiddleware, api=app, json_limit=container.settings.max_request_bytes,
                        multipart_limit=container.settings.max_upload_bytes + _MULTIPART_OVERHEAD)
-    app.add_middleware(RequestContextMiddleware)  # added last: outermost, so it times and tags every answer
+    app.add_middleware(RequestContextMiddleware)  # outermost but for traces: it times and tags every answer
+    if container.tracing.enabled:  # no span at all when traces are not exported
+        app.add_middleware(TracingMiddleware, tracer=container.tracing.tracer)
     return app
 
 

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security.utils import get_authorization_scheme_param
+from opentelemetry import trace
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.concurrency import run_in_threadpool
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 def _body(code: str, message: str, details: object | None = None) -> dict[str, object]:
     ERRORS.labels(code=code).inc()
+    trace.get_current_span().set_attribute("memory.error_code", code)  # the request's span, if traced
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from memory import search as search_svc
+from memory import tracing
 from memory.api import presenters, schemas
 from memory.api.deps import ActingForHeader, ContainerDep, TokenDep, TransactionPerHop, client_address, governed
 from memory.bootstrap import Container
@@ -44,13 +45,21 @@ def _search(
         return search_svc.plan(session, who=who, request=request, max_top_k=max_top_k,
                                reads=container.policy_reads)
 
-    with governed(container, token=token, acting_for=acting_for, role="reader", prepare=plan, client=client) as (
-        session, who, planned
-    ):
-        result = search_svc.search(
-            session, store=container.store, embedder=container.query_embedder, who=who, request=request,
-            max_top_k=max_top_k, planned=planned,
-        )
+    with container.tracing.tracer.start_as_current_span(
+        "memory.search", record_exception=False, set_status_on_exception=False, attributes={
+            "memory.search.top_k": request.top_k, "memory.search.time_travel": request.as_of is not None,
+            "memory.search.acting_for": acting_for is not None,
+            "memory.search.source_scoped": request.source_ids is not None,
+        },
+    ) as span:
+        with governed(container, token=token, acting_for=acting_for, role="reader", prepare=plan,
+                      client=client) as (session, who, planned):
+            result = search_svc.search(
+                session, store=container.store, embedder=container.query_embedder, who=who, request=request,
+                max_top_k=max_top_k, planned=planned,
+            )
+        if span.is_recording():
+            span.set_attributes(tracing.search_attributes(result))
     for h in result.hits:
         SEARCH_HITS.labels(masked=str(h.masked).lower()).inc()
     for w in result.withheld:
