@@ -64,11 +64,13 @@ EOF
 # -------------------------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
 
-# libmagic1: file-type sniffing for uploads (python-magic); libgomp1: OpenMP for the numeric wheels.
+# libmagic1: file-type sniffing for uploads (python-magic); libgomp1: OpenMP for the numeric wheels;
+# LibreOffice (writer + impress, no GUI): legacy .doc / .ppt uploads (ingest/legacy_office.py).
 # Versions come from the pinned base image's Debian release.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libmagic1 libgomp1 \
+       libreoffice-writer-nogui libreoffice-impress-nogui \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --create-home --home-dir /home/memory --uid 10001 --user-group memory \
     && mkdir -p /data \

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ingest import legacy_office
 from ingest.decode import decode_text
 from ingest.errors import (
     CorruptDocumentError,
@@ -49,6 +50,8 @@ class Route:
     decode: bool = False  # decode the bytes here and hand over text (or UTF-8 bytes)
     text_kwarg: bool = False  # the function takes `text=`
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    # A legacy format LibreOffice converts to this route's (`module`) first: its extension (ingest.legacy_office).
+    convert_from: str | None = None
 
 
 ROUTES: dict[str, Route] = {
@@ -59,6 +62,8 @@ ROUTES: dict[str, Route] = {
     ),
     "DOCX": Route("partition_docx", "docx"),
     "PPTX": Route("partition_pptx", "pptx"),
+    "DOC": Route("partition_docx", "docx", convert_from="doc"),
+    "PPT": Route("partition_pptx", "pptx", convert_from="ppt"),
     "XLSX": Route("partition_xlsx", "xlsx"),
     "XLS": Route("partition_xlsx", "xlsx"),
     "ODT": Route("partition_odt", "odt"),
@@ -78,11 +83,6 @@ ROUTES: dict[str, Route] = {
     "RTF": Route("partition_rtf", "rtf", decode=True),
     "RST": Route("partition_rst", "rst", decode=True),
     "ORG": Route("partition_org", "org", decode=True),
-}
-# Legacy binary Office formats need LibreOffice (not installed); images need OCR (never used).
-_REFUSED_REASONS = {
-    "DOC": "legacy .doc needs LibreOffice",
-    "PPT": "legacy .ppt needs LibreOffice",
 }
 
 
@@ -111,9 +111,10 @@ def detect_type(data: bytes, filename: str) -> tuple[Any, str | None]:
     if route is not None:
         if route.decode and text is None:
             raise undecodable or EncodingError("the text could not be decoded")
+        if route.convert_from and not legacy_office.available():
+            raise UnsupportedFormatError(f"legacy .{route.convert_from} is not supported here: it needs LibreOffice "
+                                         "(soffice), which is not installed")
         return file_type, text
-    if file_type.name in _REFUSED_REASONS:
-        raise UnsupportedFormatError(f"{file_type.name.lower()} is not supported: {_REFUSED_REASONS[file_type.name]}")
     if data.startswith(CONTAINER_BY_EXTENSION.get(ext, ())):
         # e.g. a .docx whose zip lacks [Content_Types].xml, or an empty zip: a damaged file, not another format.
         raise CorruptDocumentError(f"the {ext} container holds no readable {ext} document ({file_type.name.lower()})")

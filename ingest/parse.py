@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, cast
 
+from ingest import legacy_office
 from ingest.attachments import AttachmentLimits, email_attachments, msg_attachments
 from ingest.decode import BOM_PREFIXES, decode_text, noise_ratio
 from ingest.errors import (
@@ -69,6 +70,7 @@ class _Budget:
 
     attachments: int
     unpacked_bytes: int
+    convert_timeout_s: float = legacy_office.DEFAULT_TIMEOUT_S  # each LibreOffice conversion's (ingest.legacy_office)
 
 
 @dataclass
@@ -87,20 +89,26 @@ def parser_version(function: str) -> str:
 
 
 def parse_document(
-    data: bytes, filename: str, *, max_bytes: int, attachment_limits: AttachmentLimits | None = None
+    data: bytes, filename: str, *, max_bytes: int, attachment_limits: AttachmentLimits | None = None,
+    convert_timeout_s: float = legacy_office.DEFAULT_TIMEOUT_S,
 ) -> ParsedDocument:
-    """Extract structured text from one file's bytes. Raises a typed IngestError for bad input."""
+    """Extract structured text from one file's bytes. Raises a typed IngestError for bad input.
+    `convert_timeout_s`: the budget of each LibreOffice conversion (a .doc or .ppt, attached ones too)."""
     limits = attachment_limits or AttachmentLimits()
-    budget = _Budget(attachments=limits.max_count, unpacked_bytes=ZIP_EXPANSION_LIMIT * max_bytes)
+    budget = _Budget(attachments=limits.max_count, unpacked_bytes=ZIP_EXPANSION_LIMIT * max_bytes,
+                     convert_timeout_s=convert_timeout_s)
     if len(data) > max_bytes:  # before anything is loaded
         raise DocumentTooLargeError(f"{len(data)} bytes exceeds the limit of {max_bytes} bytes")
     ensure_parser_offline()
     with no_network():
         parsed = _parse(data, filename, max_bytes=max_bytes, limits=limits, budget=budget, depth=0, path=None)
+    parser = parser_version(parsed.route.function)
+    if parsed.route.convert_from:  # e.g. libreoffice==7.4.7.2:doc->docx+unstructured==0.27.32:partition_docx
+        parser = f"{legacy_office.version()}:{parsed.route.convert_from}->{parsed.route.module}+{parser}"
     return _assemble(
         parsed.elements,
         mime_type=parsed.file_type.mime_type,
-        parser=parser_version(parsed.route.function),
+        parser=parser,
         warnings=tuple(parsed.warnings),
     )
 
@@ -127,6 +135,10 @@ def _parse(
         budget.unpacked_bytes -= check_zip(data, max_unpacked=budget.unpacked_bytes)
     file_type, text = detect_type(data, filename)
     route = ROUTES[file_type.name]
+    if route.convert_from:  # read as the .docx / .pptx LibreOffice makes of it, within the same unpacked budget
+        data = legacy_office.convert(data, source_ext=route.convert_from, target_ext=route.module,
+                                     timeout_s=budget.convert_timeout_s)
+        budget.unpacked_bytes -= check_zip(data, max_unpacked=budget.unpacked_bytes)
     warnings: list[ParseWarning] = []
     damaged = route.module == "pdf" and check_pdf(data)
     if route.module == "html" and text is not None:

@@ -37,6 +37,7 @@ from ingest.types import ParsedDocument
 
 logger = logging.getLogger(__name__)
 
+CONVERT_SHARE = 0.8  # of the per-file budget, for one LibreOffice conversion
 ParseFunction = Callable[..., ParsedDocument]  # parse_document's signature: (data, filename, *, max_bytes, ...)
 # One file's outcome and the seconds its parse took where it ran (IPC and queueing excluded).
 ParseResult = tuple[ParsedDocument | IngestError, float]
@@ -149,7 +150,10 @@ class ProcessParser:
             return self._pool
 
     def _schedule(self, data: bytes, filename: str, max_bytes: int) -> concurrent.futures.Future[ParseResult]:
-        kwargs = {"max_bytes": max_bytes, "attachment_limits": self._limits}
+        # A LibreOffice conversion gets most of the budget and is stopped (its process tree killed) before the
+        # worker's own budget runs out, so the worker is not killed around it (ingest.legacy_office).
+        kwargs = {"max_bytes": max_bytes, "attachment_limits": self._limits,
+                  "convert_timeout_s": CONVERT_SHARE * self.timeout_s}
         future: concurrent.futures.Future[ParseResult] = self._ensure_pool().schedule(
             _timed, args=(self._target, data, filename, kwargs), timeout=self.timeout_s
         )
