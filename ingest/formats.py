@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ CONTAINER_BY_EXTENSION: dict[str, tuple[bytes, ...]] = {
     **dict.fromkeys((".doc", ".ppt", ".xls", ".msg"), (OLE_MAGIC,)),
     ".pdf": (PDF_MAGIC,),
 }
+_XML_DECLARATION = re.compile(r"\A\s*<\?xml[^>]*\?>")
 # qpdf's warnings when it had to rebuild a PDF's cross-reference table (a truncated or damaged file).
 _QPDF_REPAIRS = ("file is damaged", "can't find startxref", "reconstruct")
 
@@ -155,9 +157,12 @@ def check_markup_depth(text: str) -> None:
     from lxml import etree
 
     parser = etree.HTMLParser()
+    # lxml refuses a str that starts with an XML declaration naming an encoding (XHTML saved as such): the
+    # text is decoded already, so the declaration goes.
+    markup = _XML_DECLARATION.sub("", text, count=1)
     try:
-        etree.fromstring(text, parser)
-    except etree.LxmlError:
+        etree.fromstring(markup, parser)
+    except (etree.LxmlError, ValueError):
         return  # not markup lxml can read at all: the partitioner decides
     if any(e.type_name == "ERR_RESOURCE_LIMIT" for e in parser.error_log):
         raise DocumentTooComplexError("the markup is nested deeper than 256 levels: it cannot be read in full")

@@ -235,4 +235,8 @@ def _timed(target: ParseFunction | None, data: bytes, filename: str, kwargs: dic
             result: ParsedDocument | IngestError = (target or _parse_document())(data, filename, **kwargs)
     except IngestError as exc:
         result = exc
+    except Exception as exc:  # a parser bug on this file: it fails alone, the batch goes on
+        # The type only: a parser's message can quote the document.
+        logger.warning("parse failed unexpectedly: error=%s", type(exc).__name__)
+        result = CorruptDocumentError(f"the parser failed on this file ({type(exc).__name__})")
     return result, time.perf_counter() - t0

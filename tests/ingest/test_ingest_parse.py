@@ -280,3 +280,11 @@ def test_html_nested_past_the_parsers_depth_is_refused_not_stored_cut_short() ->
     assert "deep text" in doc.text and "Bottom" in doc.text
     with pytest.raises(DocumentTooComplexError):
         parse_document(nested(300), "deep.html", max_bytes=MAX)
+
+
+def test_xhtml_with_an_xml_declaration_is_read() -> None:
+    """lxml refuses a decoded str that declares an encoding; the markup depth check must not fail on it."""
+    page = ('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html>\n<html xmlns="http://www.w3.org/1999/xhtml">'
+            "<body><h1>Quarterly filing</h1><p>Revenue grew in every region this quarter.</p></body></html>")
+    doc = parse_document(page.encode(), "filing.html", max_bytes=MAX)
+    assert "Revenue grew in every region" in doc.text

@@ -38,6 +38,8 @@ def stand_in_parser(data: bytes, filename: str, **kwargs: Any) -> ParsedDocument
         return _doc(str(os.getpid()))
     if filename == "probe.txt":
         return _doc(_offline_probe())
+    if filename == "bug.txt":
+        raise ValueError("a parser bug quoting the document: TOP-SECRET")
     return parse_document(data, filename, **kwargs)
 
 
@@ -141,3 +143,18 @@ def test_budget_zero_parses_in_process() -> None:
     assert isinstance(make_parser(timeout_s=5), ProcessParser)
     with pytest.raises(ValueError):
         ProcessParser(timeout_s=0)
+
+
+@pytest.mark.parametrize("where", ["inline", "worker"])
+def test_a_parser_bug_fails_its_file_alone(where: str) -> None:
+    """An exception that is no IngestError (a parser's bug) is that file's corrupt_document, without its
+    message (which can quote the document); the files after it are parsed."""
+    files = [(b"x", "bug.txt"), (b"Travel is booked through the desk.", "ok.txt")]
+    if where == "inline":
+        results = list(InlineParser(target=stand_in_parser).parse_many(files, max_bytes=MAX))
+    else:
+        with ProcessParser(timeout_s=BUDGET_S, target=stand_in_parser) as parser:
+            results = list(parser.parse_many(files, max_bytes=MAX))
+    (bug, _), (ok, _) = results
+    assert isinstance(bug, CorruptDocumentError) and "ValueError" in bug.message and "TOP-SECRET" not in bug.message
+    assert "Travel is booked" in ok.text  # type: ignore[union-attr]
