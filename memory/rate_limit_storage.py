@@ -6,6 +6,7 @@ repeat the URI, which may hold a password."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from urllib.parse import parse_qsl, urlsplit
 
 from memory.errors import ValidationFailedError
@@ -19,7 +20,10 @@ _QUERY_OPTIONS = frozenset({
     "retry_on_error", "max_connections", "health_check_interval", "ssl_check_hostname", "ssl_include_verify_flags",
     "ssl_exclude_verify_flags", "ssl_min_version", "timeout", "protocol", "legacy_responses", "ssl_cert_reqs",
     "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "service_name",
+    # redis-py hands these on to the connection as they are (its constructor's keywords).
+    "password", "username", "client_name", "ssl_ca_path", "ssl_ciphers", "ssl_password",
 })
+_OPTION_NAME = re.compile(r"[a-z_]{1,40}")
 
 
 def _refuse(scheme: str, reason: str) -> ValidationFailedError:
@@ -27,16 +31,21 @@ def _refuse(scheme: str, reason: str) -> ValidationFailedError:
 
 
 def check_storage_uri(uri: str) -> None:
-    """invalid_settings unless `uri` is `memory://` or a Redis / Valkey URI the service can use as written."""
-    scheme = uri.split(":", 1)[0]
+    """invalid_settings unless `uri` is `memory://` or a Redis / Valkey URI the service can use as written.
+    Only known words of the URI are ever quoted back: its scheme when it is one of the known schemes (a value
+    without one may be a password pasted alone), and unknown query parameters only by name when they look like
+    one (a password's unencoded `?` starts the query early)."""
+    scheme = uri.split(":", 1)[0] if "://" in uri else ""
     if uri == "memory://":
         return
+    if scheme not in (*REDIS_SCHEMES, *VALKEY_SCHEMES, "memory"):
+        raise ValidationFailedError(
+            "rate limit storage: unrecognised scheme: use memory:// (this process) or "
+            "redis://[:password@]host:port/db (rediss://, redis+sentinel://, redis+cluster://, redis+unix://)",
+            code="invalid_settings")
     if scheme in VALKEY_SCHEMES and importlib.util.find_spec("valkey") is None:
         raise _refuse(scheme, "needs the `valkey` client package, which is not installed; redis:// reaches a "
                       "Valkey server")
-    if scheme not in (*REDIS_SCHEMES, *VALKEY_SCHEMES, "memory"):
-        raise _refuse(scheme, "unsupported: use memory:// (this process) or redis://[:password@]host:port/db "
-                      "(rediss://, redis+sentinel://, redis+cluster://, redis+unix://)")
     plain = scheme in ("redis", "rediss", "valkey", "valkeys")  # one host (sentinel and cluster: a list)
     try:
         parts = urlsplit(uri)
@@ -46,9 +55,13 @@ def check_storage_uri(uri: str) -> None:
         raise _refuse(scheme, "the URI does not parse (percent-encode a password's reserved characters)") from None
     if scheme == "memory":
         raise _refuse(scheme, "takes nothing after memory://")
+    if parts.fragment or "#" in uri:  # a password's unencoded `#` ends the URI's query early, at a part of it
+        raise _refuse(scheme, "the URI holds a `#`: percent-encode a password's `#` (%23)")
     unknown = {k for k, _ in parse_qsl(parts.query, keep_blank_values=True)} - _QUERY_OPTIONS
     if unknown:
-        raise _refuse(scheme, f"unknown query parameters {sorted(unknown)}: redis-py would fail every connection")
+        named = sorted(k for k in unknown if _OPTION_NAME.fullmatch(k))
+        what = f"{named}" if len(named) == len(unknown) else f"({len(unknown)}; percent-encode a password's `?`)"
+        raise _refuse(scheme, f"unknown query parameters {what}: redis-py would fail every connection")
     if scheme.endswith("+unix"):
         if not parts.path:
             raise _refuse(scheme, "names no socket path")
