@@ -117,9 +117,9 @@ class Settings(BaseSettings):
         "an address only as a keyed hash).")
     forwarded_allow_ips: str = Field(
         "", max_length=2000, description="The reverse proxies or load balancers whose X-Forwarded-For and "
-        "X-Forwarded-Proto `memory serve` believes: comma-separated IP addresses and networks (10.0.0.0/8), or `*` "
-        "alone (every peer: only where nothing reaches the port but the proxy). Empty (default): none; the client "
-        "address is the TCP peer's, which the refused-key limit counts by.")
+        "X-Forwarded-Proto `memory serve` believes: comma-separated IP addresses and networks (10.0.0.0/8) holding "
+        "proxies only, never callers. Empty (default): none; the client address is the TCP peer's, which the "
+        "refused-key limit counts by.")
     otlp_endpoint: str | None = Field(
         None, max_length=500, description="Export OpenTelemetry traces over OTLP/HTTP to this collector (its base "
         "URL, e.g. http://otel-collector:4318; traces go to /v1/traces). Unset or empty (default): no traces. The "
@@ -157,16 +157,17 @@ class Settings(BaseSettings):
         """What uvicorn would otherwise take silently as a literal host name that never matches (a network with
         host bits set, a typo) or as no wildcard (`*` beside an address) is refused."""
         items = [i.strip() for i in v.split(",") if i.strip()]
-        if "*" in items:
-            if len(items) > 1:
-                raise ValueError("`*` trusts every peer and must stand alone")
-            return "*"
         for item in items:
             try:
-                ipaddress.ip_network(item) if "/" in item else ipaddress.ip_address(item)
+                network = ipaddress.ip_network(item) if "/" in item else None
+                address = None if network else ipaddress.ip_address(item)
             except ValueError:
                 raise ValueError("each item must be an IP address or a network without host bits "
-                                 "(10.0.0.0/8), or `*` alone") from None
+                                 "(10.0.0.0/8); `*` is refused") from None
+            if (network is not None and network.prefixlen == 0) or (address is None and network is None):
+                # uvicorn then takes the left-most X-Forwarded-For entry, which the client writes itself.
+                raise ValueError("every peer trusted (`*`, a /0 network) lets any client name its own address: "
+                                 "name the proxies")
         return ",".join(items)
 
     @field_validator("otlp_endpoint")

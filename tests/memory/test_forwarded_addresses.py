@@ -26,8 +26,6 @@ BAD_KEY = "gm_0123456789abcdef_wrongwrongwrongwrongwrong"
     ("", ""),
     ("10.0.0.7", "10.0.0.7"),
     (" 10.0.0.0/8 , ::1,fd00::/8 ", "10.0.0.0/8,::1,fd00::/8"),
-    ("*", "*"),
-    (" * ", "*"),
 ])
 def test_proxies_are_addresses_or_networks(value: str, kept: str):
     assert Settings(forwarded_allow_ips=value).forwarded_allow_ips == kept  # type: ignore[call-arg]
@@ -38,6 +36,9 @@ def test_proxies_are_addresses_or_networks(value: str, kept: str):
     "proxy.internal",  # a name: never matches a peer address
     "10.0.0.300",
     "*,10.0.0.1",      # uvicorn's wildcard only works alone: beside an address it trusts nobody
+    "*",               # alone, uvicorn takes the left-most X-Forwarded-For entry: the client's own words
+    "0.0.0.0/0",
+    "::/0",
 ])
 def test_what_uvicorn_would_silently_never_match_is_refused(value: str):
     with pytest.raises(ValidationError, match="forwarded_allow_ips"):
@@ -47,8 +48,14 @@ def test_what_uvicorn_would_silently_never_match_is_refused(value: str):
 def test_no_proxy_named_turns_uvicorns_proxy_headers_off():
     options = uvicorn_options(Settings())  # type: ignore[call-arg]
     assert options["proxy_headers"] is False and options["forwarded_allow_ips"] == ""
-    options = uvicorn_options(Settings(forwarded_allow_ips="10.0.0.0/8"))  # type: ignore[call-arg]
-    assert options["proxy_headers"] is True and options["forwarded_allow_ips"] == "10.0.0.0/8"
+    options = uvicorn_options(Settings(forwarded_allow_ips="10.0.0.0/8,10.9.0.1,fd00::1"))  # type: ignore[call-arg]
+    assert options["proxy_headers"] is True
+    # On a dual-stack socket (--host ::) an IPv4 proxy is seen as ::ffff:a.b.c.d: both forms are trusted.
+    assert options["forwarded_allow_ips"] == "10.0.0.0/8,10.9.0.1,fd00::1,::ffff:10.0.0.0/104,::ffff:10.9.0.1"
+    from uvicorn.middleware.proxy_headers import _TrustedHosts
+
+    trusted = _TrustedHosts(options["forwarded_allow_ips"])
+    assert "::ffff:10.200.3.4" in trusted and "::ffff:10.9.0.1" in trusted and "::ffff:11.0.0.1" not in trusted
 
 
 @contextmanager
