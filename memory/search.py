@@ -270,7 +270,9 @@ def search(
         unread = [c.id for c in candidates if c.id not in rows]
         if unread:
             rows.update(_rows(session, unread, who.groups))
-        counts, _ = _classify(reason_of, candidates, floor, rows, _served_chunks(served, rows))
+        counts, missed = _classify(reason_of, candidates, floor, rows, _served_chunks(served, rows))
+        if missed:  # the refill's search was stranded: its slots are full, but not with the best hits
+            log.warning("search.recall_repair_incomplete missed=%d top_k=%d", missed, request.top_k)
     withheld = [
         Withheld(reason=reason, count=n, source_id=sid, steward=steward)
         for (sid, reason, steward), n in sorted(counts.items())
@@ -352,7 +354,8 @@ def _refill(
     does not, e.g. a retraction some shard missed). The same filtered search again, for top_k plus the points
     dropped so far, skipping those: what is served still comes from the filter inside the search, in its rank
     order; nothing is filtered after it but by SQL's rows, as always. `dropped` grows with what the new hits
-    drop. Returns the served points (in rank order) and their hits."""
+    drop. A round is taken only if it serves more hits than the last. Returns the served points (in rank order)
+    and their hits."""
     top_k = planned.request.top_k
     for _ in range(REFILL_ROUNDS):
         if len(served) >= top_k:
@@ -364,9 +367,13 @@ def _refill(
         unread = [p.id for p in fresh if p.id not in rows]
         if unread:
             rows.update(_rows(session, unread, planned.who.groups))
-        hits, more = _render(session, planned.who, planned.rules, fresh, rows, reason_of)
+        fresh_hits, more = _render(session, planned.who, planned.rules, fresh, rows, reason_of)
         dropped |= more
-        served = [p for p in fresh if p.id not in more]
+        if len(fresh_hits) <= len(hits):
+            # The vectors changed under the search (a retraction patched between its searches): a round that
+            # serves no more than the last is not taken; the next one skips what this one dropped.
+            continue
+        hits, served = fresh_hits, [p for p in fresh if p.id not in more]
     return served, hits
 
 

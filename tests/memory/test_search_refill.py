@@ -97,3 +97,42 @@ def test_when_nothing_else_passes_the_filter_fewer_hits_come_back(api: Any):
         s.execute(update(Chunk).where(Chunk.id == best).values(label=3))
     result = _search(api, top_k=10)  # four chunks pass the filter, one of them dropped: three, no loop
     assert len(result.hits) == 3 and result.refilled == 0
+
+
+class ChangingStore:
+    """The real store; before its second search (the refill's), `change` runs (the vectors patched under the
+    search, as a retraction does before SQL commits)."""
+
+    def __init__(self, inner: Any, change: Any) -> None:
+        self.inner, self.change, self.calls = inner, change, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def rank_batch(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls == 2:
+            self.change()
+        return self.inner.rank_batch(*args, **kwargs)
+
+
+def test_a_refill_that_would_serve_fewer_hits_is_not_taken(api: Any):
+    """The refill's search finds only hits SQL drops, and one already served has left the vectors meanwhile:
+    the hits already checked stay (never fewer, never a negative refill count)."""
+    _world(api)
+    ranked = [h.citation.chunk_id for h in _search(api, top_k=4).hits]
+    assert len(ranked) == 4
+    with transaction(api.container.sessions) as s:  # SQL withholds ranks 1, 3 and 4 from r1 (clearance)
+        s.execute(update(Chunk).where(Chunk.id.in_([ranked[0], ranked[2], ranked[3]])).values(label=3))
+    second = _point_of(api, ranked[1])
+    c = api.container
+    store = ChangingStore(c.store, lambda: c.store.patch(Selector(point_ids=(second,)),
+                                                         PayloadPatch(retracted=True)))
+    with transaction(c.sessions) as s:
+        who = resolve_effective(s, caller=get_principal(s, principal_id="r1"), acting_for=None)
+        result = search_svc.search(s, store=store, embedder=c.embedder, who=who,
+                                   request=search_svc.SearchRequest(query=QUERY, top_k=2))
+    assert store.calls >= 2
+    assert [h.citation.chunk_id for h in result.hits] == [ranked[1]] and result.refilled == 0
+    with c.sessions() as s:
+        assert set(s.scalars(select(AuditChunk.chunk_id).where(AuditChunk.seq == result.audit_seq))) == {ranked[1]}
