@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +37,6 @@ CONTAINER_BY_EXTENSION: dict[str, tuple[bytes, ...]] = {
     **dict.fromkeys((".doc", ".ppt", ".xls", ".msg"), (OLE_MAGIC,)),
     ".pdf": (PDF_MAGIC,),
 }
-_XML_DECLARATION = re.compile(r"\A\s*<\?xml[^>]*\?>")
 # qpdf's warnings when it had to rebuild a PDF's cross-reference table (a truncated or damaged file).
 _QPDF_REPAIRS = ("file is damaged", "can't find startxref", "reconstruct")
 
@@ -156,13 +154,12 @@ def check_markup_depth(text: str) -> None:
     as if whole. (XML past that depth already fails to parse: corrupt_document.)"""
     from lxml import etree
 
-    parser = etree.HTMLParser()
-    # lxml refuses a str that starts with an XML declaration naming an encoding (XHTML saved as such): the
-    # text is decoded already, so the declaration goes.
-    markup = _XML_DECLARATION.sub("", text, count=1)
+    # As UTF-8 bytes: lxml refuses a str that declares an encoding (XHTML saved with `<?xml ... encoding=?>`,
+    # closed or not), and the text is decoded already.
+    parser = etree.HTMLParser(encoding="utf-8")
     try:
-        etree.fromstring(markup, parser)
-    except (etree.LxmlError, ValueError):
+        etree.fromstring(text.encode("utf-8"), parser)
+    except etree.LxmlError:
         return  # not markup lxml can read at all: the partitioner decides
     if any(e.type_name == "ERR_RESOURCE_LIMIT" for e in parser.error_log):
         raise DocumentTooComplexError("the markup is nested deeper than 256 levels: it cannot be read in full")

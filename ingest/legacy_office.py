@@ -8,8 +8,11 @@ before the parse worker's own budget runs out, so the worker is not killed aroun
 is on PATH (scripts/test installs Debian's `libreoffice-writer-nogui` and `libreoffice-impress-nogui`; the
 Dockerfile too); elsewhere such files are `unsupported_format`, saying so.
 
-LibreOffice reads untrusted files here: headless conversion runs no macros (its default macro security), and the
-conversion sees only its temporary directory's copy of the file."""
+LibreOffice reads untrusted files here: headless conversion runs no macros (its default macro security), and it
+runs in a network namespace of its own (`unshare --net --map-root-user`): a document's linked images or OLE links
+cannot make the host fetch URLs (measured: without it LibreOffice 7.4 fetched a linked image from loopback).
+Not yet bounded: its memory and output size (no rlimits) and, when the parse worker itself is killed mid-way,
+its process tree and temporary copy (docs/operations.md, "Parsing")."""
 
 from __future__ import annotations
 
@@ -30,9 +33,13 @@ SOFFICE = "soffice"
 DEFAULT_TIMEOUT_S = 60.0
 
 
+UNSHARE = "unshare"  # util-linux: the conversion runs in a network namespace of its own (no network at all)
+
+
 def available() -> bool:
-    """Whether LibreOffice can convert here (`soffice` on PATH)."""
-    return shutil.which(SOFFICE) is not None
+    """Whether LibreOffice can convert here: `soffice` and `unshare` on PATH (a document can link remote images,
+    which LibreOffice fetches while converting: without a namespace to cut it off, no conversion)."""
+    return shutil.which(SOFFICE) is not None and shutil.which(UNSHARE) is not None
 
 
 @cache
@@ -55,6 +62,7 @@ def convert(data: bytes, *, source_ext: str, target_ext: str, timeout_s: float =
         source.write_bytes(data)
         out = work / "out"
         command = [
+            UNSHARE, "--net", "--map-root-user",
             SOFFICE, f"-env:UserInstallation={(work / 'profile').as_uri()}", "--headless", "--norestore",
             "--nolockcheck", "--nodefault", "--convert-to", target_ext, "--outdir", str(out), str(source),
         ]

@@ -12,6 +12,7 @@ import pytest
 
 from ingest.errors import (
     CorruptDocumentError,
+    DocumentTooComplexError,
     DocumentTooLargeError,
     EmptyDocumentError,
     EncodingError,
@@ -288,3 +289,10 @@ def test_xhtml_with_an_xml_declaration_is_read() -> None:
             "<body><h1>Quarterly filing</h1><p>Revenue grew in every region this quarter.</p></body></html>")
     doc = parse_document(page.encode(), "filing.html", max_bytes=MAX)
     assert "Revenue grew in every region" in doc.text
+
+
+def test_an_unclosed_xml_declaration_does_not_skip_the_depth_check() -> None:
+    deep = ('<?xml version="1.0" encoding="utf-8">' + "<p>HEAD</p>" + "<div>" * 400 + "deep" + "</div>" * 400
+            + "<p>TAIL</p>")
+    with pytest.raises(DocumentTooComplexError):
+        parse_document(deep.encode(), "x.html", max_bytes=MAX)

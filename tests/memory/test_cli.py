@@ -157,7 +157,7 @@ def test_serve_believes_forwarded_headers_only_from_named_proxies(env: Path, mon
     assert ran[-1]["proxy_headers"] is False  # uvicorn's default would believe any local process
     monkeypatch.setenv("MEMORY_FORWARDED_ALLOW_IPS", "10.1.0.0/16")
     assert invoke("serve").exit_code == 0
-    assert (ran[-1]["proxy_headers"], ran[-1]["forwarded_allow_ips"]) == (True, "10.1.0.0/16")
+    assert (ran[-1]["proxy_headers"], ran[-1]["forwarded_allow_ips"]) == (True, "10.1.0.0/16,::ffff:10.1.0.0/112")
     monkeypatch.setenv("MEMORY_FORWARDED_ALLOW_IPS", "10.1.0.1/16")
     r = invoke("serve")
     assert r.exit_code == 2 and "invalid_settings: MEMORY_FORWARDED_ALLOW_IPS" in r.output
