@@ -247,13 +247,7 @@ def search(
         t_repair = time.perf_counter()
         points = store.rank_batch(vector, [flt], request.top_k, (Beam.WIDE,))[0]
         repair_ms = (time.perf_counter() - t_repair) * 1000
-        candidates, floor = _candidates(request, points, could_read)
-        unread = [p.id for p in [*points, *candidates] if p.id not in rows]
-        if unread:
-            rows.update(_rows(session, unread, who.groups))
-        counts, missed = _classify(reason_of, candidates, floor, rows, _served_chunks(points, rows))
-        if missed:
-            log.warning("search.recall_repair_incomplete missed=%d top_k=%d", missed, request.top_k)
+        counts = _recount(session, request, points, could_read, rows, reason_of, who.groups)
     t_render = time.perf_counter()
     hits, dropped = _render(session, who, rules, points, rows, reason_of)
     refilled = 0
@@ -266,13 +260,7 @@ def search(
             refilled = len(hits) - before
             log.info("search.refilled dropped=%d refilled=%d top_k=%d", len(dropped), refilled, request.top_k)
         # The withheld count follows what is served: a dropped hit SQL withholds is counted, under the new floor.
-        candidates, floor = _candidates(request, served, could_read)
-        unread = [c.id for c in candidates if c.id not in rows]
-        if unread:
-            rows.update(_rows(session, unread, who.groups))
-        counts, missed = _classify(reason_of, candidates, floor, rows, _served_chunks(served, rows))
-        if missed:  # the refill's search was stranded: its slots are full, but not with the best hits
-            log.warning("search.recall_repair_incomplete missed=%d top_k=%d", missed, request.top_k)
+        counts = _recount(session, request, served, could_read, rows, reason_of, who.groups)
     withheld = [
         Withheld(reason=reason, count=n, source_id=sid, steward=steward)
         for (sid, reason, steward), n in sorted(counts.items())
@@ -341,6 +329,22 @@ def _candidates(
     served_ids = {p.id for p in served}
     floor = served[-1].score if len(served) >= request.top_k else float("-inf")
     return [p for p in readable if p.id not in served_ids and p.score >= floor], floor
+
+
+def _recount(
+    session: Session, request: SearchRequest, served: Sequence[Ranked], readable: Sequence[Ranked],
+    rows: dict[str, Any], reason_of: _Reasons, groups: frozenset[str],
+) -> dict[tuple[str, str, str], int]:
+    """The withheld counts again, once what is served changed (recall repair, refill): the rows not read yet
+    are read into `rows`. A miss left now is logged: the slots are full, but not with the best hits."""
+    candidates, floor = _candidates(request, served, readable)
+    unread = [p.id for p in [*served, *candidates] if p.id not in rows]
+    if unread:
+        rows.update(_rows(session, unread, groups))
+    counts, missed = _classify(reason_of, candidates, floor, rows, _served_chunks(served, rows))
+    if missed:
+        log.warning("search.recall_repair_incomplete missed=%d top_k=%d", missed, request.top_k)
+    return counts
 
 
 REFILL_ROUNDS = 3  # searches at most, after render dropped hits, to fill their slots again

@@ -13,6 +13,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +233,24 @@ def api(container: Any) -> Iterator[Api]:
 @pytest.fixture
 def real_api(real_container: Any) -> Iterator[Api]:
     yield from make_api(real_container)
+
+
+@contextmanager
+def uvicorn_in_thread(app: Any, **options: Any) -> Iterator[int]:
+    """The app served by a real uvicorn on a thread, on a free loopback port (yielded) until the block ends."""
+    import threading
+
+    import uvicorn
+
+    config = {"host": "127.0.0.1", "port": 0, "log_level": "warning", "lifespan": "on", **options}
+    server = uvicorn.Server(uvicorn.Config(app, **config))
+    runner = threading.Thread(target=server.run, daemon=True)
+    runner.start()
+    try:
+        while not server.started:
+            assert runner.is_alive()
+            threading.Event().wait(0.05)
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        runner.join(15)

@@ -5,7 +5,6 @@ uvicorn with the real SQL + Qdrant Edge stack (model doubles)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,7 @@ from pydantic import ValidationError
 
 from memory.api.serving import uvicorn_options
 from memory.settings import Settings
-from tests.conftest import make_container
+from tests.conftest import make_container, uvicorn_in_thread
 
 BAD_KEY = "gm_0123456789abcdef_wrongwrongwrongwrongwrong"
 
@@ -60,24 +59,15 @@ def test_no_proxy_named_turns_uvicorns_proxy_headers_off():
 
 @contextmanager
 def _served(tmp_path: Path, db_url: str, embedder: Any, classifier: Any, trusted: str) -> Iterator[str]:
-    import uvicorn
-
     from memory.api.app import create_app
 
     c = make_container(tmp_path, db_url, embedder=embedder, classifier=classifier,
                        rate_limit_auth_failures="2/minute", forwarded_allow_ips=trusted)
-    options = {**uvicorn_options(c.settings), "host": "127.0.0.1", "port": 0, "log_level": "warning"}
-    server = uvicorn.Server(uvicorn.Config(create_app(container=c, warm=False), lifespan="on", **options))
-    runner = threading.Thread(target=server.run, daemon=True)
-    runner.start()
+    options = {**uvicorn_options(c.settings), "host": "127.0.0.1", "port": 0}
     try:
-        while not server.started:
-            assert runner.is_alive()
-            threading.Event().wait(0.05)
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        with uvicorn_in_thread(create_app(container=c, warm=False), **options) as port:
+            yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        runner.join(15)
         c.close()
 
 

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 
-from tests.conftest import make_api, make_container
+from tests.conftest import make_api, make_container, uvicorn_in_thread
 
 FILE = b"# Travel\n\n" + b"Train tickets and hotels are reimbursed. " * 50_000  # ~2 MB: refused, never read
 SMALL = b"# Travel\n\nTrain tickets and hotels are reimbursed.\n" * 50  # admitted: read and ingested
@@ -126,51 +126,41 @@ def test_over_real_http_a_refused_upload_closes_the_connection_instead_of_draini
     import socket
     import threading
 
-    import uvicorn
-
     from memory.api.app import create_app
 
     c = make_container(tmp_path, db_url, embedder=fake_embedder, classifier=fake_classifier)
-    server = uvicorn.Server(uvicorn.Config(create_app(container=c, warm=False), host="127.0.0.1", port=0,
-                                           log_level="warning", lifespan="on"))
-    runner = threading.Thread(target=server.run, daemon=True)
-    runner.start()
     try:
-        while not server.started:
-            assert runner.is_alive()
-            threading.Event().wait(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        declared = 100 * 1024 * 1024 // 2  # 50 MB, within the upload limit
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        head = (f"POST /v1/sources/s1/documents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-                f"gm_0123456789abcdef_wrongwrongwrongwrongwrong\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                f"Content-Length: {declared}\r\n\r\n").encode()
-        answer = bytearray()
+        with uvicorn_in_thread(create_app(container=c, warm=False)) as port:
+            declared = 100 * 1024 * 1024 // 2  # 50 MB, within the upload limit
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            head = (f"POST /v1/sources/s1/documents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                    f"gm_0123456789abcdef_wrongwrongwrongwrongwrong\r\n"
+                    f"Content-Type: multipart/form-data; boundary=b\r\n"
+                    f"Content-Length: {declared}\r\n\r\n").encode()
+            answer = bytearray()
 
-        def read() -> None:
+            def read() -> None:
+                try:
+                    while chunk := sock.recv(65536):
+                        answer.extend(chunk)
+                except OSError:
+                    pass
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            sent = 0
             try:
-                while chunk := sock.recv(65536):
-                    answer.extend(chunk)
-            except OSError:
+                sock.sendall(head)
+                block = b"x" * 65536
+                while sent < declared:
+                    sent += sock.send(block[: declared - sent])
+            except OSError:  # the server closed the connection: the rest of the body was never taken
                 pass
-
-        reader = threading.Thread(target=read)
-        reader.start()
-        sent = 0
-        try:
-            sock.sendall(head)
-            block = b"x" * 65536
-            while sent < declared:
-                sent += sock.send(block[: declared - sent])
-        except OSError:  # the server closed the connection: the rest of the body was never taken
-            pass
-        reader.join(10)
-        sock.close()
-        text = bytes(answer).decode("latin-1").lower()
-        assert text.startswith("http/1.1 401"), text[:200]
-        assert "connection: close" in text
-        assert sent < declared // 2, sent
+            reader.join(10)
+            sock.close()
+            text = bytes(answer).decode("latin-1").lower()
+            assert text.startswith("http/1.1 401"), text[:200]
+            assert "connection: close" in text
+            assert sent < declared // 2, sent
     finally:
-        server.should_exit = True
-        runner.join(15)
         c.close()
