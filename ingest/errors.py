@@ -20,6 +20,8 @@ from __future__ import annotations
 
 class IngestError(Exception):
     code = "ingest_error"
+    # The file's fault (422), unless the service's (ParserUnavailableError: 503).
+    http_status = 422
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -52,6 +54,14 @@ class TooManyChunksError(IngestError):
 
 class DocumentTooComplexError(IngestError):
     code = "document_too_complex"
+
+
+class ParserUnavailableError(IngestError):
+    """The parser could not run at all (a broken install: a module it needs does not import): not the file's
+    fault, so not `corrupt_document`; the same file succeeds once the install is repaired."""
+
+    code = "parser_unavailable"
+    http_status = 503
 
 
 class EncodingError(IngestError):

@@ -32,7 +32,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from ingest.attachments import AttachmentLimits
-from ingest.errors import CorruptDocumentError, IngestError, ParseTimeoutError
+from ingest.errors import (
+    CorruptDocumentError,
+    DocumentTooComplexError,
+    IngestError,
+    ParserUnavailableError,
+    ParseTimeoutError,
+)
 from ingest.types import ParsedDocument
 
 logger = logging.getLogger(__name__)
@@ -235,6 +241,12 @@ def _timed(target: ParseFunction | None, data: bytes, filename: str, kwargs: dic
             result: ParsedDocument | IngestError = (target or _parse_document())(data, filename, **kwargs)
     except IngestError as exc:
         result = exc
+    except (MemoryError, RecursionError) as exc:  # the file is too big or deep for the parser, not broken
+        logger.warning("parse exhausted the parser: error=%s", type(exc).__name__)
+        result = DocumentTooComplexError(f"the file is too large or too deeply nested to parse ({type(exc).__name__})")
+    except ImportError as exc:  # a broken install fails every file alike: say so, not that the file is corrupt
+        logger.error("parser unavailable: error=%s", type(exc).__name__)
+        result = ParserUnavailableError(f"the parser could not run here ({type(exc).__name__}); the file was not read")
     except Exception as exc:  # a parser bug on this file: it fails alone, the batch goes on
         # The type only: a parser's message can quote the document.
         logger.warning("parse failed unexpectedly: error=%s", type(exc).__name__)

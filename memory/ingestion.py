@@ -300,7 +300,8 @@ def _store_all(
             log.warning("ingest.reprocess_refused source=%s code=%s", source_id, res.code)
             continue
         if isinstance(res, IngestError):
-            outcomes[i] = IngestOutcome(f.external_key, "failed", error_code=res.code, error=res.message)
+            outcomes[i] = IngestOutcome(f.external_key, "failed", error_code=res.code, error=res.message,
+                                        exception=res)  # an upload raises it as it is (its class keeps its status)
             log.info("ingest.failed source=%s code=%s", source_id, res.code)
             continue
         try:

@@ -82,7 +82,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(IngestError)
     async def _ingest(_: Request, exc: IngestError) -> JSONResponse:
-        return JSONResponse(_body(exc.code, exc.message), status_code=422)
+        return JSONResponse(_body(exc.code, exc.message), status_code=exc.http_status)
 
     @app.exception_handler(ClassifierError)
     async def _classifier(_: Request, exc: ClassifierError) -> JSONResponse:

@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from classifiers.types import Label
-from ingest.errors import CorruptDocumentError, IngestError, ParseTimeoutError
+from ingest.errors import (
+    CorruptDocumentError,
+    DocumentTooComplexError,
+    IngestError,
+    ParserUnavailableError,
+    ParseTimeoutError,
+)
 from ingest.parse import parse_document
 from ingest.pipeline import IngestItem, IngestPipeline
 from ingest.types import ParsedDocument, ParsedElement
@@ -40,6 +46,12 @@ def stand_in_parser(data: bytes, filename: str, **kwargs: Any) -> ParsedDocument
         return _doc(_offline_probe())
     if filename == "bug.txt":
         raise ValueError("a parser bug quoting the document: TOP-SECRET")
+    if filename == "deep.txt":
+        raise RecursionError("maximum recursion depth exceeded")
+    if filename == "huge.txt":
+        raise MemoryError()
+    if filename == "broken.txt":
+        raise ModuleNotFoundError("No module named 'docx'")
     return parse_document(data, filename, **kwargs)
 
 
@@ -158,3 +170,20 @@ def test_a_parser_bug_fails_its_file_alone(where: str) -> None:
     (bug, _), (ok, _) = results
     assert isinstance(bug, CorruptDocumentError) and "ValueError" in bug.message and "TOP-SECRET" not in bug.message
     assert "Travel is booked" in ok.text  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("where", ["inline", "worker"])
+def test_an_exhausted_parser_or_a_broken_install_is_not_a_corrupt_file(where: str) -> None:
+    """Memory or recursion exhausted: the file is too complex to parse (document_too_complex); a module that does
+    not import: the parser is unavailable (parser_unavailable, the service's fault: 503 on upload)."""
+    files = [(b"x", "deep.txt"), (b"x", "huge.txt"), (b"x", "broken.txt")]
+    if where == "inline":
+        results = list(InlineParser(target=stand_in_parser).parse_many(files, max_bytes=MAX))
+    else:
+        with ProcessParser(timeout_s=BUDGET_S, target=stand_in_parser) as parser:
+            results = list(parser.parse_many(files, max_bytes=MAX))
+    (deep, _), (huge, _), (broken, _) = results
+    assert isinstance(deep, DocumentTooComplexError) and "RecursionError" in deep.message
+    assert isinstance(huge, DocumentTooComplexError) and "MemoryError" in huge.message
+    assert isinstance(broken, ParserUnavailableError) and broken.http_status == 503
+    assert "docx" not in broken.message  # the type only, as for any parser failure

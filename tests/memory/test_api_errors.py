@@ -149,6 +149,20 @@ def test_bad_uploads_are_422_and_write_nothing(api, name, content, expected):
     assert api.container.store.count() == 0
 
 
+def test_an_upload_the_parser_cannot_run_for_is_503_and_writes_nothing(api, monkeypatch):
+    """A broken install (a module the parser needs does not import) is the service's fault, not the file's."""
+    from ingest import workers
+
+    def broken(data, filename, **kwargs):
+        raise ModuleNotFoundError("No module named 'docx'")
+
+    monkeypatch.setattr(workers, "_parse_document", lambda: broken)
+    api.source("s")
+    r = api.upload("s", "a.txt", "hello world")
+    assert r.status_code == 503 and code(r) == "parser_unavailable", r.text
+    assert api.container.store.count() == 0
+
+
 def test_only_the_steward_uploads(api):
     api.principal("other-steward", groups=["g"], roles=["steward"])
     api.source("s")
