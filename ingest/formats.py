@@ -113,7 +113,7 @@ def detect_type(data: bytes, filename: str) -> tuple[Any, str | None]:
             raise undecodable or EncodingError("the text could not be decoded")
         if route.convert_from and not legacy_office.available():
             raise UnsupportedFormatError(f"legacy .{route.convert_from} is not supported here: it needs LibreOffice "
-                                         "(soffice), which is not installed")
+                                         "(soffice) with util-linux's unshare and prlimit, not installed here")
         return file_type, text
     if data.startswith(CONTAINER_BY_EXTENSION.get(ext, ())):
         # e.g. a .docx whose zip lacks [Content_Types].xml, or an empty zip: a damaged file, not another format.

@@ -2,17 +2,24 @@
 
 unstructured's own `partition_doc` / `partition_ppt` run `soffice` without a time limit, in the user's
 LibreOffice profile (one soffice per profile at a time) and leave its process tree behind when their caller is
-killed. Here each conversion runs in a private, throwaway profile (no lock shared with another soffice, no user
-settings or macros), in a process group of its own that is killed whole at `timeout_s` (a ParseTimeoutError
-before the parse worker's own budget runs out, so the worker is not killed around it). Available where `soffice`
-is on PATH (scripts/test installs Debian's `libreoffice-writer-nogui` and `libreoffice-impress-nogui`; the
-Dockerfile too); elsewhere such files are `unsupported_format`, saying so.
+killed. Here each conversion runs in a private, throwaway directory (its profile, its temporary files and its
+output: no lock shared with another soffice, no user settings or macros), in a process group of its own that is
+killed whole at `timeout_s` (a ParseTimeoutError before the parse worker's own budget runs out, so the worker is
+not killed around it). Available where `soffice`, `unshare` and `prlimit` are on PATH (scripts/test installs
+Debian's `libreoffice-writer-nogui` and `libreoffice-impress-nogui`; the Dockerfile too); elsewhere such files
+are `unsupported_format`, saying so.
 
-LibreOffice reads untrusted files here: headless conversion runs no macros (its default macro security), and it
-runs in a network namespace of its own (`unshare --net --map-root-user`): a document's linked images or OLE links
-cannot make the host fetch URLs (measured: without it LibreOffice 7.4 fetched a linked image from loopback).
-Not yet bounded: its memory and output size (no rlimits) and, when the parse worker itself is killed mid-way,
-its process tree and temporary copy (docs/operations.md, "Parsing")."""
+LibreOffice reads untrusted files here, so each conversion is bounded:
+- no network: it runs in a network namespace of its own (`unshare --net --map-root-user`), so a document's
+  linked images or OLE links cannot make the host fetch URLs (without it LibreOffice 7.4 fetched a linked image
+  from loopback; tests/ingest/test_legacy_office.py serves one and checks nothing asks for it);
+- no macros: headless conversion runs none (its default macro security);
+- memory: `prlimit --as` caps its address space (MEMORY_LIMIT_BYTES; a conversion needs ~0.5 GiB of it);
+- output: `prlimit --fsize` caps every file it writes (the caller's `max_output_bytes` plus a headroom for its
+  profile), and a converted file past `max_output_bytes` is `document_too_large`, refused before it is read;
+- leftovers: when the parse worker is stopped mid-way (SIGTERM: `abandon_active`), the conversion's process
+  group and directory go with it; when it is killed outright (SIGKILL, the OOM killer), the next worker to start
+  removes them (`sweep_stale`: each directory names its owner's pid)."""
 
 from __future__ import annotations
 
@@ -25,21 +32,31 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-from ingest.errors import CorruptDocumentError, ParseTimeoutError
+from ingest.errors import CorruptDocumentError, DocumentTooLargeError, ParseTimeoutError
 
 logger = logging.getLogger(__name__)
 
 SOFFICE = "soffice"
-DEFAULT_TIMEOUT_S = 60.0
-
-
 UNSHARE = "unshare"  # util-linux: the conversion runs in a network namespace of its own (no network at all)
+PRLIMIT = "prlimit"  # util-linux: its address space and file sizes are capped
+DEFAULT_TIMEOUT_S = 60.0
+MEMORY_LIMIT_BYTES = 2 * 1024**3  # address space; LibreOffice 7.4 failed to write a .pptx under 384 MiB
+# Any file it writes may exceed the output limit by this much (its profile's registry and temporary files are
+# written beside the output; a cap at the limit itself failed every conversion of small limits).
+FILE_SIZE_HEADROOM_BYTES = 32 * 1024 * 1024
+DIR_PREFIX = "memory-soffice-"
+OWNER_FILE = "owner.pid"
+
+# The conversions running in this process (one at a time in a parse worker), by launcher pid: what SIGTERM must
+# remove. No lock: a signal handler reads it, and single dict operations are atomic.
+_active: dict[int, Path] = {}
 
 
 def available() -> bool:
-    """Whether LibreOffice can convert here: `soffice` and `unshare` on PATH (a document can link remote images,
-    which LibreOffice fetches while converting: without a namespace to cut it off, no conversion)."""
-    return shutil.which(SOFFICE) is not None and shutil.which(UNSHARE) is not None
+    """Whether LibreOffice can convert here: `soffice`, `unshare` and `prlimit` on PATH (a document can link
+    remote images, which LibreOffice fetches while converting: without a namespace to cut it off, or without
+    its limits, no conversion)."""
+    return all(shutil.which(tool) is not None for tool in (SOFFICE, UNSHARE, PRLIMIT))
 
 
 @cache
@@ -53,41 +70,119 @@ def version() -> str:
     return f"libreoffice=={words[1]}" if len(words) > 1 and words[0] == "LibreOffice" else "libreoffice"
 
 
-def convert(data: bytes, *, source_ext: str, target_ext: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bytes:
+def convert(
+    data: bytes, *, source_ext: str, target_ext: str, timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_output_bytes: int = 100 * 1024 * 1024,
+) -> bytes:
     """The file converted to `target_ext` (docx, pptx). CorruptDocumentError when LibreOffice produces nothing
-    (not a document it reads), ParseTimeoutError past `timeout_s` (its whole process tree killed)."""
-    with tempfile.TemporaryDirectory(prefix="memory-soffice-") as tmp:
+    (not a document it reads), DocumentTooLargeError when what it produces exceeds `max_output_bytes`,
+    ParseTimeoutError past `timeout_s` (its whole process tree killed; at once when no time is left)."""
+    if timeout_s <= 0:
+        raise ParseTimeoutError(f"no time was left to convert the .{source_ext} file")
+    with tempfile.TemporaryDirectory(prefix=DIR_PREFIX) as tmp:
         work = Path(tmp)
+        (work / OWNER_FILE).write_text(str(os.getpid()))
         source = work / f"document.{source_ext}"
         source.write_bytes(data)
         out = work / "out"
         command = [
+            PRLIMIT, f"--as={MEMORY_LIMIT_BYTES}", f"--fsize={max_output_bytes + FILE_SIZE_HEADROOM_BYTES}", "--",
             UNSHARE, "--net", "--map-root-user",
             SOFFICE, f"-env:UserInstallation={(work / 'profile').as_uri()}", "--headless", "--norestore",
             "--nolockcheck", "--nodefault", "--convert-to", target_ext, "--outdir", str(out), str(source),
         ]
-        # Its own session: soffice's launcher forks the real office process, and a timeout kills both.
+        # Its temporary files in its own directory (removed with it); its own session: soffice's launcher forks
+        # the real office process, and a timeout kills both.
+        env = {**os.environ, "TMPDIR": str(work), "TMP": str(work), "TEMP": str(work)}
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True, cwd=work)
+                                   stderr=subprocess.DEVNULL, start_new_session=True, cwd=work, env=env)
+        _active[process.pid] = work
         try:
             process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             _kill_group(process)  # the whole tree, before the launcher is reaped (its group id is still its own)
-            logger.info("soffice timeout: budget_s=%s", timeout_s)
+            logger.info("soffice timeout: budget_s=%s", round(timeout_s, 3))
             raise ParseTimeoutError(f"converting the .{source_ext} file took longer than {timeout_s:g} s") from None
         except BaseException:  # interrupted: nothing of it may outlive the caller
             _kill_group(process)
             raise
+        finally:
+            _active.pop(process.pid, None)
         converted = out / f"document.{target_ext}"
-        if process.returncode != 0 or not converted.is_file() or converted.stat().st_size == 0:
+        if not converted.is_file() or converted.stat().st_size == 0:
+            logger.info("soffice conversion failed: returncode=%s", process.returncode)
+            raise CorruptDocumentError(f"LibreOffice could not read the .{source_ext} file")
+        size = converted.stat().st_size
+        if size > max_output_bytes:  # refused before it is read
+            logger.info("soffice output too large: limit_bytes=%d", max_output_bytes)
+            raise DocumentTooLargeError(
+                f"the .{source_ext} file converts to more than the limit of {max_output_bytes} bytes")
+        if process.returncode != 0:
             logger.info("soffice conversion failed: returncode=%s", process.returncode)
             raise CorruptDocumentError(f"LibreOffice could not read the .{source_ext} file")
         return converted.read_bytes()
 
 
+def abandon_active() -> None:
+    """Kill the conversion running in this process, if any, and remove its directory: for a SIGTERM handler
+    (the parse worker stopped mid-way), before the process exits without unwinding. The launcher is not reaped
+    here (the interrupted code may be waiting for it), so its group id is still its own when it is killed."""
+    for pid, work in list(_active.items()):
+        _active.pop(pid, None)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def sweep_stale(tmp: Path | None = None) -> int:
+    """Remove the conversion directories whose owner is dead (a parse worker killed outright mid-way), first
+    killing any process still running from one (found by its command line, which names the directory: a pid
+    file could name a reused pid). Directories of live owners, and those without an owner file, are left alone.
+    Returns how many were removed."""
+    base = tmp or Path(tempfile.gettempdir())
+    removed = 0
+    for work in base.glob(f"{DIR_PREFIX}*"):
+        try:
+            owner = int((work / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue  # being created, or not ours
+        if _alive(owner):
+            continue
+        _kill_running_in(work)
+        shutil.rmtree(work, ignore_errors=True)
+        removed += 1
+    if removed:
+        logger.warning("soffice leftovers removed: directories=%d", removed)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_running_in(work: Path) -> None:
+    needle = os.fsencode(str(work))
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+
+
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
     process.wait()

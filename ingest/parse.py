@@ -27,6 +27,7 @@ import importlib
 import io
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, cast
@@ -70,7 +71,9 @@ class _Budget:
 
     attachments: int
     unpacked_bytes: int
-    convert_timeout_s: float = legacy_office.DEFAULT_TIMEOUT_S  # each LibreOffice conversion's (ingest.legacy_office)
+    # When LibreOffice conversions must be done (time.monotonic()), shared by the file and its attachments: an
+    # email with several .doc attachments gets one conversion budget, not one each (ingest.legacy_office).
+    convert_deadline: float
 
 
 @dataclass
@@ -93,10 +96,10 @@ def parse_document(
     convert_timeout_s: float = legacy_office.DEFAULT_TIMEOUT_S,
 ) -> ParsedDocument:
     """Extract structured text from one file's bytes. Raises a typed IngestError for bad input.
-    `convert_timeout_s`: the budget of each LibreOffice conversion (a .doc or .ppt, attached ones too)."""
+    `convert_timeout_s`: the time all its LibreOffice conversions share (a .doc or .ppt, attached ones too)."""
     limits = attachment_limits or AttachmentLimits()
     budget = _Budget(attachments=limits.max_count, unpacked_bytes=ZIP_EXPANSION_LIMIT * max_bytes,
-                     convert_timeout_s=convert_timeout_s)
+                     convert_deadline=time.monotonic() + convert_timeout_s)
     if len(data) > max_bytes:  # before anything is loaded
         raise DocumentTooLargeError(f"{len(data)} bytes exceeds the limit of {max_bytes} bytes")
     ensure_parser_offline()
@@ -137,7 +140,7 @@ def _parse(
     route = ROUTES[file_type.name]
     if route.convert_from:  # read as the .docx / .pptx LibreOffice makes of it, within the same unpacked budget
         data = legacy_office.convert(data, source_ext=route.convert_from, target_ext=route.module,
-                                     timeout_s=budget.convert_timeout_s)
+                                     timeout_s=budget.convert_deadline - time.monotonic(), max_output_bytes=max_bytes)
         budget.unpacked_bytes -= check_zip(data, max_unpacked=budget.unpacked_bytes)
     warnings: list[ParseWarning] = []
     damaged = route.module == "pdf" and check_pdf(data)

@@ -25,6 +25,7 @@ import importlib
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -209,6 +210,7 @@ def _init_worker() -> None:
     # it would say so on stderr at every worker start.
     os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s [parse worker] %(message)s")
+    _stop_conversions_on_term()
     try:  # never raise: pebble would restart a worker whose initializer fails, forever, with files waiting
         from ingest.offline import ensure_parser_offline
 
@@ -224,6 +226,28 @@ def _init_worker() -> None:
     except Exception as exc:  # a broken install: each parse then reports it, rather than a worker that never starts
         logger.error("parse worker preload failed: error=%s", type(exc).__name__)
     logger.debug("parse worker ready: pid=%d", os.getpid())
+
+
+def _stop_conversions_on_term() -> None:
+    """A worker stopped mid-file (pebble's SIGTERM at a timeout or a shutdown exits at once, unwinding nothing)
+    first kills its LibreOffice conversion and removes its directory; and a new worker removes what a worker
+    killed outright left behind (ingest.legacy_office)."""
+    from ingest import legacy_office
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        legacy_office.abandon_active()
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        legacy_office.sweep_stale()
+    except OSError as exc:  # never stop a worker from starting
+        logger.warning("soffice leftovers not swept: error=%s", type(exc).__name__)
 
 
 def _ready() -> None:
