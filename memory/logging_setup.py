@@ -11,6 +11,7 @@ from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+REQUEST_ID_STATE = "memory.request_id"  # where an API request's id is also left (its ASGI scope's state)
 
 
 class _RequestIdFilter(logging.Filter):

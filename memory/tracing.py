@@ -7,11 +7,16 @@ method, the status, the stable error code, counts, timings and the search's audi
 trace to the audit trail, where the principal is named). Never a URL's query string (it can hold principal ids
 and document names), a client address, a header, a principal id, a query's text or a hit's text. The standard
 OTEL_* variables tune the SDK and its exporter (OTEL_TRACES_SAMPLER, OTEL_EXPORTER_OTLP_HEADERS for a collector
-that wants a token, OTEL_RESOURCE_ATTRIBUTES, OTEL_BSP_* for the batch queue)."""
+that wants a token, OTEL_RESOURCE_ATTRIBUTES, OTEL_BSP_* for the batch queue).
+
+A collector that takes connections and never answers holds neither a request nor the shutdown: each export gives
+up after EXPORT_TIMEOUT_S, and the shutdown after SHUTDOWN_TIMEOUT_S (the SDK's own would wait up to 10 s an
+export and 30 s in all)."""
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
@@ -20,11 +25,21 @@ from opentelemetry import trace
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 log = logging.getLogger(__name__)
 
 INSTRUMENTATION = "governed-memory"
 TRACES_PATH = "/v1/traces"  # OTLP/HTTP's path under the collector's base URL
+# An export's time, its retries included, unless OTEL_EXPORTER_OTLP_TRACES_TIMEOUT or OTEL_EXPORTER_OTLP_TIMEOUT
+# says otherwise (in seconds: the Python SDK reads them so, the OTLP specification says milliseconds). A collector
+# on the same network answers in milliseconds; the SDK's default is 10 s.
+EXPORT_TIMEOUT_S = 5.0
+# The longest Tracing.shutdown waits for the queue to be exported before it drops the rest. The API's shutdown
+# fits in its stop_grace_period with it (docker-compose.yml: 60 s = uvicorn's 20 s drain + 30 s for the jobs +
+# this).
+SHUTDOWN_TIMEOUT_S = 5.0
+_TIMEOUT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
 
 
 @dataclass
@@ -39,7 +54,8 @@ class Tracing:
         return self.provider is not None
 
     def shutdown(self) -> None:
-        """Export what is queued (bounded by OTEL_BSP_EXPORT_TIMEOUT) and stop; spans after this are dropped."""
+        """Export what is queued and stop, within the processor's shutdown timeout (SHUTDOWN_TIMEOUT_S for the
+        OTLP exporter); spans after this are dropped."""
         if self.provider is not None:
             self.provider.shutdown()
 
@@ -60,15 +76,36 @@ def with_processor(processor: SpanProcessor, *, service_name: str, service_versi
     return Tracing(tracer=provider.get_tracer(INSTRUMENTATION, service_version), provider=provider)
 
 
-def otlp(endpoint: str, *, service_name: str, service_version: str) -> Tracing:
+def otlp(endpoint: str, *, service_name: str, service_version: str,
+         shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S) -> Tracing:
     """Traces batched and exported over OTLP/HTTP (protobuf) to `endpoint` (the collector's base URL, e.g.
     http://otel-collector:4318). A collector that is down costs dropped spans, never a request: the batch
     processor exports on its own thread and drops what its queue cannot hold."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + TRACES_PATH, timeout=export_timeout_s())
+    return with_processor(_bounded_batches(exporter, shutdown_timeout_s=shutdown_timeout_s),
+                          service_name=service_name, service_version=service_version)
+
+
+def export_timeout_s() -> float | None:
+    """EXPORT_TIMEOUT_S, or None when an OTEL_* variable sets the timeout (the exporter then reads it)."""
+    return None if any(os.environ.get(name) for name in _TIMEOUT_VARIABLES) else EXPORT_TIMEOUT_S
+
+
+def _bounded_batches(exporter: SpanExporter, *, shutdown_timeout_s: float) -> BatchSpanProcessor:
+    """A batch processor whose shutdown waits at most `shutdown_timeout_s` for the queue to be exported."""
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + TRACES_PATH)
-    return with_processor(BatchSpanProcessor(exporter), service_name=service_name, service_version=service_version)
+    class BoundedBatchSpanProcessor(BatchSpanProcessor):
+        # The SDK's (1.45) shutdown waits up to 30 s for its export thread, whatever OTEL_BSP_EXPORT_TIMEOUT says
+        # (unused), and its force_flush ignores its timeout; the batching underneath takes a timeout, which this
+        # passes. Past it, no further batch is exported and the exporter is shut down, which ends its retries;
+        # an export under way ends within the export timeout, on the processor's own (daemon) thread.
+        def shutdown(self) -> None:
+            self._batch_processor.shutdown(timeout_millis=int(shutdown_timeout_s * 1000))
+
+    return BoundedBatchSpanProcessor(exporter)
 
 
 def service_version() -> str:

@@ -33,7 +33,7 @@ from memory.api.routes import (
     usage_routes,
 )
 from memory.api.routes import jobs as job_routes
-from memory.api.tracing_middleware import TracingMiddleware
+from memory.api.tracing_middleware import KNOWN_METHODS, TracingMiddleware
 from memory.bootstrap import Container
 from memory.errors import AuthError, RequestTooLargeError, ServiceError, ValidationFailedError
 from memory.metrics import REQUEST_LATENCY
@@ -255,6 +255,9 @@ class RequestContextMiddleware:
         headers = dict(scope.get("headers") or [])
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
         token = logging_setup.request_id.set(rid)
+        # For what runs after this middleware returned (Starlette's handler for `Exception`, outside every
+        # middleware): its log line names the request (memory.api.exception_handlers).
+        scope.setdefault("state", {})[logging_setup.REQUEST_ID_STATE] = rid
         start = time.perf_counter()
         status = 500
 
@@ -271,5 +274,7 @@ class RequestContextMiddleware:
         finally:
             route = scope.get("route")
             template = str(getattr(route, "path", "unmatched"))
-            REQUEST_LATENCY.labels(scope.get("method", ""), template, str(status)).observe(time.perf_counter() - start)
+            method = str(scope.get("method", ""))  # a client's free token: bounded as the span's (_OTHER)
+            method = method if method in KNOWN_METHODS else "_OTHER"
+            REQUEST_LATENCY.labels(method, template, str(status)).observe(time.perf_counter() - start)
             logging_setup.request_id.reset(token)

@@ -18,8 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from classifiers.errors import ClassifierError
 from ingest.errors import IngestError
-from memory import db_errors, principals
-from memory.api import deps
+from memory import db_errors, logging_setup, principals
+from memory.api import deps, tracing_middleware
 from memory.errors import ServiceError
 from memory.metrics import ERRORS
 
@@ -108,8 +108,16 @@ def install(app: FastAPI) -> None:
         return JSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("api.unhandled error=%s", type(exc).__name__)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette runs this handler outside every middleware, after the request's span ended (the middleware
+        # recorded the code on it): the line is logged back in the request's trace, so it carries the trace id.
+        rid = (request.scope.get("state") or {}).get(logging_setup.REQUEST_ID_STATE, "-")
+        token = logging_setup.request_id.set(rid)  # reset by its middleware before this runs
+        try:
+            with trace.use_span(tracing_middleware.request_span(request.scope), record_exception=False):
+                log.exception("api.unhandled error=%s", type(exc).__name__)
+        finally:
+            logging_setup.request_id.reset(token)
         return JSONResponse(_body("internal_error", "internal error"), status_code=500)
 
     @app.exception_handler(DBAPIError)

@@ -1,20 +1,24 @@
 """OpenTelemetry traces (memory.tracing): off unless MEMORY_OTLP_ENDPOINT is set; when on, a server span per
-request continuing the caller's traceparent, a span per governed search with counts, timings and its audit
-record's number, and never a query's text, a principal id, a key, a client address or a query string. Through
-the API on the real SQL + Qdrant Edge + parsing (model doubles); the OTLP/HTTP export against a local receiver
-that decodes what the real exporter sends."""
+request continuing the caller's traceparent (not its tracestate), a span per governed search with counts, timings
+and its audit record's number, and never a query's text, a principal id, a key, a client address, a query string
+or a method the HTTP conventions do not know. Through the API on the real SQL + Qdrant Edge + parsing (model
+doubles); the OTLP/HTTP export against a local receiver that decodes what the real exporter sends, and a
+shutdown bounded against one that never answers."""
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import ValidationError
@@ -102,6 +106,66 @@ def test_the_trace_id_is_on_the_requests_log_lines(traced: Any, caplog: pytest.L
     assert any(getattr(rec, "trace_id", None) == TRACE_ID for rec in caplog.records)
 
 
+def test_the_callers_tracestate_is_not_exported(traced: Any):
+    api = traced
+    api.exporter.clear()
+    r = api.client.get("/v1/sources", headers={**api.admin, "traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01",
+                                               "tracestate": "vendor=opaque-caller-data"})
+    assert r.status_code == 200, r.text
+    (server,) = api.exporter.get_finished_spans()
+    assert format(server.context.trace_id, "032x") == TRACE_ID
+    assert format(server.parent.span_id, "016x") == PARENT_ID
+    assert len(server.context.trace_state) == 0 and len(server.parent.trace_state) == 0
+    assert "opaque-caller-data" not in _every_value([server])
+
+
+@pytest.mark.parametrize("method", ["FOOBAR", "PROPFIND", "X" * 4000])
+def test_a_method_the_conventions_do_not_know_is_other(traced: Any, method: str):
+    api = traced
+    api.exporter.clear()
+    assert api.client.request(method, "/v1/sources", headers=api.admin).status_code == 405
+    (server,) = api.exporter.get_finished_spans()
+    assert server.name == "HTTP /v1/sources"
+    assert server.attributes["http.request.method"] == "_OTHER"
+    assert server.attributes["memory.error_code"] == "method_not_allowed"
+    assert method not in _every_value([server])
+    from prometheus_client import REGISTRY  # the latency metric bounds its method label the same way
+
+    assert REGISTRY.get_sample_value("memory_http_request_seconds_count",
+                                     {"method": method, "route": "/v1/sources", "status": "405"}) is None
+    assert REGISTRY.get_sample_value("memory_http_request_seconds_count",
+                                     {"method": "_OTHER", "route": "/v1/sources", "status": "405"})
+
+
+def test_an_unexpected_error_is_coded_on_the_span_and_its_log_line_names_the_trace(
+        traced: Any, caplog: pytest.LogCaptureFixture):
+    from memory.logging_setup import _RequestIdFilter
+
+    api = traced
+
+    async def broken() -> None:
+        raise RuntimeError("the values of a failed statement")
+
+    api.client.app.add_api_route("/v1/broken", broken)
+    client = TestClient(api.client.app, raise_server_exceptions=False)  # the 500, as a caller gets it
+    caplog.set_level(logging.INFO)
+    caplog.handler.addFilter(_RequestIdFilter())
+    api.exporter.clear()
+
+    r = client.get("/v1/broken", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01",
+                                          "X-Request-ID": "req-broken-1"})
+    assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
+    (server,) = api.exporter.get_finished_spans()
+    assert server.attributes["memory.error_code"] == "internal_error"
+    assert server.attributes["error.type"] == "RuntimeError"
+    assert server.attributes["http.response.status_code"] == 500
+    assert "failed statement" not in _every_value([server])
+    (line,) = [rec for rec in caplog.records if rec.getMessage().startswith("api.unhandled")]
+    assert line.getMessage() == "api.unhandled error=RuntimeError"
+    assert line.trace_id == TRACE_ID  # type: ignore[attr-defined]
+    assert line.request_id == "req-broken-1"  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(("value", "kept"), [
     (None, None), ("", None), ("  ", None), ("http://otel-collector:4318", "http://otel-collector:4318"),
     ("https://otel.example.com/", "https://otel.example.com/"),
@@ -161,3 +225,31 @@ def test_a_collector_that_is_down_costs_spans_not_requests(monkeypatch: pytest.M
     with t.tracer.start_as_current_span("memory.search"):
         pass  # the span ends at once: the export is the batch thread's
     t.shutdown()  # gives up after the export timeout, raises nothing
+
+
+@pytest.mark.parametrize(("variables", "timeout"), [
+    ({}, tracing.EXPORT_TIMEOUT_S), ({"OTEL_EXPORTER_OTLP_TIMEOUT": ""}, tracing.EXPORT_TIMEOUT_S),
+    ({"OTEL_EXPORTER_OTLP_TIMEOUT": "20"}, None), ({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "2"}, None),
+])
+def test_the_export_timeout_is_ours_unless_an_otel_variable_sets_it(
+        monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], timeout: float | None):
+    for name in ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert tracing.export_timeout_s() == timeout  # None: the exporter reads the variable
+
+
+def test_a_collector_that_never_answers_does_not_hold_the_shutdown(monkeypatch: pytest.MonkeyPatch):
+    for name in ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    # Connections are taken (the kernel completes them into the backlog) and never read or answered.
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as silent:
+        t = tracing.otlp(f"http://127.0.0.1:{silent.getsockname()[1]}", service_name="governed-memory",
+                         service_version="t", shutdown_timeout_s=1.0)
+        for _ in range(600):  # more than one batch (512): the SDK alone would wait 10 s for each
+            with t.tracer.start_as_current_span("memory.search"):
+                pass
+        start = time.monotonic()
+        t.shutdown()  # the export under way waits for an answer (EXPORT_TIMEOUT_S); the shutdown does not
+        assert time.monotonic() - start < 3
