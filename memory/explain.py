@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from classifiers.types import Label
 from memory import audit, consent, policy, policy_store, principals
 from memory.errors import ForbiddenError, NotFoundError, ValidationFailedError
 from memory.models import REACHABLE_STATUSES, Chunk, DocumentVersion, Source
@@ -50,10 +51,12 @@ class Explanation:
 
 
 def payload_from_sql(chunk: Chunk, version: DocumentVersion, source: Source) -> ChunkPayload:
-    """The access payload SQL says this chunk's point should carry."""
+    """The access payload SQL says this chunk's point should carry; its label as the policy applies it, at least
+    the source's floor now (policy.effective_label)."""
     return ChunkPayload(
         chunk_id=chunk.id, source_id=chunk.source_id, document_id=chunk.document_id, version_id=version.id,
-        read_groups=read_groups(source), label=chunk.label, jurisdiction=source.jurisdiction,
+        read_groups=read_groups(source), label=policy.effective_label(chunk.label, source.floor),
+        jurisdiction=source.jurisdiction,
         personal=chunk.personal, entity_types=tuple(chunk.entity_types), valid_from=version.valid_from,
         valid_to=version.valid_to, retracted=version.retracted_at is not None,
         committed=version.status in REACHABLE_STATUSES,
@@ -127,6 +130,9 @@ def explain_access(
             decision = _refused(RuleCheck("delegation", False, exc.message))
         else:
             decision = policy.explain(who, rules, sql_payload, as_of=at, consent_blocked=blocked, purpose=purpose)
+    if source.floor > chunk.label:
+        notes.append(f"the source's floor {Label(source.floor).slug} is above the chunk's stored label "
+                     f"{Label(chunk.label).slug} (a relabel has not reached it yet): the floor applies")
     disagreements = _disagreements(sql_payload, vec_payload)
     if disagreements:
         notes.append("the vector payload disagrees with SQL on: " + ", ".join(disagreements))

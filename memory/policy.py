@@ -186,13 +186,17 @@ def build_filter(
     latest: bool = False,
     consent_blocked: Iterable[str] = (),
     readable: Mapping[str, str] | None = None,
+    floors: Mapping[str, int] | None = None,
 ) -> AccessFilter:
     """The one filter the vector search runs with. `latest`: the search has no as_of (as_of is now), so
     the version clause is "current version" (same points, cheaper for the engine). `consent_blocked`: the
     sources whose personal data this search's purpose may not see (memory.consent reads them from SQL);
     their chunks with personal data are excluded, others are not. `readable`: the sources `who`'s groups can
     read, by id, with their jurisdiction (SQL's rows, read with the plan): the filter then carries its
-    group, jurisdiction, consent and source clauses resolved per source (`SourceScope`).
+    group, jurisdiction, consent and source clauses resolved per source (`SourceScope`). `floors`: those
+    sources' floors (`effective_label`); a source whose floor is above the caller's clearance is not admitted
+    at all, whatever labels its stored chunks still carry (a raised floor holds from its commit, before the
+    relabel that brings the chunks to it has run, and if that relabel fails).
 
     Data read masked (allow_masked) is searched through the masked twins of its chunks with personal data, so
     such a hit is ranked on the masked text the caller is served, never on the clear one (docs/operations.md)."""
@@ -203,7 +207,7 @@ def build_filter(
             grants.append(JurisdictionGrant(data_j, personal_ok=True, masked=mode == Transfer.ALLOW_MASKED))
         elif mode == Transfer.DENY_PERSONAL:
             grants.append(JurisdictionGrant(data_j, personal_ok=False))
-    scope = _scope(who, rules, readable, frozenset(consent_blocked)) if readable is not None else None
+    scope = _scope(who, rules, readable, frozenset(consent_blocked), floors or {}) if readable is not None else None
     return AccessFilter(
         groups=who.groups,
         max_label=int(who.clearance),
@@ -217,15 +221,19 @@ def build_filter(
 
 
 def _scope(
-    who: EffectivePrincipal, rules: TransferRules, readable: Mapping[str, str], consent_blocked: frozenset[str]
+    who: EffectivePrincipal, rules: TransferRules, readable: Mapping[str, str], consent_blocked: frozenset[str],
+    floors: Mapping[str, int],
 ) -> SourceScope:
     """Each readable source admitted in full, masked (allow_masked: its chunks with personal data through their
     masked twins), for its chunks without personal data only (deny_personal, or its personal data
-    consent-blocked), or not at all (deny, or no rule). `source_ids` is applied by the filter."""
+    consent-blocked), or not at all (deny, or no rule, or a floor above the caller's clearance). `source_ids`
+    is applied by the filter."""
     if not who.groups:
         return SourceScope(frozenset())
     full, masked, non_personal = set(), set(), set()
     for sid, jurisdiction in readable.items():
+        if floors.get(sid, 0) > who.clearance:  # every chunk of it is at least its floor
+            continue
         mode = rules.mode_for(jurisdiction, who.jurisdictions)
         if mode == Transfer.ALLOW and sid not in consent_blocked:
             full.add(sid)
@@ -346,6 +354,13 @@ def recourse_checks(
         ),
         _consent_check(personal, source_id, consent_blocked, purpose),
     )
+
+
+def effective_label(label: int, floor: int | None) -> int:
+    """A chunk's label as the policy applies it: at least its source's floor now. A chunk's stored label already
+    holds the floor it was ingested under; a floor raised since holds from its commit, before `memory relabel`
+    (run by the floor's PATCH) brings the stored label to it."""
+    return label if floor is None or floor <= label else floor
 
 
 def first_withheld_reason(checks: Iterable[RuleCheck]) -> str | None:

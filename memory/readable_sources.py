@@ -37,16 +37,17 @@ DEFAULT_LIMIT = 1000
 class ReadableSource:
     id: str
     jurisdiction: str
-    max_label: int | None  # the worst label any chunk a search can reach holds (None: none yet)
+    max_label: int | None  # the worst label any chunk a search can reach holds, the floor included (None: none yet)
     has_personal: bool
     requires_consent: bool
     consent_purposes: tuple[str, ...]
+    floor: int = 0  # every chunk's label is at least this now (policy.effective_label)
 
 
 _S, _G = (cast(Table, m.__table__) for m in (Source, SourceReadGroup))
 _READABLE = (
     select(_S.c.id, _S.c.jurisdiction, _S.c.max_label, _S.c.has_personal, _S.c.personal_data_requires_consent,
-           _S.c.consent_purposes)
+           _S.c.consent_purposes, _S.c.floor)
     .where(exists().where(_G.c.source_id == _S.c.id, _G.c.group.in_(bindparam("groups", expanding=True)))
            .correlate(_S))
     .limit(bindparam("limit"))
@@ -68,9 +69,11 @@ def read(
     if len(rows) > limit:
         return None
     return [
-        ReadableSource(id=sid, jurisdiction=j, max_label=label, has_personal=bool(personal),
-                       requires_consent=bool(gated), consent_purposes=tuple(purposes or ()))
-        for sid, j, label, personal, gated, purposes in rows
+        ReadableSource(id=sid, jurisdiction=j,
+                       max_label=policy.effective_label(label, floor) if label is not None else None,
+                       has_personal=bool(personal), requires_consent=bool(gated),
+                       consent_purposes=tuple(purposes or ()), floor=int(floor or 0))
+        for sid, j, label, personal, gated, purposes, floor in rows
     ]
 
 

@@ -7,6 +7,10 @@ point, the source id, with the label and version clauses (policy.build_filter, `
 committed between the plan and the hits' SQL read is caught on those rows (the hit is dropped). A caller who can
 read more sources than SCOPED_SOURCES_LIMIT is filtered on the read groups and jurisdiction the vectors carry.
 
+A source's floor holds at query time (policy.effective_label): a raised floor applies from its commit, before the
+relabel that brings its stored chunks to it. A source above the caller's clearance is out of the filter's scope;
+SQL's rows apply the floor to every label this module decides on (render, withheld counts, whole versions).
+
 The request's `purpose` decides consent (memory.consent): personal data of a source that requires consent
 is served only when the purpose is one its data subjects consented to; otherwise it is withheld with reason
 `consent`, inside the filter like every other rule.
@@ -178,13 +182,14 @@ def _read_policy(
         blocked = readable_sources.consent_block(readable, purpose)
         counting = withholdable.could_withhold_among(who, rules, readable, blocked)
         scope: dict[str, str] | None = {s.id: s.jurisdiction for s in readable}
+        floors: dict[str, int] | None = {s.id: s.floor for s in readable}
     else:
         blocked = consent.blocked_sources(session, purpose=purpose, groups=who.groups, source_ids=request.source_ids)
         counting = withholdable.could_withhold(session, who=who, rules=rules, source_ids=request.source_ids,
                                                consent=blocked)
-        scope = None
+        scope = floors = None
     flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids, latest=latest,
-                              consent_blocked=blocked.sources, readable=scope)
+                              consent_blocked=blocked.sources, readable=scope, floors=floors)
     # No readable source holds anything the policy could withhold from this caller: nothing to count, so no
     # count search (what is served never depends on this).
     count_flt = policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest,
@@ -398,7 +403,8 @@ class _Reasons:
         self._masking: dict[str, bool] = {}
 
     def __call__(self, r: Any) -> str | None:
-        return self.of(r.source_id, r.label, r.personal, r.source_jurisdiction)
+        return self.of(r.source_id, policy.effective_label(r.label, r.source_floor), r.personal,
+                       r.source_jurisdiction)
 
     def masks(self, jurisdiction: str) -> bool:
         """Whether the rule for `jurisdiction` masks this caller's personal data (memoised)."""
@@ -429,7 +435,8 @@ class _Reasons:
             return False
         personal = bool(r.version_personal)
         return not (personal and masks) and self.of(
-            r.source_id, r.version_max_label, personal, r.source_jurisdiction) is None
+            r.source_id, policy.effective_label(r.version_max_label, r.source_floor), personal,
+            r.source_jurisdiction) is None
 
 
 def _classify(
@@ -475,7 +482,7 @@ _ROWS = (
         _V.c.classifier_version, _V.c.label_map_version, _V.c.embedding_model, _V.c.retracted_at,
         _S.c.id.label("source_id"), _S.c.uri.label("source_uri"), _C.c.point_id, _C.c.masked_point_id,
         _C.c.personal,
-        _S.c.jurisdiction.label("source_jurisdiction"), _S.c.steward_id,
+        _S.c.jurisdiction.label("source_jurisdiction"), _S.c.steward_id, _S.c.floor.label("source_floor"),
         _V.c.max_label.label("version_max_label"), _V.c.has_personal.label("version_personal"), _V.c.names_pii,
         # Whether the caller's groups can read the source now: a read-group change committed after the plan
         # read the sources is caught here (the hit is dropped, never served or counted).
@@ -558,7 +565,7 @@ def _render(
         hits.append(Hit(
             score=p.score,
             text=mask(r.text, spans.get(r.id, [])) if masked else r.text,
-            label=Label(r.label).slug,
+            label=Label(policy.effective_label(r.label, r.source_floor)).slug,
             entity_types=list(r.entity_types),
             masked=masked,
             citation=cited.for_view(clear=not masked, whole=whole, names_pii=r.names_pii),

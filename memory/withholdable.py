@@ -33,7 +33,9 @@ _READABLE = exists().where(
     _G.c.source_id == _S.c.id, _G.c.group.in_(bindparam("groups", expanding=True))
 ).correlate(_S)
 _WORST = (
-    select(_S.c.jurisdiction, func.max(_S.c.max_label), func.max(case((_S.c.has_personal, 1), else_=0)))
+    # A source's worst label is at least its floor (policy.effective_label: a floor raised before its relabel).
+    select(_S.c.jurisdiction, func.max(case((_S.c.floor > _S.c.max_label, _S.c.floor), else_=_S.c.max_label)),
+           func.max(case((_S.c.has_personal, 1), else_=0)))
     .where(_READABLE, _S.c.max_label.is_not(None))
     .group_by(_S.c.jurisdiction)
 )

@@ -63,6 +63,8 @@ world_st = st.fixed_dictionaries({
     "agent": st.none() | principal_st,
     "rules": st.dictionaries(st.tuples(st.sampled_from(JURIS), st.sampled_from(JURIS)), st.sampled_from(MODES)),
     "retract_first": st.booleans(),
+    # A source's floor changed in SQL after its chunks were stored, with no relabel (yet): the floor holds.
+    "new_floor": st.none() | st.tuples(st.integers(0, 2), st.sampled_from(LABELS[1:])),
     "top_k": st.integers(1, 8),
     "purpose": st.none() | st.sampled_from(PURPOSES),
     "query": st.sampled_from([*SENTENCES, "expenses", "who approved the contract?"]),
@@ -143,6 +145,10 @@ def _check_world(c, world):
             steward = resolve_effective(s, caller=get_principal(s, principal_id="steward"), acting_for=None)
             retraction.retract(s, c.store, version_id=vid, reason="test", actor_effective=steward)
 
+    if world["new_floor"] and world["new_floor"][0] < len(world["sources"]):
+        i, floor = world["new_floor"]
+        with transaction(c.sessions) as s:
+            s.get(Source, f"s{i}").floor = RANK[floor]
     chunks = _oracle_chunks(c, world)
     callers = [(f"u{i}", None) for i in range(len(world["users"]))]
     if world["agent"]:
@@ -183,6 +189,11 @@ def _check_world(c, world):
         assert set(res.rules_applied["consent_blocked_sources"]) == gated & readable
 
 
+def _new_floor(world, source_id: str) -> int:
+    changed = world["new_floor"]
+    return RANK[changed[1]] if changed and f"s{changed[0]}" == source_id else 0
+
+
 def _oracle_chunks(c, world) -> dict[str, dict]:
     """Chunk facts straight from SQL (truth), not from the vector payload; consent from the world itself."""
     now = time.time()
@@ -195,7 +206,7 @@ def _oracle_chunks(c, world) -> dict[str, dict]:
             out[ch.id] = {
                 "read_groups": [g.group for g in src.read_groups],
                 "jurisdiction": src.jurisdiction,
-                "label": ch.label,
+                "label": max(ch.label, _new_floor(world, src.id)),  # as stored, or the floor set since
                 "personal": bool(PERSONAL & set(ch.entity_types)),
                 "current": v.valid_from <= now < v.valid_to and v.status in ("active", "superseded"),
                 "retracted": v.retracted_at is not None,

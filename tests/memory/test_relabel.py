@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from classifiers.labels import LabelMap
@@ -285,6 +286,64 @@ def test_a_stewards_new_floor_relabels_the_sources_stored_chunks_before_the_patc
     assert len(api.search(reader, "renewal terms").json()["hits"]) == 1
     unchanged = api.client.patch("/v1/sources/s1", headers=steward, json={"description": "notes"})
     assert unchanged.status_code == 200 and unchanged.json()["relabel"] is None
+
+
+def test_a_raised_floor_holds_from_its_commit_even_when_its_relabel_fails(api, monkeypatch):
+    """The floor's relabel fails after the floor committed (the stored chunk keeps its old label): the floor
+    holds anyway at query time. The note is not served to a reader below it, it is counted as withheld for
+    clearance with the steward named, and explain says the floor applies; the next relabel settles it."""
+    steward = api.principal("st", roles=["steward", "reader"], groups=["g"], clearance="restricted")
+    reader = api.principal("r1", groups=["g"], clearance="confidential")
+    auditor = api.principal("aud", roles=["auditor"], groups=["g"])
+    api.source("s1", read_groups=["g"], steward="st")
+    assert api.upload("s1", "note.md", "# Renewal\n\nThe renewal terms for next year.\n", steward).status_code == 201
+    [hit] = api.search(reader, "renewal terms").json()["hits"]
+    assert hit["label"] == "public"
+
+    def fails(**_: object) -> dict:
+        raise RuntimeError("relabel interrupted")
+
+    monkeypatch.setattr(api.container, "relabel", fails)
+    client = TestClient(api.client.app, raise_server_exceptions=False)
+    r = client.patch("/v1/sources/s1", headers=steward, json={"floor": "restricted"})
+    assert r.status_code == 500
+    with api.container.sessions() as s:  # the floor committed, the chunk's stored label did not move
+        assert s.get(Source, "s1").floor == int(Label.RESTRICTED)
+        assert s.get(Chunk, hit["citation"]["chunk_id"]).label == int(Label.PUBLIC)
+
+    body = api.search(reader, "renewal terms").json()
+    assert body["hits"] == []
+    assert [(w["reason"], w["count"], w["steward"]) for w in body["policy"]["withheld"]] == [("clearance", 1, "st")]
+    [hit_for_steward] = api.search(steward, "renewal terms").json()["hits"]
+    assert hit_for_steward["label"] == "restricted"  # as the policy applies it
+    why = api.client.post("/v1/explain", headers=auditor,
+                          json={"principal_id": "r1", "chunk_id": hit["citation"]["chunk_id"]}).json()
+    assert (why["visible"], why["withheld_reason"]) == (False, "clearance")
+    assert any("floor restricted is above the chunk's stored label public" in n for n in why["notes"])
+
+    monkeypatch.undo()
+    r = api.client.patch("/v1/sources/s1", headers=steward, json={"floor": "restricted"})
+    assert r.status_code == 200 and r.json()["relabel"]["raised"] == 1
+    assert api.search(reader, "renewal terms").json()["hits"] == []
+
+
+def test_a_raised_floor_holds_for_a_caller_filtered_on_read_groups(api, monkeypatch):
+    """A caller who reads more sources than the plan's limit is filtered on the vectors' read groups and labels,
+    which a raised floor has not reached yet: SQL's row holds the floor, so the hit is dropped at render (never
+    served) and counted as withheld for clearance."""
+    from memory import search as search_svc
+
+    reader = api.principal("r1", groups=["g"], clearance="confidential")
+    api.source("s1", read_groups=["g"], steward="admin")
+    assert api.upload("s1", "note.md", "# Renewal\n\nThe renewal terms for next year.\n").status_code == 201
+    assert len(api.search(reader, "renewal terms").json()["hits"]) == 1
+    monkeypatch.setattr(search_svc, "SCOPED_SOURCES_LIMIT", 0)  # every caller past the limit
+    with api.container.sessions() as s:  # the floor committed, no relabel yet
+        s.get(Source, "s1").floor = int(Label.RESTRICTED)
+        s.commit()
+    body = api.search(reader, "renewal terms").json()
+    assert body["hits"] == []
+    assert [(w["reason"], w["count"]) for w in body["policy"]["withheld"]] == [("clearance", 1)]
 
 
 # -- races and review findings (2026-11-28) ------------------------------------------------------------------
