@@ -1,11 +1,18 @@
 """Structured logging: JSON lines with a request id and, when traced, the trace id; never document text or PII
-(ids, hashes, counts)."""
+(ids, hashes, counts).
+
+A logged exception keeps its traceback (the frames: file, line, function, source line) and its type, never its
+message: an exception's text is written by whatever raised it (a driver quoting a statement's values, a parser
+quoting the document, a library echoing its input). uvicorn's own lines go through the same handler
+(memory.api.serving: no log config of its own), its "Exception in ASGI application" included."""
 
 from __future__ import annotations
 
 import contextvars
 import logging
 import sys
+import traceback
+from types import TracebackType
 
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
@@ -23,14 +30,55 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+
+def traceback_without_messages(ei: ExcInfo) -> str:
+    """The exception's traceback as Python prints it, its causes and contexts included, with every exception's
+    message left out (its type and where it was raised stay)."""
+    _, exc, _ = ei
+    if exc is None:
+        return ""
+    lines: list[str] = []
+    seen: set[int] = set()
+
+    def add(e: BaseException) -> None:
+        seen.add(id(e))
+        if e.__cause__ is not None and id(e.__cause__) not in seen:
+            add(e.__cause__)
+            lines.append("\nThe above exception was the direct cause of the following exception:\n\n")
+        elif e.__context__ is not None and not e.__suppress_context__ and id(e.__context__) not in seen:
+            add(e.__context__)
+            lines.append("\nDuring handling of the above exception, another exception occurred:\n\n")
+        if e.__traceback__ is not None:
+            lines.append("Traceback (most recent call last):\n")
+            lines.extend(traceback.format_tb(e.__traceback__))
+        kind = type(e)
+        module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+        lines.append(f"{module}{kind.__qualname__} (message not logged)\n")
+
+    add(exc)
+    return "".join(lines).rstrip("\n")
+
+
+class _NoMessagesJsonFormatter(JsonFormatter):
+    def formatException(self, ei: ExcInfo) -> str:  # type: ignore[override]
+        return traceback_without_messages(ei)
+
+
+class _NoMessagesFormatter(logging.Formatter):
+    def formatException(self, ei: ExcInfo) -> str:  # type: ignore[override]
+        return traceback_without_messages(ei)
+
+
 def configure(level: str = "INFO", json_logs: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
     if json_logs:
-        handler.setFormatter(
-            JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(trace_id)s"))
+        handler.setFormatter(_NoMessagesJsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(trace_id)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+        handler.setFormatter(_NoMessagesFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())

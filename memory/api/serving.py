@@ -22,6 +22,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "host": settings.host, "port": settings.port, "http": settings.http_impl, "loop": settings.event_loop,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S, "access_log": settings.access_log,
         "proxy_headers": bool(trusted), "forwarded_allow_ips": trusted,  # a string: uvicorn never reads its env
+        # uvicorn's loggers go to the service's handler (memory.logging_setup: JSON, request and trace ids, no
+        # exception messages) instead of handlers of its own, which print an exception's message.
+        "log_config": None,
     }
 
 

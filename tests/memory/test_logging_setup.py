@@ -1,0 +1,76 @@
+"""Logged exceptions keep their traceback and type, never their message (memory.logging_setup): through the
+service's handler, and through a real uvicorn serving the app, whose own error lines use that handler too."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from memory import logging_setup
+from memory.api.serving import uvicorn_options
+from memory.settings import Settings
+from tests.conftest import uvicorn_in_thread
+
+SECRET = "Dr Ana Lopez, ana.lopez@example.com"  # what a driver or a parser could quote in an exception
+
+
+@pytest.fixture
+def configured(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers, root.level = handlers, level
+
+
+def _fail() -> None:
+    try:
+        raise KeyError(SECRET)
+    except KeyError as exc:
+        raise RuntimeError(f"could not store {SECRET}") from exc
+
+
+@pytest.mark.parametrize("json_logs", [True, False])
+def test_a_logged_exception_keeps_its_frames_and_types_not_its_messages(
+        configured: None, capsys: pytest.CaptureFixture[str], json_logs: bool) -> None:
+    logging_setup.configure("INFO", json_logs=json_logs)
+    try:
+        _fail()
+    except RuntimeError:
+        logging.getLogger("memory.test").exception("store.failed error=%s", "RuntimeError")
+    err = capsys.readouterr().err
+    assert SECRET not in err and "ana.lopez" not in err
+    text = json.loads(err.strip().splitlines()[-1])["exc_info"] if json_logs else err
+    assert "store.failed error=RuntimeError" in err
+    assert "in _fail" in text and 'raise KeyError(SECRET)' in text  # where it was raised: frames and source lines
+    assert "KeyError (message not logged)" in text and "RuntimeError (message not logged)" in text
+    assert "direct cause" in text
+
+
+def test_uvicorn_logs_an_unhandled_error_through_the_services_handler(
+        configured: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """Starlette answers 500 and re-raises; uvicorn logs "Exception in ASGI application" with the traceback."""
+    logging_setup.configure("INFO", json_logs=True)
+    app = FastAPI()
+
+    @app.get("/boom")
+    def boom() -> None:
+        _fail()
+
+    options = {k: v for k, v in uvicorn_options(Settings()).items() if k == "log_config"}
+    assert options == {"log_config": None}
+    with uvicorn_in_thread(app, **options) as port:
+        assert httpx.get(f"http://127.0.0.1:{port}/boom").status_code == 500
+    err = capsys.readouterr().err
+    lines: list[dict[str, Any]] = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(line["name"] == "uvicorn.error" and "Exception in ASGI application" in line["message"]
+               for line in lines), err
+    assert SECRET not in err  # the source line `raise RuntimeError(f"could not store {SECRET}")` is, not its value
+    assert any("RuntimeError (message not logged)" in line.get("exc_info", "") for line in lines)
