@@ -14,7 +14,9 @@ Counted in sliding windows (the `limits` library's sliding-window counter: two c
 which expire after two windows, so an idle caller costs nothing and memory follows the callers of the last
 minutes, not every caller ever seen) in the storage its URI names: `memory://` keeps the counts in this process
 (each API replica counts its own); `redis://...` shares them between replicas (a Redis or Valkey server). The
-storage is built and checked when the API starts (a bad URI stops it there). When a shared storage cannot be
+storage is built and checked when the API starts (a bad URI or refused credentials stop it there; a storage that
+cannot be reached does not, a cluster client that could not connect as it was built included: it is built again
+when the storage is next tried). When a shared storage cannot be
 reached, requests are served unlimited (a rate limit protects the service's capacity, not its data: failing
 closed would turn a Redis outage into an outage of every copilot), each such request logged and counted
 (memory_rate_limit_errors_total), and /readyz reports it for a minute after the last failure. A shared storage
@@ -41,6 +43,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import cast
 
 from cachetools import TTLCache
 from limits import RateLimitItem, parse_many
@@ -105,15 +108,14 @@ class RateLimits:
         self._failure = ""
         self._down_until: float | None = None  # a failed storage is left alone until then (monotonic)
         self._probe = threading.Lock()  # after that, one request tries it again; the others do not wait
-        try:  # (`retry` is a redis Retry object, passed through to the client: not in the library's annotation)
-            storage = storage_from_string(storage_uri, wrap_exceptions=True, **options)  # type: ignore[arg-type]
-        except Exception as exc:  # an unknown scheme, memcached:// without pymemcache, a cluster that fails to connect
-            # The URI may hold a password (redis://:secret@host): never in the message, nor in a chained traceback.
-            reason = ("the URI does not parse (percent-encode a password's reserved characters)"
-                      if isinstance(exc, ValueError) else str(exc).replace(storage_uri, f"{self._scheme}://..."))
-            raise ValidationFailedError(f"rate limit storage {self._scheme!r}: {type(exc).__name__}: {reason}",
-                                        code="invalid_settings") from None
-        self._limiter = SlidingWindowCounterRateLimiter(storage)
+        self._storage_uri, self._options = storage_uri, options
+        self._limiter: SlidingWindowCounterRateLimiter | None = None
+        try:
+            self._limiter = self._connect()
+        except _Unreachable as exc:
+            # A cluster client connects as it is built: a cluster down at start is an outage like any later one
+            # (served unlimited, built again when it is next tried), not a configuration mistake.
+            self._storage_failed(exc.__cause__ or exc)
         # A refused key in this process within the auth_failures windows (a sliding window weighs the previous
         # one too): until then no address can be past that limit here, and the per-request test is skipped. With a
         # shared storage, a replica that has seen none tests from its first refusal on (one request late).
@@ -125,11 +127,49 @@ class RateLimits:
         self._vouched: TTLCache[str, bool] = TTLCache(maxsize=VOUCHED_MAX, ttl=VOUCHED_S)
         self._vouched_lock = threading.Lock()
 
+    def _connect(self) -> SlidingWindowCounterRateLimiter:
+        """The limiter on its storage. ValidationFailedError (invalid_settings) for what no retry can fix: an
+        unknown scheme, a missing client library, a URI that does not parse, credentials refused; `_Unreachable`
+        for a storage that cannot be reached (a Redis cluster client connects as it is built)."""
+        from redis.exceptions import AuthenticationError, RedisClusterException
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        try:  # (`retry` is a redis Retry object, passed through to the client: not in the library's annotation)
+            storage = storage_from_string(self._storage_uri, wrap_exceptions=True,
+                                          **self._options)  # type: ignore[arg-type]
+        except (RedisClusterException, RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            if isinstance(exc, AuthenticationError):
+                raise self._invalid(exc) from None
+            raise _Unreachable() from exc
+        except Exception as exc:  # an unknown scheme, memcached:// without pymemcache, a URI that does not parse
+            raise self._invalid(exc) from None
+        return SlidingWindowCounterRateLimiter(storage)
+
+    def _invalid(self, exc: Exception) -> ValidationFailedError:
+        # The URI may hold a password (redis://:secret@host): never in the message, nor in a chained traceback.
+        reason = ("the URI does not parse (percent-encode a password's reserved characters)"
+                  if isinstance(exc, ValueError) else str(exc).replace(self._storage_uri, f"{self._scheme}://..."))
+        return ValidationFailedError(f"rate limit storage {self._scheme!r}: {type(exc).__name__}: {reason}",
+                                     code="invalid_settings")
+
+    def _ready_limiter(self) -> SlidingWindowCounterRateLimiter:
+        """The limiter; built now if its storage could not be reached when this was made (StorageError if still
+        not: a storage failure like any other)."""
+        if self._limiter is None:
+            try:
+                self._limiter = self._connect()
+            except _Unreachable as exc:
+                raise StorageError(cast(Exception, exc.__cause__ or exc)) from None
+        return self._limiter
+
     def verify(self) -> None:
         """Ask a shared storage once, at start. One that refuses the service (a wrong password, a command it does
         not allow) is a configuration mistake: invalid_settings, the service does not start, rather than serving
         every request unlimited for good. One that cannot be reached is logged and left alone like any failure
         (requests served unlimited until it answers: fail open)."""
+        if self._limiter is None:  # not reachable as it was built: already logged, tried again later
+            return
         connection: Callable[[], object] | None = getattr(self._limiter.storage, "get_connection", None)
         if connection is None:  # memory://
             return
@@ -166,10 +206,11 @@ class RateLimits:
         where = _address_key(address)
 
         def test() -> None:
+            limiter = self._ready_limiter()
             for item in items:
-                if not self._limiter.test(item, AUTH_FAILURES, where):
+                if not limiter.test(item, AUTH_FAILURES, where):
                     if key_id is not None and token is not None and self._is_vouched(token) and all(
-                            self._limiter.test(i, AUTH_FAILURES, f"key:{key_id}") for i in items):
+                            limiter.test(i, AUTH_FAILURES, f"key:{key_id}") for i in items):
                         return
                     self._refuse(AUTH_FAILURES, item, (AUTH_FAILURES, where))
 
@@ -185,9 +226,10 @@ class RateLimits:
         keys = [_address_key(address)] + ([f"key:{key_id}"] if key_id else [])
 
         def hit() -> None:
+            limiter = self._ready_limiter()
             for item in items:
                 for key in keys:
-                    self._limiter.hit(item, AUTH_FAILURES, key)
+                    limiter.hit(item, AUTH_FAILURES, key)
 
         self._with_storage(hit, counted=False)
 
@@ -213,13 +255,14 @@ class RateLimits:
             return
 
         def count() -> None:
+            limiter = self._ready_limiter()
             for item, key in parts:
-                if not self._limiter.test(item, *key):
+                if not limiter.test(item, *key):
                     self._refuse(category, item, key)
             for item, key in parts:
                 # hit() counts and checks at once (the library's atomic acquire): a request that passed the tests
                 # above while others took the last slot is refused here. The parts it already hit stay counted.
-                if not self._limiter.hit(item, *key):
+                if not limiter.hit(item, *key):
                     self._refuse(category, item, key)
 
         self._with_storage(count, counted=True)
@@ -258,7 +301,7 @@ class RateLimits:
                     "tried again in %.0f s", self._scheme, self._failure, RETRY_AFTER_FAILURE_S)
 
     def _refuse(self, category: str, item: RateLimitItem, key: tuple[str, ...]) -> None:
-        reset = self._limiter.get_window_stats(item, *key).reset_time
+        reset = self._ready_limiter().get_window_stats(item, *key).reset_time
         retry = max(1, math.ceil(reset - time.time()))
         scope = key[0] if key[0] in (PRINCIPAL, AUTH_FAILURES) else category
         RATE_LIMITED.labels(category=scope).inc()
@@ -272,6 +315,10 @@ class RateLimits:
             retry_after_s=retry,
             details={"category": category, "scope": scope, "limit": str(item), "retry_after_s": retry},
         )
+
+
+class _Unreachable(Exception):
+    """The storage could not be reached while its client was built (the cause: the client's error)."""
 
 
 def _keyed_hash(text: str) -> str:

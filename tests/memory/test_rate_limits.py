@@ -540,13 +540,21 @@ def test_a_storage_that_cannot_be_built_never_shows_its_uri_in_a_traceback():
     with pytest.raises(ValidationFailedError) as err:
         RateLimits({"search": "1/second"}, storage_uri="rediss+x://:hunter2@cache:6379/0")
     assert err.value.__cause__ is None and (err.value.__context__ is None or err.value.__suppress_context__)
-    with pytest.raises(ValidationFailedError) as err:  # refused by the library as it builds (connects)
-        RateLimits({"search": "1/second"}, storage_uri="redis+cluster://:hunter2@nowhere.invalid:7000")
-    assert err.value.__cause__ is None and err.value.__suppress_context__ and "hunter2" not in err.value.message
     with pytest.raises(ValidationFailedError) as err:  # a password with a '/', not percent-encoded
         RateLimits({"search": "1/second"}, storage_uri="redis://:s3c/ret@cache:6379/0")
     assert "s3c" not in err.value.message and "percent-encode" in err.value.message
     assert RateLimits({"search": "1/second"}).verify() is None  # memory://: nothing to ask
+
+
+def test_a_cluster_that_cannot_be_reached_as_it_is_built_is_a_storage_failure(caplog):
+    """The cluster client connects as it is built: unreachable, the limits start anyway, serve unlimited, say so,
+    and never show the URI (tests/memory/test_rate_limits_redis.py: the cluster coming back)."""
+    limits = RateLimits({"search": "1/second"}, storage_uri="redis+cluster://:hunter2@nowhere.invalid:7000")
+    limits.verify()
+    for _ in range(3):
+        limits.check("search", "p", None)
+    assert limits.state() == "unavailable: RedisClusterException (requests not limited)"
+    assert "hunter2" not in caplog.text and "nowhere" not in caplog.text
 
 
 def test_a_probe_refused_for_its_rate_ends_the_storage_failure(monkeypatch):

@@ -136,6 +136,33 @@ def test_a_storage_that_stops_serves_unlimited_then_counts_again(server: RedisSe
         limits.check("search", "p", None)
 
 
+def test_a_cluster_down_at_start_is_an_outage_not_a_bad_setting(tmp_path: Path, monkeypatch):
+    """A Redis cluster client connects as it is built: with the cluster down the service still starts, serves
+    unlimited and says so; once a (one-node) cluster answers, the next try builds the client and counts there."""
+    monkeypatch.setattr(rate_limits, "RETRY_AFTER_FAILURE_S", 0.3)
+    node = RedisServer(tmp_path, "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf"))
+    uri = f"redis+cluster://127.0.0.1:{node.port}"
+    limits = RateLimits({"search": "2/hour"}, storage_uri=uri)  # nothing listens yet
+    limits.verify()  # not reachable: logged, not a configuration error
+    for _ in range(4):
+        limits.check("search", "p", None)  # served: a limit guards capacity, not data
+    assert limits.state().startswith("unavailable: ")
+    node.start()
+    try:
+        redis.Redis(port=node.port).execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+        deadline = time.monotonic() + 15
+        while redis.Redis(port=node.port).execute_command("CLUSTER", "INFO").decode().find("cluster_state:ok") < 0:
+            assert time.monotonic() < deadline, "the one-node cluster did not come up"
+            time.sleep(0.1)
+        time.sleep(0.4)  # past the wait after the last failure
+        limits.check("search", "p", None)
+        limits.check("search", "p", None)
+        with pytest.raises(RateLimitedError):
+            limits.check("search", "p", None)
+    finally:
+        node.stop()
+
+
 def test_a_hung_storage_costs_one_bounded_wait_then_is_left_alone(monkeypatch):
     """A server that accepts connections and never answers (a hung Redis, a black-holed route): the first request
     waits at most the storage timeout, the next ones do not wait at all while the storage is left alone."""
