@@ -289,8 +289,8 @@ def _partition(route: Route, data: bytes, text: str | None, filename: str, sourc
         kwargs["metadata_filename"] = os.path.basename(filename) or None
     try:
         return list(function(**kwargs))
-    except IngestError:
-        raise
+    except (IngestError, MemoryError, RecursionError, ImportError):
+        raise  # not the file being corrupt: exhausted or broken parsers are told apart where parsing runs (workers)
     except Exception as exc:
         if _looks_encrypted(exc):
             raise EncryptedDocumentError("the document is password-protected") from exc

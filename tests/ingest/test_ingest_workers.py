@@ -187,3 +187,24 @@ def test_an_exhausted_parser_or_a_broken_install_is_not_a_corrupt_file(where: st
     assert isinstance(huge, DocumentTooComplexError) and "MemoryError" in huge.message
     assert isinstance(broken, ParserUnavailableError) and broken.http_status == 503
     assert "docx" not in broken.message  # the type only, as for any parser failure
+
+
+@pytest.mark.parametrize(("raised", "expected"), [
+    (RecursionError("maximum recursion depth exceeded"), DocumentTooComplexError),
+    (MemoryError(), DocumentTooComplexError),
+    (ModuleNotFoundError("No module named 'docx'"), ParserUnavailableError),
+    (ValueError("a parser bug"), CorruptDocumentError),
+])
+def test_the_real_parse_path_tells_exhausted_and_broken_parsers_from_corrupt_files(
+        monkeypatch: pytest.MonkeyPatch, raised: BaseException, expected: type[IngestError]) -> None:
+    """Through parse_document and its partition step (which turns a parser's own errors into corrupt_document):
+    an exhausted parser or a broken install still comes out as what it is."""
+    import unstructured.partition.text as partition_text_module
+
+    def failing(**_: Any) -> list[Any]:
+        raise raised
+
+    monkeypatch.setattr(partition_text_module, "partition_text", failing)
+    [(result, _)] = list(InlineParser().parse_many([(b"Travel is booked through the desk.", "a.txt")],
+                                                   max_bytes=MAX))
+    assert type(result) is expected, result
