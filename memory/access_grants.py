@@ -32,7 +32,7 @@ from memory import consent, policy, policy_store, principals
 from memory import sources as sources_svc
 from memory.errors import ForbiddenError, ValidationFailedError
 from memory.models import AccessRequest, Chunk, DocumentVersion, Source, SourceReadGroup
-from memory.policy import EffectivePrincipal, Transfer
+from memory.policy import EffectivePrincipal, Transfer, effective_label
 from memory.stores.base import OPEN_END, ChunkPayload, VectorStore
 
 ADD_GROUPS, ADD_READ_GROUPS, CLEARANCE, TRANSFER_RULE = "add_groups", "add_read_groups", "clearance", "transfer_rule"
@@ -274,7 +274,8 @@ def _notes(req: AccessRequest, grant: Grant, *, resolved: bool | None, beneficia
 
 
 def _most_demanding(session: Session, src: Source) -> ChunkPayload:
-    """A payload standing for every current chunk of the source: the highest label, personal if any is."""
+    """A payload standing for every current chunk of the source: the highest label (at least the source's floor
+    now: policy.effective_label), personal if any is."""
     top, personal = session.execute(
         select(func.max(Chunk.label), func.max(case((Chunk.personal.is_(True), 1), else_=0)))
         .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
@@ -282,7 +283,8 @@ def _most_demanding(session: Session, src: Source) -> ChunkPayload:
     ).one()
     return ChunkPayload(
         chunk_id="", source_id=src.id, document_id="", version_id="", read_groups=sources_svc.read_groups(src),
-        label=src.floor if top is None else int(top), jurisdiction=src.jurisdiction, personal=bool(personal),
+        label=src.floor if top is None else effective_label(int(top), src.floor), jurisdiction=src.jurisdiction,
+        personal=bool(personal),
         entity_types=(), valid_from=0.0, valid_to=OPEN_END, retracted=False, committed=True,
     )
 

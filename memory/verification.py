@@ -21,6 +21,7 @@ from memory import audit
 from memory.clock import aware, from_epoch
 from memory.errors import NotFoundError
 from memory.models import AuditChunk, AuditRecord, Chunk, Document, DocumentVersion, Source
+from memory.policy import effective_label
 from memory.provenance import CLEAR_TEXT_FIELDS, VERSION_MEASURE_FIELDS, Citation, citation, hide_names
 from memory.stores.base import OPEN_END
 
@@ -196,7 +197,8 @@ def get_citation(session: Session, *, chunk_id: str, visible_to: Viewer | None =
                "start": chunk.start if whole else None, "end": chunk.end if whole else None,
                "page_number": chunk.page_number,
                "attachment": chunk.attachment if clear else hide_names(chunk.attachment, version.names_pii),
-               "token_count": chunk.token_count if clear else None, "label": chunk.label,
+               "token_count": chunk.token_count if clear else None,
+               "label": effective_label(chunk.label, source.floor),  # as searches apply it
                "entity_types": list(chunk.entity_types),
                "text_sha256_matches": sha256_text(chunk.text) == chunk.sha256},
         status=status_of(session, version),
