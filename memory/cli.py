@@ -159,7 +159,7 @@ def serve(
         # uvicorn's own variable: a deployment that relied on it would silently lose its proxy's client addresses.
         fail("invalid_settings", "FORWARDED_ALLOW_IPS is not read by memory serve: name the trusted proxies in "
              "MEMORY_FORWARDED_ALLOW_IPS")
-    logging_setup.configure(settings.log_level, settings.log_json)
+    logging_setup.configure(settings.log_level, settings.log_json, access_log=settings.access_log)
     os.environ.update({f"MEMORY_{k.upper()}": str(v) for k, v in updates.items()})
     if data_dir:
         os.environ["MEMORY_DATA_DIR"] = str(data_dir)

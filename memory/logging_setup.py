@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import threading
 import traceback
 from types import TracebackType
 
@@ -23,6 +24,10 @@ REQUEST_ID_STATE = "memory.request_id"  # where an API request's id is also left
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "asyncio" and record.exc_info:
+            # The loop's own report ("Task exception was never retrieved") names the exception with its repr, i.e.
+            # its message, on the lines after the first: only the first is kept (the traceback follows, redacted).
+            record.msg, record.args = record.getMessage().split("\n", 1)[0], ()
         record.request_id = request_id.get()
         # The trace the line belongs to, when the request is traced (memory.tracing): logs and traces correlate.
         context = trace.get_current_span().get_span_context()
@@ -71,7 +76,9 @@ class _NoMessagesFormatter(logging.Formatter):
         return traceback_without_messages(ei)
 
 
-def configure(level: str = "INFO", json_logs: bool = True) -> None:
+def configure(level: str = "INFO", json_logs: bool = True, *, access_log: bool = False) -> None:
+    """One handler on the root logger for every line, uvicorn's included. `access_log`: uvicorn's access lines
+    are written whatever the level (its own log config pinned them at INFO)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
     if json_logs:
@@ -84,3 +91,14 @@ def configure(level: str = "INFO", json_logs: bool = True) -> None:
     root.setLevel(level.upper())
     for noisy in ("httpx", "urllib3", "presidio-analyzer", "sentence_transformers", "unstructured"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if access_log:
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    threading.excepthook = _log_thread_exception  # its default prints the message to stderr
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    logging.getLogger("memory.threads").error(
+        "thread.unhandled thread=%s error=%s", args.thread.name if args.thread else "-", args.exc_type.__name__,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback) if args.exc_value is not None else None)

@@ -6,5 +6,5 @@ from memory.settings import Settings
 
 # Each worker process configures its own logging (`memory serve` configured only its parent's).
 _settings = Settings()
-logging_setup.configure(_settings.log_level, _settings.log_json)
+logging_setup.configure(_settings.log_level, _settings.log_json, access_log=_settings.access_log)
 app = create_app(_settings)

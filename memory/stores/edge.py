@@ -357,5 +357,6 @@ class EdgeVectorStore(BatchSearches):
         except ServiceError:
             raise
         except Exception as exc:
-            logger.error("edge %s failed path=%s error=%s", op, self._path, exc)
-            raise VectorStoreError(f"edge vector store {op} failed: {exc}", details={"op": op}) from exc
+            # The type only: an engine's message can quote what it was given (payload values, ids).
+            logger.error("edge %s failed path=%s error=%s", op, self._path, type(exc).__name__)
+            raise VectorStoreError(f"edge vector store {op} failed ({type(exc).__name__})", details={"op": op}) from exc

@@ -366,9 +366,11 @@ class ServerVectorStore(BatchSearches):
                 isinstance(exc, ValueError) and "not found" in str(exc)
             )
             code = "vector_collection_missing" if missing else "vector_store_error"
-            logger.error("qdrant %s failed collection=%s error=%s", op, self._collection, exc)
+            # The type only: the server's message can quote what it was given (payload values, ids).
+            logger.error("qdrant %s failed collection=%s error=%s", op, self._collection, type(exc).__name__)
             raise VectorStoreError(
-                f"qdrant {op} failed on collection {self._collection!r}: {exc}", code=code, details={"op": op}
+                f"qdrant {op} failed on collection {self._collection!r} ({type(exc).__name__})", code=code,
+                details={"op": op},
             ) from exc
 
 

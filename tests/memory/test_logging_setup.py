@@ -22,12 +22,15 @@ SECRET = "Dr Ana Lopez, ana.lopez@example.com"  # what a driver or a parser coul
 
 @pytest.fixture
 def configured(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    import threading
+
+    root, access = logging.getLogger(), logging.getLogger("uvicorn.access")
+    handlers, level, access_level, hook = root.handlers[:], root.level, access.level, threading.excepthook
     try:
         yield
     finally:
-        root.handlers, root.level = handlers, level
+        root.handlers, root.level, threading.excepthook = handlers, level, hook
+        access.setLevel(access_level)
 
 
 def _fail() -> None:
@@ -74,3 +77,37 @@ def test_uvicorn_logs_an_unhandled_error_through_the_services_handler(
                for line in lines), err
     assert SECRET not in err  # the source line `raise RuntimeError(f"could not store {SECRET}")` is, not its value
     assert any("RuntimeError (message not logged)" in line.get("exc_info", "") for line in lines)
+
+
+def test_a_threads_and_the_loops_unhandled_errors_are_logged_without_messages(
+        configured: None, capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+    import gc
+    import threading
+
+    logging_setup.configure("INFO", json_logs=True)
+    worker = threading.Thread(target=_fail, name="repair")
+    worker.start()
+    worker.join()
+
+    async def lose_a_failed_task() -> None:
+        async def boom() -> None:
+            _fail()
+
+        lost = asyncio.get_running_loop().create_task(boom())
+        await asyncio.sleep(0.01)
+        del lost
+        gc.collect()  # "Task exception was never retrieved", logged by the loop
+
+    asyncio.run(lose_a_failed_task())
+    err = capsys.readouterr().err
+    assert SECRET not in err, err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(line["message"] == "thread.unhandled thread=repair error=RuntimeError" for line in lines), err
+    assert any(line["name"] == "asyncio" and line["message"] == "Task exception was never retrieved"
+               for line in lines), err
+
+
+def test_the_access_log_is_written_whatever_the_level_when_it_is_on(configured: None) -> None:
+    logging_setup.configure("WARNING", json_logs=True, access_log=True)
+    assert logging.getLogger("uvicorn.access").getEffectiveLevel() == logging.INFO
