@@ -19,12 +19,14 @@ LibreOffice reads untrusted files here, so each conversion is bounded:
   profile), and a converted file past `max_output_bytes` is `document_too_large`, refused before it is read;
 - leftovers: when the parse worker is stopped mid-way (SIGTERM: `abandon_active`), the conversion's process
   group and directory go with it; when it is killed outright (SIGKILL, the OOM killer), the next worker to start
-  removes them (`sweep_stale`: each directory names its owner's pid)."""
+  removes them (`sweep_stale`: each directory is named for its owner: pid namespace, pid, start time).
+- core dumps: none (`prlimit --core=0`: a crash at a limit would write the document's text to disk)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -45,7 +47,9 @@ MEMORY_LIMIT_BYTES = 2 * 1024**3  # address space; LibreOffice 7.4 failed to wri
 # written beside the output; a cap at the limit itself failed every conversion of small limits).
 FILE_SIZE_HEADROOM_BYTES = 32 * 1024 * 1024
 DIR_PREFIX = "memory-soffice-"
-OWNER_FILE = "owner.pid"
+# A conversion directory is named for its owner: memory-soffice-<pid namespace>-<pid>-<start time>-<random>, so a
+# sweep knows a dead owner from a live one (a pid alone can be reused) and leaves other namespaces' alone.
+_OWNED = re.compile(rf"^{re.escape(DIR_PREFIX)}(\d+)-(\d+)-(\d+)-")
 
 # The conversions running in this process (one at a time in a parse worker), by launcher pid: what SIGTERM must
 # remove. No lock: a signal handler reads it, and single dict operations are atomic.
@@ -79,14 +83,17 @@ def convert(
     ParseTimeoutError past `timeout_s` (its whole process tree killed; at once when no time is left)."""
     if timeout_s <= 0:
         raise ParseTimeoutError(f"no time was left to convert the .{source_ext} file")
-    with tempfile.TemporaryDirectory(prefix=DIR_PREFIX) as tmp:
+    # A cleanup that fails (a killed office process's files) must not replace this call's own error: what is left
+    # is swept once this process is gone (sweep_stale).
+    with tempfile.TemporaryDirectory(prefix=_owner_prefix(), ignore_cleanup_errors=True) as tmp:
         work = Path(tmp)
-        (work / OWNER_FILE).write_text(str(os.getpid()))
         source = work / f"document.{source_ext}"
         source.write_bytes(data)
         out = work / "out"
         command = [
-            PRLIMIT, f"--as={MEMORY_LIMIT_BYTES}", f"--fsize={max_output_bytes + FILE_SIZE_HEADROOM_BYTES}", "--",
+            # No core dump either (a crash at a limit would write the document's text to disk).
+            PRLIMIT, f"--as={MEMORY_LIMIT_BYTES}", f"--fsize={max_output_bytes + FILE_SIZE_HEADROOM_BYTES}", "--core=0",
+            "--",
             UNSHARE, "--net", "--map-root-user",
             SOFFICE, f"-env:UserInstallation={(work / 'profile').as_uri()}", "--headless", "--norestore",
             "--nolockcheck", "--nodefault", "--convert-to", target_ext, "--outdir", str(out), str(source),
@@ -94,20 +101,26 @@ def convert(
         # Its temporary files in its own directory (removed with it); its own session: soffice's launcher forks
         # the real office process, and a timeout kills both.
         env = {**os.environ, "TMPDIR": str(work), "TMP": str(work), "TEMP": str(work)}
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True, cwd=work, env=env)
-        _active[process.pid] = work
+        # SIGTERM held until the conversion is registered, so that its handler (abandon_active) knows about it.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, start_new_session=True, cwd=work, env=env)
+            _active[process.pid] = work
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         try:
             process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            _active.pop(process.pid, None)
             _kill_group(process)  # the whole tree, before the launcher is reaped (its group id is still its own)
             logger.info("soffice timeout: budget_s=%s", round(timeout_s, 3))
             raise ParseTimeoutError(f"converting the .{source_ext} file took longer than {timeout_s:g} s") from None
         except BaseException:  # interrupted: nothing of it may outlive the caller
+            _active.pop(process.pid, None)
             _kill_group(process)
             raise
-        finally:
-            _active.pop(process.pid, None)
+        _active.pop(process.pid, None)  # (reaped a moment ago: a SIGTERM in between kills an empty group)
         converted = out / f"document.{target_ext}"
         if not converted.is_file() or converted.stat().st_size == 0:
             logger.info("soffice conversion failed: returncode=%s", process.returncode)
@@ -138,17 +151,18 @@ def abandon_active() -> None:
 
 def sweep_stale(tmp: Path | None = None) -> int:
     """Remove the conversion directories whose owner is dead (a parse worker killed outright mid-way), first
-    killing any process still running from one (found by its command line, which names the directory: a pid
-    file could name a reused pid). Directories of live owners, and those without an owner file, are left alone.
+    killing any process still running from one (found by its arguments, which name paths inside it). Only this pid
+    namespace's directories are looked at; those of live owners, and names that are not ours, are left alone.
     Returns how many were removed."""
     base = tmp or Path(tempfile.gettempdir())
+    namespace = _pid_namespace()
     removed = 0
     for work in base.glob(f"{DIR_PREFIX}*"):
-        try:
-            owner = int((work / OWNER_FILE).read_text().strip())
-        except (OSError, ValueError):
-            continue  # being created, or not ours
-        if _alive(owner):
+        owned = _OWNED.match(work.name)
+        if owned is None or int(owned[1]) != namespace:
+            continue
+        pid, started = int(owned[2]), int(owned[3])
+        if _start_time(pid) == started:  # its owner lives
             continue
         _kill_running_in(work)
         shutil.rmtree(work, ignore_errors=True)
@@ -158,23 +172,35 @@ def sweep_stale(tmp: Path | None = None) -> int:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def _owner_prefix() -> str:
+    return f"{DIR_PREFIX}{_pid_namespace()}-{os.getpid()}-{_start_time(os.getpid())}-"
+
+
+def _pid_namespace() -> int:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot: /proc/<pid>/stat field 22), None if there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[19])
 
 
 def _kill_running_in(work: Path) -> None:
-    needle = os.fsencode(str(work))
+    """SIGKILL every process one of whose arguments is a path inside `work` (or its profile's file: URI)."""
+    inside = (f"{work}/".encode(), f"={work.as_uri()}/".encode())
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if needle in (entry / "cmdline").read_bytes():
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            if any(arg.startswith(inside[0]) or inside[1] in arg for arg in args):
                 os.kill(int(entry.name), signal.SIGKILL)
         except (OSError, ValueError):
             continue

@@ -216,27 +216,32 @@ def test_an_emails_conversions_share_one_deadline(legacy: dict[str, bytes], fixt
 
 
 def test_leftovers_of_a_killed_worker_are_swept(tmp_path: Path) -> None:
-    """A conversion directory whose owner is dead goes, with any process still running from it; one whose owner
-    lives, or without an owner file, stays."""
+    """A conversion directory whose owner is dead (its name: pid namespace, pid, start time) goes, with any
+    process still running from it; one whose owner lives, another namespace's, one named otherwise stay, and so
+    does a process that only names a sibling path (`<dir>.bak`)."""
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = tmp_path / f"{legacy_office.DIR_PREFIX}stale"
+    namespace = os.stat("/proc/self/ns/pid").st_ino
+    stale = tmp_path / f"{legacy_office.DIR_PREFIX}{namespace}-{dead.pid}-12345-abcd"
     stale.mkdir()
-    (stale / legacy_office.OWNER_FILE).write_text(str(dead.pid))
-    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", str(stale / "profile")],
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", str(stale / "document.doc")],
                               start_new_session=True)
-    live = tmp_path / f"{legacy_office.DIR_PREFIX}live"
-    live.mkdir()
-    (live / legacy_office.OWNER_FILE).write_text(str(os.getpid()))
-    unowned = tmp_path / f"{legacy_office.DIR_PREFIX}new"
-    unowned.mkdir()
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", f"{stale}.bak/x"],
+                                 start_new_session=True)
+    kept = [tmp_path / f"{legacy_office._owner_prefix()}live",
+            tmp_path / f"{legacy_office.DIR_PREFIX}{namespace + 1}-{dead.pid}-12345-other-namespace",
+            tmp_path / f"{legacy_office.DIR_PREFIX}new"]
+    for path in kept:
+        path.mkdir()
     try:
         assert legacy_office.sweep_stale(tmp_path) == 1
-        assert not stale.exists() and live.exists() and unowned.exists()
+        assert not stale.exists() and all(path.exists() for path in kept)
         assert orphan.wait(timeout=10) == -signal.SIGKILL
+        assert bystander.poll() is None
     finally:
-        if orphan.poll() is None:
-            orphan.kill()
+        for process in (orphan, bystander):
+            if process.poll() is None:
+                process.kill()
 
 
 def test_a_worker_stopped_mid_conversion_takes_its_conversion_along(
