@@ -118,7 +118,9 @@ class Source(Base):
     name: Mapped[str] = mapped_column(String(256))
     steward_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
     jurisdiction: Mapped[str] = mapped_column(String(16))
-    floor: Mapped[int] = mapped_column(Integer)
+    # Indexed: a search filtered on read groups asks for the sources whose floor is above its caller's clearance
+    # (memory.readable_sources.floors_above).
+    floor: Mapped[int] = mapped_column(Integer, index=True)
     uri: Mapped[str] = mapped_column(String(1024), default="")
     # Indexed: every search asks for the flagged sources (memory.consent.blocked_sources).
     personal_data_requires_consent: Mapped[bool] = mapped_column(Boolean, default=False, index=True)

@@ -187,6 +187,7 @@ def build_filter(
     consent_blocked: Iterable[str] = (),
     readable: Mapping[str, str] | None = None,
     floors: Mapping[str, int] | None = None,
+    above_clearance: Iterable[str] = (),
 ) -> AccessFilter:
     """The one filter the vector search runs with. `latest`: the search has no as_of (as_of is now), so
     the version clause is "current version" (same points, cheaper for the engine). `consent_blocked`: the
@@ -196,7 +197,9 @@ def build_filter(
     group, jurisdiction, consent and source clauses resolved per source (`SourceScope`). `floors`: those
     sources' floors (`effective_label`); a source whose floor is above the caller's clearance is not admitted
     at all, whatever labels its stored chunks still carry (a raised floor holds from its commit, before the
-    relabel that brings the chunks to it has run, and if that relabel fails).
+    relabel that brings the chunks to it has run, and if that relabel fails). `above_clearance`: without
+    `readable` (the read-group filter), the sources `who`'s groups can read whose floor is above its clearance
+    (SQL's, read with the plan): none of their points matches.
 
     Data read masked (allow_masked) is searched through the masked twins of its chunks with personal data, so
     such a hit is ranked on the masked text the caller is served, never on the clear one (docs/operations.md)."""
@@ -217,6 +220,7 @@ def build_filter(
         latest=latest,
         consent_blocked_sources=frozenset(consent_blocked),
         scope=scope,
+        excluded_sources=frozenset(above_clearance) if scope is None else frozenset(),
     )
 
 

@@ -77,6 +77,21 @@ def read(
     ]
 
 
+_ABOVE = (
+    select(_S.c.id)
+    .where(exists().where(_G.c.source_id == _S.c.id, _G.c.group.in_(bindparam("groups", expanding=True)))
+           .correlate(_S), _S.c.floor > bindparam("clearance"))
+)
+
+
+def floors_above(session: Session, *, groups: Collection[str], clearance: int) -> frozenset[str]:
+    """The sources `groups` can read whose floor is above `clearance` (the read-group filter leaves them out:
+    policy.build_filter `above_clearance`). Floors are raised rarely; most callers get none."""
+    if not groups:
+        return frozenset()
+    return frozenset(session.scalars(_ABOVE, {"groups": sorted(groups), "clearance": int(clearance)}))
+
+
 def consent_block(sources: Sequence[ReadableSource], purpose: str | None) -> ConsentBlock:
     """memory.consent.blocked_sources for readable sources: the readable ones `purpose` may not see the personal
     data of (a source the caller cannot read is outside the filter's scope anyway)."""

@@ -193,12 +193,17 @@ class AccessFilter:
     latest: bool = False
     consent_blocked_sources: frozenset[str] = frozenset()
     scope: SourceScope | None = None
+    # No point of these sources matches (the read-group filter's sources whose floor is above the caller's
+    # clearance: policy.effective_label); empty = no such clause. A scope leaves such sources out itself.
+    excluded_sources: frozenset[str] = frozenset()
 
     def matches(self, p: ChunkPayload) -> bool:
         """Reference semantics in Python (used by tests and the explain endpoint, never after search)."""
         if not p.committed or p.retracted:
             return False
         if self.latest and not p.current:
+            return False
+        if p.source_id in self.excluded_sources:
             return False
         if self.scope is not None:
             return (

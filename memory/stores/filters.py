@@ -132,6 +132,9 @@ def access_plan(flt: AccessFilter) -> AllOf | None:
     clauses.append(AnyValue(F_READ_GROUPS, tuple(sorted(flt.groups))))
     if flt.source_ids is not None:
         clauses.append(AnyValue(F_SOURCE_ID, tuple(sorted(flt.source_ids))))
+    excluded = flt.excluded_sources if flt.source_ids is None else flt.excluded_sources & flt.source_ids
+    if excluded:
+        clauses.append(NoneOf(F_SOURCE_ID, tuple(sorted(excluded))))
     consent = _consent_clause(flt)
     if consent is not None:
         clauses.append(consent)

@@ -329,21 +329,26 @@ def test_a_raised_floor_holds_from_its_commit_even_when_its_relabel_fails(api, m
 
 def test_a_raised_floor_holds_for_a_caller_filtered_on_read_groups(api, monkeypatch):
     """A caller who reads more sources than the plan's limit is filtered on the vectors' read groups and labels,
-    which a raised floor has not reached yet: SQL's row holds the floor, so the hit is dropped at render (never
-    served) and counted as withheld for clearance."""
+    which a raised floor has not reached yet: the filter leaves the source out, so its chunks are neither served
+    nor take the slots of another source's (counted as withheld for clearance)."""
     from memory import search as search_svc
 
     reader = api.principal("r1", groups=["g"], clearance="confidential")
     api.source("s1", read_groups=["g"], steward="admin")
-    assert api.upload("s1", "note.md", "# Renewal\n\nThe renewal terms for next year.\n").status_code == 201
-    assert len(api.search(reader, "renewal terms").json()["hits"]) == 1
+    api.source("s2", read_groups=["g"], steward="admin")
+    # Many chunks that rank above s2's (more than the refill's rounds reach when each is dropped at render).
+    notes = "".join(f"## Renewal {i}\n\n" + f"The renewal terms for year {i} are set in the contract. " * 40
+                    + "\n\n" for i in range(30))
+    assert api.upload("s1", "notes.md", "# Renewals\n\n" + notes).status_code == 201
+    assert api.upload("s2", "other.md", "# Travel\n\nRenewal of the travel policy is due.\n").status_code == 201
     monkeypatch.setattr(search_svc, "SCOPED_SOURCES_LIMIT", 0)  # every caller past the limit
+    assert {h["citation"]["source_id"] for h in api.search(reader, "renewal terms", top_k=2).json()["hits"]} == {"s1"}
     with api.container.sessions() as s:  # the floor committed, no relabel yet
         s.get(Source, "s1").floor = int(Label.RESTRICTED)
         s.commit()
-    body = api.search(reader, "renewal terms").json()
-    assert body["hits"] == []
-    assert [(w["reason"], w["count"]) for w in body["policy"]["withheld"]] == [("clearance", 1)]
+    body = api.search(reader, "renewal terms", top_k=2).json()
+    assert [h["citation"]["source_id"] for h in body["hits"]] == ["s2"]
+    assert [(w["source_id"], w["reason"]) for w in body["policy"]["withheld"]] == [("s1", "clearance")]
 
 
 # -- races and review findings (2026-11-28) ------------------------------------------------------------------

@@ -257,6 +257,16 @@ CLAUSES = [
     ("consent: applies with the other clauses off", {},
      {"max_label": None, "grants": None, "consent_blocked_sources": frozenset({"s1"})}, False),
     ("consent: with latest", {}, {"latest": True, "consent_blocked_sources": frozenset({"s1"})}, False),
+    # Sources left out (a floor above the caller's clearance, on the read-group filter).
+    ("excluded: the source", {}, {"excluded_sources": frozenset({"s1"})}, False),
+    ("excluded: another source", {}, {"excluded_sources": frozenset({"s9"})}, True),
+    ("excluded: one of several", {"personal": False}, {"excluded_sources": frozenset({"s9", "s1"})}, False),
+    ("excluded: within source_ids", {}, {"source_ids": frozenset({"s1", "s9"}),
+                                         "excluded_sources": frozenset({"s1"})}, False),
+    ("excluded: outside source_ids", {}, {"source_ids": frozenset({"s1"}), "excluded_sources": frozenset({"s9"})},
+     True),
+    ("excluded: its twin too", {"masked_twin": True}, {"grants": (EU_MASKED,), "excluded_sources": frozenset({"s1"})},
+     False),
     # Masked twins: a personal chunk read masked is admitted as its twin only; every other filter takes clear
     # points only (the withheld count included).
     ("twin: allow admits the clear point only", {"masked_twin": True}, {}, False),
