@@ -40,6 +40,7 @@ from ingest.errors import (
     ParserUnavailableError,
     ParseTimeoutError,
 )
+from ingest.log_redaction import NoMessagesFormatter
 from ingest.types import ParsedDocument
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,9 @@ def _init_worker() -> None:
     # spaCy loads its plugins' entry points, Presidio's among them, which imports transformers; without torch
     # it would say so on stderr at every worker start.
     os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s [parse worker] %(message)s")
+    handler = logging.StreamHandler()  # stderr, as the service's own lines
+    handler.setFormatter(NoMessagesFormatter("%(levelname)s %(name)s [parse worker] %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     _stop_conversions_on_term()
     try:  # never raise: pebble would restart a worker whose initializer fails, forever, with files waiting
         from ingest.offline import ensure_parser_offline

@@ -12,11 +12,11 @@ import contextvars
 import logging
 import sys
 import threading
-import traceback
-from types import TracebackType
 
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
+
+from ingest.log_redaction import ExcInfo, NoMessagesFormatter, traceback_without_messages
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 REQUEST_ID_STATE = "memory.request_id"  # where an API request's id is also left (its ASGI scope's state)
@@ -35,43 +35,7 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
-ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
-
-
-def traceback_without_messages(ei: ExcInfo) -> str:
-    """The exception's traceback as Python prints it, its causes and contexts included, with every exception's
-    message left out (its type and where it was raised stay)."""
-    _, exc, _ = ei
-    if exc is None:
-        return ""
-    lines: list[str] = []
-    seen: set[int] = set()
-
-    def add(e: BaseException) -> None:
-        seen.add(id(e))
-        if e.__cause__ is not None and id(e.__cause__) not in seen:
-            add(e.__cause__)
-            lines.append("\nThe above exception was the direct cause of the following exception:\n\n")
-        elif e.__context__ is not None and not e.__suppress_context__ and id(e.__context__) not in seen:
-            add(e.__context__)
-            lines.append("\nDuring handling of the above exception, another exception occurred:\n\n")
-        if e.__traceback__ is not None:
-            lines.append("Traceback (most recent call last):\n")
-            lines.extend(traceback.format_tb(e.__traceback__))
-        kind = type(e)
-        module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
-        lines.append(f"{module}{kind.__qualname__} (message not logged)\n")
-
-    add(exc)
-    return "".join(lines).rstrip("\n")
-
-
 class _NoMessagesJsonFormatter(JsonFormatter):
-    def formatException(self, ei: ExcInfo) -> str:  # type: ignore[override]
-        return traceback_without_messages(ei)
-
-
-class _NoMessagesFormatter(logging.Formatter):
     def formatException(self, ei: ExcInfo) -> str:  # type: ignore[override]
         return traceback_without_messages(ei)
 
@@ -85,7 +49,7 @@ def configure(level: str = "INFO", json_logs: bool = True, *, access_log: bool =
         handler.setFormatter(_NoMessagesJsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(trace_id)s"))
     else:
-        handler.setFormatter(_NoMessagesFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+        handler.setFormatter(NoMessagesFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())

@@ -3,6 +3,7 @@ offline guards inside the worker, and the in-process path when the budget is 0."
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -52,6 +53,12 @@ def stand_in_parser(data: bytes, filename: str, **kwargs: Any) -> ParsedDocument
         raise MemoryError()
     if filename == "broken.txt":
         raise ModuleNotFoundError("No module named 'docx'")
+    if filename == "logs.txt":  # a library logging what it caught, message and all
+        try:
+            raise ValueError("quoting the document: " + "-".join(("TOP", "SECRET")))  # (not on the source line)
+        except ValueError:
+            logging.getLogger("some.library").warning("could not read a part", exc_info=True)
+        return _doc("read anyway")
     return parse_document(data, filename, **kwargs)
 
 
@@ -208,3 +215,12 @@ def test_the_real_parse_path_tells_exhausted_and_broken_parsers_from_corrupt_fil
     [(result, _)] = list(InlineParser().parse_many([(b"Travel is booked through the desk.", "a.txt")],
                                                    max_bytes=MAX))
     assert type(result) is expected, result
+
+
+def test_the_worker_logs_exceptions_without_their_messages(capfd: pytest.CaptureFixture[str]) -> None:
+    with ProcessParser(timeout_s=BUDGET_S, target=stand_in_parser) as parser:
+        [(doc, _)] = list(parser.parse_many([(b"x", "logs.txt")], max_bytes=MAX))
+    assert doc.text == "read anyway"  # type: ignore[union-attr]
+    err = capfd.readouterr().err
+    assert "could not read a part" in err and "ValueError (message not logged)" in err, err
+    assert "TOP-SECRET" not in err
