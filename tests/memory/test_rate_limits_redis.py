@@ -140,7 +140,9 @@ def test_a_cluster_down_at_start_is_an_outage_not_a_bad_setting(tmp_path: Path, 
     """A Redis cluster client connects as it is built: with the cluster down the service still starts, serves
     unlimited and says so; once a (one-node) cluster answers, the next try builds the client and counts there."""
     monkeypatch.setattr(rate_limits, "RETRY_AFTER_FAILURE_S", 0.3)
-    node = RedisServer(tmp_path, "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf"))
+    # The cluster bus port named: by default it is the port + 10000, past 65535 for a high ephemeral port.
+    node = RedisServer(tmp_path, "--cluster-enabled", "yes", "--cluster-port", str(_free_port()),
+                       "--cluster-config-file", str(tmp_path / "nodes.conf"))
     uri = f"redis+cluster://127.0.0.1:{node.port}"
     limits = RateLimits({"search": "2/hour"}, storage_uri=uri)  # nothing listens yet
     limits.verify()  # not reachable: logged, not a configuration error
