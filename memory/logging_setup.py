@@ -28,6 +28,7 @@ class _RequestIdFilter(logging.Filter):
             # The loop's own report ("Task exception was never retrieved") names the exception with its repr, i.e.
             # its message, on the lines after the first: only the first is kept (the traceback follows, redacted).
             record.msg, record.args = record.getMessage().split("\n", 1)[0], ()
+        record.__dict__.pop("color_message", None)  # uvicorn's terminal copy of the message (ANSI escapes)
         record.request_id = request_id.get()
         # The trace the line belongs to, when the request is traced (memory.tracing): logs and traces correlate.
         context = trace.get_current_span().get_span_context()

@@ -69,12 +69,13 @@ def test_uvicorn_logs_an_unhandled_error_through_the_services_handler(
 
     options = {k: v for k, v in uvicorn_options(Settings()).items() if k == "log_config"}
     assert options == {"log_config": None}
-    with uvicorn_in_thread(app, **options) as port:
+    with uvicorn_in_thread(app, log_level="info", **options) as port:
         assert httpx.get(f"http://127.0.0.1:{port}/boom").status_code == 500
     err = capsys.readouterr().err
     lines: list[dict[str, Any]] = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(line["name"] == "uvicorn.error" and "Exception in ASGI application" in line["message"]
                for line in lines), err
+    assert "color_message" not in err and "\x1b[" not in err  # uvicorn's terminal copy of its lines
     assert SECRET not in err  # the source line `raise RuntimeError(f"could not store {SECRET}")` is, not its value
     assert any("RuntimeError (message not logged)" in line.get("exc_info", "") for line in lines)
 
