@@ -186,7 +186,6 @@ def build_filter(
     latest: bool = False,
     consent_blocked: Iterable[str] = (),
     readable: Mapping[str, str] | None = None,
-    floors: Mapping[str, int] | None = None,
     above_clearance: Iterable[str] = (),
 ) -> AccessFilter:
     """The one filter the vector search runs with. `latest`: the search has no as_of (as_of is now), so
@@ -194,12 +193,10 @@ def build_filter(
     sources whose personal data this search's purpose may not see (memory.consent reads them from SQL);
     their chunks with personal data are excluded, others are not. `readable`: the sources `who`'s groups can
     read, by id, with their jurisdiction (SQL's rows, read with the plan): the filter then carries its
-    group, jurisdiction, consent and source clauses resolved per source (`SourceScope`). `floors`: those
-    sources' floors (`effective_label`); a source whose floor is above the caller's clearance is not admitted
-    at all, whatever labels its stored chunks still carry (a raised floor holds from its commit, before the
-    relabel that brings the chunks to it has run, and if that relabel fails). `above_clearance`: without
-    `readable` (the read-group filter), the sources `who`'s groups can read whose floor is above its clearance
-    (SQL's, read with the plan): none of their points matches.
+    group, jurisdiction, consent and source clauses resolved per source (`SourceScope`). `above_clearance`:
+    the sources `who`'s groups can read whose floor is above its clearance (`floors_above`; SQL's, read with the
+    plan): none of their points matches, whatever labels its stored chunks still carry (a raised floor holds from
+    its commit, before the relabel that brings the chunks to it has run, and if that relabel fails).
 
     Data read masked (allow_masked) is searched through the masked twins of its chunks with personal data, so
     such a hit is ranked on the masked text the caller is served, never on the clear one (docs/operations.md)."""
@@ -210,7 +207,8 @@ def build_filter(
             grants.append(JurisdictionGrant(data_j, personal_ok=True, masked=mode == Transfer.ALLOW_MASKED))
         elif mode == Transfer.DENY_PERSONAL:
             grants.append(JurisdictionGrant(data_j, personal_ok=False))
-    scope = _scope(who, rules, readable, frozenset(consent_blocked), floors or {}) if readable is not None else None
+    above = frozenset(above_clearance)
+    scope = _scope(who, rules, readable, frozenset(consent_blocked), above) if readable is not None else None
     return AccessFilter(
         groups=who.groups,
         max_label=int(who.clearance),
@@ -220,13 +218,13 @@ def build_filter(
         latest=latest,
         consent_blocked_sources=frozenset(consent_blocked),
         scope=scope,
-        excluded_sources=frozenset(above_clearance) if scope is None else frozenset(),
+        excluded_sources=above if scope is None else frozenset(),  # a scope leaves them out itself
     )
 
 
 def _scope(
     who: EffectivePrincipal, rules: TransferRules, readable: Mapping[str, str], consent_blocked: frozenset[str],
-    floors: Mapping[str, int],
+    above_clearance: frozenset[str],
 ) -> SourceScope:
     """Each readable source admitted in full, masked (allow_masked: its chunks with personal data through their
     masked twins), for its chunks without personal data only (deny_personal, or its personal data
@@ -236,7 +234,7 @@ def _scope(
         return SourceScope(frozenset())
     full, masked, non_personal = set(), set(), set()
     for sid, jurisdiction in readable.items():
-        if floors.get(sid, 0) > who.clearance:  # every chunk of it is at least its floor
+        if sid in above_clearance:  # every chunk of it is at least its floor
             continue
         mode = rules.mode_for(jurisdiction, who.jurisdictions)
         if mode == Transfer.ALLOW and sid not in consent_blocked:
@@ -358,6 +356,12 @@ def recourse_checks(
         ),
         _consent_check(personal, source_id, consent_blocked, purpose),
     )
+
+
+def floors_above(who: EffectivePrincipal, floors: Mapping[str, int]) -> frozenset[str]:
+    """The sources (of `floors`, by id) whose floor is above `who`'s clearance: `build_filter`'s
+    `above_clearance`."""
+    return frozenset(sid for sid, floor in floors.items() if floor > who.clearance)
 
 
 def effective_label(label: int, floor: int | None) -> int:

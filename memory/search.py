@@ -182,18 +182,17 @@ def _read_policy(
         blocked = readable_sources.consent_block(readable, purpose)
         counting = withholdable.could_withhold_among(who, rules, readable, blocked)
         scope: dict[str, str] | None = {s.id: s.jurisdiction for s in readable}
-        floors: dict[str, int] | None = {s.id: s.floor for s in readable}
+        above = policy.floors_above(who, {s.id: s.floor for s in readable})
     else:
         blocked = consent.blocked_sources(session, purpose=purpose, groups=who.groups, source_ids=request.source_ids)
         counting = withholdable.could_withhold(session, who=who, rules=rules, source_ids=request.source_ids,
                                                consent=blocked)
-        scope = floors = None
-    # Past the readable sources' limit the vectors' labels are filtered on: a floor raised above them is applied
-    # by leaving its sources out (one statement, an index seek on the floor).
-    above = readable_sources.floors_above(session, groups=who.groups, clearance=who.clearance) if scope is None \
-        else frozenset()
+        scope = None
+        # Past the readable sources' limit: the sources above the caller's clearance by one statement (an index
+        # seek on the floor).
+        above = readable_sources.floors_above(session, groups=who.groups, clearance=who.clearance)
     flt = policy.build_filter(who, rules, as_of=as_of, source_ids=request.source_ids, latest=latest,
-                              consent_blocked=blocked.sources, readable=scope, floors=floors, above_clearance=above)
+                              consent_blocked=blocked.sources, readable=scope, above_clearance=above)
     # No readable source holds anything the policy could withhold from this caller: nothing to count, so no
     # count search (what is served never depends on this).
     count_flt = policy.readable_filter(who, as_of=as_of, source_ids=request.source_ids, latest=latest,

@@ -19,6 +19,7 @@ from memory.policy import (
     effective_label,
     explain,
     first_withheld_reason,
+    floors_above,
     may_withhold,
     must_mask,
     readable_filter,
@@ -126,7 +127,8 @@ def test_a_source_floor_above_the_callers_clearance_admits_nothing_of_it(floor, 
     """The chunk's stored label (internal) is below the floor: the floor holds before any relabel reaches it."""
     who = effective(ident(clearance=clearance))
     floors = {} if floor is None else {"s": floor}
-    flt = build_filter(who, RULES, as_of=200.0, readable={"s": "EU", "other": "EU"}, floors=floors)
+    flt = build_filter(who, RULES, as_of=200.0, readable={"s": "EU", "other": "EU"},
+                       above_clearance=floors_above(who, floors))
     assert flt.matches(payload()) is admitted
     assert flt.matches(payload(source_id="other"))  # another source is not touched by it
     # What is counted still sees it (the hit is then withheld for clearance, with the steward to ask).
