@@ -167,6 +167,16 @@ def versions_to_examine(session: Session, source_id: str | None = None) -> int:
     return int(session.scalar(q) or 0)
 
 
+def chunks_exceed(session: Session, source_id: str, limit: int) -> bool:
+    """Whether a run over one source would examine more than `limit` chunks (those of the versions a search can
+    reach): counted up to `limit + 1` at most, so a large source costs no more than a small one to ask."""
+    reachable = (
+        select(Chunk.id).join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
+        .where(Chunk.source_id == source_id, DocumentVersion.status.in_(REACHABLE_STATUSES)).limit(limit + 1)
+    )
+    return int(session.scalar(select(func.count()).select_from(reachable.subquery())) or 0) > limit
+
+
 def _versions_after(after: str, source_id: str | None, batch: int) -> Select[str]:
     q = select(DocumentVersion.id).where(DocumentVersion.status.in_(REACHABLE_STATUSES), DocumentVersion.id > after)
     if source_id is not None:

@@ -82,6 +82,12 @@ class Settings(BaseSettings):
         "lost its process and is marked interrupted (its runner beats every quarter of this; a cancel its work "
         "has not heeded for this long stops the beats, so a hung job is taken for lost).",
     )
+    floor_relabel_wait_max_chunks: int = Field(
+        5_000, ge=0, description="A source's new floor (PATCH /v1/sources/{id}, `relabel=auto`) relabels its stored "
+        "chunks before the answer when the source holds at most this many chunks, else as a background job that the "
+        "answer (202) names: a relabel changes ~300 chunks a second, longer than many proxies hold a request open. "
+        "The floor itself holds for every search from its commit either way.",
+    )
     backfill_twins_on_start: bool = Field(
         True, description="The API stores the masked twins of personal chunks stored without one (before masked "
         "twins existed) on its repair thread as it starts (memory.masked_twins; `memory backfill-twins` does the "

@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.state.jobs = jobs.JobRunner(container.sessions, stale_after_s=settings.job_stale_s)
     exception_handlers.install(app)
     routers = [m.router for m in (health, principals, sources, documents, search, policy, provenance, audit_routes,
-                                  access, usage_routes, maintenance, job_routes)]
+                                  access, usage_routes, maintenance, job_routes)] + [job_routes.requester_router]
     for router in routers:
         app.include_router(router)
 

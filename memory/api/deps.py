@@ -25,6 +25,7 @@ from memory import principals
 from memory.bootstrap import Container
 from memory.db import transaction
 from memory.errors import AuthError, RateLimitedError, ServiceError
+from memory.jobs import JobRunner
 from memory.policy import EffectivePrincipal
 
 T = TypeVar("T")
@@ -134,6 +135,12 @@ def get_who(request: Request, session: SessionDep, token: TokenDep,
 
 
 WhoDep = Annotated[EffectivePrincipal, Depends(get_who)]
+
+
+def job_runner(request: Request) -> JobRunner:
+    """The process's background job runner (memory.jobs), made with the app."""
+    runner: JobRunner = request.app.state.jobs
+    return runner
 
 
 def role(name: str, *alternatives: str):  # type: ignore[no-untyped-def]

@@ -249,8 +249,13 @@ class JobOut(BaseModel):
 
 class SourceUpdated(SourceOut):
     relabel: RelabelOut | None = Field(
-        None, description="A patch with a floor: the relabel of the source's stored chunks under it, run before "
-        "this returns (memory.relabel); null when the patch had no floor")
+        None, description="A patch with a floor whose relabel ran before this returned (200): the relabel of the "
+        "source's stored chunks under it (memory.relabel); null when the patch had no floor or its relabel runs in "
+        "the background")
+    relabel_job: JobOut | None = Field(
+        None, description="A patch with a floor whose relabel runs in the background (202, `Location` of the job): "
+        "the job, queued in the patch's transaction; follow it with GET /v1/jobs/{job_id}. The floor holds for "
+        "every search from the patch's commit, before the job ends")
 
 
 class RepairOut(BaseModel):

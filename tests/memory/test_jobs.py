@@ -580,3 +580,115 @@ def test_the_repair_loop_is_told_to_stop_at_once_and_says_whether_it_ended(conta
     assert loop.stop(timeout_s=0.2) is False  # still in its run
     release.set()
     assert loop.stop(timeout_s=10) is True
+
+
+# -- a source's new floor, relabelled in the background --------------------------------------------------------
+
+NOTE = "# Renewal\n\nThe renewal terms for next year.\n"
+
+
+def _floor_world(api: Any) -> tuple[dict[str, str], dict[str, str]]:
+    steward = api.principal("st", roles=["steward", "reader"], groups=["g"], clearance="restricted")
+    reader = api.principal("r1", groups=["g"], clearance="confidential")
+    api.source("s1", read_groups=["g"], steward="st")
+    assert api.upload("s1", "note.md", NOTE, steward).status_code == 201
+    assert len(api.search(reader, "renewal terms").json()["hits"]) == 1
+    return steward, reader
+
+
+def _wait_own(api: Any, headers: dict[str, str], location: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = api.client.get(location, headers=headers)
+        assert r.status_code == 200, r.text
+        if r.json()["status"] not in ("queued", "running"):
+            return dict(r.json())
+        time.sleep(0.05)
+    raise AssertionError(f"{location} did not end")
+
+
+def test_a_stewards_new_floor_relabels_in_the_background_and_the_steward_follows_the_job(api):
+    """`relabel=background`: 202 at once with the queued job (the floor holds for searches from the commit); the
+    steward who asked follows the job at /v1/jobs/{id} (no admin role needed) to its result; another caller
+    cannot see it (404, as for an unknown job); an admin can."""
+    steward, reader = _floor_world(api)
+    other = api.principal("st2", roles=["steward", "reader"], groups=["g"])
+    r = api.client.patch("/v1/sources/s1", headers=steward, params={"relabel": "background"},
+                         json={"floor": "restricted"})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["floor"] == "restricted" and body["relabel"] is None
+    job = body["relabel_job"]
+    assert (job["kind"], job["status"], job["params"], job["requested_by"]) == (
+        "relabel", "queued", {"source_id": "s1", "dry_run": False}, "st")
+    assert r.headers["Location"] == f"/v1/jobs/{job['job_id']}"
+    # The floor holds from the commit, whether or not the job has run yet.
+    held = api.search(reader, "renewal terms").json()
+    assert held["hits"] == [] and held["policy"]["withheld"][0]["reason"] == "clearance"
+
+    done = _wait_own(api, steward, r.headers["Location"])
+    assert done["status"] == "succeeded", done
+    assert (done["result"]["raised"], done["result"]["versions"]) == (1, 1)
+    assert api.client.get(r.headers["Location"], headers=api.admin).status_code == 200
+    hidden = api.client.get(r.headers["Location"], headers=other)
+    assert (hidden.status_code, hidden.json()["error"]["code"]) == (404, "job_not_found")
+    assert api.client.get("/v1/jobs/nope", headers=steward).json()["error"]["code"] == "job_not_found"
+    assert api.client.get(r.headers["Location"]).status_code == 401
+    actions = [x["body"]["action"] for x in
+               api.client.get("/v1/audit", headers=api.admin, params={"event": "write"}).json()["records"]]
+    assert actions[-4:] == ["job.start", "source.update", "policy.relabel", "job.finish"], actions
+
+    # Lowered again, waiting for the relabel: 200 with its report, no job.
+    r = api.client.patch("/v1/sources/s1", headers=steward, params={"relabel": "wait"}, json={"floor": "public"})
+    assert r.status_code == 200 and r.json()["relabel"]["lowered"] == 1 and r.json()["relabel_job"] is None
+    assert len(api.search(reader, "renewal terms").json()["hits"]) == 1
+
+
+def test_auto_waits_for_a_small_source_and_starts_a_job_for_a_larger_one(api, monkeypatch):
+    steward, reader = _floor_world(api)
+    r = api.client.patch("/v1/sources/s1", headers=steward, json={"floor": "confidential"})  # auto: 1 chunk
+    assert r.status_code == 200 and r.json()["relabel"]["raised"] == 1 and r.json()["relabel_job"] is None
+    monkeypatch.setattr(api.container.settings, "floor_relabel_wait_max_chunks", 0)
+    r = api.client.patch("/v1/sources/s1", headers=steward, json={"floor": "restricted"})
+    assert r.status_code == 202 and r.json()["relabel"] is None, r.text
+    assert _wait_own(api, steward, r.headers["Location"])["result"]["raised"] == 1
+    # Without a floor nothing is relabelled, whatever the mode.
+    r = api.client.patch("/v1/sources/s1", headers=steward, params={"relabel": "background"},
+                         json={"description": "notes"})
+    assert r.status_code == 200 and (r.json()["relabel"], r.json()["relabel_job"]) == (None, None)
+    bad = api.client.patch("/v1/sources/s1", headers=steward, params={"relabel": "later"}, json={"floor": "public"})
+    assert bad.status_code == 422
+
+
+def test_a_background_floor_refused_for_a_running_relabel_job_changes_nothing(api, monkeypatch):
+    """Another relabel job runs: the patch is 409 `job_running` naming it, and neither its floor nor its read
+    groups changed (in SQL or in the vectors: the reader still finds the note)."""
+    steward, reader = _floor_world(api)
+    started, beats = threading.Event(), []
+    real_work = type(api.container).relabel_work
+    monkeypatch.setattr(type(api.container), "relabel_work", lambda self, **kw: _blocking(started, beats))
+    first = api.client.post("/v1/admin/jobs", headers=api.admin, json={"kind": "relabel"})
+    assert first.status_code == 202 and started.wait(10)
+    r = api.client.patch("/v1/sources/s1", headers=steward, params={"relabel": "background"},
+                         json={"floor": "restricted", "read_groups": ["g", "h"]})
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "job_running"), r.text
+    assert r.json()["error"]["details"]["job_id"] == first.json()["job_id"]
+    source = api.client.get("/v1/sources/s1", headers=steward).json()
+    assert (source["floor"], source["read_groups"]) == ("public", ["g"])
+    assert len(api.search(reader, "renewal terms").json()["hits"]) == 1
+    api.client.post(f"/v1/admin/jobs/{first.json()['job_id']}/cancel", headers=api.admin)
+    assert _wait_done(api, first.json()["job_id"])["status"] == "cancelled"
+    monkeypatch.setattr(type(api.container), "relabel_work", real_work)
+    again = api.client.patch("/v1/sources/s1", headers=steward, params={"relabel": "background"},
+                             json={"floor": "restricted"})
+    assert again.status_code == 202, again.text
+    assert _wait_own(api, steward, again.headers["Location"])["status"] == "succeeded"
+
+
+def test_the_openapi_documents_the_background_floor_and_the_requesters_job(api):
+    paths = api.client.get("/openapi.json").json()["paths"]
+    patch = paths["/v1/sources/{source_id}"]["patch"]
+    assert {"200", "202", "409"} <= set(patch["responses"])
+    assert [p for p in patch["parameters"] if p["name"] == "relabel"][0]["schema"]["enum"] == [
+        "auto", "wait", "background"]
+    assert {"401", "404"} <= set(paths["/v1/jobs/{job_id}"]["get"]["responses"])

@@ -9,16 +9,15 @@ from fastapi import APIRouter, Query, Request, Response
 from memory import jobs
 from memory import sources as sources_svc
 from memory.api import presenters, schemas
-from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, role
+from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, WhoDep, job_runner, role
+from memory.errors import NotFoundError
 from memory.policy import EffectivePrincipal
 
 router = APIRouter(prefix="/v1/admin", tags=["operations"], responses=schemas.ERRORS, route_class=TransactionPerHop)
+# A job's requester follows it without the admin role (a steward's new floor relabels in the background).
+requester_router = APIRouter(prefix="/v1", tags=["operations"], responses=schemas.ERRORS,
+                             route_class=TransactionPerHop)
 AdminDep = Annotated[EffectivePrincipal, role("admin")]
-
-
-def _runner(request: Request) -> jobs.JobRunner:
-    runner: jobs.JobRunner = request.app.state.jobs
-    return runner
 
 
 @router.post("/jobs", status_code=202, response_model=schemas.JobOut)
@@ -33,7 +32,7 @@ def start_job(
     unknown source; 503 `service_stopping` while the process shuts down. Audited (`job.start`, `job.finish`).
     A relabel started otherwise (`POST /v1/admin/relabel`, `memory relabel`, a source's new floor) does not take
     the job's slot: runs side by side are safe (memory.relabel), only wasteful."""
-    runner = _runner(request)
+    runner = job_runner(request)
     runner.ensure_accepting()  # 503 service_stopping: never a 202 for a job interrupted before it runs
     if body.source_id is not None:
         sources_svc.get(session, source_id=body.source_id)  # source_not_found now, not as the job's error
@@ -57,14 +56,14 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=jobs.MAX_LIST)] = 50,
 ) -> list[schemas.JobOut]:
     """The newest jobs first (a job whose process stopped is shown interrupted)."""
-    return [presenters.job(j) for j in jobs.recent(session, stale_after_s=_runner(request).stale_after_s, kind=kind,
+    return [presenters.job(j) for j in jobs.recent(session, stale_after_s=job_runner(request).stale_after_s, kind=kind,
                                                   status=status, limit=limit)]
 
 
 @router.get("/jobs/{job_id}", response_model=schemas.JobOut)
 def get_job(job_id: str, request: Request, session: SessionDep, who: AdminDep) -> schemas.JobOut:
     """One job: status, progress, result or error; 404 `job_not_found`."""
-    return presenters.job(jobs.get(session, job_id, stale_after_s=_runner(request).stale_after_s))
+    return presenters.job(jobs.get(session, job_id, stale_after_s=job_runner(request).stale_after_s))
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=schemas.JobOut)
@@ -73,5 +72,16 @@ def cancel_job(job_id: str, request: Request, session: SessionDep, who: AdminDep
     started again to finish); a queued one is cancelled at once. 409 `job_finished` if it already ended. Audited
     (`job.cancel`, and `job.finish` when it ends)."""
     job = jobs.request_cancel(session, job_id, actor=who.principal_id, acting_for=who.acting_for,
-                              stale_after_s=_runner(request).stale_after_s)
+                              stale_after_s=job_runner(request).stale_after_s)
+    return presenters.job(job)
+
+
+@requester_router.get("/jobs/{job_id}", response_model=schemas.JobOut)
+def get_own_job(job_id: str, request: Request, session: SessionDep, who: WhoDep) -> schemas.JobOut:
+    """A job this caller started (as the same principal, for the same user under X-Acting-For; admins: any), such
+    as the relabel a source's new floor started: status, progress, result or error. 404 `job_not_found` for
+    another's job, as for an unknown id."""
+    job = jobs.get(session, job_id, stale_after_s=job_runner(request).stale_after_s)
+    if "admin" not in who.roles and (job.requested_by, job.acting_for) != (who.principal_id, who.acting_for):
+        raise NotFoundError(f"job {job_id!r} not found", code="job_not_found")
     return presenters.job(job)

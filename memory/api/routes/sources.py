@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, cast
+from typing import Annotated, Literal, cast
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from memory import documents, sources
+from memory import documents, jobs, sources
+from memory import relabel as relabel_svc
 from memory.api import presenters, schemas
-from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, ending_its_transaction, role
+from memory.api.deps import (
+    ContainerDep,
+    SessionDep,
+    TransactionPerHop,
+    ending_its_transaction,
+    job_runner,
+    role,
+)
+from memory.bootstrap import Container
 from memory.errors import ValidationFailedError
 from memory.policy import EffectivePrincipal
 
@@ -20,6 +30,7 @@ router = APIRouter(prefix="/v1", tags=["sources"], responses=schemas.ERRORS, rou
 StewardDep = Annotated[EffectivePrincipal, role("steward")]
 # Reading sources: their stewards and readers, and auditors (who see every source, memory.sources).
 SourceReaderDep = Annotated[EffectivePrincipal, role("steward", "auditor")]
+RelabelMode = Literal["auto", "wait", "background"]
 
 
 @router.post("/sources", status_code=201, response_model=schemas.SourceOut)
@@ -51,20 +62,35 @@ def get_source(source_id: str, session: SessionDep, who: SourceReaderDep) -> sch
     return presenters.source(sources.get_visible(session, who=who, source_id=source_id))
 
 
-@router.patch("/sources/{source_id}", response_model=schemas.SourceUpdated)
+@router.patch("/sources/{source_id}", response_model=schemas.SourceUpdated,
+              responses={202: {"model": schemas.SourceUpdated,
+                               "description": "Changed; the new floor's relabel runs as the background job named in "
+                               "`relabel_job` (and `Location`)"}})
 def update_source(
-    source_id: str, body: schemas.SourcePatchIn, session: SessionDep, who: StewardDep, container: ContainerDep
+    source_id: str, body: schemas.SourcePatchIn, request: Request, response: Response, session: SessionDep,
+    who: StewardDep, container: ContainerDep,
+    relabel: Annotated[RelabelMode, Query(description=(
+        "How a new floor reaches the chunks already stored: `wait` relabels them before answering (200, `relabel`); "
+        "`background` starts a relabel job of this source and answers at once (202, `relabel_job`); `auto` waits "
+        "when the source holds at most MEMORY_FLOOR_RELABEL_WAIT_MAX_CHUNKS chunks, else starts the job. Ignored "
+        "without a floor."))] = "auto",
 ) -> schemas.SourceUpdated:
     """Change a source (its steward or an admin; 403 `not_source_steward` for another steward who reads it, 404
     `source_not_found` for one who does not, as for an unknown id). Under X-Acting-For only the name and the
     description: the steward, read groups, jurisdiction, floor and consent need the steward's own key (403
     `delegated_change_refused`), and the agent's own groups must read the source. New read groups or
     jurisdiction reach the vectors before this returns; consent (the flag and purposes) is read at query time, so
-    it applies to the next search. A floor (new or not) labels what is ingested next and, before this returns,
-    the chunks already stored (`relabel` in the answer: memory.relabel under the label map in force). If that
-    relabel fails after the floor committed, the error is returned and the chunks keep labels at least as strict
-    as before; sending the floor again finishes it."""
-    sources.ensure_steward(who, sources.get(session, source_id=source_id))
+    it applies to the next search.
+
+    A floor (new or not) holds for every search from this commit (a chunk's label is never below its source's
+    floor), labels what is ingested next and relabels the chunks already stored (memory.relabel under the label
+    map in force), before this returns or as a background job (`relabel`). A job is queued in this change's
+    transaction: 409 `job_running` (nothing changed) while another relabel job is queued or running, 503
+    `service_stopping` while the API stops. If a relabel run before returning fails after the floor committed,
+    the error is returned and the chunks keep labels at least as strict as before; a failed job says so; sending
+    the floor again finishes either."""
+    src = sources.get(session, source_id=source_id)
+    sources.ensure_steward(who, src)
     patch = sources.SourcePatch(
         name=body.name, steward=body.steward, jurisdiction=body.jurisdiction,
         read_groups=tuple(body.read_groups) if body.read_groups is not None else None, floor=body.floor,
@@ -72,17 +98,39 @@ def update_source(
         consent_purposes=tuple(body.consent_purposes) if body.consent_purposes is not None else None,
     )
     sources.refuse_delegated_governance(patch.governs(), who=who, what="changing a source's governance")
+    job = None
+    if body.floor is not None and _relabels_in_background(session, container, source_id, relabel):
+        runner = job_runner(request)
+        runner.ensure_accepting()
+        # The source row first, then the job's rows and the audit head: every writer's lock order (the source
+        # before the audit head), and a refused job (409) leaves nothing changed, the vectors included.
+        sources.get(session, source_id=source_id, for_update=True)
+        job = jobs.create(session, jobs.Requested(
+            kind="relabel", params={"source_id": source_id, "dry_run": False}, requested_by=who.principal_id,
+            acting_for=who.acting_for), stale_after_s=runner.stale_after_s)
     update = sources.update(session, source_id=source_id, patch=patch, store=container.store, actor=who.principal_id,
                             acting_for=who.acting_for)
     out = presenters.source(update.source)
+    queued = presenters.job(job) if job is not None else None
     session.commit()  # the new access reaches the vectors only once SQL holds it (sources.update)
     if update.access_changed:
         sources.publish_access(container.sessions, container.store, source_id)
     relabelled = None
-    if body.floor is not None:
+    if job is not None:
+        job_runner(request).start(job.id, container.relabel_work(actor=who.principal_id, acting_for=who.acting_for,
+                                                                 source_id=source_id))
+        response.status_code = 202
+        response.headers["Location"] = f"/v1/jobs/{job.id}"
+    elif body.floor is not None:
         relabelled = schemas.RelabelOut(**container.relabel(  # type: ignore[arg-type]
             actor=who.principal_id, acting_for=who.acting_for, source_id=source_id))
-    return schemas.SourceUpdated(**out.model_dump(), relabel=relabelled)
+    return schemas.SourceUpdated(**out.model_dump(), relabel=relabelled, relabel_job=queued)
+
+
+def _relabels_in_background(session: Session, container: Container, source_id: str, mode: RelabelMode) -> bool:
+    if mode != "auto":
+        return mode == "background"
+    return relabel_svc.chunks_exceed(session, source_id, container.settings.floor_relabel_wait_max_chunks)
 
 
 @ending_its_transaction
