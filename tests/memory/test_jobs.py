@@ -645,7 +645,7 @@ def test_a_stewards_new_floor_relabels_in_the_background_and_the_steward_follows
 
 
 def test_auto_waits_for_a_small_source_and_starts_a_job_for_a_larger_one(api, monkeypatch):
-    steward, reader = _floor_world(api)
+    steward, _ = _floor_world(api)
     r = api.client.patch("/v1/sources/s1", headers=steward, json={"floor": "confidential"})  # auto: 1 chunk
     assert r.status_code == 200 and r.json()["relabel"]["raised"] == 1 and r.json()["relabel_job"] is None
     monkeypatch.setattr(api.container.settings, "floor_relabel_wait_max_chunks", 0)
@@ -689,6 +689,6 @@ def test_the_openapi_documents_the_background_floor_and_the_requesters_job(api):
     paths = api.client.get("/openapi.json").json()["paths"]
     patch = paths["/v1/sources/{source_id}"]["patch"]
     assert {"200", "202", "409"} <= set(patch["responses"])
-    assert [p for p in patch["parameters"] if p["name"] == "relabel"][0]["schema"]["enum"] == [
-        "auto", "wait", "background"]
+    mode = next(p for p in patch["parameters"] if p["name"] == "relabel")
+    assert mode["schema"]["enum"] == ["auto", "wait", "background"]
     assert {"401", "404"} <= set(paths["/v1/jobs/{job_id}"]["get"]["responses"])
