@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -318,3 +319,18 @@ def main() -> None:
     except ServiceError as exc:
         err.print(f"error: {exc.code}: {exc.message}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+    except Exception as exc:
+        if os.environ.get("MEMORY_CLI_TRACEBACK") == "1":
+            raise
+        err.print(unexpected_error_line(exc), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+def unexpected_error_line(exc: BaseException) -> str:
+    """One line for an exception no command maps to an error code: its type and where it was raised, never its
+    message (written by whatever raised it: a driver quoting values, a parser quoting a document), which a
+    terminal's scrollback, a cron mail or a CI log would keep."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return (f"error: internal_error: unexpected {type(exc).__name__}{where} (its message is not shown, it may quote "
+            "stored data; MEMORY_CLI_TRACEBACK=1 shows the whole traceback)")

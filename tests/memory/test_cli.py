@@ -470,3 +470,25 @@ def test_an_admin_relabels_what_is_stored_after_a_label_map_change(env: Path):
     assert label() == "restricted"
     missing = invoke("relabel", "--source", "nope")
     assert missing.exit_code != 0 and "source_not_found" in missing.output, missing.output
+
+
+def test_an_unexpected_error_is_one_line_without_its_message(monkeypatch, capsys):
+    """An exception no command maps to a code exits 1 with one line naming its type and where it was raised, never
+    its message (it may quote stored data); MEMORY_CLI_TRACEBACK=1 lets it through whole, for a bug report."""
+    from memory import cli, cli_access, cli_audit, cli_commands, cli_documents, cli_jobs  # noqa: F401 (as main's)
+
+    def boom() -> None:
+        raise ValueError("Maria Schneider, IBAN DE89370400440532013000")
+
+    monkeypatch.setattr(cli, "app", boom)
+    monkeypatch.delenv("MEMORY_CLI_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: internal_error: unexpected ValueError at test_cli.py:")
+    assert "Maria" not in captured.err + captured.out and "DE89" not in captured.err + captured.out
+    monkeypatch.setenv("MEMORY_CLI_TRACEBACK", "1")
+    with pytest.raises(ValueError):
+        cli.main()
