@@ -475,7 +475,7 @@ def test_an_admin_relabels_what_is_stored_after_a_label_map_change(env: Path):
 def test_an_unexpected_error_is_one_line_without_its_message(monkeypatch, capsys):
     """An exception no command maps to a code exits 1 with one line naming its type and where it was raised, never
     its message (it may quote stored data); MEMORY_CLI_TRACEBACK=1 lets it through whole, for a bug report."""
-    from memory import cli, cli_access, cli_audit, cli_commands, cli_documents, cli_jobs  # noqa: F401 (as main's)
+    from memory import cli_audit, cli_documents, cli_jobs  # noqa: F401  (the commands main registers)
 
     def boom() -> None:
         raise ValueError("Maria Schneider, IBAN DE89370400440532013000")
