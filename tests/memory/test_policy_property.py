@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -102,8 +102,28 @@ def oracle_masked(caller: dict, user: dict | None, chunk: dict, rules: dict) -> 
         rules.get((chunk["jurisdiction"], p["jurisdiction"]), "deny") == "allow_masked" for p in people)
 
 
+# Random worlds rarely raise a floor above a reader's clearance over chunks that reader could otherwise see: this
+# one always runs (a reader cleared for internal, a source's public chunks under a floor raised to confidential with
+# no relabel; the other source's chunk must still fill the slots).
+RAISED_FLOOR = {
+    "sources": [
+        {"read_groups": {"red"}, "jurisdiction": "EU", "floor": "public", "consent": None, "docs": [[0], [1]]},
+        {"read_groups": {"red"}, "jurisdiction": "EU", "floor": "public", "consent": None, "docs": [[3]]},
+    ],
+    "users": [{"groups": {"red"}, "clearance": "internal", "jurisdiction": "EU"}],
+    "agent": {"groups": {"red", "green"}, "clearance": "restricted", "jurisdiction": "EU"},
+    "rules": {("EU", "EU"): "allow"},
+    "retract_first": False,
+    "new_floor": (0, "confidential"),
+    "top_k": 3,
+    "purpose": None,
+    "query": SENTENCES[0],
+}
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(world=world_st)
+@example(world=RAISED_FLOOR)
 def test_every_hit_is_allowed_and_none_is_missing(world, real_embedder, real_classifier):
     with tempfile.TemporaryDirectory() as tmp:
         c = make_container(Path(tmp), f"sqlite:///{tmp}/m.sqlite3", embedder=real_embedder, classifier=real_classifier)
