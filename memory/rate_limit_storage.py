@@ -5,7 +5,6 @@ repeat the URI, which may hold a password."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from urllib.parse import parse_qsl, urlsplit
 
@@ -31,7 +30,8 @@ def _refuse(scheme: str, reason: str) -> ValidationFailedError:
 
 
 def check_storage_uri(uri: str) -> None:
-    """invalid_settings unless `uri` is `memory://` or a Redis / Valkey URI the service can use as written.
+    """invalid_settings unless `uri` is `memory://` or a Redis URI (for a Redis or Valkey server) the service can
+    use as written.
     Only known words of the URI are ever quoted back: its scheme when it is one of the known schemes (a value
     without one may be a password pasted alone), and unknown query parameters only by name when they look like
     one (a password's unencoded `?` starts the query early)."""
@@ -43,10 +43,12 @@ def check_storage_uri(uri: str) -> None:
             "rate limit storage: unrecognised scheme: use memory:// (this process) or "
             "redis://[:password@]host:port/db (rediss://, redis+sentinel://, redis+cluster://, redis+unix://)",
             code="invalid_settings")
-    if scheme in VALKEY_SCHEMES and importlib.util.find_spec("valkey") is None:
-        raise _refuse(scheme, "needs the `valkey` client package, which is not installed; redis:// reaches a "
-                      "Valkey server")
-    plain = scheme in ("redis", "rediss", "valkey", "valkeys")  # one host (sentinel and cluster: a list)
+    if scheme in VALKEY_SCHEMES:
+        # The `valkey` client raises exceptions of its own, which the limits could not tell apart (an unreachable
+        # storage from refused credentials), and takes none of redis-py's bounds: redis-py speaks to Valkey too.
+        raise _refuse(scheme, f"is not supported: redis{scheme.removeprefix('valkey')}:// reaches a Valkey server "
+                      "(with redis-py, whose errors and time bounds the limits know)")
+    plain = scheme in ("redis", "rediss")  # one host (sentinel and cluster: a list)
     try:
         parts = urlsplit(uri)
         if plain:

@@ -101,7 +101,7 @@ class RateLimits:
         self._scheme = storage_uri.split(":", 1)[0]
         # A shared storage answers within a bound or counts as down: redis-py waits forever by default, and a
         # blackholed Redis would then hold every request (fail open needs a failure to open on).
-        options = _shared_storage_options() if self._scheme.startswith(("redis", "valkey")) else {}
+        options = _shared_storage_options() if self._scheme.startswith("redis") else {}
         if "sentinel" in self._scheme:  # the sentinels' own connections: the same bounds as the master's
             options["sentinel_kwargs"] = dict(options)
         self._failed_at: float | None = None

@@ -82,7 +82,9 @@ def test_bad_rates_and_storages_fail_clearly(tmp_path: Path):
     ("redis+sentinel://:pw?hunter2@s1:26379/mymaster", "unknown query parameters (1;"),
     ("redis://:1234?hunter2@cache:6379/0", "unknown query parameters (1;"),
     ("redis+sentinel://:pw?hunter2#x@s1:26379/mymaster", "percent-encode a password's `#`"),
-    ("valkey://:hunter2@cache:6379/0", "redis:// reaches a Valkey server"),  # no `valkey` package installed
+    ("valkey://:hunter2@cache:6379/0", "redis:// reaches a Valkey server"),  # redis-py's errors and bounds only
+    ("valkeys://:hunter2@cache:6380/0", "rediss:// reaches a Valkey server"),
+    ("valkey+cluster://:hunter2@c1:7000,c2:7000", "redis+cluster:// reaches a Valkey server"),
 ])
 def test_storage_uris_the_clients_would_take_silently_are_refused(uri: str, why: str):
     with pytest.raises(ValidationFailedError) as err:
