@@ -1,11 +1,13 @@
-"""Long maintenance runs as background jobs (`POST /v1/admin/jobs`): a relabel of a large memory takes minutes
-(~100 s when 30k of 100k chunks change), longer than many proxies hold a request open.
+"""Long maintenance runs as background jobs (an admin's `POST /v1/admin/jobs`, a steward's new floor on a large
+source): a relabel of a large memory takes minutes (~100 s when 30k of 100k chunks change), longer than many
+proxies hold a request open.
 
 A job's state lives in SQL (table `jobs`), so any API replica answers for it: queued, running (with progress and
 a heartbeat after each batch), then succeeded (with its result), failed (with the error's stable code), cancelled
 (an admin asked; any replica may ask, the runner reads it after each batch) or interrupted (its process stopped).
-A partial unique index allows one queued or running job per kind across every process: a second start is 409
-`job_running`, naming the job that runs.
+A partial unique index allows one queued or running job per kind and scope (every source, `*`, or one,
+`source:<id>`) across every process: a second start is 409 `job_running`, naming the job that runs to a caller
+who may see it.
 
 The runner is a thread of the API process that accepted the job. A job whose heartbeat is older than
 `stale_after_s` lost its runner (a crash, a kill) and is marked interrupted whenever jobs are listed, read or
@@ -36,6 +38,7 @@ from memory.clock import aware, utcnow
 from memory.db import transaction
 from memory.errors import ConflictError, NotFoundError, ServiceError, ServiceStoppingError, ValidationFailedError
 from memory.models import ACTIVE_JOB_STATUSES, Job
+from memory.policy import EffectivePrincipal
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +62,42 @@ class Stopped(Exception):
         self.recorded = recorded  # its row already says how it ended (taken for lost): leave it
 
 
+def source_scope(source_id: str | None) -> str:
+    """The scope of a job over one source (`source:<id>`), or over every source (`*`)."""
+    return "*" if source_id is None else f"source:{source_id}"
+
+
 @dataclass(frozen=True)
 class Requested:
     kind: str
     params: dict[str, Any]
     requested_by: str
     acting_for: str | None = None
+    scope: str = "*"  # what it works on (source_scope): one queued or running job per kind and scope
 
 
-def create(session: Session, req: Requested, *, stale_after_s: float) -> Job:
-    """A queued job (in the caller's transaction, audited `job.start`); 409 `job_running` if one of its kind is
-    queued or running (after jobs whose runner stopped are marked interrupted)."""
+def visible_to(job: Job, who: EffectivePrincipal) -> bool:
+    """Whether `who` may see `job`: an admin any, anyone else the jobs they started themselves (the same principal,
+    acting for the same user or for none)."""
+    return "admin" in who.roles or (job.requested_by, job.acting_for) == (who.principal_id, who.acting_for)
+
+
+def create(session: Session, req: Requested, *, stale_after_s: float,
+           reveal: Callable[[Job], bool] | None = None) -> Job:
+    """A queued job (in the caller's transaction, audited `job.start`); 409 `job_running` if one of its kind and
+    scope is queued or running (after jobs whose runner stopped are marked interrupted), naming it (`job_id`)
+    unless `reveal` says this caller may not see it."""
     if req.kind not in KINDS:
         raise ValidationFailedError(f"kind must be one of {', '.join(KINDS)}", code="invalid_job_kind")
     mark_stale(session, stale_after_s=stale_after_s)
-    active = session.scalar(select(Job.id).where(Job.kind == req.kind, Job.status.in_(ACTIVE_JOB_STATUSES)))
+    active = session.scalar(select(Job).where(Job.kind == req.kind, Job.scope == req.scope,
+                                              Job.status.in_(ACTIVE_JOB_STATUSES)))
     if active is not None:
-        raise ConflictError(f"a {req.kind} job is already queued or running", code="job_running",
-                            details={"job_id": active})
-    job = Job(id=str(uuid.uuid4()), kind=req.kind, status="queued", params=dict(req.params),
+        named = reveal is None or reveal(active)
+        raise ConflictError(f"a {req.kind} job is already queued or running"
+                            + (" for this source" if req.scope != "*" else ""), code="job_running",
+                            details={"job_id": active.id if named else None})
+    job = Job(id=str(uuid.uuid4()), kind=req.kind, scope=req.scope, status="queued", params=dict(req.params),
               requested_by=req.requested_by, acting_for=req.acting_for, created_at=utcnow())
     session.add(job)
     try:

@@ -341,19 +341,20 @@ ACTIVE_JOB_STATUSES = ("queued", "running")
 
 
 class Job(Base):
-    """A long maintenance run an admin started in the background (memory.jobs): its state, progress and outcome,
-    readable from any API replica."""
+    """A long maintenance run started in the background (memory.jobs: an admin's, or a steward's new floor): its
+    state, progress and outcome, readable from any API replica."""
 
     __tablename__ = "jobs"
     __table_args__ = (
-        # One queued or running job per kind, across every process: a second start is 409 `job_running`.
-        Index("uq_jobs_active_kind", "kind", unique=True,
+        # One queued or running job per kind and scope, across every process: a second start is 409 `job_running`.
+        Index("uq_jobs_active_scope", "kind", "scope", unique=True,
               sqlite_where=text("status IN ('queued', 'running')"),
               postgresql_where=text("status IN ('queued', 'running')")),
         Index("ix_jobs_created_at", "created_at"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))  # relabel
+    scope: Mapped[str] = mapped_column(String(160), default="*", server_default="*")  # * | source:<id>
     status: Mapped[str] = mapped_column(String(16))  # queued | running | succeeded | failed | cancelled | interrupted
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     requested_by: Mapped[str] = mapped_column(String(128))

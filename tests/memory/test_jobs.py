@@ -660,22 +660,37 @@ def test_auto_waits_for_a_small_source_and_starts_a_job_for_a_larger_one(api, mo
     assert bad.status_code == 422
 
 
-def test_a_background_floor_refused_for_a_running_relabel_job_changes_nothing(api, monkeypatch):
-    """Another relabel job runs: the patch is 409 `job_running` naming it, and neither its floor nor its read
-    groups changed (in SQL or in the vectors: the reader still finds the note)."""
+def test_a_background_floor_refused_for_a_running_relabel_of_its_source_changes_nothing(api, monkeypatch):
+    """A relabel job of every source runs: a floor's job (its own source's slot) still starts. One of this source
+    runs: the patch is 409 `job_running`, naming the job to the admin who started it but not to the steward, and
+    neither its floor nor its read groups changed (in SQL or in the vectors: the reader still finds the note)."""
     steward, reader = _floor_world(api)
     started, beats = threading.Event(), []
     real_work = type(api.container).relabel_work
     monkeypatch.setattr(type(api.container), "relabel_work", lambda self, **kw: _blocking(started, beats))
-    first = api.client.post("/v1/admin/jobs", headers=api.admin, json={"kind": "relabel"})
+    every = api.client.post("/v1/admin/jobs", headers=api.admin, json={"kind": "relabel"})
+    assert every.status_code == 202 and started.wait(10)
+    started.clear()
+    own = api.client.patch("/v1/sources/s1", headers=steward, params={"relabel": "background"},
+                           json={"floor": "confidential"})
+    assert own.status_code == 202 and started.wait(10), own.text
+    for job in (own.json()["relabel_job"], every.json()):
+        api.client.post(f"/v1/admin/jobs/{job['job_id']}/cancel", headers=api.admin)
+        assert _wait_done(api, job["job_id"])["status"] == "cancelled"
+
+    first = api.client.post("/v1/admin/jobs", headers=api.admin, json={"kind": "relabel", "source_id": "s1"})
     assert first.status_code == 202 and started.wait(10)
     r = api.client.patch("/v1/sources/s1", headers=steward, params={"relabel": "background"},
                          json={"floor": "restricted", "read_groups": ["g", "h"]})
     assert (r.status_code, r.json()["error"]["code"]) == (409, "job_running"), r.text
-    assert r.json()["error"]["details"]["job_id"] == first.json()["job_id"]
+    assert r.json()["error"]["details"]["job_id"] is None  # the admin's job: not the steward's to follow
     source = api.client.get("/v1/sources/s1", headers=steward).json()
-    assert (source["floor"], source["read_groups"]) == ("public", ["g"])
-    assert len(api.search(reader, "renewal terms").json()["hits"]) == 1
+    assert (source["floor"], source["read_groups"]) == ("confidential", ["g"])
+    held = api.search(reader, "renewal terms").json()  # still there for the reader: its groups and floor held
+    assert len(held["hits"]) == 1
+    by_admin = api.client.patch("/v1/sources/s1", headers=api.admin, params={"relabel": "background"},
+                                json={"floor": "restricted"})
+    assert by_admin.status_code == 409 and by_admin.json()["error"]["details"]["job_id"] == first.json()["job_id"]
     api.client.post(f"/v1/admin/jobs/{first.json()['job_id']}/cancel", headers=api.admin)
     assert _wait_done(api, first.json()["job_id"])["status"] == "cancelled"
     monkeypatch.setattr(type(api.container), "relabel_work", real_work)

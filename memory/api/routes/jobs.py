@@ -11,6 +11,7 @@ from memory import sources as sources_svc
 from memory.api import presenters, schemas
 from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, WhoDep, job_runner, role
 from memory.errors import NotFoundError
+from memory.models import Job
 from memory.policy import EffectivePrincipal
 
 router = APIRouter(prefix="/v1/admin", tags=["operations"], responses=schemas.ERRORS, route_class=TransactionPerHop)
@@ -28,7 +29,8 @@ def start_job(
     """Start a job in the background and answer at once (202, `Location` of the job): `relabel` does what
     `POST /v1/admin/relabel` does (same parameters, same audit records, same result), for runs longer than a
     proxy keeps a request open. Follow it with `GET /v1/admin/jobs/{id}`: its progress after every batch, then
-    its result or error. One queued or running job per kind: 409 `job_running` (with the job's id). 404 for an
+    its result or error. One queued or running job per kind and scope (every source, or the one named, a
+    steward's new floor included): 409 `job_running` (with the job's id). 404 for an
     unknown source; 503 `service_stopping` while the process shuts down. Audited (`job.start`, `job.finish`).
     A relabel started otherwise (`POST /v1/admin/relabel`, `memory relabel`, a source's new floor) does not take
     the job's slot: runs side by side are safe (memory.relabel), only wasteful."""
@@ -38,7 +40,8 @@ def start_job(
         sources_svc.get(session, source_id=body.source_id)  # source_not_found now, not as the job's error
     params = {"source_id": body.source_id, "dry_run": body.dry_run}
     job = jobs.create(session, jobs.Requested(kind=body.kind, params=params, requested_by=who.principal_id,
-                                              acting_for=who.acting_for), stale_after_s=runner.stale_after_s)
+                                              acting_for=who.acting_for, scope=jobs.source_scope(body.source_id)),
+                      stale_after_s=runner.stale_after_s)
     out = presenters.job(job)
     session.commit()  # queued for every replica to see before its thread starts
     runner.start(job.id, container.relabel_work(actor=who.principal_id, acting_for=who.acting_for,
@@ -81,7 +84,8 @@ def get_own_job(job_id: str, request: Request, session: SessionDep, who: WhoDep)
     """A job this caller started (as the same principal, for the same user under X-Acting-For; admins: any), such
     as the relabel a source's new floor started: status, progress, result or error. 404 `job_not_found` for
     another's job, as for an unknown id."""
-    job = jobs.get(session, job_id, stale_after_s=job_runner(request).stale_after_s)
-    if "admin" not in who.roles and (job.requested_by, job.acting_for) != (who.principal_id, who.acting_for):
+    # Whose job it is, before anything is marked (`jobs.get` marks lost jobs interrupted): another's is unknown.
+    owner = session.get(Job, job_id)
+    if owner is None or not jobs.visible_to(owner, who):
         raise NotFoundError(f"job {job_id!r} not found", code="job_not_found")
-    return presenters.job(job)
+    return presenters.job(jobs.get(session, job_id, stale_after_s=job_runner(request).stale_after_s))

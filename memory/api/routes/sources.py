@@ -65,7 +65,9 @@ def get_source(source_id: str, session: SessionDep, who: SourceReaderDep) -> sch
 @router.patch("/sources/{source_id}", response_model=schemas.SourceUpdated,
               responses={202: {"model": schemas.SourceUpdated,
                                "description": "Changed; the new floor's relabel runs as the background job named in "
-                               "`relabel_job` (and `Location`)"}})
+                               "`relabel_job` and `Location`",
+                               "headers": {"Location": {"description": "The job: /v1/jobs/{job_id}",
+                                                        "schema": {"type": "string"}}}}})
 def update_source(
     source_id: str, body: schemas.SourcePatchIn, request: Request, response: Response, session: SessionDep,
     who: StewardDep, container: ContainerDep,
@@ -85,12 +87,14 @@ def update_source(
     A floor (new or not) holds for every search from this commit (a chunk's label is never below its source's
     floor), labels what is ingested next and relabels the chunks already stored (memory.relabel under the label
     map in force), before this returns or as a background job (`relabel`). A job is queued in this change's
-    transaction: 409 `job_running` (nothing changed) while another relabel job is queued or running, 503
+    transaction: 409 `job_running` (nothing changed) while another relabel job of this source is queued or
+    running (its `job_id` named only to a caller who may follow it), 503
     `service_stopping` while the API stops. If a relabel run before returning fails after the floor committed,
     the error is returned and the chunks keep labels at least as strict as before; a failed job says so; sending
     the floor again finishes either."""
-    src = sources.get(session, source_id=source_id)
-    sources.ensure_steward(who, src)
+    # Locked before the steward is checked: a steward handover committed meanwhile is seen (PostgreSQL), and the
+    # source row comes before the job's rows and the audit head, every writer's lock order.
+    sources.ensure_steward(who, sources.get(session, source_id=source_id, for_update=True))
     patch = sources.SourcePatch(
         name=body.name, steward=body.steward, jurisdiction=body.jurisdiction,
         read_groups=tuple(body.read_groups) if body.read_groups is not None else None, floor=body.floor,
@@ -102,23 +106,23 @@ def update_source(
     if body.floor is not None and _relabels_in_background(session, container, source_id, relabel):
         runner = job_runner(request)
         runner.ensure_accepting()
-        # The source row first, then the job's rows and the audit head: every writer's lock order (the source
-        # before the audit head), and a refused job (409) leaves nothing changed, the vectors included.
-        sources.get(session, source_id=source_id, for_update=True)
+        # Queued before the source changes: a refused job (409) leaves nothing changed, the vectors included.
         job = jobs.create(session, jobs.Requested(
             kind="relabel", params={"source_id": source_id, "dry_run": False}, requested_by=who.principal_id,
-            acting_for=who.acting_for), stale_after_s=runner.stale_after_s)
+            acting_for=who.acting_for, scope=jobs.source_scope(source_id)), stale_after_s=runner.stale_after_s,
+            reveal=lambda active: jobs.visible_to(active, who))
     update = sources.update(session, source_id=source_id, patch=patch, store=container.store, actor=who.principal_id,
                             acting_for=who.acting_for)
     out = presenters.source(update.source)
     queued = presenters.job(job) if job is not None else None
     session.commit()  # the new access reaches the vectors only once SQL holds it (sources.update)
+    if job is not None:  # started at once, whatever follows: a committed job left queued would hold its slot
+        job_runner(request).start(job.id, container.relabel_work(actor=who.principal_id, acting_for=who.acting_for,
+                                                                 source_id=source_id))
     if update.access_changed:
         sources.publish_access(container.sessions, container.store, source_id)
     relabelled = None
     if job is not None:
-        job_runner(request).start(job.id, container.relabel_work(actor=who.principal_id, acting_for=who.acting_for,
-                                                                 source_id=source_id))
         response.status_code = 202
         response.headers["Location"] = f"/v1/jobs/{job.id}"
     elif body.floor is not None:
