@@ -40,12 +40,12 @@ def jobs_list(
     if as_json:
         print_json(listed)
         return
-    table = Table("job", "kind", "status", "by", "created", "progress", "error")
+    table = Table("job", "kind", "scope", "status", "by", "created", "progress", "error")
     for j in listed:
         p = j["progress"] or {}
         done = f"{p.get('versions', 0)}/{p['versions_total']}" if "versions_total" in p else ""
         cancelling = " (cancelling)" if j["cancel_requested"] and j["status"] in jobs.ACTIVE else ""
-        table.add_row(j["job_id"], j["kind"], j["status"] + cancelling, j["requested_by"], j["created_at"][:19], done,
+        table.add_row(j["job_id"], j["kind"], j["scope"], j["status"] + cancelling, j["requested_by"], j["created_at"][:19], done,
                       (j["error"] or {}).get("code", ""))
     out.print(table)
 

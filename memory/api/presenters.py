@@ -99,7 +99,7 @@ def search(r: SearchResult) -> s.SearchOut:
 
 def job(j: Job) -> s.JobOut:
     return s.JobOut(
-        job_id=j.id, kind=j.kind, status=j.status, params=j.params,  # type: ignore[arg-type]
+        job_id=j.id, kind=j.kind, scope=j.scope, status=j.status, params=j.params,  # type: ignore[arg-type]
         requested_by=j.requested_by, acting_for=j.acting_for, created_at=aware(j.created_at),
         started_at=aware(j.started_at) if j.started_at else None,
         heartbeat_at=aware(j.heartbeat_at) if j.heartbeat_at else None,

@@ -232,6 +232,8 @@ class JobOut(BaseModel):
 
     job_id: str
     kind: str
+    scope: str = Field(description="What it works on: `*` (every source) or `source:<id>`; one queued or running "
+                       "job per kind and scope")
     status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
     params: dict[str, Any]
     requested_by: str

@@ -619,8 +619,8 @@ def test_a_stewards_new_floor_relabels_in_the_background_and_the_steward_follows
     body = r.json()
     assert body["floor"] == "restricted" and body["relabel"] is None
     job = body["relabel_job"]
-    assert (job["kind"], job["status"], job["params"], job["requested_by"]) == (
-        "relabel", "queued", {"source_id": "s1", "dry_run": False}, "st")
+    assert (job["kind"], job["scope"], job["status"], job["params"], job["requested_by"]) == (
+        "relabel", "source:s1", "queued", {"source_id": "s1", "dry_run": False}, "st")
     assert r.headers["Location"] == f"/v1/jobs/{job['job_id']}"
     # The floor holds from the commit, whether or not the job has run yet.
     held = api.search(reader, "renewal terms").json()
