@@ -45,8 +45,8 @@ def jobs_list(
         p = j["progress"] or {}
         done = f"{p.get('versions', 0)}/{p['versions_total']}" if "versions_total" in p else ""
         cancelling = " (cancelling)" if j["cancel_requested"] and j["status"] in jobs.ACTIVE else ""
-        table.add_row(j["job_id"], j["kind"], j["scope"], j["status"] + cancelling, j["requested_by"], j["created_at"][:19], done,
-                      (j["error"] or {}).get("code", ""))
+        table.add_row(j["job_id"], j["kind"], j["scope"], j["status"] + cancelling, j["requested_by"],
+                      j["created_at"][:19], done, (j["error"] or {}).get("code", ""))
     out.print(table)
 
 
