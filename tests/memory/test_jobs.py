@@ -700,6 +700,48 @@ def test_a_background_floor_refused_for_a_running_relabel_of_its_source_changes_
     assert _wait_own(api, steward, again.headers["Location"])["status"] == "succeeded"
 
 
+def test_a_steward_cancels_its_own_floor_job_and_the_floor_still_holds(api, monkeypatch):
+    steward, reader = _floor_world(api)
+    other = api.principal("st2", roles=["steward", "reader"], groups=["g"])
+    started, beats = threading.Event(), []
+    monkeypatch.setattr(type(api.container), "relabel_work", lambda self, **kw: _blocking(started, beats))
+    r = api.client.patch("/v1/sources/s1", headers=steward, params={"relabel": "background"},
+                         json={"floor": "restricted"})
+    assert r.status_code == 202 and started.wait(10), r.text
+    cancel = r.headers["Location"] + "/cancel"
+    refused = api.client.post(cancel, headers=other)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (404, "job_not_found")
+    assert api.client.get(r.headers["Location"], headers=steward).json()["cancel_requested"] is False
+    ok = api.client.post(cancel, headers=steward)
+    assert ok.status_code == 202 and ok.json()["cancel_requested"], ok.text
+    assert _wait_own(api, steward, r.headers["Location"])["status"] == "cancelled"
+    again = api.client.post(cancel, headers=steward)
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "job_finished")
+    body = api.search(reader, "renewal terms").json()  # no relabel ran: the floor holds at query time
+    assert body["hits"] == [] and body["policy"]["withheld"][0]["reason"] == "clearance"
+
+
+@pytest.mark.slow
+def test_a_background_floor_through_the_whole_real_stack(real_api):
+    """Real Presidio, model, SQL and Qdrant Edge: a steward's floor relabels in the background; the reader below it
+    is withheld the note at once and after the job."""
+    api = real_api
+    steward = api.principal("st", roles=["steward", "reader"], groups=["g"], clearance="restricted")
+    reader = api.principal("r1", groups=["g"], clearance="confidential")
+    api.source("s1", read_groups=["g"], steward="st")
+    assert api.upload("s1", "review.md", "# Review\n\nMaria Schneider led the migration project this year.\n",
+                      steward).status_code == 201
+    assert api.search(reader, "who led the migration project").json()["hits"]
+    r = api.client.patch("/v1/sources/s1", headers=steward, params={"relabel": "background"},
+                         json={"floor": "restricted"})
+    assert r.status_code == 202, r.text
+    assert api.search(reader, "who led the migration project").json()["hits"] == []
+    job = _wait_own(api, steward, r.headers["Location"], timeout=120)
+    assert job["status"] == "succeeded" and job["result"]["raised"] == 1, job
+    body = api.search(reader, "who led the migration project").json()
+    assert body["hits"] == [] and body["policy"]["withheld"][0]["reason"] == "clearance"
+
+
 def test_the_openapi_documents_the_background_floor_and_the_requesters_job(api):
     paths = api.client.get("/openapi.json").json()["paths"]
     patch = paths["/v1/sources/{source_id}"]["patch"]
@@ -707,3 +749,4 @@ def test_the_openapi_documents_the_background_floor_and_the_requesters_job(api):
     mode = next(p for p in patch["parameters"] if p["name"] == "relabel")
     assert mode["schema"]["enum"] == ["auto", "wait", "background"]
     assert {"401", "404"} <= set(paths["/v1/jobs/{job_id}"]["get"]["responses"])
+    assert {"401", "404", "409"} <= set(paths["/v1/jobs/{job_id}/cancel"]["post"]["responses"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.orm import Session
 
 from memory import jobs
 from memory import sources as sources_svc
@@ -84,8 +85,24 @@ def get_own_job(job_id: str, request: Request, session: SessionDep, who: WhoDep)
     """A job this caller started (as the same principal, for the same user under X-Acting-For; admins: any), such
     as the relabel a source's new floor started: status, progress, result or error. 404 `job_not_found` for
     another's job, as for an unknown id."""
-    # Whose job it is, before anything is marked (`jobs.get` marks lost jobs interrupted): another's is unknown.
-    owner = session.get(Job, job_id)
-    if owner is None or not jobs.visible_to(owner, who):
-        raise NotFoundError(f"job {job_id!r} not found", code="job_not_found")
+    _own(session, job_id, who)
     return presenters.job(jobs.get(session, job_id, stale_after_s=job_runner(request).stale_after_s))
+
+
+@requester_router.post("/jobs/{job_id}/cancel", status_code=202, response_model=schemas.JobOut)
+def cancel_own_job(job_id: str, request: Request, session: SessionDep, who: WhoDep) -> schemas.JobOut:
+    """Stop a job this caller started (admins: any), as `POST /v1/admin/jobs/{id}/cancel` does: after its current
+    batch (a queued one at once; every batch it finished stays whole, and the floor it relabels for holds
+    whatever it reached). 409 `job_finished` if it already ended; 404 `job_not_found` for another's job. Audited
+    (`job.cancel`, and `job.finish` when it ends)."""
+    _own(session, job_id, who)
+    return presenters.job(jobs.request_cancel(session, job_id, actor=who.principal_id, acting_for=who.acting_for,
+                                              stale_after_s=job_runner(request).stale_after_s))
+
+
+def _own(session: Session, job_id: str, who: EffectivePrincipal) -> None:
+    """404 `job_not_found` unless `who` may see the job. Read before anything is marked or locked (`jobs.get` marks
+    lost jobs interrupted): another's job is unknown, and costs its caller nothing more."""
+    job = session.get(Job, job_id)
+    if job is None or not jobs.visible_to(job, who):
+        raise NotFoundError(f"job {job_id!r} not found", code="job_not_found")
