@@ -83,17 +83,17 @@ def visible_to(job: Job, who: EffectivePrincipal) -> bool:
 
 
 def create(session: Session, req: Requested, *, stale_after_s: float,
-           reveal: Callable[[Job], bool] | None = None) -> Job:
+           asked_by: EffectivePrincipal | None = None) -> Job:
     """A queued job (in the caller's transaction, audited `job.start`); 409 `job_running` if one of its kind and
     scope is queued or running (after jobs whose runner stopped are marked interrupted), naming it (`job_id`)
-    unless `reveal` says this caller may not see it."""
+    unless the caller who asked (`asked_by`) may not see it (`visible_to`)."""
     if req.kind not in KINDS:
         raise ValidationFailedError(f"kind must be one of {', '.join(KINDS)}", code="invalid_job_kind")
     mark_stale(session, stale_after_s=stale_after_s)
     active = session.scalar(select(Job).where(Job.kind == req.kind, Job.scope == req.scope,
                                               Job.status.in_(ACTIVE_JOB_STATUSES)))
     if active is not None:
-        named = reveal is None or reveal(active)
+        named = asked_by is None or visible_to(active, asked_by)
         raise ConflictError(f"a {req.kind} job is already queued or running"
                             + (" for this source" if req.scope != "*" else ""), code="job_running",
                             details={"job_id": active.id if named else None})

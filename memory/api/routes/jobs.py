@@ -11,6 +11,7 @@ from memory import jobs
 from memory import sources as sources_svc
 from memory.api import presenters, schemas
 from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, WhoDep, job_runner, role
+from memory.bootstrap import Container
 from memory.errors import NotFoundError
 from memory.models import Job
 from memory.policy import EffectivePrincipal
@@ -31,24 +32,38 @@ def start_job(
     `POST /v1/admin/relabel` does (same parameters, same audit records, same result), for runs longer than a
     proxy keeps a request open. Follow it with `GET /v1/admin/jobs/{id}`: its progress after every batch, then
     its result or error. One queued or running job per kind and scope (every source, or the one named, a
-    steward's new floor included): 409 `job_running` (with the job's id). 404 for an
+    steward's new floor in the background included): 409 `job_running` (with the job's id). 404 for an
     unknown source; 503 `service_stopping` while the process shuts down. Audited (`job.start`, `job.finish`).
-    A relabel started otherwise (`POST /v1/admin/relabel`, `memory relabel`, a source's new floor) does not take
-    the job's slot: runs side by side are safe (memory.relabel), only wasteful."""
-    runner = job_runner(request)
-    runner.ensure_accepting()  # 503 service_stopping: never a 202 for a job interrupted before it runs
+    A relabel started otherwise (`POST /v1/admin/relabel`, `memory relabel`, a source's new floor with
+    `relabel=wait`) takes no slot: runs side by side are safe (memory.relabel), only wasteful."""
     if body.source_id is not None:
         sources_svc.get(session, source_id=body.source_id)  # source_not_found now, not as the job's error
-    params = {"source_id": body.source_id, "dry_run": body.dry_run}
-    job = jobs.create(session, jobs.Requested(kind=body.kind, params=params, requested_by=who.principal_id,
-                                              acting_for=who.acting_for, scope=jobs.source_scope(body.source_id)),
-                      stale_after_s=runner.stale_after_s)
+    job = queue_relabel(session, request, who, source_id=body.source_id, dry_run=body.dry_run)
     out = presenters.job(job)
     session.commit()  # queued for every replica to see before its thread starts
-    runner.start(job.id, container.relabel_work(actor=who.principal_id, acting_for=who.acting_for,
-                                                source_id=body.source_id, dry_run=body.dry_run))
+    start_relabel(request, container, who, job)
     response.headers["Location"] = f"/v1/admin/jobs/{job.id}"
     return out
+
+
+def queue_relabel(session: Session, request: Request, who: EffectivePrincipal, *, source_id: str | None,
+                  dry_run: bool = False) -> Job:
+    """A relabel job of one source or all, queued in the caller's transaction (start it with `start_relabel` once
+    committed). 503 `service_stopping` first (never a 202 for a job interrupted before it runs); 409 `job_running`
+    while one of its scope is queued or running, named only to a caller who may follow it."""
+    runner = job_runner(request)
+    runner.ensure_accepting()
+    return jobs.create(session, jobs.Requested(
+        kind="relabel", params={"source_id": source_id, "dry_run": dry_run}, requested_by=who.principal_id,
+        acting_for=who.acting_for, scope=jobs.source_scope(source_id)), stale_after_s=runner.stale_after_s,
+        asked_by=who)
+
+
+def start_relabel(request: Request, container: Container, who: EffectivePrincipal, job: Job) -> None:
+    """Run a relabel job `queue_relabel` queued, once its transaction committed."""
+    job_runner(request).start(job.id, container.relabel_work(
+        actor=who.principal_id, acting_for=who.acting_for, source_id=job.params["source_id"],
+        dry_run=bool(job.params["dry_run"])))
 
 
 @router.get("/jobs", response_model=list[schemas.JobOut])

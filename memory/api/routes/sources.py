@@ -11,17 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from memory import documents, jobs, sources
+from memory import documents, sources
 from memory import relabel as relabel_svc
 from memory.api import presenters, schemas
-from memory.api.deps import (
-    ContainerDep,
-    SessionDep,
-    TransactionPerHop,
-    ending_its_transaction,
-    job_runner,
-    role,
-)
+from memory.api.deps import ContainerDep, SessionDep, TransactionPerHop, ending_its_transaction, role
+from memory.api.routes.jobs import queue_relabel, start_relabel
 from memory.bootstrap import Container
 from memory.errors import ValidationFailedError
 from memory.policy import EffectivePrincipal
@@ -104,21 +98,15 @@ def update_source(
     sources.refuse_delegated_governance(patch.governs(), who=who, what="changing a source's governance")
     job = None
     if body.floor is not None and _relabels_in_background(session, container, source_id, relabel):
-        runner = job_runner(request)
-        runner.ensure_accepting()
         # Queued before the source changes: a refused job (409) leaves nothing changed, the vectors included.
-        job = jobs.create(session, jobs.Requested(
-            kind="relabel", params={"source_id": source_id, "dry_run": False}, requested_by=who.principal_id,
-            acting_for=who.acting_for, scope=jobs.source_scope(source_id)), stale_after_s=runner.stale_after_s,
-            reveal=lambda active: jobs.visible_to(active, who))
+        job = queue_relabel(session, request, who, source_id=source_id)
     update = sources.update(session, source_id=source_id, patch=patch, store=container.store, actor=who.principal_id,
                             acting_for=who.acting_for)
     out = presenters.source(update.source)
     queued = presenters.job(job) if job is not None else None
     session.commit()  # the new access reaches the vectors only once SQL holds it (sources.update)
     if job is not None:  # started at once, whatever follows: a committed job left queued would hold its slot
-        job_runner(request).start(job.id, container.relabel_work(actor=who.principal_id, acting_for=who.acting_for,
-                                                                 source_id=source_id))
+        start_relabel(request, container, who, job)
     if update.access_changed:
         sources.publish_access(container.sessions, container.store, source_id)
     relabelled = None
