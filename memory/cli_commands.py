@@ -54,7 +54,7 @@ def sources_add(
                 id=source_id, name=name, steward=steward, jurisdiction=jurisdiction, read_groups=csv_list(read_groups),
                 floor=floor, uri=uri, personal_data_requires_consent=consent_required,
                 consent_purposes=csv_list(consent_purposes),
-            ), actor=actor_id(actor))
+            ), actor=actor_id(actor), names_principals=True)  # the CLI is the operators' tool
 
     run(data_dir, _do)
     out.print(f"registered source {source_id}", markup=False)
@@ -101,7 +101,7 @@ def sources_update(
     def _do(c: Container) -> None:
         with transaction(c.sessions) as s:
             update = sources.update(s, source_id=source_id, store=c.store, actor=actor_id(actor),
-                                    patch=sources.SourcePatch(
+                                    names_principals=True, patch=sources.SourcePatch(
                 read_groups=csv_list(read_groups) if read_groups is not None else None, jurisdiction=jurisdiction,
                 floor=floor, steward=steward, personal_data_requires_consent=consent_required,
                 consent_purposes=csv_list(consent_purposes) if consent_purposes is not None else None,

@@ -74,14 +74,18 @@ def refuse_delegated_governance(changes: Iterable[str], *, who: EffectivePrincip
                              f"{who.acting_for!r}", code="delegated_change_refused", details={"fields": changed})
 
 
-def _check_steward(session: Session, principal_id: str) -> None:
+def _check_steward(session: Session, principal_id: str, *, names_principals: bool) -> None:
     """A source's steward must be able to manage it (ensure_steward): an active principal with the steward role
-    (or an admin). Handing a source to a reader or an agent would leave it to admins alone."""
+    (or an admin). Handing a source to a reader or an agent would leave it to admins alone.
+
+    `names_principals`: the caller may learn which principal ids exist (an admin, the CLI): an unknown id is 404
+    `principal_not_found`. For anyone else it is the same 422 `invalid_steward` as an existing principal who
+    cannot steward, so a steward cannot list principal ids by naming guesses (only admins read principals)."""
     p = session.get(Principal, principal_id)
-    if p is None:
+    if p is None and names_principals:
         raise NotFoundError(f"steward {principal_id!r} is not a principal", code="principal_not_found")
-    roles = {r.role for r in p.roles}
-    if not p.active or not roles & {"steward", "admin"}:
+    roles = {r.role for r in p.roles} if p is not None else set()
+    if p is None or not p.active or not roles & {"steward", "admin"}:
         raise ValidationFailedError(f"{principal_id!r} cannot steward a source: it needs to be an active principal "
                                     "with the steward role", code="invalid_steward")
 
@@ -90,11 +94,16 @@ def read_groups(source: Source) -> tuple[str, ...]:
     return tuple(sorted(g.group for g in source.read_groups))
 
 
-def register(session: Session, *, spec: NewSource, actor: str | None, acting_for: str | None = None) -> Source:
+def register(
+    session: Session, *, spec: NewSource, actor: str | None, acting_for: str | None = None,
+    names_principals: bool = False,
+) -> Source:
+    """Register a source. Its id is a name every steward shares: an id in use is 409 `source_exists`, whoever
+    holds it (ids are not secret; docs/operations.md). `names_principals`: see _check_steward."""
     validate_id(spec.id, "source id")
     if session.get(Source, spec.id) is not None:
         raise ConflictError(f"source {spec.id!r} exists", code="source_exists")
-    _check_steward(session, spec.steward)
+    _check_steward(session, spec.steward, names_principals=names_principals)
     now = utcnow()
     src = Source(
         id=spec.id,
@@ -236,7 +245,7 @@ class SourceUpdate:
 
 def update(
     session: Session, *, source_id: str, patch: SourcePatch, store: VectorStore, actor: str | None,
-    acting_for: str | None = None,
+    acting_for: str | None = None, names_principals: bool = False,
 ) -> SourceUpdate:
     src = get(session, source_id=source_id, for_update=True)
     before = describe(src)
@@ -253,7 +262,7 @@ def update(
     if patch.consent_purposes is not None:
         src.consent_purposes = normalise_purposes(patch.consent_purposes)
     if patch.steward is not None:
-        _check_steward(session, patch.steward)
+        _check_steward(session, patch.steward, names_principals=names_principals)
         src.steward_id = patch.steward
     old_groups, old_jurisdiction = set(read_groups(src)), src.jurisdiction
     if patch.read_groups is not None:

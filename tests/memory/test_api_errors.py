@@ -346,6 +346,26 @@ def test_a_source_is_stewarded_only_by_an_active_steward(api):
     assert api.client.get("/v1/sources/s1", headers=st).json()["steward"] == "st"  # nothing changed
 
 
+def test_a_steward_naming_a_steward_cannot_tell_unknown_ids_from_readers(api):
+    """Only admins read principals: to a steward, an unknown id and a principal who cannot steward get one answer
+    (else naming guesses lists the principal ids); an admin is told the id is unknown."""
+    api.principal("bob", groups=["g"])  # exists, cannot steward
+    st = api.principal("st", groups=["g"], roles=["steward"])
+    body = {"id": "s1", "name": "S", "jurisdiction": "EU", "read_groups": ["g"]}
+    answers = [api.client.post("/v1/sources", headers=st, json={**body, "steward": who}) for who in ("bob", "ghost")]
+    assert [(r.status_code, code(r)) for r in answers] == [(422, "invalid_steward")] * 2
+    assert answers[0].json()["error"]["message"].replace("bob", "X") == answers[1].json()["error"]["message"].replace(
+        "ghost", "X")
+    assert api.client.post("/v1/sources", headers=st, json=body).status_code == 201
+    answers = [api.client.patch("/v1/sources/s1", headers=st, json={"steward": who}) for who in ("bob", "ghost")]
+    assert [(r.status_code, code(r)) for r in answers] == [(422, "invalid_steward")] * 2
+    r = api.client.patch("/v1/sources/s1", headers=api.admin, json={"steward": "ghost"})
+    assert (r.status_code, code(r)) == (404, "principal_not_found")
+    r = api.client.post("/v1/sources", headers=api.admin, json={**body, "id": "s2", "steward": "ghost"})
+    assert (r.status_code, code(r)) == (404, "principal_not_found")
+    assert api.client.get("/v1/sources/s1", headers=st).json()["steward"] == "st"  # nothing changed
+
+
 def test_auditors_read_every_source_and_readers_none(api):
     api.source("s1", read_groups=["other"])
     auditor = api.principal("aud", roles=["auditor"])

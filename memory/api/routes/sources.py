@@ -41,7 +41,8 @@ def register_source(body: schemas.SourceCreate, session: SessionDep, who: Stewar
         personal_data_requires_consent=body.personal_data_requires_consent,
         consent_purposes=tuple(body.consent_purposes),
     )
-    return presenters.source(sources.register(session, spec=spec, actor=who.principal_id, acting_for=who.acting_for))
+    return presenters.source(sources.register(session, spec=spec, actor=who.principal_id, acting_for=who.acting_for,
+                                              names_principals="admin" in who.roles))
 
 
 @router.get("/sources", response_model=list[schemas.SourceOut])
@@ -101,7 +102,7 @@ def update_source(
         # Queued before the source changes: a refused job (409) leaves nothing changed, the vectors included.
         job = queue_relabel(session, request, who, source_id=source_id)
     update = sources.update(session, source_id=source_id, patch=patch, store=container.store, actor=who.principal_id,
-                            acting_for=who.acting_for)
+                            acting_for=who.acting_for, names_principals="admin" in who.roles)
     out = presenters.source(update.source)
     queued = presenters.job(job) if job is not None else None
     session.commit()  # the new access reaches the vectors only once SQL holds it (sources.update)
