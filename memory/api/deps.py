@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from memory import principals
 from memory.bootstrap import Container
 from memory.db import transaction
-from memory.errors import AuthError, RateLimitedError, ServiceError
+from memory.errors import AuthError, ForbiddenError, RateLimitedError, ServiceError
 from memory.jobs import JobRunner
 from memory.policy import EffectivePrincipal
 
@@ -96,13 +96,14 @@ def authenticated(
     return who
 
 
-def refused_key(container: Container, token: str, client: str | None) -> ServiceError | None:
+def refused_key(container: Container, token: str, client: str | None, acting_for: str | None = None,
+                ) -> ServiceError | None:
     """The refusal a bearer key gets (unknown, revoked, expired, inactive principal; an address with too many
-    refused keys), or None for a valid one."""
+    refused keys) or, with `acting_for`, its delegation (403 `delegation_not_allowed`), or None for a valid one."""
     with container.sessions() as session:
         try:
-            authenticated(container, session, token=token, acting_for=None, client=client)
-        except (AuthError, RateLimitedError) as exc:
+            authenticated(container, session, token=token, acting_for=acting_for, client=client)
+        except (AuthError, ForbiddenError, RateLimitedError) as exc:
             return exc
     return None
 ActingForHeader = Annotated[str | None, Header(

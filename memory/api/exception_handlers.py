@@ -34,14 +34,18 @@ def _body(code: str, message: str, details: object | None = None) -> dict[str, o
 
 async def _refused_key(request: Request) -> ServiceError | None:
     """For a request whose body or parameters were invalid, on a route that checks a bearer key: the key's
-    refusal, if it has one. Only on this error path (a missing key never gets here: BearerRequiredMiddleware)."""
+    refusal, or its X-Acting-For's (one header naming a user), if it has one. Only on this error path (a missing
+    key never gets here: BearerRequiredMiddleware; a blank or repeated header keeps its own 422)."""
     route = request.scope.get("route")
     scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
     if not isinstance(route, APIRoute) or not deps.authenticates(route.dependant) or scheme.lower() != "bearer":
         return None
     if not token:
         return None
-    return await run_in_threadpool(deps.refused_key, request.app.state.container, token, deps.client_address(request))
+    acting_for = request.headers.getlist("x-acting-for")
+    named = acting_for[0] if len(acting_for) == 1 and acting_for[0].strip() else None
+    return await run_in_threadpool(deps.refused_key, request.app.state.container, token, deps.client_address(request),
+                                   named)
 
 
 def _log_refusal(request: Request, exc: ServiceError) -> None:

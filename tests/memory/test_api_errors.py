@@ -321,6 +321,20 @@ def test_a_body_that_cannot_be_parsed_is_422_and_a_wrong_key_still_401(api):
     assert r.status_code == 422 and code(r) == "invalid_request", r.text
 
 
+def test_a_refused_delegation_is_403_whatever_the_body(api):
+    """401, then 403 for the delegation, then 422: an agent acting for a user it may not act for learns that
+    before anything about its body."""
+    api.principal("bob", groups=["g"])
+    bot = api.principal("bot", kind="agent", groups=["g"], may_act_for=[])
+    for body in ({"query": "x", "top_k": 0}, {"query": 5}):
+        r = api.client.post("/v1/search", headers={**bot, "X-Acting-For": "bob"}, json=body)
+        assert (r.status_code, code(r)) == (403, "delegation_not_allowed"), r.text
+        r = api.client.post("/v1/search", headers=bot, json=body)  # on its own: the body's 422
+        assert (r.status_code, code(r)) == (422, "invalid_request"), r.text
+    r = api.client.post("/v1/search", headers={**bot, "X-Acting-For": "ghost"}, json={"query": 5})
+    assert (r.status_code, code(r)) == (403, "delegation_not_allowed"), r.text
+
+
 def test_a_repeated_identity_header_is_refused(api):
     bob = api.principal("bob", groups=["g"])
     alice = api.principal("alice", groups=["g"])
