@@ -34,32 +34,26 @@ def _latest(session: Session, kind: str, as_of: float | None) -> PolicyVersion |
     return session.execute(q.order_by(PolicyVersion.version.desc()).limit(1)).scalar_one_or_none()
 
 
-# Policy rows are immutable: parse each once per process, keyed by database and row.
-_PARSED: dict[tuple[object, int], TransferRules] = {}
-# Every search runs this: built once (Core, on the table), as_of as a bind parameter.
+# Every search that plans without the policy cache runs this: built once (Core, on the table), as_of as a bind
+# parameter. Parsed on every read: nothing is kept by row id, which SQL hands out again after a rollback (SQLite's
+# INTEGER PRIMARY KEY reuses the highest id; a restored PostgreSQL repeats its sequence), so rules a rolled-back
+# transaction read could otherwise be served under a committed version's id. The plan's cache
+# (memory.policy_cache) keeps the parsed rules under the policy epoch's random token instead.
 _P = cast(Table, PolicyVersion.__table__)
 _RULES_IN_FORCE = (
-    select(_P.c.id).where(_P.c.kind == JURISDICTIONS, _P.c.effective_from <= bindparam("as_of"))
+    select(_P.c.version, _P.c.body).where(_P.c.kind == JURISDICTIONS, _P.c.effective_from <= bindparam("as_of"))
     .order_by(_P.c.version.desc()).limit(1)
 )
 
 
 def transfer_rules(session: Session, *, as_of: float | None = None) -> TransferRules:
-    """Rules in force at `as_of` (default now). No rules at all -> every pair denied.
-
-    Always read from SQL (a change by any replica applies to the next search); only parsing is cached."""
+    """Rules in force at `as_of` (default now). No rules at all -> every pair denied. Read from SQL every time
+    (a change by any replica applies to the next search)."""
     at = sys.float_info.max if as_of is None else as_of
-    row_id = session.execute(_RULES_IN_FORCE, {"as_of": at}).scalar_one_or_none()
-    if row_id is None:
+    row = session.execute(_RULES_IN_FORCE, {"as_of": at}).one_or_none()
+    if row is None:
         return TransferRules()
-    key = (session.get_bind().engine.url, row_id)
-    cached = _PARSED.get(key)
-    if cached is None:
-        row = session.get(PolicyVersion, row_id)
-        assert row is not None
-        cached = TransferRules.from_json(row.body["rules"], version=row.version)  # type: ignore[arg-type]
-        _PARSED[key] = cached
-    return cached
+    return TransferRules.from_json(row.body["rules"], version=row.version)
 
 
 def label_map(session: Session) -> tuple[LabelMap, int]:

@@ -237,6 +237,29 @@ def test_a_plan_in_a_transaction_that_wrote_is_not_kept(world) -> None:
     assert _scope(_plan(c, reads)) == {"s1"}  # never the rolled-back state
 
 
+def test_rules_a_rolled_back_transaction_read_never_come_back_under_the_next_versions_id(world) -> None:
+    """A rules version inserted, read back (as an access grant's resolve does) and rolled back leaves its row id
+    free; the next committed version takes it (SQLite, a restored PostgreSQL). What is read is the committed one."""
+    from memory import policy_store
+    from memory.policy import Transfer
+
+    api, _ = world
+    c = api.container
+    reads = PolicyReads(postgresql=c.engine.dialect.name == "postgresql")
+    with c.sessions() as s:
+        policy_store.set_transfer_rule(s, data="EU", caller="IN", rule="allow", actor="admin")
+        assert policy_store.transfer_rules(s).mode("EU", "IN") == Transfer.ALLOW  # read in its own transaction
+        s.rollback()
+    with c.sessions() as s:
+        version = policy_store.set_transfer_rule(s, data="EU", caller="IN", rule="deny", actor="admin").version
+        s.commit()
+    with c.sessions() as s:
+        rules = policy_store.transfer_rules(s)
+    assert (rules.version, rules.mode("EU", "IN")) == (version, Transfer.DENY)
+    assert _plan(c, reads).rules.mode("EU", "IN") == Transfer.DENY
+    assert _plan(c, PolicyReads(maxsize=0)).rules.mode("EU", "IN") == Transfer.DENY
+
+
 def test_an_operators_own_client_moves_the_deployments_epoch(db_url: str) -> None:
     """An operator's shell, not the service's engine: on SQLite the sqlite3 module; on PostgreSQL a session whose
     search_path does not name the deployment's schema (the trigger function keeps the search_path of the
