@@ -402,12 +402,18 @@ class _Reasons:
     def __init__(self, who: policy.EffectivePrincipal, rules: policy.TransferRules,
                  consent_blocked: frozenset[str], purpose: str | None) -> None:
         self._who, self._rules, self._blocked, self._purpose = who, rules, consent_blocked, purpose
-        self._seen: dict[tuple[str, int, bool, str], str | None] = {}
+        self._seen: dict[tuple[str, int, bool, str, bool], str | None] = {}
         self._masking: dict[str, bool] = {}
 
     def __call__(self, r: Any) -> str | None:
         return self.of(r.source_id, policy.effective_label(r.label, r.source_floor), r.personal,
-                       r.source_jurisdiction)
+                       r.source_jurisdiction, self.consent_blocked(r))
+
+    def consent_blocked(self, r: Any) -> bool:
+        """Whether the row's source withholds its personal data from this search's purpose: as the plan read it,
+        or as SQL holds it now (a consent withdrawn after the plan: SQL wins, as for read groups and floors)."""
+        return r.source_id in self._blocked or policy.consent_blocks(
+            bool(r.requires_consent), r.consent_purposes or (), self._purpose)
 
     def masks(self, jurisdiction: str) -> bool:
         """Whether the rule for `jurisdiction` masks this caller's personal data (memoised)."""
@@ -420,12 +426,12 @@ class _Reasons:
         """Whether the row is served to this caller masked (then only through its masked twin)."""
         return bool(r.personal) and self.masks(r.source_jurisdiction)
 
-    def of(self, source_id: str, label: int, personal: bool, jurisdiction: str) -> str | None:
-        key = (source_id, label, personal, jurisdiction)
+    def of(self, source_id: str, label: int, personal: bool, jurisdiction: str, consent_blocked: bool) -> str | None:
+        key = (source_id, label, personal, jurisdiction, consent_blocked)
         if key not in self._seen:
             self._seen[key] = policy.first_withheld_reason(policy.recourse_checks(
                 self._who, self._rules, label=label, jurisdiction=jurisdiction, personal=personal,
-                source_id=source_id, consent_blocked=self._blocked, purpose=self._purpose,
+                source_id=source_id, consent_blocked=(source_id,) if consent_blocked else (), purpose=self._purpose,
             ))
         return self._seen[key]
 
@@ -439,7 +445,7 @@ class _Reasons:
         personal = bool(r.version_personal)
         return not (personal and masks) and self.of(
             r.source_id, policy.effective_label(r.version_max_label, r.source_floor), personal,
-            r.source_jurisdiction) is None
+            r.source_jurisdiction, self.consent_blocked(r)) is None
 
 
 def _classify(
@@ -486,6 +492,7 @@ _ROWS = (
         _S.c.id.label("source_id"), _S.c.uri.label("source_uri"), _C.c.point_id, _C.c.masked_point_id,
         _C.c.personal,
         _S.c.jurisdiction.label("source_jurisdiction"), _S.c.steward_id, _S.c.floor.label("source_floor"),
+        _S.c.personal_data_requires_consent.label("requires_consent"), _S.c.consent_purposes,
         _V.c.max_label.label("version_max_label"), _V.c.has_personal.label("version_personal"), _V.c.names_pii,
         # Whether the caller's groups can read the source now: a read-group change committed after the plan
         # read the sources is caught here (the hit is dropped, never served or counted).

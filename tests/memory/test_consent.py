@@ -176,3 +176,29 @@ def test_bad_purposes_are_refused(bad):
     with pytest.raises(ValidationFailedError) as exc:
         consent.normalise_purpose(bad)
     assert exc.value.code == "invalid_purpose"
+
+
+def test_a_consent_withdrawn_after_the_plan_is_caught_on_the_hits_rows(api):
+    """The API commits the plan before the query embeds; a steward withdrawing the purpose in between is
+    caught where SQL's rows are read, as a read-group or floor change is: the personal chunk is not served (the
+    plan saw nothing to withhold, so this search counts nothing; the next one counts it)."""
+    from memory import search as search_svc
+    from memory.db import transaction
+    from memory.principals import get_principal, resolve_effective
+
+    steward, _ = _setup(api)
+    c = api.container
+    request = search_svc.SearchRequest(query="invoice", purpose="support")
+    with transaction(c.sessions) as s:
+        who = resolve_effective(s, caller=get_principal(s, principal_id="r1"), acting_for=None)
+        planned = search_svc.plan(s, who=who, request=request, reads=c.policy_reads)
+    assert planned.blocked.sources == frozenset()  # planned with the purpose consented
+    r = api.client.patch("/v1/sources/crm", headers=steward, json={"consent_purposes": []})
+    assert r.status_code == 200, r.text
+    with transaction(c.sessions) as s:
+        res = search_svc.search(s, store=c.store, embedder=c.embedder, who=who, request=request, planned=planned)
+    assert sorted(("Smith" in h.text) for h in res.hits) == [False]
+    assert res.rules_applied["withheld_counted"] is False and res.withheld == []
+    after = api.search(api.principal("r2", groups=["sales"], clearance="confidential"), "invoice", purpose="support").json()
+    assert _served(after) == [("crm", False)]
+    assert [(w["reason"], w["count"]) for w in after["policy"]["withheld"]] == [("consent", 1)]
