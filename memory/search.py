@@ -50,11 +50,11 @@ from classifiers.types import Label
 from memory import audit, consent, policy, readable_sources, withholdable
 from memory.clock import aware
 from memory.errors import ValidationFailedError
-from memory.models import Chunk, DocumentVersion, PiiSpan, Source, SourceReadGroup
+from memory.models import REACHABLE_STATUSES, Chunk, DocumentVersion, PiiSpan, Source, SourceReadGroup
 from memory.policy_cache import PolicyReads
 from memory.provenance import Citation
 from memory.rendering import mask
-from memory.stores.base import AccessFilter, Beam, Ranked, VectorStore
+from memory.stores.base import AccessFilter, Beam, Ranked, VectorStore, is_current
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def search(
     # classify the second (the source of truth; no vector payload is read on this path).
     candidates, floor = _candidates(request, points, could_read)
     rows = _rows(session, [p.id for p in points] + [p.id for p in candidates], who.groups)
-    reason_of = _Reasons(who, rules, blocked.sources, purpose)
+    reason_of = _Reasons(who, rules, blocked.sources, purpose, as_of=as_of, latest=latest)
     counts, missed = _classify(reason_of, candidates, floor, rows, _served_chunks(points, rows))
     repaired, repair_ms = missed > 0, 0.0
     if repaired:
@@ -400,14 +400,23 @@ class _Reasons:
     share a few sources and labels)."""
 
     def __init__(self, who: policy.EffectivePrincipal, rules: policy.TransferRules,
-                 consent_blocked: frozenset[str], purpose: str | None) -> None:
+                 consent_blocked: frozenset[str], purpose: str | None, *, as_of: float, latest: bool) -> None:
         self._who, self._rules, self._blocked, self._purpose = who, rules, consent_blocked, purpose
+        self._as_of, self._latest = as_of, latest
         self._seen: dict[tuple[str, int, bool, str, bool], str | None] = {}
         self._masking: dict[str, bool] = {}
 
     def __call__(self, r: Any) -> str | None:
         return self.of(r.source_id, policy.effective_label(r.label, r.source_floor), r.personal,
                        r.source_jurisdiction, self.consent_blocked(r))
+
+    def reachable(self, r: Any) -> bool:
+        """Whether SQL holds the row's version as the one this search reads: committed (active or superseded)
+        and current now (no as_of) or valid at as_of. Its vectors say so too, but a version's reveal and its
+        predecessor's close are two patches, and a search between them must not serve both (SQL wins)."""
+        if r.version_status not in REACHABLE_STATUSES:
+            return False
+        return is_current(True, r.valid_to) if self._latest else r.valid_from <= self._as_of < r.valid_to
 
     def consent_blocked(self, r: Any) -> bool:
         """Whether the row's source withholds its personal data from this search's purpose: as the plan read it,
@@ -464,8 +473,8 @@ def _classify(
     missed = 0
     for p in candidates:
         r = rows.get(p.id)
-        if r is None or r.retracted_at is not None or not r.readable:  # deleted, retracted or unshared since
-            continue
+        if r is None or r.retracted_at is not None or not r.readable or not reason_of.reachable(r):
+            continue  # deleted, retracted, unshared or superseded since
         if r.id in served:  # served as its masked twin: the same chunk
             continue
         reason = reason_of(r)
@@ -489,6 +498,7 @@ _ROWS = (
         _C.c.document_id, _V.c.id.label("version_id"), _V.c.version, _V.c.sha256.label("version_sha256"), _V.c.uri,
         _V.c.ingested_at, _V.c.ingested_by, _V.c.pipeline_version, _V.c.parser_version, _V.c.chunker_version,
         _V.c.classifier_version, _V.c.label_map_version, _V.c.embedding_model, _V.c.retracted_at,
+        _V.c.status.label("version_status"), _V.c.valid_from, _V.c.valid_to,
         _S.c.id.label("source_id"), _S.c.uri.label("source_uri"), _C.c.point_id, _C.c.masked_point_id,
         _C.c.personal,
         _S.c.jurisdiction.label("source_jurisdiction"), _S.c.steward_id, _S.c.floor.label("source_floor"),
@@ -545,11 +555,12 @@ def _render(
         if r is None:  # vector without its SQL row: never serve what we cannot cite
             dropped.add(p.id)
             continue
-        if r.retracted_at is not None or not r.readable or reason_of(r):
-            # Rare: a source's read groups, jurisdiction or consent changed after the plan read them, or a
-            # retraction was caught mid-way (it narrows the vectors before SQL commits). SQL wins for what it
-            # holds (retraction, read groups, label, jurisdiction, personal data, consent): the hit is dropped,
-            # not served under a mix of the two, and the disagreement is logged.
+        if r.retracted_at is not None or not r.readable or not reason_of.reachable(r) or reason_of(r):
+            # Rare: a source's read groups, jurisdiction or consent changed after the plan read them, a
+            # retraction was caught mid-way (it narrows the vectors before SQL commits), or a newer version's
+            # reveal before its predecessor's close. SQL wins for what it holds (retraction, read groups, label,
+            # jurisdiction, personal data, consent, the version in force): the hit is dropped, not served under a
+            # mix of the two, and the disagreement is logged.
             log.warning("search.payload_disagrees chunk=%s version=%s", r.id, r.version_id)
             dropped.add(p.id)
             continue

@@ -18,7 +18,7 @@ from memory import sources
 from memory.clock import utcnow
 from memory.db import transaction
 from memory.models import REACHABLE_STATUSES, Chunk, Document, DocumentVersion
-from memory.stores.base import PayloadPatch, Selector, VectorStore
+from memory.stores.base import OPEN_END, PayloadPatch, Selector, VectorStore
 
 log = logging.getLogger(__name__)
 # Step A runs after parsing and embedding, so a live ingest keeps a version pending only while it upserts (B)
@@ -133,7 +133,9 @@ def sync_versions(
         with factory() as session:
             copied = {vid: _state(v, include_retracted) for vid in todo
                       if (v := session.get(DocumentVersion, vid)) is not None}
-        for vid, st in copied.items():
+        # Versions that close first, then those that open: a search between two patches may miss a document
+        # (fail closed), never see two of its versions current at once (memory.search checks SQL's too).
+        for vid, st in sorted(copied.items(), key=lambda kv: (kv[1].valid_to >= OPEN_END, kv[0])):
             store.patch(Selector(version_ids=(vid,)), PayloadPatch(
                 committed=True, valid_from=st.valid_from, valid_to=st.valid_to, retracted=st.retracted,
             ), durable=False)

@@ -17,7 +17,7 @@ from memory.errors import ConflictError, VectorStoreError
 from memory.ingestion import FileInput, IngestOutcome, ingest_files
 from memory.models import Chunk, Document, DocumentVersion
 from memory.principals import NewPrincipal, create_principal, get_principal, resolve_effective
-from memory.stores.base import AccessFilter, JurisdictionGrant
+from memory.stores.base import OPEN_END, AccessFilter, JurisdictionGrant, PayloadPatch, Selector
 from memory.vector_sync import repair
 
 DIM = 384
@@ -370,3 +370,51 @@ def test_versions_are_released_to_repair_when_their_ingest_fails_before_the_reve
     with container.sessions() as s:
         assert s.get(DocumentVersion, vid).vectors_synced  # healed by the batch's step D despite the failure
     assert repair(container.sessions, container.store)["synced"] == 0
+
+
+# 5. a supersede's two patches
+
+
+class PatchLog:
+    """The store, recording every step-D patch (non-durable): its version ids and whether it closes them."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner, self.patches = inner, []
+
+    def patch(self, selector: Any, patch: Any, *, durable: bool = True) -> None:
+        if not durable:
+            self.patches.append((selector.version_ids, patch.valid_to < OPEN_END))
+        self._inner.patch(selector, patch, durable=durable)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_supersede_closes_the_old_version_before_it_reveals_the_new_one(container, src):
+    """Version ids sort as strings (`-v10` before `-v9`): step D orders its patches by what they do, so a search
+    between them may miss the document, never see two of its versions current."""
+    for euros in range(100, 1000, 100):
+        ingest(container, policy(euros))
+    logged = PatchLog(container.store)
+    assert ingest(container, policy(1000), store=logged).version == 10
+    closes = [closing for _, closing in logged.patches]
+    assert closes == [True, False], logged.patches
+    assert served_versions(container) == {10}
+
+
+def test_a_version_sql_superseded_is_not_served_while_its_vectors_still_say_current(api, caplog):
+    """The reveal-before-close window (or a close left to repair): the vectors admit two versions of one
+    document; SQL's rows decide which one is in force, and only it is served."""
+    reader = api.principal("r", groups=["g"])
+    api.source("s1")
+    first = api.upload("s1", "p.md", policy(100)).json()
+    second = api.upload("s1", "p.md", policy(200)).json()
+    assert second["version"] == 2
+    api.container.store.patch(Selector(version_ids=(first["version_id"],)),
+                              PayloadPatch(committed=True, valid_to=OPEN_END))
+    hits = api.search(reader, "hotel cost per night").json()["hits"]
+    assert [h["citation"]["version"] for h in hits] == [2]
+    assert "search.payload_disagrees" in caplog.text
+    at = time.time()  # time travel: v1 was valid before v2's ingest, and is not now
+    hits = api.search(reader, "hotel cost per night", as_of=at).json()["hits"]
+    assert [h["citation"]["version"] for h in hits] == [2]
