@@ -4,7 +4,8 @@ citations, a policy explanation, and an audit record in the caller's transaction
 The plan reads the sources the caller's groups can read from SQL (memory.readable_sources) and resolves the
 read-group, jurisdiction and consent rules per source: the filter then checks one indexed field per visited
 point, the source id, with the label and version clauses (policy.build_filter, `SourceScope`). A source change
-committed between the plan and the hits' SQL read is caught on those rows (the hit is dropped). A caller who can
+(read groups, jurisdiction, floor, consent) or a version superseded between the plan and the hits' SQL read is
+caught on those rows (the hit is dropped). A caller who can
 read more sources than SCOPED_SOURCES_LIMIT is filtered on the read groups and jurisdiction the vectors carry.
 
 A source's floor holds at query time (policy.effective_label): a raised floor applies from its commit, before the
