@@ -19,7 +19,6 @@ from ingest.decode import decode_text
 from ingest.errors import (
     CorruptDocumentError,
     DocumentTooComplexError,
-    DocumentTooLargeError,
     EmptyDocumentError,
     EncodingError,
     EncryptedDocumentError,
@@ -130,22 +129,6 @@ def _detect(data: bytes, filename: str) -> Any:
         return detect_filetype(file=io.BytesIO(data), metadata_file_path=filename)
     except Exception as exc:  # detection reads zip/OLE directories and can trip on damaged ones
         raise CorruptDocumentError(f"could not determine the file type ({type(exc).__name__})") from exc
-
-
-def check_zip(data: bytes, *, max_unpacked: int) -> int:
-    """Refuse zip bombs (OOXML, ODT and EPUB are zip containers): the byte limit must hold unpacked too.
-
-    Returns the unpacked size, so a caller can share one budget between a file and its attachments."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            unpacked = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CorruptDocumentError("the zip container could not be read (truncated or damaged)") from exc
-    if unpacked > max_unpacked:
-        raise DocumentTooLargeError(f"{unpacked} bytes once unpacked exceeds the limit of {max_unpacked} bytes")
-    return unpacked
 
 
 def check_markup_depth(text: str) -> None:

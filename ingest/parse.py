@@ -50,11 +50,11 @@ from ingest.formats import (
     Route,
     check_markup_depth,
     check_pdf,
-    check_zip,
     detect_type,
 )
 from ingest.offline import ensure_parser_offline, no_network
 from ingest.types import ParsedDocument, ParsedElement, ParseWarning
+from ingest.zip_bombs import check_zip, is_zip
 
 __all__ = ["SEPARATOR", "AttachmentLimits", "decode_text", "detect_type", "parse_document", "parser_version"]
 
@@ -134,7 +134,7 @@ def _parse(
     ext = os.path.splitext(filename)[1].lower()
     if any(len(data) < len(sig) and sig.startswith(data) for sig in CONTAINER_BY_EXTENSION.get(ext, ())):
         raise CorruptDocumentError(f"the file is truncated: {len(data)} bytes, less than a {ext} signature")
-    if data.startswith(ZIP_SIGNATURES):
+    if data.startswith(ZIP_SIGNATURES) or is_zip(data):  # found by its directory, as readers find it
         budget.unpacked_bytes -= check_zip(data, max_unpacked=budget.unpacked_bytes)
     file_type, text = detect_type(data, filename)
     route = ROUTES[file_type.name]

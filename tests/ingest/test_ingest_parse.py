@@ -140,6 +140,43 @@ def test_zip_bomb_is_refused_by_its_unpacked_size(tmp_path: Path) -> None:
     assert len(data) < 100_000
 
 
+def _declaring(data: bytes, member: str, size: int) -> bytes:
+    """The zip with `member`'s unpacked size declared as `size` in its local header and the directory."""
+    import struct
+
+    out = bytearray(data)
+    info = zipfile.ZipFile(io.BytesIO(data)).getinfo(member)
+    struct.pack_into("<I", out, info.header_offset + 22, size)
+    at = out.find(b"PK\x01\x02")
+    while at != -1:
+        name_len = struct.unpack_from("<H", out, at + 28)[0]
+        if bytes(out[at + 46:at + 46 + name_len]) == member.encode():
+            struct.pack_into("<I", out, at + 24, size)
+        at = out.find(b"PK\x01\x02", at + 4)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("name", ["bomb.docx", "bomb.odt"])
+def test_a_zip_bomb_is_measured_not_taken_at_its_word(read_fixture: Any, name: str) -> None:
+    """The directory's sizes are the sender's: a member declaring 1 KB that inflates to 5 MB is refused (pandoc,
+    which reads ODT and EPUB, inflates the whole stream). So is a zip behind leading bytes, which zipfile and
+    detection still open as the document."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("content.xml", b"<p>lorem ipsum</p>" * 300_000)
+    lying = _declaring(buffer.getvalue(), "content.xml", 1_000)
+    assert sum(i.file_size for i in zipfile.ZipFile(io.BytesIO(lying)).infolist()) == 1_000
+    with pytest.raises(DocumentTooLargeError):
+        parse_document(lying, name, max_bytes=100_000)
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", b"0" * 5_000_000)
+    with pytest.raises(DocumentTooLargeError):
+        parse_document(b"\x00" * 16 + bomb.getvalue(), name, max_bytes=100_000)
+    report = read_fixture("report.docx")  # an honest document within the budget still parses
+    assert "Vendor contracts" in parse_document(report, "report.docx", max_bytes=MAX).text
+
+
 def test_pandoc_include_directives_cannot_read_local_files(tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET-CONTENT")
