@@ -85,6 +85,10 @@ ROUTES: dict[str, Route] = {
 }
 
 
+# Names that say "plain text" (or say nothing): a delimiter guess does not override them.
+PLAIN_TEXT_EXTENSIONS = frozenset({"", ".txt", ".text", ".log"})
+
+
 def detect_type(data: bytes, filename: str) -> tuple[Any, str | None]:
     """The unstructured FileType to partition `data` as, and its decoded text when it is a text file.
 
@@ -106,6 +110,10 @@ def detect_type(data: bytes, filename: str) -> tuple[Any, str | None]:
             undecodable = exc
     # libmagic and unstructured's text differentiation see UTF-8 whatever the original encoding was.
     file_type = _detect(text.encode("utf-8") if text is not None else data, filename)
+    if file_type.name in ("CSV", "TSV") and text is not None and ext in PLAIN_TEXT_EXTENSIONS:
+        # unstructured guesses CSV from a text whose first lines hold as many commas each (a checklist, a list
+        # of "Name, Title" lines): a file named as text is read as text, not split into cells by its commas.
+        return FileType.TXT, text
     route = ROUTES.get(file_type.name)
     if route is not None:
         if route.decode and text is None:

@@ -63,6 +63,13 @@ logger = logging.getLogger(__name__)
 SEPARATOR = "\n\n"
 _MAX_BODY_NOISE = 0.1  # an email body with more control/U+FFFD characters than this is binary, not a message
 _EMAIL_MODULES = frozenset({"email", "msg"})
+_TABLE_MODULES = frozenset({"csv", "tsv"})
+
+
+def _plain_text_route() -> tuple[Any, Route]:
+    from unstructured.file_utils.model import FileType
+
+    return FileType.TXT, ROUTES["TXT"]
 
 
 @dataclass
@@ -148,7 +155,18 @@ def _parse(
         check_markup_depth(text)
     source = _email_bytes(route, data, text)
     message = _check_email(source, path, warnings) if route.module == "email" else None
-    elements: list[tuple[str | None, Any]] = [(path, e) for e in _partition(route, data, text, filename, source)]
+    try:
+        partitioned = _partition(route, data, text, filename, source)
+    except CorruptDocumentError:
+        if route.module not in _TABLE_MODULES or text is None:
+            raise
+        # A delimited file whose rows have different numbers of fields (pandas refuses it): its text is kept,
+        # read as plain text, and the result says so.
+        warnings.append(_warning("read_as_text", f"the {route.module} rows have different numbers of fields: "
+                                 "read as plain text", path))
+        file_type, route = _plain_text_route()
+        partitioned = _partition(route, data, text, filename, source)
+    elements: list[tuple[str | None, Any]] = [(path, e) for e in partitioned]
     if route.module in _EMAIL_MODULES:
         _refuse_binary_body([e for _, e in elements])
         elements += _attachments(

@@ -140,6 +140,26 @@ def test_zip_bomb_is_refused_by_its_unpacked_size(tmp_path: Path) -> None:
     assert len(data) < 100_000
 
 
+@pytest.mark.parametrize("name", ["checklist.txt", "checklist", "checklist.log"])
+def test_a_text_file_with_commas_is_read_as_text(name: str) -> None:
+    """unstructured guesses CSV from lines holding as many commas each; a file named as text stays text: its
+    commas kept, and a later line with another count is no 'corrupt' table."""
+    lines = [f"Step {i}, check item {i}." for i in range(1, 11)] + ["Finally, sign, date, and return it, please."]
+    parsed = parse_document(("\n".join(lines) + "\n").encode(), name, max_bytes=MAX)
+    assert (parsed.mime_type, parsed.warnings) == ("text/plain", ())
+    assert "Step 1, check item 1." in parsed.text and "Finally, sign, date, and return it, please." in parsed.text
+
+
+def test_a_table_with_ragged_rows_is_kept_as_text_with_a_warning() -> None:
+    ragged = "Lorem, ipsum\ndolor sit\nadipiscing, elit\nsed, do, eiusmod\n"
+    parsed = parse_document(ragged.encode(), "notes.csv", max_bytes=MAX)
+    assert [w.code for w in parsed.warnings] == ["read_as_text"]
+    assert parsed.mime_type == "text/plain" and "partition_text" in parsed.parser
+    assert "adipiscing, elit" in parsed.text
+    table = parse_document(b"a,b,c\n1,2,3\n4,5,6\n", "table.csv", max_bytes=MAX)
+    assert (table.mime_type, table.warnings) == ("text/csv", ())
+
+
 def _declaring(data: bytes, member: str, size: int) -> bytes:
     """The zip with `member`'s unpacked size declared as `size` in its local header and the directory."""
     import struct
