@@ -73,4 +73,7 @@ class ParseTimeoutError(IngestError):
 
 
 class EmbeddingError(IngestError):
+    """The embedding model failed: the service's fault, not the file's (503: the same file succeeds later)."""
+
     code = "embedding_failed"
+    http_status = 503

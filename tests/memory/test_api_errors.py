@@ -163,6 +163,20 @@ def test_an_upload_the_parser_cannot_run_for_is_503_and_writes_nothing(api, monk
     assert api.container.store.count() == 0
 
 
+def test_an_upload_the_embedder_fails_on_is_503_and_writes_nothing(api, monkeypatch):
+    """A failing embedding model is the service's fault: 503, not the 422 that tells a client its file is bad."""
+    from ingest.errors import EmbeddingError
+
+    def failing(texts, *args, **kwargs):
+        raise EmbeddingError("the model failed")
+
+    monkeypatch.setattr(api.container.pipeline.embedder, "embed", failing)
+    api.source("s")
+    r = api.upload("s", "a.txt", "hello world")
+    assert r.status_code == 503 and code(r) == "embedding_failed", r.text
+    assert api.container.store.count() == 0
+
+
 def test_only_the_steward_uploads(api):
     api.principal("other-steward", groups=["g"], roles=["steward"])
     api.source("s")
