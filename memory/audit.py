@@ -265,6 +265,12 @@ def verify_chain(session: Session, *, batch: int = 5000) -> ChainReport:
     ).scalar_one_or_none() or 0
     if top > fresh:
         return ChainReport(False, checked, head_seq, fresh + 1, "records beyond the chain head (inserted around it)")
+    # The chain starts at seq 1: a record below it was inserted around the chain, where the walk above never
+    # looks (and readers that ask "who was served this", usage and impact reports, would). Its served-chunk
+    # rows have a record, so the stray check below does not see them.
+    below = session.execute(select(func.min(AuditRecord.seq)).where(AuditRecord.seq < 1)).scalar_one_or_none()
+    if below is not None:
+        return ChainReport(False, checked, head_seq, below, f"a record at seq {below}, before the chain's first one")
     stray = session.execute(_STRAY_CHUNKS, {"head": head_seq}).scalar_one_or_none()
     if stray is not None:
         return ChainReport(False, checked, head_seq, stray,

@@ -172,6 +172,26 @@ def test_a_record_inserted_beyond_the_head_is_found(container):
     assert not report.valid and report.first_broken_seq == head + 1
 
 
+@pytest.mark.parametrize("seq", [0, -5])
+def test_a_record_inserted_before_the_first_is_found(api, seq):
+    """Forged at seq <= 0 with its served-chunk rows, it would make its principal one who was served a chunk (a
+    citation's access, usage, a retraction's impact report): the walk starts at 1, the check does not."""
+    _, served = _served(api)
+    first = _verify(api.container)
+    assert first.valid
+
+    def forge(s: Session) -> None:
+        s.add(AuditRecord(seq=seq, ts=s.get(AuditRecord, 1).ts, event="search", principal_id="mallory",
+                          body={"chunk_ids": served}, prev_hash="0" * 64, hash="f" * 64))
+        s.flush()
+        s.execute(insert(AuditChunk).values([{"seq": seq, "chunk_id": c} for c in served]))
+
+    _tamper(api.container, forge)
+    report = _verify(api.container)
+    assert (report.valid, report.first_broken_seq) == (False, seq) and "before the chain" in (report.reason or "")
+    assert report.checked == first.checked
+
+
 def _served(api) -> tuple[int, list[str]]:
     """A reader searches a document; returns the search record's seq and the chunk ids it served."""
     reader = api.principal("r1", groups=["g"])
