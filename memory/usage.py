@@ -45,30 +45,26 @@ def usage_report(session: Session, *, since: datetime | None = None, until: date
         raise ValidationFailedError("since is after until: the window is empty", code="invalid_window")
     report = UsageReport(since=since, until=until)
     principal: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    groups: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    kinds = dict(session.execute(select(Principal.id, Principal.kind)).all())
+    members: dict[str, list[str]] = defaultdict(list)
+    for pid, group in session.execute(select(PrincipalGroup.principal_id, PrincipalGroup.group)):
+        members[pid].append(group)
     for pid, acting_for, body in session.execute(
         _window(select(AuditRecord.principal_id, AuditRecord.acting_for, AuditRecord.body)
                 .where(AuditRecord.event == "search"), since, until)
     ):
+        figures = {
+            "queries": 1.0, "chunks_served": float(len(body.get("chunk_ids", []))),
+            "query_tokens": float(body.get("embedding_tokens", 0)),
+            "withheld": float(sum(body.get("withheld", {}).values())),
+        }
         # Work is charged to the user an agent acted for (the team that asked), and counted for the agent too.
         for who in {pid or "unknown", acting_for} - {None}:
-            row = principal[who]
-            row["queries"] += 1
-            row["chunks_served"] += len(body.get("chunk_ids", []))
-            row["query_tokens"] += body.get("embedding_tokens", 0)
-            row["withheld"] += sum(body.get("withheld", {}).values())
+            _add(principal[who], figures)
+        for g in _teams(pid, acting_for, body, kinds, members):
+            _add(groups[g], figures)
     report.by_principal = {k: dict(v) for k, v in sorted(principal.items())}
-
-    groups: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    members = defaultdict(list)
-    for pid, group in session.execute(select(PrincipalGroup.principal_id, PrincipalGroup.group)):
-        members[pid].append(group)
-    kinds = dict(session.execute(select(Principal.id, Principal.kind)).all())
-    for pid, row in principal.items():
-        if kinds.get(pid) != "user":
-            continue  # teams are groups of people; agents are counted under the users they act for
-        for g in members.get(pid, []):
-            for k, v in row.items():
-                groups[g][k] += v
     report.by_group = {k: dict(v) for k, v in sorted(groups.items())}
 
     sources: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -104,6 +100,24 @@ def usage_report(session: Session, *, since: datetime | None = None, until: date
         "embeddings_stored": float(session.scalar(select(func.count()).select_from(Embedding)) or 0),
     }
     return report
+
+
+def _add(row: dict[str, float], figures: dict[str, float]) -> None:
+    for k, v in figures.items():
+        row[k] += v
+
+
+def _teams(pid: str | None, acting_for: str | None, body: dict[str, Any], kinds: dict[str, str],
+           members: dict[str, list[str]]) -> list[str]:
+    """The teams a search is charged to: the groups it ran under, as its record states them (the user's, or the
+    user's an agent acted for, met with the agent's own), so a later change of membership does not move past
+    work between teams. Teams are groups of people: an agent or service searching for no user is charged to
+    none. A record without its groups (none is written so) falls back to the user's groups now."""
+    user = acting_for if acting_for is not None else pid
+    if user is None or (acting_for is None and kinds.get(user) != "user"):
+        return []
+    recorded = (body.get("filter_summary") or {}).get("groups")
+    return list(recorded) if isinstance(recorded, list) else members.get(user, [])
 
 
 def _duplicates(session: Session) -> dict[str, Any]:

@@ -42,6 +42,26 @@ def test_usage_counts_queries_and_shared_content(api):
     assert u["duplicates"]["embeddings_saved"] >= 1
 
 
+def test_a_team_keeps_its_past_usage_when_a_member_moves(api):
+    """Each search is charged to the groups it ran under (its record's), not to the user's groups today; an
+    agent's search for a user, to what the two share; an agent searching for itself, to no team."""
+    u1 = api.principal("u1", groups=["team-a"])
+    bot = api.principal("bot", kind="agent", groups=["team-a", "team-c"], may_act_for=["u1"])
+    api.source("docs", read_groups=["team-a", "team-b", "team-c"])
+    assert api.upload("docs", "onboarding.md", TEXT).status_code == 201
+    for _ in range(3):
+        assert api.search(u1, "laptop badge").status_code == 200
+    assert api.search({**bot, "X-Acting-For": "u1"}, "laptop badge").status_code == 200
+    assert api.search(bot, "laptop badge").status_code == 200
+    r = api.client.patch("/v1/principals/u1", headers=api.admin, json={"groups": ["team-b"]})
+    assert r.status_code == 200, r.text
+    assert api.search(u1, "laptop badge").status_code == 200
+    by_group = api.client.get("/v1/usage", headers=api.admin).json()["by_group"]
+    assert {g: row["queries"] for g, row in by_group.items()} == {"team-a": 4, "team-b": 1}
+    by_principal = api.client.get("/v1/usage", headers=api.admin).json()["by_principal"]
+    assert (by_principal["u1"]["queries"], by_principal["bot"]["queries"]) == (5, 2)
+
+
 def test_usage_is_admin_only(api):
     reader = api.principal("r", groups=["g"])
     assert api.client.get("/v1/usage", headers=reader).status_code == 403
