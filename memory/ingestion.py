@@ -10,8 +10,8 @@ between the SQL and vector writes must leave a state the next run can repair):
      read (so they never admit more than SQL); the same bytes stored meanwhile -> `unchanged`   (commit)
   D. vectors: new points committed=1, previous version's valid_to closed; SQL: vectors_synced  (commit)
 
-D checks the rows it copied did not change while it patched (an overlapping ingest, retraction or restore)
-and copies again if they did, so it never marks a stale payload synced. A failed D leaves the upload
+D reads the rows it copies under their locks and holds them over the patch until it marks them synced, so an
+overlapping ingest, retraction or restore waits and it never copies a stale state (vector_sync.sync_versions). A failed D leaves the upload
 committed and reported `revealed=False`; uploading the same bytes again (or `vector_sync.repair()`) finishes it.
 
 `repair()` finishes D for versions left unsynced and deletes the points of versions left pending longer
@@ -270,9 +270,10 @@ def _reveal(
     try:
         heal = set(versions.heal)
         own = [v for v in versions.own if v not in heal]
-        failed = set(sync_versions(factory, store, own))  # rows still changing after every round
+        sync_versions(factory, store, own)
         if heal:
-            failed |= set(sync_versions(factory, store, sorted(heal), include_retracted=True))
+            sync_versions(factory, store, sorted(heal), include_retracted=True)
+        failed: set[str] = set()
     except Exception:
         log.warning("ingest.reveal_failed versions=%d", len(versions.own) + len(versions.heal), exc_info=True)
         failed = set(versions.own) | set(versions.heal)

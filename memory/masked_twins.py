@@ -15,8 +15,8 @@ of its masked text: memory.stores.base), so a chunk stored without one is not se
      and the chunks' versions that were marked synced marked unsynced (the crash breadcrumb for step 4). This
      run's twins that no chunk names (unsettled, or no longer personal) are deleted under the same locks, so
      never one another run has named since;
-  4. the twin points alone committed with their version's validity from SQL (`_commit_twins`: re-read under
-     the row lock until it holds still, as ingestion's step D does), and the versions marked synced again. The
+  4. the twin points alone committed with their version's validity from SQL (`_commit_twins`: read and patched
+     under the versions' row locks, as ingestion's step D does), and the versions marked synced again. The
      versions' other points are not patched (a patch moves a point out of its indexed segment).
 
 A crash before 3 leaves twins that no row names and no filter admits; the next run stores them again under the
@@ -50,8 +50,8 @@ from memory.db import transaction
 from memory.ingestion import masked_point_id_for
 from memory.metrics import CHUNKS_WITHOUT_TWIN
 from memory.models import REACHABLE_STATUSES, Chunk, DocumentVersion, PiiSpan
-from memory.stores.base import ChunkPayload, PayloadPatch, Selector, VectorPoint, VectorStore
-from memory.vector_sync import REVEALING, SYNC_ROUNDS
+from memory.stores.base import OPEN_END, ChunkPayload, PayloadPatch, Selector, VectorPoint, VectorStore
+from memory.vector_sync import REVEALING
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +201,10 @@ def _store_batch(
         stale = {r.id for r in present if r.id in already and twin_of[r.id] in unsettled}
         twins_of = {vid: [twin_of[r.id] for r in present if r.version_id == vid and r.id in named - stale]
                     for vid in versions}
-        left = _commit_twins(factory, store, twins_of, {vid: st for vid, (st, _) in before.items()},
-                             set(marked) - {r.version_id for r in present if r.id in stale})
+        _commit_twins(factory, store, twins_of, {vid: st for vid, (st, _) in before.items()},
+                      set(marked) - {r.version_id for r in present if r.id in stale})
     finally:
         REVEALING.release(versions)
-    if left:
-        log.warning("masked_twins.versions_unsynced versions=%d (repair() syncs them)", len(left))
     report.stored += len(named - already)
     report.unsettled += len(dropped)
 
@@ -235,35 +233,27 @@ def _version_states(session: Session, version_ids: Sequence[str]) -> dict[str, t
 def _commit_twins(
     factory: sessionmaker[Session], store: VectorStore, twins_of: dict[str, list[str]],
     state: dict[str, _VersionState], marked: set[str],
-) -> list[str]:
+) -> None:
     """Step 4: commit the twins with their version's validity from SQL, patching the twin points only (a patch
-    moves a point out of its indexed segment: the versions' other points are left where they are). Each version
-    row is re-read under its lock after the patch; one that changed meanwhile (a newer version superseded it, a
-    retraction or restore) is copied again. A version this run marked unsynced (`marked`) is marked synced again
-    only if nothing changed it since it was marked: whoever changed it syncs it (or repair() does). The retracted
-    flag is not patched: the twin copied its chunk's point's, and a retraction or restore patches the twin with
-    the rest of its version. Returns the versions still changing after SYNC_ROUNDS rounds."""
-    first, todo = dict(state), dict(state)
-    for _ in range(SYNC_ROUNDS):
-        for vid in sorted(todo):
-            st = todo[vid]
-            if twins_of[vid]:
+    moves a point out of its indexed segment: the versions' other points are left where they are). The version
+    rows are locked (in id order) before they are read and over the patch, so no other writer (a newer version
+    superseding one, a retraction or restore) commits between the read and the copy, and a failure leaves the
+    versions this run marked unsynced for repair(). A version this run marked unsynced (`marked`) is marked
+    synced again only if nothing changed it since step 3 read it (`state`): whoever changed it syncs it (or
+    repair() does). The retracted flag is not patched: the twin copied its chunk's point's, and a retraction or
+    restore patches the twin with the rest of its version. On SQLite the lock is the database's write lock."""
+    with transaction(factory) as session:
+        now = _version_states(session, sorted(twins_of))
+        for vid, (st, _) in sorted(now.items(), key=lambda kv: (kv[1][0].valid_to >= OPEN_END, kv[0])):
+            if twins_of[vid]:  # versions that close before versions that open, as vector_sync does
                 store.patch(Selector(point_ids=tuple(twins_of[vid])),
                             PayloadPatch(committed=True, valid_from=st.valid_from, valid_to=st.valid_to),
                             durable=False)
         store.flush()
-        with transaction(factory) as session:
-            now = _version_states(session, sorted(todo))
-            changed = {vid: st for vid, (st, _) in now.items() if st != todo[vid]}
-            unchanged = [vid for vid, (st, synced) in now.items()
-                         if vid in marked and not synced and st == first[vid]]
-            if unchanged:
-                session.execute(update(DocumentVersion).where(DocumentVersion.id.in_(unchanged))
-                                .values(vectors_synced=True))
-        if not changed:
-            return []
-        todo = changed
-    return sorted(todo)
+        unchanged = [vid for vid, (st, synced) in now.items() if vid in marked and not synced and st == state[vid]]
+        if unchanged:
+            session.execute(update(DocumentVersion).where(DocumentVersion.id.in_(unchanged))
+                            .values(vectors_synced=True))
 
 
 def _settle(store: VectorStore, twins: dict[str, VectorPoint], clear_of: dict[str, str]) -> set[str]:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # Step A runs after parsing and embedding, so a live ingest keeps a version pending only while it upserts (B)
 # and commits (C): seconds. Settings.ingest_pending_grace_s overrides this default.
 PENDING_GRACE_S = 15 * 60.0
-SYNC_ROUNDS = 5  # D re-copies rows that changed while it patched; more changes than this are left to repair()
+SYNC_BATCH = 64  # versions per step-D transaction: their rows stay locked over their patches
 # The most recent retractions, and as many restores, whose vectors each repair run checks (settle_retractions).
 RETRACTION_CHECKS = 100
 
@@ -115,59 +115,41 @@ def _drop_empty_document(session: Session, document_id: str) -> None:
 
 def sync_versions(
     factory: sessionmaker[Session], store: VectorStore, version_ids: Sequence[str], *, include_retracted: bool = False
-) -> list[str]:
-    """Make the vector payload of these versions match SQL, then mark them synced. Returns the ids still changing
-    after SYNC_ROUNDS rounds (left unsynced for repair()).
+) -> None:
+    """Make the vector payload of these versions match SQL, then mark them synced.
 
-    A row can change while its payload is patched (a newer ingest supersedes it, a retraction or restore
-    commits), and the patch would then carry the state read before: each row is re-read under its lock
-    after the patch and marked synced only if it still holds what was copied; those that changed are copied
-    again. A change after that check patches the vectors itself (retraction) or marks the row unsynced and
-    syncs it (ingest, restore), after this patch.
+    A batch's rows are locked (in id order) before they are read, and stay locked over the patch until they are
+    marked synced: no other writer (a newer ingest superseding one, a retraction or a restore) changes them in
+    between, so a patch never carries a state SQL no longer holds; a failure (the store, the process) rolls the
+    mark back and leaves them unsynced for repair(). (Copying a state read earlier and re-checking it after the
+    patch could be interrupted after a newer ingest had marked the row synced, leaving a superseded version
+    current in the vectors for good.) Versions that close are patched before versions that open: a search
+    between two patches may miss a document (fail closed), never see two of its versions current (memory.search
+    checks SQL's too). On SQLite the lock is the database's write lock, held for a batch's patches.
 
     The retracted flag belongs to retraction and restore, which patch it themselves; an ingest copying it
     would briefly show a version whose retraction is patched but not yet committed, so only `repair()`,
     restore, and an ingest for the versions it found left unsynced by them (`include_retracted=True`) copy it."""
-    todo = sorted(set(version_ids))  # one lock order for every caller (_mark_synced)
-    for _ in range(SYNC_ROUNDS):
-        with factory() as session:
-            copied = {vid: _state(v, include_retracted) for vid in todo
-                      if (v := session.get(DocumentVersion, vid)) is not None}
-        # Versions that close first, then those that open: a search between two patches may miss a document
-        # (fail closed), never see two of its versions current at once (memory.search checks SQL's too).
-        for vid, st in sorted(copied.items(), key=lambda kv: (kv[1].valid_to >= OPEN_END, kv[0])):
-            store.patch(Selector(version_ids=(vid,)), PayloadPatch(
-                committed=True, valid_from=st.valid_from, valid_to=st.valid_to, retracted=st.retracted,
-            ), durable=False)
-        store.flush()  # once per round; the WAL already holds every patch
-        todo = _mark_synced(factory, copied, include_retracted)
-        if not todo:
-            return []
-        log.info("ingest.sync_retry versions=%d", len(todo))
-    log.warning("ingest.sync_unsettled versions=%d", len(todo))  # left unsynced: repair() copies them
-    return todo
+    ids = sorted(set(version_ids))
+    for start in range(0, len(ids), SYNC_BATCH):
+        batch = ids[start:start + SYNC_BATCH]
+        with transaction(factory) as session:
+            rows = session.scalars(
+                select(DocumentVersion).where(DocumentVersion.id.in_(batch)).order_by(DocumentVersion.id)
+                .with_for_update().execution_options(populate_existing=True)).all()
+            for v in sorted(rows, key=lambda v: (v.valid_to >= OPEN_END, v.id)):
+                st = _state(v, include_retracted)
+                store.patch(Selector(version_ids=(v.id,)), PayloadPatch(
+                    committed=True, valid_from=st.valid_from, valid_to=st.valid_to, retracted=st.retracted,
+                ), durable=False)
+            store.flush()  # once per batch; the WAL already holds every patch
+            for v in rows:
+                v.vectors_synced = True
 
 
 def _state(v: DocumentVersion, include_retracted: bool) -> _PayloadState:
     return _PayloadState(v.status, v.valid_from, v.valid_to,
                          (v.retracted_at is not None) if include_retracted else None)
-
-
-def _mark_synced(
-    factory: sessionmaker[Session], copied: dict[str, _PayloadState], include_retracted: bool
-) -> list[str]:
-    """Mark synced the rows that still hold what was copied; the ids of those that changed since."""
-    changed = []
-    with transaction(factory) as session:
-        for vid in sorted(copied):
-            row = session.get(DocumentVersion, vid, with_for_update=True, populate_existing=True)
-            if row is None:
-                continue
-            if _state(row, include_retracted) == copied[vid]:
-                row.vectors_synced = True
-            else:
-                changed.append(vid)
-    return changed
 
 
 def repair(

@@ -4,6 +4,7 @@ vectors, and so every search, admit."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -154,12 +155,46 @@ def test_a_group_removed_meanwhile_is_not_served_the_new_upload(api):
 # 2. step D overlapping another ingest or a retraction
 
 
+class Meanwhile:
+    """The store, starting `other` (another request) on a thread once, before the first patch `when` accepts,
+    and letting it run for a moment; `join` waits for it. A request that needs the rows the patching
+    transaction holds waits for its commit."""
+
+    def __init__(self, inner: Any, other: Callable[[], object], *,
+                 when: Callable[[Any, bool], bool] = lambda patch, durable: True, wait_s: float = 0.5) -> None:
+        self._inner, self._other, self._when, self._wait_s = inner, other, when, wait_s
+        self._thread: threading.Thread | None = None
+        self.errors: list[BaseException] = []
+
+    def patch(self, selector: Any, patch: Any, *, durable: bool = True) -> None:
+        if self._thread is None and self._when(patch, durable):
+            self._thread = threading.Thread(target=self._run)
+            self._thread.start()
+            self._thread.join(self._wait_s)  # it runs until it needs what the patching transaction holds
+        self._inner.patch(selector, patch, durable=durable)
+
+    def _run(self) -> None:
+        try:
+            self._other()
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def join(self) -> None:
+        assert self._thread is not None, "the other request never started"
+        self._thread.join(60)
+        assert not self.errors, self.errors
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 def test_overlapping_ingests_leave_only_the_newest_version_current(container, src):
     assert ingest(container, policy(100)).version == 1
-    # v3's whole ingest runs while v2's reveal is between reading its rows and patching them.
-    newer = Hooked(container.store, lambda: ingest(container, policy(300)), on="patch",
-                   when=lambda patch, durable: not durable)
+    # v3's whole ingest starts while v2's reveal patches: its commit waits for the reveal's row locks (step D
+    # never copies a state read before v3 superseded v2).
+    newer = Meanwhile(container.store, lambda: ingest(container, policy(300)), when=lambda patch, durable: not durable)
     assert ingest(container, policy(200), store=newer).version == 2
+    newer.join()
     assert served_versions(container) == {3}
     with container.sessions() as s:
         rows = s.execute(select(DocumentVersion.version, DocumentVersion.status, DocumentVersion.vectors_synced)
@@ -183,8 +218,9 @@ def test_reveal_keeps_a_retraction_committed_while_it_patches(container, src):
         with transaction(container.sessions) as s:
             retraction.retract(s, container.store, version_id=vid, reason="PII", actor_effective=steward(s))
 
-    hooked = Hooked(container.store, retract_again, on="patch", when=lambda patch, durable: patch.retracted is False)
-    retraction.reveal(container.sessions, hooked, version_ids=[vid])
+    meanwhile = Meanwhile(container.store, retract_again, when=lambda patch, durable: patch.retracted is False)
+    retraction.reveal(container.sessions, meanwhile, version_ids=[vid])
+    meanwhile.join()
     assert served_versions(container) == set()
     with container.sessions() as s:
         v = s.get(DocumentVersion, vid)
@@ -334,13 +370,20 @@ def test_an_unexpected_failure_of_one_file_does_not_stop_the_batch(container, sr
     assert count(container, Document) == 1  # the failed file left nothing behind
 
 
-def test_repair_leaves_a_committed_version_to_its_ingests_reveal(container, src):
+def test_repair_leaves_a_committed_version_to_its_ingests_reveal(container, src, monkeypatch):
     """The API runs repair on a timer: between an ingest's commit (step C) and its reveal (step D) it must not
     sync that version itself (redundant, and reported and audited as a repair although nothing was broken)."""
+    from memory import ingestion
+
     results: list[dict[str, int]] = []
-    hooked = Hooked(container.store, lambda: results.append(repair(container.sessions, container.store)),
-                    on="patch", when=lambda patch, durable: patch.committed is True)
-    out = ingest(container, policy(100), store=hooked)
+    real = ingestion.sync_versions
+
+    def repair_first(*args: Any, **kwargs: Any) -> None:
+        results.append(repair(container.sessions, container.store))
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(ingestion, "sync_versions", repair_first)
+    out = ingest(container, policy(100))
     assert results == [{"abandoned": 0, "synced": 0, "republished": 0, "retractions_resynced": 0}]
     assert out.status == "created" and out.revealed and served_versions(container) == {1}
     from memory.vector_sync import REVEALING
@@ -418,3 +461,44 @@ def test_a_version_sql_superseded_is_not_served_while_its_vectors_still_say_curr
     at = time.time()  # time travel: v1 was valid before v2's ingest, and is not now
     hits = api.search(reader, "hotel cost per night", as_of=at).json()["hits"]
     assert [h["citation"]["version"] for h in hits] == [2]
+
+
+class FailingFlush:
+    """The store, failing the first flush after a step-D patch (the process could die there as well)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner, self._patched, self.failed = inner, False, False
+
+    def patch(self, selector: Any, patch: Any, *, durable: bool = True) -> None:
+        self._patched |= not durable
+        self._inner.patch(selector, patch, durable=durable)
+
+    def flush(self) -> None:
+        if self._patched and not self.failed:
+            self.failed = True
+            raise VectorStoreError("store unavailable")
+        self._inner.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_reveal_that_fails_while_a_newer_version_waits_leaves_nothing_stale(container, src):
+    """v3's ingest starts while v2's step D patches, and that step D then fails. v2's rows were locked from its
+    read to its mark, so v3 could not supersede v2 in between: the failed step D leaves v2 unsynced, and v3's own
+    step D (or repair) copies what SQL holds. (Found by review: a state read before v3's commit, patched after
+    v3's step D and then interrupted, left v2 current in the vectors and marked synced, beyond repair.)"""
+    assert ingest(container, policy(100)).version == 1
+    failing = FailingFlush(container.store)
+    # Long enough for v3's whole ingest, had it not to wait for v2's rows.
+    newer = Meanwhile(failing, lambda: ingest(container, policy(300)), when=lambda patch, durable: not durable,
+                      wait_s=5)
+    out = ingest(container, policy(200), store=newer)
+    newer.join()
+    assert failing.failed and out.version == 2 and not out.revealed
+    repair(container.sessions, container.store, pending_grace_s=0)
+    assert served_versions(container) == {3}
+    with container.sessions() as s:
+        rows = s.execute(select(DocumentVersion.version, DocumentVersion.status, DocumentVersion.vectors_synced)
+                         .order_by(DocumentVersion.version)).all()
+    assert [tuple(r) for r in rows] == [(1, "superseded", True), (2, "superseded", True), (3, "active", True)]

@@ -359,41 +359,49 @@ def test_a_backfill_that_crashes_before_syncing_its_twins_is_finished_by_repair(
     assert [h.masked for h in _search(c, "us", "contact email address payroll").hits] == [True]
 
 
-def test_a_backfill_commits_its_twins_alone_and_never_undoes_a_retraction_that_commits_meanwhile(
+def test_a_backfill_commits_its_twins_alone_and_never_undoes_a_retraction_that_starts_meanwhile(
     container, monkeypatch
 ):
     """Step 4 patches the twin points only (a patch moves a point out of its indexed segment; the version's
-    other points keep theirs), never the retracted flag: a retraction that commits between the backfill's read
-    of the version and its patch stays in the vectors, the twin's included, and the version is left to repair()
-    (found by review: syncing whole versions with their retracted flag undid it)."""
+    other points keep theirs), never the retracted flag: a retraction that starts while the backfill patches
+    waits for the versions' row locks, then patches the whole version, the twin included, and the version is
+    left to repair() (found by review: syncing whole versions with their retracted flag undid it)."""
+    import threading
+
     from memory import vector_sync
 
     c = container
     _world(c, {"hr": {"mail.txt": EMAIL_DOC, "plain.txt": PLAIN_DOC}})
     (personal,) = _forget_twins(c)
     twin_id = ingestion.masked_point_id_for(personal.id)
-    real_patch, selectors = c.store.patch, []
+    real_patch, selectors, threads = c.store.patch, [], []
+
+    def retract() -> None:
+        with transaction(c.sessions) as s:
+            steward = resolve_effective(s, caller=get_principal(s, principal_id="steward"), acting_for=None)
+            retraction.retract(s, c.store, version_id=personal.version_id, reason="r", actor_effective=steward)
 
     def patch(selector, p, *, durable=True):
         selectors.append(selector)
-        if p.committed is True and len(selectors) == 1:  # a steward retracts between the read and the patch
-            with transaction(c.sessions) as s:
-                steward = resolve_effective(s, caller=get_principal(s, principal_id="steward"), acting_for=None)
-                retraction.retract(s, c.store, version_id=personal.version_id, reason="r", actor_effective=steward)
+        if p.committed is True and not threads:  # a steward retracts while the backfill commits its twins
+            threads.append(threading.Thread(target=retract))
+            threads[0].start()
+            threads[0].join(0.5)
         return real_patch(selector, p, durable=durable)
 
     with monkeypatch.context() as m:
         m.setattr(c.store, "patch", patch)
         assert masked_twins.backfill(c.sessions, c.store, c.embedder, None).stored == 1
+        threads[0].join(60)
     ours = [sel for sel in selectors if sel.point_ids]
     assert ours and all(sel.point_ids == (twin_id,) for sel in ours)  # the twin alone, never the version
     clear, twin = (c.store.retrieve([pid])[0].payload for pid in (personal.point_id, twin_id))
     assert clear.retracted and twin.retracted and twin.committed
     for caller in ("eu", "us"):
         assert personal.id not in {h.citation.chunk_id for h in _search(c, caller, "contact email payroll").hits}
-    with c.sessions() as s:  # changed while the backfill ran: left to repair(), which copies SQL again
-        assert vector_sync.unsynced_versions(s) == [personal.version_id]
-    assert vector_sync.repair(c.sessions, c.store)["synced"] == 1
+    with c.sessions() as s:  # the retraction committed after the backfill, and patched its whole version
+        assert vector_sync.unsynced_versions(s) == []
+    assert vector_sync.repair(c.sessions, c.store)["synced"] == 0
     assert c.store.retrieve([twin_id])[0].payload == c.store.retrieve([personal.point_id])[0].payload.twin()
     assert c.store.retrieve([twin_id])[0].payload.retracted
 
