@@ -134,6 +134,14 @@ class Appended:
     ts: datetime
 
 
+def lock_head(session: Session) -> None:
+    """Take the chain head's lock now, ahead of this transaction's append (which takes it again): every append
+    before it has committed, and every append after it waits for this transaction. A reader that must not miss
+    a record (a retraction's impact report) or that must see what committed before its own record (a search's
+    last check of its hits) reads after this."""
+    session.execute(_READ_HEAD).one_or_none()
+
+
 def append(
     session: Session,
     event: AuditEvent,

@@ -144,6 +144,10 @@ def retract(
     session.flush()  # SQL first, in this transaction; the vectors next, before the commit (module docstring)
     withholdable.recount_source(session, source_id=doc.source_id)
     store.patch(Selector(version_ids=(v.id,)), PayloadPatch(retracted=True))
+    # Under the chain head's lock: every search that served this version and appended before it is in the report;
+    # a search appending after it waits for this commit, and its last check then drops the retracted hits
+    # (memory.search). Read before the lock, a search committing meanwhile was missed (PostgreSQL).
+    audit.lock_head(session)
     served = impact(session, version_id=v.id)
     record = audit.append(
         session,
@@ -192,8 +196,8 @@ def restore(
 
 def reveal(factory: sessionmaker[Session], store: VectorStore, *, version_ids: list[str]) -> None:
     """After a restore committed: make the vector payload match SQL again (its own unit of work)."""
-    # The ingestion workflow owns the one routine that copies SQL state onto the vector payload. It re-reads the
-    # row under its lock after patching, so a retraction that commits while it patches is copied again, not undone.
+    # The ingestion workflow owns the one routine that copies SQL state onto the vector payload. It holds the
+    # rows' locks from its read to its mark, so a retraction that starts while it patches waits, then patches.
     vector_sync.sync_versions(factory, store, version_ids, include_retracted=True)
 
 

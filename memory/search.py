@@ -275,6 +275,7 @@ def search(
         for (sid, reason, steward), n in sorted(counts.items())
     ]
     t_audit = time.perf_counter()
+    hits = _unless_retracted_since(session, hits)
     latency_ms = (time.perf_counter() - started) * 1000
     tokens = embedder.count_tokens(request.query)
     rules_applied = {
@@ -328,6 +329,22 @@ def search(
             "render": (t_audit - t_render) * 1000, "audit": (time.perf_counter() - t_audit) * 1000,
         },
     )
+
+
+def _unless_retracted_since(session: Session, hits: list[Hit]) -> list[Hit]:
+    """The hits whose version no retraction committed since their rows were read. A retraction reports every
+    search that served the version and appended before it (memory.retraction, under the chain head's lock); a
+    search that appends after it must not serve the version. On PostgreSQL (read committed, no read locks) a
+    retraction can commit between this search's read of the rows and its append: with the head's lock taken
+    first, one more read sees it, and the hit is dropped. On SQLite this transaction has held the database's write
+    lock since its first statement, so no retraction commits in between: nothing to read."""
+    if not hits or session.get_bind().dialect.name == "sqlite":
+        return hits
+    audit.lock_head(session)
+    gone = set(session.scalars(_RETRACTED_AMONG, {"ids": sorted({h.citation.version_id for h in hits})}))
+    if gone:
+        log.warning("search.retracted_meanwhile versions=%d", len(gone))
+    return [h for h in hits if h.citation.version_id not in gone]
 
 
 def _candidates(
@@ -516,6 +533,9 @@ _ROWS = (
     .where(or_(_C.c.point_id.in_(bindparam("point_ids", expanding=True)),
                _C.c.masked_point_id.in_(bindparam("twin_ids", expanding=True))))
 )
+
+
+_RETRACTED_AMONG = select(_V.c.id).where(_V.c.id.in_(bindparam("ids", expanding=True)), _V.c.retracted_at.is_not(None))
 
 
 def _rows(session: Session, point_ids: Sequence[str], groups: frozenset[str]) -> dict[str, Any]:
