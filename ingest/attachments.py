@@ -65,7 +65,7 @@ def msg_attachments(raw: bytes) -> Iterator[Attachment]:
 
 def _mime_attachment(part: Message, n: int) -> Attachment:
     content_type = part.get_content_type()
-    name = safe_name(part.get_filename(), fallback=f"attachment-{n}{_extension(content_type)}")
+    name = safe_name(_filename(part), fallback=f"attachment-{n}{_extension(content_type)}")
     if content_type in _SIGNATURE_TYPES:
         return Attachment(name, None, "a detached message signature, no content")
     try:
@@ -107,6 +107,15 @@ def _outlook_attachment(item: Any, n: int) -> Attachment:
     if data is None:
         return Attachment(name, None, "the attachment has no content")
     return Attachment(name, bytes(data))
+
+
+def _filename(part: Message) -> str | None:
+    """The part's file name, or None when its header cannot be decoded (one malformed Content-Disposition must
+    not end the message's attachments)."""
+    try:
+        return part.get_filename()
+    except Exception:  # the email package raises several types on malformed parameters
+        return None
 
 
 def safe_name(raw: str | None, *, fallback: str) -> str:

@@ -207,6 +207,7 @@ def _attachments(
     """Elements of every attachment that parses; a warning for each one that does not."""
     elements: list[tuple[str | None, Any]] = []
     found = email_attachments(message) if message is not None else msg_attachments(source)
+    names: set[str] = set()  # a chunk never spans two attachments: each one's path is unique in its message
     while True:
         try:
             attachment = next(found, None)
@@ -217,7 +218,8 @@ def _attachments(
             break
         if attachment is None:
             break
-        where = f"{path}/{attachment.name}" if path else attachment.name
+        shown = _unique_name(attachment.name, names)
+        where = f"{path}/{shown}" if path else shown
         if budget.attachments <= 0:  # said once per message; the remaining ones are not even decoded
             warnings.append(
                 _warning(
@@ -257,6 +259,19 @@ def _attachments(
             elements += sub.elements
             warnings += sub.warnings
     return elements
+
+
+def _unique_name(name: str, taken: set[str]) -> str:
+    """`name`, or `stem (2).ext`, `stem (3).ext` ... when an earlier attachment of the message has it (mail
+    clients name many `image001.png` or `ATT00001.txt`): chunks split where the attachment path changes, so two
+    attachments must never share one. Added to `taken`."""
+    shown, n = name, 1
+    stem, ext = os.path.splitext(name)
+    while shown in taken:
+        n += 1
+        shown = f"{stem} ({n}){ext}"
+    taken.add(shown)
+    return shown
 
 
 def _warning(code: str, message: str, attachment: str | None) -> ParseWarning:

@@ -3,11 +3,14 @@
 Bumped whenever what the pipeline makes of the same bytes changes in a way governance reads (labels, personal
 data, PII spans, masked texts); a classifier upgrade meant to reach stored documents is released with a bump.
 ingest-2: the names shown beside a document's text (file name, key, URI, attachment names) are classified with
-it, and their personal data masked wherever the text repeats it."""
+it, and their personal data masked wherever the text repeats it.
+ingest-3: two attachments of one message with the same name are chunked apart (`notes (2).txt`), so one's
+personal data no longer labels the other's text; a text file unstructured guessed was CSV is read as text, and a
+CSV with ragged rows is kept as text instead of refused."""
 
 from __future__ import annotations
 
-PIPELINE_VERSION = "ingest-2"
+PIPELINE_VERSION = "ingest-3"
 _PREFIX = "ingest-"
 
 

@@ -152,6 +152,23 @@ def test_chunks_say_which_attachment_they_come_from(read_fixture: Any) -> None:
     assert [(w.code, w.attachment) for w in doc.warnings] == [("unsupported_format", "picture.png")]
 
 
+def test_attachments_with_one_name_are_chunked_apart() -> None:
+    """Mail clients name many attachments alike (`ATT00001.txt`, `image001.png`): each keeps its own chunks, the
+    later ones shown as `name (2).ext`, so one's personal data never labels the other's text."""
+    salary = b"The salary of Jonas Weber is 82,000 EUR per year. This note is confidential."
+    lunch = b"The lunch menu for Friday is pasta and salad. Everyone is welcome in the canteen."
+    taken = b"A third note, attached under the name the second one is shown with."
+    data = message(("notes.txt", salary, "text/plain"), ("notes.txt", lunch, "text/plain"),
+                   ("notes (2).txt", taken, "text/plain")).as_bytes()
+
+    doc = make_pipeline(max_tokens=500).process(data, "mail.eml", floor=Label.INTERNAL)
+
+    by_attachment = {c.draft.attachment: c for c in doc.chunks}
+    assert list(by_attachment) == [None, "notes.txt", "notes (2).txt", "notes (2) (2).txt"]
+    assert "Jonas Weber" in by_attachment["notes.txt"].draft.text
+    assert "Jonas Weber" not in by_attachment["notes (2).txt"].draft.text
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
@@ -173,3 +190,22 @@ def test_outlook_msg_attachments_are_parsed(socket_events: list[str]) -> None:
 
     assert socket_events == []
     assert [e.text for e in doc.elements if e.attachment == "fake-attachment.txt"] == ["Hey this is a fake attachment!"]
+
+
+def test_an_attachment_whose_name_cannot_be_decoded_is_named_by_its_position(monkeypatch: Any) -> None:
+    """A malformed Content-Disposition (the email package raises decoding it) names that attachment
+    `attachment-N.ext`; it no longer ends the message's attachments."""
+    data = message(("bad.txt", b"The first note is about the parking rules.", "text/plain"),
+                   ("good.txt", b"The second note is about the canteen hours.", "text/plain")).as_bytes()
+    real = email.message.Message.get_filename
+
+    def get_filename(self: Any, failobj: Any = None) -> Any:
+        name = real(self, failobj)
+        if name == "bad.txt":
+            raise ValueError("malformed header")
+        return name
+
+    monkeypatch.setattr(email.message.Message, "get_filename", get_filename)
+    parsed = parse_document(data, "mail.eml", max_bytes=MAX)
+    assert [e.attachment for e in parsed.elements if e.attachment] == ["attachment-1.txt", "good.txt"]
+    assert parsed.warnings == ()

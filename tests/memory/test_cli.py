@@ -195,7 +195,7 @@ def test_stale_versions_lists_what_an_older_pipeline_processed_until_it_is_inges
     r = invoke("stale-versions", "--json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.output)
-    assert report == {"pipeline": "ingest-2", "stale": []}
+    assert report == {"pipeline": "ingest-3", "stale": []}
     c = Container(Settings())  # type: ignore[call-arg]
     try:  # stored before the upgrade
         with transaction(c.sessions) as s:
@@ -205,7 +205,7 @@ def test_stale_versions_lists_what_an_older_pipeline_processed_until_it_is_inges
     r = invoke("stale-versions", "--source", "hr")
     assert r.exit_code == 0, r.output
     assert "v1 file://" in r.output and "(pipeline ingest-1)" in r.output
-    assert "1 documents to ingest again (pipeline ingest-2)" in r.output
+    assert "1 documents to ingest again (pipeline ingest-3)" in r.output
     r = invoke("ingest", "hr", str(env / "docs"), "--no-optimize", "--json")
     assert r.exit_code == 0 and [(o["status"], o["reprocessed"]) for o in json.loads(r.output)] == [("updated", True)]
     assert json.loads(invoke("stale-versions", "--json").output)["stale"] == []

@@ -30,7 +30,7 @@ def test_the_same_bytes_processed_by_an_older_pipeline_are_processed_again(api: 
     redo = api.upload("s1", "travel.md", DOC)
     assert redo.status_code == 201, redo.text
     assert (redo.json()["status"], redo.json()["version"], redo.json()["reprocessed"]) == ("updated", 2, True)
-    assert _versions(api) == [(1, "superseded", "ingest-1"), (2, "active", "ingest-2")]
+    assert _versions(api) == [(1, "superseded", "ingest-1"), (2, "active", "ingest-3")]
     then = api.upload("s1", "travel.md", DOC)
     assert (then.status_code, then.json()["status"], then.json()["version"]) == (200, "unchanged", 2)
     with api.container.sessions() as s:
@@ -96,7 +96,7 @@ def test_concurrent_reprocessing_of_the_same_bytes_keeps_one_version_and_the_oth
     [mine] = ingest_files(c.sessions, hooked, c.pipeline, source_id="s1", actor="a", files=files)
     assert (other[0].status, other[0].version, other[0].reprocessed) == ("updated", 3, True)
     assert (mine.status, mine.version) == ("unchanged", 3), mine.error_code
-    assert _versions(api) == [(1, "superseded", "ingest-1"), (3, "active", "ingest-2")]
+    assert _versions(api) == [(1, "superseded", "ingest-1"), (3, "active", "ingest-3")]
 
 
 def test_real_stack_a_version_stored_before_names_were_classified_is_classified_on_its_next_ingest(
