@@ -21,6 +21,7 @@ from typing import Any, ClassVar, cast
 from sqlalchemy import Row, Table, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from memory.errors import ValidationFailedError
 from memory.models import AuditChunk, AuditHead, AuditRecord
 
 GENESIS = "0" * 64
@@ -190,6 +191,27 @@ class ChainReport:
     head_seq: int
     first_broken_seq: int | None = None
     reason: str | None = None
+    head_hash: str | None = None  # when valid: the anchor to keep outside the database for the next check
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A record an earlier check saw (its seq and hash, kept outside the database): the chain must still hold it.
+    The chain and its head live in one database, so someone who can write it can cut the newest records and
+    rewrite the head to the last one left; only a hash kept elsewhere shows the cut."""
+
+    seq: int
+    hash: str
+
+
+def anchor(seq: int | None, hash_: str | None) -> Anchor | None:
+    """The anchor a caller gave (both parts, or neither: None); 422 `invalid_anchor` otherwise."""
+    if seq is None and hash_ is None:
+        return None
+    if seq is None or hash_ is None or seq < 1 or len(hash_) != 64 or any(c not in "0123456789abcdef" for c in hash_):
+        raise ValidationFailedError("an anchor is a record's seq (>= 1) and its hash (64 lowercase hex digits), both",
+                                    code="invalid_anchor")
+    return Anchor(seq, hash_)
 
 
 _PAGE_CHUNKS = select(_CHUNKS.c.seq, _CHUNKS.c.chunk_id).where(
@@ -228,11 +250,13 @@ def _chunks_mismatch(body: object, rows: set[str]) -> str | None:
             f"{len(rows - hashed)} not in the record)")
 
 
-def verify_chain(session: Session, *, batch: int = 5000) -> ChainReport:
+def verify_chain(session: Session, *, batch: int = 5000, anchor: Anchor | None = None) -> ChainReport:
     """Recompute every hash in order; report the first broken link (edit, insertion or deletion).
 
     Each record's audit_chunks rows must be exactly its hashed body's chunk_ids, and no row may point at a
-    seq without a record: those rows answer "who was served this document", so they are held to the chain."""
+    seq without a record: those rows answer "who was served this document", so they are held to the chain.
+    `anchor`: a record an earlier check reported (`head_seq`, `head_hash`), which must still be in the chain
+    with that hash (a deleted tail with a rewritten head is found only so)."""
     head = session.execute(
         select(AuditHead).where(AuditHead.id == 1).execution_options(populate_existing=True)
     ).scalar_one_or_none()
@@ -283,4 +307,11 @@ def verify_chain(session: Session, *, batch: int = 5000) -> ChainReport:
     if stray is not None:
         return ChainReport(False, checked, head_seq, stray,
                            f"audit_chunks rows point at seq {stray}, which has no record")
-    return ChainReport(True, checked, head_seq)
+    if anchor is not None:
+        kept = session.execute(select(_RECORDS.c.hash).where(_RECORDS.c.seq == anchor.seq)).scalar_one_or_none()
+        if anchor.seq > head_seq or kept is None:
+            return ChainReport(False, checked, head_seq, head_seq + 1,
+                               f"the chain ends at seq {head_seq}, before the anchor's seq {anchor.seq} (tail deleted)")
+        if kept != anchor.hash:
+            return ChainReport(False, checked, head_seq, anchor.seq, "the record at the anchor's seq has another hash")
+    return ChainReport(True, checked, head_seq, head_hash=head_hash)

@@ -21,6 +21,7 @@ from memory import audit, audit_trail
 from memory.bootstrap import Container
 from memory.cli import Actor, DataDir, actor_id, app, fail, out, print_json, run
 from memory.db import transaction
+from memory.errors import ValidationFailedError
 from memory.models import MAX_INT32, MAX_INT64
 from memory.policy import EffectivePrincipal
 
@@ -84,15 +85,28 @@ def verify(
 
 
 @audit_app.command("verify")
-def audit_verify(data_dir: DataDir = None, actor: Actor = None) -> None:
+def audit_verify(
+    data_dir: DataDir = None, actor: Actor = None,
+    anchor: Annotated[str | None, typer.Option("--anchor", metavar="SEQ:HASH", help=(
+        "A record an earlier check reported (its head seq and hash, kept outside the database): it must still be "
+        "in the chain, so that newest records deleted with a rewritten head are found"))] = None,
+) -> None:
     """Recompute the hash chain. Exit 1 and name the first broken seq if any record (or a record's served-chunk
-    rows) was altered."""
+    rows) was altered. A valid chain prints its head's seq and hash: keep them for the next check's --anchor."""
+    seq, _, digest = (anchor or "").partition(":")
+    given = None
+    if anchor is not None:
+        try:
+            given = audit.anchor(int(seq) if seq.isdigit() else 0, digest)
+        except ValidationFailedError as exc:
+            fail(exc.code, f"--anchor is SEQ:HASH, the head an earlier check printed: {exc.message}")
 
     def _do(c: Container) -> audit.ChainReport:
         with transaction(c.sessions) as s:
-            report = audit.verify_chain(s)
+            report = audit.verify_chain(s, anchor=given)
             audit.append(s, audit.Read(action="audit.verify", target="audit_log", details={
                 "valid": report.valid, "checked": report.checked, "first_broken_seq": report.first_broken_seq,
+                "anchor_seq": given.seq if given else None,
             }), principal_id=actor_id(actor))
             return report
 
@@ -100,7 +114,7 @@ def audit_verify(data_dir: DataDir = None, actor: Actor = None) -> None:
     if not report.valid:
         typer.echo(f"broken: first broken seq {report.first_broken_seq}: {report.reason}", err=True)
         raise typer.Exit(1)
-    out.print(f"valid: {report.checked} records, head seq {report.head_seq}", markup=False)
+    out.print(f"valid: {report.checked} records, head {report.head_seq}:{report.head_hash}", markup=False)
 
 
 @audit_app.command("export")

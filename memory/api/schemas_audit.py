@@ -230,3 +230,5 @@ class ChainOut(BaseModel):
     head_seq: int
     first_broken_seq: int | None
     reason: str | None
+    head_hash: str | None = Field(None, description="When valid: the head record's hash; keep it with head_seq as the "
+                                  "next check's anchor (anchor_seq, anchor_hash)")

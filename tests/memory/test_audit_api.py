@@ -195,6 +195,14 @@ def test_cli_audit_verify_export_show_and_errors(tmp_path: Path, monkeypatch: py
     runner = CliRunner()
     r = runner.invoke(cli.app, ["audit", "verify"])
     assert r.exit_code == 0 and "valid" in r.output, r.output
+    head = r.output.split("head ")[1].strip()  # SEQ:HASH, the next check's anchor
+    r = runner.invoke(cli.app, ["audit", "verify", "--anchor", head])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli.app, ["audit", "verify", "--anchor", head.split(":")[0] + ":" + "0" * 64])
+    assert r.exit_code == 1 and "another hash" in r.output, r.output
+    for bad in ("12", "x:y", f"0:{'0' * 64}"):
+        r = runner.invoke(cli.app, ["audit", "verify", "--anchor", bad])
+        assert r.exit_code == 2 and "invalid_anchor" in r.output, (bad, r.output)
     r = runner.invoke(cli.app, ["audit", "export", "--action", "policy.jurisdictions"])
     assert r.exit_code == 0, r.output
     assert [json.loads(x)["action"] for x in r.stdout.splitlines() if x.startswith("{")] == ["policy.jurisdictions"]

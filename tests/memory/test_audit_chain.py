@@ -159,6 +159,35 @@ def test_a_deleted_tail_with_a_rewound_head_is_still_found_by_hash(container):
     assert not report.valid and report.first_broken_seq == head
 
 
+def test_a_deleted_tail_with_a_rewritten_head_is_found_by_an_anchor_kept_outside(api):
+    """Cut the newest records and set the head to the last one left, hash included: the chain alone is
+    consistent again. The head an earlier check reported, kept outside the database, is what shows the cut."""
+    c = api.container
+    _append_many(c, 5)
+    earlier = api.client.get("/v1/audit/verify", headers=api.admin).json()
+    assert earlier["valid"] and len(earlier["head_hash"]) == 64
+    anchor = {"anchor_seq": earlier["head_seq"], "anchor_hash": earlier["head_hash"]}
+    assert api.client.get("/v1/audit/verify", headers=api.admin, params=anchor).json()["valid"]
+    _append_many(c, 3)
+
+    def cut(s: Session) -> None:
+        keep = earlier["head_seq"] - 3
+        s.execute(delete(AuditRecord).where(AuditRecord.seq > keep))
+        last = s.get(AuditRecord, keep)
+        s.execute(update(AuditHead).values(seq=keep, hash=last.hash))
+
+    _tamper(c, cut)
+    assert _verify(c).valid  # the chain alone cannot tell
+    body = api.client.get("/v1/audit/verify", headers=api.admin, params=anchor).json()
+    assert body["valid"] is False and "tail deleted" in body["reason"], body
+    forged = {**anchor, "anchor_seq": 1}  # a record still there, with another hash than the one given
+    body = api.client.get("/v1/audit/verify", headers=api.admin, params=forged).json()
+    assert body["valid"] is False and body["first_broken_seq"] == 1 and "another hash" in body["reason"]
+    for bad in ({"anchor_seq": 3}, {"anchor_hash": "a" * 64}, {"anchor_seq": 3, "anchor_hash": "XYZ"}):
+        r = api.client.get("/v1/audit/verify", headers=api.admin, params=bad)
+        assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_anchor"), r.text
+
+
 def test_a_record_inserted_beyond_the_head_is_found(container):
     _append_many(container, 3)
     head = _verify(container).head_seq

@@ -60,12 +60,20 @@ def list_audit(
 
 
 @router.get("/audit/verify", response_model=schemas_audit.ChainOut)
-def verify_audit(session: SessionDep, who: AuditorDep) -> schemas_audit.ChainOut:
+def verify_audit(
+    session: SessionDep, who: AuditorDep,
+    anchor_seq: Annotated[int | None, Query(ge=1, le=MAX_INT64, description=(
+        "With anchor_hash: a record an earlier check reported (its head_seq), kept outside the database"))] = None,
+    anchor_hash: Annotated[str | None, Query(description="That record's hash (the earlier check's head_hash)")] = None,
+) -> schemas_audit.ChainOut:
     """Recompute the hash chain; report the first broken seq (edited, inserted or deleted record, or served-chunk
-    rows that differ from the record's chunk_ids) and why."""
-    report = audit.verify_chain(session)
+    rows that differ from the record's chunk_ids) and why. A valid chain reports its head's seq and hash: keep
+    them outside the database and send them as the anchor next time, so that newest records deleted together
+    with a rewritten head are found too. 422 `invalid_anchor` (one part of it, or a malformed hash)."""
+    report = audit.verify_chain(session, anchor=audit.anchor(anchor_seq, anchor_hash))
     audit.append(session, audit.Read(action="audit.verify", target="audit_log", details={
         "valid": report.valid, "checked": report.checked, "first_broken_seq": report.first_broken_seq,
+        "anchor_seq": anchor_seq,
     }), principal_id=who.principal_id, acting_for=who.acting_for)
     return present.chain(report)
 
