@@ -17,7 +17,8 @@ Per batch of versions a search can reach (keyset by version id, so a version is 
   3. SQL, in one transaction: the chunks' label and personal flag (a chunk not personal names no masked twin),
      their versions' summaries (`max_label`, `has_personal`, which decide whether a citation may measure the
      whole version) and their sources' (`withholdable.recount_source`), and one audit record (`policy.relabel`).
-     It locks the sources and then the versions (the order every writer takes) and refuses to commit labels of
+     It locks the sources and then the versions (the order every writer takes), tightens the points once more
+     (another run's step 4 may have copied older SQL labels over step 2's), and refuses to commit labels of
      a floor or map no longer in force (409 `floor_changed` / `label_map_changed`: run again);
   4. **settle**: the vectors copied from SQL, read under the versions' row locks so that no relabel commits
      between the read and the copy: the masked twins of chunks SQL holds not personal deleted first, then every
@@ -211,7 +212,7 @@ def _relabel_batch(
     covered: set[str] = set()
     try:
         if changed:
-            _commit(factory, changed, label_map, actor=actor, acting_for=acting_for)
+            tightened.update(_commit(factory, store, changed, label_map, actor=actor, acting_for=acting_for))
             covered = {c.version_id for c in changed}
         # The commit's record (`policy.relabel`) covers the versions whose labels changed; the points written for
         # any other version (vectors that were looser or stricter than SQL: a crashed run's leftovers, a failed
@@ -295,10 +296,13 @@ _SET_NOT_PERSONAL = update(Chunk).where(Chunk.id == bindparam("cid")).values(
 
 
 def _commit(
-    factory: sessionmaker[Session], changed: Sequence[_Chunk], label_map: LabelMap, *, actor: str,
-    acting_for: str | None,
-) -> None:
-    """Step 3: the chunks' new labels in SQL, with their versions' and sources' summaries and an audit record."""
+    factory: sessionmaker[Session], store: VectorStore, changed: Sequence[_Chunk], label_map: LabelMap, *,
+    actor: str, acting_for: str | None,
+) -> Counter[str]:
+    """Step 3: the chunks' new labels in SQL, with their versions' and sources' summaries and an audit record.
+    Under the versions' locks, the points are tightened once more before SQL commits: another run's step 4
+    (which copies SQL under the same locks) may have set them back to the labels SQL held before this commit,
+    after this run's step 2 (two runs under different label maps). Returns the points written then, by version."""
     versions = sorted({c.version_id for c in changed})
     floors = {c.source_id: c.floor for c in changed}
     with transaction(factory) as session:
@@ -311,6 +315,7 @@ def _commit(
         if locked != floors:
             raise ConflictError("a source's floor changed while relabelling; run relabel again",
                                 code="floor_changed")
+        retightened = _tighten(store, changed, _payloads(store, changed))
         personal = [{"cid": c.id, "label": c.target.label, "personal": True} for c in changed if c.target.personal]
         if personal:
             session.connection().execute(_SET_LABELS, personal)
@@ -334,6 +339,7 @@ def _commit(
         if policy_store.label_map(session)[0].version != label_map.version:  # by content, as ingest compares
             raise ConflictError("the label map changed while relabelling; run relabel again to apply the new one",
                                 code="label_map_changed")
+    return retightened
 
 
 def _audit_tightened(factory: sessionmaker[Session], tightened: Mapping[str, int], *,

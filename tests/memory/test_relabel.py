@@ -205,11 +205,13 @@ def test_a_label_map_change_while_it_runs_stops_it_before_sql_changes(container,
     c = container
     _world(c, {"hr": {"mail.txt": EMAIL_DOC}})
     _email_map(c, "restricted")
-    tighten = relabel._tighten
+    tighten, calls = relabel._tighten, []
 
     def tighten_then_change(*a: Any, **k: Any) -> int:
         n = tighten(*a, **k)
-        _email_map(c, "public")
+        if not calls:  # after step 2 (the commit tightens again, under its locks)
+            calls.append(1)
+            _email_map(c, "public")
         return n
 
     monkeypatch.setattr(relabel, "_tighten", tighten_then_change)
@@ -607,11 +609,13 @@ def test_a_put_of_the_same_map_does_not_stop_a_run(container, monkeypatch):
     c = container
     _world(c, {"hr": {"mail.txt": EMAIL_DOC}})
     raised = _email_map(c, "restricted")
-    tighten = relabel._tighten
+    tighten, calls = relabel._tighten, []
 
     def tighten_then_put_again(*a: Any, **k: Any) -> int:
         n = tighten(*a, **k)
-        assert _email_map(c, "restricted").version == raised.version
+        if not calls:  # after step 2 (the commit tightens again, under its locks)
+            calls.append(1)
+            assert _email_map(c, "restricted").version == raised.version
         return n
 
     monkeypatch.setattr(relabel, "_tighten", tighten_then_put_again)
@@ -750,3 +754,32 @@ def test_points_tightened_by_a_batch_whose_copy_fails_are_audited(container, mon
     relabel.relabel(c.sessions, c.store, actor="admin")  # a later good run: nothing left to copy
     synced = [r for r in _sync_records(c) if r["action"] == "policy.relabel_sync"]
     assert [r["details"]["versions"] for r in synced] == [[mail.version_id]]
+
+
+def test_a_run_whose_points_another_runs_copy_set_back_tightens_them_again_before_it_commits(container, monkeypatch):
+    """Run A (one map) commits and copies SQL onto the points under the versions' locks; run B (a stricter map,
+    read meanwhile) had tightened them before that copy, which set them back. B's commit, under the same locks,
+    tightens them once more: the vectors are never looser than SQL, even if B's own copy never runs (a crash).
+    (Found by review.)"""
+    c = container
+    _world(c, {"hr": {"mail.txt": EMAIL_DOC, "plain.txt": PLAIN_DOC}})
+    _email_map(c, "internal")  # run A's map
+    real_settle, b = relabel._settle, {}
+
+    def b_reads_and_tightens_before_a_copies(factory, store, chunks, **kw):
+        if not b:
+            b["map"] = _email_map(c, "restricted")
+            with c.sessions() as s:
+                b["chunks"] = relabel._chunks(s, list(s.scalars(relabel._versions_after("", None, 64))), b["map"])
+            relabel._tighten(store, b["chunks"], relabel._payloads(store, b["chunks"]))
+        return real_settle(factory, store, chunks, **kw)
+
+    monkeypatch.setattr(relabel, "_settle", b_reads_and_tightens_before_a_copies)
+    relabel.relabel(c.sessions, c.store, actor="admin")  # run A: its copy sets B's tightening back
+    monkeypatch.undo()
+    assert max(label for label, _ in _points(c, _mail(c)).values()) < int(Label.RESTRICTED)
+    relabel._commit(c.sessions, c.store, [ch for ch in b["chunks"] if ch.sql_behind], b["map"], actor="admin",
+                    acting_for=None)  # run B commits; its copy (step 4) never runs
+    mail = _mail(c)
+    assert mail.label == int(Label.RESTRICTED)
+    assert all(label >= mail.label and personal == mail.personal for label, personal in _points(c, mail).values())
