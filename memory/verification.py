@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from memory import audit
 from memory.clock import aware, from_epoch
 from memory.errors import NotFoundError
-from memory.models import AuditChunk, AuditRecord, Chunk, Document, DocumentVersion, Source
+from memory.models import REACHABLE_STATUSES, AuditChunk, AuditRecord, Chunk, Document, DocumentVersion, Source
 from memory.policy import effective_label
 from memory.provenance import CLEAR_TEXT_FIELDS, VERSION_MEASURE_FIELDS, Citation, citation, hide_names
 from memory.stores.base import OPEN_END
@@ -49,7 +49,7 @@ class ServedBy:
 
 @dataclass(frozen=True)
 class Status:
-    state: str  # current | superseded | retracted | unknown
+    state: str  # current | superseded | retracted | uncommitted (pending or failed: never served) | unknown
     superseded_by: str | None = None
     superseded_by_version: int | None = None
     superseded_at: datetime | None = None
@@ -113,6 +113,8 @@ def status_of(session: Session, version: DocumentVersion) -> Status:
     if version.retracted_at is not None:
         return Status("retracted", by, by_version, at, retracted_at=aware(version.retracted_at),
                       retracted_by=version.retracted_by, retraction_reason=version.retraction_reason)
+    if version.status not in REACHABLE_STATUSES:  # pending (an ingest in flight) or failed: never served
+        return Status("uncommitted")
     if version.status == "superseded" or version.superseded_by:
         return Status("superseded", by, by_version, at)
     return Status("current")

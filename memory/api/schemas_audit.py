@@ -23,7 +23,7 @@ class ServedByOut(BaseModel):
 
 
 class StatusOut(BaseModel):
-    state: Literal["current", "superseded", "retracted", "unknown"]
+    state: Literal["current", "superseded", "retracted", "uncommitted", "unknown"]
     superseded_by: str | None = Field(None, description="Version id that superseded this one")
     superseded_by_version: int | None = None
     superseded_at: datetime | None = None

@@ -44,6 +44,19 @@ def test_get_citation_gives_the_provenance_chain(api):
     assert body["served_total"] == 1 and body["served_by"][0]["principal_id"] == "r1"
 
 
+def test_a_chunk_of_a_version_that_never_committed_is_not_called_current(api):
+    """A pending version (an ingest in flight) or a failed one was never served: its status says so."""
+    from memory.models import DocumentVersion
+
+    reader = api.principal("r1", groups=["g"])
+    auditor = api.principal("aud", roles=["auditor"])
+    cit = _served_citation(api, reader)
+    with transaction(api.container.sessions) as s:
+        s.execute(update(DocumentVersion).where(DocumentVersion.id == cit["version_id"]).values(status="failed"))
+    body = api.client.get(f"/v1/citations/{cit['chunk_id']}", headers=auditor).json()
+    assert body["status"]["state"] == "uncommitted", body["status"]
+
+
 def test_tampered_stored_text_is_invalid(api):
     reader = api.principal("r1", groups=["g"])
     cit = _served_citation(api, reader)
