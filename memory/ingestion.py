@@ -11,8 +11,9 @@ between the SQL and vector writes must leave a state the next run can repair):
   D. vectors: new points committed=1, previous version's valid_to closed; SQL: vectors_synced  (commit)
 
 D reads the rows it copies under their locks and holds them over the patch until it marks them synced, so an
-overlapping ingest, retraction or restore waits and it never copies a stale state (vector_sync.sync_versions). A failed D leaves the upload
-committed and reported `revealed=False`; uploading the same bytes again (or `vector_sync.repair()`) finishes it.
+overlapping ingest, retraction or restore waits and it never copies a stale state (vector_sync.sync_versions).
+A failed D leaves the upload committed and reported `revealed=False`; uploading the same bytes again (or
+`vector_sync.repair()`) finishes it.
 
 `repair()` finishes D for versions left unsynced and deletes the points of versions left pending longer
 than a grace period (a younger one may be another replica's live ingest).

@@ -199,6 +199,7 @@ def test_a_consent_withdrawn_after_the_plan_is_caught_on_the_hits_rows(api):
         res = search_svc.search(s, store=c.store, embedder=c.embedder, who=who, request=request, planned=planned)
     assert sorted(("Smith" in h.text) for h in res.hits) == [False]
     assert res.rules_applied["withheld_counted"] is False and res.withheld == []
-    after = api.search(api.principal("r2", groups=["sales"], clearance="confidential"), "invoice", purpose="support").json()
+    r2 = api.principal("r2", groups=["sales"], clearance="confidential")
+    after = api.search(r2, "invoice", purpose="support").json()
     assert _served(after) == [("crm", False)]
     assert [(w["reason"], w["count"]) for w in after["policy"]["withheld"]] == [("consent", 1)]
