@@ -105,14 +105,17 @@ def _load(session: Session, chunk_id: str) -> tuple[Chunk, DocumentVersion, Sour
     return None if row is None else (row[0], row[1], row[2], row[3])
 
 
-def status_of(session: Session, version: DocumentVersion) -> Status:
-    """Retracted wins over superseded: a retracted version is never served, whatever came after it."""
+def status_of(session: Session, version: DocumentVersion, *, clear: bool = True) -> Status:
+    """Retracted wins over superseded: a retracted version is never served, whatever came after it. `clear`:
+    whether the caller may read what measures the chunk's clear text (`Served.clear_text`); a retraction's reason
+    is a steward's free text, never classified, and may name what was masked for the caller, so it is withheld
+    from one only ever served the chunk masked (the retraction itself, its time and who made it are not)."""
     successor = session.get(DocumentVersion, version.superseded_by) if version.superseded_by else None
     by, by_version = version.superseded_by, successor.version if successor else None
     at = from_epoch(version.valid_to) if version.valid_to < OPEN_END else None
     if version.retracted_at is not None:
         return Status("retracted", by, by_version, at, retracted_at=aware(version.retracted_at),
-                      retracted_by=version.retracted_by, retraction_reason=version.retraction_reason)
+                      retracted_by=version.retracted_by, retraction_reason=version.retraction_reason if clear else None)
     if version.status not in REACHABLE_STATUSES:  # pending (an ingest in flight) or failed: never served
         return Status("uncommitted")
     if version.status == "superseded" or version.superseded_by:
@@ -203,7 +206,7 @@ def get_citation(session: Session, *, chunk_id: str, visible_to: Viewer | None =
                "label": effective_label(chunk.label, source.floor),  # as searches apply it
                "entity_types": list(chunk.entity_types),
                "text_sha256_matches": sha256_text(chunk.text) == chunk.sha256},
-        status=status_of(session, version),
+        status=status_of(session, version, clear=clear),
         served_by=served.records,
         served_total=served.total,
     )
@@ -283,7 +286,7 @@ def verify_citation(
         if not _same(name, presented[name], value):
             problems.append(Problem("field_mismatch", name, f"citation's {name} differs from the stored value"))
     return Verification(
-        valid=not problems, chunk_id=chunk_id, problems=problems, status=status_of(session, version),
+        valid=not problems, chunk_id=chunk_id, problems=problems, status=status_of(session, version, clear=clear),
         recomputed_chunk_sha256=recomputed if clear else None, served_by=served.records, served_total=served.total,
         source_id=source.id, document_id=chunk.document_id,
     )

@@ -592,3 +592,24 @@ def test_without_a_repair_thread_the_api_reads_the_index_backlog_once_at_start(
         assert REGISTRY.get_sample_value("memory_vector_points_unindexed") == 0  # an empty store, read at start
     finally:
         c.close()
+
+
+def test_a_retractions_reason_is_withheld_from_a_caller_only_served_the_chunk_masked(api: Any) -> None:
+    """A retraction's reason is a steward's free text, never classified: it may name what the caller had masked.
+    The caller served the chunk masked sees that it was retracted, when and by whom; the reason only a caller
+    served it in clear (or an auditor) sees."""
+    api.source("hr", jurisdiction="EU", read_groups=["g"])
+    up = api.upload("hr", "note.txt", EMAIL_DOC).json()
+    us = api.principal("bob", groups=["g"], clearance="restricted", jurisdiction="US")  # EU->US: allow_masked
+    eu = api.principal("eve", groups=["g"], clearance="restricted", jurisdiction="EU")
+    [masked] = _hits(api.search(us, "payroll bonus"))
+    [clear] = _hits(api.search(eu, "payroll bonus"))
+    assert masked["masked"] and not clear["masked"]
+    r = api.client.post(f"/v1/documents/{up['document_id']}/retract", headers=api.admin,
+                        json={"reason": "Alice Smith asked for her bonus details to be removed"})
+    assert r.status_code == 200, r.text
+    for who, hit, reason in ((us, masked, None), (eu, clear, "Alice Smith asked for her bonus details to be removed")):
+        status = api.client.post("/v1/citations/verify", headers=who, json={"citation": hit["citation"]}).json()["status"]
+        assert (status["state"], status["retracted_by"], status["retraction_reason"]) == ("retracted", "admin", reason)
+        looked_up = api.client.get(f"/v1/citations/{hit['citation']['chunk_id']}", headers=who).json()["status"]
+        assert looked_up["retraction_reason"] == reason
