@@ -54,7 +54,7 @@ from ingest.formats import (
 )
 from ingest.offline import ensure_parser_offline, no_network
 from ingest.types import ParsedDocument, ParsedElement, ParseWarning
-from ingest.zip_bombs import check_zip, is_zip
+from ingest.zip_bombs import check_zip
 
 __all__ = ["SEPARATOR", "AttachmentLimits", "decode_text", "detect_type", "parse_document", "parser_version"]
 
@@ -64,6 +64,7 @@ SEPARATOR = "\n\n"
 _MAX_BODY_NOISE = 0.1  # an email body with more control/U+FFFD characters than this is binary, not a message
 _EMAIL_MODULES = frozenset({"email", "msg"})
 _TABLE_MODULES = frozenset({"csv", "tsv"})
+_ZIP_MODULES = frozenset({"docx", "pptx", "xlsx", "odt", "epub"})  # partitioners that read a zip container
 
 
 def _plain_text_route() -> tuple[Any, Route]:
@@ -141,10 +142,14 @@ def _parse(
     ext = os.path.splitext(filename)[1].lower()
     if any(len(data) < len(sig) and sig.startswith(data) for sig in CONTAINER_BY_EXTENSION.get(ext, ())):
         raise CorruptDocumentError(f"the file is truncated: {len(data)} bytes, less than a {ext} signature")
-    if data.startswith(ZIP_SIGNATURES) or is_zip(data):  # found by its directory, as readers find it
+    if data.startswith(ZIP_SIGNATURES):
         budget.unpacked_bytes -= check_zip(data, max_unpacked=budget.unpacked_bytes)
     file_type, text = detect_type(data, filename)
     route = ROUTES[file_type.name]
+    if route.module in _ZIP_MODULES and not route.convert_from and not data.startswith(ZIP_SIGNATURES):
+        # Read as a zip container although bytes come before it (zipfile and detection find a zip by its
+        # directory at the end): checked as one. A PDF or message that merely carries a zip is not read as one.
+        budget.unpacked_bytes -= check_zip(data, max_unpacked=budget.unpacked_bytes)
     if route.convert_from:  # read as the .docx / .pptx LibreOffice makes of it, within the same unpacked budget
         data = legacy_office.convert(data, source_ext=route.convert_from, target_ext=route.module,
                                      timeout_s=budget.convert_deadline - time.monotonic(), max_output_bytes=max_bytes)
@@ -162,8 +167,8 @@ def _parse(
             raise
         # A delimited file whose rows have different numbers of fields (pandas refuses it): its text is kept,
         # read as plain text, and the result says so.
-        warnings.append(_warning("read_as_text", f"the {route.module} rows have different numbers of fields: "
-                                 "read as plain text", path))
+        warnings.append(_warning("read_as_text", f"the {route.module} could not be read as a table (rows of "
+                                 "different lengths, or broken quoting): read as plain text", path))
         file_type, route = _plain_text_route()
         partitioned = _partition(route, data, text, filename, source)
     elements: list[tuple[str | None, Any]] = [(path, e) for e in partitioned]

@@ -5,8 +5,8 @@ A zip's directory declares each member's unpacked size, and the sender writes it
 inflate to gigabytes in a reader that trusts its deflate stream over the directory (pandoc, which reads ODT and
 EPUB). So each deflated member is measured by inflating its stream, from its local header to the stream's end,
 up to the budget: what any reader could get out of it, whatever the directory says. A stored member is as large
-as the bytes it spans. The container is found by its directory at the end, as `zipfile` and file-type detection
-find it, so bytes put in front of a zip do not hide it (`is_zip`).
+as the bytes it spans. `zipfile` finds a container by its directory at the end, so bytes put in front of a zip
+do not stop it being read: the parser checks every file it reads as a zip-based format (ingest.parse).
 """
 
 from __future__ import annotations
@@ -21,11 +21,6 @@ from ingest.errors import CorruptDocumentError, DocumentTooLargeError
 _LOCAL_HEADER = b"PK\x03\x04"
 _LOCAL_HEADER_SIZE = 30
 _WINDOW = 1 << 16  # compressed bytes fed to the inflater at a time
-
-
-def is_zip(data: bytes) -> bool:
-    """Whether `data` holds a zip directory a reader would open (leading bytes or not)."""
-    return zipfile.is_zipfile(io.BytesIO(data))
 
 
 def check_zip(data: bytes, *, max_unpacked: int) -> int:

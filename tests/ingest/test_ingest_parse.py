@@ -197,6 +197,23 @@ def test_a_zip_bomb_is_measured_not_taken_at_its_word(read_fixture: Any, name: s
     assert "Vendor contracts" in parse_document(report, "report.docx", max_bytes=MAX).text
 
 
+def test_a_pdf_carrying_a_zip_is_not_taken_for_one(read_fixture: Any) -> None:
+    """zipfile finds a zip by its directory at the end: a PDF with a zip attached ends with one. The PDF is read
+    as a PDF, and what it carries (never unpacked) is not charged to the unpacked budget, nor refused as a bomb."""
+    from pypdf import PdfWriter
+
+    carried = io.BytesIO()
+    with zipfile.ZipFile(carried, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("export.csv", b"0,0,0,0\n" * 500_000)  # 4 MB unpacked
+    writer = PdfWriter(clone_from=io.BytesIO(read_fixture("report.pdf")))
+    writer.add_attachment("export.zip", carried.getvalue())
+    pdf = io.BytesIO()
+    writer.write(pdf)
+    assert zipfile.is_zipfile(io.BytesIO(pdf.getvalue()))
+    parsed = parse_document(pdf.getvalue(), "report.pdf", max_bytes=100_000)
+    assert parsed.mime_type == "application/pdf" and "Revenue grew in every region" in parsed.text
+
+
 def test_pandoc_include_directives_cannot_read_local_files(tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET-CONTENT")

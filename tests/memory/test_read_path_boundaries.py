@@ -609,7 +609,8 @@ def test_a_retractions_reason_is_withheld_from_a_caller_only_served_the_chunk_ma
                         json={"reason": "Alice Smith asked for her bonus details to be removed"})
     assert r.status_code == 200, r.text
     for who, hit, reason in ((us, masked, None), (eu, clear, "Alice Smith asked for her bonus details to be removed")):
-        status = api.client.post("/v1/citations/verify", headers=who, json={"citation": hit["citation"]}).json()["status"]
+        status = api.client.post("/v1/citations/verify", headers=who,
+                                 json={"citation": hit["citation"]}).json()["status"]
         assert (status["state"], status["retracted_by"], status["retraction_reason"]) == ("retracted", "admin", reason)
         looked_up = api.client.get(f"/v1/citations/{hit['citation']['chunk_id']}", headers=who).json()["status"]
         assert looked_up["retraction_reason"] == reason
