@@ -212,7 +212,7 @@ def _relabel_batch(
     covered: set[str] = set()
     try:
         if changed:
-            tightened.update(_commit(factory, store, changed, label_map, actor=actor, acting_for=acting_for))
+            _commit(factory, store, changed, label_map, actor=actor, acting_for=acting_for, tightened=tightened)
             covered = {c.version_id for c in changed}
         # The commit's record (`policy.relabel`) covers the versions whose labels changed; the points written for
         # any other version (vectors that were looser or stricter than SQL: a crashed run's leftovers, a failed
@@ -297,12 +297,13 @@ _SET_NOT_PERSONAL = update(Chunk).where(Chunk.id == bindparam("cid")).values(
 
 def _commit(
     factory: sessionmaker[Session], store: VectorStore, changed: Sequence[_Chunk], label_map: LabelMap, *,
-    actor: str, acting_for: str | None,
-) -> Counter[str]:
+    actor: str, acting_for: str | None, tightened: Counter[str],
+) -> None:
     """Step 3: the chunks' new labels in SQL, with their versions' and sources' summaries and an audit record.
     Under the versions' locks, the points are tightened once more before SQL commits: another run's step 4
     (which copies SQL under the same locks) may have set them back to the labels SQL held before this commit,
-    after this run's step 2 (two runs under different label maps). Returns the points written then, by version."""
+    after this run's step 2 (two runs under different label maps). The points written then are added to
+    `tightened` (by version) at once, so a refused commit still audits them."""
     versions = sorted({c.version_id for c in changed})
     floors = {c.source_id: c.floor for c in changed}
     with transaction(factory) as session:
@@ -315,7 +316,7 @@ def _commit(
         if locked != floors:
             raise ConflictError("a source's floor changed while relabelling; run relabel again",
                                 code="floor_changed")
-        retightened = _tighten(store, changed, _payloads(store, changed))
+        tightened.update(_tighten(store, changed, _payloads(store, changed)))
         personal = [{"cid": c.id, "label": c.target.label, "personal": True} for c in changed if c.target.personal]
         if personal:
             session.connection().execute(_SET_LABELS, personal)
@@ -339,7 +340,6 @@ def _commit(
         if policy_store.label_map(session)[0].version != label_map.version:  # by content, as ingest compares
             raise ConflictError("the label map changed while relabelling; run relabel again to apply the new one",
                                 code="label_map_changed")
-    return retightened
 
 
 def _audit_tightened(factory: sessionmaker[Session], tightened: Mapping[str, int], *,

@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 # Step A runs after parsing and embedding, so a live ingest keeps a version pending only while it upserts (B)
 # and commits (C): seconds. Settings.ingest_pending_grace_s overrides this default.
 PENDING_GRACE_S = 15 * 60.0
-SYNC_BATCH = 64  # versions per step-D transaction: their rows stay locked over their patches
+# Versions per step-D transaction: their rows stay locked over their patches (one request each to a Qdrant server;
+# on SQLite the database's write lock), so a batch is kept small.
+SYNC_BATCH = 16
 # The most recent retractions, and as many restores, whose vectors each repair run checks (settle_retractions).
 RETRACTION_CHECKS = 100
 

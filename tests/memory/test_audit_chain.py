@@ -183,7 +183,8 @@ def test_a_deleted_tail_with_a_rewritten_head_is_found_by_an_anchor_kept_outside
     forged = {**anchor, "anchor_seq": 1}  # a record still there, with another hash than the one given
     body = api.client.get("/v1/audit/verify", headers=api.admin, params=forged).json()
     assert body["valid"] is False and body["first_broken_seq"] == 1 and "another hash" in body["reason"]
-    for bad in ({"anchor_seq": 3}, {"anchor_hash": "a" * 64}, {"anchor_seq": 3, "anchor_hash": "XYZ"}):
+    for bad in ({"anchor_seq": 3}, {"anchor_hash": "a" * 64}, {"anchor_seq": 3, "anchor_hash": "XYZ"},
+                {"anchor_seq": 0, "anchor_hash": "a" * 64}):
         r = api.client.get("/v1/audit/verify", headers=api.admin, params=bad)
         assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_anchor"), r.text
 

@@ -6,6 +6,7 @@ Presidio classifier, through the API."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -779,7 +780,7 @@ def test_a_run_whose_points_another_runs_copy_set_back_tightens_them_again_befor
     monkeypatch.undo()
     assert max(label for label, _ in _points(c, _mail(c)).values()) < int(Label.RESTRICTED)
     relabel._commit(c.sessions, c.store, [ch for ch in b["chunks"] if ch.sql_behind], b["map"], actor="admin",
-                    acting_for=None)  # run B commits; its copy (step 4) never runs
+                    acting_for=None, tightened=Counter())  # run B commits; its copy (step 4) never runs
     mail = _mail(c)
     assert mail.label == int(Label.RESTRICTED)
     assert all(label >= mail.label and personal == mail.personal for label, personal in _points(c, mail).values())

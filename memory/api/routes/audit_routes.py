@@ -62,7 +62,7 @@ def list_audit(
 @router.get("/audit/verify", response_model=schemas_audit.ChainOut)
 def verify_audit(
     session: SessionDep, who: AuditorDep,
-    anchor_seq: Annotated[int | None, Query(ge=1, le=MAX_INT64, description=(
+    anchor_seq: Annotated[int | None, Query(le=MAX_INT64, description=(
         "With anchor_hash: a record an earlier check reported (its head_seq), kept outside the database"))] = None,
     anchor_hash: Annotated[str | None, Query(description="That record's hash (the earlier check's head_hash)")] = None,
 ) -> schemas_audit.ChainOut:
