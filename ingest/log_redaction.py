@@ -45,3 +45,38 @@ class NoMessagesFormatter(logging.Formatter):
 
     def formatException(self, ei: ExcInfo) -> str:  # type: ignore[override]
         return traceback_without_messages(ei)
+
+
+# The loggers of the libraries that read documents. Their messages quote what they read: pandoc's warnings name
+# the text they could not convert, pdfminer's debug lines carry the page's tokens. Their records keep their level,
+# logger and traceback; the message is replaced (`ParserRecordsRedacted`).
+PARSER_LOGGERS = ("pypandoc", "pdfminer", "pikepdf", "pypdf", "unstructured", "unstructured_inference", "docx",
+                  "pptx", "openpyxl", "xlrd", "msoffcrypto", "oxmsg", "lxml", "bs4", "markdown", "PIL",
+                  "matplotlib", "pandas", "presidio-analyzer", "spacy")
+
+
+def _is_parser(name: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in PARSER_LOGGERS)
+
+
+class ParserRecordsRedacted(logging.Filter):
+    """A handler filter: a record from a parser library (PARSER_LOGGERS, their children included) is written with
+    its level and logger, never its message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _is_parser(record.name):
+            record.msg = f"{record.name}: {record.levelname.lower()} (message not logged: it may quote the document)"
+            record.args = ()
+        return True
+
+
+def quiet_parser_loggers(handler: logging.Handler) -> None:
+    """Route the parser libraries' records through `handler`'s redaction only: `handler` gets the filter, the
+    libraries log at WARNING and above (their debug lines are the documents' tokens), and pypandoc gets a handler
+    that writes nothing, so it does not add its own raw one (it adds a stderr handler to a logger without any)."""
+    handler.addFilter(ParserRecordsRedacted())
+    for name in PARSER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    pandoc = logging.getLogger("pypandoc")
+    pandoc.handlers = [logging.NullHandler()]
+    pandoc.propagate = True

@@ -16,7 +16,7 @@ import threading
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
-from ingest.log_redaction import ExcInfo, NoMessagesFormatter, traceback_without_messages
+from ingest.log_redaction import ExcInfo, NoMessagesFormatter, quiet_parser_loggers, traceback_without_messages
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 REQUEST_ID_STATE = "memory.request_id"  # where an API request's id is also left (its ASGI scope's state)
@@ -54,7 +54,8 @@ def configure(level: str = "INFO", json_logs: bool = True, *, access_log: bool =
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "urllib3", "presidio-analyzer", "sentence_transformers", "unstructured"):
+    quiet_parser_loggers(handler)  # when the API parses in process (MEMORY_PARSE_TIMEOUT_S=0)
+    for noisy in ("httpx", "urllib3", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if access_log:
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)

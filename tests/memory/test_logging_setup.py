@@ -112,3 +112,21 @@ def test_a_threads_and_the_loops_unhandled_errors_are_logged_without_messages(
 def test_the_access_log_is_written_whatever_the_level_when_it_is_on(configured: None) -> None:
     logging_setup.configure("WARNING", json_logs=True, access_log=True)
     assert logging.getLogger("uvicorn.access").getEffectiveLevel() == logging.INFO
+
+
+def test_the_parsers_own_log_lines_never_carry_the_document(
+        configured: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """pandoc's warnings quote the text they could not convert (pypandoc logs them, and adds a raw stderr handler
+    of its own to a logger without one); pdfminer's debug lines carry a page's tokens. In process, at DEBUG:
+    the records keep their logger and level, never their message."""
+    from ingest.parse import parse_document
+    from tests.ingest.conftest import _pdf
+
+    logging_setup.configure("DEBUG", json_logs=True)
+    rst = f"Notes\n=====\n\nMath :math:`\\begin{{AnaLopez}} {SECRET} \\badcmd{{` here.\n\nThe rest of the notes.\n"
+    parse_document(rst.encode(), "notes.rst", max_bytes=1_000_000)
+    parse_document(_pdf([["Revenue grew for Dr Ana Lopez in every region."]]), "report.pdf", max_bytes=1_000_000)
+    err = capsys.readouterr().err
+    assert "ana.lopez" not in err and "AnaLopez" not in err and "Revenue grew" not in err, err[-2000:]
+    assert "message not logged" in err  # pandoc did warn: its record is there, without the text
+    assert not [h for h in logging.getLogger("pypandoc").handlers if not isinstance(h, logging.NullHandler)]
