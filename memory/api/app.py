@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import inspect
 import logging
 import time
@@ -123,13 +125,17 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
 # Room for the multipart envelope (boundaries, part headers, the external_key field) around a document.
 _MULTIPART_OVERHEAD = 1024 * 1024
+# The one route that takes a document (multipart): POST /v1/sources/{source_id}/documents, behind any root path.
+_UPLOAD_PATH = re.compile(r"/v1/sources/[^/]+/documents/?$")
 
 
 class BodyLimitMiddleware:
     """Refuses a request body larger than its limit, 413 `request_too_large`, before the app reads it: at once
     from a Content-Length that says so, else (a chunked body) as soon as the bytes received pass the limit.
-    Multipart bodies (document uploads) get the upload limit plus the envelope; every other body the JSON
-    limit. Without it a 300 MB body with a made-up key was read, and held, before its 401.
+    A multipart body sent to the upload route (POST /v1/sources/{id}/documents) gets the upload limit plus the
+    envelope; every other body the JSON limit, whatever its Content-Type says (a multipart header on a JSON route
+    would otherwise buy it the upload limit). Without it a 300 MB body with a made-up key was read, and held,
+    before its 401.
 
     An answer sent before the request's body was read whole (this refusal, a missing key, an upload refused
     before its file: memory.api.routes.sources) says `Connection: close`: the server then closes the connection
@@ -146,7 +152,8 @@ class BodyLimitMiddleware:
             return
         headers = dict(scope["headers"])
         multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/")
-        limit = self.multipart_limit if multipart else self.json_limit
+        upload = scope.get("method") == "POST" and _UPLOAD_PATH.search(scope.get("path", "")) is not None
+        limit = self.multipart_limit if multipart and upload else self.json_limit
         declared = headers.get(b"content-length", b"")
         length = int(declared) if declared.isdigit() else None
         # Whether a body is still to come: a declared length above 0, or a chunked one.
