@@ -20,6 +20,7 @@ from ingest.log_redaction import ExcInfo, NoMessagesFormatter, quiet_parser_logg
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 REQUEST_ID_STATE = "memory.request_id"  # where an API request's id is also left (its ASGI scope's state)
+ACCESS_LOGGER = "memory.access"  # one line per request (memory.api.app.RequestContextMiddleware)
 
 
 class _RequestIdFilter(logging.Filter):
@@ -42,8 +43,8 @@ class _NoMessagesJsonFormatter(JsonFormatter):
 
 
 def configure(level: str = "INFO", json_logs: bool = True, *, access_log: bool = False) -> None:
-    """One handler on the root logger for every line, uvicorn's included. `access_log`: uvicorn's access lines
-    are written whatever the level (its own log config pinned them at INFO)."""
+    """One handler on the root logger for every line, uvicorn's included. `access_log`: the access lines
+    (ACCESS_LOGGER) are written whatever the level; off, never."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
     if json_logs:
@@ -57,8 +58,7 @@ def configure(level: str = "INFO", json_logs: bool = True, *, access_log: bool =
     quiet_parser_loggers(handler)  # when the API parses in process (MEMORY_PARSE_TIMEOUT_S=0)
     for noisy in ("httpx", "urllib3", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if access_log:
-        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if access_log else logging.CRITICAL + 1)
     threading.excepthook = _log_thread_exception  # its default prints the message to stderr
 
 

@@ -118,9 +118,9 @@ class Settings(BaseSettings):
         "auto", description="uvicorn's event loop for `memory serve` (auto: uvloop where installed, else asyncio).",
     )
     access_log: bool = Field(
-        True, description="uvicorn's access log for `memory serve` (one line per request with the client's address "
-        "and the path); false turns it off where client addresses may not be logged (the service's own logs name "
-        "an address only as a keyed hash).")
+        True, description="The access log (`memory.access`): one line per request with its method, route template "
+        "(never the path's ids nor its query, which can name principals and documents), status and duration, "
+        "whatever the log level; no client address (the service's logs name one only as a keyed hash).")
     forwarded_allow_ips: str = Field(
         "", max_length=2000, description="The reverse proxies or load balancers whose X-Forwarded-For and "
         "X-Forwarded-Proto `memory serve` believes: comma-separated IP addresses and networks (10.0.0.0/8) holding "

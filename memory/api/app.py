@@ -42,6 +42,7 @@ from memory.metrics import REQUEST_LATENCY
 from memory.settings import Settings
 
 log = logging.getLogger(__name__)
+_ACCESS = logging.getLogger(logging_setup.ACCESS_LOGGER)
 SHUTDOWN_WAIT_S = 30.0  # background jobs and the repair loop, after uvicorn's drain of open requests
 
 
@@ -249,8 +250,9 @@ _IDENTITY_HEADERS = {b"authorization": "Authorization", b"x-acting-for": "X-Acti
 
 
 class RequestContextMiddleware:
-    """Pure ASGI middleware: request id (X-Request-ID in and out, on every log line) and latency by
-    route template (bounded label values, e.g. /v1/documents/{document_id}/versions)."""
+    """Pure ASGI middleware: request id (X-Request-ID in and out, on every log line), latency by route template
+    (bounded label values, e.g. /v1/documents/{document_id}/versions), and the access line (`api.access`, on
+    logging_setup.ACCESS_LOGGER): method, route template, status and duration, never the path's ids or query."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -283,5 +285,7 @@ class RequestContextMiddleware:
             template = str(getattr(route, "path", "unmatched"))
             method = str(scope.get("method", ""))  # a client's free token: bounded as the span's (_OTHER)
             method = method if method in KNOWN_METHODS else "_OTHER"
-            REQUEST_LATENCY.labels(method, template, str(status)).observe(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            REQUEST_LATENCY.labels(method, template, str(status)).observe(elapsed)
+            _ACCESS.info("api.access method=%s route=%s status=%d ms=%.1f", method, template, status, elapsed * 1000)
             logging_setup.request_id.reset(token)

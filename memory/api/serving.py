@@ -20,7 +20,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     trusted = _with_mapped_ipv4(settings.forwarded_allow_ips)
     return {
         "host": settings.host, "port": settings.port, "http": settings.http_impl, "loop": settings.event_loop,
-        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S, "access_log": settings.access_log,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+        # uvicorn's access line carries the path and query (principal ids, external keys) and the client's address:
+        # the service writes its own (memory.api.app.RequestContextMiddleware, MEMORY_ACCESS_LOG).
+        "access_log": False,
         "proxy_headers": bool(trusted), "forwarded_allow_ips": trusted,  # a string: uvicorn never reads its env
         # uvicorn's loggers go to the service's handler (memory.logging_setup: JSON, request and trace ids, no
         # exception messages) instead of handlers of its own, which print an exception's message.

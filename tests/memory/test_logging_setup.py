@@ -24,7 +24,7 @@ SECRET = "Dr Ana Lopez, ana.lopez@example.com"  # what a driver or a parser coul
 def configured(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
     import threading
 
-    root, access = logging.getLogger(), logging.getLogger("uvicorn.access")
+    root, access = logging.getLogger(), logging.getLogger(logging_setup.ACCESS_LOGGER)
     handlers, level, access_level, hook = root.handlers[:], root.level, access.level, threading.excepthook
     try:
         yield
@@ -109,9 +109,23 @@ def test_a_threads_and_the_loops_unhandled_errors_are_logged_without_messages(
                for line in lines), err
 
 
-def test_the_access_log_is_written_whatever_the_level_when_it_is_on(configured: None) -> None:
+def test_the_access_log_names_routes_never_ids_or_queries_whatever_the_level(
+        configured: None, capsys: pytest.CaptureFixture[str], api: Any) -> None:
+    """uvicorn's access line carried the path and query (principal ids, external keys, users acted for) and the
+    client's address; the service's own line has the route template, the status and the duration."""
+    assert uvicorn_options(Settings())["access_log"] is False
     logging_setup.configure("WARNING", json_logs=True, access_log=True)
-    assert logging.getLogger("uvicorn.access").getEffectiveLevel() == logging.INFO
+    api.client.get("/v1/principals/ana.lopez@example.com", headers=api.admin)
+    api.client.get("/v1/audit", headers=api.admin, params={"acting_for": "ana.lopez@example.com"})
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+    access = [x["message"] for x in lines if x["name"] == logging_setup.ACCESS_LOGGER]
+    assert [m.split(" ms=")[0] for m in access] == [
+        "api.access method=GET route=/v1/principals/{principal_id} status=404",
+        "api.access method=GET route=/v1/audit status=200"]
+    assert all(x["request_id"] != "-" for x in lines if x["name"] == logging_setup.ACCESS_LOGGER)
+    logging_setup.configure("INFO", json_logs=True, access_log=False)
+    api.client.get("/healthz")
+    assert logging_setup.ACCESS_LOGGER not in capsys.readouterr().err
 
 
 def test_the_parsers_own_log_lines_never_carry_the_document(
