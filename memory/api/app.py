@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import inspect
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
