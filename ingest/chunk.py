@@ -12,7 +12,10 @@ The algorithm (version `CHUNKER_NAME`):
 3. A chunk is the contiguous slice `doc.text[start:end]` from its first piece to its last, so its text,
    sha256 and offsets agree by construction, and citations can point back into the document.
 
-Token counts are measured on the exact chunk text with the embedder's tokenizer (no special tokens).
+Token counts are measured on the exact chunk text with the embedder's tokenizer (no special tokens), and taken
+as at least one token per CHARS_PER_TOKEN characters: a WordPiece tokenizer reads any word longer than 100
+characters as one unknown token, so a run without spaces (hex, base64, a megabyte of one letter) would otherwise
+be one "token" however long, and one chunk past what the NER model reads (spaCy's one million characters).
 Pure function of (document text, elements, tokenizer, max_tokens): same input, same chunks.
 """
 
@@ -26,7 +29,8 @@ from dataclasses import dataclass
 
 from ingest.types import ChunkDraft, ParsedDocument
 
-CHUNKER_NAME = "structural-v1"
+CHUNKER_NAME = "structural-v2"  # v2: at least one token per CHARS_PER_TOKEN characters
+CHARS_PER_TOKEN = 32  # prose runs 4-6 characters a token: this binds only on runs without spaces
 DEFAULT_MAX_TOKENS = 200
 _SECTION_TYPES = frozenset({"Title"})
 # A sentence ends after terminal punctuation (plus closing quotes/brackets) followed by whitespace,
@@ -100,7 +104,7 @@ def _draft(text: str, group: list[_Piece], ordinal: int, counter: _CachedCounter
         end=end,
         page_number=page,
         element_types=tuple(types),
-        token_count=counter(body),
+        token_count=counter.tokens(body),
         attachment=group[0].attachment,
     )
 
@@ -187,13 +191,17 @@ def _largest_fit(fits: Callable[[int], bool], lo: int, hi: int) -> int:
 
 
 class _CachedCounter:
-    """Memoises the token counter within one document (packing re-measures the same slices)."""
+    """Memoises the token counter within one document (packing re-measures the same slices). Called, the size a
+    slice counts for: its tokens, and at least one per CHARS_PER_TOKEN characters; `tokens`: its tokens."""
 
     def __init__(self, count: Callable[[str], int]) -> None:
         self._count = count
         self._cache: dict[str, int] = {}
 
     def __call__(self, text: str) -> int:
+        return max(self.tokens(text), -(-len(text) // CHARS_PER_TOKEN))
+
+    def tokens(self, text: str) -> int:
         value = self._cache.get(text)
         if value is None:
             value = self._count(text)

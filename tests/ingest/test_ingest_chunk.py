@@ -110,6 +110,25 @@ def test_overlong_sentence_and_word_are_split() -> None:
     assert all(c.text.split() == ["word"] * len(c.text.split()) for c in chunks if "x" not in c.text)
 
 
+def test_a_run_the_tokenizer_reads_as_one_token_is_still_bounded_in_characters() -> None:
+    """A WordPiece tokenizer reads any word over 100 characters as one unknown token: a megabyte of hex without
+    a space was one "token", one chunk, and past spaCy's million characters a 500 at upload (found by review).
+    A slice counts for at least one token per CHARS_PER_TOKEN characters; the chunk records its real tokens."""
+    from ingest.chunk import CHARS_PER_TOKEN
+
+    def wordpiece_like(text: str) -> int:  # a word over 100 characters is one token
+        return sum(1 if len(word) > 100 else -(-len(word) // 4) for word in text.split())
+
+    run = "0f" * 550_000  # 1.1 million characters, no break
+    doc = make_doc(("NarrativeText", "Key material for the vault:"), ("UncategorizedText", run))
+    chunks = chunk_document(doc, count_tokens=wordpiece_like, max_tokens=200)
+    assert max(len(c.text) for c in chunks) <= 200 * CHARS_PER_TOKEN
+    assert sum(len(c.text) for c in chunks if set(c.text) <= set("0f")) == len(run)
+    assert all(c.token_count == wordpiece_like(c.text) for c in chunks)
+    prose = chunk_document(make_doc(("NarrativeText", sentences(40))), count_tokens=count_tokens, max_tokens=200)
+    assert all(c.token_count > 180 for c in prose[:-1])  # prose is cut by its tokens, never by the character bound
+
+
 def test_same_input_same_chunks() -> None:
     doc = make_doc(("Title", "Budget"), ("NarrativeText", sentences(30)), ("Table", "Unit Budget Sales 1200"))
 
