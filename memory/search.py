@@ -5,8 +5,8 @@ The plan reads the sources the caller's groups can read from SQL (memory.readabl
 read-group, jurisdiction and consent rules per source: the filter then checks one indexed field per visited
 point, the source id, with the label and version clauses (policy.build_filter, `SourceScope`). A source change
 (read groups, jurisdiction, floor, consent) or a version superseded between the plan and the hits' SQL read is
-caught on those rows (the hit is dropped). A caller who can
-read more sources than SCOPED_SOURCES_LIMIT is filtered on the read groups and jurisdiction the vectors carry.
+caught on those rows (the hit is dropped). A caller who can read more sources than SCOPED_SOURCES_LIMIT is
+filtered on the read groups and jurisdiction the vectors carry.
 
 A source's floor holds at query time (policy.effective_label): a raised floor applies from its commit, before the
 relabel that brings its stored chunks to it. A source above the caller's clearance is out of the filter's scope;
@@ -428,6 +428,11 @@ class _Reasons:
         return self.of(r.source_id, policy.effective_label(r.label, r.source_floor), r.personal,
                        r.source_jurisdiction, self.consent_blocked(r))
 
+    def out_of_reach(self, r: Any) -> bool:
+        """Whether SQL no longer lets this search reach the row at all, whoever asks: its version retracted, its
+        source unshared with the caller's groups, or its version not the one this search reads (`reachable`)."""
+        return r.retracted_at is not None or not r.readable or not self.reachable(r)
+
     def reachable(self, r: Any) -> bool:
         """Whether SQL holds the row's version as the one this search reads: committed (active or superseded)
         and current now (no as_of) or valid at as_of. Its vectors say so too, but a version's reveal and its
@@ -491,7 +496,7 @@ def _classify(
     missed = 0
     for p in candidates:
         r = rows.get(p.id)
-        if r is None or r.retracted_at is not None or not r.readable or not reason_of.reachable(r):
+        if r is None or reason_of.out_of_reach(r):
             continue  # deleted, retracted, unshared or superseded since
         if r.id in served:  # served as its masked twin: the same chunk
             continue
@@ -576,7 +581,7 @@ def _render(
         if r is None:  # vector without its SQL row: never serve what we cannot cite
             dropped.add(p.id)
             continue
-        if r.retracted_at is not None or not r.readable or not reason_of.reachable(r) or reason_of(r):
+        if reason_of.out_of_reach(r) or reason_of(r):
             # Rare: a source's read groups, jurisdiction or consent changed after the plan read them, a
             # retraction was caught mid-way (it narrows the vectors before SQL commits), or a newer version's
             # reveal before its predecessor's close. SQL wins for what it holds (retraction, read groups, label,
