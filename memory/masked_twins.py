@@ -50,8 +50,8 @@ from memory.db import transaction
 from memory.ingestion import masked_point_id_for
 from memory.metrics import CHUNKS_WITHOUT_TWIN
 from memory.models import REACHABLE_STATUSES, Chunk, DocumentVersion, PiiSpan
-from memory.stores.base import OPEN_END, ChunkPayload, PayloadPatch, Selector, VectorPoint, VectorStore
-from memory.vector_sync import REVEALING
+from memory.stores.base import ChunkPayload, PayloadPatch, Selector, VectorPoint, VectorStore
+from memory.vector_sync import REVEALING, closing_first
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +244,8 @@ def _commit_twins(
     restore patches the twin with the rest of its version. On SQLite the lock is the database's write lock."""
     with transaction(factory) as session:
         now = _version_states(session, sorted(twins_of))
-        for vid, (st, _) in sorted(now.items(), key=lambda kv: (kv[1][0].valid_to >= OPEN_END, kv[0])):
-            if twins_of[vid]:  # versions that close before versions that open, as vector_sync does
+        for vid, (st, _) in sorted(now.items(), key=lambda kv: closing_first(kv[1][0].valid_to, kv[0])):
+            if twins_of[vid]:
                 store.patch(Selector(point_ids=tuple(twins_of[vid])),
                             PayloadPatch(committed=True, valid_from=st.valid_from, valid_to=st.valid_to),
                             durable=False)

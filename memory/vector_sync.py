@@ -139,7 +139,7 @@ def sync_versions(
             rows = session.scalars(
                 select(DocumentVersion).where(DocumentVersion.id.in_(batch)).order_by(DocumentVersion.id)
                 .with_for_update().execution_options(populate_existing=True)).all()
-            for v in sorted(rows, key=lambda v: (v.valid_to >= OPEN_END, v.id)):
+            for v in sorted(rows, key=lambda v: closing_first(v.valid_to, v.id)):
                 st = _state(v, include_retracted)
                 store.patch(Selector(version_ids=(v.id,)), PayloadPatch(
                     committed=True, valid_from=st.valid_from, valid_to=st.valid_to, retracted=st.retracted,
@@ -147,6 +147,11 @@ def sync_versions(
             store.flush()  # once per batch; the WAL already holds every patch
             for v in rows:
                 v.vectors_synced = True
+
+
+def closing_first(valid_to: float, version_id: str) -> tuple[bool, str]:
+    """The order versions are patched in: those that close (a bounded validity) before those that open."""
+    return valid_to >= OPEN_END, version_id
 
 
 def _state(v: DocumentVersion, include_retracted: bool) -> _PayloadState:
