@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -116,7 +115,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
     app.add_middleware(BearerRequiredMiddleware, api=app, routes=[r for r in routes if deps.authenticates(r.dependant)])
     app.add_middleware(BodyLimitMiddleware, api=app, json_limit=container.settings.max_request_bytes,
-                       multipart_limit=container.settings.max_upload_bytes + _MULTIPART_OVERHEAD)
+                       multipart_limit=container.settings.max_upload_bytes + _MULTIPART_OVERHEAD,
+                       upload_routes=[r for r in routes if deps.takes_documents(r)])
     app.add_middleware(RequestContextMiddleware)  # outermost but for traces: it times and tags every answer
     if container.tracing.enabled:  # no span at all when traces are not exported
         app.add_middleware(TracingMiddleware, tracer=container.tracing.tracer)
@@ -125,8 +125,6 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
 # Room for the multipart envelope (boundaries, part headers, the external_key field) around a document.
 _MULTIPART_OVERHEAD = 1024 * 1024
-# The one route that takes a document (multipart): POST /v1/sources/{source_id}/documents, behind any root path.
-_UPLOAD_PATH = re.compile(r"/v1/sources/[^/]+/documents/?$")
 
 
 class BodyLimitMiddleware:
@@ -142,9 +140,11 @@ class BodyLimitMiddleware:
     after it instead of reading and discarding the rest of the body to keep the connection alive (uvicorn does,
     up to the whole declared length)."""
 
-    def __init__(self, app: ASGIApp, *, api: FastAPI, json_limit: int, multipart_limit: int) -> None:
+    def __init__(self, app: ASGIApp, *, api: FastAPI, json_limit: int, multipart_limit: int,
+                 upload_routes: list[APIRoute]) -> None:
         self.app, self.api = app, api
         self.json_limit, self.multipart_limit = json_limit, multipart_limit
+        self.upload_routes = upload_routes  # deps.takes_documents
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -152,8 +152,9 @@ class BodyLimitMiddleware:
             return
         headers = dict(scope["headers"])
         multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/")
-        upload = scope.get("method") == "POST" and _UPLOAD_PATH.search(scope.get("path", "")) is not None
-        limit = self.multipart_limit if multipart and upload else self.json_limit
+        # Matched only for a multipart body: a JSON body gets the JSON limit on any route.
+        upload = multipart and any(r.matches(scope)[0] is Match.FULL for r in self.upload_routes)
+        limit = self.multipart_limit if upload else self.json_limit
         declared = headers.get(b"content-length", b"")
         length = int(declared) if declared.isdigit() else None
         # Whether a body is still to come: a declared length above 0, or a chunked one.

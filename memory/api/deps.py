@@ -115,11 +115,14 @@ ActingForHeader = Annotated[str | None, Header(
 _INGEST_ROUTES = frozenset({("POST", "/v1/sources/{source_id}/documents")})
 
 
+def takes_documents(route: object) -> bool:
+    """Whether `route` is one that takes a document upload (multipart): the `ingest` rate limit's, and the one
+    the upload body limit applies to (memory.api.app.BodyLimitMiddleware)."""
+    return isinstance(route, APIRoute) and any((m, route.path) in _INGEST_ROUTES for m in route.methods or ())
+
+
 def rate_category(request: Request) -> str:
-    route = request.scope.get("route")
-    if isinstance(route, APIRoute) and any((m, route.path) in _INGEST_ROUTES for m in route.methods or ()):
-        return "ingest"
-    return "other"
+    return "ingest" if takes_documents(request.scope.get("route")) else "other"
 
 
 def get_who(request: Request, session: SessionDep, token: TokenDep,
