@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -54,6 +54,15 @@ def transfer_rules(session: Session, *, as_of: float | None = None) -> TransferR
     if row is None:
         return TransferRules()
     return TransferRules.from_json(row.body["rules"], version=row.version)
+
+
+_RULES_VERSION = select(func.max(_P.c.version)).where(_P.c.kind == JURISDICTIONS)
+
+
+def rules_version(session: Session) -> int:
+    """The version of the transfer rules in force now (0: none), one index read: whether a search's rules are
+    still the ones in force (memory.search)."""
+    return int(session.execute(_RULES_VERSION).scalar_one() or 0)
 
 
 def label_map(session: Session) -> tuple[LabelMap, int]:

@@ -48,7 +48,7 @@ from sqlalchemy import Table, bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
 from classifiers.types import Label
-from memory import audit, consent, policy, readable_sources, withholdable
+from memory import audit, consent, policy, policy_store, readable_sources, withholdable
 from memory.clock import aware
 from memory.errors import ValidationFailedError
 from memory.models import REACHABLE_STATUSES, Chunk, DocumentVersion, PiiSpan, Source, SourceReadGroup
@@ -226,8 +226,89 @@ def search(
     t_search = time.perf_counter()
     if planned is None:
         planned = _read_policy(session, who, request, as_of, purpose, started)
+    served = _serve(session, store, vector, planned)
+    t_audit = time.perf_counter()
+    if _rules_changed_since(session, planned):
+        # An admin's transfer-rule change committed after the plan read the rules: this search must not serve
+        # under the rules it replaced (its record would follow the change's). Planned again from SQL, now that
+        # the change is read (on PostgreSQL under the chain head's lock, which every policy change's audit append
+        # takes: none can commit until this search has), and served again. Rare: rules change by an admin's hand.
+        log.warning("search.rules_changed planned_version=%d", planned.rules.version)
+        planned = _read_policy(session, who, request, planned.as_of, planned.purpose, started)
+        served = _serve(session, store, vector, planned)
     rules, flt, blocked, purpose, as_of = planned.rules, planned.flt, planned.blocked, planned.purpose, planned.as_of
-    latest, counting = request.as_of is None, planned.readable is not None
+    latest, counting, withheld = request.as_of is None, planned.readable is not None, served.withheld
+    hits = _unless_retracted_since(session, served.hits)
+    latency_ms = (time.perf_counter() - started) * 1000
+    tokens = embedder.count_tokens(request.query)
+    rules_applied = {
+        "groups": sorted(flt.groups),
+        "max_label": Label(flt.max_label or 0).slug,
+        "caller_jurisdictions": list(who.jurisdictions),
+        "jurisdiction_grants": [
+            # masked: its personal data is served masked, searched through the chunks' masked twins.
+            {"data": g.data_jurisdiction, "personal": g.personal_ok, "masked": g.masked} for g in (flt.grants or ())
+        ],
+        "transfer_rules_version": rules.version,
+        "as_of": as_of,
+        "latest_only": latest,
+        "source_ids": sorted(flt.source_ids) if flt.source_ids is not None else None,
+        "excludes_retracted": True,
+        "purpose": purpose,
+        # Only sources the caller's groups can read: the filter also holds the others, never named.
+        "consent_blocked_sources": sorted(blocked.readable),
+        # False: no readable source could have anything withheld, so none was searched for (withheld is empty).
+        "withheld_counted": counting,
+    }
+    record = audit.append(
+        session,
+        audit.SearchPerformed(
+            query_sha256=query_sha256(request.query), top_k=request.top_k, as_of=as_of,
+            filter_summary=rules_applied, chunk_ids=[h.citation.chunk_id for h in hits],
+            masked_chunk_ids=[h.citation.chunk_id for h in hits if h.masked],
+            partial_chunk_ids=[h.citation.chunk_id for h in hits if not h.masked and not h.whole_version],
+            withheld={f"{w.source_id}:{w.reason}": w.count for w in withheld},
+            latency_ms=round(latency_ms, 3), embedding_tokens=tokens,
+        ),
+        principal_id=who.principal_id, acting_for=who.acting_for,
+    )
+    return SearchResult(
+        hits=hits,
+        effective_principal={
+            "principal_id": who.principal_id, "acting_for": who.acting_for, "groups": sorted(who.groups),
+            "clearance": who.clearance.slug, "jurisdictions": list(who.jurisdictions),
+        },
+        acting_for_chain=who.chain,
+        rules_applied=rules_applied,
+        withheld=withheld,
+        audit_seq=record.seq,
+        latency_ms=latency_ms,
+        recall_repaired=served.repaired,
+        refilled=served.refilled,
+        timings_ms={
+            "embed": (t_search - t_embed) * 1000, "policy": planned.policy_ms, **served.timings_ms,
+            "audit": (time.perf_counter() - t_audit) * 1000,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class _Served:
+    """What one pass over the vectors and SQL's rows serves under a plan, and where its time went."""
+
+    hits: list[Hit]
+    withheld: list[Withheld]
+    repaired: bool
+    refilled: int
+    timings_ms: dict[str, float]
+
+
+def _serve(session: Session, store: VectorStore, vector: np.ndarray, planned: SearchPlan) -> _Served:
+    """The hits and withheld counts `planned` allows for the embedded query: its filters inside the vector
+    searches, then SQL's rows, which classify, render and drop what SQL no longer admits (refilled)."""
+    request, who = planned.request, planned.who
+    rules, flt, blocked, purpose, as_of = planned.rules, planned.flt, planned.blocked, planned.purpose, planned.as_of
+    latest = request.as_of is None
     t_vectors = time.perf_counter()
     # Served hits and the withheld count's candidates in one store call (one request to a server); the
     # served ones come from the full filter, never from filtering the readable ones. The candidates are
@@ -274,61 +355,21 @@ def search(
         Withheld(reason=reason, count=n, source_id=sid, steward=steward)
         for (sid, reason, steward), n in sorted(counts.items())
     ]
-    t_audit = time.perf_counter()
-    hits = _unless_retracted_since(session, hits)
-    latency_ms = (time.perf_counter() - started) * 1000
-    tokens = embedder.count_tokens(request.query)
-    rules_applied = {
-        "groups": sorted(flt.groups),
-        "max_label": Label(flt.max_label or 0).slug,
-        "caller_jurisdictions": list(who.jurisdictions),
-        "jurisdiction_grants": [
-            # masked: its personal data is served masked, searched through the chunks' masked twins.
-            {"data": g.data_jurisdiction, "personal": g.personal_ok, "masked": g.masked} for g in (flt.grants or ())
-        ],
-        "transfer_rules_version": rules.version,
-        "as_of": as_of,
-        "latest_only": latest,
-        "source_ids": sorted(flt.source_ids) if flt.source_ids is not None else None,
-        "excludes_retracted": True,
-        "purpose": purpose,
-        # Only sources the caller's groups can read: the filter also holds the others, never named.
-        "consent_blocked_sources": sorted(blocked.readable),
-        # False: no readable source could have anything withheld, so none was searched for (withheld is empty).
-        "withheld_counted": counting,
-    }
-    record = audit.append(
-        session,
-        audit.SearchPerformed(
-            query_sha256=query_sha256(request.query), top_k=request.top_k, as_of=as_of,
-            filter_summary=rules_applied, chunk_ids=[h.citation.chunk_id for h in hits],
-            masked_chunk_ids=[h.citation.chunk_id for h in hits if h.masked],
-            partial_chunk_ids=[h.citation.chunk_id for h in hits if not h.masked and not h.whole_version],
-            withheld={f"{w.source_id}:{w.reason}": w.count for w in withheld},
-            latency_ms=round(latency_ms, 3), embedding_tokens=tokens,
-        ),
-        principal_id=who.principal_id, acting_for=who.acting_for,
-    )
-    return SearchResult(
-        hits=hits,
-        effective_principal={
-            "principal_id": who.principal_id, "acting_for": who.acting_for, "groups": sorted(who.groups),
-            "clearance": who.clearance.slug, "jurisdictions": list(who.jurisdictions),
-        },
-        acting_for_chain=who.chain,
-        rules_applied=rules_applied,
-        withheld=withheld,
-        audit_seq=record.seq,
-        latency_ms=latency_ms,
-        recall_repaired=repaired,
-        refilled=refilled,
-        timings_ms={
-            "embed": (t_search - t_embed) * 1000, "policy": planned.policy_ms,
-            "vector_search": (t_withheld - t_vectors) * 1000 + repair_ms,
-            "withheld": (t_render - t_withheld) * 1000 - repair_ms,
-            "render": (t_audit - t_render) * 1000, "audit": (time.perf_counter() - t_audit) * 1000,
-        },
-    )
+    return _Served(hits=hits, withheld=withheld, repaired=repaired, refilled=refilled, timings_ms={
+        "vector_search": (t_withheld - t_vectors) * 1000 + repair_ms,
+        "withheld": (t_render - t_withheld) * 1000 - repair_ms,
+        "render": (time.perf_counter() - t_render) * 1000,
+    })
+
+
+def _rules_changed_since(session: Session, planned: SearchPlan) -> bool:
+    """Whether transfer rules newer than the plan's are in force now, read in the search's transaction. On
+    PostgreSQL the chain head's lock is taken first (memory.audit.lock_head): a change that commits later waits
+    for this search's record. On SQLite this transaction has held the database's write lock since its first
+    statement."""
+    if session.get_bind().dialect.name != "sqlite":
+        audit.lock_head(session)
+    return policy_store.rules_version(session) != planned.rules.version
 
 
 def _unless_retracted_since(session: Session, hits: list[Hit]) -> list[Hit]:

@@ -614,3 +614,36 @@ def test_a_retractions_reason_is_withheld_from_a_caller_only_served_the_chunk_ma
         assert (status["state"], status["retracted_by"], status["retraction_reason"]) == ("retracted", "admin", reason)
         looked_up = api.client.get(f"/v1/citations/{hit['citation']['chunk_id']}", headers=who).json()["status"]
         assert looked_up["retraction_reason"] == reason
+
+
+def test_a_transfer_rule_changed_after_the_plan_is_in_force_for_that_search(api: Any) -> None:
+    """A search plans from the rules in force, then embeds and searches the vectors; an admin's rule change
+    committed in between is read again in the search's transaction, and the search runs under it (planned
+    again): it never serves, or records, under the rules the change replaced."""
+    from memory import policy_store, principals
+    from memory import search as search_svc
+    from memory.models import AuditRecord, Principal
+
+    api.source("hr", jurisdiction="EU", read_groups=["g"])
+    assert api.upload("hr", "note.txt", EMAIL_DOC).status_code == 201
+    api.principal("bob", groups=["g"], clearance="restricted", jurisdiction="US")
+    request = search_svc.SearchRequest(query="payroll bonus", top_k=5)
+    c = api.container
+    with transaction(c.sessions) as s:
+        who = principals.resolve_effective(s, caller=s.get(Principal, "bob"), acting_for=None)
+    with c.sessions() as s:
+        planned = search_svc.plan(s, who=who, request=request)
+        s.commit()
+        with transaction(c.sessions) as other:  # committed between the plan and the vector search
+            denied = policy_store.set_transfer_rule(other, data="EU", caller="US", rule="deny", actor="admin")
+        assert denied.version > planned.rules.version
+        result = search_svc.search(s, store=c.store, embedder=c.query_embedder, who=who, request=request,
+                                   planned=planned)
+        s.commit()
+    assert result.hits == []  # the plan's EU->US rule (allow_masked) would have served the note masked
+    assert [(w.source_id, w.reason) for w in result.withheld] == [("hr", "jurisdiction")]
+    assert result.rules_applied["transfer_rules_version"] == denied.version
+    with c.sessions() as s:
+        body = s.get(AuditRecord, result.audit_seq).body
+    assert body["filter_summary"]["transfer_rules_version"] == denied.version
+    assert body["chunk_ids"] == []
