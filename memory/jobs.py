@@ -77,9 +77,10 @@ class Requested:
 
 
 def visible_to(job: Job, who: EffectivePrincipal) -> bool:
-    """Whether `who` may see `job`: an admin any, anyone else the jobs they started themselves (the same principal,
-    acting for the same user or for none)."""
-    return "admin" in who.roles or (job.requested_by, job.acting_for) == (who.principal_id, who.acting_for)
+    """Whether `who` may see `job`: an admin any; anyone else the jobs done for the user they are or act for (the
+    job's `acting_for`, else who started it). So a user follows the jobs an agent started for them, and an agent
+    acting for that user follows the user's; another user's job, or an agent's own, stays hidden."""
+    return "admin" in who.roles or (job.acting_for or job.requested_by) == (who.acting_for or who.principal_id)
 
 
 def create(session: Session, req: Requested, *, stale_after_s: float,

@@ -750,3 +750,25 @@ def test_the_openapi_documents_the_background_floor_and_the_requesters_job(api):
     assert mode["schema"]["enum"] == ["auto", "wait", "background"]
     assert {"401", "404"} <= set(paths["/v1/jobs/{job_id}"]["get"]["responses"])
     assert {"401", "404", "409"} <= set(paths["/v1/jobs/{job_id}/cancel"]["post"]["responses"])
+
+
+def test_an_agent_acting_for_the_steward_follows_the_stewards_job(api):
+    """A job is visible to the user it was done for and to the agents acting for that user (a floor change
+    itself needs the steward's own key); the agent on its own account, and another user, get the 404 of an
+    unknown job."""
+    steward, _ = _floor_world(api)
+    bot = api.principal("bot", kind="agent", roles=["steward", "reader"], groups=["g"], clearance="restricted",
+                        may_act_for=["st"])
+    other = api.principal("st2", roles=["steward", "reader"], groups=["g"])
+    started = api.client.patch("/v1/sources/s1", headers=steward, params={"relabel": "background"},
+                               json={"floor": "restricted"})
+    assert started.status_code == 202, started.text
+    location = started.headers["Location"]
+    assert _wait_own(api, {**bot, "X-Acting-For": "st"}, location)["status"] == "succeeded"
+    for outsider in (bot, other):
+        hidden = api.client.get(location, headers=outsider)
+        assert (hidden.status_code, hidden.json()["error"]["code"]) == (404, "job_not_found")
+        stopped = api.client.post(f"{location}/cancel", headers=outsider)
+        assert (stopped.status_code, stopped.json()["error"]["code"]) == (404, "job_not_found")
+    finished = api.client.post(f"{location}/cancel", headers={**bot, "X-Acting-For": "st"})
+    assert (finished.status_code, finished.json()["error"]["code"]) == (409, "job_finished")

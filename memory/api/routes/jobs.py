@@ -97,16 +97,16 @@ def cancel_job(job_id: str, request: Request, session: SessionDep, who: AdminDep
 
 @requester_router.get("/jobs/{job_id}", response_model=schemas.JobOut)
 def get_own_job(job_id: str, request: Request, session: SessionDep, who: WhoDep) -> schemas.JobOut:
-    """A job this caller started (as the same principal, for the same user under X-Acting-For; admins: any), such
-    as the relabel a source's new floor started: status, progress, result or error. 404 `job_not_found` for
-    another's job, as for an unknown id."""
+    """A job done for the user this caller is or acts for (started by that user, or by an agent acting for them;
+    admins: any), such as the relabel a source's new floor started: status, progress, result or error. 404
+    `job_not_found` for another's job, as for an unknown id."""
     _own(session, job_id, who)
     return presenters.job(jobs.get(session, job_id, stale_after_s=job_runner(request).stale_after_s))
 
 
 @requester_router.post("/jobs/{job_id}/cancel", status_code=202, response_model=schemas.JobOut)
 def cancel_own_job(job_id: str, request: Request, session: SessionDep, who: WhoDep) -> schemas.JobOut:
-    """Stop a job this caller started (admins: any), as `POST /v1/admin/jobs/{id}/cancel` does: after its current
+    """Stop a job done for the user this caller is or acts for (admins: any), as `POST /v1/admin/jobs/{id}/cancel` does: after its current
     batch (a queued one at once; every batch it finished stays whole, and the floor it relabels for holds
     whatever it reached). 409 `job_finished` if it already ended; 404 `job_not_found` for another's job. Audited
     (`job.cancel`, and `job.finish` when it ends)."""
