@@ -40,7 +40,7 @@ from ingest.errors import (
     ParserUnavailableError,
     ParseTimeoutError,
 )
-from ingest.log_redaction import NoMessagesFormatter, quiet_parser_loggers
+from ingest.log_redaction import NoMessagesFormatter, log_warnings_without_messages, quiet_parser_loggers
 from ingest.types import ParsedDocument
 
 logger = logging.getLogger(__name__)
@@ -214,6 +214,7 @@ def _init_worker() -> None:
     handler.setFormatter(NoMessagesFormatter("%(levelname)s %(name)s [parse worker] %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     quiet_parser_loggers(handler)
+    log_warnings_without_messages(handler)  # before the parsers load: some warn as they import
     _stop_conversions_on_term()
     try:  # never raise: pebble would restart a worker whose initializer fails, forever, with files waiting
         from ingest.offline import ensure_parser_offline

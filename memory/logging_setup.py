@@ -3,7 +3,8 @@
 
 A logged exception keeps its traceback (the frames: file, line, function, source line) and its type, never its
 message: an exception's text is written by whatever raised it (a driver quoting a statement's values, a parser
-quoting the document, a library echoing its input). uvicorn's own lines go through the same handler
+quoting the document, a library echoing its input). A Python warning is logged the same way: its category and the
+module and line that warned, never its message (ingest.log_redaction). uvicorn's own lines go through the same handler
 (memory.api.serving: no log config of its own), its "Exception in ASGI application" included."""
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import threading
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
-from ingest.log_redaction import ExcInfo, NoMessagesFormatter, quiet_parser_loggers, traceback_without_messages
+from ingest.log_redaction import (
+    ExcInfo,
+    NoMessagesFormatter,
+    log_warnings_without_messages,
+    quiet_parser_loggers,
+    traceback_without_messages,
+)
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 REQUEST_ID_STATE = "memory.request_id"  # where an API request's id is also left (its ASGI scope's state)
@@ -56,6 +63,7 @@ def configure(level: str = "INFO", json_logs: bool = True, *, access_log: bool =
     root.handlers = [handler]
     root.setLevel(level.upper())
     quiet_parser_loggers(handler)  # when the API parses in process (MEMORY_PARSE_TIMEOUT_S=0)
+    log_warnings_without_messages(handler)  # the libraries' warnings.warn, which would print their text
     for noisy in ("httpx", "urllib3", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if access_log else logging.CRITICAL + 1)

@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,6 +59,9 @@ def stand_in_parser(data: bytes, filename: str, **kwargs: Any) -> ParsedDocument
             raise ValueError("quoting the document: " + "-".join(("TOP", "SECRET")))  # (not on the source line)
         except ValueError:
             logging.getLogger("some.library").warning("could not read a part", exc_info=True)
+        return _doc("read anyway")
+    if filename == "warns.txt":  # a library warning about what it read (openpyxl quotes a cell, pypdf an object)
+        warnings.warn("quoting the document: " + "-".join(("TOP", "SECRET")), UserWarning, stacklevel=1)
         return _doc("read anyway")
     return parse_document(data, filename, **kwargs)
 
@@ -217,10 +221,13 @@ def test_the_real_parse_path_tells_exhausted_and_broken_parsers_from_corrupt_fil
     assert type(result) is expected, result
 
 
-def test_the_worker_logs_exceptions_without_their_messages(capfd: pytest.CaptureFixture[str]) -> None:
+def test_the_worker_logs_exceptions_and_warnings_without_their_messages(capfd: pytest.CaptureFixture[str]) -> None:
     with ProcessParser(timeout_s=BUDGET_S, target=stand_in_parser) as parser:
-        [(doc, _)] = list(parser.parse_many([(b"x", "logs.txt")], max_bytes=MAX))
-    assert doc.text == "read anyway"  # type: ignore[union-attr]
+        docs = [doc for doc, _ in parser.parse_many([(b"x", "logs.txt"), (b"x", "warns.txt")], max_bytes=MAX)]
+    assert [doc.text for doc in docs] == ["read anyway", "read anyway"]  # type: ignore[union-attr]
     err = capfd.readouterr().err
     assert "could not read a part" in err and "ValueError (message not logged)" in err, err
+    # shown by the worker's default warnings filters (the suite's "error" filter is the test process's), and logged
+    assert "WARNING py.warnings [parse worker] warning category=UserWarning module=tests.ingest.test_ingest_workers " \
+           "lineno=" in err, err
     assert "TOP-SECRET" not in err

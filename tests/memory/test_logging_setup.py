@@ -1,10 +1,13 @@
 """Logged exceptions keep their traceback and type, never their message (memory.logging_setup): through the
-service's handler, and through a real uvicorn serving the app, whose own error lines use that handler too."""
+service's handler, and through a real uvicorn serving the app, whose own error lines use that handler too. Python
+warnings are logged with their category and place, never their message."""
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,10 +29,12 @@ def configured(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
 
     root, access = logging.getLogger(), logging.getLogger(logging_setup.ACCESS_LOGGER)
     handlers, level, access_level, hook = root.handlers[:], root.level, access.level, threading.excepthook
+    show_warning = warnings.showwarning
     try:
         yield
     finally:
         root.handlers, root.level, threading.excepthook = handlers, level, hook
+        warnings.showwarning = show_warning
         access.setLevel(access_level)
 
 
@@ -38,6 +43,32 @@ def _fail() -> None:
         raise KeyError(SECRET)
     except KeyError as exc:
         raise RuntimeError(f"could not store {SECRET}") from exc
+
+
+def _warn_quoting_the_document() -> int:
+    """Warns as a parser library does about what it read (openpyxl a cell, pypdf an object); the line it warned at."""
+    warnings.warn(f"could not read cell A1: {SECRET} 4111-1111-1111-1111", UserWarning, stacklevel=1)
+    return sys._getframe().f_lineno - 1
+
+
+@pytest.mark.parametrize("json_logs", [True, False])
+def test_a_warning_is_logged_with_its_category_and_place_never_its_message(
+        configured: None, capsys: pytest.CaptureFixture[str], json_logs: bool) -> None:
+    logging_setup.configure("INFO", json_logs=json_logs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # as the service shows it (the suite's filter makes it an error)
+        lineno = _warn_quoting_the_document()
+    # logging's own hook, should a library turn it on (logging.captureWarnings), logs the warning's full text
+    full_text = f"x.py:1: UserWarning: could not read {SECRET}\n"
+    logging.getLogger("py.warnings").warning(full_text)
+    err = capsys.readouterr().err
+    assert "Lopez" not in err and "4111" not in err and "could not read" not in err, err
+    lines = err.splitlines()
+    if json_logs:
+        lines = [f"{x['name']} {x['message']}" for x in map(json.loads, lines)]
+    where = f"warning category=UserWarning module=tests.memory.test_logging_setup lineno={lineno}"
+    assert "py.warnings" in lines[0] and lines[0].endswith(where), lines
+    assert lines[1].endswith("py.warnings: warning (message not logged: it may quote the document)"), lines
 
 
 @pytest.mark.parametrize("json_logs", [True, False])
