@@ -106,10 +106,10 @@ def get_own_job(job_id: str, request: Request, session: SessionDep, who: WhoDep)
 
 @requester_router.post("/jobs/{job_id}/cancel", status_code=202, response_model=schemas.JobOut)
 def cancel_own_job(job_id: str, request: Request, session: SessionDep, who: WhoDep) -> schemas.JobOut:
-    """Stop a job done for the user this caller is or acts for (admins: any), as `POST /v1/admin/jobs/{id}/cancel` does: after its current
-    batch (a queued one at once; every batch it finished stays whole, and the floor it relabels for holds
-    whatever it reached). 409 `job_finished` if it already ended; 404 `job_not_found` for another's job. Audited
-    (`job.cancel`, and `job.finish` when it ends)."""
+    """Stop a job done for the user this caller is or acts for (admins: any), as `POST /v1/admin/jobs/{id}/cancel`
+    does: after its current batch (a queued one at once; every batch it finished stays whole, and the floor it
+    relabels for holds whatever it reached). 409 `job_finished` if it already ended; 404 `job_not_found` for
+    another's job. Audited (`job.cancel`, and `job.finish` when it ends)."""
     _own(session, job_id, who)
     return presenters.job(jobs.request_cancel(session, job_id, actor=who.principal_id, acting_for=who.acting_for,
                                               stale_after_s=job_runner(request).stale_after_s))
