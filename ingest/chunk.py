@@ -17,6 +17,11 @@ as at least one token per CHARS_PER_TOKEN characters: a WordPiece tokenizer read
 characters as one unknown token, so a run without spaces (hex, base64, a megabyte of one letter) would otherwise
 be one "token" however long, and one chunk past what the NER model reads (spaCy's one million characters).
 Pure function of (document text, elements, tokenizer, max_tokens): same input, same chunks.
+
+With `max_chunks`, chunking stops as soon as the document makes one chunk more than that (TooManyChunksError):
+pieces are cut and packed lazily, in document order, so what a refused document costs is bounded by the limit,
+not by its size (a 5 MB line of words made ~13,000 chunks in ~60 s on two cores; refused at 5,000 it stops at the
+5,001st). A slice longer than `max_tokens` * CHARS_PER_TOKEN characters cannot fit and is never tokenized.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from ingest.errors import TooManyChunksError
 from ingest.types import ChunkDraft, ParsedDocument
 
 CHUNKER_NAME = "structural-v2"  # v2: at least one token per CHARS_PER_TOKEN characters
@@ -54,24 +60,29 @@ class _Piece:
 
 
 def chunk_document(
-    doc: ParsedDocument, *, count_tokens: Callable[[str], int], max_tokens: int = DEFAULT_MAX_TOKENS
+    doc: ParsedDocument, *, count_tokens: Callable[[str], int], max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_chunks: int | None = None,
 ) -> list[ChunkDraft]:
-    """Split `doc` into ordered chunks of at most `max_tokens` tokens each."""
+    """Split `doc` into ordered chunks of at most `max_tokens` tokens each. `max_chunks`: TooManyChunksError as
+    soon as the document makes more chunks than that (the rest of it is not chunked)."""
     if max_tokens < 1:
         raise ValueError("max_tokens must be positive")
-    counter = _CachedCounter(count_tokens)
+    counter = _CachedCounter(count_tokens, max_tokens)
     text = doc.text
-    pieces: list[_Piece] = []
-    for element in doc.elements:
-        for start, end in _fit(text, element.start, element.end, counter, max_tokens, level=0):
-            pieces.append(_Piece(start, end, element.element_type, element.page_number, element.attachment))
-    return [
-        _draft(text, group, ordinal, counter) for ordinal, group in enumerate(_pack(text, pieces, counter, max_tokens))
-    ]
+    pieces = (
+        _Piece(start, end, element.element_type, element.page_number, element.attachment)
+        for element in doc.elements
+        for start, end in _fit(text, element.start, element.end, counter, max_tokens, level=0)
+    )
+    drafts: list[ChunkDraft] = []
+    for ordinal, group in enumerate(_pack(text, pieces, counter, max_tokens)):
+        if max_chunks is not None and ordinal >= max_chunks:
+            raise TooManyChunksError(f"the document makes more chunks than the limit of {max_chunks} per document")
+        drafts.append(_draft(text, group, ordinal, counter))
+    return drafts
 
 
-def _pack(text: str, pieces: list[_Piece], counter: _CachedCounter, max_tokens: int) -> list[list[_Piece]]:
-    groups: list[list[_Piece]] = []
+def _pack(text: str, pieces: Iterable[_Piece], counter: _CachedCounter, max_tokens: int) -> Iterator[list[_Piece]]:
     current: list[_Piece] = []
     for piece in pieces:
         if current:
@@ -80,12 +91,11 @@ def _pack(text: str, pieces: list[_Piece], counter: _CachedCounter, max_tokens: 
             )
             fits = counter(text[current[0].start : piece.end]) <= max_tokens
             if starts_section or not fits or piece.attachment != current[0].attachment:
-                groups.append(current)
+                yield current
                 current = []
         current.append(piece)
     if current:
-        groups.append(current)
-    return groups
+        yield current
 
 
 def _draft(text: str, group: list[_Piece], ordinal: int, counter: _CachedCounter) -> ChunkDraft:
@@ -111,14 +121,16 @@ def _draft(text: str, group: list[_Piece], ordinal: int, counter: _CachedCounter
 
 def _fit(
     text: str, start: int, end: int, counter: _CachedCounter, max_tokens: int, *, level: int
-) -> list[tuple[int, int]]:
-    """Spans covering text[start:end] (minus whitespace) of at most max_tokens each, as large as possible."""
+) -> Iterator[tuple[int, int]]:
+    """Spans covering text[start:end] (minus whitespace) of at most max_tokens each, as large as possible, in
+    order (lazily: a caller that stops early leaves the rest uncut)."""
     if counter(text[start:end]) <= max_tokens:
-        return [(start, end)]
+        yield start, end
+        return
     if level >= 2:
-        return _split_chars(text, start, end, counter, max_tokens)
+        yield from _split_chars(text, start, end, counter, max_tokens)
+        return
     units = _units(text, start, end, level)
-    spans: list[tuple[int, int]] = []
     i = 0
     while i < len(units):
         # Largest j with units[i..j] fitting; token counts grow with the slice, so the search holds.
@@ -127,12 +139,11 @@ def _fit(
 
         best = _largest_fit(fits, i, len(units) - 1)
         if best < i:
-            spans.extend(_fit(text, units[i][0], units[i][1], counter, max_tokens, level=level + 1))
+            yield from _fit(text, units[i][0], units[i][1], counter, max_tokens, level=level + 1)
             i += 1
         else:
-            spans.append((units[i][0], units[best][1]))
+            yield units[i][0], units[best][1]
             i = best + 1
-    return spans
 
 
 def _units(text: str, start: int, end: int, level: int) -> list[tuple[int, int]]:
@@ -150,8 +161,9 @@ def _units(text: str, start: int, end: int, level: int) -> list[tuple[int, int]]
     return units
 
 
-def _split_chars(text: str, start: int, end: int, counter: _CachedCounter, max_tokens: int) -> list[tuple[int, int]]:
-    spans: list[tuple[int, int]] = []
+def _split_chars(
+    text: str, start: int, end: int, counter: _CachedCounter, max_tokens: int
+) -> Iterator[tuple[int, int]]:
     pos = start
     while pos < end:
         # At least one character per span guarantees progress.
@@ -159,9 +171,8 @@ def _split_chars(text: str, start: int, end: int, counter: _CachedCounter, max_t
             return counter(text[a:m]) <= max_tokens
 
         best = max(pos + 1, _largest_fit(fits, pos + 1, end))
-        spans.append((pos, best))
+        yield pos, best
         pos = best
-    return spans
 
 
 def _largest_fit(fits: Callable[[int], bool], lo: int, hi: int) -> int:
@@ -192,14 +203,18 @@ def _largest_fit(fits: Callable[[int], bool], lo: int, hi: int) -> int:
 
 class _CachedCounter:
     """Memoises the token counter within one document (packing re-measures the same slices). Called, the size a
-    slice counts for: its tokens, and at least one per CHARS_PER_TOKEN characters; `tokens`: its tokens."""
+    slice counts for: its tokens, and at least one per CHARS_PER_TOKEN characters; a slice whose characters alone
+    exceed `max_tokens` counts for them, untokenized (it fits nowhere: the tokenizer's time on it would be lost);
+    `tokens`: its tokens."""
 
-    def __init__(self, count: Callable[[str], int]) -> None:
+    def __init__(self, count: Callable[[str], int], max_tokens: int) -> None:
         self._count = count
+        self._max_tokens = max_tokens
         self._cache: dict[str, int] = {}
 
     def __call__(self, text: str) -> int:
-        return max(self.tokens(text), -(-len(text) // CHARS_PER_TOKEN))
+        floor = -(-len(text) // CHARS_PER_TOKEN)
+        return floor if floor > self._max_tokens else max(self.tokens(text), floor)
 
     def tokens(self, text: str) -> int:
         value = self._cache.get(text)

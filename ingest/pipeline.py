@@ -41,7 +41,7 @@ from classifiers.types import Classification, Finding, Label
 from ingest import shown_names
 from ingest.chunk import DEFAULT_MAX_TOKENS, chunk_document, chunker_version
 from ingest.embedders import Embedder, EmbeddingCache, Vector
-from ingest.errors import EmbeddingError, IngestError, TooManyChunksError
+from ingest.errors import EmbeddingError, IngestError
 from ingest.offline import no_network
 from ingest.types import (
     ChunkDraft,
@@ -211,19 +211,15 @@ class IngestPipeline:
             return parsed
         t0 = time.perf_counter()
         try:
-            drafts = chunk_document(parsed, count_tokens=self.embedder.count_tokens, max_tokens=self.max_tokens)
+            # Past max_chunks, refused before its chunks are classified or embedded (that work, not parsing, is
+            # the cost), and as soon as chunking reaches the limit (ingest.chunk).
+            drafts = chunk_document(parsed, count_tokens=self.embedder.count_tokens, max_tokens=self.max_tokens,
+                                    max_chunks=self.max_chunks)
         except EmbeddingError:
             raise
         except IngestError as exc:
             logger.info("file rejected: sha256=%s size=%d code=%s", sha, len(item.data), exc.code)
             return exc
-        if len(drafts) > self.max_chunks:
-            # Refused before the chunks are classified or embedded: that work, not parsing, is the cost.
-            logger.info("file rejected: sha256=%s size=%d code=too_many_chunks chunks=%d limit=%d",
-                        sha, len(item.data), len(drafts), self.max_chunks)
-            return TooManyChunksError(
-                f"the document makes {len(drafts)} chunks, more than the limit of {self.max_chunks} per document"
-            )
         timings = {"parse": parse_s, "chunk": time.perf_counter() - t0}
         return _Staged(sha, len(item.data), parsed, drafts, [], timings, item.floor,
                        (item.filename, *item.shown_names))

@@ -185,3 +185,40 @@ def test_a_long_paragraph_or_line_is_measured_in_near_linear_work() -> None:
         assert all(count_tokens(d.text) <= 64 for d in drafts) and "".join(d.text for d in drafts).replace(" ", "") \
             == text.replace(" ", "")
         assert measured <= 60 * len(text), (len(text), measured)
+
+
+def test_chunking_stops_at_the_chunk_limit_and_what_it_made_up_to_there_is_unchanged() -> None:
+    """`max_chunks`: TooManyChunksError as soon as the document makes one chunk more, with the rest of the document
+    never measured (a refused 50 MB line costs what its first chunks do, not minutes); at or under the limit, the
+    same chunks as without one."""
+    import pytest
+
+    from ingest.chunk import CHARS_PER_TOKEN
+    from ingest.errors import TooManyChunksError
+
+    longest = 0
+
+    def counting(text: str) -> int:
+        nonlocal longest
+        longest = max(longest, len(text))
+        return count_tokens(text)
+
+    doc = make_doc(*[("NarrativeText", sentences(8, word=f"w{i}")) for i in range(400)])
+    whole = chunk_document(doc, count_tokens=count_tokens, max_tokens=64)
+    assert chunk_document(doc, count_tokens=count_tokens, max_tokens=64, max_chunks=len(whole)) == whole
+    seen: list[str] = []
+
+    def recording(text: str) -> int:
+        seen.append(text)
+        return count_tokens(text)
+
+    with pytest.raises(TooManyChunksError, match="limit of 5"):
+        chunk_document(doc, count_tokens=recording, max_tokens=64, max_chunks=5)
+    reached = max(doc.text.find(t) + len(t) for t in seen)
+    assert reached < whole[8].end < len(doc.text)  # nothing past a few chunks was measured
+    # A slice that cannot fit on its characters alone is never handed to the tokenizer: a 10 MB line is cut
+    # without tokenizing it whole first.
+    line = make_doc(("NarrativeText", "word " * 2_000_000))
+    with pytest.raises(TooManyChunksError):
+        chunk_document(line, count_tokens=counting, max_tokens=64, max_chunks=3)
+    assert longest <= 64 * CHARS_PER_TOKEN
