@@ -41,7 +41,7 @@ def _window(q: Any, since: datetime | None, until: datetime | None) -> Any:
 
 
 def usage_report(session: Session, *, since: datetime | None = None, until: datetime | None = None) -> UsageReport:
-    if since is not None and until is not None and since > until:
+    if since is not None and until is not None and utc(since) > utc(until):  # a naive time is UTC (_window)
         raise ValidationFailedError("since is after until: the window is empty", code="invalid_window")
     report = UsageReport(since=since, until=until)
     principal: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))

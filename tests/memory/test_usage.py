@@ -85,3 +85,35 @@ def test_usage_window_is_the_same_instant_in_any_zone(api, hours):
 
     assert queries(since=before) == queries(until=after) == queries(since=before, until=after) == 2
     assert queries(since=after) == queries(until=before) == 0
+
+
+@pytest.mark.parametrize(("since", "until", "status"), [
+    ("2030-01-01T00:00:00", "2030-01-02T00:00:00+00:00", 200),
+    ("2030-01-01T00:00:00+00:00", "2030-01-02T00:00:00", 200),
+    ("2030-01-02T00:00:00", "2030-01-01T00:00:00+00:00", 422),
+    ("2030-01-01T12:00:00", "2030-01-01T13:00:00+02:00", 422),  # 11:00 UTC: before since
+])
+def test_a_window_mixing_naive_and_zoned_times_compares_them_in_utc(api, since, until, status):
+    """A naive time is UTC; one with an offset is converted: the two compare, never a 500 (found by review)."""
+    r = api.client.get("/v1/usage", headers=api.admin, params={"since": since, "until": until})
+    assert r.status_code == status, r.text
+    if status == 422:
+        assert r.json()["error"]["code"] == "invalid_window"
+
+
+def test_a_vector_another_ingest_kept_meanwhile_does_not_fail_the_cache_write(container, monkeypatch):
+    """Two ingests of one text at once both compute its vector; the second write finds it kept and leaves it (a
+    check-then-insert failed there with a unique violation: a 500 on the upload, found by review)."""
+    import numpy as np
+
+    from memory.embedding_cache import SqlEmbeddingCache
+
+    cache = SqlEmbeddingCache(container.sessions)
+    first = np.arange(4, dtype=np.float32)
+    cache.put_many("m", {"a" * 64: first})
+    # The other ingest's check ran before this one's insert: what it saw is nothing kept yet.
+    monkeypatch.setattr(SqlEmbeddingCache, "get_many", lambda self, model_id, shas: {})
+    cache.put_many("m", {"a" * 64: first + 1, "b" * 64: first + 2})
+    monkeypatch.undo()
+    kept = cache.get_many("m", ["a" * 64, "b" * 64])
+    assert kept["a" * 64].tolist() == first.tolist() and kept["b" * 64].tolist() == (first + 2).tolist()
