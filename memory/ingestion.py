@@ -38,7 +38,7 @@ from classifiers.types import Label
 from ingest.errors import IngestError
 from ingest.types import ProcessedDocument
 from ingest.versioning import older_pipeline
-from memory import audit, db_errors, policy_store, withholdable
+from memory import audit, db_errors, policy_store, principals, withholdable
 from memory import sources as sources_svc
 from memory.clock import utcnow
 from memory.db import transaction
@@ -509,6 +509,9 @@ def _activate(
             "supersedes": previous.id if previous else None,
             # The embedding work done (usage metering); auditors only, unlike the upload's response.
             "embedded": sum(1 for c in doc.chunks if not c.embedding_cached),
+            "embedded_tokens": sum(c.draft.token_count for c in doc.chunks if not c.embedding_cached),
+            # The teams the ingest is charged to, as they are now (a member moving on does not move past work).
+            "groups": principals.teams_of(session, user_id=acting_for or actor, acting=acting_for is not None),
             # And the masked texts of chunks with personal data embedded (their masked twins' vectors).
             "embedded_masked": sum(1 for c in doc.chunks if c.masked_vector is not None
                                    and not c.masked_embedding_cached),

@@ -147,6 +147,15 @@ def get_principal(session: Session, *, principal_id: str) -> Principal:
     return p
 
 
+def teams_of(session: Session, *, user_id: str, acting: bool) -> list[str]:
+    """The teams work done for `user_id` is charged to (memory.usage): its groups now, when it is a user (or acted
+    for: only users are acted for). Teams are groups of people: an agent or service working for no user has none."""
+    p = session.get(Principal, user_id)
+    if p is None or (not acting and p.kind != "user"):
+        return []
+    return sorted(g.group for g in p.groups)
+
+
 def list_principals(session: Session) -> list[Principal]:
     return list(session.execute(select(Principal).order_by(Principal.id)).scalars())
 

@@ -17,7 +17,16 @@ from sqlalchemy.orm import Session
 
 from memory.clock import utc
 from memory.errors import ValidationFailedError
-from memory.models import AuditChunk, AuditRecord, Chunk, DocumentVersion, Embedding, Principal, PrincipalGroup
+from memory.models import (
+    REACHABLE_STATUSES,
+    AuditChunk,
+    AuditRecord,
+    Chunk,
+    DocumentVersion,
+    Embedding,
+    Principal,
+    PrincipalGroup,
+)
 
 
 @dataclass
@@ -46,52 +55,65 @@ def usage_report(session: Session, *, since: datetime | None = None, until: date
     report = UsageReport(since=since, until=until)
     principal: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     groups: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    sources: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     kinds = dict(session.execute(select(Principal.id, Principal.kind)).all())
     members: dict[str, list[str]] = defaultdict(list)
     for pid, group in session.execute(select(PrincipalGroup.principal_id, PrincipalGroup.group)):
         members[pid].append(group)
+
+    def charge(pid: str | None, acting_for: str | None, recorded: Any, figures: dict[str, float]) -> None:
+        # Work is charged to the user an agent acted for (the team that asked), and counted for the agent too.
+        for who in {pid or "unknown", acting_for or pid or "unknown"}:
+            _add(principal[who], figures)
+        for g in _teams(pid, acting_for, recorded, kinds, members):
+            _add(groups[g], figures)
+
     for pid, acting_for, body in session.execute(
         _window(select(AuditRecord.principal_id, AuditRecord.acting_for, AuditRecord.body)
                 .where(AuditRecord.event == "search"), since, until)
     ):
-        figures = {
+        charge(pid, acting_for, (body.get("filter_summary") or {}).get("groups"), {
             "queries": 1.0, "chunks_served": float(len(body.get("chunk_ids", []))),
             "query_tokens": float(body.get("embedding_tokens", 0)),
             "withheld": float(sum(body.get("withheld", {}).values())),
+        })
+    for pid, acting_for, sid, body in session.execute(
+        _window(select(AuditRecord.principal_id, AuditRecord.acting_for, AuditRecord.source_id, AuditRecord.body)
+                .where(AuditRecord.event == "write"), since, until)
+    ):
+        details = body.get("details", {})
+        if body.get("action") != "document.ingest" or not sid:
+            continue
+        ingested = {
+            "versions_ingested": 1.0, "chunks_ingested": float(details.get("chunks", 0)),
+            "chunks_embedded": float(details.get("embedded", 0)),
+            # Recorded since 2026-11-29: older ingests count their chunks embedded, not their tokens.
+            "embedded_tokens": float(details.get("embedded_tokens", 0)),
+            # The masked texts of chunks with personal data embedded for their masked twins (the same cost).
+            "masked_texts_embedded": float(details.get("embedded_masked", 0)),
         }
-        # Work is charged to the user an agent acted for (the team that asked), and counted for the agent too.
-        for who in {pid or "unknown", acting_for} - {None}:
-            _add(principal[who], figures)
-        for g in _teams(pid, acting_for, body, kinds, members):
-            _add(groups[g], figures)
+        _add(sources[sid], ingested)
+        charge(pid, acting_for, details.get("groups"), ingested)
     report.by_principal = {k: dict(v) for k, v in sorted(principal.items())}
     report.by_group = {k: dict(v) for k, v in sorted(groups.items())}
 
-    sources: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     served = _window(
         select(Chunk.source_id, func.count()).select_from(AuditChunk)
         .join(AuditRecord, AuditRecord.seq == AuditChunk.seq).join(Chunk, Chunk.id == AuditChunk.chunk_id)
         .group_by(Chunk.source_id), since, until)
     for sid, n in session.execute(served):
         sources[sid]["chunks_served"] = n
-    for sid, body in session.execute(
-        _window(select(AuditRecord.source_id, AuditRecord.body).where(AuditRecord.event == "write"), since, until)
-    ):
-        details = body.get("details", {})
-        if body.get("action") == "document.ingest" and sid:
-            sources[sid]["versions_ingested"] += 1
-            sources[sid]["chunks_ingested"] += details.get("chunks", 0)
-            sources[sid]["chunks_embedded"] += details.get("embedded", 0)
-            # The masked texts of chunks with personal data embedded for their masked twins (the same cost).
-            sources[sid]["masked_texts_embedded"] += details.get("embedded_masked", 0)
-    for sid, n, chars, tokens in session.execute(
-        select(Chunk.source_id, func.count(), func.sum(func.length(Chunk.text)), func.sum(Chunk.token_count))
+    # Storage now (not windowed): every chunk kept of a committed version, the superseded ones kept for time
+    # travel included (`history_chunks` of them), and the masked twins' extra vectors.
+    for sid, status, n, chars, tokens, twins in session.execute(
+        select(Chunk.source_id, DocumentVersion.status, func.count(), func.sum(func.length(Chunk.text)),
+               func.sum(Chunk.token_count), func.count(Chunk.masked_point_id))
         .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
-        .where(DocumentVersion.status == "active").group_by(Chunk.source_id)
+        .where(DocumentVersion.status.in_(REACHABLE_STATUSES)).group_by(Chunk.source_id, DocumentVersion.status)
     ):
-        sources[sid]["stored_chunks"] = n
-        sources[sid]["stored_chars"] = float(chars or 0)
-        sources[sid]["stored_tokens"] = float(tokens or 0)
+        row = sources[sid]
+        _add(row, {"stored_chunks": n, "stored_chars": float(chars or 0), "stored_tokens": float(tokens or 0),
+                   "history_chunks": n if status != "active" else 0, "masked_twins": twins})
     report.by_source = {k: dict(v) for k, v in sorted(sources.items())}
     report.duplicates = _duplicates(session)
     report.totals = {
@@ -107,16 +129,16 @@ def _add(row: dict[str, float], figures: dict[str, float]) -> None:
         row[k] += v
 
 
-def _teams(pid: str | None, acting_for: str | None, body: dict[str, Any], kinds: dict[str, str],
+def _teams(pid: str | None, acting_for: str | None, recorded: Any, kinds: dict[str, str],
            members: dict[str, list[str]]) -> list[str]:
-    """The teams a search is charged to: the groups it ran under, as its record states them (the user's, or the
-    user's an agent acted for, met with the agent's own), so a later change of membership does not move past
-    work between teams. Teams are groups of people: an agent or service searching for no user is charged to
-    none. A record without its groups (none is written so) falls back to the user's groups now."""
+    """The teams a search or an ingest is charged to: the groups its record states (`recorded`: a search's the
+    groups it ran under, the user's or the user's an agent acted for met with the agent's own; an ingest's its
+    user's teams), so a later change of membership does not move past work between teams. Teams are groups of
+    people: an agent or service working for no user is charged to none. A record without its groups (an ingest
+    recorded before they were) falls back to the user's groups now."""
     user = acting_for if acting_for is not None else pid
     if user is None or (acting_for is None and kinds.get(user) != "user"):
         return []
-    recorded = (body.get("filter_summary") or {}).get("groups")
     return list(recorded) if isinstance(recorded, list) else members.get(user, [])
 
 
