@@ -79,7 +79,7 @@ class Container:
 
         s = self.settings
         return EdgeTuning(hnsw_ef=s.search_hnsw_ef, count_hnsw_ef=s.search_count_hnsw_ef,
-                          wide_hnsw_ef=s.search_wide_hnsw_ef)
+                          wide_hnsw_ef=s.search_wide_hnsw_ef, acorn_max_selectivity=s.search_acorn_max_selectivity)
 
     @cached_property
     def store(self) -> VectorStore:
@@ -101,7 +101,8 @@ class Container:
             client, collection=s.qdrant_collection, dim=EMBEDDING_DIM, shard_number=s.qdrant_shards,
             replication_factor=s.qdrant_replicas, write_consistency_factor=s.qdrant_write_consistency,
             read_consistency=s.qdrant_read_consistency, hnsw_ef=s.search_hnsw_ef,
-            count_hnsw_ef=s.search_count_hnsw_ef, wide_hnsw_ef=s.search_wide_hnsw_ef, owns_client=True,
+            count_hnsw_ef=s.search_count_hnsw_ef, wide_hnsw_ef=s.search_wide_hnsw_ef,
+            acorn_max_selectivity=s.search_acorn_max_selectivity or None, owns_client=True,
         )
         server.ensure_collection()
         return server

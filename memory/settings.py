@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     search_wide_hnsw_ef: int = Field(
         800, ge=16, le=8192, description="Beam of the served search's second try after a detected miss (Beam.WIDE)."
     )
+    search_acorn_max_selectivity: float = Field(
+        0.0, ge=0, le=1, description="Below this estimated filter selectivity the graph search also explores 2-hop "
+        "neighbours (Qdrant's ACORN), on both vector backends; 0 (the default) leaves it off: at 100k chunks it cost "
+        "12.6 ms vs 2.95 ms at a 50% filter, with filtered recall@10 already 1.0 without it.",
+    )
     job_stale_s: float = Field(
         600, ge=10, le=86_400, description="A background job (POST /v1/admin/jobs) with no heartbeat for this long "
         "lost its process and is marked interrupted (its runner beats every quarter of this; a cancel its work "

@@ -91,14 +91,14 @@ class ServerVectorStore(BatchSearches):
         hnsw_ef: int = 200,
         count_hnsw_ef: int = 100,
         wide_hnsw_ef: int = 800,
-        acorn_max_selectivity: float | None = 0.4,
+        acorn_max_selectivity: float | None = None,
         owns_client: bool = False,
     ) -> None:
         """Layout arguments apply when `ensure_collection()` creates the collection.
 
         `read_consistency`: None (server default: one replica), "all", "majority", "quorum", or a number of
-        replicas (int or digit string). `acorn_max_selectivity=None` leaves ACORN off (servers older than
-        1.16 reject it). `owns_client=True` makes `close()` close the client too.
+        replicas (int or digit string). `acorn_max_selectivity`: as EdgeTuning's (MEMORY_SEARCH_ACORN_MAX_SELECTIVITY,
+        the same on both backends); None, the default, leaves ACORN off (servers older than 1.16 reject it). `owns_client=True` makes `close()` close the client too.
         """
         self._client = client
         self._collection = collection

@@ -41,3 +41,29 @@ def test_governed_search_on_the_server_backend(server_api):
     # narrowing a source's read groups reaches the vectors before the change is acknowledged
     assert api.client.patch("/v1/sources/s", headers=api.admin, json={"read_groups": ["other"]}).status_code == 200
     assert api.search(eu, "reimbursements trains").json()["hits"] == []
+
+
+@pytest.mark.parametrize("selectivity", [0.0, 0.25])
+def test_both_backends_search_with_the_acorn_setting_they_are_given(tmp_path, monkeypatch, selectivity):
+    """MEMORY_SEARCH_ACORN_MAX_SELECTIVITY reaches the embedded store and the server store alike (the server store
+    turned ACORN on at 0.4 for every beam while the embedded one had it off: found by review)."""
+    import qdrant_client
+
+    # No server to reach here: no version check, no collection made.
+    client = qdrant_client.QdrantClient
+    monkeypatch.setattr(qdrant_client, "QdrantClient", lambda **kw: client(check_compatibility=False, **kw))
+    monkeypatch.setattr(ServerVectorStore, "ensure_collection", lambda self: None)
+    embedded = Container(Settings(data_dir=tmp_path / "e", search_acorn_max_selectivity=selectivity))
+    scaled = Container(Settings(data_dir=tmp_path / "s", qdrant_url="http://127.0.0.1:9",
+                                search_acorn_max_selectivity=selectivity))
+    try:
+        assert embedded.edge_tuning.acorn_max_selectivity == selectivity
+        store: Any = scaled.store
+        acorn = {beam: params.acorn for beam, params in store._beam_params.items()}
+        if selectivity:
+            assert all(a.enable and a.max_selectivity == selectivity for a in acorn.values()), acorn
+        else:
+            assert set(acorn.values()) == {None}, acorn  # the server's default: off
+    finally:
+        embedded.close()
+        scaled.close()
