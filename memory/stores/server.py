@@ -97,8 +97,9 @@ class ServerVectorStore(BatchSearches):
         """Layout arguments apply when `ensure_collection()` creates the collection.
 
         `read_consistency`: None (server default: one replica), "all", "majority", "quorum", or a number of
-        replicas (int or digit string). `acorn_max_selectivity`: as EdgeTuning's (MEMORY_SEARCH_ACORN_MAX_SELECTIVITY,
-        the same on both backends); None, the default, leaves ACORN off (servers older than 1.16 reject it). `owns_client=True` makes `close()` close the client too.
+        replicas (int or digit string). `acorn_max_selectivity`: as EdgeTuning's (the service passes both
+        MEMORY_SEARCH_ACORN_MAX_SELECTIVITY); None, the default, leaves ACORN off (servers older than 1.16 reject
+        it). `owns_client=True` makes `close()` close the client too.
         """
         self._client = client
         self._collection = collection
