@@ -551,7 +551,61 @@ FILTERS = st.builds(
         st.frozensets(st.sampled_from(["s1", "s2", "s3"]), max_size=3),
         st.frozensets(st.sampled_from(["s1", "s2", "s3"]), max_size=3),
     )),
+    excluded_sources=st.frozensets(st.sampled_from(["s1", "s2", "s3"]), max_size=2),
+).map(
+    # As policy.build_filter makes them: sources above the caller's clearance are excluded by id only when no
+    # scope lists the readable ones (a scope leaves them out itself).
+    lambda f: dataclasses.replace(f, excluded_sources=frozenset()) if f.scope is not None else f
 )
+
+
+@settings(max_examples=300, deadline=None)
+@given(flt=FILTERS)
+def test_every_field_a_filter_reads_is_indexed_on_both_backends(flt: AccessFilter) -> None:
+    """A filtered field without a payload index is a full scan (and on a Qdrant server with strict mode, an
+    error): every key the policy's filters and the stores' selectors read has one, of the type the clause needs,
+    in the one schema both backends create (found untested by review: the server's indexes are not made in
+    local mode)."""
+    from memory.stores.base import FLOAT_FIELDS, INTEGER_FIELDS, KEYWORD_FIELDS
+    from memory.stores.filters import AllOf, HasIds, OneOf, selector_plan
+
+    kinds = {"AnyValue": KEYWORD_FIELDS, "NoneOf": KEYWORD_FIELDS, "IntEquals": INTEGER_FIELDS,
+             "IntIn": INTEGER_FIELDS, "InRange": FLOAT_FIELDS}
+
+    def walk(clause: object) -> None:
+        if isinstance(clause, (AllOf, OneOf)):
+            for inner in clause.clauses:
+                walk(inner)
+        elif not isinstance(clause, HasIds):
+            assert clause.key in kinds[type(clause).__name__], clause  # type: ignore[attr-defined]
+
+    plan = access_plan(flt)
+    if plan is not None:  # None: the filter admits nothing, nothing is searched
+        walk(plan)
+    for selector in (Selector(version_ids=("v",)), Selector(source_id="s")):
+        walk(selector_plan(selector))
+
+
+def test_the_server_store_creates_every_payload_index_and_refuses_a_mistyped_one() -> None:
+    """Off local mode (a real server), opening the collection makes each payload index of the schema, and an
+    existing index of another type is refused (vector_schema_mismatch)."""
+    from unittest import mock
+
+    from qdrant_client.http import models
+
+    from memory.stores.base import FLOAT_FIELDS, INTEGER_FIELDS, KEYWORD_FIELDS
+
+    client = mock.Mock(init_options={"url": "http://qdrant:6333"})
+    store = ServerVectorStore(client, "chunks", DIM)
+    store._ensure_indexes({})
+    made = {c.args[1]: c.kwargs["field_schema"] for c in client.create_payload_index.call_args_list}
+    assert made == {**{f: models.PayloadSchemaType.KEYWORD for f in KEYWORD_FIELDS},
+                    **{f: models.PayloadSchemaType.INTEGER for f in INTEGER_FIELDS},
+                    **{f: models.PayloadSchemaType.FLOAT for f in FLOAT_FIELDS}}
+    wrong = models.PayloadIndexInfo(data_type=models.PayloadSchemaType.KEYWORD, points=0)
+    with pytest.raises(VectorStoreError) as refused:
+        store._ensure_indexes({next(iter(INTEGER_FIELDS)): wrong})
+    assert refused.value.code == "vector_schema_mismatch"
 
 
 @pytest.mark.parametrize("kind", KINDS)
