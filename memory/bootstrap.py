@@ -162,7 +162,9 @@ class Container:
         from ingest.workers import make_parser
         from memory.embedding_cache import SqlEmbeddingCache
 
-        parser = make_parser(timeout_s=self.settings.parse_timeout_s)
+        parser = make_parser(
+            timeout_s=self.settings.parse_timeout_s, pandoc_max_heap_mb=self.settings.pandoc_max_heap_mb
+        )
         parser.start()  # the parse worker (if any) loads unstructured while the models below load
         return IngestPipeline(
             self.classifier, self.embedder, SqlEmbeddingCache(self.sessions),

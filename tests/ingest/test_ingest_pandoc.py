@@ -1,0 +1,95 @@
+"""pandoc under the parse worker: a heap limit that fails a file at once as document_too_complex."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import pytest
+
+from ingest import pandoc
+from ingest.errors import DocumentTooComplexError, IngestError
+from ingest.types import ParsedDocument
+from ingest.workers import InlineParser, ProcessParser, make_parser
+from tests.ingest.test_ingest_pipeline import MAX
+
+# pandoc's runtime is built with a 64 MiB suggested heap (-H64m): at a 64 MiB limit the first major collection
+# finds no room, so a document of a few hundred KB fails in ~0.1 s; with 80 MiB it parses (measured).
+SMALL_HEAP_MB = 64
+
+
+def words_rst(paragraphs: int, *, seed: int = 7) -> bytes:
+    """A .rst of random words, 200 to a paragraph (~1.8 KB each): what pandoc's memory and time grow with."""
+    rng = random.Random(seed)
+    text = "\n\n".join(" ".join(f"word{rng.randrange(10_000)}" for _ in range(200)) for _ in range(paragraphs))
+    return ("Planning Review\n===============\n\n" + text + "\n").encode()
+
+
+def parse_one(parser: ProcessParser | InlineParser, data: bytes, filename: str) -> ParsedDocument | IngestError:
+    [(result, _)] = list(parser.parse_many([(data, filename)], max_bytes=MAX))
+    return result
+
+
+def test_a_document_over_the_heap_limit_fails_at_once_as_too_complex(capfd: pytest.CaptureFixture[str]) -> None:
+    data = words_rst(150)  # ~270 KB: pandoc needs ~1 s and ~170 MiB RSS for it, unbounded
+
+    with ProcessParser(timeout_s=60, pandoc_max_heap_mb=SMALL_HEAP_MB) as parser:
+        parser.wait_ready()
+        t0 = time.perf_counter()
+        result = parse_one(parser, data, "notes.rst")
+        elapsed = time.perf_counter() - t0
+
+    assert isinstance(result, DocumentTooComplexError), result
+    assert result.code == "document_too_complex"
+    assert f"more memory than the limit of {SMALL_HEAP_MB} MB" in result.message
+    assert elapsed < 10  # pandoc stops at the limit, well before it could have parsed the file
+    err = capfd.readouterr().err
+    assert f"pandoc heap exhausted: limit_mb={SMALL_HEAP_MB}" in err, err
+    assert "Heap exhausted" not in err and "Planning Review" not in err  # neither pandoc's stderr nor the document
+
+
+def test_the_same_document_parses_under_the_default_limit() -> None:
+    data = words_rst(150)
+
+    with ProcessParser(timeout_s=60) as parser:
+        result = parse_one(parser, data, "notes.rst")
+
+    assert isinstance(result, ParsedDocument), result
+    assert result.text.startswith("Planning Review") and result.text.count("word") == 150 * 200
+
+
+def test_the_in_process_path_runs_pandoc_under_its_limit_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(pandoc.ENV, "-M4096m")  # restored after the test: this path sets it in this process
+
+    result = parse_one(InlineParser(pandoc_max_heap_mb=SMALL_HEAP_MB), words_rst(150), "notes.rst")
+
+    assert isinstance(result, DocumentTooComplexError), result
+    assert os.environ[pandoc.ENV] == f"-M{SMALL_HEAP_MB}m"
+
+
+def test_a_heap_limit_below_one_mib_is_refused_where_the_parser_is_built() -> None:
+    with pytest.raises(ValueError):
+        make_parser(timeout_s=0, pandoc_max_heap_mb=0)
+    with pytest.raises(ValueError):
+        make_parser(timeout_s=5, pandoc_max_heap_mb=0)
+
+
+@pytest.mark.parametrize(("message", "exhausted"), [
+    ('Pandoc died with exitcode "251" during conversion: pandoc: Heap exhausted;\npandoc: Current maximum heap', True),
+    ('Pandoc died with exitcode "64" during conversion: a document quoting "Heap exhausted"', False),
+    ('Pandoc died with exitcode "251" during conversion: ', False),  # the status alone: not certainly the heap
+    ("Heap exhausted", False),
+])
+def test_heap_exhaustion_is_told_by_pandocs_exit_status_and_words(message: str, exhausted: bool) -> None:
+    assert pandoc.heap_exhausted(RuntimeError(message)) is exhausted
+
+
+def test_heap_exhaustion_is_found_under_an_error_raised_from_it() -> None:
+    try:
+        try:
+            raise RuntimeError('Pandoc died with exitcode "251" during conversion: pandoc: Heap exhausted;')
+        except RuntimeError as err:
+            raise ValueError("a library's own words") from err
+    except ValueError as wrapped:
+        assert pandoc.heap_exhausted(wrapped)
