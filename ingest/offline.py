@@ -11,7 +11,7 @@ PostgreSQL or Qdrant) nothing is blocked. The flag follows the context, so a thr
 guard does not inherit it (Python threads start with an empty context); the parsers we call start none.
 Child processes (pandoc for odt/rtf/org/rst/epub) are outside any in-process guard: pandoc runs with
 `--sandbox` (unstructured asks for it: its readers read only the files named to it), under a heap limit
-(ingest.pandoc).
+(ingest.pandoc), and is killed with a parse worker stopped mid-file (ingest.workers).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ process that can be killed. `ProcessParser` keeps one worker process (a pebble P
 unstructured once and parses every file it is given; a file that runs past `timeout_s` gets
 ParseTimeoutError (`parse_timeout`), pebble kills that worker (SIGTERM, then SIGKILL) and starts a fresh one
 for the next file, and the rest of the batch goes on. A worker that dies under a file (a crash in a native
-library, an OOM kill) gets that file a CorruptDocumentError and is replaced the same way.
+library, an OOM kill) gets that file a CorruptDocumentError and is replaced the same way. A worker stopped by
+SIGTERM kills its child processes first (pandoc, LibreOffice): they would otherwise run on, orphaned.
 
 The worker is spawned, never forked: the parent holds torch, tokenizer and database threads, and a fork
 copies their locks in whatever state they are in. It runs the same offline guards as the in-process path
@@ -34,6 +35,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
+import psutil
+
 from ingest.attachments import AttachmentLimits
 from ingest.errors import (
     CorruptDocumentError,
@@ -49,6 +52,7 @@ from ingest.types import ParsedDocument
 logger = logging.getLogger(__name__)
 
 CONVERT_SHARE = 0.8  # of the per-file budget, for one LibreOffice conversion
+REAP_WAIT_S = 1.0  # for the children killed at a SIGTERM to be reaped (SIGKILL ends them within milliseconds)
 ParseFunction = Callable[..., ParsedDocument]  # parse_document's signature: (data, filename, *, max_bytes, ...)
 # One file's outcome and the seconds its parse took where it ran (IPC and queueing excluded).
 ParseResult = tuple[ParsedDocument | IngestError, float]
@@ -262,14 +266,19 @@ def _init_worker() -> None:
 
 def _stop_conversions_on_term() -> None:
     """A worker stopped mid-file (pebble's SIGTERM at a timeout or a shutdown exits at once, unwinding nothing)
-    first kills its LibreOffice conversion and removes its directory; and a new worker removes what a worker
+    first kills its LibreOffice conversion and removes its directory, then kills every other process it started
+    (pandoc, which runs on orphaned otherwise: minutes and gigabytes); and a new worker removes what a worker
     killed outright left behind (ingest.legacy_office)."""
     from ingest import legacy_office
 
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: Any) -> None:
-        legacy_office.abandon_active()
+        try:
+            legacy_office.abandon_active()
+        except Exception:  # a signal handler must not raise, and the children are still to be killed
+            pass
+        _kill_children()
         if callable(previous):
             previous(signum, frame)
         else:
@@ -280,6 +289,27 @@ def _stop_conversions_on_term() -> None:
         legacy_office.sweep_stale()
     except OSError as exc:  # never stop a worker from starting
         logger.warning("soffice leftovers not swept: error=%s", type(exc).__name__)
+
+
+def _kill_children() -> None:
+    """SIGKILL every process this one started, their children too, and reap its own (for a SIGTERM handler:
+    never raises). Reaped here because an orphan's zombie stays until PID 1 reaps it, and in a container PID 1 may
+    be the service itself, which never does."""
+    try:
+        me = psutil.Process()
+        direct = me.children()
+        everyone = me.children(recursive=True)
+    except Exception:  # psutil cannot read /proc: nothing more can be done from here
+        return
+    for child in everyone:
+        try:
+            child.kill()
+        except Exception:  # already gone, or not ours to kill
+            pass
+    try:
+        psutil.wait_procs(direct, timeout=REAP_WAIT_S)
+    except Exception:
+        pass
 
 
 def _ready() -> None:

@@ -1,19 +1,24 @@
-"""pandoc under the parse worker: a heap limit that fails a file at once as document_too_complex."""
+"""pandoc under the parse worker: a heap limit that fails a file at once as document_too_complex, and no pandoc
+left running when the worker is killed at a file's time budget."""
 
 from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 
+import psutil
+import pypandoc
 import pytest
 
 from ingest import pandoc
-from ingest.errors import DocumentTooComplexError, IngestError
+from ingest.errors import DocumentTooComplexError, IngestError, ParseTimeoutError
 from ingest.types import ParsedDocument
 from ingest.workers import InlineParser, ProcessParser, make_parser
 from tests.ingest.test_ingest_pipeline import MAX
 
+PANDOC = os.path.realpath(pypandoc.get_pandoc_path())
 # pandoc's runtime is built with a 64 MiB suggested heap (-H64m): at a 64 MiB limit the first major collection
 # finds no room, so a document of a few hundred KB fails in ~0.1 s; with 80 MiB it parses (measured).
 SMALL_HEAP_MB = 64
@@ -93,3 +98,65 @@ def test_heap_exhaustion_is_found_under_an_error_raised_from_it() -> None:
             raise ValueError("a library's own words") from err
     except ValueError as wrapped:
         assert pandoc.heap_exhausted(wrapped)
+
+
+def test_a_worker_killed_at_its_budget_leaves_no_pandoc_running() -> None:
+    data = words_rst(2_000)  # ~3.6 MB: pandoc alone takes ~12 s and ~360 MiB on it
+    seen: dict[int, float] = {}  # pandoc processes under the worker: pid -> start time
+    watching = threading.Event()
+    watching.set()
+
+    def watch() -> None:
+        while watching.is_set():
+            for process in psutil.Process().children(recursive=True):
+                try:
+                    if process.exe() == PANDOC:
+                        seen[process.pid] = process.create_time()
+                except psutil.Error:
+                    pass
+            time.sleep(0.05)
+
+    # A heap limit far above what this file needs: it is the time budget that stops it.
+    with ProcessParser(timeout_s=3, pandoc_max_heap_mb=8192) as parser:
+        parser.wait_ready()
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            result = parse_one(parser, data, "big.rst")
+        finally:
+            watching.clear()
+            watcher.join()
+        try:
+            assert isinstance(result, ParseTimeoutError), result
+            assert seen, "pandoc never ran under the worker"
+            deadline = time.monotonic() + 5
+            while _running(seen) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _running(seen), "pandoc outlived its killed worker"
+        finally:
+            for pid in _running(seen):  # never leave one behind, even when the test fails
+                psutil.Process(pid).kill()
+
+
+def _running(seen: dict[int, float]) -> list[int]:
+    """Those of `seen` still running (the same process: a reused pid has another start time; a zombie is done)."""
+    alive = []
+    for pid, started in seen.items():
+        try:
+            process = psutil.Process(pid)
+            if process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def test_killing_the_children_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It runs in a SIGTERM handler: an exception there would keep the worker from exiting."""
+    from ingest import workers
+
+    def unreadable(*_: object) -> psutil.Process:
+        raise psutil.AccessDenied()
+
+    monkeypatch.setattr(workers.psutil, "Process", unreadable)
+    workers._kill_children()
