@@ -16,13 +16,16 @@ A failed D leaves the upload committed and reported `revealed=False`; uploading 
 `vector_sync.repair()`) finishes it.
 
 `repair()` finishes D for versions left unsynced and deletes the points of versions left pending longer
-than a grace period (a younger one may be another replica's live ingest).
+than a grace period (a younger one may be another replica's live ingest). An ingest that was only slow fails when
+it wakes up, and the points it may still upsert are never revealed: its version id is its own (`new_version_id`),
+although the next ingest of the document takes its version number.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -153,8 +156,12 @@ def document_id_for(source_id: str, external_key: str) -> str:
     return hashlib.sha256(f"{source_id}\0{external_key}".encode()).hexdigest()[:24]
 
 
-def version_id_for(document_id: str, version: int) -> str:
-    return f"{document_id}-v{version}"
+def new_version_id(document_id: str, version: int) -> str:
+    """A new id for the version numbered `version`, unique to the ingest reserving it. The number is reused once
+    repair has abandoned (deleted) the version that held it; the id never is, so an ingest that wakes up after
+    repair abandoned it finds its row gone instead of the next ingest's, and the points it may still upsert carry
+    an id no version will ever have: no step D reveals them, and no step C commits its chunks under another row."""
+    return f"{document_id}-v{version}-{secrets.token_hex(6)}"
 
 
 def chunk_id_for(version_id: str, ordinal: int, sha: str) -> str:
@@ -390,7 +397,7 @@ def _reserve(
             latest_no = session.execute(
                 select(func.max(DocumentVersion.version)).where(DocumentVersion.document_id == doc_id)
             ).scalar_one_or_none() or 0
-            vid = version_id_for(doc_id, latest_no + 1)
+            vid = new_version_id(doc_id, latest_no + 1)
             v = doc.versions
             session.add(DocumentVersion(
                 id=vid, document_id=doc_id, version=latest_no + 1, status="pending", sha256=doc.sha256,

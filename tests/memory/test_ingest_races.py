@@ -4,6 +4,7 @@ vectors, and so every search, admit."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -49,8 +50,12 @@ def readable(group: str, jurisdiction: str = "EU") -> AccessFilter:
 
 
 def served_versions(container: Any, group: str = "eng") -> set[int]:
-    hits = container.store.search([1.0] + [0.0] * (DIM - 1), readable(group), 50)
-    return {int(h.payload.version_id.rsplit("-v", 1)[1]) for h in hits}
+    """The numbers of the versions whose points a search admits (KeyError: a point of a version SQL lacks)."""
+    ids = {h.payload.version_id for h in container.store.search([1.0] + [0.0] * (DIM - 1), readable(group), 50)}
+    with container.sessions() as s:
+        numbers = {vid: n for vid, n in s.execute(select(DocumentVersion.id, DocumentVersion.version)
+                                                  .where(DocumentVersion.id.in_(ids)))}
+    return {numbers[vid] for vid in ids}
 
 
 def count(container: Any, model: Any) -> int:
@@ -265,6 +270,74 @@ def test_repair_abandons_a_stale_pending_version_and_its_empty_document(containe
         "abandoned": 1, "synced": 0, "republished": 0, "retractions_resynced": 0}
     assert count(container, DocumentVersion) == count(container, Document) == 0
     assert container.store.count() == 0
+
+
+class Stalled:
+    """The store, running `hook` once before the first upsert (step B): the ingest stalls there."""
+
+    def __init__(self, inner: Any, hook: Callable[[], object]) -> None:
+        self._inner, self._hook, self.upserted = inner, hook, []
+
+    def upsert(self, points: Any) -> None:
+        if not self.upserted:
+            self._hook()
+        self.upserted.extend(p.id for p in points)
+        self._inner.upsert(points)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_an_ingest_waking_up_after_repair_abandoned_it_does_not_take_the_next_ingests_version(container, src):
+    """An ingest stalls before its upsert past the grace: repair abandons its version 2, and the next upload of the
+    document reserves version 2 again and is slow too. The stalled ingest must not wake up and commit its content
+    under that upload's row (whose bytes would then never be stored: their retry is `unchanged`), nor leave points
+    the vectors could take for the other version's."""
+    ingest(container, policy(100))
+    reserved, go = threading.Event(), threading.Event()
+    other: list[IngestOutcome] = []
+    slow = Stalled(container.store, lambda: (reserved.set(), go.wait(60)))
+    thread = threading.Thread(target=lambda: other.append(ingest(container, policy(300), store=slow)))
+
+    def stall() -> None:
+        assert repair(container.sessions, container.store, pending_grace_s=0)["abandoned"] == 1
+        thread.start()
+        assert reserved.wait(60)
+
+    late = ingest(container, policy(200), store=Stalled(container.store, stall))
+    go.set()
+    thread.join(60)
+    assert (late.status, late.error_code) == ("failed", "concurrent_update")
+    assert [(o.status, o.version) for o in other] == [("updated", 2)]
+    with container.sessions() as s:
+        current = s.scalars(select(DocumentVersion).where(DocumentVersion.status == "active")).one()
+        texts = s.scalars(select(Chunk.text).where(Chunk.version_id == current.id)).all()
+        points = [pid for c in s.scalars(select(Chunk)) for pid in (c.point_id, c.masked_point_id) if pid]
+    assert current.sha256 == hashlib.sha256(policy(300).encode()).hexdigest()
+    assert "300 euros" in " ".join(texts) and "200" not in " ".join(texts)
+    assert container.store.count() == len(points)  # the late ingest's points are gone, the other's all there
+    assert served_versions(container) == {2}
+
+
+def test_points_an_abandoned_ingest_upserts_late_are_never_revealed(container, src, monkeypatch):
+    """The reported case: an ingest stalls past the grace, repair abandons its version, and the ingest wakes up,
+    upserts its points and dies before its commit. The next version of the document must not reveal them."""
+    ingest(container, policy(100))
+    stalled = Stalled(container.store, lambda: repair(container.sessions, container.store, pending_grace_s=0))
+
+    def dies(*a: Any, **k: Any) -> None:
+        raise RuntimeError("process died")
+
+    monkeypatch.setattr("memory.ingestion._embedded_for_uploader", dies)  # right after the late upsert
+    monkeypatch.setattr("memory.ingestion.abandon", lambda *a: False)  # and before undoing
+    assert ingest(container, policy(200), store=stalled).error_code == "internal_error"
+    monkeypatch.undo()
+    assert stalled.upserted
+    out = ingest(container, policy(300))
+    assert (out.status, out.version) == ("updated", 2)
+    assert not any(p.payload.committed for p in container.store.retrieve(stalled.upserted))
+    ingest(container, policy(400))  # closing version 2 patches its points again
+    assert not any(p.payload.committed for p in container.store.retrieve(stalled.upserted))
 
 
 # 4. step D failing after step C committed

@@ -120,7 +120,7 @@ def test_a_uri_base_names_where_readers_find_the_originals(container, src, tmp_p
                                    paths=[str(tmp_path / "dir")], actor="st", max_bytes=10_000,
                                    uri_base="https://intranet.example.com/policies/")
     with container.sessions() as s:
-        uri = s.get(DocumentVersion, f"{out.document_id}-v{out.version}").uri
+        uri = s.get(DocumentVersion, out.version_id).uri
     assert uri == "https://intranet.example.com/policies/sub%20dir/a.md"  # never this host's file path
 
 
