@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 DEFAULT_MAX_HEAP_MB = 1024
 ENV = "GHCRTS"
@@ -21,13 +23,23 @@ _HEAP_EXHAUSTED_WORDS = "Heap exhausted"
 _LIMIT = re.compile(r"^-M(\d+)m$")
 
 
-def limit_heap(max_heap_mb: int) -> None:
-    """Make every pandoc this process starts from now on stop past `max_heap_mb` MiB of heap."""
+@contextmanager
+def heap_limited(max_heap_mb: int) -> Iterator[None]:
+    """Inside: every pandoc this process starts stops past `max_heap_mb` MiB of heap. The variable is put back as
+    it was on the way out, so no other program this process starts later (another GHC program: shellcheck, say)
+    runs under it. The parse worker only parses; in the API process (parse budget 0) another thread's child
+    started meanwhile inherits it too, which only a GHC program reads."""
     if max_heap_mb < 1:
         raise ValueError("max_heap_mb must be positive")
-    value = f"-M{max_heap_mb}m"
-    if os.environ.get(ENV) != value:  # written on a change only: one write per process, not one per file
-        os.environ[ENV] = value
+    previous = os.environ.get(ENV)
+    os.environ[ENV] = f"-M{max_heap_mb}m"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = previous
 
 
 def heap_limit_mb() -> int | None:

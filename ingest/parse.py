@@ -114,8 +114,7 @@ def parse_document(
     if len(data) > max_bytes:  # before anything is loaded
         raise DocumentTooLargeError(f"{len(data)} bytes exceeds the limit of {max_bytes} bytes")
     ensure_parser_offline()
-    pandoc.limit_heap(pandoc_max_heap_mb)
-    with no_network():
+    with no_network(), pandoc.heap_limited(pandoc_max_heap_mb):
         parsed = _parse(data, filename, max_bytes=max_bytes, limits=limits, budget=budget, depth=0, path=None)
     parser = parser_version(parsed.route.function)
     if parsed.route.convert_from:  # e.g. libreoffice==7.4.7.2:doc->docx+unstructured==0.27.32:partition_docx

@@ -110,12 +110,20 @@ def test_ingest_parses_in_a_worker_and_reports_skipped_attachments(env: Path, mo
 def test_ingest_runs_pandoc_under_the_configured_heap_limit(env: Path, monkeypatch):
     import os
 
+    import pypandoc
     from pydantic import ValidationError
 
     from memory.settings import Settings
 
     monkeypatch.setenv("MEMORY_PANDOC_MAX_HEAP_MB", "256")
-    monkeypatch.setenv("GHCRTS", "")  # restored after the test: the in-process parse sets it in this process
+    monkeypatch.delenv("GHCRTS", raising=False)
+    convert, seen = pypandoc.convert_file, []
+
+    def recording(*args, **kwargs):  # the limit pandoc is started under (the in-process path: this process)
+        seen.append(os.environ.get("GHCRTS"))
+        return convert(*args, **kwargs)
+
+    monkeypatch.setattr(pypandoc, "convert_file", recording)
     invoke("principals", "create", "st", "--roles", "steward")
     invoke("sources", "add", "s", "--name", "S", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "g")
     folder = env / "notes"
@@ -126,7 +134,8 @@ def test_ingest_runs_pandoc_under_the_configured_heap_limit(env: Path, monkeypat
 
     assert r.exit_code == 0, r.output
     assert [o["status"] for o in json.loads(r.output)] == ["created"]
-    assert os.environ["GHCRTS"] == "-M256m"
+    assert seen == ["-M256m"]
+    assert "GHCRTS" not in os.environ  # put back: no other program this process starts runs under it
     with pytest.raises(ValidationError):
         Settings(pandoc_max_heap_mb=64)  # type: ignore[call-arg]
 
