@@ -107,6 +107,10 @@ def ingest_paths(
     every later file being refused with `label_map_changed`)."""
     outcomes: list[IngestOutcome] = []
     batch: list[FileInput] = []
+    # Each document key once a run: two files with one key (report.txt given from two folders) would otherwise
+    # become two versions of one document, the second superseding the first without a word, and a later run
+    # would report one of them unchanged while the other is served. The first file given keeps the key.
+    first_with_key: dict[str, Path] = {}
 
     def flush() -> None:
         if batch:
@@ -122,6 +126,12 @@ def ingest_paths(
             continue
         f, root = item
         key = f.relative_to(root).as_posix()
+        if key in first_with_key:
+            outcomes.append(IngestOutcome(key, "failed", error_code="duplicate_key", error=(
+                f"{f} has the document key {key!r} of {first_with_key[key]}, given earlier in this run: give "
+                "folders whose relative paths differ, or ingest the two separately")))
+            continue
+        first_with_key[key] = f
         try:
             size = f.stat().st_size
             if size > max_bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 
@@ -111,6 +112,27 @@ def test_paths_report_missing_files_and_walk_folders(container, src, tmp_path):
                                  max_bytes=10_000)
     assert sorted((o.external_key, o.status) for o in out) == sorted([
         ("a.md", "created"), (str(tmp_path / "missing.pdf"), "failed"), ("sub/b.txt", "created")])
+
+
+def test_two_files_with_one_document_key_in_a_run_store_the_first_and_refuse_the_second(container, src, tmp_path):
+    """report.txt from two folders is one document key: the second file used to supersede the first without a
+    word, and the next run reported one of them unchanged while the other was served (found by review)."""
+    for folder, text in (("A", DOC_V1), ("B", "Plain text about hotels.")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "report.txt").write_text(text)
+    for _ in range(2):  # and again: the first file stays the document, unchanged
+        out = documents.ingest_paths(
+            container.sessions, container.store, container.ingest_pipeline, source_id="s1", actor="st",
+            paths=[str(tmp_path / "A"), str(tmp_path / "B" / "report.txt")], max_bytes=10_000)
+        [second] = [o for o in out if o.status == "failed"]  # (files refused before parsing are reported first)
+        [first] = [o for o in out if o is not second]
+        assert (first.external_key, second.external_key) == ("report.txt", "report.txt")
+        assert (second.status, second.error_code) == ("failed", "duplicate_key")
+        assert str(tmp_path / "A" / "report.txt") in (second.error or "")
+    assert first.status == "unchanged"
+    with container.sessions() as s:
+        versions = s.scalars(select(DocumentVersion).where(DocumentVersion.document_id == first.document_id)).all()
+    assert [v.sha256 for v in versions] == [hashlib.sha256(DOC_V1.encode()).hexdigest()]
 
 
 def test_a_uri_base_names_where_readers_find_the_originals(container, src, tmp_path):
