@@ -112,11 +112,13 @@ class EdgeVectorStore(BatchSearches):
     def upsert(self, points: Sequence[VectorPoint]) -> None:
         """Insert or replace points (idempotent by id); durable through the WAL on return."""
         for start in range(0, len(points), _UPSERT_BATCH):
-            batch = [
-                qe.Point(p.id, as_floats(p.vector, self._dim), p.payload.to_dict())
-                for p in points[start : start + _UPSERT_BATCH]
-            ]
+            # Built inside: the engine refuses a malformed id (or vector) as it builds the point, and that is a
+            # VectorStoreError as from the server store, never a bare ValueError.
             with self._backend("upsert"):
+                batch = [
+                    qe.Point(p.id, as_floats(p.vector, self._dim), p.payload.to_dict())
+                    for p in points[start : start + _UPSERT_BATCH]
+                ]
                 self._shard.update(qe.UpdateOperation.upsert_points(batch))
 
     def search(self, vector: Sequence[float] | np.ndarray, flt: AccessFilter, limit: int) -> list[ScoredPoint]:
@@ -174,9 +176,8 @@ class EdgeVectorStore(BatchSearches):
         if not fields:
             return
         # Always by filter (ids become a has_id condition): set_payload by id fails on a missing id.
-        op = qe.UpdateOperation.set_payload_by_filter(to_edge_filter(plan), fields)
         with self._backend("patch"):
-            self._shard.update(op)
+            self._shard.update(qe.UpdateOperation.set_payload_by_filter(to_edge_filter(plan), fields))
             if durable:
                 # Retractions are rare and must survive a crash without relying on WAL replay alone.
                 self._shard.flush()
@@ -185,9 +186,8 @@ class EdgeVectorStore(BatchSearches):
     def delete(self, selector: Selector) -> None:
         """Delete the selected points; flushed on return."""
         plan = selector_plan(selector)
-        op = qe.UpdateOperation.delete_points_by_filter(to_edge_filter(plan))
         with self._backend("delete"):
-            self._shard.update(op)
+            self._shard.update(qe.UpdateOperation.delete_points_by_filter(to_edge_filter(plan)))
             self._shard.flush()
 
     def retrieve(self, point_ids: Sequence[str]) -> list[ScoredPoint]:

@@ -203,6 +203,14 @@ def test_wrong_dimension_is_a_store_error(store: VectorStore) -> None:
         store.search([1.0], access(), 3)
 
 
+def test_a_malformed_point_id_is_a_store_error(store: VectorStore) -> None:
+    """Point ids are UUIDs; anything else is the store's typed error on both backends (the embedded one let the
+    engine's bare ValueError out, a 500 at the API: found by review)."""
+    bad = dataclasses.replace(point(payload(), unit(0)), id="not-a-uuid")
+    with pytest.raises(VectorStoreError):
+        store.upsert([bad])
+
+
 # -- every AccessFilter clause ---------------------------------------------------------------------------
 
 CLAUSES = [
