@@ -423,7 +423,8 @@ def _policy_file(file: Path) -> Any:
 
 @policy_app.command("set-jurisdictions")
 def policy_set_jurisdictions(
-    file: Annotated[Path, typer.Argument(help="JSON file: [{data, caller, rule}, ...]")],
+    file: Annotated[Path, typer.Argument(
+        help="JSON file: [{data, caller, rule}, ...], or {rules: [...]} as PUT /v1/policy/jurisdictions takes")],
     data_dir: DataDir = None,
     actor: Actor = None,
 ) -> None:
@@ -431,6 +432,8 @@ def policy_set_jurisdictions(
     from memory import policy_store
 
     rules = _policy_file(file)
+    if isinstance(rules, dict) and set(rules) == {"rules"}:  # the API's body; anything else the store refuses
+        rules = rules["rules"]
 
     def _do(c: Container) -> int:
         with transaction(c.sessions) as s:

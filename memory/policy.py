@@ -96,6 +96,9 @@ def effective(caller: Identity, user: Identity | None = None) -> EffectivePrinci
     )
 
 
+_RULE_KEYS = frozenset({"data", "caller", "rule"})
+
+
 @dataclass(frozen=True)
 class TransferRules:
     """Admin-managed (data jurisdiction, caller jurisdiction) -> Transfer. Unknown pair -> DENY."""
@@ -121,15 +124,29 @@ class TransferRules:
         ]
 
     @classmethod
-    def from_json(cls, items: Iterable[Mapping[str, object]], version: int = 0) -> TransferRules:
+    def from_json(cls, items: object, version: int = 0) -> TransferRules:
+        """Rules from `[{data, caller, rule}, ...]`; anything else (not a list, an item not an object, a key
+        missing, unknown or not a string) is 422 `invalid_transfer_rule`, as the API's schema refuses it."""
+        if not isinstance(items, list | tuple):
+            raise PolicyError("transfer rules are a list of {data, caller, rule} objects",
+                              code="invalid_transfer_rule")
         rules: dict[tuple[str, str], Transfer] = {}
         for item in items:
+            if not isinstance(item, Mapping):
+                raise PolicyError(f"a transfer rule is a {{data, caller, rule}} object, not {type(item).__name__}",
+                                  code="invalid_transfer_rule")
+            unknown = sorted(str(k) for k in set(item) - _RULE_KEYS)
+            if unknown:
+                raise PolicyError(f"unknown keys in a transfer rule: {unknown}", code="invalid_transfer_rule")
             try:
-                data_j = normalise_jurisdiction(str(item["data"]))
-                caller_j = normalise_jurisdiction(str(item["caller"]))
-                mode = Transfer.parse(str(item["rule"]))
+                values = {k: item[k] for k in sorted(_RULE_KEYS)}
             except KeyError as exc:
                 raise PolicyError(f"transfer rule is missing {exc}", code="invalid_transfer_rule") from exc
+            if not all(isinstance(v, str) for v in values.values()):
+                raise PolicyError("a transfer rule's data, caller and rule are strings", code="invalid_transfer_rule")
+            data_j = normalise_jurisdiction(str(values["data"]))
+            caller_j = normalise_jurisdiction(str(values["caller"]))
+            mode = Transfer.parse(str(values["rule"]))
             if (data_j, caller_j) in rules:
                 raise PolicyError(f"duplicate rule for {data_j}->{caller_j}", code="duplicate_transfer_rule")
             rules[(data_j, caller_j)] = mode

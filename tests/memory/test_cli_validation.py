@@ -1,0 +1,80 @@
+"""The CLI gets the API's limits: they live in the services, so an oversized value is one `error: <code>` line and
+exit 2 on every database (on PostgreSQL it used to be an internal error, the column refusing the row)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from memory import cli, cli_access, cli_commands  # noqa: F401  (registers commands)
+from memory.bootstrap import Container
+from memory.settings import Settings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path, db_url, monkeypatch, fake_embedder, fake_classifier):
+    monkeypatch.setenv("MEMORY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MEMORY_DATABASE_URL", db_url)
+    monkeypatch.setenv("MEMORY_ENV", "test")
+    real_init = Container.__init__
+
+    def with_doubles(self, settings, **kw):  # the CLI builds its own container: hand it fast model doubles
+        kw.setdefault("embedder", fake_embedder)
+        kw.setdefault("classifier", fake_classifier)
+        real_init(self, settings, **kw)
+
+    monkeypatch.setattr(Container, "__init__", with_doubles)
+    return tmp_path
+
+
+def invoke(*args: str):
+    return runner.invoke(cli.app, list(args))
+
+
+def refused(r, code: str) -> None:
+    assert r.exit_code == 2, r.output
+    assert f"error: {code}: " in r.output and "internal_error" not in r.output, r.output
+
+
+def count(model: type, *where) -> int:
+    c = Container(Settings())
+    try:
+        with c.sessions() as s:
+            return int(s.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+    finally:
+        c.close()
+
+
+def _steward() -> None:
+    assert invoke("principals", "create", "st", "--groups", "g", "--roles", "steward,reader").exit_code == 0
+
+
+@pytest.mark.parametrize("body", [
+    ["x"],
+    {"rules": ["x"]},
+    {"rules": [{"data": "EU", "caller": "US", "rule": "allow", "extra": 1}]},
+    [{"data": "EU", "caller": 5, "rule": "allow"}],
+    {"not_rules": []},
+    "rules",
+])
+def test_malformed_transfer_rules_are_refused_with_their_code(env: Path, body: object):
+    f = env / "rules.json"
+    f.write_text(json.dumps(body))
+    refused(invoke("policy", "set-jurisdictions", str(f)), "invalid_transfer_rule")
+
+
+def test_transfer_rules_in_the_apis_body_shape_are_accepted(env: Path):
+    f = env / "rules.json"
+    f.write_text(json.dumps({"rules": [{"data": "EU", "caller": "US", "rule": "allow_masked"}]}))
+    r = invoke("policy", "set-jurisdictions", str(f))
+    assert r.exit_code == 0, r.output
+    f.write_text(json.dumps({"rules": []}))
+    assert invoke("policy", "set-jurisdictions", str(f)).exit_code == 0
+    rules = json.loads(invoke("policy", "show").output)["jurisdictions"]["rules"]
+    assert rules == []
