@@ -25,6 +25,7 @@ from memory.errors import ValidationFailedError
 from memory.models import AuditChunk, AuditHead, AuditRecord
 
 GENESIS = "0" * 64
+ACTOR_MAX = 128  # the principal_id and acting_for columns
 # Table-level statements: no ORM unit of work or identity map on the append path.
 # Built once: constant statements keep SQLAlchemy's compile cache hot (values come as parameters).
 _RECORDS, _CHUNKS, _HEAD = (cast(Table, m.__table__) for m in (AuditRecord, AuditChunk, AuditHead))
@@ -158,6 +159,12 @@ def append(
     Core statements, not the unit of work: this runs on every search, and three statements (record,
     chunk rows, head) are all it needs. The head row is locked first, so appends are strictly ordered.
     The audit_chunks rows are written from the body's `chunk_ids` (one source: verify holds the rows to it)."""
+    for who in (principal_id, acting_for):
+        # The CLI's actor is whatever its operator typed (--actor, MEMORY_CLI_ACTOR): longer than the column, a
+        # 422 before anything is written, not PostgreSQL refusing the row (a 500).
+        if who is not None and len(who) > ACTOR_MAX:
+            raise ValidationFailedError(f"an actor is at most {ACTOR_MAX} characters long (got {len(who)})",
+                                        code="invalid_actor")
     head = session.execute(_READ_HEAD).one_or_none()
     if head is None:  # a database created without the migration's seed row
         session.execute(insert(_HEAD).values(id=1, seq=0, hash=GENESIS))

@@ -22,6 +22,8 @@ from memory.policy import EffectivePrincipal
 from memory.sources import stewards
 from memory.stores.base import VectorStore
 
+URI_MAX = 2048  # a version's uri column (memory.models.DocumentVersion)
+
 
 @dataclass(frozen=True)
 class PathProblem:
@@ -105,6 +107,10 @@ def ingest_paths(
     `processor` gives the processor for each batch of `batch_files` (`Container.ingest_pipeline`: one that labels
     with the label map in force, so a map changed during a long ingest applies from the next batch instead of
     every later file being refused with `label_map_changed`)."""
+    base = uri_base.rstrip("/") if uri_base else None
+    if base is not None and len(base) + 2 > URI_MAX:  # not even `<base>/x` would fit its column
+        raise ValidationFailedError(f"--uri-base leaves no room for a path in a {URI_MAX}-character URI "
+                                    f"(it has {len(base)})", code="invalid_uri_base")
     outcomes: list[IngestOutcome] = []
     batch: list[FileInput] = []
     # Each document key once a run: two files with one key (report.txt given from two folders) would otherwise
@@ -143,7 +149,11 @@ def ingest_paths(
         except OSError as exc:
             outcomes.append(IngestOutcome(key, "failed", error_code="unreadable_file", error=exc.strerror or str(exc)))
             continue
-        uri = f"{uri_base.rstrip('/')}/{quote(key)}" if uri_base else f.resolve().as_uri()
+        uri = f"{base}/{quote(key)}" if base is not None else f.resolve().as_uri()
+        if len(uri) > URI_MAX:  # the column's size: refused here, not by PostgreSQL (an internal error)
+            outcomes.append(IngestOutcome(key, "failed", error_code="uri_too_long",
+                                          error=f"its URI is longer than {URI_MAX} characters"))
+            continue
         batch.append(FileInput(data=data, filename=f.name, external_key=key, uri=uri))
         if len(batch) >= batch_files:
             flush()

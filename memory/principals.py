@@ -30,6 +30,11 @@ from memory.policy import KINDS, ROLES, EffectivePrincipal, Identity, effective,
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")
 _KEY = re.compile(r"gm_([a-z0-9]{16})_([A-Za-z0-9_-]{20,128})")
 
+# The most names (groups, read groups, users an agent may act for, purposes, the sources a search names) one
+# request may carry, whatever the edge: far above any real team's, low enough that one request cannot write an
+# unbounded list into the audit log. The API's schemas use it too.
+MAX_NAMES = 1000
+
 
 @dataclass(frozen=True)
 class NewPrincipal:
@@ -55,6 +60,14 @@ def validate_id(value: str, what: str) -> str:
     if not _ID.fullmatch(value):
         raise ValidationFailedError(f"invalid {what} {value!r}", code=f"invalid_{what.replace(' ', '_')}")
     return value
+
+
+def within_names_limit(values: Iterable[str], what: str) -> tuple[str, ...]:
+    """`values` as a tuple, or 422 `too_many_names` past MAX_NAMES."""
+    names = tuple(values)
+    if len(names) > MAX_NAMES:
+        raise ValidationFailedError(f"at most {MAX_NAMES} {what} (got {len(names)})", code="too_many_names")
+    return names
 
 
 def _hash(secret: str) -> str:
@@ -86,7 +99,7 @@ def delegation_targets(
 ) -> tuple[str, ...]:
     """The users an agent/service may act for, deduplicated; or `invalid_delegation` (422) when the principal
     is a user, or a target is itself, an agent or a service, and `principal_not_found` (404) when unknown."""
-    targets = tuple(dict.fromkeys(user_ids))
+    targets = tuple(dict.fromkeys(within_names_limit(user_ids, "users to act for")))
     if (targets or any_user) and kind == "user":
         raise ValidationFailedError("only agents and services may act for users", code="invalid_delegation")
     for user_id in targets:
@@ -122,7 +135,8 @@ def create_principal(
         may_act_for_any=spec.may_act_for_any,
         created_at=utcnow(),
     )
-    p.groups = [PrincipalGroup(group=validate_id(g, "group")) for g in dict.fromkeys(spec.groups)]
+    p.groups = [PrincipalGroup(group=validate_id(g, "group"))
+                for g in dict.fromkeys(within_names_limit(spec.groups, "groups"))]
     p.roles = [PrincipalRole(role=r) for r in roles]
     session.add(p)
     session.flush()
@@ -174,7 +188,8 @@ def update_groups(
     session: Session, *, principal_id: str, groups: Iterable[str], actor: str | None, acting_for: str | None = None
 ) -> Principal:
     p = get_principal(session, principal_id=principal_id)
-    p.groups = [PrincipalGroup(group=validate_id(g, "group")) for g in dict.fromkeys(groups)]
+    p.groups = [PrincipalGroup(group=validate_id(g, "group"))
+                for g in dict.fromkeys(within_names_limit(groups, "groups"))]
     session.flush()
     audit.append(session, audit.Write(action="principal.groups", target=p.id,
                                       details={"groups": sorted(g.group for g in p.groups)}),

@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 # A caller who can read more sources than this is filtered on read groups (memory.readable_sources).
 SCOPED_SOURCES_LIMIT = readable_sources.DEFAULT_LIMIT
+QUERY_MAX = 4000  # characters in a query, whatever the edge (the API's SearchIn holds the same)
 # The plan's policy reads when no process cache is given (the CLI's one-off search): straight from SQL.
 _FROM_SQL = PolicyReads(maxsize=0)
 
@@ -158,6 +159,8 @@ def plan(
 def _validated(request: SearchRequest, max_top_k: int, now: float | None) -> tuple[float, str | None]:
     if not request.query.strip():
         raise ValidationFailedError("query must not be empty", code="empty_query")
+    if len(request.query) > QUERY_MAX:
+        raise ValidationFailedError(f"query is longer than {QUERY_MAX} characters", code="query_too_long")
     if not 1 <= request.top_k <= max_top_k:
         raise ValidationFailedError(f"top_k must be within 1..{max_top_k}", code="invalid_top_k")
     current = time.time() if now is None else now

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from memory.clock import utc
+from memory.principals import MAX_NAMES  # one limit for every edge (the services check it too)
 from memory.provenance import Citation as CitationOut  # one definition: the dataclass is the schema
 
 LabelName = Literal["public", "internal", "confidential", "restricted"]
@@ -30,11 +31,6 @@ def _representable_in_utc(value: datetime) -> datetime:
 # Every instant a caller sends (bodies and query parameters): out of range is 422 invalid_request, not a 500.
 Instant = Annotated[datetime, AfterValidator(_representable_in_utc)]
 
-
-# The most names (groups, read groups, users an agent may act for, purposes, the sources a search names) one
-# request may carry: far above any real team's, low enough that one request cannot write an unbounded list
-# into the audit log.
-MAX_NAMES = 1000
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from memory import cli, cli_access, cli_commands  # noqa: F401  (registers commands)
 from memory.bootstrap import Container
+from memory.models import Document, Principal
 from memory.settings import Settings
 
 runner = CliRunner()
@@ -53,6 +54,48 @@ def count(model: type, *where) -> int:
 
 def _steward() -> None:
     assert invoke("principals", "create", "st", "--groups", "g", "--roles", "steward,reader").exit_code == 0
+
+
+def test_an_actor_longer_than_its_column_is_refused(env: Path):
+    refused(invoke("principals", "create", "pgu1", "--actor", "a" * 300), "invalid_actor")
+    assert count(Principal) == 0
+    assert invoke("principals", "create", "pgu1", "--actor", "a" * 128).exit_code == 0
+
+
+def test_a_uri_base_that_leaves_no_room_fails_the_ingest_before_any_work(env: Path):
+    _steward()
+    assert invoke("sources", "add", "s3", "--name", "S", "--steward", "st", "--jurisdiction", "EU").exit_code == 0
+    (env / "a.txt").write_text("A short note about trains.")
+    refused(invoke("ingest", "s3", str(env / "a.txt"), "--no-optimize", "--uri-base", "https://x/" + "u" * 2100),
+            "invalid_uri_base")
+    assert count(Document) == 0
+
+
+def test_a_file_whose_uri_would_not_fit_fails_alone(env: Path):
+    _steward()
+    assert invoke("sources", "add", "s3", "--name", "S", "--steward", "st", "--jurisdiction", "EU").exit_code == 0
+    (env / "d").mkdir()
+    (env / "d" / "a.txt").write_text("A short note about trains.")
+    (env / "d" / "b.txt").write_text("A short note about boats.")
+    r = invoke("ingest", "s3", str(env / "d"), "--json", "--no-optimize", "--uri-base", "https://x/" + "u" * 2034)
+    assert r.exit_code == 1, r.output
+    assert {o["external_key"]: o.get("error_code") for o in json.loads(r.output)} == {
+        "a.txt": "uri_too_long", "b.txt": "uri_too_long"}
+    assert count(Document) == 0
+
+
+def test_a_query_past_the_apis_limit_is_refused(env: Path):
+    _steward()
+    refused(invoke("search", "q" * 4001, "--as", "st"), "query_too_long")
+    assert invoke("search", "q" * 4000, "--as", "st").exit_code == 0
+
+
+def test_more_groups_than_the_api_takes_are_refused(env: Path):
+    groups = ",".join(f"g{i}" for i in range(1001))
+    refused(invoke("principals", "create", "u1", "--groups", groups), "too_many_names")
+    assert count(Principal) == 0
+    assert invoke("principals", "create", "u1").exit_code == 0
+    refused(invoke("principals", "update", "u1", "--groups", groups), "too_many_names")
 
 
 @pytest.mark.parametrize("body", [
