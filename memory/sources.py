@@ -29,6 +29,12 @@ from memory.stores.base import PayloadPatch, Selector, VectorStore
 
 log = logging.getLogger(__name__)
 
+# The columns' sizes (memory.models.Source), checked here so every edge refuses an oversized value with a 422
+# instead of PostgreSQL refusing the row (a 500); the API's schemas use the same limits.
+NAME_MAX = 256
+URI_MAX = 1024
+DESCRIPTION_MAX = 4096
+
 
 @dataclass(frozen=True)
 class NewSource:
@@ -90,6 +96,12 @@ def _check_steward(session: Session, principal_id: str, *, names_principals: boo
                                     "with the steward role", code="invalid_steward")
 
 
+def _checked_text(value: str, what: str, code: str, *, most: int, least: int = 0) -> str:
+    if not least <= len(value) <= most:
+        raise ValidationFailedError(f"{what} must be {least}-{most} characters long (got {len(value)})", code=code)
+    return value
+
+
 def read_groups(source: Source) -> tuple[str, ...]:
     return tuple(sorted(g.group for g in source.read_groups))
 
@@ -101,6 +113,9 @@ def register(
     """Register a source. Its id is a name every steward shares: an id in use is 409 `source_exists`, whoever
     holds it (ids are not secret; docs/operations.md). `names_principals`: see _check_steward."""
     validate_id(spec.id, "source id")
+    _checked_text(spec.name, "a source's name", "invalid_source_name", least=1, most=NAME_MAX)
+    _checked_text(spec.uri, "a source's uri", "invalid_uri", most=URI_MAX)
+    _checked_text(spec.description, "a source's description", "invalid_description", most=DESCRIPTION_MAX)
     if session.get(Source, spec.id) is not None:
         raise ConflictError(f"source {spec.id!r} exists", code="source_exists")
     _check_steward(session, spec.steward, names_principals=names_principals)
@@ -250,9 +265,10 @@ def update(
     src = get(session, source_id=source_id, for_update=True)
     before = describe(src)
     if patch.name is not None:
-        src.name = patch.name
+        src.name = _checked_text(patch.name, "a source's name", "invalid_source_name", least=1, most=NAME_MAX)
     if patch.description is not None:
-        src.description = patch.description
+        src.description = _checked_text(patch.description, "a source's description", "invalid_description",
+                                        most=DESCRIPTION_MAX)
     if patch.floor is not None:
         # The floor applies to chunks at ingest; the edges relabel the chunks already stored after the commit
         # (memory.relabel, which reads the floor under the source's lock).

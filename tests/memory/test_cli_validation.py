@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from memory import cli, cli_access, cli_commands  # noqa: F401  (registers commands)
 from memory.bootstrap import Container
-from memory.models import Document, Principal
+from memory.models import Document, Principal, Source
 from memory.settings import Settings
 
 runner = CliRunner()
@@ -54,6 +54,26 @@ def count(model: type, *where) -> int:
 
 def _steward() -> None:
     assert invoke("principals", "create", "st", "--groups", "g", "--roles", "steward,reader").exit_code == 0
+
+
+@pytest.mark.parametrize(("option", "value", "code"), [
+    ("--name", "n" * 257, "invalid_source_name"),
+    ("--name", "", "invalid_source_name"),
+    ("--uri", "https://x/" + "u" * 1100, "invalid_uri"),
+])
+def test_a_source_past_the_apis_limits_is_refused(env: Path, option: str, value: str, code: str):
+    _steward()
+    spec = {"--name": "S", "--uri": "", option: value}
+    r = invoke("sources", "add", "s1", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "g",
+               *[x for k, v in spec.items() for x in (k, v)])
+    refused(r, code)
+    assert count(Source) == 0
+
+
+def test_a_source_name_at_the_limit_is_accepted(env: Path):
+    _steward()
+    r = invoke("sources", "add", "s1", "--name", "n" * 256, "--steward", "st", "--jurisdiction", "EU")
+    assert r.exit_code == 0, r.output
 
 
 def test_an_actor_longer_than_its_column_is_refused(env: Path):
