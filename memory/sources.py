@@ -262,6 +262,9 @@ def update(
     session: Session, *, source_id: str, patch: SourcePatch, store: VectorStore, actor: str | None,
     acting_for: str | None = None, names_principals: bool = False,
 ) -> SourceUpdate:
+    """Apply `patch` (at least one field: an empty one is 422 `nothing_to_change`, not an audited no-op)."""
+    if patch == SourcePatch():
+        raise ValidationFailedError("give at least one field to change", code="nothing_to_change")
     src = get(session, source_id=source_id, for_update=True)
     before = describe(src)
     if patch.name is not None:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from memory import cli, cli_access, cli_commands  # noqa: F401  (registers commands)
 from memory.bootstrap import Container
-from memory.models import Document, Principal, Source
+from memory.models import AuditRecord, Document, Principal, Source
 from memory.settings import Settings
 
 runner = CliRunner()
@@ -141,3 +141,19 @@ def test_transfer_rules_in_the_apis_body_shape_are_accepted(env: Path):
     assert invoke("policy", "set-jurisdictions", str(f)).exit_code == 0
     rules = json.loads(invoke("policy", "show").output)["jurisdictions"]["rules"]
     assert rules == []
+
+
+def test_a_source_update_with_nothing_to_change_is_refused_and_not_audited(env: Path):
+    _steward()
+    assert invoke("sources", "add", "s7", "--name", "S", "--steward", "st", "--jurisdiction", "EU").exit_code == 0
+    refused(invoke("sources", "update", "s7"), "nothing_to_change")
+    assert count(AuditRecord, AuditRecord.event == "source.update") == 0
+
+
+def test_the_api_refuses_an_empty_source_patch_and_audits_nothing(api):
+    api.source("s")
+    r = api.client.patch("/v1/sources/s", headers=api.admin, json={})
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "nothing_to_change")
+    with api.container.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(AuditRecord).where(
+            AuditRecord.event == "source.update")) == 0
