@@ -33,6 +33,11 @@ from memory.db import transaction
 from memory.errors import ServiceError
 from memory.settings import Settings
 
+try:  # typer carries its own copy of click since 0.2x (typer.BadParameter is one of these); older ones used click's
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[assignment,no-redef]
+
 app = typer.Typer(help="Governed enterprise memory.", no_args_is_help=True, pretty_exceptions_enable=False)
 principals_app = typer.Typer(help="Principals and API keys (admin).", no_args_is_help=True)
 sources_app = typer.Typer(help="Sources (stewards).", no_args_is_help=True)
@@ -311,11 +316,24 @@ def principals_revoke_key(key_id: str, data_dir: DataDir = None, actor: Actor = 
 
 
 def main() -> None:
+    """The `memory` entry point: run the command; every failure, a usage error included, ends as one line."""
     # registers sources/ingest/search/... and verify/audit/retract/restore/explain commands
     from memory import cli_access, cli_audit, cli_commands, cli_documents, cli_jobs  # noqa: F401
 
     try:
-        app()
+        # not standalone: click would print its usage box for a bad argument and typer turns Ctrl-C into a
+        # silent exit 130; both are handled below as one line. A closed pipe still exits 1 silently (typer).
+        rc = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `memory` or `memory audit` alone: the help, as before
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+        sys.exit(exc.exit_code)
+    except UsageError as exc:
+        err.print(usage_error_line(exc), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        interrupted()
     except ServiceError as exc:
         err.print(f"error: {exc.code}: {exc.message}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -324,6 +342,26 @@ def main() -> None:
             raise
         err.print(unexpected_error_line(exc), markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
+    if rc == INTERRUPTED:  # typer's answer to a KeyboardInterrupt in a command
+        interrupted()
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)
+
+
+INTERRUPTED = 130
+
+
+def interrupted() -> None:
+    err.print("error: interrupted: stopped by the user (Ctrl-C)", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(INTERRUPTED)
+
+
+def usage_error_line(exc: UsageError) -> str:
+    """One line for a bad command line (missing or unknown option, a value of the wrong type or range), with
+    the command whose --help tells more."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    where = f"; see `{exc.ctx.command_path} --help`" if exc.ctx is not None else ""
+    return f"error: invalid_arguments: {message}{where}"
 
 
 def unexpected_error_line(exc: BaseException) -> str:
@@ -334,3 +372,10 @@ def unexpected_error_line(exc: BaseException) -> str:
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
     return (f"error: internal_error: unexpected {type(exc).__name__}{where} (its message is not shown, it may quote "
             "stored data; MEMORY_CLI_TRACEBACK=1 shows the whole traceback)")
+
+
+if __name__ == "__main__":  # python -m memory.cli, as the `memory` script
+    # through the imported module: the commands register on memory.cli.app, not on this __main__ copy's
+    from memory.cli import main as _main
+
+    _main()

@@ -510,7 +510,7 @@ def test_an_unexpected_error_is_one_line_without_its_message(monkeypatch, capsys
     its message (it may quote stored data); MEMORY_CLI_TRACEBACK=1 lets it through whole, for a bug report."""
     from memory import cli_audit, cli_documents, cli_jobs  # noqa: F401  (the commands main registers)
 
-    def boom() -> None:
+    def boom(**kwargs: object) -> None:
         raise ValueError("Maria Schneider, IBAN DE89370400440532013000")
 
     monkeypatch.setattr(cli, "app", boom)
@@ -525,3 +525,62 @@ def test_an_unexpected_error_is_one_line_without_its_message(monkeypatch, capsys
     monkeypatch.setenv("MEMORY_CLI_TRACEBACK", "1")
     with pytest.raises(ValueError):
         cli.main()
+
+
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """`memory ARGS` through the entry point (main), which shapes usage errors: exit code, stdout, stderr."""
+    from memory import cli_audit, cli_documents, cli_jobs  # noqa: F401  (the commands main registers)
+
+    monkeypatch.setattr("sys.argv", ["memory", *args])
+    code: object = 0
+    try:
+        cli.main()  # returns when the command succeeds
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return (code if isinstance(code, int) else 0 if code is None else 1), captured.out, captured.err
+
+
+@pytest.mark.parametrize("args", [
+    ("sources", "add", "s8", "--steward", "stew", "--jurisdiction", "EU"),  # missing required option
+    ("principals", "create", "x", "--expires", "notadate"),  # bad date
+    ("explain", "c1", "--as", "a", "--as-of", "garbage"),
+    ("audit", "show", "--limit", "0"),  # out of range
+    ("ingest", "s1"),  # missing argument
+    ("nosuchcommand",),
+    ("audit", "show", "--no-such-option"),
+])
+def test_a_bad_command_line_is_one_line_and_exit_2(env: Path, monkeypatch, capsys, args):
+    code, out, err = run_main(monkeypatch, capsys, *args)
+    assert code == 2, (code, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: invalid_arguments: "), err
+    assert "Usage:" not in out + err and "╭" not in out + err
+
+
+def test_help_and_a_good_command_keep_their_output_and_exit_code(env: Path, monkeypatch, capsys):
+    code, out, err = run_main(monkeypatch, capsys, "--help")
+    assert code == 0 and "Usage:" in out and "audit" in out and not err
+    code, out, err = run_main(monkeypatch, capsys, "keygen")
+    assert code == 0 and out.startswith("gm_") and not err
+
+
+def test_ctrl_c_is_one_line_and_exit_130(env: Path, monkeypatch, capsys):
+    def interrupted(n: int) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.secrets, "token_hex", interrupted)
+    code, _, err = run_main(monkeypatch, capsys, "keygen")
+    assert code == 130
+    assert err.strip().splitlines() == ["error: interrupted: stopped by the user (Ctrl-C)"]
+
+
+def test_python_dash_m_memory_cli_runs_the_cli(env: Path):
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "memory.cli", "keygen"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.startswith("gm_"), ok
+    bad = subprocess.run([sys.executable, "-m", "memory.cli", "audit", "show", "--limit", "0"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: invalid_arguments: "), bad
