@@ -20,6 +20,7 @@ from classifiers.types import Label
 from memory import audit, audit_trail
 from memory.bootstrap import Container
 from memory.cli import Actor, DataDir, actor_id, app, fail, out, print_json, run
+from memory.clock import utc
 from memory.db import transaction
 from memory.errors import ValidationFailedError
 from memory.models import MAX_INT32, MAX_INT64
@@ -45,8 +46,18 @@ def operator(actor: str | None) -> EffectivePrincipal:
     return EffectivePrincipal(actor_id(actor), None, frozenset(), Label.PUBLIC, (), frozenset({"admin"}))
 
 
+EVENTS = ("search", "write", "read")  # the API's `event` filter takes the same
+
+
 def _filter(**kw: Any) -> audit_trail.AuditFilter:
-    return audit_trail.AuditFilter(**kw)
+    """The records' filter, refused when it could only ever match nothing by mistake: an unknown event, or a window
+    whose start is after its end (`invalid_window`, as GET /v1/usage)."""
+    flt = audit_trail.AuditFilter(**kw)
+    if flt.event is not None and flt.event not in EVENTS:
+        fail("invalid_arguments", f"--event is one of {', '.join(EVENTS)}, not {flt.event!r}")
+    if flt.since is not None and flt.until is not None and utc(flt.since) > utc(flt.until):
+        fail("invalid_window", "--since is after --until: the window is empty")
+    return flt
 
 
 @app.command()
@@ -67,11 +78,15 @@ def verify(
             presented = json.loads(citation.read_text())
         except (OSError, ValueError) as exc:
             fail("invalid_citation_file", str(exc))
-        presented = presented.get("citation", presented) if isinstance(presented, dict) else {}
+        presented = presented.get("citation", presented) if isinstance(presented, dict) else presented
+        if not isinstance(presented, dict):  # an object missing its fields is the check's to report (exit 1)
+            fail("invalid_citation_file", f"{citation} holds no citation: a JSON object (a citation, or an answer "
+                 "with one under \"citation\") is expected")
 
     def _do(c: Container) -> dict[str, Any]:
         with transaction(c.sessions) as s:
-            given = presented or verification.get_citation(s, chunk_id=str(chunk_id)).citation.to_dict()
+            given = presented if citation is not None else verification.get_citation(
+                s, chunk_id=str(chunk_id)).citation.to_dict()
             result = verification.verify_citation(s, presented=given)
             verification.record_verify(s, result, principal_id=actor_id(actor))
             return json.loads(json.dumps(result.to_dict(), default=str))
@@ -97,7 +112,8 @@ def audit_verify(
     given = None
     if anchor is not None:
         try:
-            given = audit.anchor(int(seq) if seq.isdigit() else 0, digest)
+            # a seq past the column's range is no record's: refused as malformed, as seq 0 is
+            given = audit.anchor(int(seq) if seq.isdigit() and int(seq) <= MAX_INT64 else 0, digest)
         except ValidationFailedError as exc:
             fail(exc.code, f"--anchor is SEQ:HASH, the head an earlier check printed: {exc.message}")
 
@@ -114,7 +130,9 @@ def audit_verify(
     if not report.valid:
         typer.echo(f"broken: first broken seq {report.first_broken_seq}: {report.reason}", err=True)
         raise typer.Exit(1)
-    out.print(f"valid: {report.checked} records, head {report.head_seq}:{report.head_hash}", markup=False)
+    # unwrapped: a script or a person copies the head SEQ:HASH from this line for the next --anchor
+    out.print(f"valid: {report.checked} records, head {report.head_seq}:{report.head_hash}", markup=False,
+              highlight=False, soft_wrap=True)
 
 
 @audit_app.command("export")

@@ -225,6 +225,46 @@ def test_cli_audit_verify_export_show_and_errors(tmp_path: Path, monkeypatch: py
     assert r.exit_code == 1 and "first broken seq 1" in r.output
 
 
+def test_cli_audit_refuses_filters_and_anchors_that_can_only_be_mistakes(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    """An unknown --event or a window that ends before it starts would print nothing and exit 0; a seq past the
+    column's range would overflow: each is one line and exit 2. A head that does not fit the terminal stays on
+    one line (it is copied for the next --anchor)."""
+    from memory import cli, cli_audit  # noqa: F401  (registers the commands)
+
+    monkeypatch.setenv("MEMORY_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("MEMORY_ENV", "test")
+    runner = CliRunner(env={"COLUMNS": "40"})
+    r = runner.invoke(cli.app, ["audit", "verify"])
+    assert r.exit_code == 0, r.output
+    line, = r.stdout.splitlines()
+    seq, digest = line.split("head ")[1].split(":")
+    assert seq.isdigit() and len(digest) == 64, line
+    for command in ("show", "export"):
+        r = runner.invoke(cli.app, ["audit", command, "--event", "bogus"])
+        assert r.exit_code == 2 and r.stderr.startswith("error: invalid_arguments: --event"), r.output
+        r = runner.invoke(cli.app, ["audit", command, "--since", "2030-01-01", "--until", "2020-01-01"])
+        assert r.exit_code == 2 and r.stderr.startswith("error: invalid_window: "), r.output
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = runner.invoke(cli.app, ["audit", "verify", "--anchor", f"99999999999999999999999:{'a' * 64}"])
+    assert r.exit_code == 2 and r.stderr.startswith("error: invalid_anchor: "), r.output
+
+
+def test_cli_verify_refuses_a_file_that_holds_no_citation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from memory import cli, cli_audit  # noqa: F401  (registers the commands)
+
+    monkeypatch.setenv("MEMORY_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("MEMORY_ENV", "test")
+    runner = CliRunner()
+    for body in ("[1, 2]", '"x"', '{"citation": [1]}'):
+        (tmp_path / "c.json").write_text(body)
+        r = runner.invoke(cli.app, ["verify", "--citation", str(tmp_path / "c.json")])
+        assert r.exit_code == 2 and r.stderr.startswith("error: invalid_citation_file: "), (body, r.output)
+    (tmp_path / "c.json").write_text("{}")  # an object: the check's own answer, as POST /v1/citations/verify
+    r = runner.invoke(cli.app, ["verify", "--citation", str(tmp_path / "c.json")])
+    assert r.exit_code == 1 and "malformed_citation" in r.output and "chunk_not_found" not in r.output, r.output
+
+
 @pytest.mark.slow
 def test_real_stack_citation_verify_retract_and_audit(real_api):
     api = real_api
