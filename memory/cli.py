@@ -111,6 +111,13 @@ def print_json(data: Any) -> None:
     out.print_json(json.dumps(data, default=str))
 
 
+def whole_ids(table: Table, ids: list[str]) -> None:
+    """Keep the table's first column, its ids, whole on every console width: the other columns give way, since
+    an id cut to `0b1f…` is no use to the command that takes it."""
+    table.columns[0].no_wrap = True
+    table.columns[0].min_width = max((len(i) for i in ids), default=0)
+
+
 @app.command()
 def keygen() -> None:
     """Print a fresh random API key in the accepted format (e.g. for MEMORY_BOOTSTRAP_ADMIN_KEY)."""
@@ -241,8 +248,10 @@ def principals_list(data_dir: DataDir = None) -> None:
         with c.sessions() as s:
             return [presenters.principal(p).model_dump(mode="json") for p in principals.list_principals(s)]
 
+    rows = run(data_dir, _do)
     table = Table("id", "kind", "groups", "clearance", "jurisdiction", "roles", "active")
-    for p in run(data_dir, _do):
+    whole_ids(table, [p["id"] for p in rows])
+    for p in rows:
         table.add_row(p["id"], p["kind"], ",".join(p["groups"]), p["clearance"], p["jurisdiction"],
                       ",".join(p["roles"]), str(p["active"]))
     out.print(table)

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from memory import access_grants, access_requests
 from memory.bootstrap import Container
-from memory.cli import Actor, DataDir, app, csv_list, out, print_json, run
+from memory.cli import Actor, DataDir, app, csv_list, fail, out, print_json, run, whole_ids
 from memory.cli_audit import operator
 from memory.db import transaction
 
@@ -23,23 +23,32 @@ app.add_typer(access_app, name="access")
 @access_app.command("list")
 def access_list(
     status: Annotated[str | None, typer.Option(help="open | escalated | granted | refused")] = "open",
-    source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
+    source: Annotated[str | None, typer.Option(help="Only this source (source_not_found if there is none).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (as GET /v1/access-requests).")] = False,
     data_dir: DataDir = None,
     actor: Actor = None,
 ) -> None:
-    """List access requests."""
+    """List access requests (their whole ids: `access decide` takes one)."""
+    from memory import sources
+    from memory.api import presenters_audit
 
-    def _do(c: Container) -> list[tuple[str, ...]]:
+    def _do(c: Container) -> list[dict[str, Any]]:
         with c.sessions() as s:
-            return [
-                (r.id, r.source_id, r.requester_id, r.acting_for or "",
-                 r.reason + (f" ({r.purpose})" if r.purpose else ""), r.status, r.justification[:60])
-                for r in access_requests.list_requests(s, who=operator(actor), status=status, source_id=source)
-            ]
+            if source is not None:  # as `documents list`: a mistyped id is an error, not an empty list
+                sources.get_visible(s, who=operator(actor), source_id=source)
+            return [presenters_audit.access_request(r).model_dump(mode="json")
+                    for r in access_requests.list_requests(s, who=operator(actor), status=status, source_id=source)]
 
+    rows = run(data_dir, _do)
+    if as_json:
+        print_json(rows)
+        return
     table = Table("id", "source", "requester", "acting for", "reason", "status", "justification")
-    for row in run(data_dir, _do):
-        table.add_row(*row)
+    whole_ids(table, [r["id"] for r in rows])  # a piped or narrow listing still gives `access decide` its id
+    for r in rows:
+        table.add_row(r["id"], r["source_id"], r["requester_id"], r["acting_for"] or "",
+                      r["reason"] + (f" ({r['purpose']})" if r["purpose"] else ""), r["status"],
+                      r["justification"][:60])
     out.print(table)
 
 
@@ -65,6 +74,8 @@ def access_decide(
 ) -> None:
     """Grant (groups, clearance, a transfer rule or a consent purpose), refuse or escalate a request; audited. A
     grant reports whether the withheld reason is now resolved."""
+    if caller_jurisdiction is not None and transfer_rule is None:  # it would be dropped, the request still closed
+        fail("invalid_arguments", "--caller-jurisdiction is the caller side of --transfer-rule: give both")
 
     def _do(c: Container) -> dict[str, Any]:
         grant = access_grants.Grant(

@@ -584,3 +584,56 @@ def test_python_dash_m_memory_cli_runs_the_cli(env: Path):
     bad = subprocess.run([sys.executable, "-m", "memory.cli", "audit", "show", "--limit", "0"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: invalid_arguments: "), bad
+
+
+def test_access_list_gives_whole_ids_and_json_and_refuses_an_unknown_source(env: Path):
+    from memory import access_requests
+    from memory.principals import get_principal, resolve_effective
+    from memory.settings import Settings
+
+    long_id = "principal-with-a-rather-long-id-for-a-table"
+    invoke("principals", "create", "st", "--roles", "steward")
+    invoke("principals", "create", long_id, "--groups", "g", "--clearance", "public")
+    invoke("sources", "add", "s", "--name", "S", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "g")
+    c = Container(Settings())  # type: ignore[call-arg]
+    try:
+        with transaction(c.sessions) as s:
+            who = resolve_effective(s, caller=get_principal(s, principal_id=long_id), acting_for=None)
+            rid = access_requests.file_request(s, who=who, source_id="s", reason="clearance",
+                                               justification="I need the onboarding notes").id
+    finally:
+        c.close()
+    narrow = CliRunner(env={"COLUMNS": "60"})
+    r = narrow.invoke(cli.app, ["access", "list"])
+    assert r.exit_code == 0 and rid in r.output, r.output  # whole, on one line, never `0b1f…`
+    r = narrow.invoke(cli.app, ["principals", "list"])
+    assert r.exit_code == 0 and long_id in r.output, r.output
+    r = invoke("access", "list", "--json", "--source", "s")
+    assert r.exit_code == 0, r.output
+    listed = json.loads(r.output)
+    assert [(x["id"], x["source_id"], x["requester_id"], x["status"]) for x in listed] == [(rid, "s", long_id, "open")]
+    r = invoke("access", "list", "--source", "nosuch")
+    assert r.exit_code == 2 and r.stderr.startswith("error: source_not_found: "), r.output
+
+
+def test_access_decide_refuses_a_caller_jurisdiction_without_a_transfer_rule(env: Path):
+    from memory import access_requests
+    from memory.principals import get_principal, resolve_effective
+    from memory.settings import Settings
+
+    invoke("principals", "create", "st", "--roles", "steward")
+    invoke("principals", "create", "ann", "--groups", "g", "--clearance", "public")
+    invoke("sources", "add", "s", "--name", "S", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "g")
+    c = Container(Settings())  # type: ignore[call-arg]
+    try:
+        with transaction(c.sessions) as s:
+            who = resolve_effective(s, caller=get_principal(s, principal_id="ann"), acting_for=None)
+            rid = access_requests.file_request(s, who=who, source_id="s", reason="clearance",
+                                               justification="I need the onboarding notes").id
+    finally:
+        c.close()
+    r = invoke("access", "decide", rid, "--decision", "grant", "--clearance", "internal",
+               "--caller-jurisdiction", "US")
+    assert r.exit_code == 2 and r.stderr.startswith("error: invalid_arguments: --caller-jurisdiction"), r.output
+    r = invoke("access", "list", "--json")
+    assert [x["status"] for x in json.loads(r.output)] == ["open"]  # nothing written
