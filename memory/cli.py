@@ -154,10 +154,15 @@ def serve(
     from memory import logging_setup
 
     settings = _settings(data_dir)
-    updates: dict[str, Any] = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v}
+    updates: dict[str, Any] = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items()
+                               if v is not None}  # --port 0 is a value to refuse, not "unset"
     if demo:
         updates["seed_demo"] = True
-    settings = settings.model_copy(update=updates)
+    try:  # validated as the settings are (model_copy would not): --port 70000 is refused here, not by uvicorn
+        settings = Settings.model_validate({**settings.model_dump(), **updates})
+    except ValidationError as exc:
+        fail("invalid_arguments", "; ".join(f"--{'-'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                                            for e in exc.errors()))
     if settings.workers > 1 and (settings.is_embedded_vectors or settings.sqlalchemy_url.startswith("sqlite")):
         fail("embedded_single_process", "the embedded store (Qdrant Edge + SQLite) is owned by one process; "
              "use --workers 1, or set MEMORY_DATABASE_URL (PostgreSQL) and MEMORY_QDRANT_URL for more workers")
@@ -183,7 +188,15 @@ def serve(
     else:
         from memory.api.app import create_app
 
-        uvicorn.run(create_app(settings), **uvicorn_options(settings))
+        # The store is opened here, not first in the server's startup, so that a store another process holds is
+        # one `store_locked` line rather than uvicorn's startup traceback; the app then uses this open store.
+        container = Container(settings)
+        try:
+            _ = container.store
+        except ServiceError as exc:
+            container.close()
+            fail(exc.code, exc.message)
+        uvicorn.run(create_app(settings, container=container), **uvicorn_options(settings))
 
 
 @app.command()

@@ -158,13 +158,20 @@ def test_serve_refuses_workers_on_the_embedded_store(env: Path):
     assert r.exit_code == 2 and "embedded_single_process" in r.output
 
 
+def app_closing_its_container(settings, *, container=None) -> str:
+    """create_app's stand-in: closes the container serve opened, as the app's shutdown would (uvicorn is stubbed)."""
+    if container is not None:
+        container.close()
+    return "the-app"
+
+
 def test_serve_runs_uvicorn_with_the_configured_http_parser_and_loop(env: Path, monkeypatch):
     import uvicorn
 
     from memory.api import app as api_app
 
     ran: list[dict] = []
-    monkeypatch.setattr(api_app, "create_app", lambda settings: "the-app")
+    monkeypatch.setattr(api_app, "create_app", app_closing_its_container)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.append({"app": app, **kw}))
     monkeypatch.setattr("memory.logging_setup.configure", lambda *a, **k: None)
     assert invoke("serve", "--port", "9123").exit_code == 0
@@ -182,7 +189,7 @@ def test_serve_believes_forwarded_headers_only_from_named_proxies(env: Path, mon
     from memory.api import app as api_app
 
     ran: list[dict] = []
-    monkeypatch.setattr(api_app, "create_app", lambda settings: "the-app")
+    monkeypatch.setattr(api_app, "create_app", app_closing_its_container)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.append(kw))
     monkeypatch.setattr("memory.logging_setup.configure", lambda *a, **k: None)
     monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
@@ -637,3 +644,35 @@ def test_access_decide_refuses_a_caller_jurisdiction_without_a_transfer_rule(env
     assert r.exit_code == 2 and r.stderr.startswith("error: invalid_arguments: --caller-jurisdiction"), r.output
     r = invoke("access", "list", "--json")
     assert [x["status"] for x in json.loads(r.output)] == ["open"]  # nothing written
+
+
+@pytest.mark.parametrize("port", ["70000", "0", "-1"])
+def test_serve_refuses_a_port_out_of_range_in_one_line(env: Path, monkeypatch, capsys, port):
+    import uvicorn
+
+    ran: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.append(kw))
+    monkeypatch.setattr("memory.logging_setup.configure", lambda *a, **k: None)
+    code, _, err = run_main(monkeypatch, capsys, "serve", "--port", port)
+    assert code == 2 and not ran, (code, err)
+    line, = err.strip().splitlines()
+    assert line.startswith("error: invalid_arguments: --port: "), line
+
+
+def test_a_second_serve_on_one_data_dir_is_store_locked_in_one_line(env: Path, monkeypatch, capsys):
+    import uvicorn
+
+    from memory.settings import Settings
+
+    ran: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.append(kw))
+    monkeypatch.setattr("memory.logging_setup.configure", lambda *a, **k: None)
+    first = Container(Settings())  # type: ignore[call-arg]
+    try:
+        _ = first.store  # the first server holds the store
+        code, _, err = run_main(monkeypatch, capsys, "serve")
+    finally:
+        first.close()
+    assert code == 2 and not ran, (code, err)
+    line, = err.strip().splitlines()
+    assert line.startswith("error: store_locked: "), line
