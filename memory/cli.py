@@ -111,11 +111,15 @@ def print_json(data: Any) -> None:
     out.print_json(json.dumps(data, default=str))
 
 
-def whole_ids(table: Table, ids: list[str]) -> None:
-    """Keep the table's first column, its ids, whole on every console width: the other columns give way, since
-    an id cut to `0b1f…` is no use to the command that takes it."""
+def print_ids_table(table: Table, ids: list[str]) -> None:
+    """Print a table whose first column holds ids another command takes, never cut to `0b1f…`: piped, at its
+    natural width, every cell whole; on a terminal, the ids whole and the other columns giving way."""
     table.columns[0].no_wrap = True
     table.columns[0].min_width = max((len(i) for i in ids), default=0)
+    if out.is_terminal:
+        out.print(table)
+    else:  # no terminal to fit: a console as wide as the table, whose cells need not give way
+        Console(file=out.file, width=100_000, color_system=None).print(table)
 
 
 @app.command()
@@ -263,11 +267,10 @@ def principals_list(data_dir: DataDir = None) -> None:
 
     rows = run(data_dir, _do)
     table = Table("id", "kind", "groups", "clearance", "jurisdiction", "roles", "active")
-    whole_ids(table, [p["id"] for p in rows])
     for p in rows:
         table.add_row(p["id"], p["kind"], ",".join(p["groups"]), p["clearance"], p["jurisdiction"],
                       ",".join(p["roles"]), str(p["active"]))
-    out.print(table)
+    print_ids_table(table, [p["id"] for p in rows])
 
 
 @principals_app.command("update")

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from memory import access_grants, access_requests
 from memory.bootstrap import Container
-from memory.cli import Actor, DataDir, app, csv_list, fail, out, print_json, run, whole_ids
+from memory.cli import Actor, DataDir, app, csv_list, fail, out, print_ids_table, print_json, run
 from memory.cli_audit import operator
 from memory.db import transaction
 
@@ -44,12 +44,11 @@ def access_list(
         print_json(rows)
         return
     table = Table("id", "source", "requester", "acting for", "reason", "status", "justification")
-    whole_ids(table, [r["id"] for r in rows])  # a piped or narrow listing still gives `access decide` its id
     for r in rows:
         table.add_row(r["id"], r["source_id"], r["requester_id"], r["acting_for"] or "",
                       r["reason"] + (f" ({r['purpose']})" if r["purpose"] else ""), r["status"],
                       r["justification"][:60])
-    out.print(table)
+    print_ids_table(table, [r["id"] for r in rows])  # piped or narrow, still the id `access decide` takes
 
 
 @access_app.command("decide")

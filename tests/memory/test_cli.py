@@ -615,6 +615,14 @@ def test_access_list_gives_whole_ids_and_json_and_refuses_an_unknown_source(env:
     assert r.exit_code == 0 and rid in r.output, r.output  # whole, on one line, never `0b1f…`
     r = narrow.invoke(cli.app, ["principals", "list"])
     assert r.exit_code == 0 and long_id in r.output, r.output
+    with pytest.MonkeyPatch.context() as m:  # a 60-column terminal: the other columns give way, not the ids
+        from rich.console import Console
+
+        m.setattr(cli, "out", Console(force_terminal=True, width=60, color_system=None))
+        r = invoke("access", "list")
+        assert r.exit_code == 0 and rid in r.output, r.output
+        r = invoke("principals", "list")
+        assert r.exit_code == 0 and long_id in r.output, r.output
     r = invoke("access", "list", "--json", "--source", "s")
     assert r.exit_code == 0, r.output
     listed = json.loads(r.output)
