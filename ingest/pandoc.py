@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,23 +24,40 @@ _HEAP_EXHAUSTED_WORDS = "Heap exhausted"
 _LIMIT = re.compile(r"^-M(\d+)m$")
 
 
+class _Held:
+    """The parses inside `heap_limited` now, and the variable's value before the first of them (threads of one
+    process share its environment: each parse putting back what it found would leave the limit set whenever two
+    overlap, the second finding the first's)."""
+
+    lock = threading.Lock()
+    count = 0
+    previous: str | None = None
+
+
 @contextmanager
 def heap_limited(max_heap_mb: int) -> Iterator[None]:
-    """Inside: every pandoc this process starts stops past `max_heap_mb` MiB of heap. The variable is put back as
-    it was on the way out, so no other program this process starts later (another GHC program: shellcheck, say)
-    runs under it. The parse worker only parses; in the API process (parse budget 0) another thread's child
-    started meanwhile inherits it too, which only a GHC program reads."""
+    """Inside: every pandoc this process starts stops past `max_heap_mb` MiB of heap (overlapping parses: the
+    first one's limit, the service's one setting). Once the last parse inside is done, the variable is put back
+    as it was, so no other program this process starts later (another GHC program: shellcheck, say) runs under
+    it. The parse worker only parses; in the API process (parse budget 0) another thread's child started
+    meanwhile inherits it too, which only a GHC program reads."""
     if max_heap_mb < 1:
         raise ValueError("max_heap_mb must be positive")
-    previous = os.environ.get(ENV)
-    os.environ[ENV] = f"-M{max_heap_mb}m"
+    with _Held.lock:
+        if _Held.count == 0:
+            _Held.previous = os.environ.get(ENV)
+            os.environ[ENV] = f"-M{max_heap_mb}m"
+        _Held.count += 1
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = previous
+        with _Held.lock:
+            _Held.count -= 1
+            if _Held.count == 0:
+                if _Held.previous is None:
+                    os.environ.pop(ENV, None)
+                else:
+                    os.environ[ENV] = _Held.previous
 
 
 def heap_limit_mb() -> int | None:

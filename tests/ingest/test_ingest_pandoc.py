@@ -160,3 +160,17 @@ def test_killing_the_children_never_raises(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(workers.psutil, "Process", unreadable)
     workers._kill_children()
+
+
+def test_overlapping_parses_put_the_variable_back_once_both_are_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads share the environment: two parses that overlap, the first ending first, leave no limit behind (each
+    putting back what it found left the first's value set for good: shellcheck then failed under it in CI)."""
+    monkeypatch.delenv(pandoc.ENV, raising=False)
+    first, second = pandoc.heap_limited(256), pandoc.heap_limited(512)
+    first.__enter__()
+    second.__enter__()
+    assert os.environ[pandoc.ENV] == "-M256m"
+    first.__exit__(None, None, None)
+    assert os.environ[pandoc.ENV] == "-M256m"  # the second still runs
+    second.__exit__(None, None, None)
+    assert pandoc.ENV not in os.environ
