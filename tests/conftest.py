@@ -42,6 +42,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
 
 
+@pytest.fixture(autouse=True)
+def _pandoc_heap_limit_put_back() -> Iterator[None]:
+    """No test leaves pandoc's heap limit (GHCRTS, set around in-process parses) set behind it: every later
+    program the test process starts would run under it (shellcheck refuses to)."""
+    before = os.environ.get("GHCRTS")
+    yield
+    assert os.environ.get("GHCRTS") == before, "GHCRTS was left set: a parse's heap limit was not put back"
+
+
 @pytest.fixture
 def db_url(tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database for this test."""
