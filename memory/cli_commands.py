@@ -21,6 +21,7 @@ from memory.cli import (
     fail,
     out,
     policy_app,
+    print_ids_table,
     print_json,
     run,
     sources_app,
@@ -70,13 +71,14 @@ def sources_list(data_dir: DataDir = None) -> None:
         with c.sessions() as s:
             return [presenters.source(x).model_dump(mode="json") for x in sources.list_all(s)]
 
+    rows = run(data_dir, _do)
     table = Table("id", "name", "steward", "jurisdiction", "read groups", "floor", "consent")
-    for x in run(data_dir, _do):
+    for x in rows:
         consent = "for " + (", ".join(x["consent_purposes"]) or "no purpose") if x["personal_data_requires_consent"] \
             else ""
         table.add_row(x["id"], x["name"], x["steward"], x["jurisdiction"], ",".join(x["read_groups"]), x["floor"],
                       consent)
-    out.print(table)
+    print_ids_table(table, [x["id"] for x in rows])  # piped or narrow, still the id other commands take
 
 
 @sources_app.command("update")

@@ -615,6 +615,11 @@ def test_access_list_gives_whole_ids_and_json_and_refuses_an_unknown_source(env:
     assert r.exit_code == 0 and rid in r.output, r.output  # whole, on one line, never `0b1f…`
     r = narrow.invoke(cli.app, ["principals", "list"])
     assert r.exit_code == 0 and long_id in r.output, r.output
+    long_source = "a-source-with-a-rather-long-id-for-a-table"
+    invoke("sources", "add", long_source, "--name", "L", "--steward", "st", "--jurisdiction", "EU",
+           "--read-groups", "g")
+    r = narrow.invoke(cli.app, ["sources", "list"])
+    assert r.exit_code == 0 and long_source in r.output, r.output
     with pytest.MonkeyPatch.context() as m:  # a 60-column terminal: the other columns give way, not the ids
         from rich.console import Console
 
