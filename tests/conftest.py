@@ -263,3 +263,33 @@ def uvicorn_in_thread(app: Any, **options: Any) -> Iterator[int]:
     finally:
         server.should_exit = True
         runner.join(15)
+
+
+@pytest.fixture
+def env(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, fake_embedder: Any, fake_classifier: Any
+        ) -> Path:
+    """A data directory and database for CLI commands run through `invoke` (this test's), with fast model doubles
+    in the container the CLI builds for itself."""
+    from memory.bootstrap import Container
+
+    monkeypatch.setenv("MEMORY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MEMORY_DATABASE_URL", db_url)
+    monkeypatch.setenv("MEMORY_ENV", "test")
+    real_init = Container.__init__
+
+    def with_doubles(self: Any, settings: Any, **kw: Any) -> None:
+        kw.setdefault("embedder", fake_embedder)
+        kw.setdefault("classifier", fake_classifier)
+        real_init(self, settings, **kw)
+
+    monkeypatch.setattr(Container, "__init__", with_doubles)
+    return tmp_path
+
+
+def invoke(*args: str) -> Any:
+    """A `memory` CLI command through typer's runner (the commands of every CLI module registered)."""
+    from typer.testing import CliRunner
+
+    from memory import cli, cli_access, cli_commands  # noqa: F401  (registers commands)
+
+    return CliRunner().invoke(cli.app, list(args))

@@ -11,28 +11,7 @@ from typer.testing import CliRunner
 from memory import cli, cli_access, cli_commands  # noqa: F401  (registers commands)
 from memory.bootstrap import Container
 from memory.db import transaction
-
-runner = CliRunner()
-
-
-@pytest.fixture
-def env(tmp_path, db_url, monkeypatch, fake_embedder, fake_classifier):
-    monkeypatch.setenv("MEMORY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MEMORY_DATABASE_URL", db_url)
-    monkeypatch.setenv("MEMORY_ENV", "test")
-    real_init = Container.__init__
-
-    def with_doubles(self, settings, **kw):  # the CLI builds its own container: hand it fast model doubles
-        kw.setdefault("embedder", fake_embedder)
-        kw.setdefault("classifier", fake_classifier)
-        real_init(self, settings, **kw)
-
-    monkeypatch.setattr(Container, "__init__", with_doubles)
-    return tmp_path
-
-
-def invoke(*args: str):
-    return runner.invoke(cli.app, list(args))
+from tests.conftest import invoke
 
 
 def test_register_ingest_and_search(env: Path):
@@ -354,37 +333,34 @@ def test_keygen_prints_a_valid_key(env: Path):
     assert Settings(bootstrap_admin_key=key, env="prod").bootstrap_admin_key is not None
 
 
-def test_access_requests_from_the_cli(env: Path):
+def _file_request(requester: str, source_id: str, reason: str, **kw: str) -> str:
+    """An access request filed by `requester` (the service, as the API files it), for the CLI to list and decide."""
     from memory import access_requests
-    from memory.db import transaction
     from memory.principals import get_principal, resolve_effective
+    from memory.settings import Settings
+
+    c = Container(Settings())  # type: ignore[call-arg]
+    try:
+        with transaction(c.sessions) as s:
+            who = resolve_effective(s, caller=get_principal(s, principal_id=requester), acting_for=None)
+            return access_requests.file_request(s, who=who, source_id=source_id, reason=reason, **kw).id
+    finally:
+        c.close()
+
+
+def test_access_requests_from_the_cli(env: Path):
 
     invoke("principals", "create", "st", "--roles", "steward")
     invoke("principals", "create", "ann", "--groups", "g", "--clearance", "public")
     invoke("sources", "add", "s", "--name", "S", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "g")
-    c = Container(__import__("memory.settings", fromlist=["Settings"]).Settings())
-    try:
-        with transaction(c.sessions) as s:
-            who = resolve_effective(s, caller=get_principal(s, principal_id="ann"), acting_for=None)
-            req = access_requests.file_request(s, who=who, source_id="s", reason="clearance",
-                                               justification="I need the onboarding notes")
-            rid = req.id
-    finally:
-        c.close()
+    rid = _file_request("ann", "s", "clearance", justification="I need the onboarding notes")
     r = invoke("access", "list")
     assert r.exit_code == 0 and rid[:8] in r.output
     r = invoke("access", "decide", rid, "--decision", "refuse")
     assert r.exit_code == 2 and "note_required" in r.output
     r = invoke("access", "decide", rid, "--decision", "refuse", "--note", "not needed for your role")
     assert r.exit_code == 0 and "refused" in r.output
-    c = Container(__import__("memory.settings", fromlist=["Settings"]).Settings())
-    try:
-        with transaction(c.sessions) as s:
-            who = resolve_effective(s, caller=get_principal(s, principal_id="ann"), acting_for=None)
-            rid = access_requests.file_request(s, who=who, source_id="s", reason="clearance",
-                                               justification="I run onboarding now").id
-    finally:
-        c.close()
+    rid = _file_request("ann", "s", "clearance", justification="I run onboarding now")
     r = invoke("access", "decide", rid, "--decision", "escalate", "--note", "agree; needs internal")
     assert r.exit_code == 0 and "escalated" in r.output
     r = invoke("access", "list", "--status", "escalated")
@@ -413,9 +389,6 @@ def _consent_of(source_id: str) -> tuple[bool, list[str]]:
 
 
 def test_source_consent_from_the_cli(env: Path):
-    from memory import access_requests
-    from memory.db import transaction
-    from memory.principals import get_principal, resolve_effective
 
     invoke("principals", "create", "st", "--roles", "steward")
     invoke("principals", "create", "ann", "--groups", "g", "--clearance", "restricted")
@@ -430,14 +403,7 @@ def test_source_consent_from_the_cli(env: Path):
     assert _consent_of("crm") == (False, ["support"])
     assert invoke("sources", "update", "crm", "--consent-required").exit_code == 0
     assert _consent_of("crm") == (True, ["support"])
-    c = Container(__import__("memory.settings", fromlist=["Settings"]).Settings())
-    try:
-        with transaction(c.sessions) as s:
-            who = resolve_effective(s, caller=get_principal(s, principal_id="ann"), acting_for=None)
-            rid = access_requests.file_request(s, who=who, source_id="crm", reason="consent", purpose="billing",
-                                               justification="billing disputes").id
-    finally:
-        c.close()
+    rid = _file_request("ann", "crm", "consent", purpose="billing", justification="billing disputes")
     assert "consent" in invoke("access", "list").output
     r = invoke("access", "decide", rid, "--decision", "grant", "--add-consent-purpose", "billing", "--json")
     assert r.exit_code == 0, r.output
@@ -594,22 +560,12 @@ def test_python_dash_m_memory_cli_runs_the_cli(env: Path):
 
 
 def test_access_list_gives_whole_ids_and_json_and_refuses_an_unknown_source(env: Path):
-    from memory import access_requests
-    from memory.principals import get_principal, resolve_effective
-    from memory.settings import Settings
 
     long_id = "principal-with-a-rather-long-id-for-a-table"
     invoke("principals", "create", "st", "--roles", "steward")
     invoke("principals", "create", long_id, "--groups", "g", "--clearance", "public")
     invoke("sources", "add", "s", "--name", "S", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "g")
-    c = Container(Settings())  # type: ignore[call-arg]
-    try:
-        with transaction(c.sessions) as s:
-            who = resolve_effective(s, caller=get_principal(s, principal_id=long_id), acting_for=None)
-            rid = access_requests.file_request(s, who=who, source_id="s", reason="clearance",
-                                               justification="I need the onboarding notes").id
-    finally:
-        c.close()
+    rid = _file_request(long_id, "s", "clearance", justification="I need the onboarding notes")
     narrow = CliRunner(env={"COLUMNS": "60"})
     r = narrow.invoke(cli.app, ["access", "list"])
     assert r.exit_code == 0 and rid in r.output, r.output  # whole, on one line, never `0b1f…`
@@ -637,21 +593,11 @@ def test_access_list_gives_whole_ids_and_json_and_refuses_an_unknown_source(env:
 
 
 def test_access_decide_refuses_a_caller_jurisdiction_without_a_transfer_rule(env: Path):
-    from memory import access_requests
-    from memory.principals import get_principal, resolve_effective
-    from memory.settings import Settings
 
     invoke("principals", "create", "st", "--roles", "steward")
     invoke("principals", "create", "ann", "--groups", "g", "--clearance", "public")
     invoke("sources", "add", "s", "--name", "S", "--steward", "st", "--jurisdiction", "EU", "--read-groups", "g")
-    c = Container(Settings())  # type: ignore[call-arg]
-    try:
-        with transaction(c.sessions) as s:
-            who = resolve_effective(s, caller=get_principal(s, principal_id="ann"), acting_for=None)
-            rid = access_requests.file_request(s, who=who, source_id="s", reason="clearance",
-                                               justification="I need the onboarding notes").id
-    finally:
-        c.close()
+    rid = _file_request("ann", "s", "clearance", justification="I need the onboarding notes")
     r = invoke("access", "decide", rid, "--decision", "grant", "--clearance", "internal",
                "--caller-jurisdiction", "US")
     assert r.exit_code == 2 and r.stderr.startswith("error: invalid_arguments: --caller-jurisdiction"), r.output

@@ -8,34 +8,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from typer.testing import CliRunner
 
 from memory import cli, cli_access, cli_commands  # noqa: F401  (registers commands)
 from memory.bootstrap import Container
 from memory.models import AuditRecord, Document, Principal, Source
 from memory.settings import Settings
-
-runner = CliRunner()
-
-
-@pytest.fixture
-def env(tmp_path, db_url, monkeypatch, fake_embedder, fake_classifier):
-    monkeypatch.setenv("MEMORY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MEMORY_DATABASE_URL", db_url)
-    monkeypatch.setenv("MEMORY_ENV", "test")
-    real_init = Container.__init__
-
-    def with_doubles(self, settings, **kw):  # the CLI builds its own container: hand it fast model doubles
-        kw.setdefault("embedder", fake_embedder)
-        kw.setdefault("classifier", fake_classifier)
-        real_init(self, settings, **kw)
-
-    monkeypatch.setattr(Container, "__init__", with_doubles)
-    return tmp_path
-
-
-def invoke(*args: str):
-    return runner.invoke(cli.app, list(args))
+from tests.conftest import invoke
 
 
 def refused(r, code: str) -> None:

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from memory import cli, cli_audit, cli_commands  # noqa: F401  (registers commands)
-from memory.bootstrap import Container
+from tests.conftest import invoke
 
 
 def code(r: Any) -> str:
@@ -257,27 +256,6 @@ def test_routes_without_authentication_are_untouched(api: Any) -> None:
 
 # ------------------------------------------------------------------------------------------------------- CLI
 
-runner = CliRunner()
-
-
-@pytest.fixture
-def env(tmp_path: Path, db_url: str, monkeypatch: Any, fake_embedder: Any, fake_classifier: Any) -> Path:
-    monkeypatch.setenv("MEMORY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MEMORY_DATABASE_URL", db_url)
-    monkeypatch.setenv("MEMORY_ENV", "test")
-    real_init = Container.__init__
-
-    def with_doubles(self: Any, settings: Any, **kw: Any) -> None:  # fast model doubles for the CLI's container
-        kw.setdefault("embedder", fake_embedder)
-        kw.setdefault("classifier", fake_classifier)
-        real_init(self, settings, **kw)
-
-    monkeypatch.setattr(Container, "__init__", with_doubles)
-    return tmp_path
-
-
-def invoke(*args: str) -> Any:
-    return runner.invoke(cli.app, list(args))
 
 
 def test_cli_changes_roles_and_delegations(env: Path) -> None:

@@ -545,30 +545,40 @@ def test_stewards_see_the_sources_they_steward_or_read_only(api: Any) -> None:
     assert {s["id"] for s in api.client.get("/v1/sources", headers=api.admin).json()} >= {"hr", "mkt", "wiki"}
 
 
-def test_a_read_group_removed_after_the_plan_is_not_served_by_that_search(api: Any) -> None:
-    """A search plans from SQL's sources, then embeds and searches the vectors; a change committed in between
-    is checked again on the hits' SQL rows: the hit of a source its caller can no longer read is dropped."""
+def _search_across_a_change(api: Any, principal_id: str, request: Any, change: Any) -> tuple[Any, Any, Any, Any]:
+    """A search as the API runs it (planned and committed, then embedded and served), with `change(session)`
+    committed between the plan and the vector search. Returns (who, plan, what change returned, result)."""
     from memory import principals
     from memory import search as search_svc
     from memory.models import Principal
+
+    c = api.container
+    with transaction(c.sessions) as s:
+        who = principals.resolve_effective(s, caller=s.get(Principal, principal_id), acting_for=None)
+    with c.sessions() as s:
+        planned = search_svc.plan(s, who=who, request=request)
+        s.commit()
+        with transaction(c.sessions) as other:
+            changed = change(other)
+        result = search_svc.search(s, store=c.store, embedder=c.query_embedder, who=who, request=request,
+                                   planned=planned)
+        s.commit()
+    return who, planned, changed, result
+
+
+def test_a_read_group_removed_after_the_plan_is_not_served_by_that_search(api: Any) -> None:
+    """A search plans from SQL's sources, then embeds and searches the vectors; a change committed in between
+    is checked again on the hits' SQL rows: the hit of a source its caller can no longer read is dropped."""
+    from memory import search as search_svc
 
     api.source("hr", jurisdiction="EU", read_groups=["g", "h"])
     assert api.upload("hr", "note.txt", "Quarterly payroll bonus plan for the hr team.").status_code == 201
     api.principal("kim", groups=["g"], clearance="restricted", jurisdiction="EU")
     request = search_svc.SearchRequest(query="payroll bonus", top_k=5)
     c = api.container
-    with transaction(c.sessions) as s:
-        who = principals.resolve_effective(s, caller=s.get(Principal, "kim"), acting_for=None)
-    with c.sessions() as s:
-        planned = search_svc.plan(s, who=who, request=request)
-        s.commit()
-        assert planned.flt.scope is not None and "hr" in planned.flt.scope.full
-        with transaction(c.sessions) as other:  # committed between the plan and the vector search
-            sources.update(other, source_id="hr", store=c.store, actor="admin",
-                           patch=sources.SourcePatch(read_groups=("h",)))
-        result = search_svc.search(s, store=c.store, embedder=c.query_embedder, who=who, request=request,
-                                   planned=planned)
-        s.commit()
+    who, planned, _, result = _search_across_a_change(api, "kim", request, lambda other: sources.update(
+        other, source_id="hr", store=c.store, actor="admin", patch=sources.SourcePatch(read_groups=("h",))))
+    assert planned.flt.scope is not None and "hr" in planned.flt.scope.full
     assert result.hits == [] and result.withheld == []
     with c.sessions() as s:  # the next search plans without the source
         assert search_svc.plan(s, who=who, request=request).flt.scope.full == frozenset()
@@ -620,26 +630,18 @@ def test_a_transfer_rule_changed_after_the_plan_is_in_force_for_that_search(api:
     """A search plans from the rules in force, then embeds and searches the vectors; an admin's rule change
     committed in between is read again in the search's transaction, and the search runs under it (planned
     again): it never serves, or records, under the rules the change replaced."""
-    from memory import policy_store, principals
+    from memory import policy_store
     from memory import search as search_svc
-    from memory.models import AuditRecord, Principal
+    from memory.models import AuditRecord
 
     api.source("hr", jurisdiction="EU", read_groups=["g"])
     assert api.upload("hr", "note.txt", EMAIL_DOC).status_code == 201
     api.principal("bob", groups=["g"], clearance="restricted", jurisdiction="US")
     request = search_svc.SearchRequest(query="payroll bonus", top_k=5)
     c = api.container
-    with transaction(c.sessions) as s:
-        who = principals.resolve_effective(s, caller=s.get(Principal, "bob"), acting_for=None)
-    with c.sessions() as s:
-        planned = search_svc.plan(s, who=who, request=request)
-        s.commit()
-        with transaction(c.sessions) as other:  # committed between the plan and the vector search
-            denied = policy_store.set_transfer_rule(other, data="EU", caller="US", rule="deny", actor="admin")
-        assert denied.version > planned.rules.version
-        result = search_svc.search(s, store=c.store, embedder=c.query_embedder, who=who, request=request,
-                                   planned=planned)
-        s.commit()
+    _, planned, denied, result = _search_across_a_change(api, "bob", request, lambda other: (
+        policy_store.set_transfer_rule(other, data="EU", caller="US", rule="deny", actor="admin")))
+    assert denied.version > planned.rules.version
     assert result.hits == []  # the plan's EU->US rule (allow_masked) would have served the note masked
     assert [(w.source_id, w.reason) for w in result.withheld] == [("hr", "jurisdiction")]
     assert result.rules_applied["transfer_rules_version"] == denied.version
