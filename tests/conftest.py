@@ -290,6 +290,6 @@ def invoke(*args: str) -> Any:
     """A `memory` CLI command through typer's runner (the commands of every CLI module registered)."""
     from typer.testing import CliRunner
 
-    from memory import cli, cli_access, cli_commands  # noqa: F401  (registers commands)
+    from memory import cli, cli_access, cli_audit, cli_commands, cli_documents, cli_jobs  # noqa: F401  (registers)
 
     return CliRunner().invoke(cli.app, list(args))

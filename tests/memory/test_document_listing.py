@@ -12,10 +12,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import update
-from typer.testing import CliRunner
 
 from memory import document_listing
-from memory.bootstrap import Container
 from memory.db import transaction
 from memory.errors import ValidationFailedError
 from memory.models import Document, DocumentVersion
@@ -218,35 +216,13 @@ def test_a_steward_sees_what_the_real_classifier_found_in_each_document(real_api
     assert _keys(real_api, steward, state="retracted") == ["team.txt"]
 
 
-@pytest.fixture
-def cli_env(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, fake_embedder: Any,
-            fake_classifier: Any) -> Path:
-    monkeypatch.setenv("MEMORY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MEMORY_DATABASE_URL", db_url)
-    monkeypatch.setenv("MEMORY_ENV", "test")
-    real_init = Container.__init__
-
-    def with_doubles(self: Any, settings: Any, **kw: Any) -> None:
-        kw.setdefault("embedder", fake_embedder)
-        kw.setdefault("classifier", fake_classifier)
-        real_init(self, settings, **kw)
-
-    monkeypatch.setattr(Container, "__init__", with_doubles)
-    return tmp_path
-
-
-def test_the_cli_lists_documents_and_their_versions(cli_env: Path) -> None:
-    from memory import cli, cli_audit, cli_commands, cli_documents  # noqa: F401  (registers commands)
-
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Any:
-        return runner.invoke(cli.app, list(args))
+def test_the_cli_lists_documents_and_their_versions(env: Path) -> None:
+    from tests.conftest import invoke
 
     assert invoke("principals", "create", "st", "--roles", "steward").exit_code == 0
     assert invoke("sources", "add", "hr", "--name", "HR", "--steward", "st", "--jurisdiction", "EU",
                   "--read-groups", "hr").exit_code == 0
-    folder = cli_env / "docs"
+    folder = env / "docs"
     (folder / "sub").mkdir(parents=True)
     (folder / "a.md").write_text("Parental leave is twelve weeks at full pay.\n")
     (folder / "sub" / "b.txt").write_text("Sick leave needs a note from the fourth day.")
