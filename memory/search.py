@@ -231,6 +231,11 @@ def search(
         planned = _read_policy(session, who, request, as_of, purpose, started)
     served = _serve(session, store, vector, planned)
     t_audit = time.perf_counter()
+    if session.get_bind().dialect.name != "sqlite":
+        # The chain head's lock, once, ahead of this search's append: every retraction and policy change appends
+        # under it too, so one that commits after the reads below waits for this search's record. (On SQLite this
+        # transaction has held the database's write lock since its first statement.)
+        audit.lock_head(session)
     if _rules_changed_since(session, planned):
         # An admin's transfer-rule change committed after the plan read the rules: this search must not serve
         # under the rules it replaced (its record would follow the change's). Planned again from SQL, now that
@@ -366,12 +371,8 @@ def _serve(session: Session, store: VectorStore, vector: np.ndarray, planned: Se
 
 
 def _rules_changed_since(session: Session, planned: SearchPlan) -> bool:
-    """Whether transfer rules newer than the plan's are in force now, read in the search's transaction. On
-    PostgreSQL the chain head's lock is taken first (memory.audit.lock_head): a change that commits later waits
-    for this search's record. On SQLite this transaction has held the database's write lock since its first
-    statement."""
-    if session.get_bind().dialect.name != "sqlite":
-        audit.lock_head(session)
+    """Whether transfer rules newer than the plan's are in force now, read in the search's transaction under the
+    chain head's lock (`search`)."""
     return policy_store.rules_version(session) != planned.rules.version
 
 
@@ -380,11 +381,10 @@ def _unless_retracted_since(session: Session, hits: list[Hit]) -> list[Hit]:
     search that served the version and appended before it (memory.retraction, under the chain head's lock); a
     search that appends after it must not serve the version. On PostgreSQL (read committed, no read locks) a
     retraction can commit between this search's read of the rows and its append: with the head's lock taken
-    first, one more read sees it, and the hit is dropped. On SQLite this transaction has held the database's write
-    lock since its first statement, so no retraction commits in between: nothing to read."""
+    first (`search` takes it), one more read sees it, and the hit is dropped. On SQLite this transaction has held
+    the database's write lock since its first statement, so no retraction commits in between: nothing to read."""
     if not hits or session.get_bind().dialect.name == "sqlite":
         return hits
-    audit.lock_head(session)
     gone = set(session.scalars(_RETRACTED_AMONG, {"ids": sorted({h.citation.version_id for h in hits})}))
     if gone:
         log.warning("search.retracted_meanwhile versions=%d", len(gone))
